@@ -1,0 +1,7 @@
+#!/usr/bin/env node
+// Starts the built CLI.
+import { main } from '../dist/src/cli/main.js';
+
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});

@@ -1,0 +1,64 @@
+// Where a command's output goes: stdout for results, stderr for progress and diagnostics.
+import ora, { type Ora } from 'ora';
+
+/** Streams and terminal facts a command writes through; runCli swaps them for buffers. */
+export interface Io {
+  out(text: string): void;
+  err(text: string): void;
+  /** Progress may be animated (stderr is a terminal). */
+  isTTY: boolean;
+  color: boolean;
+  env: NodeJS.ProcessEnv;
+  errStream?: NodeJS.WritableStream;
+}
+
+/** A progress indicator that is a real spinner on a terminal and silent elsewhere. */
+export interface Progress {
+  update(text: string): void;
+  succeed(text?: string): void;
+  fail(text?: string): void;
+  stop(): void;
+}
+
+const silent: Progress = { update() {}, succeed() {}, fail() {}, stop() {} };
+
+/** Starts a spinner on stderr when it is a terminal and output is neither JSON nor quiet. */
+export function progress(io: Io, text: string, opts: { json?: boolean; quiet?: boolean }): Progress {
+  if (!io.isTTY || opts.json || opts.quiet || io.errStream === undefined) return silent;
+  const spinner: Ora = ora({ text, stream: io.errStream, color: io.color ? 'cyan' : false, isEnabled: true }).start();
+  return {
+    update: (t) => void (spinner.text = t),
+    succeed: (t) => void spinner.succeed(t),
+    fail: (t) => void spinner.fail(t),
+    stop: () => void spinner.stop(),
+  };
+}
+
+/** The real process streams. */
+export function processIo(): Io {
+  const env = process.env;
+  const isTTY = process.stderr.isTTY === true;
+  return {
+    out: (t) => void process.stdout.write(t),
+    err: (t) => void process.stderr.write(t),
+    isTTY,
+    color: isTTY && env['NO_COLOR'] === undefined && env['TERM'] !== 'dumb',
+    env,
+    errStream: process.stderr,
+  };
+}
+
+/** Buffers for in-process runs (tests). */
+export function bufferIo(env: NodeJS.ProcessEnv = process.env): Io & { stdout: () => string; stderr: () => string } {
+  let out = '';
+  let err = '';
+  return {
+    out: (t) => void (out += t),
+    err: (t) => void (err += t),
+    isTTY: false,
+    color: false,
+    env,
+    stdout: () => out,
+    stderr: () => err,
+  };
+}

@@ -1,0 +1,59 @@
+// The CLI entry: builds the command tree, runs it, and turns errors into messages and exit codes.
+import { Command, CommanderError } from 'commander';
+import { TlError } from '../errors.js';
+import { TL_VERSION } from '../version.js';
+import { doctorCommand } from './doctor.js';
+import { bufferIo, processIo, type Io } from './io.js';
+
+/** Builds the `tl` program writing through `io`. */
+export function buildProgram(io: Io): Command {
+  const program = new Command('tl')
+    .description('Transfer learning on pretrained vision models: fine-tune, extract features, evaluate, predict.')
+    .version(TL_VERSION, '-V, --version')
+    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
+    .exitOverride();
+  for (const cmd of [doctorCommand(io)]) {
+    program.addCommand(cmd.exitOverride().configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) }));
+  }
+  return program;
+}
+
+/** Runs tl with `argv` (without node and script) and returns its exit code. */
+export async function execute(argv: string[], io: Io): Promise<number> {
+  const program = buildProgram(io);
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (err) {
+    return handleError(err, io);
+  }
+}
+
+/** Known errors: one line and a suggestion. Unknown ones: the stack and a request to report it. */
+export function handleError(err: unknown, io: Io): number {
+  if (err instanceof CommanderError) {
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) return 0;
+    return 2;
+  }
+  if (err instanceof TlError) {
+    io.err(`error: ${err.message}\n`);
+    if (err.suggestion) io.err(`  ${err.suggestion}\n`);
+    return err.exitCode;
+  }
+  const stack = err instanceof Error ? (err.stack ?? err.message) : String(err);
+  io.err(`internal error: ${stack}\nThis is a bug in tl; please report it with the command you ran and the output of \`tl doctor\`.\n`);
+  return 1;
+}
+
+/** In-process run for tests: exit code and everything written. */
+export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+  const io = bufferIo(env);
+  const exitCode = await execute(argv, io);
+  return { exitCode, stdout: io.stdout(), stderr: io.stderr() };
+}
+
+/** Entry used by bin/tl.js. */
+export async function main(argv: string[]): Promise<number> {
+  return execute(argv, processIo());
+}
