@@ -1,6 +1,7 @@
 // Chooses and initialises the TensorFlow.js backend; the only module that imports TensorFlow.js packages.
 import * as tf from '@tensorflow/tfjs';
 import { BackendError, errorMessage } from '../errors.js';
+import { registerWasmTrainingKernels } from './kernels/wasm-training.js';
 
 /** The TensorFlow.js namespace every other module receives from here. */
 export type Tf = typeof tf;
@@ -98,6 +99,7 @@ async function tryWasm(importModule: ModuleImporter, attempts: BackendAttempt[])
   const pkg = '@tensorflow/tfjs-backend-wasm';
   try {
     await importModule(pkg);
+    registerWasmTrainingKernels(tf);
     if (!(await tf.setBackend('wasm'))) throw new Error('the wasm module failed to initialise');
     attempts.push({ backend: 'wasm', package: pkg, ok: true });
     return true;
