@@ -5,6 +5,8 @@ import { registerWasmTrainingKernels } from './kernels/wasm-training.js';
 
 /** The TensorFlow.js namespace every other module receives from here. */
 export type Tf = typeof tf;
+export type { LayersModel, SymbolicTensor, Tensor, Tensor1D, Tensor2D, Tensor4D, Rank, NamedTensorMap } from '@tensorflow/tfjs';
+export type Layer = tf.layers.Layer;
 
 import { BACKEND_NAMES, type BackendChoice, type BackendName } from './names.js';
 

@@ -1,0 +1,57 @@
+// The shape of a registry entry: plain data describing a pretrained model variant.
+import type { LayersModel, Tf } from '../backend/index.js';
+
+/** How pixels are mapped to the network's input range. */
+export type PreprocessMode = 'caffe' | 'tf' | 'torch' | 'raw01';
+
+/** Where a variant's weights come from. */
+export type WeightSource =
+  | {
+      kind: 'keras-h5';
+      url: string;
+      /** Keras's published hash (md5 or sha256 hex); null where Keras publishes none (the first download's sha256 is recorded). */
+      hash: string | null;
+      includeTop: boolean;
+    }
+  | { kind: 'nsfwjs'; model: 'mobilenet_v2' | 'inception_v3'; includeTop: boolean };
+
+export interface BuildOptions {
+  includeTop: boolean;
+  /** Classes of the top; defaults to the variant's. */
+  classes?: number;
+  /** Square input size; defaults to the variant's. */
+  inputSize?: number;
+}
+
+/** A model family's builder: creates the Keras-faithful graph with random weights. */
+export type Builder = (tf: Tf, variant: Variant, options: Required<BuildOptions>) => LayersModel;
+
+export interface Variant {
+  /** `arch` or `arch.tag`; the bare name is the default tag. */
+  name: string;
+  family: string;
+  /** Keras application this variant mirrors layer for layer (e.g. `ResNet50`). */
+  keras: string;
+  inputSize: number;
+  preprocess: PreprocessMode;
+  /** Architecture parameters (alpha, depth multiplier, block counts, ...). */
+  args: Readonly<Record<string, number>>;
+  /** Which classifier the pretrained top is: Keras's own (default) or one a weight source defines. */
+  head?: 'keras' | 'nsfwjs';
+  /** Classes of the pretrained top. */
+  topClasses: number;
+  /** Names of the pretrained top's classes, where tl ships them. */
+  topLabels?: readonly string[];
+  weights: readonly WeightSource[];
+  trainedOn: string;
+  license: string;
+  origin: string;
+}
+
+/** A family: its builder and its variants. */
+export interface Family {
+  name: string;
+  paper: string;
+  build: Builder;
+  variants: readonly Variant[];
+}
