@@ -1,0 +1,35 @@
+// `tl data DATA`: what a dataset holds before training on it.
+import { Command } from 'commander';
+import Table from 'cli-table3';
+import { z } from 'zod';
+import { addCommonOptions, commonSchema, parseOptions, printJson } from './common.js';
+import { dataOptions, dataSchema } from './options.js';
+import type { Io } from './io.js';
+
+export function dataCommand(io: Io): Command {
+  const cmd = new Command('data').description('summarise a folder dataset: classes, split counts, skipped files, image sizes').argument('<DATA>', 'dataset folder (DATA/<class>/<image>)');
+  dataOptions(cmd);
+  cmd.option('--size <px>', 'decode size used to validate images', '224');
+  addCommonOptions(cmd, { backend: false });
+  cmd.action(async (root: string, raw: unknown) => {
+    const opts = parseOptions(commonSchema.extend(dataSchema.shape).extend({ size: z.coerce.number().int().min(8).max(1024).default(224) }), raw);
+    const { openDataset, summarizeDataset } = await import('../data/index.js');
+    const dataset = await openDataset(root, { val: opts.val, test: opts.test, seed: opts.seed, size: opts.size, resize: opts.resize, maxPixels: opts.maxPixels });
+    const summary = await summarizeDataset(dataset);
+    if (opts.json) return printJson(io, summary);
+    const table = new Table({ head: ['class', 'train', 'val', 'test', 'total'], style: { head: [], border: [] } });
+    for (const c of summary.classes) table.push([c.name, c.train, c.val, c.test, c.total]);
+    table.push(['all', summary.totals.train, summary.totals.val, summary.totals.test, summary.totals.all]);
+    io.out(`${summary.root} (${summary.layout}, split seed ${summary.seed})\n${table.toString()}\n`);
+    if (summary.imageSize) {
+      const { width: w, height: h } = summary.imageSize;
+      io.out(`image size: width ${w.min}..${w.max} (median ${w.median}), height ${h.min}..${h.max} (median ${h.median})\n`);
+    }
+    io.out(`ignored: ${summary.ignored.hidden} hidden, ${summary.ignored.nonImage} non-image files\n`);
+    if (summary.skipped.length) {
+      io.out(`skipped ${summary.skipped.length} file(s):\n`);
+      for (const s of summary.skipped) io.out(`  ${s.path}: ${s.reason}\n`);
+    }
+  });
+  return cmd;
+}

@@ -1,0 +1,66 @@
+// Seeded training-time augmentation on decoded uint8 RGB images (sharp does the pixel work).
+import sharp from 'sharp';
+
+export type AugmentLevel = 'none' | 'light' | 'standard';
+export const AUGMENT_LEVELS: readonly AugmentLevel[] = ['none', 'light', 'standard'];
+
+/** A small seeded PRNG (mulberry32) so augmentation is repeatable for a given seed, epoch and image. */
+export function prng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Mixes several integers into one 32-bit seed. */
+export function mixSeed(...parts: number[]): number {
+  let h = 0x811c9dc5;
+  for (const p of parts) {
+    h ^= p >>> 0;
+    h = Math.imul(h, 0x01000193) >>> 0;
+    h ^= h >>> 13;
+  }
+  return h >>> 0;
+}
+
+interface Params {
+  flip: boolean;
+  crop: { left: number; top: number; width: number; height: number };
+  angle: number;
+  contrast: number;
+  brightness: number;
+}
+
+function draw(level: Exclude<AugmentLevel, 'none'>, size: number, rand: () => number): Params {
+  const flip = rand() < 0.5;
+  const [minScale, maxRatio] = level === 'light' ? [0.8, 1.1] : [0.5, 4 / 3];
+  const area = size * size * (minScale + (1 - minScale) * rand());
+  const ratio = Math.exp(Math.log(1 / maxRatio) + (Math.log(maxRatio) - Math.log(1 / maxRatio)) * rand());
+  const width = Math.max(8, Math.min(size, Math.round(Math.sqrt(area * ratio))));
+  const height = Math.max(8, Math.min(size, Math.round(Math.sqrt(area / ratio))));
+  const crop = { left: Math.floor(rand() * (size - width + 1)), top: Math.floor(rand() * (size - height + 1)), width, height };
+  if (level === 'light') return { flip, crop, angle: 0, contrast: 1, brightness: 0 };
+  return { flip, crop, angle: (rand() * 2 - 1) * 10, contrast: 1 + (rand() * 2 - 1) * 0.2, brightness: (rand() * 2 - 1) * 0.2 * 255 };
+}
+
+/** Returns an augmented copy of a `size`x`size` RGB image; the same seed gives the same result. */
+export async function augmentImage(pixels: Uint8Array, size: number, level: AugmentLevel, seed: number): Promise<Uint8Array> {
+  if (level === 'none') return pixels;
+  const p = draw(level, size, prng(seed));
+  let img = sharp(pixels, { raw: { width: size, height: size, channels: 3 } }).extract(p.crop).resize(size, size, { fit: 'fill' });
+  if (p.flip) img = img.flop();
+  if (p.contrast !== 1 || p.brightness !== 0) img = img.linear(p.contrast, p.brightness + 128 * (1 - p.contrast));
+  let out = await img.raw().toBuffer();
+  if (p.angle !== 0) {
+    // Rotating grows the canvas; cropping the centre back keeps the scale.
+    const rotated = await sharp(out, { raw: { width: size, height: size, channels: 3 } }).rotate(p.angle, { background: { r: 0, g: 0, b: 0 } }).raw().toBuffer({ resolveWithObject: true });
+    const left = Math.floor((rotated.info.width - size) / 2);
+    const top = Math.floor((rotated.info.height - size) / 2);
+    out = await sharp(rotated.data, { raw: { width: rotated.info.width, height: rotated.info.height, channels: 3 } }).extract({ left, top, width: size, height: size }).raw().toBuffer();
+  }
+  return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+}

@@ -1,0 +1,96 @@
+// Folder datasets: scan, validate by decoding, split, and summarise.
+import { decodeFailureReason, imageSize, type ResizeMode } from './decode.js';
+import { ImageSource } from './loader.js';
+import { mapLimit, scanDataset, SPLITS, type ImageItem, type ScanResult, type SkippedFile, type SplitName } from './scan.js';
+import { assignSplits, type SplitMap } from './split.js';
+
+export { ImageSource, type Batch } from './loader.js';
+export { preprocess, PREPROCESS_MODES } from './preprocess.js';
+export { AUGMENT_LEVELS, type AugmentLevel } from './augment.js';
+export { RESIZE_MODES, type ResizeMode } from './decode.js';
+export { SPLITS, type ImageItem, type SkippedFile, type SplitName } from './scan.js';
+export type { SplitMap } from './split.js';
+
+export interface DatasetOptions {
+  val: number;
+  test: number;
+  seed: number;
+  size: number;
+  resize?: ResizeMode;
+  maxPixels?: number;
+  cacheBytes?: number;
+  /** A saved split (from a run) to reuse instead of computing one. */
+  splitMap?: SplitMap;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface Dataset {
+  root: string;
+  layout: ScanResult['layout'];
+  classes: string[];
+  /** Items that decode, by split. */
+  splits: Record<SplitName, ImageItem[]>;
+  splitMap: SplitMap;
+  seed: number;
+  source: ImageSource;
+  /** Every file skipped, at scan or decode time, with the reason. */
+  skipped: SkippedFile[];
+  ignored: ScanResult['ignored'];
+}
+
+/** Scans, decodes every image once (so bad files are found before training), and splits. */
+export async function openDataset(root: string, options: DatasetOptions): Promise<Dataset> {
+  const scan = await scanDataset(root);
+  const source = new ImageSource(scan.items, { size: options.size, ...(options.resize ? { resize: options.resize } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), ...(options.cacheBytes !== undefined ? { cacheBytes: options.cacheBytes } : {}) });
+  const good = await source.validate(scan.items, options.onProgress);
+  const splitMap = options.splitMap ?? assignSplits(good, { val: options.val, test: options.test, seed: options.seed });
+  const splits: Record<SplitName, ImageItem[]> = { train: [], val: [], test: [] };
+  for (const item of good) {
+    const split = splitMap[item.rel];
+    if (split) splits[split].push(item);
+  }
+  return { root, layout: scan.layout, classes: scan.classes, splits, splitMap, seed: options.seed, source, skipped: [...scan.skipped, ...source.skipped], ignored: scan.ignored };
+}
+
+export interface DatasetSummary {
+  root: string;
+  layout: ScanResult['layout'];
+  seed: number;
+  classes: { name: string; train: number; val: number; test: number; total: number }[];
+  totals: Record<SplitName | 'all', number>;
+  skipped: SkippedFile[];
+  ignored: ScanResult['ignored'];
+  imageSize: { width: Stats; height: Stats } | null;
+}
+
+interface Stats {
+  min: number;
+  median: number;
+  max: number;
+}
+
+function stats(values: number[]): Stats {
+  const sorted = [...values].sort((a, b) => a - b);
+  return { min: sorted[0] ?? 0, median: sorted[Math.floor(sorted.length / 2)] ?? 0, max: sorted[sorted.length - 1] ?? 0 };
+}
+
+/** What `tl data` shows: counts per class and split, skipped files with reasons, image size statistics. */
+export async function summarizeDataset(dataset: Dataset): Promise<DatasetSummary> {
+  const all = SPLITS.flatMap((s) => dataset.splits[s]);
+  const sizes = await mapLimit(all, 16, (item) => imageSize(item.path).catch((err: unknown) => ({ error: decodeFailureReason(err) })));
+  const dims = sizes.filter((s): s is { width: number; height: number } => 'width' in s);
+  return {
+    root: dataset.root,
+    layout: dataset.layout,
+    seed: dataset.seed,
+    classes: dataset.classes.map((name, label) => {
+      const count = (s: SplitName) => dataset.splits[s].filter((i) => i.label === label).length;
+      const row = { name, train: count('train'), val: count('val'), test: count('test') };
+      return { ...row, total: row.train + row.val + row.test };
+    }),
+    totals: { train: dataset.splits.train.length, val: dataset.splits.val.length, test: dataset.splits.test.length, all: all.length },
+    skipped: dataset.skipped,
+    ignored: dataset.ignored,
+    imageSize: dims.length ? { width: stats(dims.map((d) => d.width)), height: stats(dims.map((d) => d.height)) } : null,
+  };
+}

@@ -1,0 +1,130 @@
+// Decoded images on demand: a memory cache when the dataset fits its budget, bounded decode concurrency,
+// and an async batch stream with prefetch. Files that fail to decode are skipped and recorded.
+import { availableParallelism } from 'node:os';
+import { augmentImage, mixSeed, prng, type AugmentLevel } from './augment.js';
+import { DEFAULT_MAX_PIXELS, decodeFailureReason, decodeImage, type DecodeOptions, type ResizeMode } from './decode.js';
+import { mapLimit, type ImageItem, type SkippedFile } from './scan.js';
+
+export interface ImageSourceOptions {
+  size: number;
+  resize?: ResizeMode;
+  maxPixels?: number;
+  /** Bytes of decoded uint8 images kept in memory; when the dataset needs more, nothing is cached. */
+  cacheBytes?: number;
+  concurrency?: number;
+}
+
+export interface Batch {
+  /** [n, size, size, 3] uint8 RGB, row-major. */
+  pixels: Uint8Array;
+  labels: Int32Array;
+  items: ImageItem[];
+}
+
+export const DEFAULT_CACHE_BYTES = 2 * 1024 ** 3;
+
+/** Decodes images for a dataset, caching them when they fit. */
+export class ImageSource {
+  readonly size: number;
+  readonly skipped: SkippedFile[] = [];
+  private readonly decode: DecodeOptions;
+  private readonly cache = new Map<string, Uint8Array>();
+  private readonly failed = new Set<string>();
+  private readonly concurrency: number;
+  private cacheEnabled: boolean;
+  hits = 0;
+  misses = 0;
+
+  constructor(items: readonly ImageItem[], options: ImageSourceOptions) {
+    this.size = options.size;
+    this.decode = { size: options.size, resize: options.resize ?? 'center-crop', maxPixels: options.maxPixels ?? DEFAULT_MAX_PIXELS };
+    this.concurrency = options.concurrency ?? Math.max(2, availableParallelism());
+    this.cacheEnabled = items.length * this.imageBytes <= (options.cacheBytes ?? DEFAULT_CACHE_BYTES);
+  }
+
+  get imageBytes(): number {
+    return this.size * this.size * 3;
+  }
+
+  get cached(): boolean {
+    return this.cacheEnabled;
+  }
+
+  /** The decoded image, or null when the file cannot be decoded (recorded in `skipped`). */
+  async load(item: ImageItem): Promise<Uint8Array | null> {
+    const hit = this.cache.get(item.path);
+    if (hit) {
+      this.hits++;
+      return hit;
+    }
+    if (this.failed.has(item.path)) return null;
+    this.misses++;
+    try {
+      const pixels = await decodeImage(item.path, this.decode);
+      if (this.cacheEnabled) this.cache.set(item.path, pixels);
+      return pixels;
+    } catch (err) {
+      this.failed.add(item.path);
+      this.skipped.push({ path: item.path, reason: decodeFailureReason(err) });
+      return null;
+    }
+  }
+
+  /** Decodes every item once (filling the cache) and returns those that decode. */
+  async validate(items: readonly ImageItem[], onProgress?: (done: number, total: number) => void): Promise<ImageItem[]> {
+    let done = 0;
+    const ok = await mapLimit(items, this.concurrency, async (item) => {
+      const pixels = await this.load(item);
+      onProgress?.(++done, items.length);
+      return pixels !== null;
+    });
+    return items.filter((_, i) => ok[i]);
+  }
+
+  /**
+   * Batches of `items` in a seeded shuffled order (or as given), augmented when asked, decoded ahead of use:
+   * up to `prefetch` batches are in flight while the consumer works.
+   */
+  async *batches(items: readonly ImageItem[], options: { batchSize: number; shuffleSeed?: number; augment?: AugmentLevel; augmentSeed?: number; prefetch?: number }): AsyncGenerator<Batch> {
+    const order = [...items];
+    if (options.shuffleSeed !== undefined) {
+      const rand = prng(options.shuffleSeed);
+      for (let i = order.length - 1; i > 0; i--) {
+        const j = Math.floor(rand() * (i + 1));
+        [order[i], order[j]] = [order[j] as ImageItem, order[i] as ImageItem];
+      }
+    }
+    const groups: ImageItem[][] = [];
+    for (let i = 0; i < order.length; i += options.batchSize) groups.push(order.slice(i, i + options.batchSize));
+    const prefetch = Math.max(1, options.prefetch ?? 2);
+    const pending: Promise<Batch>[] = [];
+    let next = 0;
+    const fill = () => {
+      while (pending.length < prefetch && next < groups.length) {
+        const index = next++;
+        pending.push(this.assemble(groups[index] as ImageItem[], index, options.augment ?? 'none', options.augmentSeed ?? 0));
+      }
+    };
+    fill();
+    while (pending.length > 0) {
+      const batch = await (pending.shift() as Promise<Batch>);
+      fill();
+      if (batch.items.length > 0) yield batch;
+    }
+  }
+
+  private async assemble(group: ImageItem[], batchIndex: number, augment: AugmentLevel, seed: number): Promise<Batch> {
+    const images = await mapLimit(group, this.concurrency, async (item, i) => {
+      const pixels = await this.load(item);
+      if (pixels === null || augment === 'none') return pixels;
+      return augmentImage(pixels, this.size, augment, mixSeed(seed, batchIndex, i));
+    });
+    const kept = group.filter((_, i) => images[i] !== null);
+    const pixels = new Uint8Array(kept.length * this.imageBytes);
+    let k = 0;
+    images.forEach((img) => {
+      if (img !== null) pixels.set(img, (k++) * this.imageBytes);
+    });
+    return { pixels, labels: Int32Array.from(kept.map((item) => item.label)), items: kept };
+  }
+}
