@@ -4,6 +4,7 @@ import { TlError } from '../errors.js';
 import { TL_VERSION } from '../version.js';
 import { dataCommand } from './data.js';
 import { doctorCommand } from './doctor.js';
+import { finetuneCommand } from './finetune.js';
 import { bufferIo, processIo, type Io } from './io.js';
 
 /** Builds the `tl` program writing through `io`. */
@@ -14,7 +15,7 @@ export function buildProgram(io: Io): Command {
     .showHelpAfterError('(run with --help for usage)')
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
     .exitOverride();
-  for (const cmd of [dataCommand(io), doctorCommand(io)]) {
+  for (const cmd of [finetuneCommand(io), dataCommand(io), doctorCommand(io)]) {
     program.addCommand(cmd.exitOverride().configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) }));
   }
   return program;

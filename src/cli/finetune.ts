@@ -1,0 +1,106 @@
+// `tl finetune DATA`: fine-tune a pretrained model on a folder dataset.
+import { Command } from 'commander';
+import Table from 'cli-table3';
+import { z } from 'zod';
+import { addCommonOptions, announceBackend, backendSchema, commonSchema, parseOptions, printJson } from './common.js';
+import { dataOptions, dataSchema } from './options.js';
+import { progress, type Io } from './io.js';
+
+export const DEFAULT_MODEL = 'mobilenet_v2.nsfwjs';
+
+const finetuneSchema = commonSchema.extend(dataSchema.shape).extend({
+  backend: backendSchema.optional(),
+  model: z.string().min(1),
+  freeze: z.string().regex(/^(all|\d+|[\w./-]+)$/, 'expected a layer count, a layer name, or all'),
+  epochs: z.coerce.number().int().min(1).max(10_000),
+  batchSize: z.coerce.number().int().min(1).max(4096),
+  lr: z.coerce.number().positive().max(10),
+  accumulate: z.coerce.number().int().min(1).max(1024),
+  bn: z.enum(['frozen', 'train']),
+  headHidden: z.coerce.number().int().min(1).optional(),
+  dropout: z.coerce.number().min(0).max(0.95),
+  augment: z.enum(['none', 'light', 'standard']),
+  inputSize: z.coerce.number().int().min(32).max(1024).optional(),
+  weights: z.enum(['pretrained', 'random']),
+  out: z.string().optional(),
+  featureCacheMb: z.coerce.number().int().min(0),
+});
+
+function defaultOutDir(model: string, data: string): string {
+  const stamp = new Date().toISOString().replace(/[:T]/g, '-').replace(/\..+$/, '');
+  const dataset = data.replace(/[/\\]+$/, '').split(/[/\\]/).pop() || 'data';
+  return `models/${model.replace(/[^\w.-]/g, '_')}-${dataset}-${stamp}`;
+}
+
+export function finetuneCommand(io: Io): Command {
+  const cmd = new Command('finetune')
+    .description('fine-tune a pretrained model on DATA/<class>/<image> and write the model, metrics and report')
+    .argument('<DATA>', 'dataset folder')
+    .option('-m, --model <name>', 'registry model name (see `tl models`)', DEFAULT_MODEL)
+    .option('--freeze <n|layer|all>', "freeze layers 0..N-1 of the backbone (Keras indices), up to a named layer, or 'all' (head only)", 'all')
+    .option('--epochs <n>', 'training epochs', '5')
+    .option('--batch-size <n>', 'images per optimizer step', '16')
+    .option('--lr <rate>', 'learning rate (Adam)', '0.001')
+    .option('--accumulate <k>', 'split each batch into k micro-batches and accumulate gradients (saves memory)', '1')
+    .option('--bn <mode>', 'BatchNormalization layers in the trainable part: frozen (inference mode, the Keras advice) | train', 'frozen')
+    .option('--head-hidden <units>', 'add a hidden dense layer to the head')
+    .option('--dropout <rate>', 'dropout before the classifier', '0.2')
+    .option('--augment <level>', 'training augmentation: none | light | standard (none lets the frozen part be cached)', 'none')
+    .option('--input-size <px>', "input size (default: the model's)")
+    .option('--weights <source>', 'pretrained | random', 'pretrained')
+    .option('--feature-cache-mb <n>', 'memory for cached frozen-part outputs; beyond it they spill to disk', '2048')
+    .option('-o, --out <dir>', 'run folder (default: models/<model>-<dataset>-<time>)');
+  dataOptions(cmd);
+  addCommonOptions(cmd, { backend: true });
+  cmd.action(async (data: string, raw: unknown) => {
+    const opts = parseOptions(finetuneSchema, raw);
+    const { loadBackend, backendChoiceFromEnv } = await import('../backend/index.js');
+    const backend = await loadBackend({ choice: opts.backend ?? backendChoiceFromEnv(io.env) });
+    announceBackend(io, backend.info, opts);
+    const { finetune } = await import('../train/finetune.js');
+    const out = opts.out ?? defaultOutDir(opts.model, data);
+    const spinner = progress(io, 'preparing', opts);
+    let lastEpochLogged = 0;
+    const result = await finetune(backend.tf, backend.info, {
+      data,
+      model: opts.model,
+      out,
+      freeze: opts.freeze,
+      epochs: opts.epochs,
+      batchSize: opts.batchSize,
+      lr: opts.lr,
+      accumulate: opts.accumulate,
+      bn: opts.bn,
+      ...(opts.headHidden ? { headHidden: opts.headHidden } : {}),
+      dropout: opts.dropout,
+      augment: opts.augment,
+      ...(opts.inputSize ? { inputSize: opts.inputSize } : {}),
+      val: opts.val,
+      test: opts.test,
+      seed: opts.seed,
+      resize: opts.resize,
+      maxPixels: opts.maxPixels,
+      weights: opts.weights,
+      featureCacheBytes: opts.featureCacheMb * 1024 * 1024,
+      onProgress: (e) => {
+        if (e.phase === 'decode') return spinner.update(`decoding images ${e.done}/${e.total}`);
+        if (e.phase === 'validate') return spinner.update(`epoch ${e.epoch}/${e.epochs} validating ${e.done}/${e.total}`);
+        spinner.update(`epoch ${e.epoch}/${e.epochs} ${e.done}/${e.total} loss ${e.loss?.toFixed(4)} acc ${e.accuracy?.toFixed(3)} ${e.imagesPerSecond?.toFixed(1)} img/s ETA ${Math.round(e.etaSeconds ?? 0)}s`);
+        if (e.done === e.total && e.epoch > lastEpochLogged) lastEpochLogged = e.epoch;
+      },
+    });
+    spinner.succeed(`trained ${result.history.length} epochs`);
+    if (opts.json) return printJson(io, result);
+    if (!opts.quiet && !io.isTTY) {
+      for (const r of result.history) io.err(`epoch ${r.epoch}: loss ${r.loss.toFixed(4)} acc ${r.accuracy.toFixed(3)} val_loss ${r.val_loss?.toFixed(4) ?? '-'} val_acc ${r.val_accuracy?.toFixed(3) ?? '-'} ${r.img_per_s.toFixed(1)} img/s\n`);
+    }
+    const table = new Table({ head: ['epoch', 'loss', 'acc', 'val loss', 'val acc', 's', 'img/s'], style: { head: [], border: [] } });
+    for (const r of result.history) table.push([r.epoch, r.loss.toFixed(4), r.accuracy.toFixed(3), r.val_loss?.toFixed(4) ?? '-', r.val_accuracy?.toFixed(3) ?? '-', r.seconds.toFixed(1), r.img_per_s.toFixed(1)]);
+    io.out(`${table.toString()}\n`);
+    if (result.test) io.out(`test: accuracy ${result.test.accuracy.toFixed(3)}, loss ${result.test.loss.toFixed(4)} on ${result.test.count} images\n`);
+    io.out(`frozen ${result.frozenLayers}/${result.totalLayers} backbone layers, ${result.trainableParams} trainable parameters, feature cache ${result.cache.enabled ? `hit rate ${(result.cache.hitRate * 100).toFixed(0)}%` : 'off'}\n`);
+    if (result.skipped.length) io.out(`skipped ${result.skipped.length} file(s); see ${out}/report.json\n`);
+    io.out(`wrote ${out}\n`);
+  });
+  return cmd;
+}

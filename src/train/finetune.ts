@@ -1,0 +1,297 @@
+// Fine-tuning: the frozen part runs once per image in inference mode (cached), the tail trains on its outputs.
+import { join } from 'node:path';
+import type { BackendInfo, NamedTensorMap, Tensor, Tf } from '../backend/index.js';
+import { mixSeed, openDataset, preprocess, type AugmentLevel, type Batch, type Dataset, type ImageItem, type ResizeMode } from '../data/index.js';
+import { UsageError } from '../errors.js';
+import type { Variant } from '../registry/index.js';
+import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
+import { loadPretrained } from '../weights/index.js';
+import { saveLayersModel } from '../weights/save.js';
+import { FeatureCache } from './features.js';
+import { applyTrainability, attachHead, cutModel, resolveFreeze, type BnMode, type Cut, type FreezeSpec } from './freeze.js';
+
+export interface FinetuneOptions {
+  data: string;
+  model: string;
+  out: string;
+  freeze: FreezeSpec;
+  epochs: number;
+  batchSize: number;
+  lr: number;
+  /** Micro-batches per optimizer step; the effective batch stays `batchSize`. */
+  accumulate: number;
+  bn: BnMode;
+  headHidden?: number;
+  dropout: number;
+  augment: AugmentLevel;
+  inputSize?: number;
+  val: number;
+  test: number;
+  seed: number;
+  resize: ResizeMode;
+  maxPixels: number;
+  weights: 'pretrained' | 'random';
+  /** Bytes of frozen-part outputs kept in memory; beyond it they go to a file in the run folder. */
+  featureCacheBytes: number;
+  store?: string;
+  onProgress?: (event: ProgressEvent) => void;
+}
+
+export interface ProgressEvent {
+  phase: 'decode' | 'train' | 'validate';
+  epoch: number;
+  epochs: number;
+  done: number;
+  total: number;
+  loss?: number;
+  accuracy?: number;
+  imagesPerSecond?: number;
+  etaSeconds?: number;
+}
+
+export interface EpochRow {
+  epoch: number;
+  loss: number;
+  accuracy: number;
+  val_loss: number | null;
+  val_accuracy: number | null;
+  lr: number;
+  seconds: number;
+  img_per_s: number;
+}
+
+export interface FinetuneResult {
+  outDir: string;
+  classes: string[];
+  history: EpochRow[];
+  test: { loss: number; accuracy: number; count: number } | null;
+  frozenLayers: number;
+  totalLayers: number;
+  trainableParams: number;
+  boundaryLayers: string[];
+  cache: { enabled: boolean; hitRate: number; spilled: number };
+  /** tf.memory().numTensors after each epoch (flat when nothing leaks). */
+  tensorsAfterEpoch: number[];
+  skipped: { path: string; reason: string }[];
+}
+
+/** Fine-tunes a registry model on a folder dataset and writes the run folder. */
+export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOptions): Promise<FinetuneResult> {
+  if (options.batchSize % options.accumulate !== 0) {
+    throw new UsageError(`--batch-size ${options.batchSize} must be a multiple of --accumulate ${options.accumulate}.`);
+  }
+  const pretrained = await loadPretrained(tf, options.model, { includeTop: false, weights: options.weights, ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.store ? { store: options.store } : {}) });
+  const backbone = pretrained.model;
+  const variant = pretrained.variant;
+  const size = options.inputSize ?? variant.inputSize;
+  let dataset: Dataset;
+  try {
+    dataset = await openDataset(options.data, {
+      val: options.val, test: options.test, seed: options.seed, size, resize: options.resize, maxPixels: options.maxPixels,
+      onProgress: (done, total) => options.onProgress?.({ phase: 'decode', epoch: 0, epochs: options.epochs, done, total }),
+    });
+  } catch (err) {
+    backbone.dispose();
+    throw err;
+  }
+  if (dataset.splits.train.length === 0) throw new UsageError(`No training images left in ${options.data} after holding out val and test.`);
+
+  const frozenCount = resolveFreeze(backbone, options.freeze, options.model);
+  const frozenNames = new Set(backbone.layers.slice(0, frozenCount).map((l) => l.name));
+  const full = attachHead(tf, backbone, { classes: dataset.classes.length, ...(options.headHidden ? { hidden: options.headHidden } : {}), dropout: options.dropout, name: `${variant.name.replace(/\W/g, '_')}_finetuned` });
+  applyTrainability(full, frozenNames, options.bn);
+  const cut = cutModel(tf, full, frozenNames);
+  const useCache = cut.frozen !== null && options.augment === 'none';
+  const cache = useCache ? new FeatureCache(cut.boundaryShapes, options.featureCacheBytes, options.out) : null;
+  const optimizer = tf.train.adam(options.lr);
+  const engine = new Engine(tf, cut, variant, dataset, cache);
+  const history: EpochRow[] = [];
+  const tensorsAfterEpoch: number[] = [];
+
+  try {
+    for (let epoch = 1; epoch <= options.epochs; epoch++) {
+      const started = performance.now();
+      let seen = 0;
+      let lossSum = 0;
+      let correct = 0;
+      const total = dataset.splits.train.length;
+      const batches = dataset.source.batches(dataset.splits.train, { batchSize: options.batchSize, shuffleSeed: mixSeed(options.seed, epoch), augment: options.augment, augmentSeed: mixSeed(options.seed, epoch, 7) });
+      for await (const batch of batches) {
+        const step = await engine.trainStep(batch, optimizer, options.accumulate);
+        seen += batch.items.length;
+        lossSum += step.loss * batch.items.length;
+        correct += step.correct;
+        const elapsed = (performance.now() - started) / 1000;
+        options.onProgress?.({ phase: 'train', epoch, epochs: options.epochs, done: seen, total, loss: lossSum / seen, accuracy: correct / seen, imagesPerSecond: seen / elapsed, etaSeconds: (elapsed / seen) * (total - seen) });
+      }
+      const trainSeconds = (performance.now() - started) / 1000;
+      const val = dataset.splits.val.length > 0 ? await engine.evaluate(dataset.splits.val, options.batchSize, (done, n) => options.onProgress?.({ phase: 'validate', epoch, epochs: options.epochs, done, total: n })) : null;
+      history.push({
+        epoch,
+        loss: lossSum / seen,
+        accuracy: correct / seen,
+        val_loss: val?.loss ?? null,
+        val_accuracy: val?.accuracy ?? null,
+        lr: options.lr,
+        seconds: (performance.now() - started) / 1000,
+        img_per_s: seen / trainSeconds,
+      });
+      tensorsAfterEpoch.push(tf.memory().numTensors);
+      await writeMetricsCsv(join(options.out, 'metrics.csv'), history);
+    }
+    const test = dataset.splits.test.length > 0 ? await engine.evaluate(dataset.splits.test, options.batchSize) : null;
+
+    await saveLayersModel(tf, full, join(options.out, 'model'), { tl: { model: variant.name, classes: dataset.classes, preprocess: variant.preprocess, inputSize: size } });
+    await writeJsonAtomic(join(options.out, 'labels.json'), dataset.classes);
+    await writeJsonAtomic(join(options.out, 'split.json'), { root: dataset.root, seed: options.seed, val: options.val, test: options.test, layout: dataset.layout, files: dataset.splitMap });
+    const result: FinetuneResult = {
+      outDir: options.out,
+      classes: dataset.classes,
+      history,
+      test: test ? { ...test, count: dataset.splits.test.length } : null,
+      frozenLayers: frozenCount,
+      totalLayers: backbone.layers.length,
+      trainableParams: full.trainableWeights.reduce((n, w) => n + w.shape.reduce((a: number, b) => a * (b ?? 1), 1), 0),
+      boundaryLayers: cut.frozen ? cut.boundaryLayers : [],
+      cache: { enabled: useCache, hitRate: cache?.hitRate() ?? 0, spilled: cache?.spilled ?? 0 },
+      tensorsAfterEpoch,
+      skipped: dataset.skipped,
+    };
+    await writeJsonAtomic(join(options.out, 'report.json'), { schemaVersion: 1, kind: 'finetune', backend: backend.label, model: variant.name, options: { ...options, onProgress: undefined }, ...result });
+    return result;
+  } finally {
+    cache?.dispose();
+    optimizer.dispose();
+    // tfjs counts a layer's references per application: tail layers were applied twice (full and tail), frozen
+    // layers once, so the tail is disposed and the frozen container (which owns nothing of its own) is not.
+    if (cut.tail !== full) cut.tail.dispose();
+    full.dispose();
+  }
+}
+
+/** The per-batch work: boundary tensors (cached or computed), a training step on the tail, evaluation. */
+class Engine {
+  private readonly floats: number[];
+
+  constructor(
+    private readonly tf: Tf,
+    private readonly cut: Cut,
+    private readonly variant: Variant,
+    private readonly dataset: Dataset,
+    private readonly cache: FeatureCache | null,
+  ) {
+    this.floats = cut.boundaryShapes.map((s) => s.reduce((a, b) => a * b, 1));
+  }
+
+  private pixelsTensor(pixels: Uint8Array, n: number): Tensor {
+    const size = this.dataset.source.size;
+    return this.tf.tidy(() => preprocess(this.tf, this.tf.tensor4d(Float32Array.from(pixels), [n, size, size, 3]), this.variant.preprocess));
+  }
+
+  /** The tail's inputs for a batch: from the cache, or by running the frozen part in inference mode. */
+  async boundary(batch: Batch): Promise<Tensor[]> {
+    const n = batch.items.length;
+    if (this.cut.frozen === null) return [this.pixelsTensor(batch.pixels, n)];
+    const perImage: (Float32Array[] | undefined)[] = batch.items.map((item) => this.cache?.get(item.path));
+    const missing = perImage.flatMap((v, i) => (v === undefined ? [i] : []));
+    if (missing.length > 0) {
+      const imageBytes = this.dataset.source.imageBytes;
+      const pixels = new Uint8Array(missing.length * imageBytes);
+      missing.forEach((i, k) => pixels.set(batch.pixels.subarray(i * imageBytes, (i + 1) * imageBytes), k * imageBytes));
+      const frozen = this.cut.frozen;
+      const outputs = this.tf.tidy(() => {
+        const y = frozen.predict(this.pixelsTensor(pixels, missing.length), { batchSize: missing.length });
+        return Array.isArray(y) ? y : [y];
+      });
+      const data = await Promise.all(outputs.map((o) => o.data() as Promise<Float32Array>));
+      this.tf.dispose(outputs);
+      missing.forEach((i, k) => {
+        const tensors = data.map((d, b) => d.slice(k * this.floats[b]!, (k + 1) * this.floats[b]!));
+        perImage[i] = tensors;
+        this.cache?.set(batch.items[i]!.path, tensors);
+      });
+    }
+    return this.cut.boundaryShapes.map((shape, b) => {
+      const floats = this.floats[b]!;
+      const joined = new Float32Array(n * floats);
+      perImage.forEach((t, i) => joined.set(t![b]!, i * floats));
+      return this.tf.tensor(joined, [n, ...shape]);
+    });
+  }
+
+  /** One optimizer step over `batch`, in `accumulate` micro-batches. */
+  async trainStep(batch: Batch, optimizer: ReturnType<Tf['train']['adam']>, accumulate: number): Promise<{ loss: number; correct: number }> {
+    const tf = this.tf;
+    const inputs = await this.boundary(batch);
+    const n = batch.items.length;
+    const classes = this.dataset.classes.length;
+    const vars = this.cut.tail.trainableWeights.map((w) => w.read() as ReturnType<Tf['variable']>);
+    const micro = Math.ceil(n / accumulate);
+    let summed: NamedTensorMap | null = null;
+    let lossTotal = 0;
+    let correctTotal = 0;
+    try {
+      for (let start = 0; start < n; start += micro) {
+        const count = Math.min(micro, n - start);
+        const labels = batch.labels.subarray(start, start + count);
+        let correct: Tensor | null = null;
+        const { value, grads } = tf.variableGrads(() => {
+          const slice = inputs.map((t) => tf.slice(t, start, count));
+          const probs = this.cut.tail.apply(slice.length === 1 ? slice[0]! : slice, { training: true }) as Tensor;
+          const y = tf.oneHot(tf.tensor1d(labels, 'int32'), classes);
+          correct = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(probs, -1), tf.tensor1d(labels, 'int32')), 'float32')));
+          // Each micro-batch's mean loss weighted by its share, so the summed gradient is the full batch's.
+          return tf.mul(crossEntropy(tf, probs, y), count / n) as ReturnType<Tf['scalar']>;
+        }, vars);
+        lossTotal += (await value.data())[0]!;
+        correctTotal += (await (correct as Tensor | null)!.data())[0]!;
+        tf.dispose([value, correct!]);
+        if (summed === null) summed = grads;
+        else {
+          const previous: NamedTensorMap = summed;
+          summed = Object.fromEntries(Object.entries(grads).map(([k, g]) => [k, tf.add(previous[k]!, g)]));
+          tf.dispose([...Object.values(previous), ...Object.values(grads)]);
+        }
+      }
+      optimizer.applyGradients(summed as Record<string, ReturnType<Tf["variable"]>>);
+    } finally {
+      if (summed) tf.dispose(Object.values(summed));
+      tf.dispose(inputs);
+    }
+    return { loss: lossTotal, correct: correctTotal };
+  }
+
+  /** Loss and accuracy over `items` in inference mode. */
+  async evaluate(items: ImageItem[], batchSize: number, onProgress?: (done: number, total: number) => void): Promise<{ loss: number; accuracy: number }> {
+    const tf = this.tf;
+    let lossSum = 0;
+    let correct = 0;
+    let seen = 0;
+    for await (const batch of this.dataset.source.batches(items, { batchSize })) {
+      const inputs = await this.boundary(batch);
+      const [loss, hits] = tf.tidy(() => {
+        const probs = this.cut.tail.predict(inputs.length === 1 ? inputs[0]! : inputs, { batchSize: batch.items.length }) as Tensor;
+        const labels = tf.tensor1d(batch.labels, 'int32');
+        return [tf.mul(crossEntropy(tf, probs, tf.oneHot(labels, this.dataset.classes.length)), batch.items.length), tf.sum(tf.cast(tf.equal(tf.argMax(probs, -1), labels), 'float32'))];
+      });
+      lossSum += (await loss.data())[0]!;
+      correct += (await hits.data())[0]!;
+      tf.dispose([loss, hits, ...inputs]);
+      seen += batch.items.length;
+      onProgress?.(seen, items.length);
+    }
+    return { loss: lossSum / Math.max(1, seen), accuracy: correct / Math.max(1, seen) };
+  }
+}
+
+/** Mean categorical cross-entropy of probabilities, clipped as Keras clips them. */
+function crossEntropy(tf: Tf, probs: Tensor, oneHot: Tensor): Tensor {
+  return tf.neg(tf.mean(tf.sum(tf.mul(oneHot, tf.log(tf.clipByValue(probs, 1e-7, 1 - 1e-7))), -1)));
+}
+
+async function writeMetricsCsv(path: string, rows: EpochRow[]): Promise<void> {
+  const columns: (keyof EpochRow)[] = ['epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'lr', 'seconds', 'img_per_s'];
+  const fmt = (v: number | null) => (v === null ? '' : Number.isInteger(v) ? String(v) : v.toPrecision(6));
+  await writeFileAtomic(path, `${columns.join(',')}\n${rows.map((r) => columns.map((c) => fmt(r[c])).join(',')).join('\n')}\n`);
+}
+
