@@ -192,6 +192,13 @@ export async function probeBackends(importModule: ModuleImporter = defaultImport
   return attempts;
 }
 
+/** Size of the wasm backend's heap in bytes (it only grows, so this is the peak so far); null on other backends. */
+export function wasmHeapBytes(): number | null {
+  if (tf.getBackend() !== 'wasm') return null;
+  const module = (tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } }).wasm;
+  return module?.HEAPU8?.buffer.byteLength ?? null;
+}
+
 /** Versions of the TensorFlow.js packages in use. */
 export function tfjsVersions(): Record<string, string> {
   return { ...tf.version } as Record<string, string>;

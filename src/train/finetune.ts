@@ -1,10 +1,11 @@
 // Fine-tuning: the frozen part runs once per image in inference mode (cached), the tail trains on its outputs.
 import { join } from 'node:path';
-import type { BackendInfo, NamedTensorMap, Tensor, Tf } from '../backend/index.js';
+import { wasmHeapBytes, type BackendInfo, type NamedTensorMap, type Tensor, type Tf } from '../backend/index.js';
 import { mixSeed, openDataset, preprocess, type AugmentLevel, type Batch, type Dataset, type ImageItem, type ResizeMode } from '../data/index.js';
 import { UsageError } from '../errors.js';
 import type { Variant } from '../registry/index.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
+import { initializeWeights } from '../registry/init.js';
 import { loadPretrained } from '../weights/index.js';
 import { saveLayersModel } from '../weights/save.js';
 import { FeatureCache } from './features.js';
@@ -70,6 +71,8 @@ export interface FinetuneResult {
   trainableParams: number;
   boundaryLayers: string[];
   cache: { enabled: boolean; hitRate: number; spilled: number };
+  /** Peak wasm heap in bytes (wasm backend only; its limit is 4 GiB). */
+  wasmHeapBytes: number | null;
   /** tf.memory().numTensors after each epoch (flat when nothing leaks). */
   tensorsAfterEpoch: number[];
   skipped: { path: string; reason: string }[];
@@ -80,7 +83,7 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
   if (options.batchSize % options.accumulate !== 0) {
     throw new UsageError(`--batch-size ${options.batchSize} must be a multiple of --accumulate ${options.accumulate}.`);
   }
-  const pretrained = await loadPretrained(tf, options.model, { includeTop: false, weights: options.weights, ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.store ? { store: options.store } : {}) });
+  const pretrained = await loadPretrained(tf, options.model, { includeTop: false, weights: options.weights, seed: options.seed, ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.store ? { store: options.store } : {}) });
   const backbone = pretrained.model;
   const variant = pretrained.variant;
   const size = options.inputSize ?? variant.inputSize;
@@ -99,6 +102,7 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
   const frozenCount = resolveFreeze(backbone, options.freeze, options.model);
   const frozenNames = new Set(backbone.layers.slice(0, frozenCount).map((l) => l.name));
   const full = attachHead(tf, backbone, { classes: dataset.classes.length, ...(options.headHidden ? { hidden: options.headHidden } : {}), dropout: options.dropout, name: `${variant.name.replace(/\W/g, '_')}_finetuned` });
+  initializeWeights(tf, full, mixSeed(options.seed, 17), new Set(full.layers.slice(backbone.layers.length).map((l) => l.name)));
   applyTrainability(full, frozenNames, options.bn);
   const cut = cutModel(tf, full, frozenNames);
   const useCache = cut.frozen !== null && options.augment === 'none';
@@ -155,6 +159,7 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
       boundaryLayers: cut.frozen ? cut.boundaryLayers : [],
       cache: { enabled: useCache, hitRate: cache?.hitRate() ?? 0, spilled: cache?.spilled ?? 0 },
       tensorsAfterEpoch,
+      wasmHeapBytes: wasmHeapBytes(),
       skipped: dataset.skipped,
     };
     await writeJsonAtomic(join(options.out, 'report.json'), { schemaVersion: 1, kind: 'finetune', backend: backend.label, model: variant.name, options: { ...options, onProgress: undefined }, ...result });

@@ -1,6 +1,7 @@
 // Pretrained models: a registry variant built Keras-faithfully, then filled from its weight source.
 import type { LayersModel, Tf } from '../backend/index.js';
 import { WeightsError } from '../errors.js';
+import { initializeWeights } from '../registry/init.js';
 import { buildVariant, resolveVariant, type Variant, type WeightSource } from '../registry/index.js';
 import { storeRoot } from '../store/index.js';
 import { assignWeights, disposeWeights, groupByLayer, type AssignReport } from './assign.js';
@@ -13,6 +14,8 @@ export interface PretrainedOptions {
   weights?: 'pretrained' | 'random';
   inputSize?: number;
   store?: string;
+  /** Seed of the initialisation when `weights` is `random`. */
+  seed?: number;
 }
 
 export interface Pretrained {
@@ -32,7 +35,10 @@ function pickSource(variant: Variant, includeTop: boolean): WeightSource | undef
 export async function loadPretrained(tf: Tf, name: string, options: PretrainedOptions): Promise<Pretrained> {
   const { variant } = resolveVariant(name);
   const model = buildVariant(tf, name, { includeTop: options.includeTop, ...(options.inputSize ? { inputSize: options.inputSize } : {}) });
-  if (options.weights === 'random') return { model, variant, source: null, report: null };
+  if (options.weights === 'random') {
+    initializeWeights(tf, model, options.seed ?? 0);
+    return { model, variant, source: null, report: null };
+  }
   const source = pickSource(variant, options.includeTop);
   if (source === undefined) {
     model.dispose();

@@ -1,0 +1,142 @@
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { loadBackend, type BackendInfo, type LayersModel, type Tf } from '../../src/backend/index.js';
+import { buildVariant } from '../../src/registry/index.js';
+import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
+import { attachHead, cutModel } from '../../src/train/freeze.js';
+import { loadLayersModelFromFolder } from '../../src/weights/tfjs.js';
+import { makeColourDataset } from '../helpers/synthetic.js';
+import { relativeError } from '../helpers/tensors.js';
+import { tempDir } from '../helpers/tmp.js';
+
+let tf: Tf;
+let info: BackendInfo;
+const data = tempDir();
+
+beforeAll(async () => {
+  ({ tf, info } = await loadBackend({ choice: 'wasm' }));
+  await makeColourDataset(data, 3, 12, 32);
+});
+
+function options(out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions {
+  return {
+    data, model: 'mobilenet_v2_035', out, freeze: 100, epochs: 2, batchSize: 8, lr: 0.01, accumulate: 1, bn: 'frozen', dropout: 0,
+    augment: 'none', inputSize: 64, val: 0.2, test: 0.2, seed: 1, resize: 'squash', maxPixels: 1e8, weights: 'random', featureCacheBytes: 1 << 30, ...extra,
+  };
+}
+
+/** Every weight of a saved run, by name. */
+async function savedWeights(dir: string): Promise<Map<string, Float32Array>> {
+  const model = await loadLayersModelFromFolder(tf, join(dir, 'model', 'model.json'));
+  const out = new Map(model.weights.map((w) => [w.originalName, w.read().dataSync() as Float32Array]));
+  model.dispose();
+  return out;
+}
+
+function changed(a: Float32Array, b: Float32Array): boolean {
+  return relativeError(a, b) > 1e-6;
+}
+
+describe('fine-tuning engine (wasm)', () => {
+  it('--freeze 100 trains the tail convolutions; frozen weights and every frozen BN statistic stay put', async () => {
+    const epochs1 = tempDir();
+    const epochs3 = tempDir();
+    await finetune(tf, info, options(epochs1, { epochs: 1 }));
+    const r = await finetune(tf, info, options(epochs3, { epochs: 3 }));
+    expect(r.frozenLayers).toBe(100);
+    const a = await savedWeights(epochs1);
+    const b = await savedWeights(epochs3);
+    const layerIndex = (name: string) => name.split('/')[0]!;
+    const backbone = buildVariant(tf, 'mobilenet_v2_035', { includeTop: false, inputSize: 64 });
+    const order = backbone.layers.map((l) => l.name);
+    backbone.dispose();
+    const frozen = new Set(order.slice(0, 100));
+    let trainedConvs = 0;
+    for (const [name, w1] of a) {
+      const w3 = b.get(name)!;
+      const layer = layerIndex(name);
+      if (frozen.has(layer) || /moving_(mean|variance)/.test(name)) {
+        expect(changed(w1, w3), `${name} must not change`).toBe(false);
+      } else if (/(project|expand|depthwise|Conv_1)\/(kernel|depthwise_kernel)/.test(name)) {
+        if (changed(w1, w3)) trainedConvs++;
+      }
+    }
+    expect(trainedConvs).toBeGreaterThan(10);
+    // Layers after the boundary: the model's weights changed from epoch 1 to 3, so training happened in both runs.
+    expect(changed(a.get('predictions/kernel')!, b.get('predictions/kernel')!)).toBe(true);
+  });
+
+  it('--bn train updates the moving statistics of trainable BN layers only', async () => {
+    const frozenBn = tempDir();
+    const trainBn = tempDir();
+    await finetune(tf, info, options(frozenBn, { epochs: 1 }));
+    await finetune(tf, info, options(trainBn, { epochs: 1, bn: 'train' }));
+    const a = await savedWeights(frozenBn);
+    const b = await savedWeights(trainBn);
+    expect(changed(a.get('Conv_1_bn/moving_mean')!, b.get('Conv_1_bn/moving_mean')!)).toBe(true);
+    expect(changed(a.get('bn_Conv1/moving_mean')!, b.get('bn_Conv1/moving_mean')!)).toBe(false);
+  });
+
+  it('gradient accumulation gives the same update as the whole batch', async () => {
+    const whole = tempDir();
+    const accumulated = tempDir();
+    await finetune(tf, info, options(whole, { epochs: 1, freeze: 'all' }));
+    await finetune(tf, info, options(accumulated, { epochs: 1, freeze: 'all', accumulate: 4 }));
+    const a = await savedWeights(whole);
+    const b = await savedWeights(accumulated);
+    expect(relativeError(a.get('predictions/kernel')!, b.get('predictions/kernel')!)).toBeLessThan(1e-4);
+  });
+
+  it('leaks no tensors: the count is flat across epochs and back to where it started', async () => {
+    const before = tf.memory().numTensors;
+    const r = await finetune(tf, info, options(tempDir(), { epochs: 3 }));
+    expect(new Set(r.tensorsAfterEpoch).size).toBe(1);
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
+  it('caches the frozen part: every epoch after the first hits the cache', async () => {
+    const r = await finetune(tf, info, options(tempDir(), { epochs: 4 }));
+    expect(r.cache.enabled).toBe(true);
+    // Epoch 1 misses once per image, epochs 2..4 and every evaluation hit.
+    expect(r.cache.hitRate).toBeGreaterThan(0.7);
+    const aug = await finetune(tf, info, options(tempDir(), { epochs: 1, augment: 'light' }));
+    expect(aug.cache.enabled).toBe(false);
+  });
+
+  it('spills cached features to disk beyond the memory budget and trains the same', async () => {
+    const inMemory = tempDir();
+    const spilled = tempDir();
+    await finetune(tf, info, options(inMemory, { epochs: 2 }));
+    const r = await finetune(tf, info, options(spilled, { epochs: 2, featureCacheBytes: 0 }));
+    expect(r.cache.spilled).toBeGreaterThan(0);
+    const a = await savedWeights(inMemory);
+    const b = await savedWeights(spilled);
+    expect(relativeError(a.get('predictions/kernel')!, b.get('predictions/kernel')!)).toBeLessThan(1e-6);
+  });
+});
+
+describe('the cut at the freeze boundary', () => {
+  async function compareCut(name: string, freeze: number, expectedInputs: number, size: number): Promise<void> {
+    const backbone = buildVariant(tf, name, { includeTop: false, inputSize: size });
+    const full: LayersModel = attachHead(tf, backbone, { classes: 4, dropout: 0, name: 'm' });
+    const frozen = new Set(backbone.layers.slice(0, freeze).map((l) => l.name));
+    const cut = cutModel(tf, full, frozen);
+    expect(cut.tail.inputs.length).toBe(expectedInputs);
+    const x = tf.randomUniform([2, size, size, 3], -1, 1, 'float32', 5);
+    const direct = full.predict(x) as ReturnType<Tf['zeros']>;
+    const mid = cut.frozen!.predict(x);
+    const viaCut = cut.tail.predict(mid) as ReturnType<Tf['zeros']>;
+    expect(relativeError(await direct.data(), await viaCut.data())).toBeLessThan(1e-5);
+    tf.dispose([x, direct, viaCut, ...(Array.isArray(mid) ? mid : [mid])]);
+    cut.tail.dispose();
+    full.dispose();
+  }
+
+  it('ResNet50 --freeze 140: the shortcut crosses the boundary, so the tail has two inputs', async () => {
+    await compareCut('resnet50', 140, 2, 64);
+  });
+
+  it('MobileNetV2 --freeze 100: block_11_add takes block_10 across the boundary, so the tail has two inputs', async () => {
+    await compareCut('mobilenet_v2', 100, 2, 64);
+  });
+});
