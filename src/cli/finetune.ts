@@ -38,7 +38,7 @@ export function finetuneCommand(io: Io): Command {
     .argument('<DATA>', 'dataset folder')
     .option('-m, --model <name>', 'registry model name (see `tl models`)', DEFAULT_MODEL)
     .option('--freeze <n|layer|all>', "freeze layers 0..N-1 of the backbone (Keras indices), up to a named layer, or 'all' (head only)", 'all')
-    .option('--epochs <n>', 'training epochs', '5')
+    .option('--epochs <n>', 'training epochs', '10')
     .option('--batch-size <n>', 'images per optimizer step', '16')
     .option('--lr <rate>', 'learning rate (Adam)', '0.001')
     .option('--accumulate <k>', 'split each batch into k micro-batches and accumulate gradients (saves memory)', '1')
