@@ -1,0 +1,89 @@
+// Keras HDF5 weight files (weights-only or full model), read with h5wasm.
+import { WeightsError } from '../errors.js';
+
+/** One weight as stored: its shape and float32 values. */
+export interface StoredWeight {
+  shape: number[];
+  data: Float32Array;
+}
+
+export interface KerasH5 {
+  /** Weights grouped by the layer that owns them (nested models flattened), then by short name. */
+  layers: Map<string, Map<string, StoredWeight>>;
+  /** Layer names in the file's order. */
+  layerNames: string[];
+  /** The `model_config` JSON of a full-model file, or null for weights-only files. */
+  modelConfig: unknown;
+  kerasVersion: string | null;
+}
+
+interface H5Attr {
+  value: unknown;
+}
+interface H5Node {
+  attrs: Record<string, H5Attr>;
+  keys?(): string[];
+  get(path: string): H5Node | null;
+  shape?: number[];
+  value?: unknown;
+}
+
+/** A string-list attribute, joining Keras's split form (`name0`, `name1`, ...) used when it outgrew 64 KiB. */
+function stringList(node: H5Node, name: string): string[] | null {
+  const toList = (v: unknown): string[] => (Array.isArray(v) ? v.map(String) : v == null ? [] : ArrayBuffer.isView(v) ? [] : [String(v)]);
+  if (name in node.attrs) return toList(node.attrs[name]!.value);
+  if (!(`${name}0` in node.attrs)) return null;
+  const out: string[] = [];
+  for (let i = 0; `${name}${i}` in node.attrs; i++) out.push(...toList(node.attrs[`${name}${i}`]!.value));
+  return out;
+}
+
+function toFloat32(value: unknown, where: string): Float32Array {
+  if (value instanceof Float32Array) return value;
+  if (ArrayBuffer.isView(value) && !(value instanceof DataView)) return Float32Array.from(value as unknown as ArrayLike<number>);
+  if (typeof value === 'number') return Float32Array.of(value);
+  throw new WeightsError(`Dataset ${where} does not hold numbers.`);
+}
+
+/** Reads every weight of a Keras .h5 file. */
+export async function readKerasH5(path: string): Promise<KerasH5> {
+  const h5wasm = (await import('h5wasm/node')).default;
+  await h5wasm.ready;
+  let file: InstanceType<typeof h5wasm.File>;
+  try {
+    file = new h5wasm.File(path, 'r');
+  } catch (err) {
+    throw new WeightsError(`${path} is not a readable HDF5 file: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    const rootFile = file as unknown as H5Node;
+    const root = (rootFile.keys?.().includes('model_weights') ? rootFile.get('model_weights') : rootFile) as H5Node;
+    const layerNames = stringList(root, 'layer_names');
+    if (layerNames === null) throw new WeightsError(`${path} is not a Keras weights file (no layer_names attribute).`);
+    const layers = new Map<string, Map<string, StoredWeight>>();
+    for (const layerName of layerNames) {
+      const group = root.get(layerName);
+      if (group === null) throw new WeightsError(`${path}: layer '${layerName}' is listed but has no group.`);
+      for (const weightName of stringList(group, 'weight_names') ?? []) {
+        const dataset = group.get(weightName);
+        if (dataset === null || dataset.shape === undefined) throw new WeightsError(`${path}: weight '${layerName}/${weightName}' is listed but missing.`);
+        const parts = weightName.replace(/:\d+$/, '').split('/');
+        const weight = parts[parts.length - 1] as string;
+        // A nested model stores its layers' weights as <inner layer>/<weight>: flatten to the inner layer.
+        const owner = parts.length >= 2 ? (parts[parts.length - 2] as string) : layerName;
+        if (!layers.has(owner)) layers.set(owner, new Map());
+        layers.get(owner)!.set(weight, { shape: [...dataset.shape], data: toFloat32(dataset.value, `${layerName}/${weightName}`) });
+      }
+    }
+    const config = rootFile.attrs['model_config']?.value;
+    const version = rootFile.attrs['keras_version']?.value ?? root.attrs['keras_version']?.value;
+    return {
+      layers,
+      layerNames,
+      modelConfig: typeof config === 'string' ? (JSON.parse(config) as unknown) : null,
+      kerasVersion: version == null ? null : String(version),
+    };
+  } finally {
+    file.close();
+  }
+}
