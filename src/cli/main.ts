@@ -5,6 +5,7 @@ import { TL_VERSION } from '../version.js';
 import { dataCommand } from './data.js';
 import { doctorCommand } from './doctor.js';
 import { finetuneCommand } from './finetune.js';
+import { modelsCommand } from './models.js';
 import { bufferIo, processIo, type Io } from './io.js';
 
 /** Builds the `tl` program writing through `io`. */
@@ -13,9 +14,10 @@ export function buildProgram(io: Io): Command {
     .description('Transfer learning on pretrained vision models: fine-tune, extract features, evaluate, predict.')
     .version(TL_VERSION, '-V, --version')
     .showHelpAfterError('(run with --help for usage)')
+    .enablePositionalOptions()
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
     .exitOverride();
-  for (const cmd of [finetuneCommand(io), dataCommand(io), doctorCommand(io)]) {
+  for (const cmd of [finetuneCommand(io), modelsCommand(io), dataCommand(io), doctorCommand(io)]) {
     program.addCommand(cmd.exitOverride().configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) }));
   }
   return program;

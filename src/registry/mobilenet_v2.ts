@@ -117,18 +117,20 @@ const common = {
   origin: 'https://github.com/keras-team/keras/blob/master/keras/src/applications/mobilenet_v2.py',
 } as const;
 
-const ALPHAS: readonly [string, number][] = [['035', 0.35], ['050', 0.5], ['075', 0.75], ['', 1.0], ['130', 1.3], ['140', 1.4]];
+/** [name suffix, alpha, backbone parameters]; every alpha has 154 layers without the top. */
+const ALPHAS: readonly [string, number, number][] = [['035', 0.35, 410_208], ['050', 0.5, 706_224], ['075', 0.75, 1_382_064], ['', 1.0, 2_257_984], ['130', 1.3, 3_766_048], ['140', 1.4, 4_363_712]];
 
 export const mobilenetV2: Family = {
   name: 'mobilenet_v2',
   paper: 'https://arxiv.org/abs/1801.04381',
   build,
   variants: [
-    ...ALPHAS.map(([suffix, alpha]): Variant => ({
+    ...ALPHAS.map(([suffix, alpha, params]): Variant => ({
       ...common,
       name: suffix === '' ? 'mobilenet_v2' : `mobilenet_v2_${suffix}`,
       preprocess: 'tf',
       args: { alpha },
+      backbone: { params, layers: 154 },
       weights: kerasWeights(alpha, 224),
       trainedOn: 'ImageNet-1k (Keras applications)',
     })),
@@ -137,11 +139,12 @@ export const mobilenetV2: Family = {
       name: 'mobilenet_v2.nsfwjs',
       preprocess: 'raw01',
       args: { alpha: 1 },
+      backbone: { params: 2_257_984, layers: 154 },
       head: 'nsfwjs',
       topClasses: 5,
       topLabels: NSFWJS_LABELS,
       weights: [{ kind: 'nsfwjs', model: 'mobilenet_v2', includeTop: true }],
-      trainedOn: 'backbone: ImageNet-1k (Keras MobileNetV2), then fine-tuned whole by nsfwjs on its 5-class image set (Drawing, Hentai, Neutral, Porn, Sexy); ships offline in the nsfwjs npm package',
+      trainedOn: 'ImageNet-1k (Keras MobileNetV2) for blocks 0-10; blocks 11-16 and the head fine-tuned by nsfwjs on its 5-class image set (Drawing, Hentai, Neutral, Porn, Sexy); ships offline in the nsfwjs npm package',
       license: 'MIT (nsfwjs)',
       origin: 'https://www.npmjs.com/package/nsfwjs/v/4.4.0',
     },

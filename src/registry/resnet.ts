@@ -14,6 +14,13 @@ const HASHES: Record<string, [string, string]> = {
 };
 
 /** Blocks per stage (conv2..conv5). */
+/** Backbone parameters and layers (Keras's figures for include_top=False). */
+const BACKBONE: Record<string, Variant['backbone']> = {
+  resnet50: { params: 23_587_712, layers: 175 },
+  resnet101: { params: 42_658_176, layers: 345 },
+  resnet152: { params: 58_370_944, layers: 515 },
+};
+
 const STAGES: Record<string, [number, number, number, number]> = {
   resnet50: [3, 4, 6, 3],
   resnet101: [3, 4, 23, 3],
@@ -80,6 +87,7 @@ export const resnet: Family = {
       inputSize: 224,
       preprocess: 'caffe',
       args: { stage2: s2, stage3: s3, stage4: s4, stage5: s5 },
+      backbone: BACKBONE[name] as Variant['backbone'],
       topClasses: 1000,
       weights: [
         { kind: 'keras-h5', url: `${KERAS_BASE}${name}_weights_tf_dim_ordering_tf_kernels.h5`, hash: top, includeTop: true },

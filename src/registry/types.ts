@@ -40,6 +40,8 @@ export interface Variant {
   head?: 'keras' | 'nsfwjs';
   /** Classes of the pretrained top. */
   topClasses: number;
+  /** Parameters and layers of the backbone without its top (checked against the built model by the registry sweep). */
+  backbone: { params: number; layers: number };
   /** Names of the pretrained top's classes, where tl ships them. */
   topLabels?: readonly string[];
   weights: readonly WeightSource[];

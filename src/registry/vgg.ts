@@ -27,7 +27,7 @@ function build(tf: Tf, variant: Variant, opts: { includeTop: boolean; classes: n
   return tf.model({ inputs: input, outputs: x, name: variant.name });
 }
 
-function variant(name: 'vgg16' | 'vgg19', deep: number, hashes: [string, string]): Variant {
+function variant(name: 'vgg16' | 'vgg19', deep: number, hashes: [string, string], backbone: Variant['backbone']): Variant {
   return {
     name,
     family: 'vgg',
@@ -35,6 +35,7 @@ function variant(name: 'vgg16' | 'vgg19', deep: number, hashes: [string, string]
     inputSize: 224,
     preprocess: 'caffe',
     args: { deep },
+    backbone,
     topClasses: 1000,
     weights: [
       { kind: 'keras-h5', url: `${KERAS_BASE}${name}/${name}_weights_tf_dim_ordering_tf_kernels.h5`, hash: hashes[0], includeTop: true },
@@ -51,7 +52,7 @@ export const vgg: Family = {
   paper: 'https://arxiv.org/abs/1409.1556',
   build,
   variants: [
-    variant('vgg16', 3, ['64373286793e3c8b2b4e3219cbf3544b', '6d6bbae143d832006294945121d1f1fc']),
-    variant('vgg19', 4, ['cbe5617147190e668d6c5d5026f83318', '253f8cb515780f3b799900260a226db6']),
+    variant('vgg16', 3, ['64373286793e3c8b2b4e3219cbf3544b', '6d6bbae143d832006294945121d1f1fc'], { params: 14_714_688, layers: 19 }),
+    variant('vgg19', 4, ['cbe5617147190e668d6c5d5026f83318', '253f8cb515780f3b799900260a226db6'], { params: 20_024_384, layers: 22 }),
   ],
 };

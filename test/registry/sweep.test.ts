@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type Tf } from '../../src/backend/index.js';
-import { FAMILIES, buildVariant, layerTable, type LayerRow } from '../../src/registry/index.js';
+import { FAMILIES, buildVariant, layerTable, resolveVariant, type LayerRow } from '../../src/registry/index.js';
 
 const REFERENCE = new URL('../../../shared/reference/keras-applications/', import.meta.url);
 
@@ -59,6 +59,8 @@ describe('every registry variant builds', () => {
       const noTop = buildVariant(tf, name, { includeTop: false });
       const top = buildVariant(tf, name, { includeTop: true, classes: 7 });
       expect(noTop.outputs[0]!.shape.length).toBe(4);
+      const { variant } = resolveVariant(name);
+      expect({ params: noTop.countParams(), layers: noTop.layers.length }).toEqual(variant.backbone);
       expect(top.outputs[0]!.shape).toEqual([null, 7]);
       noTop.dispose();
       top.dispose();

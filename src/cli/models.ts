@@ -1,0 +1,46 @@
+// `tl models` and `tl models info NAME`: the registry.
+import { Command } from 'commander';
+import Table from 'cli-table3';
+import { z } from 'zod';
+import { addCommonOptions, backendSchema, commonSchema, parseOptions, printJson } from './common.js';
+import type { Io } from './io.js';
+
+export function modelsCommand(io: Io): Command {
+  const cmd = new Command('models').description('list the registry: name, family, parameters, layers, input, preprocessing, weights').enablePositionalOptions();
+  addCommonOptions(cmd, { backend: false });
+  cmd.action(async (raw: unknown) => {
+    const opts = parseOptions(commonSchema, raw);
+    const { listModels } = await import('../registry/describe.js');
+    const { storeRoot } = await import('../store/index.js');
+    const rows = listModels(storeRoot(io.env));
+    if (opts.json) return printJson(io, rows);
+    const table = new Table({ head: ['name', 'family', 'params', 'layers', 'input', 'preprocess', 'weights', 'in store'], style: { head: [], border: [] } });
+    for (const r of rows) table.push([r.name, r.family, r.params.toLocaleString('en'), r.layers, r.inputSize, r.preprocess, r.weights, r.inStore ? 'yes' : 'no']);
+    io.out(`${table.toString()}\nParameters and layers are the backbone's (without the ImageNet top); layer indices are Keras's.\n`);
+    for (const r of rows.filter((r) => r.name.includes('.'))) io.out(`${r.name}: ${r.trainedOn}\n`);
+  });
+
+  const info = new Command('info')
+    .description("one model's layers (index, name, class, params, output shape) and weight sources")
+    .argument('<NAME>', 'registry model name')
+    .option('--no-top', 'describe the model without its ImageNet top');
+  addCommonOptions(info, { backend: true });
+  info.action(async (name: string, raw: unknown) => {
+    const opts = parseOptions(commonSchema.extend({ backend: backendSchema.optional(), top: z.boolean().default(true) }), raw);
+    const { loadBackend, backendChoiceFromEnv } = await import('../backend/index.js');
+    const { modelInfo } = await import('../registry/describe.js');
+    const { storeRoot } = await import('../store/index.js');
+    const { resolveVariant } = await import('../registry/index.js');
+    resolveVariant(name);
+    const backend = await loadBackend({ choice: opts.backend ?? backendChoiceFromEnv(io.env) });
+    const result = modelInfo(backend.tf, name, { includeTop: opts.top, store: storeRoot(io.env) });
+    if (opts.json) return printJson(io, result);
+    io.out(`${result.name} (${result.keras}, ${result.includeTop ? 'with' : 'without'} top): ${result.totalParams.toLocaleString('en')} parameters, ${result.layers.length} layers, input ${result.inputShape.join('x')}, preprocessing ${result.preprocess}\ntrained on: ${result.trainedOn}\n`);
+    const table = new Table({ head: ['index', 'name', 'class', 'params', 'output shape'], style: { head: [], border: [] } });
+    for (const l of result.layers) table.push([l.index, l.name, l.className, l.params, l.outputShape ? `(${l.outputShape.map((d) => d ?? 'None').join(', ')})` : '']);
+    io.out(`${table.toString()}\n`);
+    for (const w of result.weights) io.out(`weights: ${w.kind === 'nsfwjs' ? `nsfwjs ${w.model}` : w.url} ${w.inStore ? `(in store: ${w.storePath})` : '(not in store)'}\n`);
+  });
+  cmd.addCommand(info);
+  return cmd;
+}
