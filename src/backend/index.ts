@@ -1,6 +1,7 @@
 // Chooses and initialises the TensorFlow.js backend; the only module that imports TensorFlow.js packages.
 import * as tf from '@tensorflow/tfjs';
 import { BackendError, errorMessage } from '../errors.js';
+import { registerGradientFixes } from './kernels/gradients.js';
 import { registerWasmTrainingKernels } from './kernels/wasm-training.js';
 
 /** The TensorFlow.js namespace every other module receives from here. */
@@ -152,6 +153,7 @@ export async function loadBackend(options: LoadBackendOptions = {}): Promise<Bac
   }
   // Quiets tfjs's console banners (e.g. the cpu backend's advice to install tfjs-node); tl reports the backend itself.
   tf.env().set('PROD', true);
+  registerGradientFixes(tf);
   const attempts: BackendAttempt[] = [];
   let chosen: { name: BackendName; pkg: string } | undefined;
 

@@ -131,3 +131,24 @@ describe('wasm training kernels do not leak tensors', () => {
     expect(tf.memory().numTensors).toBe(before);
   });
 });
+
+describe('BatchNorm gradient without tiling', () => {
+  it('equals autodiff through the same formula in primitive ops, for x, mean, variance, scale and offset', async () => {
+    for (const backend of ['cpu', 'wasm'] as const) {
+      await tf.setBackend(backend);
+      const [fused, primitive] = tf.tidy(() => {
+        const x = tf.tensor(randomArray(2 * 5 * 4 * 3, 1), [2, 5, 4, 3]);
+        const mean = tf.tensor1d(randomArray(3, 2));
+        const variance = tf.add(tf.abs(tf.tensor1d(randomArray(3, 3))), 0.5) as ReturnType<Tf['tensor1d']>;
+        const scale = tf.tensor1d(randomArray(3, 4));
+        const offset = tf.tensor1d(randomArray(3, 5));
+        const dy = tf.tensor(randomArray(2 * 5 * 4 * 3, 6), [2, 5, 4, 3]);
+        const args = [x, mean, variance, scale, offset];
+        const a = tf.grads((...t: any[]) => tf.batchNorm(t[0], t[1], t[2], t[4], t[3], 1e-3))(args, dy);
+        const b = tf.grads((...t: any[]) => tf.add(tf.mul(tf.mul(tf.sub(t[0], t[1]), tf.rsqrt(tf.add(t[2], 1e-3))), t[3]), t[4]))(args, dy);
+        return [a.map((g) => g.dataSync()), b.map((g) => g.dataSync())];
+      });
+      fused.forEach((g, i) => expect(relativeError(primitive[i]!, g), `${backend} input ${i}`).toBeLessThan(1e-5));
+    }
+  });
+});

@@ -79,7 +79,10 @@ function tapWindow(tf: Tf, xPad: Tensor4D, info: Conv2DInfo, i: number, j: numbe
   const top = i * info.dilationHeight;
   const left = j * info.dilationWidth;
   const { outHeight: oh, outWidth: ow, strideHeight: sh, strideWidth: sw } = info;
-  if (sh === 1 && sw === 1) return tf.slice(xPad, [0, top, left, 0], [n, oh, ow, c]);
+  if (sh === 1 && sw === 1) {
+    if (top === 0 && left === 0 && xPad.shape[1] === oh && xPad.shape[2] === ow) return xPad;
+    return tf.slice(xPad, [0, top, left, 0], [n, oh, ow, c]);
+  }
   return tf.stridedSlice(xPad, [0, top, left, 0], [n, top + (oh - 1) * sh + 1, left + (ow - 1) * sw + 1, c], [1, sh, sw, 1]) as Tensor4D;
 }
 
@@ -108,7 +111,7 @@ function convInputGrad(tf: Tf, dy: Tensor4D, filter: tfTypes.Tensor4D, info: Con
   const frontW = (fw - 1) * dw - info.padInfo.left;
   d = padOrCrop(tf, d, 1, frontH, inH + (fh - 1) * dh - frontH - d.shape[1]);
   d = padOrCrop(tf, d, 2, frontW, inW + (fw - 1) * dw - frontW - d.shape[2]);
-  const flipped = tf.reverse(filter, [0, 1]);
+  const flipped = fh === 1 && fw === 1 ? filter : tf.reverse(filter, [0, 1]);
   const dilations: [number, number] = [dh, dw];
   if (!depthwise) {
     return tf.conv2d(d, tf.transpose(flipped, [0, 1, 3, 2]) as tfTypes.Tensor4D, 1, 'valid', 'NHWC', dilations);
@@ -139,8 +142,28 @@ function convFilterGrad(tf: Tf, x: Tensor4D, dy: Tensor4D, info: Conv2DInfo): Te
   return tf.reshape(tf.transpose(stacked, [0, 2, 1]), [fh, fw, ci, co]);
 }
 
-/** Filter gradient of a depthwise convolution: per tap, a channel-wise product summed over all positions. */
+/**
+ * Filter gradient of a depthwise convolution. With batch and channels folded together, the gradient is itself a
+ * depthwise convolution: the padded input convolved with dy as the filter, the forward stride becoming the
+ * dilation. One XNNPACK call instead of a product and a reduction per tap.
+ */
 function depthwiseFilterGrad(tf: Tf, x: Tensor4D, dy: Tensor4D, info: Conv2DInfo, mult: number): Tensor {
+  const { filterHeight: fh, filterWidth: fw, strideHeight: sh, strideWidth: sw } = info;
+  if (mult !== 1 || info.dilationHeight !== 1 || info.dilationWidth !== 1) return depthwiseFilterGradByTaps(tf, x, dy, info, mult);
+  const ci = info.inChannels;
+  const [n, oh, ow] = dy.shape;
+  const needH = (oh - 1) * sh + fh;
+  const needW = (ow - 1) * sw + fw;
+  let xPad = padInput(tf, x, info);
+  if (xPad.shape[1] !== needH || xPad.shape[2] !== needW) xPad = tf.slice(xPad, [0, 0, 0, 0], [n, needH, needW, ci]);
+  const xFolded = tf.reshape(tf.transpose(xPad, [1, 2, 0, 3]), [1, needH, needW, n * ci]) as Tensor4D;
+  const dyFolded = tf.reshape(tf.transpose(dy, [1, 2, 0, 3]), [oh, ow, n * ci, 1]) as tfTypes.Tensor4D;
+  const perImage = tf.depthwiseConv2d(xFolded, dyFolded, 1, 'valid', 'NHWC', [sh, sw]); // [1, fh, fw, n*ci]
+  return tf.reshape(tf.sum(tf.reshape(perImage, [fh * fw, n, ci]), 1), [fh, fw, ci, 1]);
+}
+
+/** Depthwise filter gradient per tap (channel multipliers > 1 or dilated filters). */
+function depthwiseFilterGradByTaps(tf: Tf, x: Tensor4D, dy: Tensor4D, info: Conv2DInfo, mult: number): Tensor {
   const { filterHeight: fh, filterWidth: fw } = info;
   const ci = info.inChannels;
   const [n, oh, ow] = dy.shape;
