@@ -1,4 +1,5 @@
 // `tl finetune DATA`: fine-tune a pretrained model on a folder dataset.
+import { availableParallelism } from 'node:os';
 import { Command } from 'commander';
 import Table from 'cli-table3';
 import { z } from 'zod';
@@ -14,7 +15,7 @@ const finetuneSchema = commonSchema.extend(dataSchema.shape).extend({
   freeze: z.string().regex(/^(all|\d+|[\w./-]+)$/, 'expected a layer count, a layer name, or all'),
   epochs: z.coerce.number().int().min(1).max(10_000),
   batchSize: z.coerce.number().int().min(1).max(4096),
-  lr: z.coerce.number().positive().max(10),
+  lr: z.union([z.literal('auto'), z.coerce.number().positive().max(10)]),
   accumulate: z.coerce.number().int().min(1).max(1024),
   bn: z.enum(['frozen', 'train']),
   headHidden: z.coerce.number().int().min(1).optional(),
@@ -24,6 +25,7 @@ const finetuneSchema = commonSchema.extend(dataSchema.shape).extend({
   weights: z.enum(['pretrained', 'random']),
   out: z.string().optional(),
   featureCacheMb: z.coerce.number().int().min(0),
+  workers: z.union([z.literal('auto'), z.coerce.number().int().min(1).max(64)]),
 });
 
 function defaultOutDir(model: string, data: string): string {
@@ -40,7 +42,7 @@ export function finetuneCommand(io: Io): Command {
     .option('--freeze <n|layer|all>', "freeze layers 0..N-1 of the backbone (Keras indices), up to a named layer, or 'all' (head only)", 'all')
     .option('--epochs <n>', 'training epochs', '10')
     .option('--batch-size <n>', 'images per optimizer step', '16')
-    .option('--lr <rate>', 'learning rate (Adam)', '0.001')
+    .option('--lr <rate|auto>', 'Adam learning rate; auto: 0.001 for the head alone, 0.0001 when backbone layers train', 'auto')
     .option('--accumulate <k>', 'split each batch into k micro-batches and accumulate gradients (saves memory)', '1')
     .option('--bn <mode>', 'BatchNormalization layers in the trainable part: frozen (inference mode, the Keras advice) | train', 'frozen')
     .option('--head-hidden <units>', 'add a hidden dense layer to the head')
@@ -48,6 +50,7 @@ export function finetuneCommand(io: Io): Command {
     .option('--augment <level>', 'training augmentation: none | light | standard (none lets the frozen part be cached)', 'none')
     .option('--input-size <px>', "input size (default: the model's)")
     .option('--weights <source>', 'pretrained | random', 'pretrained')
+    .option('--workers <n|auto>', 'threads computing gradients (data-parallel replicas of the trainable part); auto: one per core on wasm and cpu, 1 on tensorflow', 'auto')
     .option('--feature-cache-mb <n>', 'memory for cached frozen-part outputs; beyond it they spill to disk', '2048')
     .option('-o, --out <dir>', 'run folder (default: models/<model>-<dataset>-<time>)');
   dataOptions(cmd);
@@ -82,6 +85,7 @@ export function finetuneCommand(io: Io): Command {
       maxPixels: opts.maxPixels,
       weights: opts.weights,
       featureCacheBytes: opts.featureCacheMb * 1024 * 1024,
+      workers: opts.workers === 'auto' ? (backend.info.name === 'tensorflow' ? 1 : availableParallelism()) : opts.workers,
       onProgress: (e) => {
         if (e.phase === 'decode') return spinner.update(`decoding images ${e.done}/${e.total}`);
         if (e.phase === 'validate') return spinner.update(`epoch ${e.epoch}/${e.epochs} validating ${e.done}/${e.total}`);

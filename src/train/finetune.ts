@@ -9,6 +9,8 @@ import { initializeWeights } from '../registry/init.js';
 import { loadPretrained } from '../weights/index.js';
 import { saveLayersModel } from '../weights/save.js';
 import { FeatureCache } from './features.js';
+import { ReplicaPool, type Shard, type ShardResult } from './parallel.js';
+import { crossEntropy, shardGradients } from './step.js';
 import { applyTrainability, attachHead, cutModel, resolveFreeze, type BnMode, type Cut, type FreezeSpec } from './freeze.js';
 
 export interface FinetuneOptions {
@@ -18,7 +20,8 @@ export interface FinetuneOptions {
   freeze: FreezeSpec;
   epochs: number;
   batchSize: number;
-  lr: number;
+  /** Adam learning rate; `auto` is 1e-3 when only the head trains and 1e-4 when backbone layers train too. */
+  lr: number | 'auto';
   /** Micro-batches per optimizer step; the effective batch stays `batchSize`. */
   accumulate: number;
   bn: BnMode;
@@ -34,6 +37,8 @@ export interface FinetuneOptions {
   weights: 'pretrained' | 'random';
   /** Bytes of frozen-part outputs kept in memory; beyond it they go to a file in the run folder. */
   featureCacheBytes: number;
+  /** Threads that compute gradients (this one plus worker replicas of the tail); 1 trains on this thread only. */
+  workers: number;
   store?: string;
   onProgress?: (event: ProgressEvent) => void;
 }
@@ -107,8 +112,10 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
   const cut = cutModel(tf, full, frozenNames);
   const useCache = cut.frozen !== null && options.augment === 'none';
   const cache = useCache ? new FeatureCache(cut.boundaryShapes, options.featureCacheBytes, options.out) : null;
-  const optimizer = tf.train.adam(options.lr);
-  const engine = new Engine(tf, cut, variant, dataset, cache);
+  const lr = options.lr === 'auto' ? (frozenCount >= backbone.layers.length ? 1e-3 : 1e-4) : options.lr;
+  const optimizer = tf.train.adam(lr);
+  const pool = options.workers > 1 ? await ReplicaPool.start(cut.tail, { count: options.workers - 1, backend: backend.name, bn: options.bn, classes: dataset.classes.length }) : null;
+  const engine = new Engine(tf, cut, variant, dataset, cache, pool);
   const history: EpochRow[] = [];
   const tensorsAfterEpoch: number[] = [];
 
@@ -136,7 +143,7 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
         accuracy: correct / seen,
         val_loss: val?.loss ?? null,
         val_accuracy: val?.accuracy ?? null,
-        lr: options.lr,
+        lr,
         seconds: (performance.now() - started) / 1000,
         img_per_s: seen / trainSeconds,
       });
@@ -165,6 +172,7 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
     await writeJsonAtomic(join(options.out, 'report.json'), { schemaVersion: 1, kind: 'finetune', backend: backend.label, model: variant.name, options: { ...options, onProgress: undefined }, ...result });
     return result;
   } finally {
+    await pool?.close();
     cache?.dispose();
     optimizer.dispose();
     // tfjs counts a layer's references per application: tail layers were applied twice (full and tail), frozen
@@ -184,6 +192,7 @@ class Engine {
     private readonly variant: Variant,
     private readonly dataset: Dataset,
     private readonly cache: FeatureCache | null,
+    private readonly pool: ReplicaPool | null,
   ) {
     this.floats = cut.boundaryShapes.map((s) => s.reduce((a, b) => a * b, 1));
   }
@@ -193,10 +202,15 @@ class Engine {
     return this.tf.tidy(() => preprocess(this.tf, this.tf.tensor4d(Float32Array.from(pixels), [n, size, size, 3]), this.variant.preprocess));
   }
 
-  /** The tail's inputs for a batch: from the cache, or by running the frozen part in inference mode. */
-  async boundary(batch: Batch): Promise<Tensor[]> {
+  /** The tail's inputs for a batch, one joined array per input: from the cache, or by running the frozen part. */
+  async boundary(batch: Batch): Promise<Float32Array[]> {
     const n = batch.items.length;
-    if (this.cut.frozen === null) return [this.pixelsTensor(batch.pixels, n)];
+    if (this.cut.frozen === null) {
+      const x = this.pixelsTensor(batch.pixels, n);
+      const data = (await x.data()) as Float32Array;
+      x.dispose();
+      return [data];
+    }
     const perImage: (Float32Array[] | undefined)[] = batch.items.map((item) => this.cache?.get(item.path));
     const missing = perImage.flatMap((v, i) => (v === undefined ? [i] : []));
     if (missing.length > 0) {
@@ -216,54 +230,62 @@ class Engine {
         this.cache?.set(batch.items[i]!.path, tensors);
       });
     }
-    return this.cut.boundaryShapes.map((shape, b) => {
-      const floats = this.floats[b]!;
+    return this.floats.map((floats, b) => {
       const joined = new Float32Array(n * floats);
       perImage.forEach((t, i) => joined.set(t![b]!, i * floats));
-      return this.tf.tensor(joined, [n, ...shape]);
+      return joined;
     });
   }
 
-  /** One optimizer step over `batch`, in `accumulate` micro-batches. */
+  private tensors(arrays: Float32Array[], n: number): Tensor[] {
+    return this.cut.boundaryShapes.map((shape, b) => this.tf.tensor(arrays[b]!, [n, ...shape]));
+  }
+
+  /** One optimizer step over `batch`: shards on the worker replicas and here, `accumulate` micro-batches each. */
   async trainStep(batch: Batch, optimizer: ReturnType<Tf['train']['adam']>, accumulate: number): Promise<{ loss: number; correct: number }> {
     const tf = this.tf;
-    const inputs = await this.boundary(batch);
+    const tail = this.cut.tail;
     const n = batch.items.length;
-    const classes = this.dataset.classes.length;
-    const vars = this.cut.tail.trainableWeights.map((w) => w.read() as ReturnType<Tf['variable']>);
-    const micro = Math.ceil(n / accumulate);
-    let summed: NamedTensorMap | null = null;
-    let lossTotal = 0;
-    let correctTotal = 0;
+    const arrays = await this.boundary(batch);
+    const parts = this.pool ? Math.min(n, this.pool.size + 1) : 1;
+    const counts = Array.from({ length: parts }, (_, i) => Math.floor(n / parts) + (i < n % parts ? 1 : 0));
+    const starts = counts.map((_, i) => counts.slice(0, i).reduce((a, b) => a + b, 0));
+    let remote: Promise<ShardResult[]> = Promise.resolve([]);
+    if (this.pool && parts > 1) {
+      // Weights go out first so the replicas work while this thread computes its own shard.
+      const weights = tail.weights.map((w) => ({ name: w.originalName, data: w.read().dataSync() as Float32Array }));
+      const shards: Shard[] = counts.slice(1).map((count, k) => {
+        const start = starts[k + 1]!;
+        return {
+          inputs: this.floats.map((floats, b) => ({ shape: [count, ...this.cut.boundaryShapes[b]!], data: arrays[b]!.slice(start * floats, (start + count) * floats) })),
+          labels: batch.labels.slice(start, start + count),
+          scale: count / n,
+        };
+      });
+      remote = this.pool.step(weights, shards, accumulate);
+    }
+    const localCount = counts[0]!;
+    const inputs = this.tensors(arrays.map((a, b) => a.subarray(0, localCount * this.floats[b]!)), localCount);
+    let local: Awaited<ReturnType<typeof shardGradients>>;
     try {
-      for (let start = 0; start < n; start += micro) {
-        const count = Math.min(micro, n - start);
-        const labels = batch.labels.subarray(start, start + count);
-        let correct: Tensor | null = null;
-        const { value, grads } = tf.variableGrads(() => {
-          const slice = inputs.map((t) => tf.slice(t, start, count));
-          const probs = this.cut.tail.apply(slice.length === 1 ? slice[0]! : slice, { training: true }) as Tensor;
-          const y = tf.oneHot(tf.tensor1d(labels, 'int32'), classes);
-          correct = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(probs, -1), tf.tensor1d(labels, 'int32')), 'float32')));
-          // Each micro-batch's mean loss weighted by its share, so the summed gradient is the full batch's.
-          return tf.mul(crossEntropy(tf, probs, y), count / n) as ReturnType<Tf['scalar']>;
-        }, vars);
-        lossTotal += (await value.data())[0]!;
-        correctTotal += (await (correct as Tensor | null)!.data())[0]!;
-        tf.dispose([value, correct!]);
-        if (summed === null) summed = grads;
-        else {
-          const previous: NamedTensorMap = summed;
-          summed = Object.fromEntries(Object.entries(grads).map(([k, g]) => [k, tf.add(previous[k]!, g)]));
-          tf.dispose([...Object.values(previous), ...Object.values(grads)]);
-        }
-      }
-      optimizer.applyGradients(summed as Record<string, ReturnType<Tf["variable"]>>);
+      local = await shardGradients(tf, tail, inputs, batch.labels.subarray(0, localCount), this.dataset.classes.length, accumulate, localCount / n);
     } finally {
-      if (summed) tf.dispose(Object.values(summed));
       tf.dispose(inputs);
     }
-    return { loss: lossTotal, correct: correctTotal };
+    const others = await remote;
+    const trainable = tail.trainableWeights;
+    const grads: Record<string, Tensor> = tf.tidy(() =>
+      Object.fromEntries(
+        trainable.map((w, i) => {
+          let g = local.grads[i]!;
+          for (const r of others) g = tf.add(g, tf.tensor(r.grads.get(w.originalName)!, w.shape as number[]));
+          return [(w.read() as ReturnType<Tf['variable']>).name, g];
+        }),
+      ),
+    );
+    optimizer.applyGradients(grads as Record<string, ReturnType<Tf['variable']>>);
+    tf.dispose([...local.grads, ...Object.values(grads)]);
+    return { loss: (local.lossSum + others.reduce((a, r) => a + r.lossSum, 0)) / n, correct: local.correct + others.reduce((a, r) => a + r.correct, 0) };
   }
 
   /** Loss and accuracy over `items` in inference mode. */
@@ -273,7 +295,7 @@ class Engine {
     let correct = 0;
     let seen = 0;
     for await (const batch of this.dataset.source.batches(items, { batchSize })) {
-      const inputs = await this.boundary(batch);
+      const inputs = this.tensors(await this.boundary(batch), batch.items.length);
       const [loss, hits] = tf.tidy(() => {
         const probs = this.cut.tail.predict(inputs.length === 1 ? inputs[0]! : inputs, { batchSize: batch.items.length }) as Tensor;
         const labels = tf.tensor1d(batch.labels, 'int32');
@@ -287,11 +309,6 @@ class Engine {
     }
     return { loss: lossSum / Math.max(1, seen), accuracy: correct / Math.max(1, seen) };
   }
-}
-
-/** Mean categorical cross-entropy of probabilities, clipped as Keras clips them. */
-function crossEntropy(tf: Tf, probs: Tensor, oneHot: Tensor): Tensor {
-  return tf.neg(tf.mean(tf.sum(tf.mul(oneHot, tf.log(tf.clipByValue(probs, 1e-7, 1 - 1e-7))), -1)));
 }
 
 async function writeMetricsCsv(path: string, rows: EpochRow[]): Promise<void> {

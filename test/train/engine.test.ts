@@ -21,7 +21,7 @@ beforeAll(async () => {
 function options(out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions {
   return {
     data, model: 'mobilenet_v2_035', out, freeze: 100, epochs: 2, batchSize: 8, lr: 0.01, accumulate: 1, bn: 'frozen', dropout: 0,
-    augment: 'none', inputSize: 64, val: 0.2, test: 0.2, seed: 1, resize: 'squash', maxPixels: 1e8, weights: 'random', featureCacheBytes: 1 << 30, ...extra,
+    augment: 'none', inputSize: 64, val: 0.2, test: 0.2, seed: 1, resize: 'squash', maxPixels: 1e8, weights: 'random', featureCacheBytes: 1 << 30, workers: 1, ...extra,
   };
 }
 
@@ -87,9 +87,21 @@ describe('fine-tuning engine (wasm)', () => {
     expect(relativeError(a.get('predictions/kernel')!, b.get('predictions/kernel')!)).toBeLessThan(1e-4);
   });
 
+  it('two data-parallel replicas give the same update as one thread', async () => {
+    const one = tempDir();
+    const two = tempDir();
+    await finetune(tf, info, options(one, { epochs: 2 }));
+    await finetune(tf, info, options(two, { epochs: 2, workers: 2 }));
+    const a = await savedWeights(one);
+    const b = await savedWeights(two);
+    for (const name of ['predictions/kernel', 'Conv_1/kernel', 'block_16_project/kernel', 'block_11_depthwise/depthwise_kernel']) {
+      expect(relativeError(a.get(name)!, b.get(name)!), name).toBeLessThan(1e-4);
+    }
+  });
+
   it('leaks no tensors: the count is flat across epochs and back to where it started', async () => {
     const before = tf.memory().numTensors;
-    const r = await finetune(tf, info, options(tempDir(), { epochs: 3 }));
+    const r = await finetune(tf, info, options(tempDir(), { epochs: 3, workers: 2 }));
     expect(new Set(r.tensorsAfterEpoch).size).toBe(1);
     expect(tf.memory().numTensors).toBe(before);
   });

@@ -5,7 +5,7 @@ import { buildVariant } from '../../src/registry/index.js';
 import { readKerasH5 } from '../../src/weights/h5.js';
 import { assignKerasFile } from '../../src/weights/keras.js';
 import { WeightsError } from '../../src/errors.js';
-import { debianFile } from '../helpers/debian.js';
+import { debianFile } from '../../scripts/debian.js';
 import { relativeError } from '../helpers/tensors.js';
 import { tempDir } from '../helpers/tmp.js';
 

@@ -5,7 +5,7 @@ import { decodeImage } from '../../src/data/decode.js';
 import { preprocess } from '../../src/data/preprocess.js';
 import { NSFWJS_LABELS } from '../../src/registry/mobilenet_v2.js';
 import { loadPretrained } from '../../src/weights/index.js';
-import { debianFile } from '../helpers/debian.js';
+import { debianFile } from '../../scripts/debian.js';
 import { tempDir } from '../helpers/tmp.js';
 
 let tf: Tf;

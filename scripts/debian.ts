@@ -1,10 +1,11 @@
-// Fetches a file from a Debian package for a test (apt-get download + dpkg -x), cached under test/.tmp.
+// Fetches a file from a Debian package (apt-get download + dpkg -x) for tests and benchmarks, cached under test/.tmp.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const CACHE = fileURLToPath(new URL('../.tmp/debian/', import.meta.url));
+// Cached beside the sources (test/.tmp is gitignored); the built copy in dist/ resolves to the same folder.
+const CACHE = join(fileURLToPath(new URL('.', import.meta.url)).replace(/\/dist\/scripts\/?$/, '/scripts'), '..', 'test', '.tmp', 'debian');
 
 /** Path of `file` (absolute inside the package) extracted from Debian package `pkg`, or null with the reason. */
 export function debianFile(pkg: string, file: string): { path: string } | { path: null; reason: string } {

@@ -1,0 +1,124 @@
+"""PyTorch reference for tl's benchmarks: the standard torchvision fine-tuning loop on CPU.
+
+Freezes the same layers as tl's Keras-indexed --freeze (MobileNetV2 --freeze 100, ResNet50 --freeze 140) and runs
+BatchNorm in inference mode, as tl's default --bn frozen does. Prints one JSON document.
+
+  /usr/bin/python3 bench/torch_reference.py step --model mobilenet_v2 --batch-size 16 --steps 5
+  /usr/bin/python3 bench/torch_reference.py finetune --model mobilenet_v2 --data DIR --epochs 10 --batch-size 16
+"""
+import argparse
+import json
+import time
+
+import torch
+import torchvision
+from torchvision import transforms
+
+
+def build(name, classes):
+    """The torchvision model with a new head and the same frozen prefix as tl's Keras-indexed freeze point."""
+    if name == "mobilenet_v2":
+        model = torchvision.models.mobilenet_v2(weights=None)
+        model.classifier = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(1280, classes))
+        # Keras index 100 is block_11_expand_relu: the stem, blocks 0-10 and block 11's expand conv + BN are frozen.
+        frozen = list(model.features[:12]) + [model.features[12].conv[0][0], model.features[12].conv[0][1]]
+    elif name == "resnet50":
+        model = torchvision.models.resnet50(weights=None)
+        model.fc = torch.nn.Linear(2048, classes)
+        # Keras index 140 is conv4_block6_3_bn: everything up to conv4_block6's third conv is frozen.
+        block = model.layer3[5]
+        frozen = [model.conv1, model.bn1, model.layer1, model.layer2] + list(model.layer3[:5]) + [block.conv1, block.bn1, block.conv2, block.bn2, block.conv3]
+    else:
+        raise SystemExit(f"unknown model {name}")
+    for module in frozen:
+        for p in module.parameters():
+            p.requires_grad = False
+    return model
+
+
+def train_mode(model):
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+
+
+def step_benchmark(args):
+    model = build(args.model, 5)
+    train_mode(model)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    x = torch.randn(args.batch_size, 3, args.size, args.size)
+    y = torch.randint(0, 5, (args.batch_size,))
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+
+    step()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    seconds = time.perf_counter() - start
+    return {"model": args.model, "batch_size": args.batch_size, "img_per_s": args.steps * args.batch_size / seconds}
+
+
+def finetune_benchmark(args):
+    tf = transforms.Compose([
+        transforms.Resize(args.size),
+        transforms.CenterCrop(args.size),
+        transforms.Grayscale(3),
+        transforms.ToTensor(),
+        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    ])
+    data = torchvision.datasets.ImageFolder(args.data, transform=tf)
+    g = torch.Generator().manual_seed(42)
+    n_val = int(len(data) * 0.15)
+    n_test = int(len(data) * 0.15)
+    train, val, _ = torch.utils.data.random_split(data, [len(data) - n_val - n_test, n_val, n_test], generator=g)
+    train_loader = torch.utils.data.DataLoader(train, batch_size=args.batch_size, shuffle=True, num_workers=0)
+    val_loader = torch.utils.data.DataLoader(val, batch_size=args.batch_size, num_workers=0)
+    model = build(args.model, len(data.classes))
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    history = []
+    start = time.perf_counter()
+    for epoch in range(1, args.epochs + 1):
+        train_mode(model)
+        for x, y in train_loader:
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for x, y in val_loader:
+                correct += (model(x).argmax(1) == y).sum().item()
+        history.append({"epoch": epoch, "val_accuracy": correct / max(1, len(val)), "seconds": time.perf_counter() - start})
+    return {"model": args.model, "images": len(data), "epochs": args.epochs, "seconds": time.perf_counter() - start, "history": history}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["step", "finetune"])
+    parser.add_argument("--model", default="mobilenet_v2")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--data")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    result = step_benchmark(args) if args.mode == "step" else finetune_benchmark(args)
+    result.update({"torch": torch.__version__, "threads": torch.get_num_threads()})
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+// A training replica in a worker thread: a copy of the tail that computes gradients on its shard of each batch.
+import { parentPort, workerData } from 'node:worker_threads';
+import type { LayersModel, Tf } from '../backend/index.js';
+import { loadBackend, type BackendChoice } from '../backend/index.js';
+import { applyTrainability, type BnMode } from './freeze.js';
+import { shardGradients } from './step.js';
+
+export interface ReplicaInit {
+  backend: BackendChoice;
+}
+
+export type ReplicaRequest =
+  | { type: 'load'; modelJson: string; bn: BnMode; classes: number }
+  | { type: 'step'; weights: { name: string; data: Float32Array }[]; inputs: { shape: number[]; data: Float32Array }[]; labels: Int32Array; accumulate: number; scale: number }
+  | { type: 'close' };
+
+export type ReplicaReply =
+  | { type: 'loaded' }
+  | { type: 'step'; grads: { name: string; data: Float32Array }[]; lossSum: number; correct: number }
+  | { type: 'error'; message: string };
+
+const port = parentPort;
+if (port === null) throw new Error('worker.ts runs only as a worker thread');
+
+let tf: Tf;
+let tail: LayersModel | null = null;
+let classes = 0;
+const ready = loadBackend({ choice: (workerData as ReplicaInit).backend }).then((b) => {
+  tf = b.tf;
+});
+
+async function handle(msg: ReplicaRequest): Promise<ReplicaReply | null> {
+  await ready;
+  if (msg.type === 'close') {
+    tail?.dispose();
+    port!.close();
+    return null;
+  }
+  if (msg.type === 'load') {
+    tail = await tf.models.modelFromJSON({ modelTopology: JSON.parse(msg.modelJson) as never });
+    classes = msg.classes;
+    applyTrainability(tail, new Set(), msg.bn);
+    return { type: 'loaded' };
+  }
+  const model = tail!;
+  const byName = new Map(msg.weights.map((w) => [w.name, w.data]));
+  const values = model.weights.map((w) => tf.tensor(byName.get(w.originalName)!, w.shape as number[]));
+  model.setWeights(values);
+  tf.dispose(values);
+  const inputs = msg.inputs.map((i) => tf.tensor(i.data, i.shape));
+  try {
+    const result = await shardGradients(tf, model, inputs, msg.labels, classes, msg.accumulate, msg.scale);
+    const grads = await Promise.all(result.grads.map(async (g, i) => ({ name: model.trainableWeights[i]!.originalName, data: (await g.data()) as Float32Array })));
+    tf.dispose(result.grads);
+    return { type: 'step', grads, lossSum: result.lossSum, correct: result.correct };
+  } finally {
+    tf.dispose(inputs);
+  }
+}
+
+// Requests are handled strictly in order.
+let queue: Promise<void> = Promise.resolve();
+port.on('message', (msg: ReplicaRequest) => {
+  queue = queue.then(async () => {
+    try {
+      const reply = await handle(msg);
+      if (reply) port.postMessage(reply, reply.type === 'step' ? reply.grads.map((g) => g.data.buffer as ArrayBuffer) : []);
+    } catch (err) {
+      port.postMessage({ type: 'error', message: err instanceof Error ? (err.stack ?? err.message) : String(err) } satisfies ReplicaReply);
+    }
+  });
+});
