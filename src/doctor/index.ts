@@ -116,7 +116,7 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<DoctorRepo
     wasm = {
       simd,
       threads: 1,
-      note: 'tfjs-backend-wasm 4.22 turns its threaded build off under Node (IS_NODE), so wasm runs on one thread; the native paths use every core',
+      note: 'tfjs-backend-wasm 4.22 turns its threaded build off under Node (IS_NODE), so each wasm instance runs on one thread; tl finetune uses the other cores through worker-thread replicas (--workers)',
     };
   }
   const root = storeRoot(env);

@@ -217,13 +217,7 @@ class Engine {
       const imageBytes = this.dataset.source.imageBytes;
       const pixels = new Uint8Array(missing.length * imageBytes);
       missing.forEach((i, k) => pixels.set(batch.pixels.subarray(i * imageBytes, (i + 1) * imageBytes), k * imageBytes));
-      const frozen = this.cut.frozen;
-      const outputs = this.tf.tidy(() => {
-        const y = frozen.predict(this.pixelsTensor(pixels, missing.length), { batchSize: missing.length });
-        return Array.isArray(y) ? y : [y];
-      });
-      const data = await Promise.all(outputs.map((o) => o.data() as Promise<Float32Array>));
-      this.tf.dispose(outputs);
+      const data = await this.runFrozen(pixels, missing.length);
       missing.forEach((i, k) => {
         const tensors = data.map((d, b) => d.slice(k * this.floats[b]!, (k + 1) * this.floats[b]!));
         perImage[i] = tensors;
@@ -235,6 +229,51 @@ class Engine {
       perImage.forEach((t, i) => joined.set(t![b]!, i * floats));
       return joined;
     });
+  }
+
+  /** The frozen part's outputs for `m` images, one joined array per boundary tensor; shards go to the replicas. */
+  private async runFrozen(pixels: Uint8Array, m: number): Promise<Float32Array[]> {
+    const frozen = this.cut.frozen!;
+    const size = this.dataset.source.size;
+    const perImage = size * size * 3;
+    const parts = this.pool ? Math.min(m, this.pool.size + 1) : 1;
+    const counts = Array.from({ length: parts }, (_, i) => Math.floor(m / parts) + (i < m % parts ? 1 : 0));
+    let remote: Promise<Float32Array[][]> = Promise.resolve([]);
+    if (this.pool && parts > 1) {
+      await this.ensureFrozenOnReplicas();
+      const x = this.pixelsTensor(pixels.subarray(counts[0]! * perImage), m - counts[0]!);
+      const all = (await x.data()) as Float32Array;
+      x.dispose();
+      let at = 0;
+      remote = this.pool.infer(counts.slice(1).map((count) => {
+        const input = { shape: [count, size, size, 3], data: all.slice(at * perImage, (at + count) * perImage) };
+        at += count;
+        return input;
+      }));
+    }
+    const outputs = this.tf.tidy(() => {
+      const y = frozen.predict(this.pixelsTensor(pixels.subarray(0, counts[0]! * perImage), counts[0]!), { batchSize: counts[0]! });
+      return Array.isArray(y) ? y : [y];
+    });
+    const local = await Promise.all(outputs.map((o) => o.data() as Promise<Float32Array>));
+    this.tf.dispose(outputs);
+    const shards = [local, ...(await remote)];
+    return this.floats.map((floats, b) => {
+      const joined = new Float32Array(m * floats);
+      let at = 0;
+      shards.forEach((shard, k) => {
+        joined.set(shard[b]!, at * floats);
+        at += counts[k]!;
+      });
+      return joined;
+    });
+  }
+
+  private frozenLoaded: Promise<void> | null = null;
+
+  private ensureFrozenOnReplicas(): Promise<void> {
+    this.frozenLoaded ??= this.pool!.loadFrozen(this.cut.frozen!);
+    return this.frozenLoaded;
   }
 
   private tensors(arrays: Float32Array[], n: number): Tensor[] {

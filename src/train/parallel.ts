@@ -95,6 +95,22 @@ export class ReplicaPool {
     });
   }
 
+  /** Gives every replica the frozen part (topology and weights), once. */
+  async loadFrozen(frozen: LayersModel): Promise<void> {
+    const modelJson = frozen.toJSON() as string;
+    const weights = frozen.weights.map((w) => ({ name: w.originalName, data: w.read().dataSync() as Float32Array }));
+    await Promise.all(this.replicas.map((r) => r.request({ type: 'load-frozen', modelJson, weights })));
+  }
+
+  /** Runs the frozen part on one input shard per replica; resolves with each shard's outputs. */
+  async infer(inputs: { shape: number[]; data: Float32Array }[]): Promise<Float32Array[][]> {
+    const replies = await Promise.all(inputs.map((input, i) => this.replicas[i]!.request({ type: 'infer', input }, [input.data.buffer as ArrayBuffer])));
+    return replies.map((r) => {
+      if (r.type !== 'infer') throw new BackendError(`Training worker answered '${r.type}' to an inference request.`);
+      return r.outputs;
+    });
+  }
+
   async close(): Promise<void> {
     await Promise.all(this.replicas.map((r) => r.close()));
   }

@@ -1,0 +1,230 @@
+// `npm run bench`: decoding, training throughput and whole fine-tunes, beside PyTorch; writes BENCHMARKS.md.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import sharp from 'sharp';
+import { loadBackend, type Tf } from '../src/backend/index.js';
+import { ImageSource, preprocess } from '../src/data/index.js';
+import { scanDataset } from '../src/data/scan.js';
+import { finetune, type FinetuneOptions } from '../src/train/finetune.js';
+import { writeFileAtomic } from '../src/util/atomic.js';
+import { debianFile } from '../scripts/debian.js';
+import { writeFashionMnist } from '../scripts/fashion-mnist.js';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const PYTHON = '/usr/bin/python3';
+const log = (s: string) => process.stderr.write(`${s}\n`);
+
+interface Section {
+  title: string;
+  lines: string[];
+}
+
+function table(head: string[], rows: (string | number)[][]): string[] {
+  return [`| ${head.join(' | ')} |`, `| ${head.map(() => '---').join(' | ')} |`, ...rows.map((r) => `| ${r.join(' | ')} |`)];
+}
+
+const fmt = (v: number, digits = 1) => v.toFixed(digits);
+
+/** ~500x375 JPEGs cut from Debian's scikit-image sample photos (synthetic gradients where they are unavailable). */
+async function makeJpegs(dir: string, count: number): Promise<string> {
+  const photos = ['chelsea.png', 'coffee.png', 'astronaut.png', 'rocket.jpg', 'motorcycle_left.png', 'hubble_deep_field.jpg']
+    .map((f) => debianFile('python3-skimage', `/usr/lib/python3/dist-packages/skimage/data/${f}`).path)
+    .filter((p): p is string => p !== null);
+  for (let i = 0; i < count; i++) {
+    const cls = join(dir, `c${i % 4}`);
+    if (!existsSync(cls)) execFileSync('mkdir', ['-p', cls]);
+    const file = join(cls, `${i}.jpg`);
+    if (photos.length > 0) {
+      const src = sharp(photos[i % photos.length]!);
+      const meta = await src.metadata();
+      const scale = Math.max(500 / (meta.width ?? 500), 375 / (meta.height ?? 375)) * (1 + (i % 5) * 0.1);
+      const w = Math.round((meta.width ?? 500) * scale);
+      const h = Math.round((meta.height ?? 375) * scale);
+      await sharp(photos[i % photos.length]!).resize(w, h).extract({ left: (i * 13) % (w - 500 + 1), top: (i * 7) % (h - 375 + 1), width: 500, height: 375 }).jpeg({ quality: 90 }).toFile(file);
+    } else {
+      await sharp({ create: { width: 500, height: 375, channels: 3, background: { r: (i * 37) % 255, g: (i * 91) % 255, b: (i * 53) % 255 } } }).jpeg({ quality: 90 }).toFile(file);
+    }
+  }
+  return photos.length > 0 ? `${count} JPEGs, 500x375, cut from scikit-image sample photos` : `${count} synthetic 500x375 JPEGs (scikit-image photos unavailable)`;
+}
+
+async function decodeBench(tf: Tf, work: string, count: number): Promise<Section> {
+  const dir = join(work, 'jpegs');
+  const source = await makeJpegs(dir, count);
+  const items = (await scanDataset(dir)).items;
+  const rate = async (fn: () => Promise<void>) => {
+    const t0 = performance.now();
+    await fn();
+    return items.length / ((performance.now() - t0) / 1000);
+  };
+  const pass = (src: ImageSource) => async () => {
+    for await (const batch of src.batches(items, { batchSize: 32 })) {
+      const x = tf.tidy(() => preprocess(tf, tf.tensor4d(Float32Array.from(batch.pixels), [batch.items.length, 224, 224, 3]), 'tf'));
+      await x.data();
+      x.dispose();
+    }
+  };
+  const cached = new ImageSource(items, { size: 224 });
+  const uncached = new ImageSource(items, { size: 224, cacheBytes: 0 });
+  const decodeOnly = await rate(async () => void (await new ImageSource(items, { size: 224, cacheBytes: 0 }).validate(items)));
+  const first = await rate(pass(cached));
+  const second = await rate(pass(cached));
+  const noCache = await rate(pass(uncached));
+  return {
+    title: 'Decoding and preprocessing (224x224)',
+    lines: [
+      `${source}; sharp with ${availableParallelism()} concurrent decodes, batches of 32, \`tf\` preprocessing into a tensor.`,
+      '',
+      ...table(['pipeline', 'img/s'], [
+        ['decode + resize only (sharp)', fmt(decodeOnly)],
+        ['decode + resize + preprocess, first epoch (fills the cache)', fmt(first)],
+        ['cached uint8 + preprocess, later epochs', fmt(second)],
+        ['decode + resize + preprocess every epoch (cache off)', fmt(noCache)],
+      ]),
+    ],
+  };
+}
+
+function torch(args: string[]): Record<string, unknown> | null {
+  if (!existsSync(PYTHON)) return null;
+  const r = spawnSync(PYTHON, [join(ROOT, 'bench', 'torch_reference.py'), ...args], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  if (r.status !== 0) {
+    log(`torch reference unavailable: ${(r.stderr || r.error?.message || '').trim().split('\n').pop()}`);
+    return null;
+  }
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown>;
+}
+
+function baseOptions(data: string, out: string, extra: Partial<FinetuneOptions>): FinetuneOptions {
+  return {
+    data, model: 'mobilenet_v2', out, freeze: 100, epochs: 3, batchSize: 16, lr: 'auto', accumulate: 1, bn: 'frozen', dropout: 0.2, augment: 'none',
+    val: 0, test: 0, seed: 42, resize: 'center-crop', maxPixels: 1e8, weights: 'random', featureCacheBytes: 2 ** 31, workers: 1, ...extra,
+  };
+}
+
+async function trainingBench(tf: Tf, work: string, data: string, quick: boolean): Promise<{ section: Section; steps: Record<string, number> }> {
+  const rows: (string | number)[][] = [];
+  const steps: Record<string, number> = {};
+  const cores = availableParallelism();
+  const configs: [string, number][] = [['mobilenet_v2', 100], ['resnet50', 140]];
+  for (const [model, freeze] of configs) {
+    const backends: [string, number][] = [['wasm', 1], ['wasm', cores], ...(model === 'mobilenet_v2' && !quick ? ([['cpu', cores]] as [string, number][]) : [])];
+    for (const [backendName, workers] of backends) {
+      const { tf: t, info } = await loadBackend({ choice: backendName as 'wasm' | 'cpu' });
+      const epochs = backendName === 'cpu' ? 1 : 3;
+      log(`training throughput: ${model} --freeze ${freeze} on ${info.label}, ${workers} worker(s)`);
+      const r = await finetune(t, info, baseOptions(backendName === 'cpu' ? join(work, 'tiny') : data, join(work, `run-${model}-${backendName}-${workers}`), { model, freeze, epochs, workers }));
+      const cachedRate = r.history.length > 1 ? r.history.slice(1).reduce((a, h) => a + h.img_per_s, 0) / (r.history.length - 1) : NaN;
+      steps[`${model}:${backendName}:${workers}`] = cachedRate;
+      rows.push([`${model} --freeze ${freeze}`, `tl ${backendName}`, workers, fmt(r.history[0]!.img_per_s), Number.isNaN(cachedRate) ? '-' : fmt(cachedRate), r.wasmHeapBytes ? fmt(r.wasmHeapBytes / 2 ** 30, 2) : '-']);
+    }
+    const ref = torch(['step', '--model', model, '--batch-size', '16', '--steps', quick ? '2' : '5']);
+    if (ref) {
+      steps[`${model}:torch`] = ref['img_per_s'] as number;
+      rows.push([`${model} --freeze ${freeze}`, `PyTorch ${String(ref['torch'])} CPU`, `${String(ref['threads'])} threads`, fmt(ref['img_per_s'] as number), '(same: no cache)', '-']);
+    } else {
+      rows.push([`${model} --freeze ${freeze}`, 'PyTorch', '-', 'not measured: /usr/bin/python3 cannot import torch', '-', '-']);
+    }
+  }
+  await loadBackend({ choice: 'wasm' });
+  void tf;
+  return {
+    section: {
+      title: 'Training throughput (batch 16, 224x224, random weights)',
+      lines: [
+        'tl: first epoch runs the frozen part and the tail; later epochs read the frozen part\'s outputs from the cache and run only the tail. PyTorch runs its standard loop (frozen layers with `requires_grad=False`, BatchNorm in eval mode), so every step runs the whole network. The `tensorflow` backend (tfjs-node) is not installable here.',
+        '',
+        ...table(['model', 'engine', 'threads', 'img/s, step with frozen forward', 'img/s, cached step', 'peak wasm heap (GiB)'], rows),
+      ],
+    },
+    steps,
+  };
+}
+
+async function finetuneBench(work: string, data: string, images: number): Promise<{ section: Section; tl: number; torch: number | null }> {
+  log(`whole fine-tune: tl on ${images} images`);
+  const { tf, info } = await loadBackend({ choice: 'wasm' });
+  const t0 = performance.now();
+  const r = await finetune(tf, info, baseOptions(data, join(work, 'run-whole'), { epochs: 10, val: 0.15, test: 0.15, workers: availableParallelism() }));
+  const tlSeconds = (performance.now() - t0) / 1000;
+  log(`whole fine-tune: PyTorch on ${images} images`);
+  const ref = torch(['finetune', '--model', 'mobilenet_v2', '--data', data, '--epochs', '10', '--batch-size', '16', '--lr', '0.0001']);
+  const torchSeconds = ref ? (ref['seconds'] as number) : null;
+  const rows: (string | number)[][] = [
+    [`tl (${info.label}, ${availableParallelism()} workers)`, fmt(tlSeconds), fmt(r.history.at(-1)!.val_accuracy ?? NaN, 3)],
+    ...(ref ? [[`PyTorch ${String(ref['torch'])} CPU, ${String(ref['threads'])} threads`, fmt(torchSeconds!), fmt((ref['history'] as { val_accuracy: number }[]).at(-1)!.val_accuracy, 3)]] : [['PyTorch', 'not measured', '-']]),
+  ];
+  return {
+    section: {
+      title: `Whole fine-tune: MobileNetV2 --freeze 100, 10 epochs, ${images} images`,
+      lines: [
+        `Fashion-MNIST (Debian \`dataset-fashion-mnist\`), ${images} images in 5 classes at 224x224, 70/15/15 split, batch 16, Adam 1e-4, random initial weights (both sides), wall time including data loading and validation.`,
+        '',
+        ...table(['engine', 'seconds', 'final val accuracy'], rows),
+      ],
+    },
+    tl: tlSeconds,
+    torch: torchSeconds,
+  };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, out: { type: 'string', default: join(ROOT, 'BENCHMARKS.md') } } });
+  const quick = values.quick;
+  const { tf, info } = await loadBackend({ choice: 'wasm' });
+  const work = mkdtempSync(join(tmpdir(), 'tl-bench-'));
+  try {
+    const idx = debianFile('dataset-fashion-mnist', '/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz');
+    debianFile('dataset-fashion-mnist', '/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz');
+    if (idx.path === null) throw new Error(`the benchmark needs Fashion-MNIST: ${idx.reason}`);
+    const src = dirname(idx.path);
+    const images = quick ? 100 : 500;
+    const data = join(work, 'fashion');
+    await writeFashionMnist({ src, out: data, perClass: images / 5, classes: [0, 1, 7, 8, 9], split: 'train' });
+    await writeFashionMnist({ src, out: join(work, 'tiny'), perClass: 8, classes: [0, 1], split: 'train' });
+    const throughputData = join(work, 'throughput');
+    await writeFashionMnist({ src, out: throughputData, perClass: quick ? 16 : 32, classes: [0, 1], split: 'train' });
+
+    const sections: Section[] = [];
+    sections.push(await decodeBench(tf, work, quick ? 60 : 240));
+    const training = await trainingBench(tf, work, throughputData, quick);
+    sections.push(training.section);
+    const whole = await finetuneBench(work, data, images);
+    sections.push(whole.section);
+
+    const s = training.steps;
+    const cores = availableParallelism();
+    const ratio = (a?: number, b?: number) => (a && b ? `${fmt(a / b, 2)}x` : 'n/a');
+    const summary = [
+      `- Cached training step vs PyTorch's step, MobileNetV2 --freeze 100: ${ratio(s[`mobilenet_v2:wasm:${cores}`], s['mobilenet_v2:torch'])} with ${cores} workers (${ratio(s['mobilenet_v2:wasm:1'], s['mobilenet_v2:torch'])} on one thread). Goal: >= 0.5x.`,
+      `- Cached training step vs PyTorch's step, ResNet50 --freeze 140: ${ratio(s[`resnet50:wasm:${cores}`], s['resnet50:torch'])} with ${cores} workers (${ratio(s['resnet50:wasm:1'], s['resnet50:torch'])} on one thread). Goal: >= 0.5x.`,
+      `- Whole 10-epoch fine-tune: tl takes ${whole.torch ? `${fmt(whole.tl / whole.torch, 2)}x PyTorch's wall time (PyTorch/tl = ${fmt(whole.torch / whole.tl, 2)}x)` : 'n/a'}. Goal: tl >= 3x faster.`,
+    ];
+    const cpu = cpus()[0]?.model ?? 'unknown CPU';
+    const header = [
+      '# Benchmarks',
+      '',
+      `Measured by \`npm run bench${quick ? ' -- --quick' : ''}\` on ${new Date().toISOString().slice(0, 10)}: ${cpu}, ${cores} cores, ${fmt(totalmem() / 2 ** 30, 0)} GiB, Node ${process.version}, TensorFlow.js ${tf.version.tfjs} (${info.label}). All figures come from this one run; the machine is shared and noisy, so compare ratios within a run.`,
+      '',
+      '## Summary',
+      '',
+      ...summary,
+      '',
+    ];
+    const body = sections.flatMap((sec) => [`## ${sec.title}`, '', ...sec.lines, '']);
+    await writeFileAtomic(values.out, `${[...header, ...body].join('\n')}`);
+    log(`wrote ${values.out}`);
+    process.stdout.write(`${summary.join('\n')}\n`);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exitCode = 1;
+});
