@@ -63,7 +63,6 @@ export function finetuneCommand(io: Io): Command {
     const { finetune } = await import('../train/finetune.js');
     const out = opts.out ?? defaultOutDir(opts.model, data);
     const spinner = progress(io, 'preparing', opts);
-    let lastEpochLogged = 0;
     const result = await finetune(backend.tf, backend.info, {
       data,
       model: opts.model,
@@ -90,7 +89,6 @@ export function finetuneCommand(io: Io): Command {
         if (e.phase === 'decode') return spinner.update(`decoding images ${e.done}/${e.total}`);
         if (e.phase === 'validate') return spinner.update(`epoch ${e.epoch}/${e.epochs} validating ${e.done}/${e.total}`);
         spinner.update(`epoch ${e.epoch}/${e.epochs} ${e.done}/${e.total} loss ${e.loss?.toFixed(4)} acc ${e.accuracy?.toFixed(3)} ${e.imagesPerSecond?.toFixed(1)} img/s ETA ${Math.round(e.etaSeconds ?? 0)}s`);
-        if (e.done === e.total && e.epoch > lastEpochLogged) lastEpochLogged = e.epoch;
       },
     });
     spinner.succeed(`trained ${result.history.length} epochs`);

@@ -1,31 +1,9 @@
 // Seeded training-time augmentation on decoded uint8 RGB images (sharp does the pixel work).
 import sharp from 'sharp';
+import { prng } from '../util/random.js';
 
 export type AugmentLevel = 'none' | 'light' | 'standard';
 export const AUGMENT_LEVELS: readonly AugmentLevel[] = ['none', 'light', 'standard'];
-
-/** A small seeded PRNG (mulberry32) so augmentation is repeatable for a given seed, epoch and image. */
-export function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Mixes several integers into one 32-bit seed. */
-export function mixSeed(...parts: number[]): number {
-  let h = 0x811c9dc5;
-  for (const p of parts) {
-    h ^= p >>> 0;
-    h = Math.imul(h, 0x01000193) >>> 0;
-    h ^= h >>> 13;
-  }
-  return h >>> 0;
-}
 
 interface Params {
   flip: boolean;

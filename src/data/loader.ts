@@ -1,7 +1,8 @@
 // Decoded images on demand: a memory cache when the dataset fits its budget, bounded decode concurrency,
 // and an async batch stream with prefetch. Files that fail to decode are skipped and recorded.
 import { availableParallelism } from 'node:os';
-import { augmentImage, mixSeed, prng, type AugmentLevel } from './augment.js';
+import { mixSeed, prng } from '../util/random.js';
+import { augmentImage, type AugmentLevel } from './augment.js';
 import { DEFAULT_MAX_PIXELS, decodeFailureReason, decodeImage, type DecodeOptions, type ResizeMode } from './decode.js';
 import { mapLimit, type ImageItem, type SkippedFile } from './scan.js';
 

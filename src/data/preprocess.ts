@@ -2,7 +2,7 @@
 import type { Tensor, Tf } from '../backend/index.js';
 import type { PreprocessMode } from '../registry/index.js';
 
-export const PREPROCESS_MODES: readonly PreprocessMode[] = ['caffe', 'tf', 'torch', 'raw01'];
+export const PREPROCESS_MODES: readonly PreprocessMode[] = ['caffe', 'tf', 'torch', 'raw01', 'none'];
 
 /** ImageNet channel means as Keras's `caffe` mode subtracts them, in BGR order. */
 const CAFFE_MEAN_BGR = [103.939, 116.779, 123.68];
@@ -11,7 +11,7 @@ const TORCH_STD = [0.229, 0.224, 0.225];
 
 /**
  * Preprocesses a [N,H,W,3] batch of 0..255 RGB values: `caffe` (BGR minus ImageNet means), `tf` ([-1, 1]),
- * `torch` (/255 then ImageNet mean/std) or `raw01` ([0, 1]).
+ * `torch` (/255 then ImageNet mean/std), `raw01` ([0, 1]) or `none` (0..255, for models that rescale themselves).
  */
 export function preprocess(tf: Tf, pixels: Tensor, mode: PreprocessMode): Tensor {
   return tf.tidy(() => {
@@ -25,6 +25,8 @@ export function preprocess(tf: Tf, pixels: Tensor, mode: PreprocessMode): Tensor
         return tf.div(tf.sub(tf.div(x, 255), tf.tensor1d(TORCH_MEAN)), tf.tensor1d(TORCH_STD));
       case 'raw01':
         return tf.div(x, 255);
+      case 'none':
+        return x;
     }
   });
 }

@@ -1,7 +1,10 @@
 // The model registry: every family listed explicitly, names resolved to variants, models built and described.
 import type { LayersModel, Tf } from '../backend/index.js';
 import { ModelNotFoundError } from '../errors.js';
+import { inceptionV3 } from './inception_v3.js';
+import { mobilenet } from './mobilenet.js';
 import { mobilenetV2 } from './mobilenet_v2.js';
+import { mobilenetV3 } from './mobilenet_v3.js';
 import { resnet } from './resnet.js';
 import type { BuildOptions, Family, Variant } from './types.js';
 import { vgg } from './vgg.js';
@@ -9,7 +12,7 @@ import { vgg } from './vgg.js';
 export type { BuildOptions, Family, PreprocessMode, Variant, WeightSource } from './types.js';
 
 /** Every family tl knows, in display order. */
-export const FAMILIES: readonly Family[] = [vgg, resnet, mobilenetV2];
+export const FAMILIES: readonly Family[] = [vgg, resnet, inceptionV3, mobilenet, mobilenetV2, mobilenetV3];
 
 /** Every variant name. */
 export function variantNames(): string[] {

@@ -1,14 +1,6 @@
 // Seeded weight initialisation with Keras's defaults, so a run with a given seed starts from the same weights.
 import type { LayersModel, Tf } from '../backend/index.js';
-
-/** Mixes integers into a 31-bit seed (tf.random* take a number seed). */
-function seedFor(seed: number, index: number): number {
-  let h = (seed ^ 0x9e3779b9) >>> 0;
-  h = Math.imul(h ^ index, 0x85ebca6b) >>> 0;
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35) >>> 0;
-  return (h ^ (h >>> 16)) & 0x7fffffff;
-}
+import { mixSeed } from '../util/random.js';
 
 /**
  * Re-initialises every weight of `model` from `seed`: kernels glorot-uniform (Keras's default for Conv2D,
@@ -28,7 +20,7 @@ export function initializeWeights(tf: Tf, model: LayersModel, seed: number, only
       const fanIn = (shape[shape.length - 2] ?? 1) * receptive;
       const fanOut = (shape[shape.length - 1] ?? 1) * receptive;
       const limit = Math.sqrt(6 / (fanIn + fanOut));
-      return tf.randomUniform(shape, -limit, limit, 'float32', seedFor(seed, index));
+      return tf.randomUniform(shape, -limit, limit, 'float32', mixSeed(seed, index));
     });
     layer.setWeights(values);
     tf.dispose(values);

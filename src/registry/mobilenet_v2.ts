@@ -13,12 +13,13 @@ export function makeDivisible(v: number, divisor = 8): number {
   return out;
 }
 
-/** Keras's `correct_pad` for a 3x3 stride-2 window on a square input of `size` (0 = unknown). */
-export function correctPad(size: number): [[number, number], [number, number]] {
+/** Keras's `correct_pad` for a `kernel`x`kernel` stride-2 window on a square input of `size` (0 = unknown). */
+export function correctPad(size: number, kernel = 3): [[number, number], [number, number]] {
   const adjust = size === 0 ? 1 : 1 - (size % 2);
+  const correct = Math.floor(kernel / 2);
   return [
-    [1 - adjust, 1],
-    [1 - adjust, 1],
+    [correct - adjust, correct],
+    [correct - adjust, correct],
   ];
 }
 
@@ -35,6 +36,20 @@ const BLOCKS: readonly [number, number, number][] = [
 
 /** Labels of the nsfwjs classifier head. */
 export const NSFWJS_LABELS = ['Drawing', 'Hentai', 'Neutral', 'Porn', 'Sexy'] as const;
+
+/** The nsfwjs classifier that replaces Keras's top: average pool over the whole map, two hidden dense layers, softmax. */
+export function attachNsfwjsHead(tf: Tf, input: SymbolicTensor, features: SymbolicTensor, classes: number, poolName: string, name: string): LayersModel {
+  const L = tf.layers;
+  const size = features.shape[1] as number;
+  let x = L.averagePooling2d({ poolSize: size, strides: size, padding: 'valid', name: poolName }).apply(features) as SymbolicTensor;
+  x = L.flatten({ name: 'flatten_1' }).apply(x) as SymbolicTensor;
+  x = L.dense({ units: 256, activation: 'relu', name: 'dense_1' }).apply(x) as SymbolicTensor;
+  x = L.dropout({ rate: 0.5, name: 'dropout_2' }).apply(x) as SymbolicTensor;
+  x = L.dense({ units: 128, activation: 'relu', name: 'dense_2' }).apply(x) as SymbolicTensor;
+  x = L.dropout({ rate: 0.25, name: 'dropout_3' }).apply(x) as SymbolicTensor;
+  x = L.dense({ units: classes, activation: 'softmax', name: 'dense_3' }).apply(x) as SymbolicTensor;
+  return tf.model({ inputs: input, outputs: x, name });
+}
 
 function build(tf: Tf, variant: Variant, opts: { includeTop: boolean; classes: number; inputSize: number }): LayersModel {
   const alpha = variant.args['alpha'] ?? 1;
@@ -81,19 +96,9 @@ function build(tf: Tf, variant: Variant, opts: { includeTop: boolean; classes: n
   x = relu6('out_relu').apply(x) as SymbolicTensor;
 
   if (opts.includeTop) {
-    if (variant.head === 'nsfwjs') {
-      // The nsfwjs classifier replaces Keras's top: 7x7 average pool, two hidden dense layers, softmax.
-      x = L.averagePooling2d({ poolSize: 7, strides: 7, padding: 'valid', name: 'average_pooling2d_1' }).apply(x) as SymbolicTensor;
-      x = L.flatten({ name: 'flatten_1' }).apply(x) as SymbolicTensor;
-      x = L.dense({ units: 256, activation: 'relu', name: 'dense_1' }).apply(x) as SymbolicTensor;
-      x = L.dropout({ rate: 0.5, name: 'dropout_2' }).apply(x) as SymbolicTensor;
-      x = L.dense({ units: 128, activation: 'relu', name: 'dense_2' }).apply(x) as SymbolicTensor;
-      x = L.dropout({ rate: 0.25, name: 'dropout_3' }).apply(x) as SymbolicTensor;
-      x = L.dense({ units: opts.classes, activation: 'softmax', name: 'dense_3' }).apply(x) as SymbolicTensor;
-    } else {
-      x = L.globalAveragePooling2d({ name: 'global_average_pooling2d' }).apply(x) as SymbolicTensor;
-      x = L.dense({ units: opts.classes, activation: 'softmax', name: 'predictions' }).apply(x) as SymbolicTensor;
-    }
+    if (variant.head === 'nsfwjs') return attachNsfwjsHead(tf, input, x, opts.classes, 'average_pooling2d_1', 'mobilenetv2_nsfwjs');
+    x = L.globalAveragePooling2d({ name: 'global_average_pooling2d' }).apply(x) as SymbolicTensor;
+    x = L.dense({ units: opts.classes, activation: 'softmax', name: 'predictions' }).apply(x) as SymbolicTensor;
   }
   const rows = opts.inputSize;
   return tf.model({ inputs: input, outputs: x, name: `mobilenetv2_${alpha.toFixed(2)}_${rows}` });

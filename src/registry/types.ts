@@ -2,7 +2,7 @@
 import type { LayersModel, Tf } from '../backend/index.js';
 
 /** How pixels are mapped to the network's input range. */
-export type PreprocessMode = 'caffe' | 'tf' | 'torch' | 'raw01';
+export type PreprocessMode = 'caffe' | 'tf' | 'torch' | 'raw01' | 'none';
 
 /** Where a variant's weights come from. */
 export type WeightSource =
@@ -12,8 +12,14 @@ export type WeightSource =
       /** Keras's published hash (md5 or sha256 hex); null where Keras publishes none (the first download's sha256 is recorded). */
       hash: string | null;
       includeTop: boolean;
+      /** Input size the weights were trained at, where a family publishes several (MobileNet: 128-224). */
+      inputSize?: number;
     }
-  | { kind: 'nsfwjs'; model: 'mobilenet_v2' | 'inception_v3'; includeTop: boolean };
+  | {
+      kind: 'nsfwjs';
+      model: 'mobilenet_v2' | 'inception_v3';
+      includeTop: boolean;
+    };
 
 export interface BuildOptions {
   includeTop: boolean;

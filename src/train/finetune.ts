@@ -1,10 +1,11 @@
 // Fine-tuning: the frozen part runs once per image in inference mode (cached), the tail trains on its outputs.
 import { join } from 'node:path';
 import { wasmHeapBytes, type BackendInfo, type NamedTensorMap, type Tensor, type Tf } from '../backend/index.js';
-import { mixSeed, openDataset, preprocess, type AugmentLevel, type Batch, type Dataset, type ImageItem, type ResizeMode } from '../data/index.js';
+import { openDataset, preprocess, type AugmentLevel, type Batch, type Dataset, type ImageItem, type ResizeMode } from '../data/index.js';
 import { UsageError } from '../errors.js';
 import type { Variant } from '../registry/index.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
+import { mixSeed } from '../util/random.js';
 import { initializeWeights } from '../registry/init.js';
 import { loadPretrained } from '../weights/index.js';
 import { saveLayersModel } from '../weights/save.js';
@@ -154,6 +155,7 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
 
     await saveLayersModel(tf, full, join(options.out, 'model'), { tl: { model: variant.name, classes: dataset.classes, preprocess: variant.preprocess, inputSize: size } });
     await writeJsonAtomic(join(options.out, 'labels.json'), dataset.classes);
+    await writeJsonAtomic(join(options.out, 'config.json'), { ...effectiveConfig(options), lr, inputSize: size, backend: backend.label, frozenLayers: frozenCount });
     await writeJsonAtomic(join(options.out, 'split.json'), { root: dataset.root, seed: options.seed, val: options.val, test: options.test, layout: dataset.layout, files: dataset.splitMap });
     const result: FinetuneResult = {
       outDir: options.out,
@@ -169,7 +171,7 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
       wasmHeapBytes: wasmHeapBytes(),
       skipped: dataset.skipped,
     };
-    await writeJsonAtomic(join(options.out, 'report.json'), { schemaVersion: 1, kind: 'finetune', backend: backend.label, model: variant.name, options: { ...options, onProgress: undefined }, ...result });
+    await writeJsonAtomic(join(options.out, 'report.json'), { schemaVersion: 1, kind: 'finetune', backend: backend.label, model: variant.name, config: effectiveConfig(options), ...result });
     return result;
   } finally {
     await pool?.close();
@@ -348,6 +350,12 @@ class Engine {
     }
     return { loss: lossSum / Math.max(1, seen), accuracy: correct / Math.max(1, seen) };
   }
+}
+
+/** The options as saved with a run (everything but callbacks). */
+function effectiveConfig(options: FinetuneOptions): Omit<FinetuneOptions, 'onProgress'> {
+  const { onProgress: _onProgress, ...config } = options;
+  return config;
 }
 
 async function writeMetricsCsv(path: string, rows: EpochRow[]): Promise<void> {

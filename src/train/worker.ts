@@ -2,6 +2,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type { LayersModel, Tf } from '../backend/index.js';
 import { loadBackend, type BackendChoice } from '../backend/index.js';
+import { customLayers } from '../registry/layers.js';
 import { applyTrainability, type BnMode } from './freeze.js';
 import { shardGradients } from './step.js';
 
@@ -31,6 +32,8 @@ let frozen: LayersModel | null = null;
 let classes = 0;
 const ready = loadBackend({ choice: (workerData as ReplicaInit).backend }).then((b) => {
   tf = b.tf;
+  // The tail may hold tl's own layers (MobileNetV3's TFOpLambda, keepdims pooling).
+  customLayers(tf);
 });
 
 async function handle(msg: ReplicaRequest): Promise<ReplicaReply | null> {

@@ -4,7 +4,7 @@ import { WeightsError } from '../errors.js';
 import { initializeWeights } from '../registry/init.js';
 import { buildVariant, resolveVariant, type Variant, type WeightSource } from '../registry/index.js';
 import { storeRoot } from '../store/index.js';
-import { assignWeights, disposeWeights, groupByLayer, type AssignReport } from './assign.js';
+import { assignWeights, disposeWeights, groupByLayer, type AssignReport, type NamedWeights } from './assign.js';
 import { extractNsfwjsModel } from './nsfwjs.js';
 import { readWeights } from './tfjs.js';
 
@@ -25,9 +25,11 @@ export interface Pretrained {
   report: AssignReport | null;
 }
 
-/** Weight sources that work without a network, in preference order. */
-function pickSource(variant: Variant, includeTop: boolean): WeightSource | undefined {
-  const usable = variant.weights.filter((w) => w.includeTop || !includeTop);
+/** The weight source to use: a bundled one first, then the file for this top and input size (else the default size's). */
+function pickSource(variant: Variant, includeTop: boolean, inputSize: number): WeightSource | undefined {
+  const candidates = variant.weights.filter((w) => w.includeTop || !includeTop);
+  const forSize = (size: number) => candidates.filter((w) => w.kind !== 'keras-h5' || w.inputSize === undefined || w.inputSize === size);
+  const usable = forSize(inputSize).length > 0 ? forSize(inputSize) : forSize(variant.inputSize);
   return usable.find((w) => w.kind === 'nsfwjs') ?? usable.find((w) => w.includeTop === includeTop) ?? usable[0];
 }
 
@@ -39,7 +41,7 @@ export async function loadPretrained(tf: Tf, name: string, options: PretrainedOp
     initializeWeights(tf, model, options.seed ?? 0);
     return { model, variant, source: null, report: null };
   }
-  const source = pickSource(variant, options.includeTop);
+  const source = pickSource(variant, options.includeTop, options.inputSize ?? variant.inputSize);
   if (source === undefined) {
     model.dispose();
     throw new WeightsError(`Model '${name}' has no weight source ${options.includeTop ? 'with' : 'without'} its top.`);
@@ -53,10 +55,24 @@ export async function loadPretrained(tf: Tf, name: string, options: PretrainedOp
   }
 }
 
+/**
+ * Keras 2.2 numbered unnamed layers from 1 (`conv2d_1`), tf.keras from 0 (`conv2d`, then `conv2d_1`); the same
+ * source code creates them in the same order, so shifting the number maps one onto the other.
+ */
+export function renameKeras2AutoNames(weights: NamedWeights): NamedWeights {
+  const out: NamedWeights = new Map();
+  for (const [layer, values] of weights) {
+    const m = /^(conv2d|batch_normalization|activation|max_pooling2d|average_pooling2d|concatenate)_(\d+)$/.exec(layer);
+    const n = m ? Number(m[2]) - 1 : -1;
+    out.set(m ? (n === 0 ? m[1]! : `${m[1]}_${n}`) : layer, values);
+  }
+  return out;
+}
+
 async function loadSource(tf: Tf, model: LayersModel, source: WeightSource, store: string): Promise<AssignReport> {
   if (source.kind === 'nsfwjs') {
     const modelJson = await extractNsfwjsModel(store, source.model);
-    const weights = groupByLayer(await readWeights(tf, modelJson));
+    const weights = renameKeras2AutoNames(groupByLayer(await readWeights(tf, modelJson)));
     try {
       return assignWeights(model, weights, { source: modelJson });
     } finally {

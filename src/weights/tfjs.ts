@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { NamedTensorMap, Tf } from '../backend/index.js';
 import { WeightsError } from '../errors.js';
+import { customLayers } from '../registry/layers.js';
 
 interface WeightsManifestGroup {
   paths: string[];
@@ -86,6 +87,7 @@ function byteSize(w: WeightsManifestGroup['weights'][number]): number {
 
 /** Loads a whole LayersModel from a folder (topology and weights), as tf.loadLayersModel would. */
 export async function loadLayersModelFromFolder(tf: Tf, modelJsonPath: string) {
+  customLayers(tf);
   const json = await readModelJson(modelJsonPath);
   const weights = await readWeights(tf, modelJsonPath);
   const specs = json.weightsManifest.flatMap((g) => g.weights.map((w) => ({ name: w.name, shape: w.shape, dtype: 'float32' as const })));

@@ -20,10 +20,14 @@ describe('tl finetune (spawned bin/tl.js)', () => {
     const result = JSON.parse(r.stdout) as { history: unknown[]; classes: string[] };
     expect(result.history).toHaveLength(2);
     expect(result.classes).toEqual(['class0', 'class1']);
-    for (const f of ['model/model.json', 'model/weights.bin', 'labels.json', 'split.json', 'metrics.csv', 'report.json']) expect(existsSync(join(out, f)), f).toBe(true);
+    for (const f of ['model/model.json', 'model/weights.bin', 'labels.json', 'config.json', 'split.json', 'metrics.csv', 'report.json']) expect(existsSync(join(out, f)), f).toBe(true);
     const csv = readFileSync(join(out, 'metrics.csv'), 'utf8').trim().split('\n');
     expect(csv[0]).toBe('epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds,img_per_s');
     expect(csv).toHaveLength(3);
+    const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as { model: string; epochs: number; lr: number; workers: number };
+    // --freeze all (the default) trains the head only, so --lr auto is 0.001.
+    expect(config).toMatchObject({ model: 'mobilenet_v2_035', epochs: 2, lr: 1e-3 });
+    expect(config.workers).toBeGreaterThanOrEqual(1);
   });
 
   it('an unknown model fails with the list of known models, exit 1', async () => {

@@ -1,17 +1,10 @@
 // Deterministic random data and error measures for numerical tests.
+import { prng } from '../../src/util/random.js';
 
-/** Seeded pseudo-random floats in [-1, 1) (mulberry32). */
+/** Seeded pseudo-random floats in [-1, 1). */
 export function randomArray(size: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(size);
-  for (let i = 0; i < size; i++) {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
-  }
-  return out;
+  const rand = prng(seed);
+  return Float32Array.from({ length: size }, () => rand() * 2 - 1);
 }
 
 /** max |a - b| / max |a|: the error relative to the reference's scale. */

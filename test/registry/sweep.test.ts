@@ -29,7 +29,7 @@ beforeAll(async () => {
 });
 
 /** Variants the tf.keras tables cover. */
-const TABLES: Record<string, string> = { vgg16: 'VGG16', resnet50: 'ResNet50', mobilenet_v2: 'MobileNetV2' };
+const TABLES: Record<string, string> = { vgg16: 'VGG16', resnet50: 'ResNet50', mobilenet: 'MobileNet', mobilenet_v2: 'MobileNetV2', mobilenet_v3_small: 'MobileNetV3Small', mobilenet_v3_large: 'MobileNetV3Large' };
 
 describe('registry sweep against the tf.keras reference tables', () => {
   for (const [name, keras] of Object.entries(TABLES)) {

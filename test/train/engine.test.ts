@@ -99,6 +99,12 @@ describe('fine-tuning engine (wasm)', () => {
     }
   });
 
+  it('trains MobileNetV3 (tl-defined layers in the tail) on two replicas', async () => {
+    const r = await finetune(tf, info, options(tempDir(), { model: 'mobilenet_v3_small', freeze: 150, epochs: 2, workers: 2 }));
+    expect(r.history).toHaveLength(2);
+    expect(Number.isFinite(r.history[1]!.loss)).toBe(true);
+  });
+
   it('leaks no tensors: the count is flat across epochs and back to where it started', async () => {
     const before = tf.memory().numTensors;
     const r = await finetune(tf, info, options(tempDir(), { epochs: 3, workers: 2 }));

@@ -38,6 +38,22 @@ describe('nsfwjs bundled weights', () => {
     expect(tf.memory().numTensors).toBe(before);
   });
 
+  it("tl's Keras-faithful inception_v3.nsfwjs (tf.keras layer names) computes what the original computes", async () => {
+    const before = tf.memory().numTensors;
+    const tl = await loadPretrained(tf, 'inception_v3.nsfwjs', { includeTop: true, store });
+    expect(tl.report?.unused).toEqual([]);
+    expect(tl.model.getLayer('conv2d').name).toBe('conv2d');
+    const original = await loadLayersModelFromFolder(tf, await extractNsfwjsModel(store, 'inception_v3'));
+    const x = tf.randomUniform([1, 299, 299, 3], 0, 1, 'float32', 4);
+    const ours = tl.model.predict(x) as ReturnType<Tf['zeros']>;
+    const theirs = original.predict(x) as ReturnType<Tf['zeros']>;
+    expect(relativeError(await theirs.data(), await ours.data())).toBeLessThan(1e-4);
+    tf.dispose([x, ours, theirs]);
+    tl.model.dispose();
+    original.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
   it('without top, every backbone layer is filled and the nsfwjs head is left unused', async () => {
     const tl = await loadPretrained(tf, 'mobilenet_v2.nsfwjs', { includeTop: false, store });
     expect(tl.report?.unused.sort()).toEqual(['dense_1', 'dense_2', 'dense_3']);

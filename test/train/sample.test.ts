@@ -1,0 +1,54 @@
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
+import { finetune } from '../../src/train/finetune.js';
+import { loadPretrained } from '../../src/weights/index.js';
+import { loadLayersModelFromFolder } from '../../src/weights/tfjs.js';
+import { relativeError } from '../helpers/tensors.js';
+import { tempDir } from '../helpers/tmp.js';
+
+const SAMPLE = fileURLToPath(new URL('../../datasets/fashion-mnist-sample', import.meta.url));
+let tf: Tf;
+let info: BackendInfo;
+beforeAll(async () => {
+  ({ tf, info } = await loadBackend({ choice: 'wasm' }));
+});
+
+describe('fine-tuning the pretrained mobilenet_v2.nsfwjs on the bundled sample (wasm)', () => {
+  it('--freeze 100 trains the convolutions after the boundary, keeps the rest, and learns the classes', async () => {
+    const store = tempDir();
+    const out = tempDir();
+    const r = await finetune(tf, info, {
+      data: SAMPLE, model: 'mobilenet_v2.nsfwjs', out, freeze: 100, epochs: 3, batchSize: 16, lr: 'auto', accumulate: 1, bn: 'frozen',
+      dropout: 0.2, augment: 'none', inputSize: 96, val: 0.15, test: 0.15, seed: 42, resize: 'center-crop', maxPixels: 1e8,
+      weights: 'pretrained', featureCacheBytes: 1 << 30, workers: 2, store,
+    });
+    // Five classes: chance is 0.2.
+    expect(r.history.at(-1)!.val_accuracy!).toBeGreaterThan(0.6);
+    expect(r.test!.accuracy).toBeGreaterThan(0.6);
+
+    const pretrained = await loadPretrained(tf, 'mobilenet_v2.nsfwjs', { includeTop: false, inputSize: 96, store });
+    const tuned = await loadLayersModelFromFolder(tf, join(out, 'model', 'model.json'));
+    const order = pretrained.model.layers.map((l) => l.name);
+    let frozenChecked = 0;
+    let trainedConvs = 0;
+    for (const layer of pretrained.model.layers) {
+      const index = order.indexOf(layer.name);
+      const before = layer.getWeights();
+      const after = tuned.getLayer(layer.name).getWeights();
+      before.forEach((w, k) => {
+        const name = layer.weights[k]!.originalName;
+        const diff = relativeError(w.dataSync(), after[k]!.dataSync());
+        if (index < 100 || /moving_(mean|variance)/.test(name)) {
+          expect(diff, `${name} must be unchanged`).toBe(0);
+          frozenChecked++;
+        } else if (/kernel/.test(name) && diff > 1e-6) trainedConvs++;
+      });
+    }
+    expect(frozenChecked).toBeGreaterThan(200);
+    expect(trainedConvs).toBeGreaterThan(10);
+    pretrained.model.dispose();
+    tuned.dispose();
+  });
+});
