@@ -22,6 +22,7 @@ const finetuneSchema = commonSchema.extend(dataSchema.shape).extend({
   dropout: z.coerce.number().min(0).max(0.95),
   augment: z.enum(['none', 'light', 'standard']),
   inputSize: z.coerce.number().int().min(32).max(1024).optional(),
+  preprocess: z.enum(['caffe', 'tf', 'torch', 'raw01', 'none']).optional(),
   weights: z.enum(['pretrained', 'random']),
   out: z.string().optional(),
   featureCacheMb: z.coerce.number().int().min(0),
@@ -38,7 +39,7 @@ export function finetuneCommand(io: Io): Command {
   const cmd = new Command('finetune')
     .description('fine-tune a pretrained model on DATA/<class>/<image> and write the model, metrics and report')
     .argument('<DATA>', 'dataset folder')
-    .option('-m, --model <name>', 'registry model name (see `tl models`)', DEFAULT_MODEL)
+    .option('-m, --model <name|path|url>', 'registry model (see `tl models`), a run folder tl wrote, a tfjs model folder, or a model.json URL', DEFAULT_MODEL)
     .option('--freeze <n|layer|all>', "freeze layers 0..N-1 of the backbone (Keras indices), up to a named layer, or 'all' (head only)", 'all')
     .option('--epochs <n>', 'training epochs', '10')
     .option('--batch-size <n>', 'images per optimizer step', '16')
@@ -49,6 +50,7 @@ export function finetuneCommand(io: Io): Command {
     .option('--dropout <rate>', 'dropout before the classifier', '0.2')
     .option('--augment <level>', 'training augmentation: none | light | standard (none lets the frozen part be cached)', 'none')
     .option('--input-size <px>', "input size (default: the model's)")
+    .option('--preprocess <mode>', "caffe | tf | torch | raw01 | none (default: the model's)")
     .option('--weights <source>', 'pretrained | random', 'pretrained')
     .option('--workers <n|auto>', 'threads computing gradients (data-parallel replicas of the trainable part); auto: one per core on wasm and cpu, 1 on tensorflow', 'auto')
     .option('--feature-cache-mb <n>', 'memory for cached frozen-part outputs; beyond it they spill to disk', '2048')
@@ -77,6 +79,7 @@ export function finetuneCommand(io: Io): Command {
       dropout: opts.dropout,
       augment: opts.augment,
       ...(opts.inputSize ? { inputSize: opts.inputSize } : {}),
+      ...(opts.preprocess ? { preprocess: opts.preprocess } : {}),
       val: opts.val,
       test: opts.test,
       seed: opts.seed,

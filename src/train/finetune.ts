@@ -3,11 +3,11 @@ import { join } from 'node:path';
 import { wasmHeapBytes, type BackendInfo, type NamedTensorMap, type Tensor, type Tf } from '../backend/index.js';
 import { openDataset, preprocess, type AugmentLevel, type Batch, type Dataset, type ImageItem, type ResizeMode } from '../data/index.js';
 import { UsageError } from '../errors.js';
-import type { Variant } from '../registry/index.js';
+import type { PreprocessMode } from '../registry/index.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { mixSeed } from '../util/random.js';
 import { initializeWeights } from '../registry/init.js';
-import { loadPretrained } from '../weights/index.js';
+import { loadBackbone } from '../weights/backbone.js';
 import { saveLayersModel } from '../weights/save.js';
 import { FeatureCache } from './features.js';
 import { ReplicaPool, type Shard, type ShardResult } from './parallel.js';
@@ -30,6 +30,8 @@ export interface FinetuneOptions {
   dropout: number;
   augment: AugmentLevel;
   inputSize?: number;
+  /** Overrides the backbone's preprocessing (needed for tfjs models tl did not write). */
+  preprocess?: PreprocessMode;
   val: number;
   test: number;
   seed: number;
@@ -89,10 +91,9 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
   if (options.batchSize % options.accumulate !== 0) {
     throw new UsageError(`--batch-size ${options.batchSize} must be a multiple of --accumulate ${options.accumulate}.`);
   }
-  const pretrained = await loadPretrained(tf, options.model, { includeTop: false, weights: options.weights, seed: options.seed, ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.store ? { store: options.store } : {}) });
-  const backbone = pretrained.model;
-  const variant = pretrained.variant;
-  const size = options.inputSize ?? variant.inputSize;
+  const source = await loadBackbone(tf, options.model, { weights: options.weights, seed: options.seed, ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.preprocess ? { preprocess: options.preprocess } : {}), ...(options.store ? { store: options.store } : {}) });
+  const backbone = source.model;
+  const size = options.inputSize ?? source.inputSize;
   let dataset: Dataset;
   try {
     dataset = await openDataset(options.data, {
@@ -107,7 +108,7 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
 
   const frozenCount = resolveFreeze(backbone, options.freeze, options.model);
   const frozenNames = new Set(backbone.layers.slice(0, frozenCount).map((l) => l.name));
-  const full = attachHead(tf, backbone, { classes: dataset.classes.length, ...(options.headHidden ? { hidden: options.headHidden } : {}), dropout: options.dropout, name: `${variant.name.replace(/\W/g, '_')}_finetuned` });
+  const full = attachHead(tf, backbone, { classes: dataset.classes.length, ...(options.headHidden ? { hidden: options.headHidden } : {}), dropout: options.dropout, name: `${source.name.split(' ')[0]!.replace(/\W/g, '_')}_finetuned` });
   initializeWeights(tf, full, mixSeed(options.seed, 17), new Set(full.layers.slice(backbone.layers.length).map((l) => l.name)));
   applyTrainability(full, frozenNames, options.bn);
   const cut = cutModel(tf, full, frozenNames);
@@ -116,7 +117,7 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
   const lr = options.lr === 'auto' ? (frozenCount >= backbone.layers.length ? 1e-3 : 1e-4) : options.lr;
   const optimizer = tf.train.adam(lr);
   const pool = options.workers > 1 ? await ReplicaPool.start(cut.tail, { count: options.workers - 1, backend: backend.name, bn: options.bn, classes: dataset.classes.length }) : null;
-  const engine = new Engine(tf, cut, variant, dataset, cache, pool);
+  const engine = new Engine(tf, cut, source.preprocess, dataset, cache, pool);
   const history: EpochRow[] = [];
   const tensorsAfterEpoch: number[] = [];
 
@@ -153,7 +154,7 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
     }
     const test = dataset.splits.test.length > 0 ? await engine.evaluate(dataset.splits.test, options.batchSize) : null;
 
-    await saveLayersModel(tf, full, join(options.out, 'model'), { tl: { model: variant.name, classes: dataset.classes, preprocess: variant.preprocess, inputSize: size } });
+    await saveLayersModel(tf, full, join(options.out, 'model'), { tl: { model: source.name.split(' ')[0], classes: dataset.classes, preprocess: source.preprocess, inputSize: size } });
     await writeJsonAtomic(join(options.out, 'labels.json'), dataset.classes);
     await writeJsonAtomic(join(options.out, 'config.json'), { ...effectiveConfig(options), lr, inputSize: size, backend: backend.label, frozenLayers: frozenCount });
     await writeJsonAtomic(join(options.out, 'split.json'), { root: dataset.root, seed: options.seed, val: options.val, test: options.test, layout: dataset.layout, files: dataset.splitMap });
@@ -171,7 +172,7 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
       wasmHeapBytes: wasmHeapBytes(),
       skipped: dataset.skipped,
     };
-    await writeJsonAtomic(join(options.out, 'report.json'), { schemaVersion: 1, kind: 'finetune', backend: backend.label, model: variant.name, config: effectiveConfig(options), ...result });
+    await writeJsonAtomic(join(options.out, 'report.json'), { schemaVersion: 1, kind: 'finetune', backend: backend.label, model: source.name, config: effectiveConfig(options), ...result });
     return result;
   } finally {
     await pool?.close();
@@ -191,7 +192,7 @@ class Engine {
   constructor(
     private readonly tf: Tf,
     private readonly cut: Cut,
-    private readonly variant: Variant,
+    private readonly preprocessMode: PreprocessMode,
     private readonly dataset: Dataset,
     private readonly cache: FeatureCache | null,
     private readonly pool: ReplicaPool | null,
@@ -201,7 +202,7 @@ class Engine {
 
   private pixelsTensor(pixels: Uint8Array, n: number): Tensor {
     const size = this.dataset.source.size;
-    return this.tf.tidy(() => preprocess(this.tf, this.tf.tensor4d(Float32Array.from(pixels), [n, size, size, 3]), this.variant.preprocess));
+    return this.tf.tidy(() => preprocess(this.tf, this.tf.tensor4d(Float32Array.from(pixels), [n, size, size, 3]), this.preprocessMode));
   }
 
   /** The tail's inputs for a batch, one joined array per input: from the cache, or by running the frozen part. */

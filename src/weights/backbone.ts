@@ -1,0 +1,98 @@
+// Backbones for fine-tuning: a registry model, a tfjs LayersModel folder or URL, or a run folder tl wrote.
+import { existsSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { dirname, join, resolve } from 'node:path';
+import type { LayersModel, SymbolicTensor, Tf } from '../backend/index.js';
+import { ModelNotFoundError, UsageError, WeightsError } from '../errors.js';
+import { resolveVariant, type PreprocessMode } from '../registry/index.js';
+import { storeRoot } from '../store/index.js';
+import { download } from './download.js';
+import { loadPretrained } from './index.js';
+import { loadLayersModelFromFolder, readModelJson, shardPath } from './tfjs.js';
+
+/** A backbone (no classifier) and what its inputs expect. */
+export interface Backbone {
+  model: LayersModel;
+  /** Registry name, or the path/URL it came from. */
+  name: string;
+  preprocess: PreprocessMode;
+  inputSize: number;
+}
+
+export interface BackboneOptions {
+  weights: 'pretrained' | 'random';
+  inputSize?: number;
+  preprocess?: PreprocessMode;
+  seed?: number;
+  store?: string;
+}
+
+/** The metadata tl writes into a run's model.json. */
+interface TlMetadata {
+  model: string;
+  preprocess: PreprocessMode;
+  inputSize: number;
+}
+
+/** The model.json a path points at: a run folder (model/model.json), a model folder, or the file itself. */
+export function modelJsonAt(path: string): string | null {
+  const full = resolve(path);
+  if (!existsSync(full)) return null;
+  if (statSync(full).isFile()) return full;
+  for (const candidate of [join(full, 'model', 'model.json'), join(full, 'model.json')]) if (existsSync(candidate)) return candidate;
+  return null;
+}
+
+/** Downloads a LayersModel (model.json and its shards) from a URL into the store; returns the local model.json. */
+export async function fetchLayersModel(url: string, store: string): Promise<string> {
+  const folder = join(store, 'weights', 'url', createHash('sha256').update(url).digest('hex').slice(0, 16));
+  const local = join(folder, 'model.json');
+  await download(url, local, { hash: null });
+  const json = await readModelJson(local);
+  for (const path of json.weightsManifest.flatMap((g) => g.paths)) {
+    // Same rule as for folders: a shard must live beside model.json.
+    const target = shardPath(folder, path);
+    await download(new URL(path, url).toString(), target, { hash: null });
+  }
+  return local;
+}
+
+/** The layer feeding tl's head, or the last layer with a 4-D output for other models. */
+function backboneOutput(model: LayersModel): SymbolicTensor {
+  const head = model.layers.find((l) => l.name === 'head_pool');
+  if (head) return head.inboundNodes[0]!.inputTensors[0]!;
+  for (let i = model.layers.length - 1; i >= 0; i--) {
+    const out = model.layers[i]!.output as SymbolicTensor | SymbolicTensor[];
+    if (!Array.isArray(out) && out.shape.length === 4) return out;
+  }
+  throw new WeightsError(`Model '${model.name}' has no layer with a 4-D (image feature map) output to fine-tune from.`);
+}
+
+/** Resolves `--model`: a registry name, an http(s) URL of a model.json, or a local path. */
+export async function loadBackbone(tf: Tf, spec: string, options: BackboneOptions): Promise<Backbone> {
+  const store = options.store ?? storeRoot();
+  const isUrl = /^https?:\/\//.test(spec);
+  const localJson = isUrl ? null : modelJsonAt(spec);
+  if (!isUrl && localJson === null) {
+    if (/[/\\]/.test(spec) || spec.endsWith('.json')) throw new ModelNotFoundError(`No model at ${spec}: expected a tl run folder, a folder with model.json, or a model.json file.`);
+    const p = await loadPretrained(tf, spec, { includeTop: false, weights: options.weights, ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.seed !== undefined ? { seed: options.seed } : {}), store });
+    return { model: p.model, name: p.variant.name, preprocess: options.preprocess ?? p.variant.preprocess, inputSize: options.inputSize ?? p.variant.inputSize };
+  }
+  const modelJson = isUrl ? await fetchLayersModel(spec, store) : localJson!;
+  const meta = (await readModelJson(modelJson)).userDefinedMetadata?.['tl'] as TlMetadata | undefined;
+  const loaded = await loadLayersModelFromFolder(tf, modelJson);
+  const preprocess = options.preprocess ?? meta?.preprocess;
+  if (preprocess === undefined) {
+    loaded.dispose();
+    throw new UsageError(`${spec} is not a model tl wrote, so its preprocessing is unknown; pass --preprocess caffe|tf|torch|raw01|none.`);
+  }
+  const inputShape = loaded.inputs[0]!.shape;
+  const inputSize = meta?.inputSize ?? (inputShape[1] as number | null) ?? options.inputSize ?? 224;
+  const output = backboneOutput(loaded);
+  const backbone = tf.model({ inputs: loaded.inputs, outputs: output, name: `${loaded.name}_backbone` });
+  // Layers past the backbone (the old classifier) are dropped: free their weights now.
+  const kept = new Set(backbone.layers.map((l) => l.name));
+  for (const layer of loaded.layers) if (!kept.has(layer.name)) layer.dispose();
+  if (meta?.model) resolveVariant(meta.model);
+  return { model: backbone, name: meta?.model ? `${meta.model} (from ${isUrl ? spec : dirname(dirname(modelJson))})` : spec, preprocess, inputSize };
+}

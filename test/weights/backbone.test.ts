@@ -1,0 +1,84 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
+import { UsageError, WeightsError } from '../../src/errors.js';
+import { buildVariant } from '../../src/registry/index.js';
+import { initializeWeights } from '../../src/registry/init.js';
+import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
+import { loadBackbone } from '../../src/weights/backbone.js';
+import { saveLayersModel } from '../../src/weights/save.js';
+import { makeColourDataset } from '../helpers/synthetic.js';
+import { tempDir } from '../helpers/tmp.js';
+
+let tf: Tf;
+let info: BackendInfo;
+const data = tempDir();
+const store = tempDir();
+const plain = join(tempDir(), 'plain');
+let server: Server;
+let base: string;
+
+beforeAll(async () => {
+  ({ tf, info } = await loadBackend({ choice: 'wasm' }));
+  await makeColourDataset(data, 2, 8, 32);
+  // A tfjs LayersModel tl did not write: MobileNetV2 0.35 with its ImageNet-style top, no tl metadata.
+  const model = buildVariant(tf, 'mobilenet_v2_035', { includeTop: true, inputSize: 64 });
+  initializeWeights(tf, model, 5);
+  await saveLayersModel(tf, model, plain);
+  model.dispose();
+  server = createServer((req, res) => {
+    const file = req.url === '/evil/model.json' ? join(plain, 'evil.json') : join(plain, (req.url ?? '/').slice(1));
+    try {
+      res.writeHead(200).end(readFileSync(file));
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const json = JSON.parse(readFileSync(join(plain, 'model.json'), 'utf8')) as { weightsManifest: { paths: string[] }[] };
+  json.weightsManifest[0]!.paths = ['../weights.bin'];
+  writeFileSync(join(plain, 'evil.json'), JSON.stringify(json));
+});
+afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+const options = (model: string, out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions => ({
+  data, model, out, freeze: 'all', epochs: 1, batchSize: 4, lr: 'auto', accumulate: 1, bn: 'frozen', dropout: 0, augment: 'none', inputSize: 64,
+  val: 0, test: 0, seed: 1, resize: 'squash', maxPixels: 1e8, weights: 'random', featureCacheBytes: 1 << 28, workers: 1, store, ...extra,
+});
+
+describe('backbones from paths and URLs', () => {
+  it('continues from a run folder tl wrote: same Keras layers, preprocessing from the run', async () => {
+    const first = tempDir();
+    await finetune(tf, info, options('mobilenet_v2_035', first));
+    const backbone = await loadBackbone(tf, first, { weights: 'pretrained', store });
+    const registry = buildVariant(tf, 'mobilenet_v2_035', { includeTop: false, inputSize: 64 });
+    expect(backbone.model.layers.map((l) => l.name)).toEqual(registry.layers.map((l) => l.name));
+    expect(backbone.preprocess).toBe('tf');
+    registry.dispose();
+    backbone.model.dispose();
+    const again = await finetune(tf, info, options(first, tempDir(), { freeze: 100 }));
+    expect(again.frozenLayers).toBe(100);
+  });
+
+  it('a tfjs model tl did not write needs --preprocess, then fine-tunes from its last feature map', async () => {
+    await expect(loadBackbone(tf, plain, { weights: 'pretrained', store })).rejects.toBeInstanceOf(UsageError);
+    const backbone = await loadBackbone(tf, plain, { weights: 'pretrained', store, preprocess: 'tf' });
+    expect(backbone.model.layers.at(-1)!.name).toBe('out_relu');
+    backbone.model.dispose();
+  });
+
+  it('loads a model.json from a URL into the store', async () => {
+    const backbone = await loadBackbone(tf, `${base}/model.json`, { weights: 'pretrained', store, preprocess: 'tf' });
+    expect(backbone.model.layers.at(-1)!.name).toBe('out_relu');
+    backbone.model.dispose();
+  });
+
+  it('refuses shard paths that leave the model folder', async () => {
+    await expect(loadBackbone(tf, `${base}/evil/model.json`, { weights: 'pretrained', store, preprocess: 'tf' })).rejects.toThrow(WeightsError);
+    await expect(loadBackbone(tf, join(plain, 'evil.json'), { weights: 'pretrained', store, preprocess: 'tf' })).rejects.toThrow(/leaves the model folder/);
+  });
+});
