@@ -5,7 +5,7 @@ import Table from 'cli-table3';
 import { z } from 'zod';
 import { addCommonOptions, announceBackend, backendSchema, commonSchema, parseOptions, printJson } from './common.js';
 import { dataOptions, dataSchema } from './options.js';
-import { progress, type Io } from './io.js';
+import { downloadReporter, progress, type Io } from './io.js';
 
 export const DEFAULT_MODEL = 'mobilenet_v2.nsfwjs';
 
@@ -88,6 +88,7 @@ export function finetuneCommand(io: Io): Command {
       weights: opts.weights,
       featureCacheBytes: opts.featureCacheMb * 1024 * 1024,
       workers: opts.workers === 'auto' ? (backend.info.name === 'tensorflow' ? 1 : availableParallelism()) : opts.workers,
+      onDownload: downloadReporter(io, spinner, opts),
       onProgress: (e) => {
         if (e.phase === 'decode') return spinner.update(`decoding images ${e.done}/${e.total}`);
         if (e.phase === 'validate') return spinner.update(`epoch ${e.epoch}/${e.epochs} validating ${e.done}/${e.total}`);

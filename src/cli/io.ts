@@ -34,6 +34,22 @@ export function progress(io: Io, text: string, opts: { json?: boolean; quiet?: b
   };
 }
 
+/** Download progress: on the spinner on a terminal, otherwise a line on stderr at every quarter. */
+export function downloadReporter(io: Io, spinner: Progress, opts: { json?: boolean; quiet?: boolean }): (p: { url: string; bytes: number; total: number | null; bytesPerSecond: number }) => void {
+  const reported = new Map<string, number>();
+  const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+  return (p) => {
+    const text = `downloading ${p.url} ${mib(p.bytes)}${p.total ? ` of ${mib(p.total)}` : ''} at ${mib(p.bytesPerSecond)}/s`;
+    spinner.update(text);
+    if (io.isTTY || opts.json || opts.quiet) return;
+    const quarter = p.total ? Math.floor((4 * p.bytes) / p.total) : 0;
+    if ((reported.get(p.url) ?? -1) < quarter) {
+      reported.set(p.url, quarter);
+      io.err(`${text}\n`);
+    }
+  };
+}
+
 /** The real process streams. */
 export function processIo(): Io {
   const env = process.env;

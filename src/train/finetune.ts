@@ -8,6 +8,7 @@ import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { mixSeed } from '../util/random.js';
 import { initializeWeights } from '../registry/init.js';
 import { loadBackbone } from '../weights/backbone.js';
+import type { DownloadProgress } from '../weights/download.js';
 import { saveLayersModel } from '../weights/save.js';
 import { FeatureCache } from './features.js';
 import { ReplicaPool, type Shard, type ShardResult } from './parallel.js';
@@ -44,6 +45,7 @@ export interface FinetuneOptions {
   workers: number;
   store?: string;
   onProgress?: (event: ProgressEvent) => void;
+  onDownload?: (p: DownloadProgress) => void;
 }
 
 export interface ProgressEvent {
@@ -91,7 +93,7 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
   if (options.batchSize % options.accumulate !== 0) {
     throw new UsageError(`--batch-size ${options.batchSize} must be a multiple of --accumulate ${options.accumulate}.`);
   }
-  const source = await loadBackbone(tf, options.model, { weights: options.weights, seed: options.seed, ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.preprocess ? { preprocess: options.preprocess } : {}), ...(options.store ? { store: options.store } : {}) });
+  const source = await loadBackbone(tf, options.model, { weights: options.weights, seed: options.seed, ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.preprocess ? { preprocess: options.preprocess } : {}), ...(options.store ? { store: options.store } : {}), ...(options.onDownload ? { onDownload: options.onDownload } : {}) });
   const backbone = source.model;
   const size = options.inputSize ?? source.inputSize;
   let dataset: Dataset;
@@ -354,8 +356,8 @@ class Engine {
 }
 
 /** The options as saved with a run (everything but callbacks). */
-function effectiveConfig(options: FinetuneOptions): Omit<FinetuneOptions, 'onProgress'> {
-  const { onProgress: _onProgress, ...config } = options;
+function effectiveConfig(options: FinetuneOptions): Omit<FinetuneOptions, 'onProgress' | 'onDownload'> {
+  const { onProgress: _onProgress, onDownload: _onDownload, ...config } = options;
   return config;
 }
 

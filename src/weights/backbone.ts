@@ -6,7 +6,7 @@ import type { LayersModel, SymbolicTensor, Tf } from '../backend/index.js';
 import { ModelNotFoundError, UsageError, WeightsError } from '../errors.js';
 import { resolveVariant, type PreprocessMode } from '../registry/index.js';
 import { storeRoot } from '../store/index.js';
-import { download } from './download.js';
+import { download, type DownloadProgress } from './download.js';
 import { loadPretrained } from './index.js';
 import { loadLayersModelFromFolder, readModelJson, shardPath } from './tfjs.js';
 
@@ -25,6 +25,7 @@ export interface BackboneOptions {
   preprocess?: PreprocessMode;
   seed?: number;
   store?: string;
+  onDownload?: (p: DownloadProgress) => void;
 }
 
 /** The metadata tl writes into a run's model.json. */
@@ -44,15 +45,15 @@ export function modelJsonAt(path: string): string | null {
 }
 
 /** Downloads a LayersModel (model.json and its shards) from a URL into the store; returns the local model.json. */
-export async function fetchLayersModel(url: string, store: string): Promise<string> {
+export async function fetchLayersModel(url: string, store: string, onDownload?: (p: DownloadProgress) => void): Promise<string> {
   const folder = join(store, 'weights', 'url', createHash('sha256').update(url).digest('hex').slice(0, 16));
   const local = join(folder, 'model.json');
-  await download(url, local, { hash: null });
+  await download(url, local, { hash: null, ...(onDownload ? { onProgress: onDownload } : {}) });
   const json = await readModelJson(local);
   for (const path of json.weightsManifest.flatMap((g) => g.paths)) {
     // Same rule as for folders: a shard must live beside model.json.
     const target = shardPath(folder, path);
-    await download(new URL(path, url).toString(), target, { hash: null });
+    await download(new URL(path, url).toString(), target, { hash: null, ...(onDownload ? { onProgress: onDownload } : {}) });
   }
   return local;
 }
@@ -75,10 +76,10 @@ export async function loadBackbone(tf: Tf, spec: string, options: BackboneOption
   const localJson = isUrl ? null : modelJsonAt(spec);
   if (!isUrl && localJson === null) {
     if (/[/\\]/.test(spec) || spec.endsWith('.json')) throw new ModelNotFoundError(`No model at ${spec}: expected a tl run folder, a folder with model.json, or a model.json file.`);
-    const p = await loadPretrained(tf, spec, { includeTop: false, weights: options.weights, ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.seed !== undefined ? { seed: options.seed } : {}), store });
+    const p = await loadPretrained(tf, spec, { includeTop: false, weights: options.weights, ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.seed !== undefined ? { seed: options.seed } : {}), ...(options.onDownload ? { onDownload: options.onDownload } : {}), store });
     return { model: p.model, name: p.variant.name, preprocess: options.preprocess ?? p.variant.preprocess, inputSize: options.inputSize ?? p.variant.inputSize };
   }
-  const modelJson = isUrl ? await fetchLayersModel(spec, store) : localJson!;
+  const modelJson = isUrl ? await fetchLayersModel(spec, store, options.onDownload) : localJson!;
   const meta = (await readModelJson(modelJson)).userDefinedMetadata?.['tl'] as TlMetadata | undefined;
   const loaded = await loadLayersModelFromFolder(tf, modelJson);
   const preprocess = options.preprocess ?? meta?.preprocess;

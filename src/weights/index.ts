@@ -6,6 +6,7 @@ import { buildVariant, resolveVariant, type Variant, type WeightSource } from '.
 import { storeRoot } from '../store/index.js';
 import { assignWeights, disposeWeights, groupByLayer, type AssignReport, type NamedWeights } from './assign.js';
 import { extractNsfwjsModel } from './nsfwjs.js';
+import type { DownloadProgress } from './download.js';
 import { readWeights } from './tfjs.js';
 
 export interface PretrainedOptions {
@@ -16,6 +17,8 @@ export interface PretrainedOptions {
   store?: string;
   /** Seed of the initialisation when `weights` is `random`. */
   seed?: number;
+  /** Progress of weight downloads (bytes, rate). */
+  onDownload?: (p: DownloadProgress) => void;
 }
 
 export interface Pretrained {
@@ -47,7 +50,7 @@ export async function loadPretrained(tf: Tf, name: string, options: PretrainedOp
     throw new WeightsError(`Model '${name}' has no weight source ${options.includeTop ? 'with' : 'without'} its top.`);
   }
   try {
-    const report = await loadSource(tf, model, source, options.store ?? storeRoot());
+    const report = await loadSource(tf, model, source, options.store ?? storeRoot(), options.onDownload);
     return { model, variant, source, report };
   } catch (err) {
     model.dispose();
@@ -69,7 +72,7 @@ export function renameKeras2AutoNames(weights: NamedWeights): NamedWeights {
   return out;
 }
 
-async function loadSource(tf: Tf, model: LayersModel, source: WeightSource, store: string): Promise<AssignReport> {
+async function loadSource(tf: Tf, model: LayersModel, source: WeightSource, store: string, onDownload?: (p: DownloadProgress) => void): Promise<AssignReport> {
   if (source.kind === 'nsfwjs') {
     const modelJson = await extractNsfwjsModel(store, source.model);
     const weights = renameKeras2AutoNames(groupByLayer(await readWeights(tf, modelJson)));
@@ -80,5 +83,5 @@ async function loadSource(tf: Tf, model: LayersModel, source: WeightSource, stor
     }
   }
   const { loadKerasWeights } = await import('./keras.js');
-  return loadKerasWeights(tf, model, source, store);
+  return loadKerasWeights(tf, model, source, store, onDownload);
 }

@@ -32,7 +32,8 @@ beforeAll(async () => {
   server = createServer((req, res) => {
     const file = req.url === '/evil/model.json' ? join(plain, 'evil.json') : join(plain, (req.url ?? '/').slice(1));
     try {
-      res.writeHead(200).end(readFileSync(file));
+      const body = readFileSync(file);
+      res.writeHead(200, { 'content-length': String(body.length) }).end(body);
     } catch {
       res.writeHead(404).end();
     }
@@ -75,6 +76,14 @@ describe('backbones from paths and URLs', () => {
     const backbone = await loadBackbone(tf, `${base}/model.json`, { weights: 'pretrained', store, preprocess: 'tf' });
     expect(backbone.model.layers.at(-1)!.name).toBe('out_relu');
     backbone.model.dispose();
+  });
+
+  it('tl finetune reports the download of a URL model on stderr', async () => {
+    const { runCli } = await import('../../src/cli/main.js');
+    const r = await runCli(['finetune', data, '--model', `${base}/model.json`, '--preprocess', 'tf', '--epochs', '1', '--input-size', '64', '--val', '0', '--test', '0', '--workers', '1', '--out', join(tempDir(), 'run')], { ...process.env, TL_HOME: tempDir() });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`downloading ${base}/model.json .*MiB`));
+    expect(r.stderr).toMatch(/downloading .*weights\.bin .*MiB of .*MiB/);
   });
 
   it('refuses shard paths that leave the model folder', async () => {
