@@ -92,14 +92,17 @@ export function finetuneCommand(io: Io): Command {
       onProgress: (e) => {
         if (e.phase === 'decode') return spinner.update(`decoding images ${e.done}/${e.total}`);
         if (e.phase === 'validate') return spinner.update(`epoch ${e.epoch}/${e.epochs} validating ${e.done}/${e.total}`);
+        if (e.phase === 'epoch') {
+          const r = e.row!;
+          // Off a terminal there is no spinner: one line per finished epoch is the progress.
+          if (!io.isTTY && !opts.quiet && !opts.json) io.err(`epoch ${r.epoch}/${e.epochs}: loss ${r.loss.toFixed(4)} acc ${r.accuracy.toFixed(3)} val_loss ${r.val_loss?.toFixed(4) ?? '-'} val_acc ${r.val_accuracy?.toFixed(3) ?? '-'} ${r.img_per_s.toFixed(1)} img/s ${r.seconds.toFixed(1)} s\n`);
+          return;
+        }
         spinner.update(`epoch ${e.epoch}/${e.epochs} ${e.done}/${e.total} loss ${e.loss?.toFixed(4)} acc ${e.accuracy?.toFixed(3)} ${e.imagesPerSecond?.toFixed(1)} img/s ETA ${Math.round(e.etaSeconds ?? 0)}s`);
       },
     });
     spinner.succeed(`trained ${result.history.length} epochs`);
     if (opts.json) return printJson(io, result);
-    if (!opts.quiet && !io.isTTY) {
-      for (const r of result.history) io.err(`epoch ${r.epoch}: loss ${r.loss.toFixed(4)} acc ${r.accuracy.toFixed(3)} val_loss ${r.val_loss?.toFixed(4) ?? '-'} val_acc ${r.val_accuracy?.toFixed(3) ?? '-'} ${r.img_per_s.toFixed(1)} img/s\n`);
-    }
     const table = new Table({ head: ['epoch', 'loss', 'acc', 'val loss', 'val acc', 's', 'img/s'], style: { head: [], border: [] } });
     for (const r of result.history) table.push([r.epoch, r.loss.toFixed(4), r.accuracy.toFixed(3), r.val_loss?.toFixed(4) ?? '-', r.val_accuracy?.toFixed(3) ?? '-', r.seconds.toFixed(1), r.img_per_s.toFixed(1)]);
     io.out(`${table.toString()}\n`);

@@ -49,7 +49,9 @@ export interface FinetuneOptions {
 }
 
 export interface ProgressEvent {
-  phase: 'decode' | 'train' | 'validate';
+  phase: 'decode' | 'train' | 'validate' | 'epoch';
+  /** The finished epoch's metrics (phase `epoch`). */
+  row?: EpochRow;
   epoch: number;
   epochs: number;
   done: number;
@@ -151,6 +153,7 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
         seconds: (performance.now() - started) / 1000,
         img_per_s: seen / trainSeconds,
       });
+      options.onProgress?.({ phase: 'epoch', epoch, epochs: options.epochs, done: total, total, row: history.at(-1)! });
       tensorsAfterEpoch.push(tf.memory().numTensors);
       await writeMetricsCsv(join(options.out, 'metrics.csv'), history);
     }
