@@ -3,18 +3,14 @@
 // Reference implementation: keras/applications/inception_v3.py.
 import type { LayersModel, SymbolicTensor, Tf } from '../backend/index.js';
 import { attachNsfwjsHead, NSFWJS_LABELS } from './mobilenet_v2.js';
+import { kerasAutoNamer } from './layers.js';
 import type { Family, Variant } from './types.js';
 
 const KERAS_BASE = 'https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/';
 
 function build(tf: Tf, variant: Variant, opts: { includeTop: boolean; classes: number; inputSize: number }): LayersModel {
   const L = tf.layers;
-  const counters = new Map<string, number>();
-  const auto = (base: string) => {
-    const n = counters.get(base) ?? 0;
-    counters.set(base, n + 1);
-    return n === 0 ? base : `${base}_${n}`;
-  };
+  const auto = kerasAutoNamer();
   const apply = (layer: { apply(x: SymbolicTensor | SymbolicTensor[]): unknown }, x: SymbolicTensor | SymbolicTensor[]) => layer.apply(x) as SymbolicTensor;
   const convBn = (x: SymbolicTensor, filters: number, rows: number, cols: number, padding: 'same' | 'valid' = 'same', strides = 1) => {
     let y = apply(L.conv2d({ filters, kernelSize: [rows, cols], strides, padding, useBias: false, name: auto('conv2d') }), x);

@@ -69,6 +69,16 @@ function define(tf: Tf) {
   return { GlobalAveragePooling2D, TFOpLambda };
 }
 
+/** Keras's names for unnamed layers: a counter per base name (`re_lu`, `re_lu_1`, ...), fresh for each model. */
+export function kerasAutoNamer(): (base: string) => string {
+  const counters = new Map<string, number>();
+  return (base) => {
+    const n = counters.get(base) ?? 0;
+    counters.set(base, n + 1);
+    return n === 0 ? base : `${base}_${n}`;
+  };
+}
+
 /** tl's custom layers, defined and registered once per process. */
 export function customLayers(tf: Tf): ReturnType<typeof define> {
   defined ??= define(tf);

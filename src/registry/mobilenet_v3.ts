@@ -2,7 +2,7 @@
 // Paper: Howard et al., "Searching for MobileNetV3" (ICCV 2019).
 // Reference implementation: keras/applications/mobilenet_v3.py (tf.keras 2.x, with its TFOpLambda layers).
 import type { LayersModel, SymbolicTensor, Tf } from '../backend/index.js';
-import { customLayers } from './layers.js';
+import { customLayers, kerasAutoNamer } from './layers.js';
 import { correctPad, makeDivisible } from './mobilenet_v2.js';
 import type { Family, Variant } from './types.js';
 
@@ -50,12 +50,7 @@ function build(tf: Tf, variant: Variant, opts: { includeTop: boolean; classes: n
   const L = tf.layers;
   const { GlobalAveragePooling2D, TFOpLambda } = customLayers(tf);
   // Keras names unnamed layers with a per-class counter: re_lu, re_lu_1, ...
-  const counters = new Map<string, number>();
-  const auto = (base: string) => {
-    const n = counters.get(base) ?? 0;
-    counters.set(base, n + 1);
-    return n === 0 ? base : `${base}_${n}`;
-  };
+  const auto = kerasAutoNamer();
   const apply = (layer: { apply(x: SymbolicTensor | SymbolicTensor[]): unknown }, x: SymbolicTensor | SymbolicTensor[]) => layer.apply(x) as SymbolicTensor;
   const bn = (name: string) => L.batchNormalization({ axis: -1, epsilon: 1e-3, momentum: 0.999, name });
   const hardSigmoid = (x: SymbolicTensor) => {

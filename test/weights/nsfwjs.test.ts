@@ -23,36 +23,22 @@ describe('nsfwjs bundled weights', () => {
     expect(readdirSync(dirname(folder)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
   });
 
-  it("tl's Keras-faithful mobilenet_v2.nsfwjs computes what the original nsfwjs model computes", async () => {
-    const before = tf.memory().numTensors;
-    const tl = await loadPretrained(tf, 'mobilenet_v2.nsfwjs', { includeTop: true, store });
-    expect(tl.report?.unused).toEqual([]);
-    const original = await loadLayersModelFromFolder(tf, await extractNsfwjsModel(store, 'mobilenet_v2'));
-    const x = tf.randomUniform([2, 224, 224, 3], 0, 1, 'float32', 3);
-    const ours = tl.model.predict(x) as ReturnType<Tf['zeros']>;
-    const theirs = original.predict(x) as ReturnType<Tf['zeros']>;
-    expect(relativeError(await theirs.data(), await ours.data())).toBeLessThan(1e-5);
-    tf.dispose([x, ours, theirs]);
-    tl.model.dispose();
-    original.dispose();
-    expect(tf.memory().numTensors).toBe(before);
-  });
-
-  it("tl's Keras-faithful inception_v3.nsfwjs (tf.keras layer names) computes what the original computes", async () => {
-    const before = tf.memory().numTensors;
-    const tl = await loadPretrained(tf, 'inception_v3.nsfwjs', { includeTop: true, store });
-    expect(tl.report?.unused).toEqual([]);
-    expect(tl.model.getLayer('conv2d').name).toBe('conv2d');
-    const original = await loadLayersModelFromFolder(tf, await extractNsfwjsModel(store, 'inception_v3'));
-    const x = tf.randomUniform([1, 299, 299, 3], 0, 1, 'float32', 4);
-    const ours = tl.model.predict(x) as ReturnType<Tf['zeros']>;
-    const theirs = original.predict(x) as ReturnType<Tf['zeros']>;
-    expect(relativeError(await theirs.data(), await ours.data())).toBeLessThan(1e-4);
-    tf.dispose([x, ours, theirs]);
-    tl.model.dispose();
-    original.dispose();
-    expect(tf.memory().numTensors).toBe(before);
-  });
+  for (const [model, size, batch, tolerance] of [['mobilenet_v2', 224, 2, 1e-5], ['inception_v3', 299, 1, 1e-4]] as const) {
+    it(`tl's Keras-faithful ${model}.nsfwjs (tf.keras layer names) computes what the original nsfwjs model computes`, async () => {
+      const before = tf.memory().numTensors;
+      const tl = await loadPretrained(tf, `${model}.nsfwjs`, { includeTop: true, store });
+      expect(tl.report?.unused).toEqual([]);
+      const original = await loadLayersModelFromFolder(tf, await extractNsfwjsModel(store, model));
+      const x = tf.randomUniform([batch, size, size, 3], 0, 1, 'float32', 3);
+      const ours = tl.model.predict(x) as ReturnType<Tf['zeros']>;
+      const theirs = original.predict(x) as ReturnType<Tf['zeros']>;
+      expect(relativeError(await theirs.data(), await ours.data())).toBeLessThan(tolerance);
+      tf.dispose([x, ours, theirs]);
+      tl.model.dispose();
+      original.dispose();
+      expect(tf.memory().numTensors).toBe(before);
+    });
+  }
 
   it('without top, every backbone layer is filled and the nsfwjs head is left unused', async () => {
     const tl = await loadPretrained(tf, 'mobilenet_v2.nsfwjs', { includeTop: false, store });
