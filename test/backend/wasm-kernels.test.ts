@@ -152,3 +152,16 @@ describe('BatchNorm gradient without tiling', () => {
     }
   });
 });
+
+describe('clipByValue gradient (ReLU6 layers)', () => {
+  it("passes dy exactly where tfjs's min <= x <= max does, boundaries and NaN included", async () => {
+    const x = [-1, 0, 0.5, 3, 6, 6.5, Number.NaN, 5.999];
+    const dy = [1, 2, 3, 4, 5, 6, 7, 8];
+    const expected = x.map((v, i) => (v >= 0 && v <= 6 ? dy[i]! : 0));
+    for (const backend of ['cpu', 'wasm'] as const) {
+      await tf.setBackend(backend);
+      const got = tf.tidy(() => tf.grad((t: any) => tf.clipByValue(t, 0, 6))(tf.tensor1d(x), tf.tensor1d(dy)).dataSync());
+      expect(Array.from(got), backend).toEqual(expected);
+    }
+  });
+});
