@@ -3,6 +3,7 @@ import { availableParallelism } from 'node:os';
 import { Command } from 'commander';
 import Table from 'cli-table3';
 import { z } from 'zod';
+import { TlError } from '../errors.js';
 import { addCommonOptions, announceBackend, backendSchema, commonSchema, parseOptions, printJson } from './common.js';
 import { dataOptions, dataSchema } from './options.js';
 import { downloadReporter, progress, type Io } from './io.js';
@@ -27,6 +28,8 @@ const finetuneSchema = commonSchema.extend(dataSchema.shape).extend({
   out: z.string().optional(),
   featureCacheMb: z.coerce.number().int().min(0),
   workers: z.union([z.literal('auto'), z.coerce.number().int().min(1).max(64)]),
+  monitor: z.enum(['val_loss', 'val_accuracy']),
+  patience: z.coerce.number().int().min(1).optional(),
 });
 
 function defaultOutDir(model: string, data: string): string {
@@ -53,6 +56,8 @@ export function finetuneCommand(io: Io): Command {
     .option('--preprocess <mode>', "caffe | tf | torch | raw01 | none (default: the model's)")
     .option('--weights <source>', 'pretrained | random', 'pretrained')
     .option('--workers <n|auto>', 'threads computing gradients (data-parallel replicas of the trainable part); auto: one per core on wasm and cpu, 1 on tensorflow', 'auto')
+    .option('--monitor <metric>', 'val_loss | val_accuracy: picks the best epoch, whose weights are saved', 'val_loss')
+    .option('--patience <epochs>', 'stop early after this many epochs without improvement of --monitor')
     .option('--feature-cache-mb <n>', 'memory for cached frozen-part outputs; beyond it they spill to disk', '2048')
     .option('-o, --out <dir>', 'run folder (default: models/<model>-<dataset>-<time>)');
   dataOptions(cmd);
@@ -87,6 +92,8 @@ export function finetuneCommand(io: Io): Command {
       maxPixels: opts.maxPixels,
       weights: opts.weights,
       featureCacheBytes: opts.featureCacheMb * 1024 * 1024,
+      monitor: opts.monitor,
+      ...(opts.patience ? { patience: opts.patience } : {}),
       workers: opts.workers === 'auto' ? (backend.info.name === 'tensorflow' ? 1 : availableParallelism()) : opts.workers,
       onDownload: downloadReporter(io, spinner, opts),
       onProgress: (e) => {
@@ -101,15 +108,24 @@ export function finetuneCommand(io: Io): Command {
         spinner.update(`epoch ${e.epoch}/${e.epochs} ${e.done}/${e.total} loss ${e.loss?.toFixed(4)} acc ${e.accuracy?.toFixed(3)} ${e.imagesPerSecond?.toFixed(1)} img/s ETA ${Math.round(e.etaSeconds ?? 0)}s`);
       },
     });
-    spinner.succeed(`trained ${result.history.length} epochs`);
-    if (opts.json) return printJson(io, result);
+    const diverged = result.stopReason !== null && !result.stopReason.startsWith('early stopping');
+    if (diverged) spinner.fail(`stopped after ${result.history.length} epochs`);
+    else spinner.succeed(`trained ${result.history.length} epochs`);
+    if (opts.json) {
+      printJson(io, result);
+      if (diverged) throw new TlError('E_DIVERGED', `Training diverged: ${result.stopReason}.`, { suggestion: 'Lower --lr; the run folder holds the kept model and report.' });
+      return;
+    }
     const table = new Table({ head: ['epoch', 'loss', 'acc', 'val loss', 'val acc', 's', 'img/s'], style: { head: [], border: [] } });
     for (const r of result.history) table.push([r.epoch, r.loss.toFixed(4), r.accuracy.toFixed(3), r.val_loss?.toFixed(4) ?? '-', r.val_accuracy?.toFixed(3) ?? '-', r.seconds.toFixed(1), r.img_per_s.toFixed(1)]);
     io.out(`${table.toString()}\n`);
     if (result.test) io.out(`test: accuracy ${result.test.accuracy.toFixed(3)}, loss ${result.test.loss.toFixed(4)} on ${result.test.count} images\n`);
     io.out(`frozen ${result.frozenLayers}/${result.totalLayers} backbone layers, ${result.trainableParams} trainable parameters, feature cache ${result.cache.enabled ? `hit rate ${(result.cache.hitRate * 100).toFixed(0)}%` : 'off'}\n`);
+    if (result.best) io.out(`saved the weights of epoch ${result.best.epoch} (best ${result.best.monitor} ${result.best.value.toFixed(4)})\n`);
+    if (result.stopReason && !diverged) io.out(`${result.stopReason}\n`);
     if (result.skipped.length) io.out(`skipped ${result.skipped.length} file(s); see ${out}/report.json\n`);
     io.out(`wrote ${out}\n`);
+    if (diverged) throw new TlError('E_DIVERGED', `Training diverged: ${result.stopReason}.`, { suggestion: 'Lower --lr; the run folder holds the kept model and report.' });
   });
   return cmd;
 }

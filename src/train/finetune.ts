@@ -43,6 +43,10 @@ export interface FinetuneOptions {
   featureCacheBytes: number;
   /** Threads that compute gradients (this one plus worker replicas of the tail); 1 trains on this thread only. */
   workers: number;
+  /** Validation metric that picks the best epoch (whose weights the saved model gets) and drives early stopping. */
+  monitor?: 'val_loss' | 'val_accuracy';
+  /** Stop after this many epochs without improvement of `monitor`; undefined trains every epoch. */
+  patience?: number;
   store?: string;
   onProgress?: (event: ProgressEvent) => void;
   onDownload?: (p: DownloadProgress) => void;
@@ -83,6 +87,10 @@ export interface FinetuneResult {
   trainableParams: number;
   boundaryLayers: string[];
   cache: { enabled: boolean; hitRate: number; spilled: number };
+  /** The epoch whose weights were saved (the best by `monitor`), and its value. */
+  best: { epoch: number; monitor: string; value: number } | null;
+  /** Why training ended before the last epoch, if it did. */
+  stopReason: string | null;
   /** Peak wasm heap in bytes (wasm backend only; its limit is 4 GiB). */
   wasmHeapBytes: number | null;
   /** tf.memory().numTensors after each epoch (flat when nothing leaks). */
@@ -125,8 +133,17 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
   const history: EpochRow[] = [];
   const tensorsAfterEpoch: number[] = [];
 
+  const monitor = options.monitor ?? 'val_loss';
+  const better = (a: number, b: number) => (monitor === 'val_loss' ? a < b : a > b);
+  // Weights of the best epoch so far (the start, until an epoch is validated); restored before saving.
+  const snapshot = () => tf.tidy(() => full.weights.map((w) => tf.keep(w.read().clone())));
+  let bestWeights = snapshot();
+  let best: FinetuneResult['best'] = null;
+  let stopReason: string | null = null;
+  let stale = 0;
+
   try {
-    for (let epoch = 1; epoch <= options.epochs; epoch++) {
+    for (let epoch = 1; epoch <= options.epochs && stopReason === null; epoch++) {
       const started = performance.now();
       let seen = 0;
       let lossSum = 0;
@@ -135,12 +152,19 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
       const batches = dataset.source.batches(dataset.splits.train, { batchSize: options.batchSize, shuffleSeed: mixSeed(options.seed, epoch), augment: options.augment, augmentSeed: mixSeed(options.seed, epoch, 7) });
       for await (const batch of batches) {
         const step = await engine.trainStep(batch, optimizer, options.accumulate);
+        // Clipped probabilities can hide a divergence from the loss (a clamp turns NaN into a bound), so weights are checked too.
+        const diverged = !Number.isFinite(step.loss) ? `the loss became ${step.loss}` : engine.weightsFinite() ? null : 'the weights became NaN or infinite';
+        if (diverged !== null) {
+          stopReason = `${diverged} in epoch ${epoch} after ${seen + batch.items.length} images; training stopped and the ${best ? `best epoch's (${best.epoch})` : 'initial'} weights were kept`;
+          break;
+        }
         seen += batch.items.length;
         lossSum += step.loss * batch.items.length;
         correct += step.correct;
         const elapsed = (performance.now() - started) / 1000;
         options.onProgress?.({ phase: 'train', epoch, epochs: options.epochs, done: seen, total, loss: lossSum / seen, accuracy: correct / seen, imagesPerSecond: seen / elapsed, etaSeconds: (elapsed / seen) * (total - seen) });
       }
+      if (stopReason !== null) break;
       const trainSeconds = (performance.now() - started) / 1000;
       const val = dataset.splits.val.length > 0 ? await engine.evaluate(dataset.splits.val, options.batchSize, (done, n) => options.onProgress?.({ phase: 'validate', epoch, epochs: options.epochs, done, total: n })) : null;
       history.push({
@@ -154,9 +178,20 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
         img_per_s: seen / trainSeconds,
       });
       options.onProgress?.({ phase: 'epoch', epoch, epochs: options.epochs, done: total, total, row: history.at(-1)! });
-      tensorsAfterEpoch.push(tf.memory().numTensors);
       await writeMetricsCsv(join(options.out, 'metrics.csv'), history);
+      const value = val === null ? null : monitor === 'val_loss' ? val.loss : val.accuracy;
+      if (value !== null && (best === null || better(value, best.value))) {
+        best = { epoch, monitor, value };
+        tf.dispose(bestWeights);
+        bestWeights = snapshot();
+        stale = 0;
+      } else if (value !== null && options.patience !== undefined && ++stale >= options.patience) {
+        stopReason = `early stopping: ${monitor} did not improve for ${options.patience} epoch${options.patience === 1 ? '' : 's'} after epoch ${best!.epoch}`;
+      }
+      tensorsAfterEpoch.push(tf.memory().numTensors);
     }
+    // Like Keras's restore_best_weights: the saved model is the best epoch's (the last one when nothing was validated).
+    if (best !== null || stopReason !== null) full.setWeights(bestWeights);
     const test = dataset.splits.test.length > 0 ? await engine.evaluate(dataset.splits.test, options.batchSize) : null;
 
     await saveLayersModel(tf, full, join(options.out, 'model'), { tl: { model: source.name.split(' ')[0], classes: dataset.classes, preprocess: source.preprocess, inputSize: size } });
@@ -173,6 +208,8 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
       trainableParams: full.trainableWeights.reduce((n, w) => n + w.shape.reduce((a: number, b) => a * (b ?? 1), 1), 0),
       boundaryLayers: cut.frozen ? cut.boundaryLayers : [],
       cache: { enabled: useCache, hitRate: cache?.hitRate() ?? 0, spilled: cache?.spilled ?? 0 },
+      best,
+      stopReason,
       tensorsAfterEpoch,
       wasmHeapBytes: wasmHeapBytes(),
       skipped: dataset.skipped,
@@ -180,6 +217,7 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
     await writeJsonAtomic(join(options.out, 'report.json'), { schemaVersion: 1, kind: 'finetune', backend: backend.label, model: source.name, config: effectiveConfig(options), ...result });
     return result;
   } finally {
+    tf.dispose(bestWeights);
     await pool?.close();
     cache?.dispose();
     optimizer.dispose();
@@ -333,6 +371,15 @@ class Engine {
     optimizer.applyGradients(grads as Record<string, ReturnType<Tf['variable']>>);
     tf.dispose([...local.grads, ...Object.values(grads)]);
     return { loss: (local.lossSum + others.reduce((a, r) => a + r.lossSum, 0)) / n, correct: local.correct + others.reduce((a, r) => a + r.correct, 0) };
+  }
+
+  /** Whether every trainable weight of the tail is finite. */
+  weightsFinite(): boolean {
+    const tf = this.tf;
+    const ok = tf.tidy(() => tf.all(tf.stack(this.cut.tail.trainableWeights.map((w) => tf.all(tf.isFinite(w.read()))))));
+    const value = ok.dataSync()[0] === 1;
+    ok.dispose();
+    return value;
   }
 
   /** Loss and accuracy over `items` in inference mode. */
