@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import { Command } from 'commander';
 import Table from 'cli-table3';
 import { z } from 'zod';
-import { TlError } from '../errors.js';
+import { InterruptedError, TlError } from '../errors.js';
 import { addCommonOptions, announceBackend, backendSchema, commonSchema, parseOptions, printJson } from './common.js';
 import { dataOptions, dataSchema } from './options.js';
 import { downloadReporter, progress, type Io } from './io.js';
@@ -70,49 +70,71 @@ export function finetuneCommand(io: Io): Command {
     const { finetune } = await import('../train/finetune.js');
     const out = opts.out ?? defaultOutDir(opts.model, data);
     const spinner = progress(io, 'preparing', opts);
-    const result = await finetune(backend.tf, backend.info, {
-      data,
-      model: opts.model,
-      out,
-      freeze: opts.freeze,
-      epochs: opts.epochs,
-      batchSize: opts.batchSize,
-      lr: opts.lr,
-      accumulate: opts.accumulate,
-      bn: opts.bn,
-      ...(opts.headHidden ? { headHidden: opts.headHidden } : {}),
-      dropout: opts.dropout,
-      augment: opts.augment,
-      ...(opts.inputSize ? { inputSize: opts.inputSize } : {}),
-      ...(opts.preprocess ? { preprocess: opts.preprocess } : {}),
-      val: opts.val,
-      test: opts.test,
-      seed: opts.seed,
-      resize: opts.resize,
-      maxPixels: opts.maxPixels,
-      weights: opts.weights,
-      featureCacheBytes: opts.featureCacheMb * 1024 * 1024,
-      monitor: opts.monitor,
-      ...(opts.patience ? { patience: opts.patience } : {}),
-      workers: opts.workers === 'auto' ? (backend.info.name === 'tensorflow' ? 1 : availableParallelism()) : opts.workers,
-      onDownload: downloadReporter(io, spinner, opts),
-      onProgress: (e) => {
-        if (e.phase === 'decode') return spinner.update(`decoding images ${e.done}/${e.total}`);
-        if (e.phase === 'validate') return spinner.update(`epoch ${e.epoch}/${e.epochs} validating ${e.done}/${e.total}`);
-        if (e.phase === 'epoch') {
-          const r = e.row!;
-          // Off a terminal there is no spinner: one line per finished epoch is the progress.
-          if (!io.isTTY && !opts.quiet && !opts.json) io.err(`epoch ${r.epoch}/${e.epochs}: loss ${r.loss.toFixed(4)} acc ${r.accuracy.toFixed(3)} val_loss ${r.val_loss?.toFixed(4) ?? '-'} val_acc ${r.val_accuracy?.toFixed(3) ?? '-'} ${r.img_per_s.toFixed(1)} img/s ${r.seconds.toFixed(1)} s\n`);
-          return;
-        }
-        spinner.update(`epoch ${e.epoch}/${e.epochs} ${e.done}/${e.total} loss ${e.loss?.toFixed(4)} acc ${e.accuracy?.toFixed(3)} ${e.imagesPerSecond?.toFixed(1)} img/s ETA ${Math.round(e.etaSeconds ?? 0)}s`);
-      },
-    });
-    const diverged = result.stopReason !== null && !result.stopReason.startsWith('early stopping');
+    // First SIGINT/SIGTERM: finish the batch, write the run folder, exit 130/143. Second: exit at once (every file
+    // already written is whole, being written by rename).
+    const interrupt: { stop: 'SIGINT' | 'SIGTERM' | null } = { stop: null };
+    const onSignal = (signal: 'SIGINT' | 'SIGTERM') => {
+      if (interrupt.stop !== null) process.exit(signal === 'SIGINT' ? 130 : 143);
+      interrupt.stop = signal;
+      io.err(`\n${signal}: finishing the current batch and writing the run folder (${signal === 'SIGINT' ? 'Ctrl-C' : 'signal'} again to quit at once)\n`);
+    };
+    const handlers = { SIGINT: () => onSignal('SIGINT'), SIGTERM: () => onSignal('SIGTERM') };
+    if (io.errStream) {
+      process.on('SIGINT', handlers.SIGINT);
+      process.on('SIGTERM', handlers.SIGTERM);
+    }
+    let result: Awaited<ReturnType<typeof finetune>>;
+    try {
+      result = await finetune(backend.tf, backend.info, {
+        interrupt,
+        data,
+        model: opts.model,
+        out,
+        freeze: opts.freeze,
+        epochs: opts.epochs,
+        batchSize: opts.batchSize,
+        lr: opts.lr,
+        accumulate: opts.accumulate,
+        bn: opts.bn,
+        ...(opts.headHidden ? { headHidden: opts.headHidden } : {}),
+        dropout: opts.dropout,
+        augment: opts.augment,
+        ...(opts.inputSize ? { inputSize: opts.inputSize } : {}),
+        ...(opts.preprocess ? { preprocess: opts.preprocess } : {}),
+        val: opts.val,
+        test: opts.test,
+        seed: opts.seed,
+        resize: opts.resize,
+        maxPixels: opts.maxPixels,
+        weights: opts.weights,
+        featureCacheBytes: opts.featureCacheMb * 1024 * 1024,
+        monitor: opts.monitor,
+        ...(opts.patience ? { patience: opts.patience } : {}),
+        workers: opts.workers === 'auto' ? (backend.info.name === 'tensorflow' ? 1 : availableParallelism()) : opts.workers,
+        onDownload: downloadReporter(io, spinner, opts),
+        onProgress: (e) => {
+          if (e.phase === 'decode') return spinner.update(`decoding images ${e.done}/${e.total}`);
+          if (e.phase === 'validate') return spinner.update(`epoch ${e.epoch}/${e.epochs} validating ${e.done}/${e.total}`);
+          if (e.phase === 'epoch') {
+            const r = e.row!;
+            // Off a terminal there is no spinner: one line per finished epoch is the progress.
+            if (!io.isTTY && !opts.quiet && !opts.json) io.err(`epoch ${r.epoch}/${e.epochs}: loss ${r.loss.toFixed(4)} acc ${r.accuracy.toFixed(3)} val_loss ${r.val_loss?.toFixed(4) ?? '-'} val_acc ${r.val_accuracy?.toFixed(3) ?? '-'} ${r.img_per_s.toFixed(1)} img/s ${r.seconds.toFixed(1)} s\n`);
+            return;
+          }
+          spinner.update(`epoch ${e.epoch}/${e.epochs} ${e.done}/${e.total} loss ${e.loss?.toFixed(4)} acc ${e.accuracy?.toFixed(3)} ${e.imagesPerSecond?.toFixed(1)} img/s ETA ${Math.round(e.etaSeconds ?? 0)}s`);
+        },
+      });
+    } finally {
+      process.off('SIGINT', handlers.SIGINT);
+      process.off('SIGTERM', handlers.SIGTERM);
+    }
+    const stopped = interrupt.stop;
+    const diverged = result.stopReason !== null && !result.stopReason.startsWith('early stopping') && stopped === null;
     if (diverged) spinner.fail(`stopped after ${result.history.length} epochs`);
     else spinner.succeed(`trained ${result.history.length} epochs`);
     if (opts.json) {
       printJson(io, result);
+      if (stopped) throw new InterruptedError(stopped, `${result.stopReason}; the model and a partial report are in ${out}.`);
       if (diverged) throw new TlError('E_DIVERGED', `Training diverged: ${result.stopReason}.`, { suggestion: 'Lower --lr; the run folder holds the kept model and report.' });
       return;
     }
@@ -122,10 +144,11 @@ export function finetuneCommand(io: Io): Command {
     if (result.test) io.out(`test: accuracy ${result.test.accuracy.toFixed(3)}, loss ${result.test.loss.toFixed(4)} on ${result.test.count} images\n`);
     io.out(`frozen ${result.frozenLayers}/${result.totalLayers} backbone layers, ${result.trainableParams} trainable parameters, feature cache ${result.cache.enabled ? `hit rate ${(result.cache.hitRate * 100).toFixed(0)}%` : 'off'}\n`);
     if (result.best) io.out(`saved the weights of epoch ${result.best.epoch} (best ${result.best.monitor} ${result.best.value.toFixed(4)})\n`);
-    if (result.stopReason && !diverged) io.out(`${result.stopReason}\n`);
+    if (result.stopReason && !diverged && !stopped) io.out(`${result.stopReason}\n`);
     if (result.skipped.length) io.out(`skipped ${result.skipped.length} file(s); see ${out}/report.json\n`);
     io.out(`wrote ${out}\n`);
     if (diverged) throw new TlError('E_DIVERGED', `Training diverged: ${result.stopReason}.`, { suggestion: 'Lower --lr; the run folder holds the kept model and report.' });
+    if (stopped) throw new InterruptedError(stopped, `${result.stopReason}; the model and a partial report are in ${out}.`);
   });
   return cmd;
 }

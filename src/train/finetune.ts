@@ -50,6 +50,8 @@ export interface FinetuneOptions {
   store?: string;
   onProgress?: (event: ProgressEvent) => void;
   onDownload?: (p: DownloadProgress) => void;
+  /** Set `stop` (e.g. on SIGINT) to end training after the current batch; the run folder is still written. */
+  interrupt?: { stop: string | null };
 }
 
 export interface ProgressEvent {
@@ -159,6 +161,10 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
           break;
         }
         seen += batch.items.length;
+        if (options.interrupt?.stop) {
+          stopReason = `interrupted by ${options.interrupt.stop} in epoch ${epoch} after ${seen} of ${dataset.splits.train.length} images`;
+          break;
+        }
         lossSum += step.loss * batch.items.length;
         correct += step.correct;
         const elapsed = (performance.now() - started) / 1000;
@@ -190,8 +196,10 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
       }
       tensorsAfterEpoch.push(tf.memory().numTensors);
     }
-    // Like Keras's restore_best_weights: the saved model is the best epoch's (the last one when nothing was validated).
-    if (best !== null || stopReason !== null) full.setWeights(bestWeights);
+    // Like Keras's restore_best_weights: the saved model is the best epoch's (the current weights when nothing was
+    // validated or training was interrupted before validation; the initial ones after a divergence in epoch 1).
+    const interrupted = stopReason?.startsWith('interrupted') === true;
+    if (best !== null || (stopReason !== null && !interrupted)) full.setWeights(bestWeights);
     const test = dataset.splits.test.length > 0 ? await engine.evaluate(dataset.splits.test, options.batchSize) : null;
 
     await saveLayersModel(tf, full, join(options.out, 'model'), { tl: { model: source.name.split(' ')[0], classes: dataset.classes, preprocess: source.preprocess, inputSize: size } });
@@ -406,8 +414,8 @@ class Engine {
 }
 
 /** The options as saved with a run (everything but callbacks). */
-function effectiveConfig(options: FinetuneOptions): Omit<FinetuneOptions, 'onProgress' | 'onDownload'> {
-  const { onProgress: _onProgress, onDownload: _onDownload, ...config } = options;
+function effectiveConfig(options: FinetuneOptions): Omit<FinetuneOptions, 'onProgress' | 'onDownload' | 'interrupt'> {
+  const { onProgress: _onProgress, onDownload: _onDownload, interrupt: _interrupt, ...config } = options;
   return config;
 }
 

@@ -1,7 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { spawnTl } from '../helpers/cli.js';
+import { spawn } from 'node:child_process';
+import { BIN, spawnTl } from '../helpers/cli.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -46,4 +47,37 @@ describe('tl finetune (spawned bin/tl.js)', () => {
     expect(result.boundaryLayers.length).toBe(2);
     expect(result.wasmHeapBytes).toBeLessThan(4 * 1024 ** 3);
   });
+});
+
+describe('tl finetune interrupted (spawned)', () => {
+  /** Starts a long run, sends `signal` once the first epoch is reported, and waits for the exit. */
+  function interruptAfterFirstEpoch(signal: 'SIGINT' | 'SIGTERM', out: string): Promise<{ code: number | null; stderr: string }> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [BIN, 'finetune', data, '--model', 'mobilenet_v2_035', '--weights', 'random', '--input-size', '48', '--epochs', '500', '--batch-size', '2', '--workers', '1', '--out', out], { env: { ...process.env, TL_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      let sent = false;
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (!sent && /epoch 1\/500/.test(stderr)) {
+          sent = true;
+          child.kill(signal);
+        }
+      });
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code, stderr }));
+    });
+  }
+
+  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+    it(`${signal} finishes the batch, writes the model and a partial report, and exits ${code}`, async () => {
+      const out = join(tempDir(), 'run');
+      const r = await interruptAfterFirstEpoch(signal, out);
+      expect(r.code, r.stderr).toBe(code);
+      expect(r.stderr).toMatch(new RegExp(`${signal}: finishing the current batch`));
+      const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as { stopReason: string; history: unknown[] };
+      expect(report.stopReason).toMatch(new RegExp(`^interrupted by ${signal} in epoch \\d+`));
+      expect(report.history.length).toBeGreaterThanOrEqual(1);
+      expect(existsSync(join(out, 'model', 'model.json'))).toBe(true);
+    });
+  }
 });
