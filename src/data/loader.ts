@@ -32,9 +32,7 @@ export class ImageSource {
   private readonly cache = new Map<string, Uint8Array>();
   private readonly failed = new Set<string>();
   private readonly concurrency: number;
-  private cacheEnabled: boolean;
-  hits = 0;
-  misses = 0;
+  private readonly cacheEnabled: boolean;
 
   constructor(items: readonly ImageItem[], options: ImageSourceOptions) {
     this.size = options.size;
@@ -47,19 +45,11 @@ export class ImageSource {
     return this.size * this.size * 3;
   }
 
-  get cached(): boolean {
-    return this.cacheEnabled;
-  }
-
   /** The decoded image, or null when the file cannot be decoded (recorded in `skipped`). */
   async load(item: ImageItem): Promise<Uint8Array | null> {
     const hit = this.cache.get(item.path);
-    if (hit) {
-      this.hits++;
-      return hit;
-    }
+    if (hit) return hit;
     if (this.failed.has(item.path)) return null;
-    this.misses++;
     try {
       const pixels = await decodeImage(item.path, this.decode);
       if (this.cacheEnabled) this.cache.set(item.path, pixels);

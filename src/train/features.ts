@@ -21,10 +21,6 @@ export class FeatureCache {
     this.bytesPerImage = this.floatsPerImage.reduce((a, b) => a + b, 0) * 4;
   }
 
-  get size(): number {
-    return this.memory.size + this.onDisk.size;
-  }
-
   get spilled(): number {
     return this.onDisk.size;
   }

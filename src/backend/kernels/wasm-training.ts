@@ -23,16 +23,6 @@ interface ConvAttrs {
   dataFormat?: 'NHWC' | 'NCHW';
 }
 
-/** Kernels tl replaces on the wasm backend, in registration order. */
-export const WASM_TRAINING_KERNELS = [
-  'Conv2DBackpropFilter',
-  'Conv2DBackpropInput',
-  'DepthwiseConv2dNativeBackpropFilter',
-  'DepthwiseConv2dNativeBackpropInput',
-  'MaxPoolGrad',
-  'BatchMatMul',
-] as const;
-
 function isTensor(t: TensorInfo): t is Tensor {
   return (t as Partial<Tensor>).rank !== undefined;
 }
