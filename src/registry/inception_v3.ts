@@ -111,7 +111,7 @@ export const inceptionV3: Family = {
       head: 'nsfwjs',
       topClasses: 5,
       topLabels: NSFWJS_LABELS,
-      weights: [{ kind: 'nsfwjs', model: 'inception_v3', includeTop: true }],
+      weights: [{ kind: 'nsfwjs', model: 'inception_v3', includeTop: true, keras2AutoNames: true }],
       trainedOn: 'ImageNet-1k (Keras InceptionV3) for the first 167 layers; the rest and the head fine-tuned by nsfwjs on its 5-class image set (Drawing, Hentai, Neutral, Porn, Sexy); ships offline in the nsfwjs npm package',
       license: 'MIT (nsfwjs)',
       origin: 'https://www.npmjs.com/package/nsfwjs/v/4.4.0',

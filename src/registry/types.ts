@@ -19,6 +19,8 @@ export type WeightSource =
       kind: 'nsfwjs';
       model: 'mobilenet_v2' | 'inception_v3';
       includeTop: boolean;
+      /** The file names unnamed layers as Keras 2.2 did (`conv2d_1` first), not as tf.keras does (`conv2d`). */
+      keras2AutoNames?: boolean;
     };
 
 export interface BuildOptions {

@@ -75,7 +75,8 @@ export function renameKeras2AutoNames(weights: NamedWeights): NamedWeights {
 async function loadSource(tf: Tf, model: LayersModel, source: WeightSource, store: string, onDownload?: (p: DownloadProgress) => void): Promise<AssignReport> {
   if (source.kind === 'nsfwjs') {
     const modelJson = await extractNsfwjsModel(store, source.model);
-    const weights = renameKeras2AutoNames(groupByLayer(await readWeights(tf, modelJson)));
+    const grouped = groupByLayer(await readWeights(tf, modelJson));
+    const weights = source.keras2AutoNames ? renameKeras2AutoNames(grouped) : grouped;
     try {
       return assignWeights(model, weights, { source: modelJson });
     } finally {
