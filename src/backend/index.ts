@@ -8,6 +8,7 @@ import { registerWasmTrainingKernels } from './kernels/wasm-training.js';
 export type Tf = typeof tf;
 export type { LayersModel, SymbolicTensor, Tensor, Tensor1D, Tensor2D, Tensor4D, Rank, NamedTensorMap } from '@tensorflow/tfjs';
 export type Layer = tf.layers.Layer;
+export type LayerVariable = tf.LayerVariable;
 
 import { BACKEND_NAMES, type BackendChoice, type BackendName } from './names.js';
 

@@ -1,11 +1,15 @@
 // `tl finetune DATA`: fine-tune a pretrained model on a folder dataset.
+import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
 import { Command } from 'commander';
 import Table from 'cli-table3';
 import { z } from 'zod';
-import { InterruptedError, TlError } from '../errors.js';
+import { InterruptedError, TlError, UsageError } from '../errors.js';
+import { savedOptionsSchema, type SavedOptions } from '../train/config.js';
 import { addCommonOptions, announceBackend, backendSchema, commonSchema, parseOptions, printJson } from './common.js';
 import { dataOptions, dataSchema } from './options.js';
+import type { FinetuneOptions } from '../train/finetune.js';
 import { downloadReporter, progress, type Io } from './io.js';
 
 export const DEFAULT_MODEL = 'mobilenet_v2.nsfwjs';
@@ -13,10 +17,22 @@ export const DEFAULT_MODEL = 'mobilenet_v2.nsfwjs';
 const finetuneSchema = commonSchema.extend(dataSchema.shape).extend({
   backend: backendSchema.optional(),
   model: z.string().min(1),
-  freeze: z.string().regex(/^(all|\d+|[\w./-]+)$/, 'expected a layer count, a layer name, or all'),
+  freeze: z.union([z.number().int().min(0).transform(String), z.string().regex(/^(all|\d+|[\w./-]+)$/, 'expected a layer count, a layer name, or all')]),
   epochs: z.coerce.number().int().min(1).max(10_000),
+  headEpochs: z.coerce.number().int().min(0).max(10_000),
   batchSize: z.coerce.number().int().min(1).max(4096),
   lr: z.union([z.literal('auto'), z.coerce.number().positive().max(10)]),
+  finetuneLr: z.coerce.number().positive().max(10).optional(),
+  optimizer: z.enum(['adam', 'sgd', 'rmsprop']),
+  momentum: z.coerce.number().min(0).max(0.999).optional(),
+  nesterov: z.boolean().default(false),
+  schedule: z.enum(['constant', 'cosine', 'step']),
+  warmupEpochs: z.coerce.number().min(0).max(10_000),
+  stepEpochs: z.coerce.number().int().min(1).optional(),
+  gamma: z.coerce.number().positive().max(1),
+  weightDecay: z.coerce.number().min(0).max(1),
+  labelSmoothing: z.coerce.number().min(0).max(0.99),
+  classWeight: z.enum(['none', 'balanced']),
   accumulate: z.coerce.number().int().min(1).max(1024),
   bn: z.enum(['frozen', 'train']),
   headHidden: z.coerce.number().int().min(1).optional(),
@@ -32,6 +48,48 @@ const finetuneSchema = commonSchema.extend(dataSchema.shape).extend({
   patience: z.coerce.number().int().min(1).optional(),
 });
 
+/** A --config file: any option by its camelCase name (as in `tl finetune --help`, e.g. batchSize), and data. */
+const configFileSchema = finetuneSchema.partial().extend({ data: z.string().min(1).optional() }).strict();
+
+/** Options a resumed run may change; every other one is fixed by the run's config.json. */
+const RESUME_OVERRIDES = new Set(['epochs', 'patience', 'workers', 'featureCacheMb', 'backend', 'json', 'quiet']);
+
+/** Reads and validates a --config file; problems name the file and the key. */
+async function readConfigFile(path: string): Promise<z.infer<typeof configFileSchema>> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new UsageError(`Cannot read --config ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}.`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`--config ${path} is not valid JSON: ${(err as Error).message}.`);
+  }
+  const parsed = configFileSchema.safeParse(json);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  const keys = issue.code === 'unrecognized_keys' ? ` '${issue.keys.join("', '")}'` : '';
+  const where = issue.path.length ? ` key '${issue.path.map(String).join('.')}'` : '';
+  throw new UsageError(`--config ${path}:${where}${keys}: ${issue.message}.`, { suggestion: 'Keys are the option names in camelCase, e.g. "batchSize"; see `tl finetune --help`.' });
+}
+
+/** The options of the run in `dir`, from its config.json. */
+async function readRunOptions(dir: string): Promise<SavedOptions> {
+  const path = join(dir, 'config.json');
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(path, 'utf8'));
+  } catch (err) {
+    throw new UsageError(`--resume ${dir}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); is it a folder tl finetune wrote?`);
+  }
+  const parsed = savedOptionsSchema.safeParse(json);
+  if (!parsed.success) throw new UsageError(`--resume ${dir}: ${path} is not a tl run config (${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}).`);
+  return parsed.data;
+}
+
 function defaultOutDir(model: string, data: string): string {
   const stamp = new Date().toISOString().replace(/[:T]/g, '-').replace(/\..+$/, '');
   const dataset = data.replace(/[/\\]+$/, '').split(/[/\\]/).pop() || 'data';
@@ -41,12 +99,24 @@ function defaultOutDir(model: string, data: string): string {
 export function finetuneCommand(io: Io): Command {
   const cmd = new Command('finetune')
     .description('fine-tune a pretrained model on DATA/<class>/<image> and write the model, metrics and report')
-    .argument('<DATA>', 'dataset folder')
+    .argument('[DATA]', 'dataset folder (or "data" in --config, or the resumed run\'s)')
     .option('-m, --model <name|path|url>', 'registry model (see `tl models`), a run folder tl wrote, a tfjs model folder, or a model.json URL', DEFAULT_MODEL)
     .option('--freeze <n|layer|all>', "freeze layers 0..N-1 of the backbone (Keras indices), up to a named layer, or 'all' (head only)", 'all')
-    .option('--epochs <n>', 'training epochs', '10')
+    .option('--epochs <n>', 'training epochs (of the second phase, with --head-epochs)', '10')
+    .option('--head-epochs <n>', 'first train the head alone (whole backbone frozen) for n epochs, then --epochs at --freeze and --finetune-lr', '0')
     .option('--batch-size <n>', 'images per optimizer step', '16')
-    .option('--lr <rate|auto>', 'Adam learning rate; auto: 0.001 for the head alone, 0.0001 when backbone layers train', 'auto')
+    .option('--lr <rate|auto>', 'learning rate; auto: 0.001 for the head alone (and the head phase), 0.0001 when backbone layers train', 'auto')
+    .option('--finetune-lr <rate>', 'learning rate of the second phase (default: --lr / 10)')
+    .option('--optimizer <name>', 'adam | sgd | rmsprop', 'adam')
+    .option('--momentum <m>', 'momentum of sgd (default 0.9) and rmsprop (default 0)')
+    .option('--nesterov', 'Nesterov momentum (sgd)')
+    .option('--schedule <name>', 'learning-rate schedule per phase: constant | cosine (decay to 0) | step', 'constant')
+    .option('--warmup-epochs <n>', 'linear warmup at the start of each phase (fractions allowed)', '0')
+    .option('--step-epochs <n>', 'step schedule: decay every n epochs (default: a third of --epochs)')
+    .option('--gamma <g>', 'step schedule: multiply the rate by g at each step', '0.1')
+    .option('--weight-decay <wd>', 'decoupled weight decay on the trainable weights (AdamW with adam)', '0')
+    .option('--label-smoothing <s>', 'targets become (1-s) one-hot + s/classes', '0')
+    .option('--class-weight <mode>', 'none | balanced (weigh each class by n / (classes x its images), for imbalanced folders)', 'none')
     .option('--accumulate <k>', 'split each batch into k micro-batches and accumulate gradients (saves memory)', '1')
     .option('--bn <mode>', 'BatchNormalization layers in the trainable part: frozen (inference mode, the Keras advice) | train', 'frozen')
     .option('--head-hidden <units>', 'add a hidden dense layer to the head')
@@ -57,21 +127,36 @@ export function finetuneCommand(io: Io): Command {
     .option('--weights <source>', 'pretrained | random', 'pretrained')
     .option('--workers <n|auto>', 'threads computing gradients (data-parallel replicas of the trainable part); auto: one per core on wasm and cpu, 1 on tensorflow', 'auto')
     .option('--monitor <metric>', 'val_loss | val_accuracy: picks the best epoch, whose weights are saved', 'val_loss')
-    .option('--patience <epochs>', 'stop early after this many epochs without improvement of --monitor')
+    .option('--patience <epochs>', 'stop early after this many epochs (of the last phase) without improvement of --monitor')
     .option('--feature-cache-mb <n>', 'memory for cached frozen-part outputs; beyond it they spill to disk', '2048')
-    .option('-o, --out <dir>', 'run folder (default: models/<model>-<dataset>-<time>)');
+    .option('-o, --out <dir>', 'run folder (default: models/<model>-<dataset>-<time>)')
+    .option('--config <file.json>', 'options from a JSON file, keys in camelCase ("batchSize"); flags given here override it')
+    .option('--resume <run>', "continue the run in this folder from its last checkpoint, with its config (only --epochs, --patience, --workers, --feature-cache-mb and --backend may change)");
   dataOptions(cmd);
   addCommonOptions(cmd, { backend: true });
-  cmd.action(async (data: string, raw: unknown) => {
-    const opts = parseOptions(finetuneSchema, raw);
+  cmd.action(async (dataArg: string | undefined, raw: Record<string, unknown>) => {
+    const fromCli = Object.fromEntries(Object.entries(raw).filter(([key]) => cmd.getOptionValueSource(key) === 'cli'));
+    const resumeDir = typeof raw.resume === 'string' ? raw.resume : undefined;
+    if (resumeDir && raw.config !== undefined) throw new UsageError('--resume and --config cannot be combined: a resumed run keeps its own config.');
+    const fromFile = typeof raw.config === 'string' ? await readConfigFile(raw.config) : {};
+    const { config: _config, resume: _resume, ...defaults } = raw;
+    const opts = parseOptions(finetuneSchema, { ...defaults, ...fromFile, ...fromCli });
+    let saved: SavedOptions | null = null;
+    if (resumeDir) {
+      const fixed = Object.keys(fromCli).filter((k) => !RESUME_OVERRIDES.has(k) && k !== 'resume');
+      if (fixed.length > 0) throw new UsageError(`--resume keeps the run's own settings; --${fixed[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} cannot change (allowed: --epochs, --patience, --workers, --feature-cache-mb, --backend).`);
+      saved = await readRunOptions(resumeDir);
+    }
+    const data = dataArg ?? fromFile.data ?? saved?.data;
+    if (data === undefined) throw new UsageError('Missing DATA: give a dataset folder, "data" in --config, or --resume RUN.');
     const { loadBackend, backendChoiceFromEnv } = await import('../backend/index.js');
     const backend = await loadBackend({ choice: opts.backend ?? backendChoiceFromEnv(io.env) });
     announceBackend(io, backend.info, opts);
     const { finetune } = await import('../train/finetune.js');
-    const out = opts.out ?? defaultOutDir(opts.model, data);
+    const out = resumeDir ?? opts.out ?? defaultOutDir(opts.model, data);
     const spinner = progress(io, 'preparing', opts);
-    // First SIGINT/SIGTERM: finish the batch, write the run folder, exit 130/143. Second: exit at once (every file
-    // already written is whole, being written by rename).
+    // First SIGINT/SIGTERM: finish the batch, write a checkpoint and the run folder, exit 130/143. Second: exit at
+    // once (every file already written is whole, being written by rename).
     const interrupt: { stop: 'SIGINT' | 'SIGTERM' | null } = { stop: null };
     const onSignal = (signal: 'SIGINT' | 'SIGTERM') => {
       if (interrupt.stop !== null) process.exit(signal === 'SIGINT' ? 130 : 143);
@@ -83,34 +168,62 @@ export function finetuneCommand(io: Io): Command {
       process.on('SIGINT', handlers.SIGINT);
       process.on('SIGTERM', handlers.SIGTERM);
     }
+    const workers = opts.workers === 'auto' ? (backend.info.name === 'tensorflow' ? 1 : availableParallelism()) : opts.workers;
+    const given = (key: string) => key in fromCli;
+    const options: FinetuneOptions = saved
+      ? {
+          ...saved,
+          data,
+          out,
+          resume: true,
+          ...(given('epochs') ? { epochs: opts.epochs } : {}),
+          ...(given('patience') ? { patience: opts.patience } : {}),
+          ...(given('workers') ? { workers } : {}),
+          ...(given('featureCacheMb') ? { featureCacheBytes: opts.featureCacheMb * 1024 * 1024 } : {}),
+        }
+      : {
+          data,
+          model: opts.model,
+          out,
+          freeze: opts.freeze,
+          epochs: opts.epochs,
+          headEpochs: opts.headEpochs,
+          batchSize: opts.batchSize,
+          lr: opts.lr,
+          ...(opts.finetuneLr ? { finetuneLr: opts.finetuneLr } : {}),
+          optimizer: opts.optimizer,
+          ...(opts.momentum !== undefined ? { momentum: opts.momentum } : {}),
+          nesterov: opts.nesterov,
+          schedule: opts.schedule,
+          warmupEpochs: opts.warmupEpochs,
+          ...(opts.stepEpochs ? { stepEpochs: opts.stepEpochs } : {}),
+          gamma: opts.gamma,
+          weightDecay: opts.weightDecay,
+          labelSmoothing: opts.labelSmoothing,
+          classWeight: opts.classWeight,
+          accumulate: opts.accumulate,
+          bn: opts.bn,
+          ...(opts.headHidden ? { headHidden: opts.headHidden } : {}),
+          dropout: opts.dropout,
+          augment: opts.augment,
+          ...(opts.inputSize ? { inputSize: opts.inputSize } : {}),
+          ...(opts.preprocess ? { preprocess: opts.preprocess } : {}),
+          val: opts.val,
+          test: opts.test,
+          seed: opts.seed,
+          resize: opts.resize,
+          maxPixels: opts.maxPixels,
+          weights: opts.weights,
+          featureCacheBytes: opts.featureCacheMb * 1024 * 1024,
+          monitor: opts.monitor,
+          ...(opts.patience ? { patience: opts.patience } : {}),
+          workers,
+        };
     let result: Awaited<ReturnType<typeof finetune>>;
     try {
       result = await finetune(backend.tf, backend.info, {
+        ...options,
         interrupt,
-        data,
-        model: opts.model,
-        out,
-        freeze: opts.freeze,
-        epochs: opts.epochs,
-        batchSize: opts.batchSize,
-        lr: opts.lr,
-        accumulate: opts.accumulate,
-        bn: opts.bn,
-        ...(opts.headHidden ? { headHidden: opts.headHidden } : {}),
-        dropout: opts.dropout,
-        augment: opts.augment,
-        ...(opts.inputSize ? { inputSize: opts.inputSize } : {}),
-        ...(opts.preprocess ? { preprocess: opts.preprocess } : {}),
-        val: opts.val,
-        test: opts.test,
-        seed: opts.seed,
-        resize: opts.resize,
-        maxPixels: opts.maxPixels,
-        weights: opts.weights,
-        featureCacheBytes: opts.featureCacheMb * 1024 * 1024,
-        monitor: opts.monitor,
-        ...(opts.patience ? { patience: opts.patience } : {}),
-        workers: opts.workers === 'auto' ? (backend.info.name === 'tensorflow' ? 1 : availableParallelism()) : opts.workers,
         onDownload: downloadReporter(io, spinner, opts),
         onProgress: (e) => {
           if (e.phase === 'decode') return spinner.update(`decoding images ${e.done}/${e.total}`);
@@ -141,6 +254,8 @@ export function finetuneCommand(io: Io): Command {
     const table = new Table({ head: ['epoch', 'loss', 'acc', 'val loss', 'val acc', 's', 'img/s'], style: { head: [], border: [] } });
     for (const r of result.history) table.push([r.epoch, r.loss.toFixed(4), r.accuracy.toFixed(3), r.val_loss?.toFixed(4) ?? '-', r.val_accuracy?.toFixed(3) ?? '-', r.seconds.toFixed(1), r.img_per_s.toFixed(1)]);
     io.out(`${table.toString()}\n`);
+    if (result.resumedFrom) io.out(`resumed at epoch ${result.resumedFrom.epoch}${result.resumedFrom.batches ? ` after ${result.resumedFrom.batches} batches` : ''} from ${out}/checkpoints/last.ckpt\n`);
+    if (result.phases.length > 1) io.out(`${result.phases.map((p) => `${p.name} phase: epochs ${p.first}-${p.last}, ${p.frozenLayers} layers frozen, lr ${p.lr}`).join('; ')}\n`);
     if (result.test) io.out(`test: accuracy ${result.test.accuracy.toFixed(3)}, loss ${result.test.loss.toFixed(4)} on ${result.test.count} images\n`);
     io.out(`frozen ${result.frozenLayers}/${result.totalLayers} backbone layers, ${result.trainableParams} trainable parameters, feature cache ${result.cache.enabled ? `hit rate ${(result.cache.hitRate * 100).toFixed(0)}%` : 'off'}\n`);
     if (result.best) io.out(`saved the weights of epoch ${result.best.epoch} (best ${result.best.monitor} ${result.best.value.toFixed(4)})\n`);

@@ -74,9 +74,9 @@ export class ImageSource {
 
   /**
    * Batches of `items` in a seeded shuffled order (or as given), augmented when asked, decoded ahead of use:
-   * up to `prefetch` batches are in flight while the consumer works.
+   * up to `prefetch` batches are in flight while the consumer works; the first `skip` batches are left out.
    */
-  async *batches(items: readonly ImageItem[], options: { batchSize: number; shuffleSeed?: number; augment?: AugmentLevel; augmentSeed?: number; prefetch?: number }): AsyncGenerator<Batch> {
+  async *batches(items: readonly ImageItem[], options: { batchSize: number; shuffleSeed?: number; augment?: AugmentLevel; augmentSeed?: number; prefetch?: number; skip?: number }): AsyncGenerator<Batch> {
     const order = [...items];
     if (options.shuffleSeed !== undefined) {
       const rand = prng(options.shuffleSeed);
@@ -89,7 +89,8 @@ export class ImageSource {
     for (let i = 0; i < order.length; i += options.batchSize) groups.push(order.slice(i, i + options.batchSize));
     const prefetch = Math.max(1, options.prefetch ?? 2);
     const pending: Promise<Batch>[] = [];
-    let next = 0;
+    // Skipped batches (a resumed epoch's finished ones) are never loaded; the rest keep their index and seeds.
+    let next = options.skip ?? 0;
     const fill = () => {
       while (pending.length < prefetch && next < groups.length) {
         const index = next++;

@@ -1,8 +1,10 @@
 // Fine-tuning: the frozen part runs once per image in inference mode (cached), the tail trains on its outputs.
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { wasmHeapBytes, type BackendInfo, type NamedTensorMap, type Tensor, type Tf } from '../backend/index.js';
+import { wasmHeapBytes, type BackendInfo, type LayersModel, type LayerVariable, type Tensor, type Tf } from '../backend/index.js';
 import { openDataset, preprocess, type AugmentLevel, type Batch, type Dataset, type ImageItem, type ResizeMode } from '../data/index.js';
-import { UsageError } from '../errors.js';
+import { TlError, UsageError } from '../errors.js';
 import type { PreprocessMode } from '../registry/index.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { mixSeed } from '../util/random.js';
@@ -12,7 +14,9 @@ import type { DownloadProgress } from '../weights/download.js';
 import { saveLayersModel } from '../weights/save.js';
 import { FeatureCache } from './features.js';
 import { ReplicaPool, type Shard, type ShardResult } from './parallel.js';
-import { crossEntropy, shardGradients } from './step.js';
+import { readCheckpoint, toArrays, toTensors, writeCheckpoint, type NamedArray } from './checkpoint.js';
+import { applyWeightDecay, balancedClassWeights, createOptimizer, scheduledLr, setLearningRate, type Optimizer, type OptimizerConfig, type OptimizerName, type ScheduleConfig, type ScheduleName } from './optim.js';
+import { crossEntropy, seedDropout, shardGradients, type LossConfig } from './step.js';
 import { applyTrainability, attachHead, cutModel, resolveFreeze, type BnMode, type Cut, type FreezeSpec } from './freeze.js';
 
 export interface FinetuneOptions {
@@ -21,9 +25,30 @@ export interface FinetuneOptions {
   out: string;
   freeze: FreezeSpec;
   epochs: number;
+  /** Epochs that first train the head alone (the whole backbone frozen) before `epochs` at the `freeze` setting. */
+  headEpochs?: number;
   batchSize: number;
-  /** Adam learning rate; `auto` is 1e-3 when only the head trains and 1e-4 when backbone layers train too. */
+  /** Learning rate; `auto` is 1e-3 when only the head trains and 1e-4 when backbone layers train too. */
   lr: number | 'auto';
+  /** Learning rate of the second phase of a two-phase run (default lr / 10). */
+  finetuneLr?: number;
+  optimizer?: OptimizerName;
+  /** SGD and RMSprop momentum (default 0.9 for SGD, 0 for RMSprop). */
+  momentum?: number;
+  nesterov?: boolean;
+  schedule?: ScheduleName;
+  /** Epochs of linear warmup at the start of each phase. */
+  warmupEpochs?: number;
+  /** Step schedule: multiply the rate by `gamma` every `stepEpochs` epochs. */
+  stepEpochs?: number;
+  gamma?: number;
+  /** Decoupled weight decay (Keras 3's `weight_decay`). */
+  weightDecay?: number;
+  labelSmoothing?: number;
+  /** `balanced` weighs each image's loss by n / (classes x images of its class) over the training split. */
+  classWeight?: 'none' | 'balanced';
+  /** Continue the run in `out` from its last checkpoint. */
+  resume?: boolean;
   /** Micro-batches per optimizer step; the effective batch stays `batchSize`. */
   accumulate: number;
   bn: BnMode;
@@ -45,7 +70,7 @@ export interface FinetuneOptions {
   workers: number;
   /** Validation metric that picks the best epoch (whose weights the saved model gets) and drives early stopping. */
   monitor?: 'val_loss' | 'val_accuracy';
-  /** Stop after this many epochs without improvement of `monitor`; undefined trains every epoch. */
+  /** Stop after this many epochs of the last phase without improvement of `monitor`; undefined trains every epoch. */
   patience?: number;
   store?: string;
   onProgress?: (event: ProgressEvent) => void;
@@ -79,10 +104,21 @@ export interface EpochRow {
   img_per_s: number;
 }
 
+/** One stretch of training with one freeze setting, learning rate and optimizer. */
+export interface PhaseInfo {
+  name: 'head' | 'finetune' | 'train';
+  /** First and last epoch (1-based, counted over the whole run). */
+  first: number;
+  last: number;
+  frozenLayers: number;
+  lr: number;
+}
+
 export interface FinetuneResult {
   outDir: string;
   classes: string[];
   history: EpochRow[];
+  phases: PhaseInfo[];
   test: { loss: number; accuracy: number; count: number } | null;
   frozenLayers: number;
   totalLayers: number;
@@ -93,6 +129,8 @@ export interface FinetuneResult {
   best: { epoch: number; monitor: string; value: number } | null;
   /** Why training ended before the last epoch, if it did. */
   stopReason: string | null;
+  /** The epoch a resumed run started from (its checkpoint's epochs and batches), or null. */
+  resumedFrom: { epoch: number; batches: number } | null;
   /** Peak wasm heap in bytes (wasm backend only; its limit is 4 GiB). */
   wasmHeapBytes: number | null;
   /** tf.memory().numTensors after each epoch (flat when nothing leaks). */
@@ -100,140 +138,291 @@ export interface FinetuneResult {
   skipped: { path: string; reason: string }[];
 }
 
+/** What a checkpoint remembers besides tensors. */
+interface RunState {
+  version: 1;
+  /** Whole epochs trained. */
+  epochsDone: number;
+  /** Optimizer steps taken in epoch `epochsDone + 1` before an interruption, with that epoch's running sums. */
+  partial: { batches: number; seen: number; lossSum: number; correct: number; seconds: number } | null;
+  /** Index into the phases of the optimizer state saved with it. */
+  phase: number;
+  history: EpochRow[];
+  best: FinetuneResult['best'];
+  stale: number;
+}
+
+/** The run folder's checkpoints: the last state (every epoch and on interruption) and the best weights. */
+export function checkpointPaths(out: string): { last: string; best: string } {
+  return { last: join(out, 'checkpoints', 'last.ckpt'), best: join(out, 'checkpoints', 'best.ckpt') };
+}
+
 /** Fine-tunes a registry model on a folder dataset and writes the run folder. */
 export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOptions): Promise<FinetuneResult> {
   if (options.batchSize % options.accumulate !== 0) {
     throw new UsageError(`--batch-size ${options.batchSize} must be a multiple of --accumulate ${options.accumulate}.`);
   }
+  const headEpochs = options.headEpochs ?? 0;
+  const paths = checkpointPaths(options.out);
+  // Read first: a missing or damaged checkpoint should fail before any slow work.
+  const checkpoint = options.resume ? await readCheckpoint<RunState>(paths.last) : null;
+  if (checkpoint && checkpoint.state.version !== 1) throw new TlError('E_CHECKPOINT', `${paths.last} has checkpoint version ${String(checkpoint.state.version)}; this tl reads version 1.`);
   const source = await loadBackbone(tf, options.model, { weights: options.weights, seed: options.seed, ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.preprocess ? { preprocess: options.preprocess } : {}), ...(options.store ? { store: options.store } : {}), ...(options.onDownload ? { onDownload: options.onDownload } : {}) });
   const backbone = source.model;
   const size = options.inputSize ?? source.inputSize;
+  const totalEpochs = headEpochs + options.epochs;
   let dataset: Dataset;
   try {
     dataset = await openDataset(options.data, {
       val: options.val, test: options.test, seed: options.seed, size, resize: options.resize, maxPixels: options.maxPixels,
-      onProgress: (done, total) => options.onProgress?.({ phase: 'decode', epoch: 0, epochs: options.epochs, done, total }),
+      onProgress: (done, total) => options.onProgress?.({ phase: 'decode', epoch: 0, epochs: totalEpochs, done, total }),
     });
   } catch (err) {
     backbone.dispose();
     throw err;
   }
-  if (dataset.splits.train.length === 0) throw new UsageError(`No training images left in ${options.data} after holding out val and test.`);
+  if (dataset.splits.train.length === 0) {
+    backbone.dispose();
+    throw new UsageError(`No training images left in ${options.data} after holding out val and test.`);
+  }
+  const splitRecord = { root: dataset.root, seed: options.seed, val: options.val, test: options.test, layout: dataset.layout, files: dataset.splitMap };
 
   const frozenCount = resolveFreeze(backbone, options.freeze, options.model);
-  const frozenNames = new Set(backbone.layers.slice(0, frozenCount).map((l) => l.name));
+  const layerCount = backbone.layers.length;
+  if (headEpochs > 0 && frozenCount >= layerCount) {
+    backbone.dispose();
+    throw new UsageError(`--head-epochs ${headEpochs} needs --freeze below the whole backbone (${layerCount} layers): the second phase would train the head only too.`);
+  }
   const full = attachHead(tf, backbone, { classes: dataset.classes.length, ...(options.headHidden ? { hidden: options.headHidden } : {}), dropout: options.dropout, name: `${source.name.split(' ')[0]!.replace(/\W/g, '_')}_finetuned` });
-  initializeWeights(tf, full, mixSeed(options.seed, 17), new Set(full.layers.slice(backbone.layers.length).map((l) => l.name)));
-  applyTrainability(full, frozenNames, options.bn);
-  const cut = cutModel(tf, full, frozenNames);
-  const useCache = cut.frozen !== null && options.augment === 'none';
-  const cache = useCache ? new FeatureCache(cut.boundaryShapes, options.featureCacheBytes, options.out) : null;
-  const lr = options.lr === 'auto' ? (frozenCount >= backbone.layers.length ? 1e-3 : 1e-4) : options.lr;
-  const optimizer = tf.train.adam(lr);
-  const pool = options.workers > 1 ? await ReplicaPool.start(cut.tail, { count: options.workers - 1, backend: backend.name, bn: options.bn, classes: dataset.classes.length }) : null;
-  const engine = new Engine(tf, cut, source.preprocess, dataset, cache, pool);
-  const history: EpochRow[] = [];
-  const tensorsAfterEpoch: number[] = [];
+  initializeWeights(tf, full, mixSeed(options.seed, 17), new Set(full.layers.slice(layerCount).map((l) => l.name)));
+
+  const lr = options.lr === 'auto' ? (frozenCount >= layerCount || headEpochs > 0 ? 1e-3 : 1e-4) : options.lr;
+  const phases: PhaseInfo[] =
+    headEpochs > 0
+      ? [
+          { name: 'head', first: 1, last: headEpochs, frozenLayers: layerCount, lr },
+          { name: 'finetune', first: headEpochs + 1, last: totalEpochs, frozenLayers: frozenCount, lr: options.finetuneLr ?? lr / 10 },
+        ]
+      : [{ name: 'train', first: 1, last: totalEpochs, frozenLayers: frozenCount, lr }];
+  const optimizerConfig: OptimizerConfig = { optimizer: options.optimizer ?? 'adam', momentum: options.momentum ?? (options.optimizer === 'sgd' ? 0.9 : 0), nesterov: options.nesterov ?? false };
+  const loss: LossConfig = {
+    labelSmoothing: options.labelSmoothing ?? 0,
+    classWeights: options.classWeight === 'balanced' ? balancedClassWeights(dataset.splits.train.map((i) => i.label), dataset.classes.length) : null,
+  };
+  const stepsPerEpoch = Math.ceil(dataset.splits.train.length / options.batchSize);
+  const schedule: ScheduleConfig = {
+    schedule: options.schedule ?? 'constant',
+    warmupSteps: Math.round((options.warmupEpochs ?? 0) * stepsPerEpoch),
+    stepSteps: (options.stepEpochs ?? Math.max(1, Math.round(options.epochs / 3))) * stepsPerEpoch,
+    gamma: options.gamma ?? 0.1,
+  };
+  const config = { ...effectiveConfig(options), lr, phases, optimizer: optimizerConfig.optimizer, momentum: optimizerConfig.momentum, nesterov: optimizerConfig.nesterov, inputSize: size, classWeights: loss.classWeights, backend: backend.label, frozenLayers: frozenCount };
 
   const monitor = options.monitor ?? 'val_loss';
   const better = (a: number, b: number) => (monitor === 'val_loss' ? a < b : a > b);
-  // Weights of the best epoch so far (the start, until an epoch is validated); restored before saving.
-  const snapshot = () => tf.tidy(() => full.weights.map((w) => tf.keep(w.read().clone())));
-  let bestWeights = snapshot();
+  // In layer order: tfjs's `model.weights` lists trainable weights first, so its order changes with the phase.
+  const variables = full.layers.flatMap((l) => l.weights);
+  const snapshot = () => tf.tidy(() => variables.map((w) => tf.keep(w.read().clone())));
+  const restore = (values: Tensor[]) => tf.tidy(() => variables.forEach((w, i) => w.write(values[i]!.clone())));
+  const weightArrays = () => toArrays(variables.map((w) => ({ name: w.originalName, tensor: w.read() })));
+  let history: EpochRow[] = [];
   let best: FinetuneResult['best'] = null;
-  let stopReason: string | null = null;
   let stale = 0;
+  let startEpoch = 1;
+  let partial: RunState['partial'] = null;
+  let bestWeights: Tensor[];
+  if (checkpoint) {
+    const saved = JSON.parse(await readFile(join(options.out, 'split.json'), 'utf8').catch(() => 'null')) as { files?: unknown } | null;
+    if (saved && JSON.stringify(saved.files) !== JSON.stringify(dataset.splitMap)) {
+      full.dispose();
+      throw new UsageError(`The images in ${options.data} differ from those the run in ${options.out} started with, so it cannot be resumed exactly.`, { suggestion: 'Restore the dataset, or start a new run.' });
+    }
+    setWeightsFrom(tf, variables, checkpoint.groups.weights ?? [], paths.last);
+    ({ history, best, stale, partial } = checkpoint.state);
+    startEpoch = checkpoint.state.epochsDone + 1;
+    if (startEpoch > totalEpochs) {
+      full.dispose();
+      throw new UsageError(`The run in ${options.out} has already trained all ${totalEpochs} epochs.`, { suggestion: `Pass --epochs with a larger number to train on.` });
+    }
+  }
+  if (best !== null && existsSync(paths.best)) {
+    const saved = await readCheckpoint<unknown>(paths.best);
+    const current = snapshot();
+    setWeightsFrom(tf, variables, saved.groups.weights ?? [], paths.best);
+    bestWeights = snapshot();
+    restore(current);
+    tf.dispose(current);
+  } else {
+    bestWeights = snapshot();
+  }
+  await writeJsonAtomic(join(options.out, 'config.json'), config);
+  await writeJsonAtomic(join(options.out, 'split.json'), splitRecord);
+
+  let stopReason: string | null = null;
+  const tensorsAfterEpoch: number[] = [];
+  const cacheStats = { enabled: false, hits: 0, misses: 0, spilled: 0 };
+  let boundaryLayers: string[] = [];
+  const resumedFrom = checkpoint ? { epoch: startEpoch, batches: partial?.batches ?? 0 } : null;
+  const tails: LayersModel[] = [];
 
   try {
-    for (let epoch = 1; epoch <= options.epochs && stopReason === null; epoch++) {
-      const started = performance.now();
-      let seen = 0;
-      let lossSum = 0;
-      let correct = 0;
-      const total = dataset.splits.train.length;
-      const batches = dataset.source.batches(dataset.splits.train, { batchSize: options.batchSize, shuffleSeed: mixSeed(options.seed, epoch), augment: options.augment, augmentSeed: mixSeed(options.seed, epoch, 7) });
-      for await (const batch of batches) {
-        const step = await engine.trainStep(batch, optimizer, options.accumulate);
-        // Clipped probabilities can hide a divergence from the loss (a clamp turns NaN into a bound), so weights are checked too.
-        const diverged = !Number.isFinite(step.loss) ? `the loss became ${step.loss}` : engine.weightsFinite() ? null : 'the weights became NaN or infinite';
-        if (diverged !== null) {
-          stopReason = `${diverged} in epoch ${epoch} after ${seen + batch.items.length} images; training stopped and the ${best ? `best epoch's (${best.epoch})` : 'initial'} weights were kept`;
-          break;
-        }
-        seen += batch.items.length;
-        if (options.interrupt?.stop) {
-          stopReason = `interrupted by ${options.interrupt.stop} in epoch ${epoch} after ${seen} of ${dataset.splits.train.length} images`;
-          break;
-        }
-        lossSum += step.loss * batch.items.length;
-        correct += step.correct;
-        const elapsed = (performance.now() - started) / 1000;
-        options.onProgress?.({ phase: 'train', epoch, epochs: options.epochs, done: seen, total, loss: lossSum / seen, accuracy: correct / seen, imagesPerSecond: seen / elapsed, etaSeconds: (elapsed / seen) * (total - seen) });
-      }
+    for (const [phaseIndex, phase] of phases.entries()) {
       if (stopReason !== null) break;
-      const trainSeconds = (performance.now() - started) / 1000;
-      const val = dataset.splits.val.length > 0 ? await engine.evaluate(dataset.splits.val, options.batchSize, (done, n) => options.onProgress?.({ phase: 'validate', epoch, epochs: options.epochs, done, total: n })) : null;
-      history.push({
-        epoch,
-        loss: lossSum / seen,
-        accuracy: correct / seen,
-        val_loss: val?.loss ?? null,
-        val_accuracy: val?.accuracy ?? null,
-        lr,
-        seconds: (performance.now() - started) / 1000,
-        img_per_s: seen / trainSeconds,
-      });
-      options.onProgress?.({ phase: 'epoch', epoch, epochs: options.epochs, done: total, total, row: history.at(-1)! });
-      await writeMetricsCsv(join(options.out, 'metrics.csv'), history);
-      const value = val === null ? null : monitor === 'val_loss' ? val.loss : val.accuracy;
-      if (value !== null && (best === null || better(value, best.value))) {
-        best = { epoch, monitor, value };
-        tf.dispose(bestWeights);
-        bestWeights = snapshot();
-        stale = 0;
-      } else if (value !== null && options.patience !== undefined && ++stale >= options.patience) {
-        stopReason = `early stopping: ${monitor} did not improve for ${options.patience} epoch${options.patience === 1 ? '' : 's'} after epoch ${best!.epoch}`;
+      if (phase.last < startEpoch) continue;
+      const frozenNames = new Set(backbone.layers.slice(0, phase.frozenLayers).map((l) => l.name));
+      applyTrainability(full, frozenNames, options.bn);
+      const cut = cutModel(tf, full, frozenNames);
+      if (cut.tail !== full) tails.push(cut.tail);
+      boundaryLayers = cut.frozen ? cut.boundaryLayers : [];
+      const useCache = cut.frozen !== null && options.augment === 'none';
+      cacheStats.enabled ||= useCache;
+      const cache = useCache ? new FeatureCache(cut.boundaryShapes, options.featureCacheBytes, options.out) : null;
+      const optimizer = createOptimizer(tf, optimizerConfig, phase.lr);
+      const pool = options.workers > 1 ? await ReplicaPool.start(cut.tail, { count: options.workers - 1, backend: backend.name, bn: options.bn }) : null;
+      const engine = new Engine(tf, cut, source.preprocess, dataset, cache, pool);
+      try {
+        const optimizerState = checkpoint?.groups.optimizer;
+        if (checkpoint && checkpoint.state.phase === phaseIndex && optimizerState && optimizerState.length > 0) {
+          const tensors = toTensors(tf, optimizerState);
+          await optimizer.setWeights(tensors);
+          tf.dispose(tensors.map((t) => t.tensor));
+        }
+        const phaseSteps = (phase.last - phase.first + 1) * stepsPerEpoch;
+        stale = startEpoch > phase.first ? stale : 0;
+        let lastLr = phase.lr;
+        const saveLast = async (epochsDone: number, inEpoch: RunState['partial']) => {
+          const state: RunState = { version: 1, epochsDone, partial: inEpoch, phase: phaseIndex, history, best, stale };
+          const opt = await optimizer.getWeights();
+          const arrays = await toArrays(opt);
+          tf.dispose(opt.filter((o) => o.name === 'iter').map((o) => o.tensor));
+          await writeCheckpoint(paths.last, state, { weights: await weightArrays(), optimizer: arrays });
+        };
+        for (let epoch = Math.max(phase.first, startEpoch); epoch <= phase.last && stopReason === null; epoch++) {
+          const resumed = epoch === startEpoch ? partial : null;
+          const started = performance.now() - (resumed?.seconds ?? 0) * 1000;
+          let seen = resumed?.seen ?? 0;
+          let lossSum = resumed?.lossSum ?? 0;
+          let correct = resumed?.correct ?? 0;
+          let batchIndex = resumed?.batches ?? 0;
+          const total = dataset.splits.train.length;
+          const batches = dataset.source.batches(dataset.splits.train, { batchSize: options.batchSize, shuffleSeed: mixSeed(options.seed, epoch), augment: options.augment, augmentSeed: mixSeed(options.seed, epoch, 7), skip: batchIndex });
+          for await (const batch of batches) {
+            lastLr = scheduledLr(phase.lr, (epoch - phase.first) * stepsPerEpoch + batchIndex, phaseSteps, schedule);
+            setLearningRate(optimizer, lastLr);
+            const step = await engine.trainStep(batch, optimizer, { accumulate: options.accumulate, loss, dropoutSeed: mixSeed(options.seed, epoch, batchIndex, 3), weightDecay: (options.weightDecay ?? 0) > 0 ? { lr: lastLr, decay: options.weightDecay! } : null });
+            // Clipped probabilities can hide a divergence from the loss (a clamp turns NaN into a bound), so weights are checked too.
+            const diverged = !Number.isFinite(step.loss) ? `the loss became ${step.loss}` : engine.weightsFinite() ? null : 'the weights became NaN or infinite';
+            if (diverged !== null) {
+              stopReason = `${diverged} in epoch ${epoch} after ${seen + batch.items.length} images; training stopped and the ${best ? `best epoch's (${best.epoch})` : 'initial'} weights were kept`;
+              break;
+            }
+            batchIndex++;
+            seen += batch.items.length;
+            lossSum += step.loss * batch.items.length;
+            correct += step.correct;
+            if (options.interrupt?.stop) {
+              stopReason = `interrupted by ${options.interrupt.stop} in epoch ${epoch} after ${seen} of ${total} images`;
+              await saveLast(epoch - 1, { batches: batchIndex, seen, lossSum, correct, seconds: (performance.now() - started) / 1000 });
+              break;
+            }
+            const elapsed = (performance.now() - started) / 1000;
+            options.onProgress?.({ phase: 'train', epoch, epochs: totalEpochs, done: seen, total, loss: lossSum / seen, accuracy: correct / seen, imagesPerSecond: seen / elapsed, etaSeconds: (elapsed / seen) * (total - seen) });
+          }
+          if (stopReason !== null) break;
+          const trainSeconds = (performance.now() - started) / 1000;
+          const val = dataset.splits.val.length > 0 ? await engine.evaluate(dataset.splits.val, options.batchSize, (done, n) => options.onProgress?.({ phase: 'validate', epoch, epochs: totalEpochs, done, total: n })) : null;
+          history.push({ epoch, loss: lossSum / seen, accuracy: correct / seen, val_loss: val?.loss ?? null, val_accuracy: val?.accuracy ?? null, lr: lastLr, seconds: (performance.now() - started) / 1000, img_per_s: seen / trainSeconds });
+          options.onProgress?.({ phase: 'epoch', epoch, epochs: totalEpochs, done: total, total, row: history.at(-1)! });
+          await writeMetricsCsv(join(options.out, 'metrics.csv'), history);
+          const value = val === null ? null : monitor === 'val_loss' ? val.loss : val.accuracy;
+          if (value !== null && (best === null || better(value, best.value))) {
+            best = { epoch, monitor, value };
+            tf.dispose(bestWeights);
+            bestWeights = snapshot();
+            await writeCheckpoint(paths.best, { epoch }, { weights: await weightArrays() });
+            stale = 0;
+          } else if (value !== null && options.patience !== undefined && phaseIndex === phases.length - 1 && ++stale >= options.patience) {
+            // Early stopping watches the last phase only: the head phase is short and always runs whole.
+            stopReason = `early stopping: ${monitor} did not improve for ${options.patience} epoch${options.patience === 1 ? '' : 's'} after epoch ${best!.epoch}`;
+          }
+          // A later phase starts from the best weights so far, as a second Keras fit after restore_best_weights would.
+          if (epoch >= phase.last && phaseIndex < phases.length - 1 && best !== null) restore(bestWeights);
+          await saveLast(epoch, null);
+          tensorsAfterEpoch.push(tf.memory().numTensors);
+        }
+      } finally {
+        cacheStats.hits += cache?.hits ?? 0;
+        cacheStats.misses += cache?.misses ?? 0;
+        cacheStats.spilled = Math.max(cacheStats.spilled, cache?.spilled ?? 0);
+        await pool?.close();
+        cache?.dispose();
+        optimizer.dispose();
       }
-      tensorsAfterEpoch.push(tf.memory().numTensors);
+      partial = null;
     }
     // Like Keras's restore_best_weights: the saved model is the best epoch's (the current weights when nothing was
     // validated or training was interrupted before validation; the initial ones after a divergence in epoch 1).
     const interrupted = stopReason?.startsWith('interrupted') === true;
-    if (best !== null || (stopReason !== null && !interrupted)) full.setWeights(bestWeights);
+    if (best !== null || (stopReason !== null && !interrupted)) restore(bestWeights);
+    // The test split is evaluated through the whole model (the last phase's cut may be gone).
+    const engine = new Engine(tf, { frozen: null, tail: full, boundaryShapes: [[size, size, 3]], boundaryLayers: [] }, source.preprocess, dataset, null, null);
     const test = dataset.splits.test.length > 0 ? await engine.evaluate(dataset.splits.test, options.batchSize) : null;
 
+    seedDropout(full, null);
     await saveLayersModel(tf, full, join(options.out, 'model'), { tl: { model: source.name.split(' ')[0], classes: dataset.classes, preprocess: source.preprocess, inputSize: size } });
     await writeJsonAtomic(join(options.out, 'labels.json'), dataset.classes);
-    await writeJsonAtomic(join(options.out, 'config.json'), { ...effectiveConfig(options), lr, inputSize: size, backend: backend.label, frozenLayers: frozenCount });
-    await writeJsonAtomic(join(options.out, 'split.json'), { root: dataset.root, seed: options.seed, val: options.val, test: options.test, layout: dataset.layout, files: dataset.splitMap });
+    const lookups = cacheStats.hits + cacheStats.misses;
     const result: FinetuneResult = {
       outDir: options.out,
       classes: dataset.classes,
       history,
+      phases,
       test: test ? { ...test, count: dataset.splits.test.length } : null,
       frozenLayers: frozenCount,
-      totalLayers: backbone.layers.length,
-      trainableParams: full.trainableWeights.reduce((n, w) => n + w.shape.reduce((a: number, b) => a * (b ?? 1), 1), 0),
-      boundaryLayers: cut.frozen ? cut.boundaryLayers : [],
-      cache: { enabled: useCache, hitRate: cache?.hitRate() ?? 0, spilled: cache?.spilled ?? 0 },
+      totalLayers: layerCount,
+      trainableParams: countTrainable(full, backbone, frozenCount, options.bn),
+      boundaryLayers,
+      cache: { enabled: cacheStats.enabled, hitRate: lookups === 0 ? 0 : cacheStats.hits / lookups, spilled: cacheStats.spilled },
       best,
       stopReason,
+      resumedFrom,
       tensorsAfterEpoch,
       wasmHeapBytes: wasmHeapBytes(),
       skipped: dataset.skipped,
     };
-    await writeJsonAtomic(join(options.out, 'report.json'), { schemaVersion: 1, kind: 'finetune', backend: backend.label, model: source.name, config: effectiveConfig(options), ...result });
+    await writeJsonAtomic(join(options.out, 'report.json'), { schemaVersion: 1, kind: 'finetune', backend: backend.label, model: source.name, config, ...result });
     return result;
   } finally {
     tf.dispose(bestWeights);
-    await pool?.close();
-    cache?.dispose();
-    optimizer.dispose();
     // tfjs counts a layer's references per application: tail layers were applied twice (full and tail), frozen
-    // layers once, so the tail is disposed and the frozen container (which owns nothing of its own) is not.
-    if (cut.tail !== full) cut.tail.dispose();
+    // layers once, so each tail is disposed and the frozen containers (which own nothing of their own) are not.
+    for (const tail of tails) tail.dispose();
     full.dispose();
   }
+}
+
+/** Trainable parameters of the last phase's setting. */
+function countTrainable(full: LayersModel, backbone: LayersModel, frozenCount: number, bn: BnMode): number {
+  applyTrainability(full, new Set(backbone.layers.slice(0, frozenCount).map((l) => l.name)), bn);
+  return full.trainableWeights.reduce((n, w) => n + w.shape.reduce((a: number, b) => a * (b ?? 1), 1), 0);
+}
+
+/** Sets every weight (in layer order) from a checkpoint's arrays, checking that names and shapes match. */
+function setWeightsFrom(tf: Tf, weights: LayerVariable[], arrays: NamedArray[], path: string): void {
+  if (arrays.length !== weights.length) throw new TlError('E_CHECKPOINT', `${path} holds ${arrays.length} weights; the model has ${weights.length}. It was written for another model or configuration.`);
+  weights.forEach((w, i) => {
+    const a = arrays[i]!;
+    if (a.name !== w.originalName || a.shape.join(',') !== w.shape.join(',')) throw new TlError('E_CHECKPOINT', `${path}: weight ${i} is '${a.name}' [${a.shape.join(',')}]; the model expects '${w.originalName}' [${w.shape.join(',')}].`);
+  });
+  tf.tidy(() => weights.forEach((w, i) => w.write(tf.tensor(arrays[i]!.data, arrays[i]!.shape))));
+}
+
+interface StepOptions {
+  accumulate: number;
+  loss: LossConfig;
+  /** Seeds this step's dropout masks (each shard mixes in its index). */
+  dropoutSeed: number;
+  weightDecay: { lr: number; decay: number } | null;
 }
 
 /** The per-batch work: boundary tensors (cached or computed), a training step on the tail, evaluation. */
@@ -335,7 +524,7 @@ class Engine {
   }
 
   /** One optimizer step over `batch`: shards on the worker replicas and here, `accumulate` micro-batches each. */
-  async trainStep(batch: Batch, optimizer: ReturnType<Tf['train']['adam']>, accumulate: number): Promise<{ loss: number; correct: number }> {
+  async trainStep(batch: Batch, optimizer: Optimizer, step: StepOptions): Promise<{ loss: number; correct: number }> {
     const tf = this.tf;
     const tail = this.cut.tail;
     const n = batch.items.length;
@@ -343,6 +532,7 @@ class Engine {
     const parts = this.pool ? Math.min(n, this.pool.size + 1) : 1;
     const counts = Array.from({ length: parts }, (_, i) => Math.floor(n / parts) + (i < n % parts ? 1 : 0));
     const starts = counts.map((_, i) => counts.slice(0, i).reduce((a, b) => a + b, 0));
+    const spec = (k: number) => ({ classes: this.dataset.classes.length, accumulate: step.accumulate, scale: counts[k]! / n, loss: step.loss, dropoutSeed: mixSeed(step.dropoutSeed, k) });
     let remote: Promise<ShardResult[]> = Promise.resolve([]);
     if (this.pool && parts > 1) {
       // Weights go out first so the replicas work while this thread computes its own shard.
@@ -352,16 +542,16 @@ class Engine {
         return {
           inputs: this.floats.map((floats, b) => ({ shape: [count, ...this.cut.boundaryShapes[b]!], data: arrays[b]!.slice(start * floats, (start + count) * floats) })),
           labels: batch.labels.slice(start, start + count),
-          scale: count / n,
+          spec: spec(k + 1),
         };
       });
-      remote = this.pool.step(weights, shards, accumulate);
+      remote = this.pool.step(weights, shards);
     }
     const localCount = counts[0]!;
     const inputs = this.tensors(arrays.map((a, b) => a.subarray(0, localCount * this.floats[b]!)), localCount);
     let local: Awaited<ReturnType<typeof shardGradients>>;
     try {
-      local = await shardGradients(tf, tail, inputs, batch.labels.subarray(0, localCount), this.dataset.classes.length, accumulate, localCount / n);
+      local = await shardGradients(tf, tail, inputs, batch.labels.subarray(0, localCount), spec(0));
     } finally {
       tf.dispose(inputs);
     }
@@ -376,6 +566,7 @@ class Engine {
         }),
       ),
     );
+    if (step.weightDecay) applyWeightDecay(tf, trainable.map((w) => w.read()), step.weightDecay.lr, step.weightDecay.decay);
     optimizer.applyGradients(grads as Record<string, ReturnType<Tf['variable']>>);
     tf.dispose([...local.grads, ...Object.values(grads)]);
     return { loss: (local.lossSum + others.reduce((a, r) => a + r.lossSum, 0)) / n, correct: local.correct + others.reduce((a, r) => a + r.correct, 0) };
@@ -414,8 +605,8 @@ class Engine {
 }
 
 /** The options as saved with a run (everything but callbacks). */
-function effectiveConfig(options: FinetuneOptions): Omit<FinetuneOptions, 'onProgress' | 'onDownload' | 'interrupt'> {
-  const { onProgress: _onProgress, onDownload: _onDownload, interrupt: _interrupt, ...config } = options;
+function effectiveConfig(options: FinetuneOptions): Omit<FinetuneOptions, 'onProgress' | 'onDownload' | 'interrupt' | 'resume' | 'store'> {
+  const { onProgress: _onProgress, onDownload: _onDownload, interrupt: _interrupt, resume: _resume, store: _store, ...config } = options;
   return config;
 }
 

@@ -34,7 +34,8 @@ const inferencePinned = new WeakSet<Layer>();
 function pinInferenceMode(layer: Layer): void {
   if (inferencePinned.has(layer)) return;
   const call = layer.call.bind(layer);
-  layer.call = (inputs, kwargs) => call(inputs, { ...kwargs, training: false });
+  // Read at call time: a two-phase run makes some of these layers trainable again for its second phase.
+  layer.call = (inputs, kwargs) => call(inputs, layer.trainable ? kwargs : { ...kwargs, training: false });
   inferencePinned.add(layer);
 }
 

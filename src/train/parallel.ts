@@ -7,6 +7,7 @@ import { Worker } from 'node:worker_threads';
 import type { BackendChoice, LayersModel } from '../backend/index.js';
 import { BackendError } from '../errors.js';
 import type { BnMode } from './freeze.js';
+import type { ShardSpec } from './step.js';
 import type { ReplicaInit, ReplicaReply, ReplicaRequest } from './worker.js';
 
 /** The compiled worker script (tests run from sources, so look in dist/ beside them too). */
@@ -21,7 +22,7 @@ function workerScript(): string {
 export interface Shard {
   inputs: { shape: number[]; data: Float32Array }[];
   labels: Int32Array;
-  scale: number;
+  spec: ShardSpec;
 }
 
 export interface ShardResult {
@@ -66,11 +67,11 @@ export class ReplicaPool {
   private constructor(private readonly replicas: Replica[]) {}
 
   /** Starts `count` workers on `backend`, each with a copy of `tail`'s topology. */
-  static async start(tail: LayersModel, options: { count: number; backend: BackendChoice; bn: BnMode; classes: number }): Promise<ReplicaPool> {
+  static async start(tail: LayersModel, options: { count: number; backend: BackendChoice; bn: BnMode }): Promise<ReplicaPool> {
     const modelJson = tail.toJSON() as string;
     const replicas = Array.from({ length: options.count }, () => new Replica(options.backend));
     try {
-      await Promise.all(replicas.map((r) => r.request({ type: 'load', modelJson, bn: options.bn, classes: options.classes })));
+      await Promise.all(replicas.map((r) => r.request({ type: 'load', modelJson, bn: options.bn })));
     } catch (err) {
       await Promise.all(replicas.map((r) => r.close()));
       throw err;
@@ -83,10 +84,10 @@ export class ReplicaPool {
   }
 
   /** Sends each replica the current weights and its shard; resolves with their gradients by weight name. */
-  async step(weights: { name: string; data: Float32Array }[], shards: Shard[], accumulate: number): Promise<ShardResult[]> {
+  async step(weights: { name: string; data: Float32Array }[], shards: Shard[]): Promise<ShardResult[]> {
     const replies = await Promise.all(
       shards.map((shard, i) =>
-        this.replicas[i]!.request({ type: 'step', weights, inputs: shard.inputs, labels: shard.labels, accumulate, scale: shard.scale }, shard.inputs.map((x) => x.data.buffer as ArrayBuffer)),
+        this.replicas[i]!.request({ type: 'step', weights, inputs: shard.inputs, labels: shard.labels, spec: shard.spec }, shard.inputs.map((x) => x.data.buffer as ArrayBuffer)),
       ),
     );
     return replies.map((r) => {

@@ -1,5 +1,6 @@
 // The gradient of one shard of a batch through the tail, shared by the main thread and the worker replicas.
 import type { LayersModel, Tensor, Tf } from '../backend/index.js';
+import { mixSeed } from '../util/random.js';
 
 export interface ShardGradients {
   /** One gradient per trainable weight of the tail, in `trainableWeights` order. */
@@ -14,11 +15,51 @@ export function crossEntropy(tf: Tf, probs: Tensor, oneHot: Tensor): Tensor {
   return tf.neg(tf.mean(tf.sum(tf.mul(oneHot, tf.log(tf.clipByValue(probs, 1e-7, 1 - 1e-7))), -1)));
 }
 
+/** What the training loss adds to plain cross-entropy. */
+export interface LossConfig {
+  /** Keras's label_smoothing: targets become (1 - s) * onehot + s / classes. */
+  labelSmoothing: number;
+  /** Per-class weights of each image's loss (Keras's class_weight), or null. */
+  classWeights: number[] | null;
+}
+
+export const PLAIN_LOSS: LossConfig = { labelSmoothing: 0, classWeights: null };
+
 /**
- * Gradients of `scale` x (mean loss over the shard), in `accumulate` micro-batches; `scale` is the shard's
- * share of the whole batch, so shards' gradients add up to the batch's.
+ * The training loss of a batch as Keras computes it: smoothed targets, each image's cross-entropy times its class
+ * weight, summed and divided by the batch size.
  */
-export async function shardGradients(tf: Tf, tail: LayersModel, inputs: Tensor[], labels: Int32Array, classes: number, accumulate: number, scale: number): Promise<ShardGradients> {
+export function trainingLoss(tf: Tf, probs: Tensor, labels: Tensor, classes: number, loss: LossConfig): Tensor {
+  return tf.tidy(() => {
+    let target = tf.oneHot(labels, classes).toFloat();
+    if (loss.labelSmoothing > 0) target = tf.add(tf.mul(target, 1 - loss.labelSmoothing), loss.labelSmoothing / classes);
+    let perImage = tf.neg(tf.sum(tf.mul(target, tf.log(tf.clipByValue(probs, 1e-7, 1 - 1e-7))), -1));
+    if (loss.classWeights) perImage = tf.mul(perImage, tf.gather(tf.tensor1d(loss.classWeights), labels));
+    return tf.mean(perImage);
+  });
+}
+
+/** Seeds every Dropout layer of `model` (null: unseeded), so that masks repeat with the run's seed. */
+export function seedDropout(model: LayersModel, seed: number | null): void {
+  model.layers.forEach((layer, i) => {
+    if (layer.getClassName() === 'Dropout') (layer as unknown as { seed: number | undefined }).seed = seed === null ? undefined : mixSeed(seed, i);
+  });
+}
+
+/** How a shard is trained: micro-batches, its share of the batch, the loss and the dropout seed. */
+export interface ShardSpec {
+  classes: number;
+  accumulate: number;
+  /** The shard's share of the whole batch, so shards' gradients add up to the batch's. */
+  scale: number;
+  loss: LossConfig;
+  /** Seeds the dropout masks of this shard's micro-batches; null leaves them unseeded. */
+  dropoutSeed: number | null;
+}
+
+/** Gradients of `scale` x (mean loss over the shard), in `accumulate` micro-batches. */
+export async function shardGradients(tf: Tf, tail: LayersModel, inputs: Tensor[], labels: Int32Array, spec: ShardSpec): Promise<ShardGradients> {
+  const { classes, accumulate, scale } = spec;
   const n = labels.length;
   const vars = tail.trainableWeights.map((w) => w.read() as ReturnType<Tf['variable']>);
   const micro = Math.ceil(n / Math.max(1, accumulate));
@@ -30,12 +71,13 @@ export async function shardGradients(tf: Tf, tail: LayersModel, inputs: Tensor[]
       const count = Math.min(micro, n - start);
       const y = labels.subarray(start, start + count);
       let hits: Tensor | null = null;
+      seedDropout(tail, spec.dropoutSeed === null ? null : mixSeed(spec.dropoutSeed, start));
       const { value, grads } = tf.variableGrads(() => {
         const slice = inputs.map((t) => (start === 0 && count === n ? t : tf.slice(t, start, count)));
         const probs = tail.apply(slice.length === 1 ? slice[0]! : slice, { training: true }) as Tensor;
         const labelTensor = tf.tensor1d(y, 'int32');
         hits = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(probs, -1), labelTensor), 'float32')));
-        return tf.mul(crossEntropy(tf, probs, tf.oneHot(labelTensor, classes)), (count / n) * scale) as ReturnType<Tf['scalar']>;
+        return tf.mul(trainingLoss(tf, probs, labelTensor, classes, spec.loss), (count / n) * scale) as ReturnType<Tf['scalar']>;
       }, vars);
       lossSum += ((await value.data())[0]! / scale) * n;
       correct += (await (hits as Tensor | null)!.data())[0]!;

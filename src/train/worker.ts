@@ -4,17 +4,17 @@ import type { LayersModel, Tf } from '../backend/index.js';
 import { loadBackend, type BackendChoice } from '../backend/index.js';
 import { customLayers } from '../registry/layers.js';
 import { applyTrainability, type BnMode } from './freeze.js';
-import { shardGradients } from './step.js';
+import { shardGradients, type ShardSpec } from './step.js';
 
 export interface ReplicaInit {
   backend: BackendChoice;
 }
 
 export type ReplicaRequest =
-  | { type: 'load'; modelJson: string; bn: BnMode; classes: number }
+  | { type: 'load'; modelJson: string; bn: BnMode }
   | { type: 'load-frozen'; modelJson: string; weights: { name: string; data: Float32Array }[] }
   | { type: 'infer'; input: { shape: number[]; data: Float32Array } }
-  | { type: 'step'; weights: { name: string; data: Float32Array }[]; inputs: { shape: number[]; data: Float32Array }[]; labels: Int32Array; accumulate: number; scale: number }
+  | { type: 'step'; weights: { name: string; data: Float32Array }[]; inputs: { shape: number[]; data: Float32Array }[]; labels: Int32Array; spec: ShardSpec }
   | { type: 'close' };
 
 export type ReplicaReply =
@@ -29,7 +29,6 @@ if (port === null) throw new Error('worker.ts runs only as a worker thread');
 let tf: Tf;
 let tail: LayersModel | null = null;
 let frozen: LayersModel | null = null;
-let classes = 0;
 const ready = loadBackend({ choice: (workerData as ReplicaInit).backend }).then((b) => {
   tf = b.tf;
   // The tail may hold tl's own layers (MobileNetV3's TFOpLambda, keepdims pooling).
@@ -46,7 +45,6 @@ async function handle(msg: ReplicaRequest): Promise<ReplicaReply | null> {
   }
   if (msg.type === 'load') {
     tail = await tf.models.modelFromJSON({ modelTopology: JSON.parse(msg.modelJson) as never });
-    classes = msg.classes;
     applyTrainability(tail, new Set(), msg.bn);
     return { type: 'loaded' };
   }
@@ -69,7 +67,7 @@ async function handle(msg: ReplicaRequest): Promise<ReplicaReply | null> {
   setWeightsByName(model, msg.weights);
   const inputs = msg.inputs.map((i) => tf.tensor(i.data, i.shape));
   try {
-    const result = await shardGradients(tf, model, inputs, msg.labels, classes, msg.accumulate, msg.scale);
+    const result = await shardGradients(tf, model, inputs, msg.labels, msg.spec);
     const grads = await Promise.all(result.grads.map(async (g, i) => ({ name: model.trainableWeights[i]!.originalName, data: (await g.data()) as Float32Array })));
     tf.dispose(result.grads);
     return { type: 'step', grads, lossSum: result.lossSum, correct: result.correct };

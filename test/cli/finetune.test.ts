@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
@@ -80,4 +80,78 @@ describe('tl finetune interrupted (spawned)', () => {
       expect(existsSync(join(out, 'model', 'model.json'))).toBe(true);
     });
   }
+});
+
+describe('tl finetune --resume and --config (spawned)', () => {
+  const colour = tempDir();
+  beforeAll(async () => {
+    await makeColourDataset(colour, 3, 12, 32);
+  });
+  // Two phases, dropout, augmentation (no feature cache, so every epoch does the full work) and two replicas.
+  const args = ['--input-size', '64', '--freeze', '100', '--head-epochs', '1', '--epochs', '5', '--augment', 'light', '--batch-size', '4', '--dropout', '0.3', '--workers', '2', '--seed', '9'];
+  const columns = (out: string) => readFileSync(join(out, 'metrics.csv'), 'utf8').trim().split('\n').map((line) => line.split(',').slice(0, 6).join(','));
+
+  it('a run interrupted by SIGINT and resumed gives the metrics of an uninterrupted run', async () => {
+    const whole = join(tempDir(), 'whole');
+    const r = await spawnTl(['finetune', colour, ...args, '--out', whole], { TL_HOME: home });
+    expect(r.exitCode, r.stderr).toBe(0);
+
+    const cut = join(tempDir(), 'cut');
+    const stopped = await new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
+      const child = spawn(process.execPath, [BIN, 'finetune', colour, ...args, '--out', cut], { env: { ...process.env, TL_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        // Inside the second (fine-tuning) phase, so its optimizer state must survive too.
+        if (/epoch 2\/6/.test(stderr) && !child.killed) child.kill('SIGINT');
+      });
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code, stderr }));
+    });
+    expect(stopped.code, stopped.stderr).toBe(130);
+    expect(existsSync(join(cut, 'checkpoints', 'last.ckpt'))).toBe(true);
+    const partial = columns(cut);
+    expect(partial.length).toBeLessThan(7);
+
+    const resumed = await spawnTl(['finetune', '--resume', cut, '--json'], { TL_HOME: home });
+    expect(resumed.exitCode, resumed.stderr).toBe(0);
+    const result = JSON.parse(resumed.stdout) as { resumedFrom: { epoch: number } };
+    expect(result.resumedFrom.epoch).toBe(partial.length);
+    expect(columns(cut)).toEqual(columns(whole));
+    expect(JSON.parse(readFileSync(join(cut, 'report.json'), 'utf8')).test).toEqual(JSON.parse(readFileSync(join(whole, 'report.json'), 'utf8')).test);
+
+    // A finished run trains on only when asked for more epochs; its settings cannot change.
+    const again = await spawnTl(['finetune', '--resume', cut], { TL_HOME: home });
+    expect(again.exitCode).toBe(2);
+    expect(again.stderr).toMatch(/has already trained all 6 epochs/);
+    const changed = await spawnTl(['finetune', '--resume', cut, '--lr', '0.1'], { TL_HOME: home });
+    expect(changed.exitCode).toBe(2);
+    expect(changed.stderr).toMatch(/--lr cannot change/);
+    const more = await spawnTl(['finetune', '--resume', cut, '--epochs', '6', '--json'], { TL_HOME: home });
+    expect(more.exitCode, more.stderr).toBe(0);
+    expect((JSON.parse(more.stdout) as { history: unknown[] }).history).toHaveLength(7);
+  });
+
+  it('--config FILE.json sets options, flags override it, and the effective config is saved', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'cfg.json');
+    const out = join(dir, 'run');
+    writeFileSync(file, JSON.stringify({ data: colour, model: 'mobilenet_v2_035', weights: 'random', inputSize: 48, epochs: 3, batchSize: 6, freeze: 100, optimizer: 'sgd', labelSmoothing: 0.1 }));
+    const r = await spawnTl(['finetune', '--config', file, '--epochs', '1', '--out', out, '--json'], { TL_HOME: home });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as Record<string, unknown>;
+    expect(config).toMatchObject({ data: colour, model: 'mobilenet_v2_035', epochs: 1, batchSize: 6, freeze: '100', optimizer: 'sgd', momentum: 0.9, labelSmoothing: 0.1, inputSize: 48 });
+
+    writeFileSync(file, JSON.stringify({ epochs: 2, batchsize: 4 }));
+    const bad = await spawnTl(['finetune', colour, '--config', file], { TL_HOME: home });
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr).toContain(`--config ${file}: 'batchsize'`);
+    writeFileSync(file, JSON.stringify({ epochs: 'many' }));
+    const wrong = await spawnTl(['finetune', colour, '--config', file], { TL_HOME: home });
+    expect(wrong.exitCode).toBe(2);
+    expect(wrong.stderr).toContain(`--config ${file}: key 'epochs'`);
+    writeFileSync(file, '{"epochs": 2,');
+    const broken = await spawnTl(['finetune', colour, '--config', file], { TL_HOME: home });
+    expect(broken.stderr).toContain(`--config ${file} is not valid JSON`);
+  });
 });

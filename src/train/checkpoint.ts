@@ -1,0 +1,89 @@
+// Checkpoints: named float32 tensors plus a JSON state in one file, written atomically (temp file, rename).
+import { readFile } from 'node:fs/promises';
+import type { Tensor, Tf } from '../backend/index.js';
+import { TlError } from '../errors.js';
+import { writeFileAtomic } from '../util/atomic.js';
+
+const MAGIC = 'TLCKPT01';
+
+export interface NamedArray {
+  name: string;
+  shape: number[];
+  dtype: 'float32' | 'int32';
+  data: Float32Array | Int32Array;
+}
+
+interface Header<S> {
+  state: S;
+  groups: Record<string, { name: string; shape: number[]; dtype: 'float32' | 'int32' }[]>;
+}
+
+/** Reads tensors' values (e.g. a model's weights or an optimizer's state) into plain arrays. */
+export async function toArrays(named: { name: string; tensor: Tensor }[]): Promise<NamedArray[]> {
+  return Promise.all(
+    named.map(async ({ name, tensor }) => ({
+      name,
+      shape: tensor.shape as number[],
+      dtype: tensor.dtype === 'int32' ? ('int32' as const) : ('float32' as const),
+      data: tensor.dtype === 'int32' ? Int32Array.from(await tensor.data()) : Float32Array.from(await tensor.data()),
+    })),
+  );
+}
+
+/** Tensors from arrays read back; the caller disposes them. */
+export function toTensors(tf: Tf, arrays: NamedArray[]): { name: string; tensor: Tensor }[] {
+  return arrays.map((a) => ({ name: a.name, tensor: tf.tensor(a.data, a.shape, a.dtype) }));
+}
+
+/** Writes `state` and groups of arrays to `path` atomically. */
+export async function writeCheckpoint<S>(path: string, state: S, groups: Record<string, NamedArray[]>): Promise<void> {
+  const header: Header<S> = { state, groups: Object.fromEntries(Object.entries(groups).map(([k, list]) => [k, list.map(({ name, shape, dtype }) => ({ name, shape, dtype }))])) };
+  const json = Buffer.from(JSON.stringify(header), 'utf8');
+  const headerBytes = 8 + 4 + json.length;
+  const pad = (4 - (headerBytes % 4)) % 4;
+  const dataBytes = Object.values(groups).flat().reduce((n, a) => n + a.data.byteLength, 0);
+  const out = Buffer.alloc(headerBytes + pad + dataBytes);
+  out.write(MAGIC, 0, 'latin1');
+  out.writeUInt32LE(json.length, 8);
+  json.copy(out, 12);
+  let at = headerBytes + pad;
+  for (const a of Object.values(groups).flat()) {
+    out.set(new Uint8Array(a.data.buffer, a.data.byteOffset, a.data.byteLength), at);
+    at += a.data.byteLength;
+  }
+  await writeFileAtomic(path, out);
+}
+
+/** Reads a checkpoint written by `writeCheckpoint`; a damaged or foreign file is a clear error naming it. */
+export async function readCheckpoint<S>(path: string): Promise<{ state: S; groups: Record<string, NamedArray[]> }> {
+  let buf: Buffer;
+  try {
+    buf = await readFile(path);
+  } catch (err) {
+    throw new TlError('E_CHECKPOINT', `Cannot read checkpoint ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}.`, { cause: err });
+  }
+  const bad = (why: string) => new TlError('E_CHECKPOINT', `${path} is not a usable tl checkpoint: ${why}.`);
+  if (buf.length < 12 || buf.toString('latin1', 0, 8) !== MAGIC) throw bad('wrong magic bytes');
+  const length = buf.readUInt32LE(8);
+  if (12 + length > buf.length) throw bad('truncated header');
+  let header: Header<S>;
+  try {
+    header = JSON.parse(buf.toString('utf8', 12, 12 + length)) as Header<S>;
+  } catch {
+    throw bad('unreadable header');
+  }
+  let at = 12 + length;
+  at += (4 - (at % 4)) % 4;
+  const groups: Record<string, NamedArray[]> = {};
+  for (const [key, specs] of Object.entries(header.groups)) {
+    groups[key] = specs.map((s) => {
+      const count = s.shape.reduce((a, b) => a * b, 1);
+      if (at + count * 4 > buf.length) throw bad(`truncated data at '${s.name}'`);
+      const bytes = buf.buffer.slice(buf.byteOffset + at, buf.byteOffset + at + count * 4);
+      at += count * 4;
+      return { ...s, data: s.dtype === 'int32' ? new Int32Array(bytes) : new Float32Array(bytes) };
+    });
+  }
+  if (at !== buf.length) throw bad(`${buf.length - at} unexpected trailing bytes`);
+  return { state: header.state, groups };
+}

@@ -1,0 +1,70 @@
+// Optimizers, learning-rate schedules and decoupled weight decay for the trainable part.
+import type { Tensor, Tf } from '../backend/index.js';
+
+export type OptimizerName = 'adam' | 'sgd' | 'rmsprop';
+export type ScheduleName = 'constant' | 'cosine' | 'step';
+
+export interface OptimizerConfig {
+  optimizer: OptimizerName;
+  /** SGD and RMSprop momentum. */
+  momentum: number;
+  nesterov: boolean;
+}
+
+export type Optimizer = ReturnType<Tf['train']['adam']> | ReturnType<Tf['train']['sgd']> | ReturnType<Tf['train']['momentum']> | ReturnType<Tf['train']['rmsprop']>;
+
+/** A tfjs optimizer as configured (Keras defaults for betas, rho and epsilon). */
+export function createOptimizer(tf: Tf, config: OptimizerConfig, lr: number): Optimizer {
+  if (config.optimizer === 'adam') return tf.train.adam(lr, 0.9, 0.999, 1e-7);
+  if (config.optimizer === 'rmsprop') return tf.train.rmsprop(lr, 0.9, config.momentum, 1e-7);
+  return config.momentum > 0 || config.nesterov ? tf.train.momentum(lr, config.momentum, config.nesterov) : tf.train.sgd(lr);
+}
+
+/** Sets the rate the next `applyGradients` uses (SGD caches it as a tensor; the others read the field). */
+export function setLearningRate(optimizer: Optimizer, lr: number): void {
+  if ('setLearningRate' in optimizer && typeof optimizer.setLearningRate === 'function') optimizer.setLearningRate(lr);
+  else (optimizer as unknown as { learningRate: number }).learningRate = lr;
+}
+
+export interface ScheduleConfig {
+  schedule: ScheduleName;
+  /** Linear warmup from lr/warmupSteps to lr over this many steps. */
+  warmupSteps: number;
+  /** Step decay: multiply by `gamma` every `stepSteps` steps. */
+  stepSteps: number;
+  gamma: number;
+}
+
+/**
+ * The learning rate of optimizer step `step` (0-based) of `total`: linear warmup, then constant, cosine decay to 0
+ * (as Keras's CosineDecay with warmup) or step decay.
+ */
+export function scheduledLr(base: number, step: number, total: number, config: ScheduleConfig): number {
+  const warmup = Math.min(config.warmupSteps, total);
+  if (step < warmup) return (base * (step + 1)) / warmup;
+  const after = step - warmup;
+  if (config.schedule === 'cosine') {
+    const span = Math.max(1, total - warmup);
+    return 0.5 * base * (1 + Math.cos((Math.PI * Math.min(after, span)) / span));
+  }
+  if (config.schedule === 'step') return base * config.gamma ** Math.floor(after / Math.max(1, config.stepSteps));
+  return base;
+}
+
+/**
+ * Decoupled weight decay as Keras 3 applies it before each update: w <- w - lr * decay * w, on every trainable
+ * variable (AdamW when the optimizer is Adam).
+ */
+export function applyWeightDecay(tf: Tf, variables: Tensor[], lr: number, decay: number): void {
+  if (decay <= 0) return;
+  tf.tidy(() => {
+    for (const v of variables) (v as ReturnType<Tf['variable']>).assign(tf.mul(v, 1 - lr * decay));
+  });
+}
+
+/** sklearn's `class_weight='balanced'`: n / (classes * count_c); a class with no images gets weight 0. */
+export function balancedClassWeights(labels: ArrayLike<number>, classes: number): number[] {
+  const counts = new Array<number>(classes).fill(0);
+  for (let i = 0; i < labels.length; i++) counts[labels[i]!]!++;
+  return counts.map((c) => (c === 0 ? 0 : labels.length / (classes * c)));
+}
