@@ -11,6 +11,7 @@ import { addCommonOptions, announceBackend, backendSchema, commonSchema, parseOp
 import { dataOptions, dataSchema } from './options.js';
 import type { FinetuneOptions } from '../train/finetune.js';
 import { downloadReporter, progress, type Io } from './io.js';
+import { printMetrics } from './metrics.js';
 
 export const DEFAULT_MODEL = 'mobilenet_v2.nsfwjs';
 
@@ -256,12 +257,15 @@ export function finetuneCommand(io: Io): Command {
     io.out(`${table.toString()}\n`);
     if (result.resumedFrom) io.out(`resumed at epoch ${result.resumedFrom.epoch}${result.resumedFrom.batches ? ` after ${result.resumedFrom.batches} batches` : ''} from ${out}/checkpoints/last.ckpt\n`);
     if (result.phases.length > 1) io.out(`${result.phases.map((p) => `${p.name} phase: epochs ${p.first}-${p.last}, ${p.frozenLayers} layers frozen, lr ${p.lr}`).join('; ')}\n`);
-    if (result.test) io.out(`test: accuracy ${result.test.accuracy.toFixed(3)}, loss ${result.test.loss.toFixed(4)} on ${result.test.count} images\n`);
+    if (result.metrics) {
+      io.out(`test split (${result.test!.count} images, loss ${result.test!.loss.toFixed(4)}):\n`);
+      printMetrics(io, result.metrics);
+    }
     io.out(`frozen ${result.frozenLayers}/${result.totalLayers} backbone layers, ${result.trainableParams} trainable parameters, feature cache ${result.cache.enabled ? `hit rate ${(result.cache.hitRate * 100).toFixed(0)}%` : 'off'}\n`);
     if (result.best) io.out(`saved the weights of epoch ${result.best.epoch} (best ${result.best.monitor} ${result.best.value.toFixed(4)})\n`);
     if (result.stopReason && !diverged && !stopped) io.out(`${result.stopReason}\n`);
     if (result.skipped.length) io.out(`skipped ${result.skipped.length} file(s); see ${out}/report.json\n`);
-    io.out(`wrote ${out}\n`);
+    io.out(`wrote ${out} (report: ${out}/report.html)\n`);
     if (diverged) throw new TlError('E_DIVERGED', `Training diverged: ${result.stopReason}.`, { suggestion: 'Lower --lr; the run folder holds the kept model and report.' });
     if (stopped) throw new InterruptedError(stopped, `${result.stopReason}; the model and a partial report are in ${out}.`);
   });

@@ -8,7 +8,7 @@ export { ImageSource, type Batch } from './loader.js';
 export { preprocess, PREPROCESS_MODES } from './preprocess.js';
 export { AUGMENT_LEVELS, type AugmentLevel } from './augment.js';
 export { RESIZE_MODES, type ResizeMode } from './decode.js';
-export { SPLITS, type ImageItem, type SkippedFile, type SplitName } from './scan.js';
+export { listImages, scanDataset, SPLITS, type ImageItem, type SkippedFile, type SplitName } from './scan.js';
 export type { SplitMap } from './split.js';
 
 export interface DatasetOptions {

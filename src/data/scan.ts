@@ -189,3 +189,22 @@ export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (it
   await Promise.all(workers);
   return out;
 }
+
+/** Image files named directly or found under folders (recursively), in order, without classes (label -1). */
+export async function listImages(paths: readonly string[]): Promise<{ items: ImageItem[]; skipped: SkippedFile[] }> {
+  const state: WalkState = { skipped: [], ignored: { hidden: 0, nonImage: 0 }, seenDirs: new Set() };
+  const files: string[] = [];
+  for (const p of paths) {
+    const info = await stat(p).catch(() => null);
+    if (info === null) state.skipped.push({ path: p, reason: 'does not exist' });
+    else if (info.isDirectory()) await walk(p, state, files);
+    else files.push(p);
+  }
+  const formats = await mapLimit(files, 16, (f) => checkFile(f, state));
+  const items: ImageItem[] = [];
+  files.forEach((path, i) => {
+    const format = formats[i];
+    if (format) items.push({ path, rel: path.split(sep).join('/'), label: -1, format });
+  });
+  return { items, skipped: state.skipped };
+}

@@ -12,6 +12,9 @@ import { initializeWeights } from '../registry/init.js';
 import { loadBackbone } from '../weights/backbone.js';
 import type { DownloadProgress } from '../weights/download.js';
 import { saveLayersModel } from '../weights/save.js';
+import { computeMetrics, type Metrics } from '../eval/metrics.js';
+import { REPORT_SCHEMA_VERSION, writeReports } from '../report/index.js';
+import { TL_VERSION } from '../version.js';
 import { FeatureCache } from './features.js';
 import { ReplicaPool, type Shard, type ShardResult } from './parallel.js';
 import { readCheckpoint, toArrays, toTensors, writeCheckpoint, type NamedArray } from './checkpoint.js';
@@ -120,6 +123,8 @@ export interface FinetuneResult {
   history: EpochRow[];
   phases: PhaseInfo[];
   test: { loss: number; accuracy: number; count: number } | null;
+  /** Full metrics on the test split. */
+  metrics: Metrics | null;
   frozenLayers: number;
   totalLayers: number;
   trainableParams: number;
@@ -159,6 +164,7 @@ export function checkpointPaths(out: string): { last: string; best: string } {
 
 /** Fine-tunes a registry model on a folder dataset and writes the run folder. */
 export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOptions): Promise<FinetuneResult> {
+  const runStarted = performance.now();
   if (options.batchSize % options.accumulate !== 0) {
     throw new UsageError(`--batch-size ${options.batchSize} must be a multiple of --accumulate ${options.accumulate}.`);
   }
@@ -366,7 +372,9 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
     if (best !== null || (stopReason !== null && !interrupted)) restore(bestWeights);
     // The test split is evaluated through the whole model (the last phase's cut may be gone).
     const engine = new Engine(tf, { frozen: null, tail: full, boundaryShapes: [[size, size, 3]], boundaryLayers: [] }, source.preprocess, dataset, null, null);
-    const test = dataset.splits.test.length > 0 ? await engine.evaluate(dataset.splits.test, options.batchSize) : null;
+    const kept = { probs: [] as Float32Array[], labels: [] as number[], paths: [] as string[] };
+    const test = dataset.splits.test.length > 0 ? await engine.evaluate(dataset.splits.test, options.batchSize, undefined, kept) : null;
+    const metrics = test ? computeMetrics(concat(kept.probs), kept.labels, dataset.classes, { paths: kept.paths }) : null;
 
     seedDropout(full, null);
     await saveLayersModel(tf, full, join(options.out, 'model'), { tl: { model: source.name.split(' ')[0], classes: dataset.classes, preprocess: source.preprocess, inputSize: size } });
@@ -386,11 +394,13 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
       best,
       stopReason,
       resumedFrom,
+      metrics,
       tensorsAfterEpoch,
       wasmHeapBytes: wasmHeapBytes(),
       skipped: dataset.skipped,
     };
-    await writeJsonAtomic(join(options.out, 'report.json'), { schemaVersion: 1, kind: 'finetune', backend: backend.label, model: source.name, config, ...result });
+    const { outDir: _outDir, ...rest } = result;
+    await writeReports(options.out, { schemaVersion: REPORT_SCHEMA_VERSION, kind: 'finetune', tlVersion: TL_VERSION, createdAt: new Date().toISOString(), backend: backend.label, model: source.name, data: options.data, config, seconds: (performance.now() - runStarted) / 1000, ...rest });
     return result;
   } finally {
     tf.dispose(bestWeights);
@@ -582,21 +592,26 @@ class Engine {
   }
 
   /** Loss and accuracy over `items` in inference mode. */
-  async evaluate(items: ImageItem[], batchSize: number, onProgress?: (done: number, total: number) => void): Promise<{ loss: number; accuracy: number }> {
+  async evaluate(items: ImageItem[], batchSize: number, onProgress?: (done: number, total: number) => void, keep?: { probs: Float32Array[]; labels: number[]; paths: string[] }): Promise<{ loss: number; accuracy: number }> {
     const tf = this.tf;
     let lossSum = 0;
     let correct = 0;
     let seen = 0;
     for await (const batch of this.dataset.source.batches(items, { batchSize })) {
       const inputs = this.tensors(await this.boundary(batch), batch.items.length);
-      const [loss, hits] = tf.tidy(() => {
+      const [loss, hits, probs] = tf.tidy(() => {
         const probs = this.cut.tail.predict(inputs.length === 1 ? inputs[0]! : inputs, { batchSize: batch.items.length }) as Tensor;
         const labels = tf.tensor1d(batch.labels, 'int32');
-        return [tf.mul(crossEntropy(tf, probs, tf.oneHot(labels, this.dataset.classes.length)), batch.items.length), tf.sum(tf.cast(tf.equal(tf.argMax(probs, -1), labels), 'float32'))];
+        return [tf.mul(crossEntropy(tf, probs, tf.oneHot(labels, this.dataset.classes.length)), batch.items.length), tf.sum(tf.cast(tf.equal(tf.argMax(probs, -1), labels), 'float32')), probs];
       });
       lossSum += (await loss.data())[0]!;
       correct += (await hits.data())[0]!;
-      tf.dispose([loss, hits, ...inputs]);
+      if (keep) {
+        keep.probs.push((await probs.data()) as Float32Array);
+        keep.labels.push(...batch.labels);
+        keep.paths.push(...batch.items.map((i) => i.path));
+      }
+      tf.dispose([loss, hits, probs, ...inputs]);
       seen += batch.items.length;
       onProgress?.(seen, items.length);
     }
@@ -608,6 +623,16 @@ class Engine {
 function effectiveConfig(options: FinetuneOptions): Omit<FinetuneOptions, 'onProgress' | 'onDownload' | 'interrupt' | 'resume' | 'store'> {
   const { onProgress: _onProgress, onDownload: _onDownload, interrupt: _interrupt, resume: _resume, store: _store, ...config } = options;
   return config;
+}
+
+function concat(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
 
 async function writeMetricsCsv(path: string, rows: EpochRow[]): Promise<void> {

@@ -69,14 +69,19 @@ export class ReplicaPool {
   /** Starts `count` workers on `backend`, each with a copy of `tail`'s topology. */
   static async start(tail: LayersModel, options: { count: number; backend: BackendChoice; bn: BnMode }): Promise<ReplicaPool> {
     const modelJson = tail.toJSON() as string;
-    const replicas = Array.from({ length: options.count }, () => new Replica(options.backend));
+    const pool = ReplicaPool.spawn(options.count, options.backend);
     try {
-      await Promise.all(replicas.map((r) => r.request({ type: 'load', modelJson, bn: options.bn })));
+      await Promise.all(pool.replicas.map((r) => r.request({ type: 'load', modelJson, bn: options.bn })));
     } catch (err) {
-      await Promise.all(replicas.map((r) => r.close()));
+      await pool.close();
       throw err;
     }
-    return new ReplicaPool(replicas);
+    return pool;
+  }
+
+  /** Starts `count` workers with nothing loaded (for inference only: see `loadFrozen`). */
+  static spawn(count: number, backend: BackendChoice): ReplicaPool {
+    return new ReplicaPool(Array.from({ length: count }, () => new Replica(backend)));
   }
 
   get size(): number {

@@ -1,0 +1,61 @@
+// `tl extract DATA|IMAGES...`: features of a pretrained model's feature layer for every image.
+import { availableParallelism } from 'node:os';
+import { Command } from 'commander';
+import { z } from 'zod';
+import { addCommonOptions, announceBackend, backendSchema, commonSchema, parseOptions, printJson } from './common.js';
+import { downloadReporter, progress, type Io } from './io.js';
+import { dataOptions, dataSchema } from './options.js';
+import { DEFAULT_MODEL } from './finetune.js';
+
+const extractSchema = commonSchema.extend(dataSchema.shape).extend({
+  backend: backendSchema.optional(),
+  model: z.string().min(1),
+  layer: z.string().min(1).optional(),
+  out: z.string().min(1).optional(),
+  format: z.enum(['npy', 'csv', 'jsonl']),
+  batchSize: z.coerce.number().int().min(1).max(4096),
+  workers: z.union([z.literal('auto'), z.coerce.number().int().min(1).max(64)]),
+  inputSize: z.coerce.number().int().min(32).max(1024).optional(),
+  preprocess: z.enum(['caffe', 'tf', 'torch', 'raw01', 'none']).optional(),
+  weights: z.enum(['pretrained', 'random']),
+});
+
+export function extractCommand(io: Io): Command {
+  const cmd = new Command('extract')
+    .description('write the features of a model layer for every image: .npy (+ index CSV), CSV or JSON lines, streamed')
+    .argument('<INPUTS...>', 'a dataset folder (class and split go into the index) or image files and folders')
+    .option('-m, --model <name|path>', 'registry model, tl run folder, or tfjs model folder', DEFAULT_MODEL)
+    .option('--layer <name>', "layer whose output to write (default: the pooled features, Keras's pooling='avg')")
+    .option('-o, --out <file>', 'output file (default: features.<format>); with npy the index goes to <name>.index.csv')
+    .option('--format <format>', 'npy | csv | jsonl', 'npy')
+    .option('--batch-size <n>', 'images per forward pass', '32')
+    .option('--workers <n|auto>', 'threads running the model; auto: one per core on wasm and cpu', 'auto')
+    .option('--input-size <px>', "input size (default: the model's)")
+    .option('--preprocess <mode>', "caffe | tf | torch | raw01 | none (default: the model's)")
+    .option('--weights <source>', 'pretrained | random', 'pretrained');
+  dataOptions(cmd);
+  addCommonOptions(cmd, { backend: true });
+  cmd.action(async (inputs: string[], raw: unknown) => {
+    const opts = parseOptions(extractSchema, raw);
+    const { loadBackend, backendChoiceFromEnv } = await import('../backend/index.js');
+    const backend = await loadBackend({ choice: opts.backend ?? backendChoiceFromEnv(io.env) });
+    announceBackend(io, backend.info, opts);
+    const { extract } = await import('../features/index.js');
+    const spinner = progress(io, 'loading the model', opts);
+    const out = opts.out ?? `features.${opts.format}`;
+    const result = await extract(backend.tf, {
+      inputs, model: opts.model, ...(opts.layer ? { layer: opts.layer } : {}), out, format: opts.format, batchSize: opts.batchSize,
+      workers: opts.workers === 'auto' ? (backend.info.name === 'tensorflow' ? 1 : availableParallelism()) : opts.workers, backend: backend.info.name,
+      val: opts.val, test: opts.test, seed: opts.seed, resize: opts.resize, maxPixels: opts.maxPixels,
+      ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), ...(opts.preprocess ? { preprocess: opts.preprocess } : {}), weights: opts.weights,
+      onProgress: (done, total) => spinner.update(`extracting ${done}/${total}`),
+      onDownload: downloadReporter(io, spinner, opts),
+    });
+    spinner.succeed(`extracted ${result.count} images`);
+    if (opts.json) return printJson(io, result);
+    io.out(`${result.count} images x ${result.shape.slice(1).join('x')} features of '${result.layer}' (${result.model}), ${result.imagesPerSecond.toFixed(1)} img/s\n`);
+    for (const s of result.skipped) io.out(`skipped ${s.path}: ${s.reason}\n`);
+    io.out(`wrote ${result.files.join(', ')}\n`);
+  });
+  return cmd;
+}

@@ -1,0 +1,15 @@
+// Terminal rendering of metrics: the headline and the per-class table.
+import Table from 'cli-table3';
+import type { Metrics } from '../eval/metrics.js';
+import { headline } from '../report/headline.js';
+import type { Io } from './io.js';
+
+/** Prints the headline numbers on one line and the per-class table. */
+export function printMetrics(io: Io, m: Metrics): void {
+  io.out(`${headline(m).map(([k, v]) => `${k} ${v}`).join(' · ')}\n`);
+  const table = new Table({ head: ['class', 'precision', 'recall', 'F1', 'support'], style: { head: [], border: [] }, colAligns: ['left', 'right', 'right', 'right', 'right'] });
+  for (const c of m.perClass) table.push([c.name, c.precision.toFixed(3), c.recall.toFixed(3), c.f1.toFixed(3), c.support]);
+  table.push(['macro', m.macro.precision.toFixed(3), m.macro.recall.toFixed(3), m.macro.f1.toFixed(3), m.count]);
+  table.push(['weighted', m.weighted.precision.toFixed(3), m.weighted.recall.toFixed(3), m.weighted.f1.toFixed(3), m.count]);
+  io.out(`${table.toString()}\n`);
+}

@@ -1,0 +1,111 @@
+// `tl eval`: metrics of a fine-tuned run on its own held-out split (or on another labelled folder).
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { BackendChoice, Tf } from '../backend/index.js';
+import { ImageSource, scanDataset, type ImageItem, type ResizeMode, type SkippedFile } from '../data/index.js';
+import { UsageError } from '../errors.js';
+import { loadClassifier, runBatches } from '../inference/index.js';
+import { computeMetrics, type Metrics } from './metrics.js';
+
+export type EvalSplit = 'test' | 'val' | 'train' | 'all';
+
+export interface EvalOptions {
+  run: string;
+  /** A labelled folder; default: the dataset the run was trained on. */
+  data?: string;
+  split: EvalSplit;
+  batchSize: number;
+  workers: number;
+  backend: BackendChoice;
+  resize?: ResizeMode;
+  maxPixels?: number;
+  store?: string;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface EvalResult {
+  run: string;
+  model: string;
+  data: string;
+  /** The split evaluated, or 'all' for a folder that is not the run's dataset. */
+  split: EvalSplit;
+  /** Whether the images are exactly those the run's split.json lists for `split`. */
+  usedRunSplit: boolean;
+  classes: string[];
+  metrics: Metrics;
+  skipped: SkippedFile[];
+  seconds: number;
+  imagesPerSecond: number;
+}
+
+interface SplitRecord {
+  root: string;
+  files: Record<string, 'train' | 'val' | 'test'>;
+}
+
+/** Evaluates the run in `options.run` and returns its metrics (the caller writes the report). */
+export async function evaluate(tf: Tf, options: EvalOptions): Promise<EvalResult> {
+  const started = performance.now();
+  let record: SplitRecord | null = null;
+  try {
+    record = JSON.parse(await readFile(join(options.run, 'split.json'), 'utf8')) as SplitRecord;
+  } catch {
+    if (options.data === undefined) throw new UsageError(`${options.run} has no split.json, so its held-out images are unknown; pass a DATA folder to evaluate on.`);
+  }
+  const data = options.data ?? record!.root;
+  const scan = await scanDataset(data);
+  const skipped: SkippedFile[] = [...scan.skipped];
+  const wanted = record ? Object.entries(record.files).filter(([, s]) => options.split === 'all' || s === options.split).map(([rel]) => rel) : [];
+  const byRel = new Map(scan.items.map((item) => [item.rel, item]));
+  // The run's own dataset when it still holds every file the split names; otherwise a foreign folder, used whole.
+  const usedRunSplit = wanted.length > 0 && wanted.every((rel) => byRel.has(rel));
+  if (!usedRunSplit && options.split !== 'all' && options.data === undefined) {
+    const missing = wanted.filter((rel) => !byRel.has(rel));
+    throw new UsageError(`${missing.length} of the ${wanted.length} ${options.split} images of ${options.run} are gone from ${data} (e.g. ${missing[0] ?? '?'}).`, { suggestion: 'Restore the dataset, or pass a DATA folder to evaluate on all its images.' });
+  }
+  const im = await loadClassifier(tf, options.run, options.store ? { store: options.store } : {});
+  try {
+    const classes = im.classes!;
+    const items: ImageItem[] = [];
+    for (const item of usedRunSplit ? wanted.map((rel) => byRel.get(rel)!) : scan.items) {
+      const label = classes.indexOf(scan.classes[item.label]!);
+      if (label < 0) skipped.push({ path: item.path, reason: `class '${scan.classes[item.label]}' is not one of the model's classes` });
+      else items.push({ ...item, label });
+    }
+    if (items.length === 0) throw new UsageError(`No images of the model's classes (${classes.join(', ')}) to evaluate in ${data}.`);
+    const source = new ImageSource(items, { size: im.inputSize, ...(options.resize ? { resize: options.resize } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), cacheBytes: 0 });
+    const probs: Float32Array[] = [];
+    const labels: number[] = [];
+    const paths: string[] = [];
+    for await (const batch of runBatches(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend })) {
+      probs.push(batch.outputs);
+      for (const item of batch.items) {
+        labels.push(item.label);
+        paths.push(item.path);
+      }
+      options.onProgress?.(labels.length, items.length);
+    }
+    skipped.push(...source.skipped);
+    const joined = new Float32Array(labels.length * classes.length);
+    let at = 0;
+    for (const p of probs) {
+      joined.set(p, at);
+      at += p.length;
+    }
+    const seconds = (performance.now() - started) / 1000;
+    return {
+      run: options.run,
+      model: im.name,
+      data,
+      split: usedRunSplit ? options.split : 'all',
+      usedRunSplit,
+      classes,
+      metrics: computeMetrics(joined, labels, classes, { paths }),
+      skipped,
+      seconds,
+      imagesPerSecond: labels.length / seconds,
+    };
+  } finally {
+    im.dispose();
+  }
+}

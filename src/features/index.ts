@@ -1,0 +1,92 @@
+// `tl extract`: a pretrained model's features for every image, streamed to .npy (+ index CSV), CSV or JSON lines.
+import { stat } from 'node:fs/promises';
+import type { BackendChoice, Tf } from '../backend/index.js';
+import { ImageSource, listImages, scanDataset, type ImageItem, type ResizeMode, type SkippedFile } from '../data/index.js';
+import { assignSplits } from '../data/split.js';
+import { loadFeatureModel, runBatches } from '../inference/index.js';
+import type { PreprocessMode } from '../registry/index.js';
+import type { DownloadProgress } from '../weights/download.js';
+import { csvWriter, jsonlWriter, npyWriter, type FeatureWriter } from './writers.js';
+
+export type FeatureFormat = 'npy' | 'csv' | 'jsonl';
+
+export interface ExtractOptions {
+  /** A dataset folder (class folders: class and split go in the index), or image files and folders. */
+  inputs: string[];
+  model: string;
+  layer?: string;
+  out: string;
+  format: FeatureFormat;
+  batchSize: number;
+  workers: number;
+  backend: BackendChoice;
+  val: number;
+  test: number;
+  seed: number;
+  resize: ResizeMode;
+  maxPixels: number;
+  inputSize?: number;
+  preprocess?: PreprocessMode;
+  weights?: 'pretrained' | 'random';
+  store?: string;
+  onProgress?: (done: number, total: number) => void;
+  onDownload?: (p: DownloadProgress) => void;
+}
+
+export interface ExtractResult {
+  files: string[];
+  count: number;
+  /** Shape of the written array: [count, ...feature shape]. */
+  shape: number[];
+  model: string;
+  layer: string;
+  dataset: boolean;
+  skipped: SkippedFile[];
+  seconds: number;
+  imagesPerSecond: number;
+}
+
+/** The index path beside a .npy file: features.npy -> features.index.csv. */
+export function indexPathFor(out: string): string {
+  return `${out.replace(/\.npy$/i, '')}.index.csv`;
+}
+
+/** The images to extract, with class and split when the input is one dataset folder. */
+async function collect(options: ExtractOptions): Promise<{ items: ImageItem[]; classes: string[]; splits: Map<string, string>; skipped: SkippedFile[]; dataset: boolean }> {
+  if (options.inputs.length === 1 && (await stat(options.inputs[0]!).catch(() => null))?.isDirectory()) {
+    const scan = await scanDataset(options.inputs[0]!).catch(() => null);
+    if (scan) {
+      const splitMap = assignSplits(scan.items, { val: options.val, test: options.test, seed: options.seed });
+      return { items: scan.items, classes: scan.classes, splits: new Map(Object.entries(splitMap)), skipped: scan.skipped, dataset: true };
+    }
+  }
+  const listed = await listImages(options.inputs);
+  return { ...listed, classes: [], splits: new Map(), dataset: false };
+}
+
+/** Extracts features of every image and writes them; memory stays flat (nothing is kept per image). */
+export async function extract(tf: Tf, options: ExtractOptions): Promise<ExtractResult> {
+  const started = performance.now();
+  const { items, classes, splits, skipped, dataset } = await collect(options);
+  const im = await loadFeatureModel(tf, options.model, { ...(options.layer ? { layer: options.layer } : {}), ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.preprocess ? { preprocess: options.preprocess } : {}), ...(options.weights ? { weights: options.weights } : {}), seed: options.seed, ...(options.store ? { store: options.store } : {}), ...(options.onDownload ? { onDownload: options.onDownload } : {}) });
+  const width = im.outputShape.reduce((a, b) => a * b, 1);
+  let writer: FeatureWriter | null = null;
+  let count = 0;
+  const source = new ImageSource(items, { size: im.inputSize, resize: options.resize, maxPixels: options.maxPixels, cacheBytes: 0 });
+  try {
+    writer = options.format === 'npy' ? await npyWriter(options.out, indexPathFor(options.out), im.outputShape) : options.format === 'csv' ? await csvWriter(options.out, width) : await jsonlWriter(options.out, width);
+    for await (const batch of runBatches(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend })) {
+      await writer.write(batch.items.map((item) => ({ path: item.path, class: item.label >= 0 ? classes[item.label]! : '', split: item.split ?? splits.get(item.rel) ?? '' })), batch.outputs);
+      count += batch.items.length;
+      options.onProgress?.(count, items.length);
+    }
+    await writer.finish();
+  } catch (err) {
+    await writer?.abort();
+    throw err;
+  } finally {
+    im.dispose();
+  }
+  const seconds = (performance.now() - started) / 1000;
+  return { files: writer.files, count, shape: [count, ...im.outputShape], model: im.name, layer: im.outputLayer, dataset, skipped: [...skipped, ...source.skipped], seconds, imagesPerSecond: count / seconds };
+}

@@ -1,0 +1,185 @@
+// Models for inference (classifiers and feature extractors) and running them over images in batches.
+import { dirname } from 'node:path';
+import type { BackendChoice, LayersModel, SymbolicTensor, Tf } from '../backend/index.js';
+import { preprocess, type ImageItem, type ImageSource } from '../data/index.js';
+import { ModelNotFoundError, UsageError, WeightsError } from '../errors.js';
+import { resolveVariant, type PreprocessMode } from '../registry/index.js';
+import { storeRoot } from '../store/index.js';
+import { ReplicaPool } from '../train/parallel.js';
+import { fetchLayersModel, modelJsonAt } from '../weights/backbone.js';
+import type { DownloadProgress } from '../weights/download.js';
+import { loadPretrained } from '../weights/index.js';
+import { loadLayersModelFromFolder, readModelJson } from '../weights/tfjs.js';
+
+export interface InferenceModel {
+  /** Image batch [n, size, size, 3] (preprocessed) -> one output. */
+  model: LayersModel;
+  name: string;
+  preprocess: PreprocessMode;
+  inputSize: number;
+  /** Class names of a classifier's outputs, in order. */
+  classes: string[] | null;
+  /** The layer whose output the model gives. */
+  outputLayer: string;
+  /** Output shape without the batch dimension. */
+  outputShape: number[];
+  /** Disposes every layer the model holds. */
+  dispose(): void;
+}
+
+export interface InferenceOptions {
+  store?: string;
+  /** Needed for LayersModels tl did not write. */
+  preprocess?: PreprocessMode;
+  onDownload?: (p: DownloadProgress) => void;
+}
+
+interface TlMetadata {
+  model?: string;
+  classes?: string[];
+  preprocess?: PreprocessMode;
+  inputSize?: number;
+}
+
+async function loadFromPath(tf: Tf, spec: string, options: InferenceOptions): Promise<{ model: LayersModel; meta: TlMetadata | undefined; preprocess: PreprocessMode; name: string }> {
+  const isUrl = /^https?:\/\//.test(spec);
+  const local = isUrl ? await fetchLayersModel(spec, options.store ?? storeRoot(), options.onDownload) : modelJsonAt(spec);
+  if (local === null) throw new ModelNotFoundError(`No model at ${spec}: expected a tl run folder, a folder with model.json, or a model.json file.`);
+  const meta = (await readModelJson(local)).userDefinedMetadata?.['tl'] as TlMetadata | undefined;
+  const preprocess = options.preprocess ?? meta?.preprocess;
+  if (preprocess === undefined) throw new UsageError(`${spec} is not a model tl wrote, so its preprocessing is unknown; pass --preprocess caffe|tf|torch|raw01|none.`);
+  const model = await loadLayersModelFromFolder(tf, local);
+  return { model, meta, preprocess, name: meta?.model ? `${meta.model} (from ${isUrl ? spec : dirname(dirname(local))})` : spec };
+}
+
+const isPath = (spec: string) => /^https?:\/\//.test(spec) || /[/\\]/.test(spec) || spec.endsWith('.json') || modelJsonAt(spec) !== null;
+
+function wrap(tf: Tf, owner: LayersModel, output: SymbolicTensor, base: Omit<InferenceModel, 'model' | 'outputLayer' | 'outputShape' | 'dispose'>): InferenceModel {
+  const model = output === owner.outputs[0] ? owner : tf.model({ inputs: owner.inputs, outputs: output, name: `${owner.name}_out` });
+  return {
+    ...base,
+    model,
+    outputLayer: output.sourceLayer.name,
+    outputShape: output.shape.slice(1) as number[],
+    // A sub-model shares the owner's layers: disposing the owner frees them.
+    dispose: () => owner.dispose(),
+  };
+}
+
+/** A classifier: a run folder tl wrote (its classes), or a registry model with its top (e.g. ImageNet). */
+export async function loadClassifier(tf: Tf, spec: string, options: InferenceOptions = {}): Promise<InferenceModel> {
+  if (isPath(spec)) {
+    const { model, meta, preprocess, name } = await loadFromPath(tf, spec, options);
+    const units = model.outputs[0]!.shape.at(-1) as number;
+    const classes = meta?.classes ?? Array.from({ length: units }, (_, i) => `class_${i}`);
+    if (classes.length !== units) {
+      model.dispose();
+      throw new WeightsError(`${spec}: the model has ${units} outputs but its metadata names ${classes.length} classes.`);
+    }
+    const inputSize = meta?.inputSize ?? (model.inputs[0]!.shape[1] as number | null) ?? 224;
+    return wrap(tf, model, model.outputs[0]!, { name, preprocess, inputSize, classes });
+  }
+  const { variant } = resolveVariant(spec);
+  const p = await loadPretrained(tf, spec, { includeTop: true, weights: 'pretrained', store: options.store ?? storeRoot(), ...(options.onDownload ? { onDownload: options.onDownload } : {}) });
+  const classes = variant.topLabels ? [...variant.topLabels] : Array.from({ length: variant.topClasses }, (_, i) => `class_${i}`);
+  return wrap(tf, p.model, p.model.outputs[0]!, { name: variant.name, preprocess: options.preprocess ?? variant.preprocess, inputSize: variant.inputSize, classes });
+}
+
+/**
+ * A feature extractor: by default the pooled features (global average pooling of the backbone's last feature map,
+ * Keras's `pooling='avg'`; `head_pool` in a tl run), or the output of `layer`.
+ */
+export async function loadFeatureModel(tf: Tf, spec: string, options: InferenceOptions & { layer?: string; inputSize?: number; weights?: 'pretrained' | 'random'; seed?: number } = {}): Promise<InferenceModel> {
+  let owner: LayersModel;
+  let base: Omit<InferenceModel, 'model' | 'outputLayer' | 'outputShape' | 'dispose'>;
+  if (isPath(spec)) {
+    const loaded = await loadFromPath(tf, spec, options);
+    owner = loaded.model;
+    base = { name: loaded.name, preprocess: loaded.preprocess, inputSize: loaded.meta?.inputSize ?? (owner.inputs[0]!.shape[1] as number | null) ?? 224, classes: null };
+  } else {
+    const { variant } = resolveVariant(spec);
+    const p = await loadPretrained(tf, spec, { includeTop: false, weights: options.weights ?? 'pretrained', ...(options.seed !== undefined ? { seed: options.seed } : {}), ...(options.inputSize ? { inputSize: options.inputSize } : {}), store: options.store ?? storeRoot(), ...(options.onDownload ? { onDownload: options.onDownload } : {}) });
+    owner = p.model;
+    base = { name: variant.name, preprocess: options.preprocess ?? variant.preprocess, inputSize: options.inputSize ?? variant.inputSize, classes: null };
+  }
+  try {
+    if (options.layer !== undefined) {
+      const layer = owner.layers.find((l) => l.name === options.layer);
+      if (!layer) throw new UsageError(`--layer ${options.layer}: no layer of that name in ${base.name}.`, { suggestion: `Run \`tl models info ${isPath(spec) ? '<registry name>' : spec}\` to list its layers.` });
+      return wrap(tf, owner, layer.output as SymbolicTensor, base);
+    }
+    const head = owner.layers.find((l) => l.name === 'head_pool');
+    if (head) return wrap(tf, owner, head.output as SymbolicTensor, base);
+    const last = [...owner.layers].reverse().find((l) => !Array.isArray(l.output) && (l.output as SymbolicTensor).shape.length === 4);
+    if (!last) {
+      const out = owner.outputs[0]!;
+      if (out.shape.length !== 2) throw new WeightsError(`${base.name} has no 4-D feature map to pool and no 2-D output; pass --layer.`);
+      return wrap(tf, owner, out, base);
+    }
+    const pooled = tf.layers.globalAveragePooling2d({ name: 'features_pool' }).apply(last.output as SymbolicTensor) as SymbolicTensor;
+    const model = tf.model({ inputs: owner.inputs, outputs: pooled, name: `${owner.name}_features` });
+    return { ...base, model, outputLayer: last.name, outputShape: pooled.shape.slice(1) as number[], dispose: () => model.dispose() };
+  } catch (err) {
+    owner.dispose();
+    throw err;
+  }
+}
+
+/** One batch of outputs: `outputs` holds `items.length` rows of `width` floats. */
+export interface OutputBatch {
+  items: ImageItem[];
+  outputs: Float32Array;
+  width: number;
+}
+
+/**
+ * Runs `model` over `items` in batches (decoded ahead; files that fail are skipped and recorded in
+ * `source.skipped`); with `workers` > 1, worker threads take shares of every batch.
+ */
+export async function* runBatches(tf: Tf, im: InferenceModel, source: ImageSource, items: readonly ImageItem[], options: { batchSize: number; workers?: number; backend?: BackendChoice }): AsyncGenerator<OutputBatch> {
+  const width = im.outputShape.reduce((a, b) => a * b, 1);
+  const size = source.size;
+  const perImage = size * size * 3;
+  const pool = (options.workers ?? 1) > 1 && options.backend ? ReplicaPool.spawn(options.workers! - 1, options.backend) : null;
+  let poolReady: Promise<void> | null = null;
+  const input = (pixels: Uint8Array, n: number) => tf.tidy(() => preprocess(tf, tf.tensor4d(Float32Array.from(pixels), [n, size, size, 3]), im.preprocess));
+  const local = async (pixels: Uint8Array, n: number): Promise<Float32Array> => {
+    const y = tf.tidy(() => im.model.predict(input(pixels, n), { batchSize: n }) as ReturnType<Tf['tensor']>);
+    const data = (await y.data()) as Float32Array;
+    y.dispose();
+    return data;
+  };
+  try {
+    for await (const batch of source.batches(items, { batchSize: options.batchSize })) {
+      const n = batch.items.length;
+      const parts = pool ? Math.min(n, pool.size + 1) : 1;
+      if (!pool || parts === 1) {
+        yield { items: batch.items, outputs: await local(batch.pixels, n), width };
+        continue;
+      }
+      poolReady ??= pool.loadFrozen(im.model);
+      await poolReady;
+      const counts = Array.from({ length: parts }, (_, i) => Math.floor(n / parts) + (i < n % parts ? 1 : 0));
+      const x = input(batch.pixels.subarray(counts[0]! * perImage), n - counts[0]!);
+      const all = (await x.data()) as Float32Array;
+      x.dispose();
+      let at = 0;
+      const remote = pool.infer(counts.slice(1).map((count) => {
+        const shard = { shape: [count, size, size, 3], data: all.slice(at * perImage, (at + count) * perImage) };
+        at += count;
+        return shard;
+      }));
+      const mine = await local(batch.pixels.subarray(0, counts[0]! * perImage), counts[0]!);
+      const outputs = new Float32Array(n * width);
+      outputs.set(mine, 0);
+      let row = counts[0]!;
+      for (const shard of await remote) {
+        outputs.set(shard[0]!, row * width);
+        row += shard[0]!.length / width;
+      }
+      yield { items: batch.items, outputs, width };
+    }
+  } finally {
+    await pool?.close();
+  }
+}

@@ -1,0 +1,19 @@
+// The headline numbers of a report, shared by the terminal, Markdown and HTML (no heavy imports here).
+import type { Metrics } from '../eval/metrics.js';
+
+export const pct = (v: number | null | undefined) => (v === null || v === undefined ? '–' : `${(v * 100).toFixed(1)}%`);
+export const num = (v: number | null | undefined, digits = 4) => (v === null || v === undefined ? '–' : v.toFixed(digits));
+
+/** Headline numbers: what a reader wants first. */
+export function headline(m: Metrics): [string, string][] {
+  return [
+    ['images', String(m.count)],
+    ['accuracy', pct(m.accuracy)],
+    ...(m.top5 !== null ? ([['top-5 accuracy', pct(m.top5)]] as [string, string][]) : []),
+    ['macro F1', num(m.macro.f1, 3)],
+    ['weighted F1', num(m.weighted.f1, 3)],
+    ['log-loss', num(m.logLoss)],
+    ['expected calibration error', num(m.ece)],
+  ];
+}
+

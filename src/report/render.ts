@@ -1,0 +1,125 @@
+// report.md (for a pull request) and report.html (one self-contained file: inline SVG charts, inline thumbnails).
+import sharp from 'sharp';
+import { confusionSpec, f1Spec, learningCurveSpec, reliabilitySpec, renderSvg } from './charts.js';
+import { headline, num, pct } from './headline.js';
+import type { Report } from './schema.js';
+
+const mdCell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+
+function title(r: Report): string {
+  return r.kind === 'finetune' ? `Fine-tuning ${r.model} on ${r.data}` : `Evaluation of ${r.run} on ${r.data} (${r.split})`;
+}
+
+function configEntries(r: Report): [string, string][] {
+  const entries: [string, string][] = [['backend', r.backend], ['model', r.model], ['tl', r.tlVersion], ['written', r.createdAt], ['time', `${r.seconds.toFixed(1)} s`]];
+  if (r.kind === 'finetune') {
+    for (const [k, v] of Object.entries(r.config)) if (!['backend', 'model'].includes(k) && v !== undefined) entries.push([k, typeof v === 'object' ? JSON.stringify(v) : String(v)]);
+  } else {
+    entries.push(['run', r.run], ['data', r.data], ['split', r.split], ['images per second', r.imagesPerSecond.toFixed(1)]);
+  }
+  return entries;
+}
+
+/** The Markdown summary. */
+export function renderMarkdown(r: Report): string {
+  const m = r.metrics;
+  const lines: string[] = [`# ${title(r)}`, ''];
+  if (r.kind === 'finetune') {
+    lines.push(`${r.history.length} epochs, ${r.frozenLayers}/${r.totalLayers} backbone layers frozen, ${r.trainableParams.toLocaleString('en')} trainable parameters, backend ${r.backend}.`);
+    if (r.best) lines.push(`Saved weights: epoch ${r.best.epoch} (best ${r.best.monitor} ${num(r.best.value)}).`);
+    if (r.stopReason) lines.push(`Stopped: ${r.stopReason}.`);
+    lines.push('');
+  }
+  if (m) {
+    lines.push('| metric | value |', '| --- | --- |', ...headline(m).map(([k, v]) => `| ${k} | ${v} |`), '');
+    lines.push('## Per class', '', '| class | precision | recall | F1 | support |', '| --- | ---: | ---: | ---: | ---: |');
+    for (const c of m.perClass) lines.push(`| ${mdCell(c.name)} | ${num(c.precision, 3)} | ${num(c.recall, 3)} | ${num(c.f1, 3)} | ${c.support} |`);
+    lines.push(`| *macro* | ${num(m.macro.precision, 3)} | ${num(m.macro.recall, 3)} | ${num(m.macro.f1, 3)} | ${m.count} |`);
+    lines.push(`| *weighted* | ${num(m.weighted.precision, 3)} | ${num(m.weighted.recall, 3)} | ${num(m.weighted.f1, 3)} | ${m.count} |`, '');
+    lines.push('## Confusion matrix', '', 'Rows: true class; columns: predicted.', '');
+    lines.push(`| | ${m.perClass.map((c) => mdCell(c.name)).join(' | ')} |`, `| --- | ${m.perClass.map(() => '---:').join(' | ')} |`);
+    m.confusion.forEach((row, i) => lines.push(`| **${mdCell(m.perClass[i]!.name)}** | ${row.join(' | ')} |`));
+    lines.push('');
+    if (m.mistakes.length > 0) {
+      lines.push('## Most confident mistakes', '', '| image | true | predicted | probability |', '| --- | --- | --- | ---: |');
+      for (const x of m.mistakes) lines.push(`| ${mdCell(x.path)} | ${mdCell(x.true)} | ${mdCell(x.predicted)} | ${x.probability.toFixed(3)} |`);
+      lines.push('');
+    }
+  } else {
+    lines.push('No held-out test images, so no test metrics.', '');
+  }
+  if (r.kind === 'finetune' && r.history.length > 0) {
+    lines.push('## Training', '', '| epoch | loss | accuracy | val loss | val accuracy | lr | seconds |', '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+    for (const h of r.history) lines.push(`| ${h.epoch} | ${num(h.loss)} | ${num(h.accuracy, 3)} | ${num(h.val_loss)} | ${num(h.val_accuracy, 3)} | ${h.lr.toPrecision(3)} | ${h.seconds.toFixed(1)} |`);
+    lines.push('');
+  }
+  if (r.skipped.length > 0) {
+    lines.push(`## Skipped files (${r.skipped.length})`, '');
+    for (const s of r.skipped.slice(0, 50)) lines.push(`- ${s.path}: ${s.reason}`);
+    if (r.skipped.length > 50) lines.push(`- … and ${r.skipped.length - 50} more (see report.json)`);
+    lines.push('');
+  }
+  lines.push('<details><summary>Configuration</summary>', '', '| | |', '| --- | --- |', ...configEntries(r).map(([k, v]) => `| ${k} | ${mdCell(v)} |`), '', '</details>', '');
+  return lines.join('\n');
+}
+
+const escape = (s: string) => s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+
+/** A small JPEG of an image as a data URI, or null when it cannot be read. */
+async function thumbnail(path: string): Promise<string | null> {
+  try {
+    const jpeg = await sharp(path, { limitInputPixels: 1e8 }).rotate().resize(96, 96, { fit: 'inside' }).flatten({ background: '#ffffff' }).jpeg({ quality: 80 }).toBuffer();
+    return `data:image/jpeg;base64,${jpeg.toString('base64')}`;
+  } catch {
+    return null;
+  }
+}
+
+/** The self-contained HTML report. */
+export async function renderHtml(r: Report): Promise<string> {
+  const m = r.metrics;
+  const figures: [string, string][] = [];
+  if (r.kind === 'finetune' && r.history.length > 0) {
+    figures.push(['loss-curve', await renderSvg(learningCurveSpec(r.history, 'loss'))]);
+    figures.push(['accuracy-curve', await renderSvg(learningCurveSpec(r.history, 'accuracy'))]);
+  }
+  if (m) {
+    figures.push(['confusion-matrix', await renderSvg(confusionSpec(m))]);
+    figures.push(['f1-per-class', await renderSvg(f1Spec(m))]);
+    figures.push(['reliability', await renderSvg(reliabilitySpec(m))]);
+  }
+  const thumbs = m ? await Promise.all(m.mistakes.map(async (x) => ({ ...x, src: await thumbnail(x.path) }))) : [];
+  const table = (rows: string[][], head: string[]) => `<table><thead><tr>${head.map((h) => `<th>${escape(h)}</th>`).join('')}</tr></thead><tbody>${rows.map((row) => `<tr>${row.map((c) => `<td>${escape(c)}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
+  const body: string[] = [`<h1>${escape(title(r))}</h1>`];
+  if (r.kind === 'finetune' && r.stopReason) body.push(`<p class="note">Stopped: ${escape(r.stopReason)}.</p>`);
+  if (m) body.push(`<section id="headline">${headline(m).map(([k, v]) => `<div class="stat"><div class="value">${escape(v)}</div><div class="label">${escape(k)}</div></div>`).join('')}</section>`);
+  else body.push('<p class="note">No held-out test images, so no test metrics.</p>');
+  body.push(`<section id="charts">${figures.map(([id, svg]) => `<figure id="chart-${id}" class="chart">${svg}</figure>`).join('')}</section>`);
+  if (m) {
+    body.push('<h2>Per class</h2>', table([...m.perClass.map((c) => [c.name, num(c.precision, 3), num(c.recall, 3), num(c.f1, 3), String(c.support)]), ['macro', num(m.macro.precision, 3), num(m.macro.recall, 3), num(m.macro.f1, 3), String(m.count)], ['weighted', num(m.weighted.precision, 3), num(m.weighted.recall, 3), num(m.weighted.f1, 3), String(m.count)]], ['class', 'precision', 'recall', 'F1', 'support']));
+    body.push('<h2>Reliability</h2>', table(m.reliability.filter((b) => b.count > 0).map((b) => [`${b.lower.toFixed(2)}–${b.upper.toFixed(2)}`, String(b.count), num(b.confidence, 3), num(b.accuracy, 3)]), ['confidence bin', 'images', 'mean confidence', 'accuracy']));
+    body.push('<h2>Most confident mistakes</h2>');
+    body.push(thumbs.length === 0 ? '<p>None.</p>' : `<section id="mistakes">${thumbs.map((t) => `<figure class="mistake">${t.src ? `<img src="${t.src}" alt="${escape(t.path)}">` : '<div class="missing">unreadable</div>'}<figcaption><b>${escape(t.predicted)}</b> ${(t.probability * 100).toFixed(0)}%<br>true: ${escape(t.true)}<br><span class="path">${escape(t.path)}</span></figcaption></figure>`).join('')}</section>`);
+  }
+  if (r.kind === 'finetune' && r.history.length > 0) body.push('<h2>Training</h2>', table(r.history.map((h) => [String(h.epoch), num(h.loss), num(h.accuracy, 3), num(h.val_loss), num(h.val_accuracy, 3), h.lr.toPrecision(3), h.seconds.toFixed(1)]), ['epoch', 'loss', 'accuracy', 'val loss', 'val accuracy', 'lr', 'seconds']));
+  if (r.skipped.length > 0) body.push(`<h2>Skipped files (${r.skipped.length})</h2>`, table(r.skipped.slice(0, 200).map((s) => [s.path, s.reason]), ['file', 'reason']));
+  body.push('<h2>Configuration</h2>', `<section id="config">${table(configEntries(r), ['setting', 'value'])}</section>`);
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${escape(title(r))}</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;padding:0 1rem;color:#222}
+h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}
+#headline{display:flex;flex-wrap:wrap;gap:1rem}.stat{border:1px solid #ddd;border-radius:6px;padding:.5rem 1rem}
+.stat .value{font-size:1.3rem;font-weight:600}.stat .label{color:#666;font-size:.8rem}
+#charts{display:flex;flex-wrap:wrap;gap:1.5rem;margin-top:1.5rem}.chart{margin:0}
+table{border-collapse:collapse;font-size:.85rem}td,th{border-bottom:1px solid #eee;padding:.2rem .6rem;text-align:left}
+#mistakes{display:flex;flex-wrap:wrap;gap:.75rem}.mistake{margin:0;width:120px;font-size:.75rem}
+.mistake img{display:block;max-width:96px;max-height:96px;border:2px solid #e45756}.path{color:#888;word-break:break-all}
+.note{background:#fff4e5;padding:.5rem}
+</style></head>
+<body>
+${body.join('\n')}
+</body></html>
+`;
+}

@@ -1,0 +1,85 @@
+// The report.json contract: one versioned zod schema per report kind, validated before anything is written.
+import { z } from 'zod';
+
+export const REPORT_SCHEMA_VERSION = 1;
+
+const triple = z.object({ precision: z.number(), recall: z.number(), f1: z.number() });
+
+export const metricsSchema = z.object({
+  count: z.number().int().min(0),
+  accuracy: z.number().min(0).max(1),
+  top5: z.number().min(0).max(1).nullable(),
+  logLoss: z.number().min(0),
+  ece: z.number().min(0).max(1),
+  reliability: z.array(z.object({ lower: z.number(), upper: z.number(), count: z.number().int(), confidence: z.number().nullable(), accuracy: z.number().nullable() })),
+  perClass: z.array(z.object({ name: z.string(), precision: z.number(), recall: z.number(), f1: z.number(), support: z.number().int(), predicted: z.number().int() })),
+  macro: triple,
+  weighted: triple,
+  confusion: z.array(z.array(z.number().int().min(0))),
+  mistakes: z.array(z.object({ path: z.string(), true: z.string(), predicted: z.string(), probability: z.number() })),
+});
+
+const skippedSchema = z.array(z.object({ path: z.string(), reason: z.string() }));
+
+const common = {
+  schemaVersion: z.literal(REPORT_SCHEMA_VERSION),
+  tlVersion: z.string(),
+  createdAt: z.string(),
+  backend: z.string(),
+  model: z.string(),
+  classes: z.array(z.string()).min(1),
+  skipped: skippedSchema,
+  seconds: z.number().min(0),
+};
+
+export const epochRowSchema = z.object({
+  epoch: z.number().int().min(1),
+  loss: z.number(),
+  accuracy: z.number(),
+  val_loss: z.number().nullable(),
+  val_accuracy: z.number().nullable(),
+  lr: z.number(),
+  seconds: z.number(),
+  img_per_s: z.number(),
+});
+
+export const finetuneReportSchema = z.object({
+  ...common,
+  kind: z.literal('finetune'),
+  data: z.string(),
+  config: z.record(z.string(), z.unknown()),
+  history: z.array(epochRowSchema),
+  phases: z.array(z.object({ name: z.enum(['head', 'finetune', 'train']), first: z.number().int(), last: z.number().int(), frozenLayers: z.number().int(), lr: z.number() })),
+  best: z.object({ epoch: z.number().int(), monitor: z.string(), value: z.number() }).nullable(),
+  stopReason: z.string().nullable(),
+  resumedFrom: z.object({ epoch: z.number().int(), batches: z.number().int() }).nullable(),
+  /** Loss and full metrics on the held-out test split (null when there is none). */
+  test: z.object({ loss: z.number(), accuracy: z.number(), count: z.number().int() }).nullable(),
+  metrics: metricsSchema.nullable(),
+  frozenLayers: z.number().int(),
+  totalLayers: z.number().int(),
+  trainableParams: z.number().int(),
+  boundaryLayers: z.array(z.string()),
+  cache: z.object({ enabled: z.boolean(), hitRate: z.number(), spilled: z.number().int() }),
+  wasmHeapBytes: z.number().nullable(),
+  tensorsAfterEpoch: z.array(z.number().int()),
+});
+
+export const evalReportSchema = z.object({
+  ...common,
+  kind: z.literal('eval'),
+  run: z.string(),
+  data: z.string(),
+  split: z.enum(['test', 'val', 'train', 'all']),
+  usedRunSplit: z.boolean(),
+  metrics: metricsSchema,
+  imagesPerSecond: z.number(),
+});
+
+/** Any report tl writes, told apart by `kind`. */
+export const reportSchema = z.discriminatedUnion('kind', [finetuneReportSchema, evalReportSchema]);
+
+export type FinetuneReport = z.infer<typeof finetuneReportSchema>;
+export type EvalReport = z.infer<typeof evalReportSchema>;
+export type Report = z.infer<typeof reportSchema>;
+export type ReportMetrics = z.infer<typeof metricsSchema>;

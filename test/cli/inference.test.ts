@@ -1,0 +1,57 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { spawnTl } from '../helpers/cli.js';
+import { makeColourDataset } from '../helpers/synthetic.js';
+import { tempDir } from '../helpers/tmp.js';
+
+const data = tempDir();
+const home = tempDir();
+const run = join(tempDir(), 'run');
+
+beforeAll(async () => {
+  await makeColourDataset(data, 2, 10, 32);
+  const r = await spawnTl(['finetune', data, '--model', 'mobilenet_v2_035', '--weights', 'random', '--input-size', '48', '--epochs', '1', '--batch-size', '4', '--out', run, '--quiet'], { TL_HOME: home });
+  expect(r.exitCode, r.stderr).toBe(0);
+}, 120_000);
+
+describe('tl eval, predict, extract (spawned)', () => {
+  it('finetune wrote report.json, report.md and report.html; eval writes its own beside the run', async () => {
+    for (const f of ['report.json', 'report.md', 'report.html']) expect(existsSync(join(run, f)), f).toBe(true);
+    const r = await spawnTl(['eval', '--model', run], { TL_HOME: home });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/^backend: wasm/);
+    expect(r.stdout).toMatch(/the run's test split of .*: \d+ images/);
+    expect(r.stdout).toMatch(/accuracy \d+\.\d% · macro F1/);
+    expect(r.stdout).toMatch(/│ class0 +│/);
+    const report = JSON.parse(readFileSync(join(run, 'eval-test', 'report.json'), 'utf8')) as { kind: string; split: string; schemaVersion: number };
+    expect(report).toMatchObject({ kind: 'eval', split: 'test', schemaVersion: 1 });
+    expect(readFileSync(join(run, 'eval-test', 'report.html'), 'utf8')).toContain('id="chart-confusion-matrix"');
+  });
+
+  it('predict --json lists the top classes of each image', async () => {
+    const r = await spawnTl(['predict', '--model', run, join(data, 'class0', 'img0.png'), join(data, 'class1'), '--top', '2', '--json'], { TL_HOME: home });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const result = JSON.parse(r.stdout) as { predictions: { path: string; top: { class: string }[] }[] };
+    expect(result.predictions).toHaveLength(11);
+    expect(result.predictions[0]!.top.map((t) => t.class).sort()).toEqual(['class0', 'class1']);
+  });
+
+  it('extract --format jsonl streams one line per image', async () => {
+    const out = join(tempDir(), 'f.jsonl');
+    const r = await spawnTl(['extract', data, '--model', run, '--format', 'jsonl', '--out', out], { TL_HOME: home });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const lines = readFileSync(out, 'utf8').trim().split('\n');
+    expect(lines).toHaveLength(20);
+    expect((JSON.parse(lines[0]!) as { features: number[] }).features).toHaveLength(1280);
+  });
+
+  it('bad input: one line naming what is wrong', async () => {
+    const noRun = await spawnTl(['eval', '--model', data], { TL_HOME: home });
+    expect(noRun.exitCode).toBe(2);
+    expect(noRun.stderr).toContain(`error: ${data} has no split.json, so its held-out images are unknown; pass a DATA folder to evaluate on.`);
+    const missing = await spawnTl(['predict', '--model', run, join(data, 'nope.png')], { TL_HOME: home });
+    expect(missing.exitCode).toBe(2);
+    expect(missing.stderr).toContain(`No images to predict in ${join(data, 'nope.png')} (${join(data, 'nope.png')}: does not exist)`);
+  });
+});

@@ -1,0 +1,72 @@
+import { cpSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
+import { evaluate } from '../../src/eval/index.js';
+import { predict } from '../../src/inference/predict.js';
+import { finetune, type FinetuneResult } from '../../src/train/finetune.js';
+import { makeColourDataset } from '../helpers/synthetic.js';
+import { tempDir } from '../helpers/tmp.js';
+
+let tf: Tf;
+let info: BackendInfo;
+const data = tempDir();
+const store = tempDir();
+const run = join(tempDir(), 'run');
+let trained: FinetuneResult;
+
+beforeAll(async () => {
+  ({ tf, info } = await loadBackend({ choice: 'wasm' }));
+  await makeColourDataset(data, 3, 14, 32);
+  trained = await finetune(tf, info, {
+    data, model: 'mobilenet_v2.nsfwjs', out: run, freeze: 'all', epochs: 2, batchSize: 8, lr: 'auto', accumulate: 1, bn: 'frozen', dropout: 0,
+    augment: 'none', inputSize: 64, val: 0.2, test: 0.3, seed: 4, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', featureCacheBytes: 1 << 30, workers: 1, store,
+  });
+}, 120_000);
+
+describe('tl eval (wasm)', () => {
+  it("evaluates exactly the run's held-out test files and agrees with the run's own test metrics", async () => {
+    const before = tf.memory().numTensors;
+    const r = await evaluate(tf, { run, split: 'test', batchSize: 5, workers: 2, backend: 'wasm', store });
+    expect(tf.memory().numTensors).toBe(before);
+    const split = JSON.parse(readFileSync(join(run, 'split.json'), 'utf8')) as { files: Record<string, string> };
+    const testFiles = Object.entries(split.files).filter(([, s]) => s === 'test').map(([rel]) => join(data, rel)).sort();
+    const perClass = r.metrics.perClass.map((c) => c.support);
+    expect(r.usedRunSplit).toBe(true);
+    expect(r.metrics.count).toBe(testFiles.length);
+    expect(perClass.reduce((a, b) => a + b, 0)).toBe(testFiles.length);
+    // Every file it judged is one of the run's test files (the mistakes name files; accuracy checks the rest).
+    for (const m of r.metrics.mistakes) expect(testFiles).toContain(m.path);
+    expect(r.metrics.accuracy).toBeCloseTo(trained.test!.accuracy, 10);
+    expect(r.metrics.logLoss).toBeCloseTo(trained.test!.loss, 4);
+    expect(r.metrics).toEqual(trained.metrics);
+  });
+
+  it('--split val uses the validation files; another folder is evaluated whole', async () => {
+    const val = await evaluate(tf, { run, split: 'val', batchSize: 8, workers: 1, backend: 'wasm', store });
+    const split = JSON.parse(readFileSync(join(run, 'split.json'), 'utf8')) as { files: Record<string, string> };
+    expect(val.metrics.count).toBe(Object.values(split.files).filter((s) => s === 'val').length);
+    const other = tempDir();
+    cpSync(join(data, 'class0'), join(other, 'class0'), { recursive: true });
+    cpSync(join(data, 'class2'), join(other, 'class2'), { recursive: true });
+    cpSync(join(data, 'class1'), join(other, 'unknown'), { recursive: true });
+    const whole = await evaluate(tf, { run, data: other, split: 'test', batchSize: 8, workers: 1, backend: 'wasm', store });
+    expect(whole.usedRunSplit).toBe(false);
+    expect(whole.split).toBe('all');
+    expect(whole.metrics.count).toBe(28);
+    expect(whole.skipped).toHaveLength(14);
+    expect(whole.skipped[0]!.reason).toBe("class 'unknown' is not one of the model's classes");
+    expect(whole.metrics.perClass.map((c) => c.support)).toEqual([14, 0, 14]);
+  });
+
+  it('predict gives each image its top classes, most probable first, summing to at most 1', async () => {
+    const r = await predict(tf, { model: run, inputs: [join(data, 'class2')], top: 2, batchSize: 4, workers: 1, backend: 'wasm', store });
+    expect(r.predictions).toHaveLength(14);
+    for (const p of r.predictions) {
+      expect(p.top).toHaveLength(2);
+      expect(p.top[0]!.probability).toBeGreaterThanOrEqual(p.top[1]!.probability);
+      expect(p.top[0]!.probability + p.top[1]!.probability).toBeLessThanOrEqual(1 + 1e-6);
+    }
+    expect(r.predictions.filter((p) => p.top[0]!.class === 'class2').length).toBeGreaterThan(7);
+  });
+});
