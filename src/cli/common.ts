@@ -35,9 +35,16 @@ export function parseOptions<S extends z.ZodType>(schema: S, raw: unknown): z.in
 }
 
 /** The one line every computing command prints first (on stderr, so stdout stays parseable). */
-export function announceBackend(io: Io, info: BackendInfo, opts: { quiet?: boolean }): void {
-  if (!opts.quiet) io.err(`backend: ${info.label}\n`);
+export function announceBackend(io: Io, info: BackendInfo, opts: { quiet?: boolean }, engine?: { label: string }): void {
+  if (!opts.quiet) io.err(`backend: ${info.label}${engine ? `; inference engine: ${engine.label}` : ''}\n`);
 }
+
+/** Adds --engine (inference on ONNX Runtime or TensorFlow.js). */
+export function addEngineOption(cmd: Command, what: string): Command {
+  return cmd.addOption(new Option('--engine <name>', `engine for ${what}: auto (ONNX Runtime when it loads) | onnx | tfjs`).choices(['auto', 'onnx', 'tfjs']).default('auto'));
+}
+
+export const engineSchema = z.enum(['auto', 'onnx', 'tfjs']);
 
 /** Writes a JSON document as the whole of stdout. */
 export function printJson(io: Io, value: unknown): void {

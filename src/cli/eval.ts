@@ -3,12 +3,13 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { z } from 'zod';
-import { addCommonOptions, announceBackend, backendSchema, commonSchema, parseOptions, printJson } from './common.js';
+import { addCommonOptions, addEngineOption, announceBackend, backendSchema, commonSchema, engineSchema, parseOptions, printJson } from './common.js';
 import { progress, type Io } from './io.js';
 import { printMetrics } from './metrics.js';
 
 const evalSchema = commonSchema.extend({
   backend: backendSchema.optional(),
+  engine: engineSchema,
   model: z.string().min(1),
   split: z.enum(['test', 'val', 'train', 'all']),
   out: z.string().min(1).optional(),
@@ -25,18 +26,21 @@ export function evalCommand(io: Io): Command {
     .option('-o, --out <dir>', 'report folder (default: <run>/eval-<split>)')
     .option('--batch-size <n>', 'images per forward pass', '32')
     .option('--workers <n|auto>', 'threads running the model; auto: one per core on wasm and cpu', 'auto');
+  addEngineOption(cmd, 'the forward passes');
   addCommonOptions(cmd, { backend: true });
   cmd.action(async (data: string | undefined, raw: unknown) => {
     const opts = parseOptions(evalSchema, raw);
     const { loadBackend, backendChoiceFromEnv } = await import('../backend/index.js');
     const backend = await loadBackend({ choice: opts.backend ?? backendChoiceFromEnv(io.env) });
-    announceBackend(io, backend.info, opts);
+    const { resolveEngine } = await import('../engine/index.js');
+    const engine = await resolveEngine(opts.engine);
+    announceBackend(io, backend.info, opts, engine);
     const { evaluate } = await import('../eval/index.js');
     const { writeReports, REPORT_SCHEMA_VERSION } = await import('../report/index.js');
     const { TL_VERSION } = await import('../version.js');
     const spinner = progress(io, 'loading the model', opts);
     const result = await evaluate(backend.tf, {
-      run: opts.model, ...(data ? { data } : {}), split: opts.split, batchSize: opts.batchSize, backend: backend.info.name,
+      run: opts.model, ...(data ? { data } : {}), split: opts.split, batchSize: opts.batchSize, backend: backend.info.name, engine: engine.name,
       workers: opts.workers === 'auto' ? (backend.info.name === 'tensorflow' ? 1 : availableParallelism()) : opts.workers,
       onProgress: (done, total) => spinner.update(`evaluating ${done}/${total}`),
     });

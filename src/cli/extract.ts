@@ -2,13 +2,14 @@
 import { availableParallelism } from 'node:os';
 import { Command } from 'commander';
 import { z } from 'zod';
-import { addCommonOptions, announceBackend, backendSchema, commonSchema, parseOptions, printJson } from './common.js';
+import { addCommonOptions, addEngineOption, announceBackend, backendSchema, commonSchema, engineSchema, parseOptions, printJson } from './common.js';
 import { downloadReporter, progress, type Io } from './io.js';
 import { dataOptions, dataSchema } from './options.js';
 import { DEFAULT_MODEL } from './finetune.js';
 
 const extractSchema = commonSchema.extend(dataSchema.shape).extend({
   backend: backendSchema.optional(),
+  engine: engineSchema,
   model: z.string().min(1),
   layer: z.string().min(1).optional(),
   out: z.string().min(1).optional(),
@@ -34,18 +35,21 @@ export function extractCommand(io: Io): Command {
     .option('--preprocess <mode>', "caffe | tf | torch | raw01 | none (default: the model's)")
     .option('--weights <source>', 'pretrained | random', 'pretrained');
   dataOptions(cmd);
+  addEngineOption(cmd, 'the forward passes');
   addCommonOptions(cmd, { backend: true });
   cmd.action(async (inputs: string[], raw: unknown) => {
     const opts = parseOptions(extractSchema, raw);
     const { loadBackend, backendChoiceFromEnv } = await import('../backend/index.js');
     const backend = await loadBackend({ choice: opts.backend ?? backendChoiceFromEnv(io.env) });
-    announceBackend(io, backend.info, opts);
+    const { resolveEngine } = await import('../engine/index.js');
+    const engine = await resolveEngine(opts.engine);
+    announceBackend(io, backend.info, opts, engine);
     const { extract } = await import('../features/index.js');
     const spinner = progress(io, 'loading the model', opts);
     const out = opts.out ?? `features.${opts.format}`;
     const result = await extract(backend.tf, {
       inputs, model: opts.model, ...(opts.layer ? { layer: opts.layer } : {}), out, format: opts.format, batchSize: opts.batchSize,
-      workers: opts.workers === 'auto' ? (backend.info.name === 'tensorflow' ? 1 : availableParallelism()) : opts.workers, backend: backend.info.name,
+      workers: opts.workers === 'auto' ? (backend.info.name === 'tensorflow' ? 1 : availableParallelism()) : opts.workers, backend: backend.info.name, engine: engine.name,
       val: opts.val, test: opts.test, seed: opts.seed, resize: opts.resize, maxPixels: opts.maxPixels,
       ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), ...(opts.preprocess ? { preprocess: opts.preprocess } : {}), weights: opts.weights,
       onProgress: (done, total) => spinner.update(`extracting ${done}/${total}`),

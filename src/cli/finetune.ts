@@ -7,7 +7,7 @@ import Table from 'cli-table3';
 import { z } from 'zod';
 import { InterruptedError, TlError, UsageError } from '../errors.js';
 import { savedOptionsSchema, type SavedOptions } from '../train/config.js';
-import { addCommonOptions, announceBackend, backendSchema, commonSchema, parseOptions, printJson } from './common.js';
+import { addCommonOptions, addEngineOption, announceBackend, backendSchema, commonSchema, engineSchema, parseOptions, printJson } from './common.js';
 import { dataOptions, dataSchema } from './options.js';
 import type { FinetuneOptions } from '../train/finetune.js';
 import { downloadReporter, progress, type Io } from './io.js';
@@ -17,6 +17,7 @@ export const DEFAULT_MODEL = 'mobilenet_v2.nsfwjs';
 
 const finetuneSchema = commonSchema.extend(dataSchema.shape).extend({
   backend: backendSchema.optional(),
+  engine: engineSchema,
   model: z.string().min(1),
   freeze: z.union([z.number().int().min(0).transform(String), z.string().regex(/^(all|\d+|[\w./-]+)$/, 'expected a layer count, a layer name, or all')]),
   epochs: z.coerce.number().int().min(1).max(10_000),
@@ -134,6 +135,7 @@ export function finetuneCommand(io: Io): Command {
     .option('--config <file.json>', 'options from a JSON file, keys in camelCase ("batchSize"); flags given here override it')
     .option('--resume <run>', "continue the run in this folder from its last checkpoint, with its config (only --epochs, --patience, --workers, --feature-cache-mb and --backend may change)");
   dataOptions(cmd);
+  addEngineOption(cmd, 'the frozen part');
   addCommonOptions(cmd, { backend: true });
   cmd.action(async (dataArg: string | undefined, raw: Record<string, unknown>) => {
     const fromCli = Object.fromEntries(Object.entries(raw).filter(([key]) => cmd.getOptionValueSource(key) === 'cli'));
@@ -152,7 +154,9 @@ export function finetuneCommand(io: Io): Command {
     if (data === undefined) throw new UsageError('Missing DATA: give a dataset folder, "data" in --config, or --resume RUN.');
     const { loadBackend, backendChoiceFromEnv } = await import('../backend/index.js');
     const backend = await loadBackend({ choice: opts.backend ?? backendChoiceFromEnv(io.env) });
-    announceBackend(io, backend.info, opts);
+    const { resolveEngine } = await import('../engine/index.js');
+    const engine = await resolveEngine(saved?.engine ?? opts.engine);
+    announceBackend(io, backend.info, opts, engine);
     const { finetune } = await import('../train/finetune.js');
     const out = resumeDir ?? opts.out ?? defaultOutDir(opts.model, data);
     const spinner = progress(io, 'preparing', opts);
@@ -219,6 +223,7 @@ export function finetuneCommand(io: Io): Command {
           monitor: opts.monitor,
           ...(opts.patience ? { patience: opts.patience } : {}),
           workers,
+          engine: engine.name,
         };
     let result: Awaited<ReturnType<typeof finetune>>;
     try {

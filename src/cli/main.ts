@@ -5,6 +5,7 @@ import { TL_VERSION } from '../version.js';
 import { dataCommand } from './data.js';
 import { doctorCommand } from './doctor.js';
 import { evalCommand } from './eval.js';
+import { exportCommand } from './export.js';
 import { extractCommand } from './extract.js';
 import { finetuneCommand } from './finetune.js';
 import { modelsCommand } from './models.js';
@@ -20,7 +21,7 @@ export function buildProgram(io: Io): Command {
     .enablePositionalOptions()
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
     .exitOverride();
-  for (const cmd of [finetuneCommand(io), extractCommand(io), evalCommand(io), predictCommand(io), modelsCommand(io), dataCommand(io), doctorCommand(io)]) {
+  for (const cmd of [finetuneCommand(io), extractCommand(io), evalCommand(io), predictCommand(io), exportCommand(io), modelsCommand(io), dataCommand(io), doctorCommand(io)]) {
     program.addCommand(cmd.exitOverride().configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) }));
   }
   return program;

@@ -3,11 +3,12 @@ import { availableParallelism } from 'node:os';
 import { Command } from 'commander';
 import Table from 'cli-table3';
 import { z } from 'zod';
-import { addCommonOptions, announceBackend, backendSchema, commonSchema, parseOptions, printJson } from './common.js';
+import { addCommonOptions, addEngineOption, announceBackend, backendSchema, commonSchema, engineSchema, parseOptions, printJson } from './common.js';
 import { downloadReporter, progress, type Io } from './io.js';
 
 const predictSchema = commonSchema.extend({
   backend: backendSchema.optional(),
+  engine: engineSchema,
   model: z.string().min(1),
   top: z.coerce.number().int().min(1).max(1000),
   batchSize: z.coerce.number().int().min(1).max(4096),
@@ -22,16 +23,19 @@ export function predictCommand(io: Io): Command {
     .option('-k, --top <k>', 'classes to show per image', '3')
     .option('--batch-size <n>', 'images per forward pass', '32')
     .option('--workers <n|auto>', 'threads running the model; auto: one per core on wasm and cpu', 'auto');
+  addEngineOption(cmd, 'the forward passes');
   addCommonOptions(cmd, { backend: true });
   cmd.action(async (inputs: string[], raw: unknown) => {
     const opts = parseOptions(predictSchema, raw);
     const { loadBackend, backendChoiceFromEnv } = await import('../backend/index.js');
     const backend = await loadBackend({ choice: opts.backend ?? backendChoiceFromEnv(io.env) });
-    announceBackend(io, backend.info, opts);
+    const { resolveEngine } = await import('../engine/index.js');
+    const engine = await resolveEngine(opts.engine);
+    announceBackend(io, backend.info, opts, engine);
     const { predict } = await import('../inference/predict.js');
     const spinner = progress(io, 'loading the model', opts);
     const result = await predict(backend.tf, {
-      model: opts.model, inputs, top: opts.top, batchSize: opts.batchSize, backend: backend.info.name,
+      model: opts.model, inputs, top: opts.top, batchSize: opts.batchSize, backend: backend.info.name, engine: engine.name,
       workers: opts.workers === 'auto' ? (backend.info.name === 'tensorflow' ? 1 : availableParallelism()) : opts.workers,
       onProgress: (done, total) => spinner.update(`predicting ${done}/${total}`),
       onDownload: downloadReporter(io, spinner, opts),

@@ -5,7 +5,7 @@ import { mapLimit, scanDataset, SPLITS, type ImageItem, type ScanResult, type Sk
 import { assignSplits, type SplitMap } from './split.js';
 
 export { ImageSource, type Batch } from './loader.js';
-export { preprocess, PREPROCESS_MODES } from './preprocess.js';
+export { preprocess, preprocessPixels, PREPROCESS_MODES } from './preprocess.js';
 export { AUGMENT_LEVELS, type AugmentLevel } from './augment.js';
 export { RESIZE_MODES, type ResizeMode } from './decode.js';
 export { listImages, scanDataset, SPLITS, type ImageItem, type SkippedFile, type SplitName } from './scan.js';

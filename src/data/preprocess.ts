@@ -30,3 +30,36 @@ export function preprocess(tf: Tf, pixels: Tensor, mode: PreprocessMode): Tensor
     }
   });
 }
+
+const f = Math.fround;
+const CAFFE32 = CAFFE_MEAN_BGR.map(f);
+const TORCH_MEAN32 = TORCH_MEAN.map(f);
+const TORCH_STD32 = TORCH_STD.map(f);
+
+/** `preprocess` on a plain array (for engines other than TensorFlow.js), with the same float32 steps. */
+export function preprocessPixels(pixels: Uint8Array, mode: PreprocessMode): Float32Array {
+  const out = new Float32Array(pixels.length);
+  for (let i = 0; i < pixels.length; i += 3) {
+    for (let c = 0; c < 3; c++) {
+      const x = pixels[i + c]!;
+      switch (mode) {
+        case 'caffe':
+          out[i + c] = f(pixels[i + 2 - c]! - CAFFE32[c]!);
+          break;
+        case 'tf':
+          out[i + c] = f(f(x / 127.5) - 1);
+          break;
+        case 'torch':
+          out[i + c] = f(f(f(x / 255) - TORCH_MEAN32[c]!) / TORCH_STD32[c]!);
+          break;
+        case 'raw01':
+          out[i + c] = f(x / 255);
+          break;
+        case 'none':
+          out[i + c] = x;
+          break;
+      }
+    }
+  }
+  return out;
+}

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { type BackendAttempt, type BackendChoice, type BackendInfo, type ModuleImporter, loadBackend, probeBackends, tfjsVersions } from '../backend/index.js';
 import { freeBytes, storeRoot } from '../store/index.js';
+import { ortInfo, type OrtInfo } from '../onnx/runtime.js';
 import { TL_VERSION } from '../version.js';
 
 const run = promisify(execFile);
@@ -28,6 +29,8 @@ export interface DoctorReport {
   gpu: GpuReport;
   wasm: { simd: boolean | null; threads: number | null; note: string };
   store: { path: string; exists: boolean; freeBytes: number | null };
+  /** ONNX Runtime: the native inference engine (--engine auto picks it when it loads). */
+  onnx: OrtInfo;
 }
 
 /** Libraries the tfjs-node-gpu 4.x build links against (CUDA 11.2, cuDNN 8.1). */
@@ -130,5 +133,6 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<DoctorRepo
     gpu: await gpuReport(env),
     wasm,
     store: { path: root, exists: existsSync(root), freeBytes: (await freeBytes(root)) ?? null },
+    onnx: await ortInfo(),
   };
 }

@@ -17,6 +17,8 @@ export interface EvalOptions {
   batchSize: number;
   workers: number;
   backend: BackendChoice;
+  /** Inference engine (default tfjs); `onnx` runs the model on ONNX Runtime. */
+  engine?: 'onnx' | 'tfjs';
   resize?: ResizeMode;
   maxPixels?: number;
   store?: string;
@@ -77,7 +79,7 @@ export async function evaluate(tf: Tf, options: EvalOptions): Promise<EvalResult
     const probs: Float32Array[] = [];
     const labels: number[] = [];
     const paths: string[] = [];
-    for await (const batch of runBatches(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend })) {
+    for await (const batch of runBatches(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? 'tfjs', ...(options.store ? { store: options.store } : {}) })) {
       probs.push(batch.outputs);
       for (const item of batch.items) {
         labels.push(item.label);

@@ -20,6 +20,8 @@ export interface ExtractOptions {
   batchSize: number;
   workers: number;
   backend: BackendChoice;
+  /** Inference engine (default tfjs); `onnx` runs the model on ONNX Runtime. */
+  engine?: 'onnx' | 'tfjs';
   val: number;
   test: number;
   seed: number;
@@ -75,7 +77,7 @@ export async function extract(tf: Tf, options: ExtractOptions): Promise<ExtractR
   const source = new ImageSource(items, { size: im.inputSize, resize: options.resize, maxPixels: options.maxPixels, cacheBytes: 0 });
   try {
     writer = options.format === 'npy' ? await npyWriter(options.out, indexPathFor(options.out), im.outputShape) : options.format === 'csv' ? await csvWriter(options.out, width) : await jsonlWriter(options.out, width);
-    for await (const batch of runBatches(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend })) {
+    for await (const batch of runBatches(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? 'tfjs', ...(options.store ? { store: options.store } : {}) })) {
       await writer.write(batch.items.map((item) => ({ path: item.path, class: item.label >= 0 ? classes[item.label]! : '', split: item.split ?? splits.get(item.rel) ?? '' })), batch.outputs);
       count += batch.items.length;
       options.onProgress?.(count, items.length);

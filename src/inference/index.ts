@@ -1,7 +1,8 @@
 // Models for inference (classifiers and feature extractors) and running them over images in batches.
 import { dirname } from 'node:path';
 import type { BackendChoice, LayersModel, SymbolicTensor, Tf } from '../backend/index.js';
-import { preprocess, type ImageItem, type ImageSource } from '../data/index.js';
+import { preprocess, preprocessPixels, type ImageItem, type ImageSource } from '../data/index.js';
+import { onnxSessionFor } from '../engine/index.js';
 import { ModelNotFoundError, UsageError, WeightsError } from '../errors.js';
 import { resolveVariant, type PreprocessMode } from '../registry/index.js';
 import { storeRoot } from '../store/index.js';
@@ -136,10 +137,24 @@ export interface OutputBatch {
  * Runs `model` over `items` in batches (decoded ahead; files that fail are skipped and recorded in
  * `source.skipped`); with `workers` > 1, worker threads take shares of every batch.
  */
-export async function* runBatches(tf: Tf, im: InferenceModel, source: ImageSource, items: readonly ImageItem[], options: { batchSize: number; workers?: number; backend?: BackendChoice }): AsyncGenerator<OutputBatch> {
+export async function* runBatches(tf: Tf, im: InferenceModel, source: ImageSource, items: readonly ImageItem[], options: { batchSize: number; workers?: number; backend?: BackendChoice; engine?: 'onnx' | 'tfjs'; store?: string }): AsyncGenerator<OutputBatch> {
   const width = im.outputShape.reduce((a, b) => a * b, 1);
   const size = source.size;
   const perImage = size * size * 3;
+  if (options.engine === 'onnx') {
+    // ONNX Runtime uses every core itself: no worker threads, and preprocessing in plain arrays.
+    const session = await onnxSessionFor(im.model, options.store ? { store: options.store } : {});
+    try {
+      for await (const batch of source.batches(items, { batchSize: options.batchSize })) {
+        const n = batch.items.length;
+        const [outputs] = await session.run([{ data: preprocessPixels(batch.pixels, im.preprocess), shape: [n, size, size, 3] }]);
+        yield { items: batch.items, outputs: outputs!, width };
+      }
+    } finally {
+      await session.close();
+    }
+    return;
+  }
   const pool = (options.workers ?? 1) > 1 && options.backend ? ReplicaPool.spawn(options.workers! - 1, options.backend) : null;
   let poolReady: Promise<void> | null = null;
   const input = (pixels: Uint8Array, n: number) => tf.tidy(() => preprocess(tf, tf.tensor4d(Float32Array.from(pixels), [n, size, size, 3]), im.preprocess));

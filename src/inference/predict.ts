@@ -12,6 +12,8 @@ export interface PredictOptions {
   batchSize: number;
   workers: number;
   backend: BackendChoice;
+  /** Inference engine (default tfjs); `onnx` runs the model on ONNX Runtime. */
+  engine?: 'onnx' | 'tfjs';
   resize?: ResizeMode;
   maxPixels?: number;
   store?: string;
@@ -41,7 +43,7 @@ export async function predict(tf: Tf, options: PredictOptions): Promise<PredictR
     const k = Math.min(options.top, classes.length);
     const source = new ImageSource(items, { size: im.inputSize, ...(options.resize ? { resize: options.resize } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), cacheBytes: 0 });
     const predictions: Prediction[] = [];
-    for await (const batch of runBatches(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend })) {
+    for await (const batch of runBatches(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? 'tfjs', ...(options.store ? { store: options.store } : {}) })) {
       batch.items.forEach((item, i) => {
         const row = Array.from(batch.outputs.subarray(i * batch.width, (i + 1) * batch.width));
         const order = row.map((p, c) => [p, c] as const).sort((a, b) => b[0] - a[0]).slice(0, k);

@@ -56,6 +56,8 @@ export const finetuneReportSchema = z.object({
   /** Loss and full metrics on the held-out test split (null when there is none). */
   test: z.object({ loss: z.number(), accuracy: z.number(), count: z.number().int() }).nullable(),
   metrics: metricsSchema.nullable(),
+  /** model.onnx's path, or why it was not written. */
+  onnx: z.string(),
   frozenLayers: z.number().int(),
   totalLayers: z.number().int(),
   trainableParams: z.number().int(),

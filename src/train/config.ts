@@ -39,6 +39,7 @@ export const savedOptionsSchema = z.object({
   workers: z.number().int().min(1),
   monitor: z.enum(['val_loss', 'val_accuracy']).optional(),
   patience: z.number().int().min(1).optional(),
+  engine: z.enum(['onnx', 'tfjs']).optional(),
 });
 
 export type SavedOptions = z.infer<typeof savedOptionsSchema>;

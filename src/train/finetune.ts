@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { wasmHeapBytes, type BackendInfo, type LayersModel, type LayerVariable, type Tensor, type Tf } from '../backend/index.js';
-import { openDataset, preprocess, type AugmentLevel, type Batch, type Dataset, type ImageItem, type ResizeMode } from '../data/index.js';
+import { openDataset, preprocess, preprocessPixels, type AugmentLevel, type Batch, type Dataset, type ImageItem, type ResizeMode } from '../data/index.js';
 import { TlError, UsageError } from '../errors.js';
 import type { PreprocessMode } from '../registry/index.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
@@ -12,13 +12,16 @@ import { initializeWeights } from '../registry/init.js';
 import { loadBackbone } from '../weights/backbone.js';
 import type { DownloadProgress } from '../weights/download.js';
 import { saveLayersModel } from '../weights/save.js';
+import { onnxSessionFor } from '../engine/index.js';
 import { computeMetrics, type Metrics } from '../eval/metrics.js';
+import { exportOnnx, OnnxExportError } from '../onnx/export.js';
+import type { OnnxSession } from '../onnx/runtime.js';
 import { REPORT_SCHEMA_VERSION, writeReports } from '../report/index.js';
 import { TL_VERSION } from '../version.js';
 import { FeatureCache } from './features.js';
 import { ReplicaPool, type Shard, type ShardResult } from './parallel.js';
 import { readCheckpoint, toArrays, toTensors, writeCheckpoint, type NamedArray } from './checkpoint.js';
-import { applyWeightDecay, balancedClassWeights, createOptimizer, scheduledLr, setLearningRate, type Optimizer, type OptimizerConfig, type OptimizerName, type ScheduleConfig, type ScheduleName } from './optim.js';
+import { applyWeightDecay, balancedClassWeights, createOptimizer, disposeOptimizer, scheduledLr, setLearningRate, type Optimizer, type OptimizerConfig, type OptimizerName, type ScheduleConfig, type ScheduleName } from './optim.js';
 import { crossEntropy, seedDropout, shardGradients, type LossConfig } from './step.js';
 import { applyTrainability, attachHead, cutModel, resolveFreeze, type BnMode, type Cut, type FreezeSpec } from './freeze.js';
 
@@ -52,6 +55,8 @@ export interface FinetuneOptions {
   classWeight?: 'none' | 'balanced';
   /** Continue the run in `out` from its last checkpoint. */
   resume?: boolean;
+  /** Engine for the frozen part: `onnx` runs it on ONNX Runtime (exported once, cached in the store). */
+  engine?: 'onnx' | 'tfjs';
   /** Micro-batches per optimizer step; the effective batch stays `batchSize`. */
   accumulate: number;
   bn: BnMode;
@@ -125,6 +130,8 @@ export interface FinetuneResult {
   test: { loss: number; accuracy: number; count: number } | null;
   /** Full metrics on the test split. */
   metrics: Metrics | null;
+  /** The model.onnx written beside the tfjs model, or why it was not. */
+  onnx: string;
   frozenLayers: number;
   totalLayers: number;
   trainableParams: number;
@@ -285,7 +292,8 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
       const cache = useCache ? new FeatureCache(cut.boundaryShapes, options.featureCacheBytes, options.out) : null;
       const optimizer = createOptimizer(tf, optimizerConfig, phase.lr);
       const pool = options.workers > 1 ? await ReplicaPool.start(cut.tail, { count: options.workers - 1, backend: backend.name, bn: options.bn }) : null;
-      const engine = new Engine(tf, cut, source.preprocess, dataset, cache, pool);
+      const session = cut.frozen && options.engine === 'onnx' ? await onnxSessionFor(cut.frozen, options.store ? { store: options.store } : {}) : null;
+      const engine = new Engine(tf, cut, source.preprocess, dataset, cache, pool, session);
       try {
         const optimizerState = checkpoint?.groups.optimizer;
         if (checkpoint && checkpoint.state.phase === phaseIndex && optimizerState && optimizerState.length > 0) {
@@ -361,8 +369,9 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
         cacheStats.misses += cache?.misses ?? 0;
         cacheStats.spilled = Math.max(cacheStats.spilled, cache?.spilled ?? 0);
         await pool?.close();
+        await session?.close();
         cache?.dispose();
-        optimizer.dispose();
+        disposeOptimizer(optimizer);
       }
       partial = null;
     }
@@ -379,6 +388,17 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
     seedDropout(full, null);
     await saveLayersModel(tf, full, join(options.out, 'model'), { tl: { model: source.name.split(' ')[0], classes: dataset.classes, preprocess: source.preprocess, inputSize: size } });
     await writeJsonAtomic(join(options.out, 'labels.json'), dataset.classes);
+    // model.onnx beside the tfjs model, for native inference elsewhere; a model with a layer ONNX cannot express
+    // still gets its run folder.
+    let onnxFile: string | null = join(options.out, 'model.onnx');
+    let onnxError: string | null = null;
+    try {
+      await writeFileAtomic(onnxFile, exportOnnx(full, { name: source.name.split(' ')[0]! }));
+    } catch (err) {
+      if (!(err instanceof OnnxExportError)) throw err;
+      onnxFile = null;
+      onnxError = err.message;
+    }
     const lookups = cacheStats.hits + cacheStats.misses;
     const result: FinetuneResult = {
       outDir: options.out,
@@ -394,6 +414,7 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
       best,
       stopReason,
       resumedFrom,
+      onnx: onnxFile ?? `not written: ${onnxError}`,
       metrics,
       tensorsAfterEpoch,
       wasmHeapBytes: wasmHeapBytes(),
@@ -446,6 +467,7 @@ class Engine {
     private readonly dataset: Dataset,
     private readonly cache: FeatureCache | null,
     private readonly pool: ReplicaPool | null,
+    private readonly onnx: OnnxSession | null = null,
   ) {
     this.floats = cut.boundaryShapes.map((s) => s.reduce((a, b) => a * b, 1));
   }
@@ -488,6 +510,7 @@ class Engine {
   private async runFrozen(pixels: Uint8Array, m: number): Promise<Float32Array[]> {
     const frozen = this.cut.frozen!;
     const size = this.dataset.source.size;
+    if (this.onnx) return this.onnx.run([{ data: preprocessPixels(pixels, this.preprocessMode), shape: [m, size, size, 3] }]);
     const perImage = size * size * 3;
     const parts = this.pool ? Math.min(m, this.pool.size + 1) : 1;
     const counts = Array.from({ length: parts }, (_, i) => Math.floor(m / parts) + (i < m % parts ? 1 : 0));

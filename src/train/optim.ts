@@ -68,3 +68,13 @@ export function balancedClassWeights(labels: ArrayLike<number>, classes: number)
   for (let i = 0; i < labels.length; i++) counts[labels[i]!]!++;
   return counts.map((c) => (c === 0 ? 0 : labels.length / (classes * c)));
 }
+
+/**
+ * Disposes an optimizer and everything it holds. tfjs 4.22's MomentumOptimizer.dispose() forgets the learning-rate
+ * scalar its SGD parent keeps (`c`), which would leak one tensor per optimizer.
+ */
+export function disposeOptimizer(optimizer: Optimizer): void {
+  optimizer.dispose();
+  const c = (optimizer as unknown as { c?: Tensor }).c;
+  if (c && !c.isDisposed) c.dispose();
+}

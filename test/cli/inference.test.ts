@@ -41,9 +41,22 @@ describe('tl eval, predict, extract (spawned)', () => {
     const out = join(tempDir(), 'f.jsonl');
     const r = await spawnTl(['extract', data, '--model', run, '--format', 'jsonl', '--out', out], { TL_HOME: home });
     expect(r.exitCode, r.stderr).toBe(0);
+    // --engine auto picks ONNX Runtime, which onnxruntime-node ships for this platform.
+    expect(r.stderr).toMatch(/^backend: wasm \(simd, 1 thread\); inference engine: onnxruntime 1\.30\.0 \(cpu, \d+ threads\)/);
     const lines = readFileSync(out, 'utf8').trim().split('\n');
     expect(lines).toHaveLength(20);
     expect((JSON.parse(lines[0]!) as { features: number[] }).features).toHaveLength(1280);
+  });
+
+  it('export writes an ONNX file that ONNX Runtime opens, and a tfjs folder', async () => {
+    const dir = tempDir();
+    const onnx = await spawnTl(['export', run, '--out', join(dir, 'm.onnx'), '--json'], { TL_HOME: home });
+    expect(onnx.exitCode, onnx.stderr).toBe(0);
+    expect(JSON.parse(onnx.stdout)).toMatchObject({ format: 'onnx', checked: true, inputShape: [null, 48, 48, 3] });
+    expect(existsSync(join(run, 'model.onnx'))).toBe(true);
+    const tfjs = await spawnTl(['export', 'mobilenet_v2_035', '--no-top', '--weights', 'random', '--input-size', '64', '--format', 'tfjs', '--out', join(dir, 'tfjs')], { TL_HOME: home });
+    expect(tfjs.exitCode, tfjs.stderr).toBe(0);
+    expect(existsSync(join(dir, 'tfjs', 'model.json'))).toBe(true);
   });
 
   it('bad input: one line naming what is wrong', async () => {

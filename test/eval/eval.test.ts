@@ -59,6 +59,35 @@ describe('tl eval (wasm)', () => {
     expect(whole.metrics.perClass.map((c) => c.support)).toEqual([14, 0, 14]);
   });
 
+  it('ONNX Runtime gives the same metrics as tfjs', async () => {
+    const onnx = await evaluate(tf, { run, split: 'test', batchSize: 5, workers: 1, backend: 'wasm', engine: 'onnx', store });
+    expect(onnx.metrics.accuracy).toBe(trained.metrics!.accuracy);
+    expect(onnx.metrics.confusion).toEqual(trained.metrics!.confusion);
+    expect(onnx.metrics.logLoss).toBeCloseTo(trained.metrics!.logLoss, 4);
+  });
+
+  it('fine-tuning with the frozen part on ONNX Runtime gives the metrics of tfjs to float32 noise', async () => {
+    const common = {
+      data, model: 'mobilenet_v2.nsfwjs', freeze: 100, epochs: 2, batchSize: 8, lr: 0.01, optimizer: 'sgd' as const, accumulate: 1, bn: 'frozen' as const, dropout: 0,
+      augment: 'none' as const, inputSize: 64, val: 0.2, test: 0.3, seed: 4, resize: 'squash' as const, maxPixels: 1e8, weights: 'pretrained' as const, featureCacheBytes: 1 << 30, workers: 1, store,
+    };
+    const before = tf.memory().numTensors;
+    const a = await finetune(tf, info, { ...common, out: tempDir(), engine: 'tfjs' });
+    const b = await finetune(tf, info, { ...common, out: tempDir(), engine: 'onnx' });
+    expect(tf.memory().numTensors).toBe(before);
+    // Features differ by ~1e-6 (relative). SGD keeps that size; Adam's first steps move every weight by +-lr
+    // whatever the gradient's size, so a near-zero gradient whose sign the noise flips would grow it.
+    const close = (x: number, y: number) => Math.abs(x - y) / Math.max(1e-6, Math.abs(y));
+    b.history.forEach((row, i) => {
+      const ref = a.history[i]!;
+      expect(close(row.loss, ref.loss), `epoch ${row.epoch} loss`).toBeLessThan(1e-4);
+      expect(close(row.val_loss!, ref.val_loss!), `epoch ${row.epoch} val_loss`).toBeLessThan(1e-4);
+      expect(row.accuracy).toBe(ref.accuracy);
+    });
+    expect(close(b.test!.loss, a.test!.loss)).toBeLessThan(1e-4);
+    expect(b.metrics!.confusion).toEqual(a.metrics!.confusion);
+  });
+
   it('predict gives each image its top classes, most probable first, summing to at most 1', async () => {
     const r = await predict(tf, { model: run, inputs: [join(data, 'class2')], top: 2, batchSize: 4, workers: 1, backend: 'wasm', store });
     expect(r.predictions).toHaveLength(14);

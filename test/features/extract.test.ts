@@ -88,6 +88,17 @@ describe('tl extract (wasm)', () => {
     await expect(extract(tf, options(join(dir, 'x.npy'), { layer: 'nope' }))).rejects.toThrow(/--layer nope: no layer of that name/);
   });
 
+  it('on ONNX Runtime the features equal those of tfjs within 1e-4', async () => {
+    const dir = tempDir();
+    await extract(tf, options(join(dir, 't.npy')));
+    const before = tf.memory().numTensors;
+    const r = await extract(tf, options(join(dir, 'o.npy'), { engine: 'onnx' }));
+    expect(tf.memory().numTensors).toBe(before);
+    expect(r.count).toBe(12);
+    expect(relativeError(readNpy(join(dir, 'o.npy')).data, readNpy(join(dir, 't.npy')).data)).toBeLessThan(1e-4);
+    expect(readFileSync(indexPathFor(join(dir, 'o.npy')), 'utf8')).toBe(readFileSync(indexPathFor(join(dir, 't.npy')), 'utf8').replace(/t\.npy/g, 'o.npy'));
+  });
+
   it('plain image files get no class or split', async () => {
     const out = join(tempDir(), 'f.npy');
     const r = await extract(tf, options(out, { inputs: [join(data, 'class0', 'img0.png'), join(data, 'class1')] }));

@@ -25,7 +25,7 @@ beforeAll(async () => {
     skipped: [{ path: 'bad.jpg', reason: 'truncated JPEG' }], seconds: 12.5, data: 'datasets/x', config: { epochs: 3, lr: 0.001, freeze: '100' },
     history: [1, 2, 3].map((epoch) => ({ epoch, loss: 1 / epoch, accuracy: 0.5 + epoch / 10, val_loss: 1.2 / epoch, val_accuracy: 0.4 + epoch / 10, lr: 0.001, seconds: 2, img_per_s: 20 })),
     phases: [{ name: 'train', first: 1, last: 3, frozenLayers: 100, lr: 0.001 }], best: { epoch: 3, monitor: 'val_loss', value: 0.4 }, stopReason: null, resumedFrom: null,
-    test: { loss: 0.5, accuracy: metrics.accuracy, count: 6 }, metrics, frozenLayers: 100, totalLayers: 154, trainableParams: 1000, boundaryLayers: ['block_10_project_BN'],
+    test: { loss: 0.5, accuracy: metrics.accuracy, count: 6 }, metrics, onnx: 'model.onnx', frozenLayers: 100, totalLayers: 154, trainableParams: 1000, boundaryLayers: ['block_10_project_BN'],
     cache: { enabled: true, hitRate: 0.66, spilled: 0 }, wasmHeapBytes: null, tensorsAfterEpoch: [10, 10, 10],
   };
   await writeReports(dir, report);

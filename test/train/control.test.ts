@@ -113,6 +113,7 @@ describe('repeatable runs (wasm)', () => {
   });
 
   it('optimizers, schedules, weight decay, smoothing and class weights all train and are recorded', async () => {
+    const before = tf.memory().numTensors;
     for (const extra of [
       { optimizer: 'sgd', nesterov: true, schedule: 'cosine', warmupEpochs: 0.5, weightDecay: 1e-4 },
       { optimizer: 'rmsprop', schedule: 'step', stepEpochs: 1, gamma: 0.5, labelSmoothing: 0.1, classWeight: 'balanced' },
@@ -125,6 +126,7 @@ describe('repeatable runs (wasm)', () => {
       if (extra.schedule === 'step') expect(r.history.map((row) => row.lr)).toEqual([1e-4, 5e-5]);
       if (extra.classWeight === 'balanced') expect(config.classWeights).toHaveLength(3);
     }
+    expect(tf.memory().numTensors).toBe(before);
   });
 
   it('--head-epochs needs a freeze point inside the backbone', async () => {

@@ -1,0 +1,39 @@
+// `tl export RUN|NAME --format onnx|tfjs --out PATH`.
+import { Command } from 'commander';
+import { z } from 'zod';
+import { addCommonOptions, announceBackend, backendSchema, commonSchema, formatBytes, parseOptions, printJson } from './common.js';
+import { progress, type Io } from './io.js';
+
+const exportSchema = commonSchema.extend({
+  backend: backendSchema.optional(),
+  format: z.enum(['onnx', 'tfjs']),
+  out: z.string().min(1),
+  top: z.boolean().default(true),
+  weights: z.enum(['pretrained', 'random']),
+  inputSize: z.coerce.number().int().min(32).max(1024).optional(),
+});
+
+export function exportCommand(io: Io): Command {
+  const cmd = new Command('export')
+    .description('write a run or registry model as ONNX (opset 13, NHWC input, checked with ONNX Runtime) or a TensorFlow.js LayersModel')
+    .argument('<MODEL>', 'run folder, tfjs model folder, or registry model name')
+    .option('--format <format>', 'onnx | tfjs', 'onnx')
+    .requiredOption('-o, --out <path>', 'output file (onnx) or folder (tfjs)')
+    .option('--no-top', 'registry models: without the ImageNet top')
+    .option('--weights <source>', 'registry models: pretrained | random', 'pretrained')
+    .option('--input-size <px>', "registry models: input size (default: the model's)");
+  addCommonOptions(cmd, { backend: true });
+  cmd.action(async (model: string, raw: unknown) => {
+    const opts = parseOptions(exportSchema, raw);
+    const { loadBackend, backendChoiceFromEnv } = await import('../backend/index.js');
+    const backend = await loadBackend({ choice: opts.backend ?? backendChoiceFromEnv(io.env) });
+    announceBackend(io, backend.info, opts);
+    const { exportModel } = await import('../export/index.js');
+    const spinner = progress(io, `exporting ${model}`, opts);
+    const result = await exportModel(backend.tf, { model, format: opts.format, out: opts.out, includeTop: opts.top, weights: opts.weights, ...(opts.inputSize ? { inputSize: opts.inputSize } : {}) });
+    spinner.succeed(`exported ${model}`);
+    if (opts.json) return printJson(io, result);
+    io.out(`wrote ${result.out} (${opts.format}, ${formatBytes(result.bytes)}, ${result.layers} layers, input ${JSON.stringify(result.inputShape)}${result.checked ? ', opened by ONNX Runtime' : ''})\n`);
+  });
+  return cmd;
+}

@@ -1,0 +1,350 @@
+// Exports a TensorFlow.js LayersModel (tl's architectures, custom layers, cuts with several outputs) to an ONNX
+// graph (opset 13). Inside, tensors are NCHW as ONNX operators expect; inputs and 4-D outputs stay NHWC at the
+// graph's edges. BatchNormalization after a convolution is folded into it.
+import onnxProto from 'onnx-proto';
+import type { onnx as P } from 'onnx-proto';
+import type { Layer, LayersModel, SymbolicTensor } from '../backend/index.js';
+import { TlError } from '../errors.js';
+
+const { onnx } = onnxProto;
+
+export const OPSET = 13;
+
+const FLOAT = 1;
+const INT64 = 7;
+
+/** A layer or configuration the exporter cannot express. */
+export class OnnxExportError extends TlError {
+  constructor(message: string) {
+    super('E_ONNX_EXPORT', message);
+  }
+}
+
+type Attr = { name: string; i?: number; f?: number; s?: Uint8Array; ints?: number[]; type: number };
+const A = {
+  int: (name: string, i: number): Attr => ({ name, i, type: onnx.AttributeProto.AttributeType.INT }),
+  float: (name: string, f: number): Attr => ({ name, f, type: onnx.AttributeProto.AttributeType.FLOAT }),
+  ints: (name: string, ints: number[]): Attr => ({ name, ints, type: onnx.AttributeProto.AttributeType.INTS }),
+};
+
+interface Value {
+  name: string;
+  /** Rank of the Keras tensor; rank-4 values are held NCHW. */
+  rank: number;
+}
+
+class GraphBuilder {
+  readonly nodes: P.INodeProto[] = [];
+  readonly initializers: P.ITensorProto[] = [];
+  private counter = 0;
+
+  fresh(base: string): string {
+    return `${base}__${this.counter++}`;
+  }
+
+  node(op: string, inputs: string[], base: string, attrs: Attr[] = [], output?: string): string {
+    const out = output ?? this.fresh(base);
+    this.nodes.push({ opType: op, input: inputs, output: [out], name: this.fresh(`${base}_${op}`), attribute: attrs });
+    return out;
+  }
+
+  floats(base: string, dims: number[], data: Float32Array): string {
+    const name = this.fresh(base);
+    this.initializers.push({ name, dims, dataType: FLOAT, rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
+    return name;
+  }
+
+  int64s(base: string, values: number[]): string {
+    const name = this.fresh(base);
+    const data = BigInt64Array.from(values.map((v) => BigInt(v)));
+    this.initializers.push({ name, dims: [values.length], dataType: INT64, rawData: new Uint8Array(data.buffer) });
+    return name;
+  }
+
+  scalar(base: string, value: number): string {
+    const name = this.fresh(base);
+    this.initializers.push({ name, dims: [], dataType: FLOAT, rawData: new Uint8Array(Float32Array.of(value).buffer) });
+    return name;
+  }
+}
+
+/** A layer's weights by their short names (kernel, bias, gamma, ...). */
+function weightsOf(layer: Layer): Map<string, { shape: number[]; data: Float32Array }> {
+  return new Map(layer.weights.map((w) => [w.originalName.split('/').pop()!.replace(/:0$/, ''), { shape: w.shape as number[], data: w.read().dataSync() as Float32Array }]));
+}
+
+/** TensorFlow's 'same' padding: the extra pixel goes to the end. */
+function samePads(size: number, kernel: number, stride: number, dilation: number): [number, number] {
+  const out = Math.ceil(size / stride);
+  const total = Math.max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0);
+  return [Math.floor(total / 2), total - Math.floor(total / 2)];
+}
+
+function spatialPads(layer: Layer, input: SymbolicTensor, kernel: number[], strides: number[], dilation: number[]): number[] {
+  const padding = (layer.getConfig() as { padding?: string }).padding;
+  if (padding === 'valid') return [0, 0, 0, 0];
+  if (padding !== 'same') throw new OnnxExportError(`${layer.name}: padding '${String(padding)}' is not supported.`);
+  const [h, w] = [input.shape[1], input.shape[2]];
+  if (typeof h !== 'number' || typeof w !== 'number') throw new OnnxExportError(`${layer.name}: 'same' padding needs a fixed input size; build the model with one.`);
+  const [top, bottom] = samePads(h, kernel[0]!, strides[0]!, dilation[0]!);
+  const [left, right] = samePads(w, kernel[1]!, strides[1]!, dilation[1]!);
+  return [top, left, bottom, right];
+}
+
+const pair = (v: number | number[] | undefined, fallback: number): number[] => (v === undefined ? [fallback, fallback] : Array.isArray(v) ? v : [v, v]);
+
+/** Counts how many layer inputs (and model outputs) consume each symbolic tensor. */
+function consumers(model: LayersModel): Map<number, number> {
+  const count = new Map<number, number>();
+  for (const layer of model.layers) for (const t of layer.inboundNodes[0]?.inputTensors ?? []) count.set(t.id, (count.get(t.id) ?? 0) + 1);
+  for (const t of model.outputs) count.set(t.id, (count.get(t.id) ?? 0) + 1);
+  return count;
+}
+
+function activation(g: GraphBuilder, name: string, x: Value, base: string): Value {
+  switch (name) {
+    case 'linear':
+      return x;
+    case 'relu':
+      return { name: g.node('Relu', [x.name], base), rank: x.rank };
+    case 'relu6':
+      return { name: g.node('Clip', [x.name, g.scalar(`${base}_min`, 0), g.scalar(`${base}_max`, 6)], base), rank: x.rank };
+    case 'sigmoid':
+      return { name: g.node('Sigmoid', [x.name], base), rank: x.rank };
+    case 'tanh':
+      return { name: g.node('Tanh', [x.name], base), rank: x.rank };
+    case 'hardSigmoid':
+    case 'hard_sigmoid':
+      return { name: g.node('HardSigmoid', [x.name], base, [A.float('alpha', 0.2), A.float('beta', 0.5)]), rank: x.rank };
+    case 'swish':
+    case 'silu':
+      return { name: g.node('Mul', [x.name, g.node('Sigmoid', [x.name], base)], base), rank: x.rank };
+    case 'elu':
+      return { name: g.node('Elu', [x.name], base, [A.float('alpha', 1)]), rank: x.rank };
+    case 'softplus':
+      return { name: g.node('Softplus', [x.name], base), rank: x.rank };
+    case 'softmax':
+      // Keras takes the last axis: channels, which are axis 1 of an NCHW value.
+      return { name: g.node('Softmax', [x.name], base, [A.int('axis', x.rank === 4 ? 1 : -1)]), rank: x.rank };
+    default:
+      throw new OnnxExportError(`${base}: activation '${name}' has no ONNX export.`);
+  }
+}
+
+/** The NHWC view of a value (for Keras operations whose meaning depends on the memory order). */
+function toNhwc(g: GraphBuilder, x: Value, base: string): string {
+  return x.rank === 4 ? g.node('Transpose', [x.name], `${base}_nhwc`, [A.ints('perm', [0, 2, 3, 1])]) : x.name;
+}
+
+function convWeights(layer: Layer, depthwise: boolean): { kernel: Float32Array; dims: number[]; bias: Float32Array; outChannels: number } {
+  const w = weightsOf(layer);
+  const k = w.get(depthwise ? 'depthwise_kernel' : 'kernel');
+  if (!k) throw new OnnxExportError(`${layer.name}: no kernel weight.`);
+  const [kh, kw, cin, cout] = k.shape as [number, number, number, number];
+  const out = depthwise ? cin * cout : cout;
+  const kernel = new Float32Array(k.data.length);
+  // HWIO -> OIHW; depthwise [kh, kw, in, mult] -> [in * mult, 1, kh, kw] (output channel i * mult + m).
+  for (let y = 0; y < kh; y++) {
+    for (let x = 0; x < kw; x++) {
+      for (let i = 0; i < cin; i++) {
+        for (let o = 0; o < cout; o++) {
+          const src = ((y * kw + x) * cin + i) * cout + o;
+          const dst = depthwise ? ((i * cout + o) * kh + y) * kw + x : ((o * cin + i) * kh + y) * kw + x;
+          kernel[dst] = k.data[src]!;
+        }
+      }
+    }
+  }
+  return { kernel, dims: depthwise ? [out, 1, kh, kw] : [cout, cin, kh, kw], bias: w.get('bias')?.data ?? new Float32Array(out), outChannels: out };
+}
+
+/** Inference-mode BatchNormalization as a per-channel scale and shift. */
+function bnAffine(layer: Layer, channels: number): { scale: Float32Array; shift: Float32Array } {
+  const w = weightsOf(layer);
+  const eps = (layer.getConfig() as { epsilon?: number }).epsilon ?? 1e-3;
+  const gamma = w.get('gamma')?.data;
+  const beta = w.get('beta')?.data;
+  const mean = w.get('moving_mean')!.data;
+  const variance = w.get('moving_variance')!.data;
+  const scale = new Float32Array(channels);
+  const shift = new Float32Array(channels);
+  for (let c = 0; c < channels; c++) {
+    scale[c] = (gamma ? gamma[c]! : 1) / Math.sqrt(variance[c]! + eps);
+    shift[c] = (beta ? beta[c]! : 0) - mean[c]! * scale[c]!;
+  }
+  return { scale, shift };
+}
+
+/** Serialises `model` as an ONNX ModelProto (opset 13). */
+export function exportOnnx(model: LayersModel, options: { name?: string } = {}): Uint8Array {
+  const g = new GraphBuilder();
+  const values = new Map<number, Value>();
+  const uses = consumers(model);
+  const bnAfter = new Map<number, Layer>();
+  for (const l of model.layers) {
+    const t = l.inboundNodes[0]?.inputTensors[0];
+    if (t && l.getClassName() === 'BatchNormalization') bnAfter.set(t.id, l);
+  }
+  const folded = new Map<string, Layer>();
+  const inputs: P.IValueInfoProto[] = [];
+  const inputIds = new Set(model.inputs.map((t) => t.id));
+  const dims = (shape: (number | null)[]) => ({ dim: shape.map((d, i) => (d === null || i === 0 ? { dimParam: i === 0 ? 'N' : `d${i}` } : { dimValue: d })) });
+
+  model.inputs.forEach((t) => {
+    inputs.push({ name: t.sourceLayer.name, type: { tensorType: { elemType: FLOAT, shape: dims(t.shape) } } });
+    values.set(t.id, t.shape.length === 4 ? { name: g.node('Transpose', [t.sourceLayer.name], `${t.sourceLayer.name}_nchw`, [A.ints('perm', [0, 3, 1, 2])]), rank: 4 } : { name: t.sourceLayer.name, rank: t.shape.length });
+  });
+
+  for (const layer of model.layers) {
+    const node = layer.inboundNodes[0];
+    if (!node) continue;
+    const cls = layer.getClassName();
+    if (cls === 'InputLayer' && node.outputTensors.every((t) => inputIds.has(t.id))) continue;
+    const ins = node.inputTensors.map((t) => {
+      const v = values.get(t.id);
+      if (!v) throw new OnnxExportError(`${layer.name}: its input from '${t.sourceLayer.name}' is not part of the exported graph.`);
+      return v;
+    });
+    const x = ins[0]!;
+    const out = node.outputTensors[0]!;
+    const config = layer.getConfig() as Record<string, unknown>;
+    const base = layer.name;
+    let y: Value;
+    switch (cls) {
+      case 'Conv2D':
+      case 'DepthwiseConv2D': {
+        const depthwise = cls === 'DepthwiseConv2D';
+        const { kernel, dims: kdims, bias, outChannels } = convWeights(layer, depthwise);
+        const kernelSize = [kdims[2]!, kdims[3]!];
+        const strides = pair(config.strides as number[], 1);
+        const dilation = pair(config.dilationRate as number[], 1);
+        const pads = spatialPads(layer, node.inputTensors[0]!, kernelSize, strides, dilation);
+        // A BatchNormalization that alone consumes a linear convolution is folded into its weights.
+        const next = bnAfter.get(out.id);
+        const act = (config.activation as string | undefined) ?? 'linear';
+        let w = kernel;
+        let b = bias;
+        if (next && uses.get(out.id) === 1 && act === 'linear') {
+          const { scale, shift } = bnAffine(next, outChannels);
+          const per = w.length / outChannels;
+          w = new Float32Array(kernel.length);
+          b = new Float32Array(outChannels);
+          for (let c = 0; c < outChannels; c++) {
+            const sc = scale[c]!;
+            for (let i = c * per; i < (c + 1) * per; i++) w[i] = kernel[i]! * sc;
+            b[c] = bias[c]! * sc + shift[c]!;
+          }
+          folded.set(next.name, layer);
+        }
+        const conv = g.node('Conv', [x.name, g.floats(`${base}_W`, kdims, w), g.floats(`${base}_B`, [outChannels], b)], base, [
+          A.ints('kernel_shape', kernelSize), A.ints('strides', strides), A.ints('dilations', dilation), A.ints('pads', pads), A.int('group', depthwise ? kdims[0]! / ((config.depthMultiplier as number | undefined) ?? 1) : 1),
+        ]);
+        y = activation(g, act, { name: conv, rank: 4 }, base);
+        break;
+      }
+      case 'BatchNormalization': {
+        if (folded.has(layer.name)) {
+          y = x;
+          break;
+        }
+        const channels = out.shape.at(-1) as number;
+        const { scale, shift } = bnAffine(layer, channels);
+        const shape = x.rank === 4 ? [channels, 1, 1] : [channels];
+        y = { name: g.node('Add', [g.node('Mul', [x.name, g.floats(`${base}_scale`, shape, scale)], base), g.floats(`${base}_shift`, shape, shift)], base), rank: x.rank };
+        break;
+      }
+      case 'Activation':
+        y = activation(g, config.activation as string, x, base);
+        break;
+      case 'ReLU': {
+        const max = config.maxValue as number | null | undefined;
+        y = max === null || max === undefined ? activation(g, 'relu', x, base) : { name: g.node('Clip', [x.name, g.scalar(`${base}_min`, 0), g.scalar(`${base}_max`, max)], base), rank: x.rank };
+        break;
+      }
+      case 'ZeroPadding2D': {
+        const p = config.padding as [[number, number], [number, number]];
+        y = { name: g.node('Pad', [x.name, g.int64s(`${base}_pads`, [0, 0, p[0][0], p[1][0], 0, 0, p[0][1], p[1][1]])], base), rank: 4 };
+        break;
+      }
+      case 'MaxPooling2D':
+      case 'AveragePooling2D': {
+        const kernel = pair(config.poolSize as number[], 2);
+        const strides = pair((config.strides as number[] | null) ?? kernel, 1);
+        const pads = spatialPads(layer, node.inputTensors[0]!, kernel, strides, [1, 1]);
+        y = { name: g.node(cls === 'MaxPooling2D' ? 'MaxPool' : 'AveragePool', [x.name], base, [A.ints('kernel_shape', kernel), A.ints('strides', strides), A.ints('pads', pads)]), rank: 4 };
+        break;
+      }
+      case 'GlobalAveragePooling2D':
+      case 'GlobalMaxPooling2D': {
+        const pooled = g.node(cls === 'GlobalAveragePooling2D' ? 'GlobalAveragePool' : 'GlobalMaxPool', [x.name], base);
+        y = config.keepdims ? { name: pooled, rank: 4 } : { name: g.node('Flatten', [pooled], base, [A.int('axis', 1)]), rank: 2 };
+        break;
+      }
+      case 'Add':
+      case 'Multiply': {
+        let acc = ins[0]!.name;
+        for (const other of ins.slice(1)) acc = g.node(cls === 'Add' ? 'Add' : 'Mul', [acc, other.name], base);
+        y = { name: acc, rank: x.rank };
+        break;
+      }
+      case 'Concatenate': {
+        const axis = (config.axis as number | undefined) ?? -1;
+        const rank = x.rank;
+        const keras = axis < 0 ? rank + axis : axis;
+        const onnxAxis = rank === 4 ? [0, 2, 3, 1][keras]! : keras;
+        y = { name: g.node('Concat', ins.map((v) => v.name), base, [A.int('axis', onnxAxis)]), rank };
+        break;
+      }
+      case 'Dense': {
+        if (x.rank !== 2) throw new OnnxExportError(`${layer.name}: Dense on a rank-${x.rank} input has no ONNX export.`);
+        const w = weightsOf(layer);
+        const k = w.get('kernel')!;
+        const units = k.shape[1]!;
+        const gemm = g.node('Gemm', [x.name, g.floats(`${base}_W`, k.shape, k.data), g.floats(`${base}_B`, [units], w.get('bias')?.data ?? new Float32Array(units))], base);
+        y = activation(g, (config.activation as string | undefined) ?? 'linear', { name: gemm, rank: 2 }, base);
+        break;
+      }
+      case 'Flatten':
+        y = { name: g.node('Flatten', [toNhwc(g, x, base)], base, [A.int('axis', 1)]), rank: 2 };
+        break;
+      case 'Reshape': {
+        const target = config.targetShape as number[];
+        const reshaped = g.node('Reshape', [toNhwc(g, x, base), g.int64s(`${base}_shape`, [0, ...target])], base);
+        y = target.length === 3 ? { name: g.node('Transpose', [reshaped], `${base}_nchw`, [A.ints('perm', [0, 3, 1, 2])]), rank: 4 } : { name: reshaped, rank: target.length + 1 };
+        break;
+      }
+      case 'Dropout':
+      case 'SpatialDropout2D':
+        y = x;
+        break;
+      case 'Rescaling':
+        y = { name: g.node('Add', [g.node('Mul', [x.name, g.scalar(`${base}_scale`, config.scale as number)], base), g.scalar(`${base}_offset`, (config.offset as number | undefined) ?? 0)], base), rank: x.rank };
+        break;
+      case 'TFOpLambda': {
+        const op = (config.op as string) === 'multiply' ? 'Mul' : 'Add';
+        y = { name: g.node(op, [x.name, g.scalar(`${base}_operand`, config.operand as number)], base), rank: x.rank };
+        break;
+      }
+      default:
+        throw new OnnxExportError(`${layer.name}: layer class ${cls} has no ONNX export.`);
+    }
+    values.set(out.id, y);
+  }
+
+  const outputs: P.IValueInfoProto[] = model.outputs.map((t, i) => {
+    const v = values.get(t.id);
+    if (!v) throw new OnnxExportError(`Output ${i} ('${t.sourceLayer.name}') was not produced.`);
+    const name = `output_${i}`;
+    if (v.rank === 4) g.node('Transpose', [v.name], name, [A.ints('perm', [0, 2, 3, 1])], name);
+    else g.node('Identity', [v.name], name, [], name);
+    return { name, type: { tensorType: { elemType: FLOAT, shape: dims(t.shape) } } };
+  });
+
+  const proto = onnx.ModelProto.create({
+    irVersion: 7,
+    producerName: 'tl',
+    opsetImport: [{ domain: '', version: OPSET }],
+    graph: { name: options.name ?? model.name, node: g.nodes, initializer: g.initializers, input: inputs, output: outputs },
+  });
+  return onnx.ModelProto.encode(proto).finish();
+}
