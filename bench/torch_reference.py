@@ -5,6 +5,7 @@ BatchNorm in inference mode, as tl's default --bn frozen does. Prints one JSON d
 
   /usr/bin/python3 bench/torch_reference.py step --model mobilenet_v2 --batch-size 16 --steps 5
   /usr/bin/python3 bench/torch_reference.py finetune --model mobilenet_v2 --data DIR --epochs 10 --batch-size 16
+  /usr/bin/python3 bench/torch_reference.py extract --model resnet50 --batch-size 16 --steps 5
 """
 import argparse
 import json
@@ -101,9 +102,33 @@ def finetune_benchmark(args):
     return {"model": args.model, "images": len(data), "epochs": args.epochs, "seconds": time.perf_counter() - start, "history": history}
 
 
+def extract_benchmark(args):
+    """Pooled features (no classifier) in inference mode, as tl extract computes them."""
+    if args.model == "mobilenet_v2":
+        net = torchvision.models.mobilenet_v2(weights=None)
+        body = torch.nn.Sequential(net.features, torch.nn.AdaptiveAvgPool2d(1))
+    elif args.model == "resnet50":
+        net = torchvision.models.resnet50(weights=None)
+        body = torch.nn.Sequential(*list(net.children())[:-1])
+    elif args.model == "vgg16":
+        net = torchvision.models.vgg16(weights=None)
+        body = torch.nn.Sequential(net.features, torch.nn.AdaptiveAvgPool2d(1))
+    else:
+        raise SystemExit(f"unknown model {args.model}")
+    body.eval()
+    x = torch.randn(args.batch_size, 3, args.size, args.size)
+    with torch.no_grad():
+        body(x)
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            body(x)
+        seconds = time.perf_counter() - start
+    return {"model": args.model, "batch_size": args.batch_size, "img_per_s": args.steps * args.batch_size / seconds}
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["step", "finetune"])
+    parser.add_argument("mode", choices=["step", "finetune", "extract"])
     parser.add_argument("--model", default="mobilenet_v2")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--size", type=int, default=224)
@@ -115,7 +140,7 @@ def main():
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    result = step_benchmark(args) if args.mode == "step" else finetune_benchmark(args)
+    result = {"step": step_benchmark, "finetune": finetune_benchmark, "extract": extract_benchmark}[args.mode](args)
     result.update({"torch": torch.__version__, "threads": torch.get_num_threads()})
     print(json.dumps(result))
 

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { LayersModel } from '../backend/index.js';
 import { BackendError } from '../errors.js';
 import { exportOnnx } from '../onnx/export.js';
-import { loadOrt, OnnxSession, ortThreads } from '../onnx/runtime.js';
+import { cudaProvider, loadOrt, OnnxSession, ortThreads } from '../onnx/runtime.js';
 import { storeRoot } from '../store/index.js';
 import { writeFileAtomic } from '../util/atomic.js';
 
@@ -29,7 +29,7 @@ export async function resolveEngine(choice: EngineChoice): Promise<EngineInfo> {
     if (choice === 'onnx') throw new BackendError(`--engine onnx: ONNX Runtime does not load (${reason}).`, { suggestion: 'Reinstall with `npm install` (onnxruntime-node ships its CPU library), or use --engine tfjs.' });
     return { name: 'tfjs', label: 'tfjs', reason: `onnxruntime-node does not load: ${reason}` };
   }
-  return { name: 'onnx', label: `onnxruntime ${ort.env.versions.node ?? ort.env.versions.common} (cpu, ${ortThreads()} threads)`, reason: null };
+  return { name: 'onnx', label: `onnxruntime ${ort.env.versions.node ?? ort.env.versions.common} (${cudaProvider().usable ? 'cuda, then ' : ''}cpu, ${ortThreads()} threads)`, reason: null };
 }
 
 /** A content hash of a model: topology and every weight. */

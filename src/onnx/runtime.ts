@@ -1,5 +1,8 @@
 // ONNX Runtime (onnxruntime-node), loaded lazily as an optional native engine: sessions over tl's exported graphs.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
+import { dirname, join } from 'node:path';
 import { BackendError } from '../errors.js';
 
 type Ort = typeof import('onnxruntime-node');
@@ -24,6 +27,22 @@ export function loadOrt(): Promise<{ ort: Ort | null; reason: string | null }> {
   return cached;
 }
 
+/**
+ * Whether the CUDA execution provider can be tried: its library was installed (onnxruntime-node's CUDA 12 opt-in,
+ * see the README) and an NVIDIA driver is loaded.
+ */
+export function cudaProvider(): { usable: boolean; library: string | null } {
+  let library: string | null = null;
+  try {
+    const root = dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json'));
+    const candidate = join(root, 'bin', 'napi-v6', process.platform, process.arch, 'libonnxruntime_providers_cuda.so');
+    library = existsSync(candidate) ? candidate : null;
+  } catch {
+    library = null;
+  }
+  return { usable: library !== null && existsSync('/proc/driver/nvidia/version'), library };
+}
+
 /** Intra-op threads for a session: every core. */
 export function ortThreads(): number {
   return availableParallelism();
@@ -33,7 +52,8 @@ export function ortThreads(): number {
 export async function ortInfo(): Promise<OrtInfo> {
   const { ort, reason } = await loadOrt();
   if (!ort) return { available: false, version: null, providers: [], threads: 0, reason };
-  const providers = ort.listSupportedBackends().filter((b) => b.bundled || b.name === 'cuda').map((b) => (b.bundled ? b.name : `${b.name} (not installed)`));
+  const cuda = cudaProvider();
+  const providers = ['cpu', cuda.usable ? 'cuda' : cuda.library ? 'cuda (installed; no NVIDIA driver)' : 'cuda (not installed: see the README for the CUDA 12 opt-in)'];
   return { available: true, version: ort.env.versions.node ?? ort.env.versions.common, providers, threads: ortThreads(), reason: null };
 }
 
@@ -41,14 +61,23 @@ export async function ortInfo(): Promise<OrtInfo> {
 export class OnnxSession {
   private constructor(private readonly ort: Ort, private readonly session: import('onnxruntime-node').InferenceSession) {}
 
-  /** Opens `model` (bytes or a file path) with `threads` intra-op threads on the CPU (and CUDA when asked and present). */
+  /**
+   * Opens `model` (bytes or a file path) with `threads` intra-op threads on the CPU, or on CUDA first when its
+   * execution provider is usable (falling back to the CPU if the CUDA session cannot be created).
+   */
   static async open(model: Uint8Array | string, options: { threads?: number; cuda?: boolean } = {}): Promise<OnnxSession> {
     const { ort, reason } = await loadOrt();
     if (!ort) throw new BackendError(`ONNX Runtime is not available: ${reason}`);
-    const providers = options.cuda ? ['cuda', 'cpu'] : ['cpu'];
-    const opts = { executionProviders: providers, intraOpNumThreads: options.threads ?? ortThreads(), interOpNumThreads: 1, graphOptimizationLevel: 'all' as const };
-    const session = typeof model === 'string' ? await ort.InferenceSession.create(model, opts) : await ort.InferenceSession.create(model, opts);
-    return new OnnxSession(ort, session);
+    const base = { intraOpNumThreads: options.threads ?? ortThreads(), interOpNumThreads: 1, graphOptimizationLevel: 'all' as const };
+    const create = (executionProviders: string[]) => (typeof model === 'string' ? ort.InferenceSession.create(model, { ...base, executionProviders }) : ort.InferenceSession.create(model, { ...base, executionProviders }));
+    if (options.cuda ?? cudaProvider().usable) {
+      try {
+        return new OnnxSession(ort, await create(['cuda', 'cpu']));
+      } catch {
+        // The CUDA libraries it links against (CUDA 12, cuDNN 9) are missing: the CPU serves.
+      }
+    }
+    return new OnnxSession(ort, await create(['cpu']));
   }
 
   get inputNames(): readonly string[] {
