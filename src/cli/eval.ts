@@ -1,20 +1,16 @@
 // `tl eval --model RUN [DATA]`: metrics on the run's held-out split (or a labelled folder) and reports.
-import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { z } from 'zod';
-import { addCommonOptions, addEngineOption, announceBackend, backendSchema, commonSchema, engineSchema, parseOptions, printJson } from './common.js';
+import { parseOptions, printJson } from './common.js';
+import { addInferenceOptions, inferenceSchema, startInference } from './inference.js';
 import { progress, type Io } from './io.js';
 import { printMetrics } from './metrics.js';
 
-const evalSchema = commonSchema.extend({
-  backend: backendSchema.optional(),
-  engine: engineSchema,
+const evalSchema = inferenceSchema.extend({
   model: z.string().min(1),
   split: z.enum(['test', 'val', 'train', 'all']),
   out: z.string().min(1).optional(),
-  batchSize: z.coerce.number().int().min(1).max(4096),
-  workers: z.union([z.literal('auto'), z.coerce.number().int().min(1).max(64)]),
 });
 
 export function evalCommand(io: Io): Command {
@@ -24,28 +20,21 @@ export function evalCommand(io: Io): Command {
     .requiredOption('-m, --model <run>', 'run folder written by tl finetune')
     .option('--split <split>', 'test | val | train | all (of the run\'s saved split)', 'test')
     .option('-o, --out <dir>', 'report folder (default: <run>/eval-<split>)')
-    .option('--batch-size <n>', 'images per forward pass', '32')
-    .option('--workers <n|auto>', 'threads running the model; auto: one per core on wasm and cpu', 'auto');
-  addEngineOption(cmd, 'the forward passes');
-  addCommonOptions(cmd, { backend: true });
+;
+  addInferenceOptions(cmd);
   cmd.action(async (data: string | undefined, raw: unknown) => {
     const opts = parseOptions(evalSchema, raw);
-    const { loadBackend, backendChoiceFromEnv } = await import('../backend/index.js');
-    const backend = await loadBackend({ choice: opts.backend ?? backendChoiceFromEnv(io.env) });
-    const { resolveEngine } = await import('../engine/index.js');
-    const engine = await resolveEngine(opts.engine);
-    announceBackend(io, backend.info, opts, engine);
+    const { tf, info, run: runOptions } = await startInference(io, opts);
     const { evaluate } = await import('../eval/index.js');
     const { writeReports, REPORT_SCHEMA_VERSION } = await import('../report/index.js');
     const { TL_VERSION } = await import('../version.js');
     const spinner = progress(io, 'loading the model', opts);
-    const result = await evaluate(backend.tf, {
-      run: opts.model, ...(data ? { data } : {}), split: opts.split, batchSize: opts.batchSize, backend: backend.info.name, engine: engine.name,
-      workers: opts.workers === 'auto' ? (backend.info.name === 'tensorflow' ? 1 : availableParallelism()) : opts.workers,
+    const result = await evaluate(tf, {
+      ...runOptions, run: opts.model, ...(data ? { data } : {}), split: opts.split,
       onProgress: (done, total) => spinner.update(`evaluating ${done}/${total}`),
     });
     const out = opts.out ?? join(opts.model, `eval-${result.split}`);
-    const files = await writeReports(out, { schemaVersion: REPORT_SCHEMA_VERSION, kind: 'eval', tlVersion: TL_VERSION, createdAt: new Date().toISOString(), backend: backend.info.label, model: result.model, classes: result.classes, skipped: result.skipped, seconds: result.seconds, run: result.run, data: result.data, split: result.split, usedRunSplit: result.usedRunSplit, metrics: result.metrics, imagesPerSecond: result.imagesPerSecond });
+    const files = await writeReports(out, { schemaVersion: REPORT_SCHEMA_VERSION, kind: 'eval', tlVersion: TL_VERSION, createdAt: new Date().toISOString(), backend: info.label, model: result.model, classes: result.classes, skipped: result.skipped, seconds: result.seconds, run: result.run, data: result.data, split: result.split, usedRunSplit: result.usedRunSplit, metrics: result.metrics, imagesPerSecond: result.imagesPerSecond });
     spinner.succeed(`evaluated ${result.metrics.count} images`);
     if (opts.json) return printJson(io, { ...result, files });
     io.out(`${result.usedRunSplit ? `the run's ${result.split} split` : 'every image'} of ${result.data}: ${result.metrics.count} images\n`);

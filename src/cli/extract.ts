@@ -1,21 +1,17 @@
 // `tl extract DATA|IMAGES...`: features of a pretrained model's feature layer for every image.
-import { availableParallelism } from 'node:os';
 import { Command } from 'commander';
 import { z } from 'zod';
-import { addCommonOptions, addEngineOption, announceBackend, backendSchema, commonSchema, engineSchema, parseOptions, printJson } from './common.js';
+import { parseOptions, printJson } from './common.js';
+import { addInferenceOptions, inferenceSchema, startInference } from './inference.js';
 import { downloadReporter, progress, type Io } from './io.js';
 import { dataOptions, dataSchema } from './options.js';
 import { DEFAULT_MODEL } from './finetune.js';
 
-const extractSchema = commonSchema.extend(dataSchema.shape).extend({
-  backend: backendSchema.optional(),
-  engine: engineSchema,
+const extractSchema = inferenceSchema.extend(dataSchema.shape).extend({
   model: z.string().min(1),
   layer: z.string().min(1).optional(),
   out: z.string().min(1).optional(),
   format: z.enum(['npy', 'csv', 'jsonl']),
-  batchSize: z.coerce.number().int().min(1).max(4096),
-  workers: z.union([z.literal('auto'), z.coerce.number().int().min(1).max(64)]),
   inputSize: z.coerce.number().int().min(32).max(1024).optional(),
   preprocess: z.enum(['caffe', 'tf', 'torch', 'raw01', 'none']).optional(),
   weights: z.enum(['pretrained', 'random']),
@@ -29,27 +25,19 @@ export function extractCommand(io: Io): Command {
     .option('--layer <name>', "layer whose output to write (default: the pooled features, Keras's pooling='avg')")
     .option('-o, --out <file>', 'output file (default: features.<format>); with npy the index goes to <name>.index.csv')
     .option('--format <format>', 'npy | csv | jsonl', 'npy')
-    .option('--batch-size <n>', 'images per forward pass', '32')
-    .option('--workers <n|auto>', 'threads running the model; auto: one per core on wasm and cpu', 'auto')
     .option('--input-size <px>', "input size (default: the model's)")
     .option('--preprocess <mode>', "caffe | tf | torch | raw01 | none (default: the model's)")
     .option('--weights <source>', 'pretrained | random', 'pretrained');
   dataOptions(cmd);
-  addEngineOption(cmd, 'the forward passes');
-  addCommonOptions(cmd, { backend: true });
+  addInferenceOptions(cmd);
   cmd.action(async (inputs: string[], raw: unknown) => {
     const opts = parseOptions(extractSchema, raw);
-    const { loadBackend, backendChoiceFromEnv } = await import('../backend/index.js');
-    const backend = await loadBackend({ choice: opts.backend ?? backendChoiceFromEnv(io.env) });
-    const { resolveEngine } = await import('../engine/index.js');
-    const engine = await resolveEngine(opts.engine);
-    announceBackend(io, backend.info, opts, engine);
+    const { tf, run } = await startInference(io, opts);
     const { extract } = await import('../features/index.js');
     const spinner = progress(io, 'loading the model', opts);
     const out = opts.out ?? `features.${opts.format}`;
-    const result = await extract(backend.tf, {
-      inputs, model: opts.model, ...(opts.layer ? { layer: opts.layer } : {}), out, format: opts.format, batchSize: opts.batchSize,
-      workers: opts.workers === 'auto' ? (backend.info.name === 'tensorflow' ? 1 : availableParallelism()) : opts.workers, backend: backend.info.name, engine: engine.name,
+    const result = await extract(tf, {
+      ...run, inputs, model: opts.model, ...(opts.layer ? { layer: opts.layer } : {}), out, format: opts.format,
       val: opts.val, test: opts.test, seed: opts.seed, resize: opts.resize, maxPixels: opts.maxPixels,
       ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), ...(opts.preprocess ? { preprocess: opts.preprocess } : {}), weights: opts.weights,
       onProgress: (done, total) => spinner.update(`extracting ${done}/${total}`),

@@ -1,18 +1,14 @@
 // `tl predict --model RUN|NAME IMAGE|DIR...`: class probabilities per image.
-import { availableParallelism } from 'node:os';
 import { Command } from 'commander';
 import Table from 'cli-table3';
 import { z } from 'zod';
-import { addCommonOptions, addEngineOption, announceBackend, backendSchema, commonSchema, engineSchema, parseOptions, printJson } from './common.js';
+import { parseOptions, printJson } from './common.js';
+import { addInferenceOptions, inferenceSchema, startInference } from './inference.js';
 import { downloadReporter, progress, type Io } from './io.js';
 
-const predictSchema = commonSchema.extend({
-  backend: backendSchema.optional(),
-  engine: engineSchema,
+const predictSchema = inferenceSchema.extend({
   model: z.string().min(1),
   top: z.coerce.number().int().min(1).max(1000),
-  batchSize: z.coerce.number().int().min(1).max(4096),
-  workers: z.union([z.literal('auto'), z.coerce.number().int().min(1).max(64)]),
 });
 
 export function predictCommand(io: Io): Command {
@@ -21,22 +17,15 @@ export function predictCommand(io: Io): Command {
     .argument('<IMAGES...>', 'image files and folders (searched recursively)')
     .requiredOption('-m, --model <run|name>', 'run folder written by tl finetune, or a registry model with its top (e.g. mobilenet_v2.nsfwjs)')
     .option('-k, --top <k>', 'classes to show per image', '3')
-    .option('--batch-size <n>', 'images per forward pass', '32')
-    .option('--workers <n|auto>', 'threads running the model; auto: one per core on wasm and cpu', 'auto');
-  addEngineOption(cmd, 'the forward passes');
-  addCommonOptions(cmd, { backend: true });
+;
+  addInferenceOptions(cmd);
   cmd.action(async (inputs: string[], raw: unknown) => {
     const opts = parseOptions(predictSchema, raw);
-    const { loadBackend, backendChoiceFromEnv } = await import('../backend/index.js');
-    const backend = await loadBackend({ choice: opts.backend ?? backendChoiceFromEnv(io.env) });
-    const { resolveEngine } = await import('../engine/index.js');
-    const engine = await resolveEngine(opts.engine);
-    announceBackend(io, backend.info, opts, engine);
+    const { tf, run } = await startInference(io, opts);
     const { predict } = await import('../inference/predict.js');
     const spinner = progress(io, 'loading the model', opts);
-    const result = await predict(backend.tf, {
-      model: opts.model, inputs, top: opts.top, batchSize: opts.batchSize, backend: backend.info.name, engine: engine.name,
-      workers: opts.workers === 'auto' ? (backend.info.name === 'tensorflow' ? 1 : availableParallelism()) : opts.workers,
+    const result = await predict(tf, {
+      ...run, model: opts.model, inputs, top: opts.top,
       onProgress: (done, total) => spinner.update(`predicting ${done}/${total}`),
       onDownload: downloadReporter(io, spinner, opts),
     });

@@ -1,28 +1,19 @@
 // `tl eval`: metrics of a fine-tuned run on its own held-out split (or on another labelled folder).
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { BackendChoice, Tf } from '../backend/index.js';
-import { ImageSource, scanDataset, type ImageItem, type ResizeMode, type SkippedFile } from '../data/index.js';
+import type { Tf } from '../backend/index.js';
+import { ImageSource, scanDataset, type ImageItem, type SkippedFile } from '../data/index.js';
 import { UsageError } from '../errors.js';
-import { loadClassifier, runBatches } from '../inference/index.js';
+import { loadClassifier, runBatches, type RunOptions } from '../inference/index.js';
 import { computeMetrics, type Metrics } from './metrics.js';
 
 export type EvalSplit = 'test' | 'val' | 'train' | 'all';
 
-export interface EvalOptions {
+export interface EvalOptions extends RunOptions {
   run: string;
   /** A labelled folder; default: the dataset the run was trained on. */
   data?: string;
   split: EvalSplit;
-  batchSize: number;
-  workers: number;
-  backend: BackendChoice;
-  /** Inference engine (default tfjs); `onnx` runs the model on ONNX Runtime. */
-  engine?: 'onnx' | 'tfjs';
-  resize?: ResizeMode;
-  maxPixels?: number;
-  store?: string;
-  onProgress?: (done: number, total: number) => void;
 }
 
 export interface EvalResult {

@@ -1,7 +1,7 @@
 // Models for inference (classifiers and feature extractors) and running them over images in batches.
 import { dirname } from 'node:path';
 import type { BackendChoice, LayersModel, SymbolicTensor, Tf } from '../backend/index.js';
-import { preprocess, preprocessPixels, type ImageItem, type ImageSource } from '../data/index.js';
+import { preprocess, preprocessPixels, type ImageItem, type ImageSource, type ResizeMode } from '../data/index.js';
 import { onnxSessionFor } from '../engine/index.js';
 import { ModelNotFoundError, UsageError, WeightsError } from '../errors.js';
 import { resolveVariant, type PreprocessMode } from '../registry/index.js';
@@ -124,6 +124,19 @@ export async function loadFeatureModel(tf: Tf, spec: string, options: InferenceO
     owner.dispose();
     throw err;
   }
+}
+
+/** How a model runs over many images: batching, threads, engine, decoding. */
+export interface RunOptions {
+  batchSize: number;
+  workers: number;
+  backend: BackendChoice;
+  /** Inference engine (default tfjs); `onnx` runs the model on ONNX Runtime. */
+  engine?: 'onnx' | 'tfjs';
+  resize?: ResizeMode;
+  maxPixels?: number;
+  store?: string;
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** One batch of outputs: `outputs` holds `items.length` rows of `width` floats. */

@@ -1,23 +1,14 @@
 // `tl predict`: class probabilities for images from a fine-tuned run or a registry classifier.
-import type { BackendChoice, Tf } from '../backend/index.js';
-import { ImageSource, listImages, type ResizeMode, type SkippedFile } from '../data/index.js';
+import type { Tf } from '../backend/index.js';
+import { ImageSource, listImages, type SkippedFile } from '../data/index.js';
 import { UsageError } from '../errors.js';
 import type { DownloadProgress } from '../weights/download.js';
-import { loadClassifier, runBatches } from './index.js';
+import { loadClassifier, runBatches, type RunOptions } from './index.js';
 
-export interface PredictOptions {
+export interface PredictOptions extends RunOptions {
   model: string;
   inputs: string[];
   top: number;
-  batchSize: number;
-  workers: number;
-  backend: BackendChoice;
-  /** Inference engine (default tfjs); `onnx` runs the model on ONNX Runtime. */
-  engine?: 'onnx' | 'tfjs';
-  resize?: ResizeMode;
-  maxPixels?: number;
-  store?: string;
-  onProgress?: (done: number, total: number) => void;
   onDownload?: (p: DownloadProgress) => void;
 }
 
