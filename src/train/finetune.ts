@@ -277,6 +277,8 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
   let boundaryLayers: string[] = [];
   const resumedFrom = checkpoint ? { epoch: startEpoch, batches: partial?.batches ?? 0 } : null;
   const tails: LayersModel[] = [];
+  const kept = { probs: [] as Float32Array[], labels: [] as number[], paths: [] as string[] };
+  let test: { loss: number; accuracy: number } | null = null;
 
   try {
     for (const [phaseIndex, phase] of phases.entries()) {
@@ -364,6 +366,14 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
           await saveLast(epoch, null);
           tensorsAfterEpoch.push(tf.memory().numTensors);
         }
+        if (stopReason !== null || phaseIndex === phases.length - 1) {
+          // Like Keras's restore_best_weights: the saved model is the best epoch's (the current weights when nothing
+          // was validated or training was interrupted before validation; the initial ones after a divergence in
+          // epoch 1). The test split then goes through this phase's cut: its frozen part on the replicas or ONNX Runtime.
+          const interrupted = stopReason?.startsWith('interrupted') === true;
+          if (best !== null || (stopReason !== null && !interrupted)) restore(bestWeights);
+          if (dataset.splits.test.length > 0) test = await engine.evaluate(dataset.splits.test, options.batchSize, undefined, kept);
+        }
       } finally {
         cacheStats.hits += cache?.hits ?? 0;
         cacheStats.misses += cache?.misses ?? 0;
@@ -375,14 +385,6 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
       }
       partial = null;
     }
-    // Like Keras's restore_best_weights: the saved model is the best epoch's (the current weights when nothing was
-    // validated or training was interrupted before validation; the initial ones after a divergence in epoch 1).
-    const interrupted = stopReason?.startsWith('interrupted') === true;
-    if (best !== null || (stopReason !== null && !interrupted)) restore(bestWeights);
-    // The test split is evaluated through the whole model (the last phase's cut may be gone).
-    const engine = new Engine(tf, { frozen: null, tail: full, boundaryShapes: [[size, size, 3]], boundaryLayers: [] }, source.preprocess, dataset, null, null);
-    const kept = { probs: [] as Float32Array[], labels: [] as number[], paths: [] as string[] };
-    const test = dataset.splits.test.length > 0 ? await engine.evaluate(dataset.splits.test, options.batchSize, undefined, kept) : null;
     const metrics = test ? computeMetrics(concat(kept.probs), kept.labels, dataset.classes, { paths: kept.paths }) : null;
 
     seedDropout(full, null);
