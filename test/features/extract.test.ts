@@ -22,7 +22,8 @@ beforeAll(async () => {
 });
 
 function options(out: string, extra: Partial<ExtractOptions> = {}): ExtractOptions {
-  return { inputs: [data], model: 'mobilenet_v2_035', out, format: 'npy', batchSize: 5, workers: 1, backend: 'wasm', val: 0.2, test: 0.2, seed: 3, resize: 'squash', maxPixels: 1e8, inputSize: 48, weights: 'random', store, ...extra };
+  // Pretrained weights: an untrained MobileNetV2's pooled features vanish (~1e-10), which would make comparisons weak.
+  return { inputs: [data], model: 'mobilenet_v2.nsfwjs', out, format: 'npy', batchSize: 5, workers: 1, backend: 'wasm', val: 0.2, test: 0.2, seed: 3, resize: 'squash', maxPixels: 1e8, inputSize: 64, store, ...extra };
 }
 
 /** Parses a float32 .npy file as numpy 1.0 writes it. */
@@ -56,11 +57,14 @@ describe('tl extract (wasm)', () => {
     expect(new Set(rows.map((c) => c[2]))).toEqual(new Set(['class0', 'class1']));
     expect(new Set(rows.map((c) => c[3]))).toEqual(new Set(['train', 'val', 'test']));
 
-    // The same model, built again from the same seed, run directly on three of the images.
-    const im = await loadFeatureModel(tf, 'mobilenet_v2_035', { inputSize: 48, weights: 'random', seed: 3, store });
+    // Features of a real backbone: clearly non-zero, and different between the two classes.
+    expect(Math.max(...npy.data.map(Math.abs))).toBeGreaterThan(0.1);
+    expect(relativeError(npy.data.subarray(0, 1280), npy.data.subarray(11 * 1280, 12 * 1280))).toBeGreaterThan(0.05);
+    // The same model, loaded again, run directly on three of the images.
+    const im = await loadFeatureModel(tf, 'mobilenet_v2.nsfwjs', { inputSize: 64, store });
     for (const row of [0, 5, 11]) {
-      const pixels = await decodeImage(rows[row]![1]!, { size: 48, resize: 'squash', maxPixels: 1e8 });
-      const y = tf.tidy(() => im.model.predict(preprocess(tf, tf.tensor4d(Float32Array.from(pixels), [1, 48, 48, 3]), im.preprocess)) as ReturnType<Tf['tensor']>);
+      const pixels = await decodeImage(rows[row]![1]!, { size: 64, resize: 'squash', maxPixels: 1e8 });
+      const y = tf.tidy(() => im.model.predict(preprocess(tf, tf.tensor4d(Float32Array.from(pixels), [1, 64, 64, 3]), im.preprocess)) as ReturnType<Tf['tensor']>);
       expect(relativeError(npy.data.subarray(row * 1280, (row + 1) * 1280), y.dataSync() as Float32Array)).toBeLessThan(1e-5);
       y.dispose();
     }
@@ -83,8 +87,8 @@ describe('tl extract (wasm)', () => {
     expect(lines[0]!.path).toBe(first[0]);
     expect(relativeError(Float32Array.from(lines[0]!.features), matrix.subarray(0, 1280))).toBeLessThan(1e-6);
     const map = await extract(tf, options(join(dir, 'map.npy'), { layer: 'block_13_expand_relu' }));
-    expect(map.shape).toEqual([12, 3, 3, 192]);
-    expect(readNpy(join(dir, 'map.npy')).shape).toEqual([12, 3, 3, 192]);
+    expect(map.shape).toEqual([12, 4, 4, 576]);
+    expect(readNpy(join(dir, 'map.npy')).shape).toEqual([12, 4, 4, 576]);
     await expect(extract(tf, options(join(dir, 'x.npy'), { layer: 'nope' }))).rejects.toThrow(/--layer nope: no layer of that name/);
   });
 
