@@ -11,7 +11,6 @@ import { storeRoot } from '../store/index.js';
 import { writeFileAtomic } from '../util/atomic.js';
 
 export type EngineChoice = 'auto' | 'onnx' | 'tfjs';
-export const ENGINE_CHOICES: readonly EngineChoice[] = ['auto', 'onnx', 'tfjs'];
 
 export interface EngineInfo {
   name: 'onnx' | 'tfjs';

@@ -80,14 +80,6 @@ export class OnnxSession {
     return new OnnxSession(ort, await create(['cpu']));
   }
 
-  get inputNames(): readonly string[] {
-    return this.session.inputNames;
-  }
-
-  get outputNames(): readonly string[] {
-    return this.session.outputNames;
-  }
-
   /** Runs one batch; returns every output's data in graph output order. */
   async run(inputs: { data: Float32Array; shape: number[] }[]): Promise<Float32Array[]> {
     const feeds = Object.fromEntries(this.session.inputNames.map((name, i) => [name, new this.ort.Tensor('float32', inputs[i]!.data, inputs[i]!.shape)]));

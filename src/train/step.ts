@@ -23,8 +23,6 @@ export interface LossConfig {
   classWeights: number[] | null;
 }
 
-export const PLAIN_LOSS: LossConfig = { labelSmoothing: 0, classWeights: null };
-
 /**
  * The training loss of a batch as Keras computes it: smoothed targets, each image's cross-entropy times its class
  * weight, summed and divided by the batch size.
