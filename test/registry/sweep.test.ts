@@ -3,7 +3,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type Tf } from '../../src/backend/index.js';
 import { FAMILIES, buildVariant, layerTable, resolveVariant, type LayerRow } from '../../src/registry/index.js';
 
-const REFERENCE = new URL('../../../shared/reference/keras-applications/', import.meta.url);
+// The Keras applications' layer tables, kept in the repository (see test/fixtures/keras-applications/README.md).
+const REFERENCE = new URL('../fixtures/keras-applications/', import.meta.url);
 
 interface RefRow { index: number; name: string; className: string; params: number; outputShape: (number | null)[] | null }
 
