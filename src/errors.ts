@@ -65,3 +65,38 @@ export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);
 }
+
+/** An environmental failure (disk full, permission, a path of the wrong kind) met while reading or writing a path. */
+export class EnvironmentError extends TlError {
+  constructor(message: string, options: { suggestion?: string; cause?: unknown } = {}) {
+    super('E_ENVIRONMENT', message, options);
+  }
+}
+
+const ENVIRONMENT: Record<string, { what: string; suggestion: string }> = {
+  ENOSPC: { what: 'no space left on the device', suggestion: 'Free some disk space, or write elsewhere (--out, or TL_HOME for the model store).' },
+  EDQUOT: { what: 'disk quota exceeded', suggestion: 'Free some space in your quota, or write elsewhere (--out, or TL_HOME for the model store).' },
+  EACCES: { what: 'permission denied', suggestion: 'Check the permissions of that path, or write elsewhere (--out, or TL_HOME for the model store).' },
+  EPERM: { what: 'operation not permitted', suggestion: 'Check the permissions of that path, or write elsewhere (--out, or TL_HOME for the model store).' },
+  EROFS: { what: 'read-only file system', suggestion: 'Write elsewhere (--out, or TL_HOME for the model store).' },
+  ENOENT: { what: 'no such file or folder', suggestion: 'Check the path; create the folder first if it should exist.' },
+  ENOTDIR: { what: 'a part of the path is a file, not a folder', suggestion: 'Choose a path whose folders are folders.' },
+  EISDIR: { what: 'it is a folder, not a file', suggestion: 'Give a file name.' },
+  EEXIST: { what: 'it already exists', suggestion: 'Remove it or choose another path.' },
+  ENOTEMPTY: { what: 'the folder is not empty', suggestion: 'Remove it or choose another path.' },
+  EMFILE: { what: 'too many open files', suggestion: 'Raise the limit (ulimit -n) and run again.' },
+  ENAMETOOLONG: { what: 'the path is too long', suggestion: 'Choose a shorter path.' },
+};
+
+/** The environmental failure inside `err` (or its causes) as a one-line error naming the path, or null. */
+export function environmentError(err: unknown): EnvironmentError | null {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    const sys = e as NodeJS.ErrnoException & { dest?: string };
+    const known = sys.code ? ENVIRONMENT[sys.code] : undefined;
+    if (!known || (sys.path === undefined && sys.dest === undefined)) continue;
+    const verb = sys.syscall === 'open' || sys.syscall === 'write' || sys.syscall === 'mkdir' || sys.syscall === 'rename' || sys.syscall === 'copyfile' ? 'write' : sys.syscall === 'read' || sys.syscall === 'scandir' || sys.syscall === 'stat' ? 'read' : 'use';
+    const target = sys.dest && sys.syscall === 'rename' ? sys.dest : sys.path;
+    return new EnvironmentError(`Cannot ${verb} ${target}: ${known.what} (${sys.code}).`, { suggestion: known.suggestion, cause: err });
+  }
+  return null;
+}

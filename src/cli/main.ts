@@ -1,6 +1,7 @@
 // The CLI entry: builds the command tree, runs it, and turns errors into messages and exit codes.
 import { Command, CommanderError } from 'commander';
-import { TlError } from '../errors.js';
+import { environmentError, TlError } from '../errors.js';
+import { onNotice } from '../util/notice.js';
 import { TL_VERSION } from '../version.js';
 import { dataCommand } from './data.js';
 import { doctorCommand } from './doctor.js';
@@ -30,11 +31,17 @@ export function buildProgram(io: Io): Command {
 /** Runs tl with `argv` (without node and script) and returns its exit code. */
 export async function execute(argv: string[], io: Io): Promise<number> {
   const program = buildProgram(io);
+  const quiet = argv.includes('-q') || argv.includes('--quiet');
+  const stopNotices = onNotice((text) => {
+    if (!quiet) io.err(`notice: ${text}\n`);
+  });
   try {
     await program.parseAsync(argv, { from: 'user' });
     return 0;
   } catch (err) {
     return handleError(err, io);
+  } finally {
+    stopNotices();
   }
 }
 
@@ -44,10 +51,11 @@ export function handleError(err: unknown, io: Io): number {
     if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) return 0;
     return 2;
   }
-  if (err instanceof TlError) {
-    io.err(`error: ${err.message}\n`);
-    if (err.suggestion) io.err(`  ${err.suggestion}\n`);
-    return err.exitCode;
+  const known = err instanceof TlError ? err : environmentError(err);
+  if (known) {
+    io.err(`error: ${known.message}\n`);
+    if (known.suggestion) io.err(`  ${known.suggestion}\n`);
+    return known.exitCode;
   }
   const stack = err instanceof Error ? (err.stack ?? err.message) : String(err);
   io.err(`internal error: ${stack}\nThis is a bug in tl; please report it with the command you ran and the output of \`tl doctor\`.\n`);
@@ -63,5 +71,12 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
 
 /** Entry used by bin/tl.js. */
 export async function main(argv: string[]): Promise<number> {
+  // Without a command's own handler, a signal ends the process through process.exit, so exit hooks (which remove
+  // temp files) run; a command that handles signals itself (finetune) adds a second listener and this one yields.
+  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+    process.on(signal, () => {
+      if (process.listenerCount(signal) === 1) process.exit(code);
+    });
+  }
   return execute(argv, processIo());
 }

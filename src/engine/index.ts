@@ -1,14 +1,14 @@
 // Inference engines: ONNX Runtime (native, multi-threaded) or TensorFlow.js, chosen with --engine.
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { LayersModel } from '../backend/index.js';
 import { BackendError } from '../errors.js';
 import { exportOnnx } from '../onnx/export.js';
 import { cudaProvider, loadOrt, OnnxSession, ortThreads } from '../onnx/runtime.js';
 import { storeRoot } from '../store/index.js';
-import { writeFileAtomic } from '../util/atomic.js';
+import { CHECK_WORDS, readStored, writeStored } from '../store/verified.js';
+import { sweepStaleTemps } from '../util/atomic.js';
+import { notice } from '../util/notice.js';
 
 export type EngineChoice = 'auto' | 'onnx' | 'tfjs';
 
@@ -43,15 +43,23 @@ export function modelHash(model: LayersModel): string {
   return h.digest('hex').slice(0, 24);
 }
 
-/** `model` exported to ONNX, cached in the store by content hash (written once, atomically). */
-export async function exportedPath(model: LayersModel, store = storeRoot()): Promise<string> {
+/**
+ * `model` exported to ONNX: from the store's cache (by content hash) when the cached file matches its recorded
+ * sha256, else exported again and cached (atomically, with its hash), saying why when a cached file was bad.
+ */
+export async function exportedGraph(model: LayersModel, store = storeRoot()): Promise<{ path: string; bytes: Uint8Array }> {
   const path = join(store, 'onnx', `${modelHash(model)}.onnx`);
-  if (!existsSync(path)) await writeFileAtomic(path, exportOnnx(model));
-  return path;
+  const cached = await readStored(path);
+  if (cached.data !== null) return { path, bytes: cached.data };
+  if (cached.check !== 'missing') notice(`the cached ONNX graph ${path} ${CHECK_WORDS[cached.check]}; exported it again`);
+  for (const leftover of sweepStaleTemps(dirname(path))) notice(`removed ${leftover}, left by an interrupted run`);
+  const bytes = exportOnnx(model);
+  await writeStored(path, bytes);
+  return { path, bytes };
 }
 
 /** An ONNX Runtime session over `model` (exported and cached first). */
 export async function onnxSessionFor(model: LayersModel, options: { store?: string; threads?: number } = {}): Promise<OnnxSession> {
-  const path = await exportedPath(model, options.store);
-  return OnnxSession.open(await readFile(path), { ...(options.threads ? { threads: options.threads } : {}) });
+  const { bytes } = await exportedGraph(model, options.store);
+  return OnnxSession.open(bytes, { ...(options.threads ? { threads: options.threads } : {}) });
 }

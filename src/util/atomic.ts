@@ -1,11 +1,73 @@
-// Atomic file writes: a temp file in the same folder, then rename, so readers never see half a file.
+// Atomic file writes: a temp file in the same folder, then rename, so readers never see half a file. Temp files
+// are tracked while they live and removed when the process exits (signals included); those a killed process left
+// behind carry its pid, so a later run can tell them from a live one's and remove them.
 import { randomBytes } from 'node:crypto';
+import { readdirSync, rmSync } from 'node:fs';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
-/** A temp path beside `path` (same folder, so rename is atomic). */
+const live = new Set<string>();
+let exitHookInstalled = false;
+
+/** Remembers a temp path so that it is removed if the process exits before it is renamed or removed. */
+export function trackTemp(path: string): void {
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.on('exit', () => {
+      for (const p of live) rmSync(p, { recursive: true, force: true });
+    });
+  }
+  live.add(path);
+}
+
+/** Forgets a temp path that was renamed or removed. */
+export function untrackTemp(path: string): void {
+  live.delete(path);
+}
+
+/** A temp path beside `path` (same folder, so rename is atomic), tracked until untracked. */
 export function tempPathFor(path: string): string {
-  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  trackTemp(tmp);
+  return tmp;
+}
+
+const TEMP_NAME = /^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$/;
+
+function alive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes the temp files and folders in `dir` that a process no longer running left behind (killed mid-write);
+ * returns their paths. Those of live processes are left alone.
+ */
+export function sweepStaleTemps(dir: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    const m = TEMP_NAME.exec(name);
+    if (!m || alive(Number(m[1]))) continue;
+    const path = join(dir, name);
+    try {
+      rmSync(path, { recursive: true, force: true });
+      removed.push(path);
+    } catch {
+      // Not ours to remove (permissions): leave it.
+    }
+  }
+  return removed;
 }
 
 /** Writes `data` to `path` atomically, creating the folder. */
@@ -18,6 +80,8 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array): 
   } catch (err) {
     await rm(tmp, { force: true });
     throw err;
+  } finally {
+    untrackTemp(tmp);
   }
 }
 

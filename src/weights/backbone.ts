@@ -8,7 +8,7 @@ import { resolveVariant, type PreprocessMode } from '../registry/index.js';
 import { storeRoot } from '../store/index.js';
 import { download, type DownloadProgress } from './download.js';
 import { loadPretrained } from './index.js';
-import { loadLayersModelFromFolder, readModelJson, shardPath } from './tfjs.js';
+import { groupBytes, loadLayersModelFromFolder, MAX_MODEL_JSON_BYTES, readModelJson, shardPath } from './tfjs.js';
 
 /** A backbone (no classifier) and what its inputs expect. */
 export interface Backbone {
@@ -44,17 +44,35 @@ export function modelJsonAt(path: string): string | null {
   return null;
 }
 
+/**
+ * The URL of a shard listed in the model.json at `modelJsonUrl`: resolved as a browser would (percent-escapes and
+ * backslashes included), and refused unless it has the model.json's origin and lies under its folder.
+ */
+export function shardUrl(modelJsonUrl: string, path: string): string {
+  const base = new URL(modelJsonUrl);
+  const folder = base.pathname.slice(0, base.pathname.lastIndexOf('/') + 1);
+  let target: URL;
+  try {
+    target = new URL(path, base);
+  } catch {
+    throw new WeightsError(`Shard path '${path}' in ${modelJsonUrl} is not a valid relative URL; refused.`);
+  }
+  if (target.origin !== base.origin || !target.pathname.startsWith(folder) || target.pathname === folder || path.includes('\\')) {
+    throw new WeightsError(`Shard path '${path}' in ${modelJsonUrl} resolves to ${target.href}, outside ${base.origin}${folder}; refused.`, { suggestion: 'A model served over HTTP must keep its shards beside model.json.' });
+  }
+  return target.href;
+}
+
 /** Downloads a LayersModel (model.json and its shards) from a URL into the store; returns the local model.json. */
 export async function fetchLayersModel(url: string, store: string, onDownload?: (p: DownloadProgress) => void): Promise<string> {
   const folder = join(store, 'weights', 'url', createHash('sha256').update(url).digest('hex').slice(0, 16));
   const local = join(folder, 'model.json');
-  await download(url, local, { hash: null, ...(onDownload ? { onProgress: onDownload } : {}) });
+  const progress = onDownload ? { onProgress: onDownload } : {};
+  await download(url, local, { hash: null, maxBytes: MAX_MODEL_JSON_BYTES, ...progress });
   const json = await readModelJson(local);
-  for (const path of json.weightsManifest.flatMap((g) => g.paths)) {
-    // Same rule as for folders: a shard must live beside model.json.
-    const target = shardPath(folder, path);
-    await download(new URL(path, url).toString(), target, { hash: null, ...(onDownload ? { onProgress: onDownload } : {}) });
-  }
+  // Every shard is checked before any is fetched: its URL stays beside model.json, its file inside the folder.
+  const shards = json.weightsManifest.flatMap((g) => g.paths.map((path) => ({ url: shardUrl(url, path), target: shardPath(folder, path), maxBytes: groupBytes(g) })));
+  for (const shard of shards) await download(shard.url, shard.target, { hash: null, maxBytes: shard.maxBytes, ...progress });
   return local;
 }
 

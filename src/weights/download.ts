@@ -1,12 +1,13 @@
-// Downloads into the model store: temp file, progress, hash check, then rename. Concurrent fetches never corrupt.
+// Downloads into the model store: bounded in size and time, to a temp file, hash-checked, then renamed. Concurrent
+// fetches never corrupt; an interrupted one leaves nothing behind.
 import { createHash } from 'node:crypto';
-import { createWriteStream, existsSync } from 'node:fs';
-import { mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { mkdir, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { WeightsError } from '../errors.js';
-import { tempPathFor, writeFileAtomic } from '../util/atomic.js';
+import { checkStored, CHECK_WORDS, hashAlgorithm, recordStored } from '../store/verified.js';
+import { sweepStaleTemps, tempPathFor, untrackTemp } from '../util/atomic.js';
+import { notice } from '../util/notice.js';
 
 export interface DownloadProgress {
   url: string;
@@ -18,78 +19,103 @@ export interface DownloadProgress {
 export interface DownloadOptions {
   /** Expected md5 (32 hex) or sha256 (64 hex); null records the first download's sha256 and checks it later. */
   hash: string | null;
+  /** The most bytes the file may have; a larger Content-Length is refused and a longer body is cut off. */
+  maxBytes: number;
+  /** Seconds without a byte (or without response headers) before the transfer is abandoned. */
+  timeoutSeconds?: number;
   onProgress?: (p: DownloadProgress) => void;
   fetchImpl?: typeof fetch;
 }
 
-function algorithm(hash: string): 'md5' | 'sha256' {
-  if (/^[0-9a-f]{32}$/i.test(hash)) return 'md5';
-  if (/^[0-9a-f]{64}$/i.test(hash)) return 'sha256';
-  throw new WeightsError(`'${hash}' is neither an md5 nor a sha256 hex digest.`);
+/** Seconds a stalled transfer waits: $TL_DOWNLOAD_TIMEOUT, default 30. */
+export function downloadTimeoutSeconds(env: NodeJS.ProcessEnv = process.env): number {
+  const value = Number(env['TL_DOWNLOAD_TIMEOUT']);
+  return Number.isFinite(value) && value > 0 ? value : 30;
 }
 
-async function hashFile(path: string, algo: 'md5' | 'sha256'): Promise<string> {
-  return createHash(algo).update(await readFile(path)).digest('hex');
-}
-
-/** Sidecar holding the sha256 recorded at the first download of a file Keras publishes no hash for. */
-const sidecar = (path: string) => `${path}.sha256`;
-
-/** Checks a stored file against the expected or recorded hash. */
-export async function verifyStored(path: string, hash: string | null): Promise<boolean> {
-  if (!existsSync(path)) return false;
-  if (hash !== null) return (await hashFile(path, algorithm(hash))) === hash.toLowerCase();
-  if (!existsSync(sidecar(path))) return false;
-  return (await hashFile(path, 'sha256')) === (await readFile(sidecar(path), 'utf8')).trim();
-}
+const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
 
 /** Ensures `dest` holds the verified file from `url`, downloading it when needed; returns its path. */
 export async function download(url: string, dest: string, options: DownloadOptions): Promise<string> {
-  if (await verifyStored(dest, options.hash)) return dest;
+  const check = await checkStored(dest, options.hash);
+  if (check === 'ok') return dest;
+  if (check !== 'missing') notice(`${dest} ${CHECK_WORDS[check]}; downloading it again from ${url}`);
   await mkdir(dirname(dest), { recursive: true });
+  for (const path of sweepStaleTemps(dirname(dest))) notice(`removed ${path}, left by an interrupted download`);
   const tmp = tempPathFor(dest);
   const fetchImpl = options.fetchImpl ?? fetch;
+  const timeout = (options.timeoutSeconds ?? downloadTimeoutSeconds()) * 1000;
+  const abort = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => abort.abort(), timeout);
+  };
+  const stalled = () => new WeightsError(`Download of ${url} stalled: nothing received for ${timeout / 1000} s.`, { suggestion: 'Try again later, or raise TL_DOWNLOAD_TIMEOUT (seconds).' });
   try {
     let response: Response;
+    arm();
     try {
-      response = await fetchImpl(url);
+      response = await fetchImpl(url, { signal: abort.signal, redirect: 'follow' });
     } catch (err) {
+      if (abort.signal.aborted) throw stalled();
       throw new WeightsError(`Cannot download ${url}: ${(err as Error).message}${(err as { cause?: Error }).cause ? ` (${(err as { cause: Error }).cause.message})` : ''}`, {
         cause: err,
         suggestion: `Download it elsewhere and place it at ${dest}, or use --weights random.`,
       });
     }
     if (!response.ok || response.body === null) throw new WeightsError(`Cannot download ${url}: HTTP ${response.status} ${response.statusText}`);
-    const total = Number(response.headers.get('content-length')) || null;
+    const header = response.headers.get('content-length');
+    const total = header !== null && /^\d+$/.test(header.trim()) ? Number(header) : null;
+    if (total !== null && total > options.maxBytes) {
+      await response.body.cancel().catch(() => {});
+      throw new WeightsError(`Refused ${url}: the server announces ${total} bytes (${mib(total)}); at most ${options.maxBytes} (${mib(options.maxBytes)}) are expected.`);
+    }
     const md5 = createHash('md5');
     const sha256 = createHash('sha256');
     const started = performance.now();
     let bytes = 0;
-    const body = Readable.fromWeb(response.body as import('node:stream/web').ReadableStream<Uint8Array>);
-    body.on('data', (chunk: Buffer) => {
-      bytes += chunk.length;
-      md5.update(chunk);
-      sha256.update(chunk);
-      options.onProgress?.({ url, bytes, total, bytesPerSecond: bytes / Math.max(1e-3, (performance.now() - started) / 1000) });
-    });
+    const file = createWriteStream(tmp);
+    const closed = new Promise<void>((resolve, reject) => file.on('close', resolve).on('error', reject));
+    const reader = response.body.getReader();
     try {
-      await pipeline(body, createWriteStream(tmp));
-    } catch (err) {
-      throw new WeightsError(`Download of ${url} broke off after ${bytes} bytes${total ? ` of ${total}` : ''}: ${(err as Error).message}`, { cause: err });
+      for (;;) {
+        arm();
+        let chunk: Awaited<ReturnType<typeof reader.read>>;
+        try {
+          chunk = await reader.read();
+        } catch (err) {
+          if (abort.signal.aborted) throw stalled();
+          throw new WeightsError(`Download of ${url} broke off after ${bytes} bytes${total ? ` of ${total}` : ''}: ${(err as Error).message}`, { cause: err });
+        }
+        if (chunk.done) break;
+        bytes += chunk.value.length;
+        if (bytes > options.maxBytes) throw new WeightsError(`Refused ${url}: it sent more than the ${options.maxBytes} bytes (${mib(options.maxBytes)}) expected; the transfer was stopped.`);
+        md5.update(chunk.value);
+        sha256.update(chunk.value);
+        if (!file.write(chunk.value)) await new Promise<void>((resolve) => file.once('drain', () => resolve()));
+        options.onProgress?.({ url, bytes, total, bytesPerSecond: bytes / Math.max(1e-3, (performance.now() - started) / 1000) });
+      }
+    } finally {
+      clearTimeout(timer);
+      await reader.cancel().catch(() => {});
+      file.end();
+      await closed;
     }
     if (total !== null && bytes !== total) throw new WeightsError(`Download of ${url} is truncated: ${bytes} of ${total} bytes.`);
     const digests = { md5: md5.digest('hex'), sha256: sha256.digest('hex') };
     if (options.hash !== null) {
-      const got = digests[algorithm(options.hash)];
+      const got = digests[hashAlgorithm(options.hash)];
       if (got !== options.hash.toLowerCase()) {
-        throw new WeightsError(`${url} failed its integrity check: expected ${algorithm(options.hash)} ${options.hash}, got ${got}. The file was deleted.`);
+        throw new WeightsError(`${url} failed its integrity check: expected ${hashAlgorithm(options.hash)} ${options.hash}, got ${got}. The file was deleted.`);
       }
-    } else {
-      await writeFileAtomic(sidecar(dest), `${digests.sha256}\n`);
     }
     await rename(tmp, dest);
+    if (options.hash === null) await recordStored(dest, digests.sha256);
     return dest;
   } finally {
+    clearTimeout(timer);
     await rm(tmp, { force: true });
+    untrackTemp(tmp);
   }
 }

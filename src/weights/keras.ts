@@ -30,8 +30,19 @@ export async function assignKerasFile(tf: Tf, model: LayersModel, path: string, 
   }
 }
 
+/**
+ * The most bytes a Keras weight file for `model` can hold: float32 parameters plus HDF5 overhead, and the ImageNet
+ * top when the file has one that the model does not (VGG's two 4096-wide dense layers; a 1000-class classifier
+ * elsewhere).
+ */
+export function maxKerasBytes(model: LayersModel, source: WeightSource & { kind: 'keras-h5' }, family: string): number {
+  const hasTop = model.layers.some((l) => l.name === 'predictions' || l.name === 'Predictions' || l.name === 'reshape_2');
+  const top = source.includeTop && !hasTop ? (family === 'vgg' ? 124_000_000 : 4_000_000) : 0;
+  return Math.ceil((model.countParams() + top) * 4 * 1.05) + 16 * 2 ** 20;
+}
+
 /** Loads a variant's Keras .h5 weights (from the store, downloading when missing). */
-export async function loadKerasWeights(tf: Tf, model: LayersModel, source: WeightSource & { kind: 'keras-h5' }, store: string, onProgress?: (p: DownloadProgress) => void): Promise<AssignReport> {
-  const path = await download(source.url, kerasStorePath(store, source.url), { hash: source.hash, ...(onProgress ? { onProgress } : {}) });
+export async function loadKerasWeights(tf: Tf, model: LayersModel, source: WeightSource & { kind: 'keras-h5' }, store: string, options: { family: string; onProgress?: (p: DownloadProgress) => void }): Promise<AssignReport> {
+  const path = await download(source.url, kerasStorePath(store, source.url), { hash: source.hash, maxBytes: maxKerasBytes(model, source, options.family), ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
   return assignKerasFile(tf, model, path);
 }

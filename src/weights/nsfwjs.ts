@@ -1,10 +1,13 @@
 // Extracts the LayersModels bundled in the nsfwjs npm package (JS modules with base64 shards) into the model store.
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { WeightsError } from '../errors.js';
-import { tempPathFor } from '../util/atomic.js';
+import { checkStored, CHECK_WORDS, sidecar } from '../store/verified.js';
+import { sweepStaleTemps, tempPathFor, untrackTemp } from '../util/atomic.js';
+import { notice } from '../util/notice.js';
 
 const require = createRequire(import.meta.url);
 export const NSFWJS_VERSION = '4.4.0';
@@ -31,33 +34,53 @@ export function nsfwjsFolder(storeRoot: string, model: string): string {
   return join(storeRoot, 'weights', `nsfwjs-${NSFWJS_VERSION}`, model);
 }
 
+/** The first file of an extracted folder that fails its recorded hash, with why, or null when all pass. */
+async function damaged(folder: string, files: string[]): Promise<string | null> {
+  for (const file of files) {
+    const check = await checkStored(join(folder, file));
+    if (check !== 'ok') return `${file} ${CHECK_WORDS[check]}`;
+  }
+  return null;
+}
+
 /**
- * Extracts nsfwjs's bundled `model` once into the store and returns the model.json path. Concurrent callers
- * each write a private temp folder; the first rename wins and the others discard theirs.
+ * Extracts nsfwjs's bundled `model` into the store (each file with its sha256 recorded) and returns the model.json
+ * path. An extraction that fails its check (damaged, incomplete, from an older tl) is replaced, with a notice.
+ * Concurrent callers each write a private temp folder; the first rename wins and the others discard theirs.
  */
 export async function extractNsfwjsModel(storeRoot: string, model: 'mobilenet_v2' | 'inception_v3'): Promise<string> {
   const folder = nsfwjsFolder(storeRoot, model);
   const modelJson = join(folder, 'model.json');
-  if (existsSync(modelJson)) return modelJson;
   const source = join(packageDir(), 'dist', 'models', model);
   const json = require(join(source, 'model.min.js')) as { modelTopology: unknown; weightsManifest: { paths: string[] }[] };
+  const paths = json.weightsManifest.flatMap((g) => g.paths);
+  const files = ['model.json', ...paths];
+  if (existsSync(folder)) {
+    const why = await damaged(folder, files);
+    if (why === null) return modelJson;
+    notice(`the extracted nsfwjs model in ${folder} failed its integrity check (${why}); extracting it again`);
+    await rm(folder, { recursive: true, force: true });
+  }
   await mkdir(dirname(folder), { recursive: true });
+  for (const leftover of sweepStaleTemps(dirname(folder))) notice(`removed ${leftover}, left by an interrupted run`);
   const tmp = tempPathFor(folder);
   await mkdir(tmp);
   try {
-    const paths = json.weightsManifest.flatMap((g) => g.paths);
-    for (const p of paths) {
-      const base64 = require(join(source, `${p}.min.js`)) as string;
-      await writeFile(join(tmp, p), Buffer.from(base64, 'base64'));
-    }
-    await writeFile(join(tmp, 'model.json'), JSON.stringify({ ...json, format: 'layers-model', generatedBy: `nsfwjs ${NSFWJS_VERSION}` }));
+    const write = async (name: string, data: Buffer) => {
+      await writeFile(join(tmp, name), data);
+      await writeFile(sidecar(join(tmp, name)), `${createHash('sha256').update(data).digest('hex')}\n`);
+    };
+    for (const p of paths) await write(p, Buffer.from(require(join(source, `${p}.min.js`)) as string, 'base64'));
+    await write('model.json', Buffer.from(JSON.stringify({ ...json, format: 'layers-model', generatedBy: `nsfwjs ${NSFWJS_VERSION}` })));
     try {
       await rename(tmp, folder);
     } catch (err) {
+      // Another process's rename won; its extraction is as good as ours.
       if (!existsSync(modelJson)) throw err;
     }
   } finally {
     await rm(tmp, { recursive: true, force: true });
+    untrackTemp(tmp);
   }
   return modelJson;
 }

@@ -1,5 +1,6 @@
 // tfjs LayersModel folders (model.json + binary shards): reading, with shard paths confined to the folder.
-import { readFile } from 'node:fs/promises';
+import { realpathSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { NamedTensorMap, Tf } from '../backend/index.js';
 import { WeightsError } from '../errors.js';
@@ -19,15 +20,34 @@ export interface ModelJson {
   userDefinedMetadata?: Record<string, unknown>;
 }
 
-/** Resolves a shard path against the model folder, refusing anything that escapes it. */
+/** The most bytes a model.json may have (topology and manifest; the weights are in the shards). */
+export const MAX_MODEL_JSON_BYTES = 64 * 2 ** 20;
+
+const inside = (root: string, full: string) => {
+  const rel = relative(root, full);
+  return rel !== '' && rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel);
+};
+
+/**
+ * Resolves a shard path against the model folder, refusing anything that escapes it: by its name, and, for a file
+ * that exists, by its real path (a symlink to a file outside the folder is refused too).
+ */
 export function shardPath(folder: string, path: string): string {
-  if (isAbsolute(path) || /^[a-z][a-z0-9+.-]*:/i.test(path)) {
+  if (isAbsolute(path) || /^[a-z][a-z0-9+.-]*:/i.test(path) || path.includes('\\')) {
     throw new WeightsError(`Shard path '${path}' in ${join(folder, 'model.json')} is not relative to the model folder; refused.`);
   }
   const full = resolve(folder, path);
-  const rel = relative(resolve(folder), full);
-  if (rel === '' || rel.startsWith(`..${sep}`) || rel === '..' || isAbsolute(rel)) {
+  if (!inside(resolve(folder), full)) {
     throw new WeightsError(`Shard path '${path}' in ${join(folder, 'model.json')} leaves the model folder; refused.`);
+  }
+  let real: string | null = null;
+  try {
+    real = realpathSync(full);
+  } catch {
+    // Not there (yet): a download writes it; a read reports it missing.
+  }
+  if (real !== null && !inside(realpathSync(folder), real)) {
+    throw new WeightsError(`Shard '${path}' in ${join(folder, 'model.json')} is a link to ${real}, outside the model folder; refused.`, { suggestion: 'Copy the shard into the model folder instead of linking to it.' });
   }
   return full;
 }
@@ -36,8 +56,11 @@ export function shardPath(folder: string, path: string): string {
 export async function readModelJson(modelJsonPath: string): Promise<ModelJson> {
   let text: string;
   try {
+    const size = (await stat(modelJsonPath)).size;
+    if (size > MAX_MODEL_JSON_BYTES) throw new WeightsError(`${modelJsonPath} is ${size} bytes; a model.json has at most ${MAX_MODEL_JSON_BYTES} (its weights belong in the shards).`);
     text = await readFile(modelJsonPath, 'utf8');
   } catch (err) {
+    if (err instanceof WeightsError) throw err;
     throw new WeightsError(`Cannot read ${modelJsonPath}: ${(err as Error).message}`, { cause: err });
   }
   let json: ModelJson;
@@ -67,7 +90,7 @@ export async function readWeights(tf: Tf, modelJsonPath: string): Promise<NamedT
       }
     }));
     const joined = Buffer.concat(buffers);
-    const expected = group.weights.reduce((sum, w) => sum + byteSize(w), 0);
+    const expected = groupBytes(group);
     if (joined.byteLength !== expected) {
       throw new WeightsError(`Weight shards of ${modelJsonPath} hold ${joined.byteLength} bytes; the manifest describes ${expected}.`);
     }
@@ -75,6 +98,11 @@ export async function readWeights(tf: Tf, modelJsonPath: string): Promise<NamedT
     Object.assign(out, tf.io.decodeWeights(arrayBuffer, group.weights as Parameters<Tf['io']['decodeWeights']>[1]));
   }
   return out;
+}
+
+/** Bytes a manifest group's shards hold together. */
+export function groupBytes(group: WeightsManifestGroup): number {
+  return group.weights.reduce((sum, w) => sum + byteSize(w), 0);
 }
 
 function byteSize(w: WeightsManifestGroup['weights'][number]): number {

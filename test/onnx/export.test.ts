@@ -1,8 +1,9 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type LayersModel, type Tf } from '../../src/backend/index.js';
-import { exportedPath } from '../../src/engine/index.js';
+import { exportedGraph } from '../../src/engine/index.js';
+import { onNotice } from '../../src/util/notice.js';
 import { exportOnnx, OnnxExportError } from '../../src/onnx/export.js';
 import { OnnxSession } from '../../src/onnx/runtime.js';
 import { buildVariant, resolveVariant, variantNames } from '../../src/registry/index.js';
@@ -108,15 +109,39 @@ describe('the ONNX cache in the store', () => {
     const store = tempDir();
     const model = buildVariant(tf, 'mobilenet_v2_035', { includeTop: false, inputSize: 48 });
     randomize(model, 1);
-    const a = await exportedPath(model, store);
-    const again = await exportedPath(model, store);
+    const { path: a } = await exportedGraph(model, store);
+    const { path: again } = await exportedGraph(model, store);
     expect(again).toBe(a);
     expect(a.startsWith(join(store, 'onnx'))).toBe(true);
     const bytes = readFileSync(a);
     randomize(model, 2);
-    const b = await exportedPath(model, store);
+    const { path: b } = await exportedGraph(model, store);
     expect(b).not.toBe(a);
     expect(readFileSync(a).equals(bytes)).toBe(true);
+    model.dispose();
+  });
+
+  it('a cached graph that was damaged, truncated or has no recorded hash is exported again, with a notice', async () => {
+    const store = tempDir();
+    const model = buildVariant(tf, 'mobilenet_v2_035', { includeTop: false, inputSize: 48 });
+    randomize(model, 3);
+    const { path, bytes } = await exportedGraph(model, store);
+    const good = Buffer.from(bytes);
+    const damage: [string, () => void][] = [
+      ['does not match its recorded hash (damaged or changed)', () => { const b = Buffer.from(good); b[b.length >> 1] = b[b.length >> 1]! ^ 0x40; writeFileSync(path, b); }],
+      ['does not match its recorded hash (damaged or changed)', () => writeFileSync(path, good.subarray(0, good.length >> 1))],
+      ['has no recorded hash', () => rmSync(`${path}.sha256`)],
+    ];
+    for (const [words, spoil] of damage) {
+      spoil();
+      const notices: string[] = [];
+      const stop = onNotice((t) => notices.push(t));
+      const again = await exportedGraph(model, store);
+      stop();
+      expect(notices).toEqual([`the cached ONNX graph ${path} ${words}; exported it again`]);
+      expect(Buffer.from(again.bytes).equals(good)).toBe(true);
+      expect(readFileSync(path).equals(good)).toBe(true);
+    }
     model.dispose();
   });
 });

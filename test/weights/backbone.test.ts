@@ -19,7 +19,11 @@ const data = tempDir();
 const store = tempDir();
 const plain = join(tempDir(), 'plain');
 let server: Server;
+let other: Server;
 let base: string;
+let otherBase: string;
+/** Every request path the servers saw, in order (the other server's prefixed with 'other:'). */
+const seen: string[] = [];
 
 beforeAll(async () => {
   ({ tf, info } = await loadBackend({ choice: 'wasm' }));
@@ -30,6 +34,24 @@ beforeAll(async () => {
   await saveLayersModel(tf, model, plain);
   model.dispose();
   server = createServer((req, res) => {
+    seen.push(req.url ?? '');
+    const hostile = /^\/models\/m\/(escape|backslash|endless)\/model\.json$/.exec(req.url ?? '');
+    if (hostile) {
+      const json = JSON.parse(readFileSync(join(plain, 'model.json'), 'utf8')) as { weightsManifest: { paths: string[] }[] };
+      json.weightsManifest[0]!.paths = [{ escape: '%2e%2e/%2e%2e/secret.bin', backslash: `\\\\127.0.0.1:${(other.address() as AddressInfo).port}\\other.bin`, endless: 'weights.bin' }[hostile[1]!]!];
+      return void res.writeHead(200).end(JSON.stringify(json));
+    }
+    if (req.url === '/models/m/endless/weights.bin') {
+      // Far more than the manifest describes, with no length.
+      res.writeHead(200);
+      const chunk = Buffer.alloc(1 << 16);
+      const pump = () => {
+        if (res.destroyed) return;
+        if (res.write(chunk)) setImmediate(pump);
+        else res.once('drain', pump);
+      };
+      return pump();
+    }
     const file = req.url === '/evil/model.json' ? join(plain, 'evil.json') : join(plain, (req.url ?? '/').slice(1));
     try {
       const body = readFileSync(file);
@@ -40,11 +62,20 @@ beforeAll(async () => {
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  other = createServer((req, res) => {
+    seen.push(`other:${req.url}`);
+    res.writeHead(200).end(readFileSync(join(plain, 'weights.bin')));
+  });
+  await new Promise<void>((r) => other.listen(0, '127.0.0.1', r));
+  otherBase = `http://127.0.0.1:${(other.address() as AddressInfo).port}`;
   const json = JSON.parse(readFileSync(join(plain, 'model.json'), 'utf8')) as { weightsManifest: { paths: string[] }[] };
   json.weightsManifest[0]!.paths = ['../weights.bin'];
   writeFileSync(join(plain, 'evil.json'), JSON.stringify(json));
 });
-afterAll(() => new Promise<void>((r) => server.close(() => r())));
+afterAll(async () => {
+  await new Promise<void>((r) => server.close(() => r()));
+  await new Promise<void>((r) => other.close(() => r()));
+});
 
 const options = (model: string, out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions => ({
   data, model, out, freeze: 'all', epochs: 1, batchSize: 4, lr: 'auto', accumulate: 1, bn: 'frozen', dropout: 0, augment: 'none', inputSize: 64,
@@ -78,12 +109,33 @@ describe('backbones from paths and URLs', () => {
     backbone.model.dispose();
   });
 
-  it('tl finetune reports the download of a URL model on stderr', async () => {
+  it('tl finetune reports the download of a URL model on stderr, fetching each file once', async () => {
     const { runCli } = await import('../../src/cli/main.js');
+    seen.length = 0;
     const r = await runCli(['finetune', data, '--model', `${base}/model.json`, '--preprocess', 'tf', '--epochs', '1', '--input-size', '64', '--val', '0', '--test', '0', '--workers', '1', '--out', join(tempDir(), 'run')], { ...process.env, TL_HOME: tempDir() });
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stderr).toMatch(new RegExp(`downloading ${base}/model.json .*MiB`));
     expect(r.stderr).toMatch(/downloading .*weights\.bin .*MiB of .*MiB/);
+    expect(seen).toEqual(['/model.json', '/weights.bin']);
+  });
+
+  it('refuses URL shard paths that escape the model folder or its host, fetching nothing from there', async () => {
+    seen.length = 0;
+    const own = tempDir();
+    await expect(loadBackbone(tf, `${base}/models/m/escape/model.json`, { weights: 'pretrained', store: own, preprocess: 'tf' })).rejects.toThrow(
+      `Shard path '%2e%2e/%2e%2e/secret.bin' in ${base}/models/m/escape/model.json resolves to ${base}/models/secret.bin, outside ${base}/models/m/escape/; refused.`,
+    );
+    await expect(loadBackbone(tf, `${base}/models/m/backslash/model.json`, { weights: 'pretrained', store: own, preprocess: 'tf' })).rejects.toThrow(
+      new RegExp(`resolves to ${otherBase}/other\\.bin, outside ${base}/models/m/backslash/; refused`),
+    );
+    expect(seen).toEqual(['/models/m/escape/model.json', '/models/m/backslash/model.json']);
+  });
+
+  it('stops a shard that sends more than its manifest describes', async () => {
+    const own = tempDir();
+    const err = await loadBackbone(tf, `${base}/models/m/endless/model.json`, { weights: 'pretrained', store: own, preprocess: 'tf' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WeightsError);
+    expect((err as Error).message).toMatch(/endless\/weights\.bin: it sent more than the \d+ bytes/);
   });
 
   it('refuses shard paths that leave the model folder', async () => {

@@ -1,10 +1,12 @@
-import { existsSync, readdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { WeightsError } from '../../src/errors.js';
+import { onNotice } from '../../src/util/notice.js';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type Tf } from '../../src/backend/index.js';
 import { loadPretrained } from '../../src/weights/index.js';
 import { extractNsfwjsModel } from '../../src/weights/nsfwjs.js';
-import { loadLayersModelFromFolder } from '../../src/weights/tfjs.js';
+import { loadLayersModelFromFolder, readWeights } from '../../src/weights/tfjs.js';
 import { relativeError } from '../helpers/tensors.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -19,8 +21,42 @@ describe('nsfwjs bundled weights', () => {
     const paths = await Promise.all([extractNsfwjsModel(store, 'mobilenet_v2'), extractNsfwjsModel(store, 'mobilenet_v2'), extractNsfwjsModel(store, 'mobilenet_v2')]);
     expect(new Set(paths).size).toBe(1);
     const folder = dirname(paths[0]!);
-    expect(readdirSync(folder).sort()).toEqual(['group1-shard1of1', 'model.json']);
+    expect(readdirSync(folder).sort()).toEqual(['group1-shard1of1', 'group1-shard1of1.sha256', 'model.json', 'model.json.sha256']);
     expect(readdirSync(dirname(folder)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+  });
+
+  it('an extraction that was damaged or left incomplete is extracted again, with a notice', async () => {
+    const own = tempDir();
+    const modelJson = await extractNsfwjsModel(own, 'mobilenet_v2');
+    const folder = dirname(modelJson);
+    const shard = join(folder, 'group1-shard1of1');
+    const good = readFileSync(shard);
+    const spoil: [string, () => void][] = [
+      ['group1-shard1of1 does not match its recorded hash (damaged or changed)', () => { const b = Buffer.from(good); b[12345] = b[12345]! ^ 1; writeFileSync(shard, b); }],
+      ['model.json missing', () => rmSync(modelJson)],
+      ['group1-shard1of1 does not match its recorded hash (damaged or changed)', () => writeFileSync(shard, good.subarray(0, 1000))],
+    ];
+    for (const [why, damage] of spoil) {
+      damage();
+      const notices: string[] = [];
+      const stop = onNotice((t) => notices.push(t));
+      expect(await extractNsfwjsModel(own, 'mobilenet_v2')).toBe(modelJson);
+      stop();
+      expect(notices).toEqual([`the extracted nsfwjs model in ${folder} failed its integrity check (${why}); extracting it again`]);
+      expect(readFileSync(shard).equals(good)).toBe(true);
+    }
+  });
+
+  it('a shard that is a symlink to a file outside the model folder is refused', async () => {
+    const modelJson = await extractNsfwjsModel(store, 'mobilenet_v2');
+    const folder = tempDir();
+    const outside = tempDir();
+    writeFileSync(join(folder, 'model.json'), readFileSync(modelJson));
+    writeFileSync(join(outside, 'secret.bin'), readFileSync(join(dirname(modelJson), 'group1-shard1of1')));
+    symlinkSync(join(outside, 'secret.bin'), join(folder, 'group1-shard1of1'));
+    const err = await readWeights(tf, join(folder, 'model.json')).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WeightsError);
+    expect((err as Error).message).toBe(`Shard 'group1-shard1of1' in ${join(folder, 'model.json')} is a link to ${join(outside, 'secret.bin')}, outside the model folder; refused.`);
   });
 
   for (const [model, size, batch, tolerance] of [['mobilenet_v2', 224, 2, 1e-5], ['inception_v3', 299, 1, 1e-4]] as const) {
