@@ -88,11 +88,19 @@ const ENVIRONMENT: Record<string, { what: string; suggestion: string }> = {
   ENAMETOOLONG: { what: 'the path is too long', suggestion: 'Choose a shorter path.' },
 };
 
+/** Names `path` on a system error that came without one (a failed write(2) names no file), and returns it. */
+export function atPath<E>(err: E, path: string): E {
+  const sys = err as NodeJS.ErrnoException;
+  if (sys instanceof Error && typeof sys.code === 'string' && sys.path === undefined) sys.path = path;
+  return err;
+}
+
 /** The environmental failure inside `err` (or its causes) as a one-line error naming the path, or null. */
 export function environmentError(err: unknown): EnvironmentError | null {
   for (let e = err, depth = 0; e instanceof Error && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
     const sys = e as NodeJS.ErrnoException & { dest?: string };
-    const known = sys.code ? ENVIRONMENT[sys.code] : undefined;
+    const blocked = (sys.code === 'EEXIST' || sys.code === 'ENOTDIR') && sys.syscall === 'mkdir';
+    const known = blocked ? { what: 'a file is in the way of that folder', suggestion: 'Move the file away, or choose another path.' } : sys.code ? ENVIRONMENT[sys.code] : undefined;
     if (!known || (sys.path === undefined && sys.dest === undefined)) continue;
     const verb = sys.syscall === 'open' || sys.syscall === 'write' || sys.syscall === 'mkdir' || sys.syscall === 'rename' || sys.syscall === 'copyfile' ? 'write' : sys.syscall === 'read' || sys.syscall === 'scandir' || sys.syscall === 'stat' ? 'read' : 'use';
     const target = sys.dest && sys.syscall === 'rename' ? sys.dest : sys.path;

@@ -158,7 +158,7 @@ export function finetuneCommand(io: Io): Command {
     const engine = await resolveEngine(saved?.engine ?? opts.engine);
     announceBackend(io, backend.info, opts, engine);
     const { finetune } = await import('../train/finetune.js');
-    const out = resumeDir ?? opts.out ?? defaultOutDir(opts.model, data);
+    let out = resumeDir ?? opts.out ?? defaultOutDir(opts.model, data);
     const spinner = progress(io, 'preparing', opts);
     // First SIGINT/SIGTERM: finish the batch, write a checkpoint and the run folder, exit 130/143. Second: exit at
     // once (every file already written is whole, being written by rename).
@@ -226,13 +226,19 @@ export function finetuneCommand(io: Io): Command {
           engine: engine.name,
         };
     let result: Awaited<ReturnType<typeof finetune>>;
+    let decodingSaid = false;
     try {
       result = await finetune(backend.tf, backend.info, {
         ...options,
         interrupt,
+        uniqueOut: resumeDir === undefined && opts.out === undefined,
         onDownload: downloadReporter(io, spinner, opts),
         onProgress: (e) => {
-          if (e.phase === 'decode') return spinner.update(`decoding images ${e.done}/${e.total}`);
+          if (e.phase === 'decode') {
+            if (!decodingSaid && !io.isTTY && !opts.quiet && !opts.json) io.err(`decoding ${e.total} images\n`);
+            decodingSaid = true;
+            return spinner.update(`decoding images ${e.done}/${e.total}`);
+          }
           if (e.phase === 'validate') return spinner.update(`epoch ${e.epoch}/${e.epochs} validating ${e.done}/${e.total}`);
           if (e.phase === 'epoch') {
             const r = e.row!;
@@ -243,10 +249,14 @@ export function finetuneCommand(io: Io): Command {
           spinner.update(`epoch ${e.epoch}/${e.epochs} ${e.done}/${e.total} loss ${e.loss?.toFixed(4)} acc ${e.accuracy?.toFixed(3)} ${e.imagesPerSecond?.toFixed(1)} img/s ETA ${Math.round(e.etaSeconds ?? 0)}s`);
         },
       });
+    } catch (err) {
+      spinner.fail();
+      throw err;
     } finally {
       process.off('SIGINT', handlers.SIGINT);
       process.off('SIGTERM', handlers.SIGTERM);
     }
+    out = result.outDir;
     const stopped = interrupt.stop;
     const diverged = result.stopReason !== null && !result.stopReason.startsWith('early stopping') && stopped === null;
     if (diverged) spinner.fail(`stopped after ${result.history.length} epochs`);

@@ -22,6 +22,8 @@ export interface DatasetOptions {
   /** A saved split (from a run) to reuse instead of computing one. */
   splitMap?: SplitMap;
   onProgress?: (done: number, total: number) => void;
+  /** Checked between images while decoding: true ends decoding early (the dataset is then incomplete). */
+  shouldStop?: () => boolean;
 }
 
 export interface Dataset {
@@ -42,7 +44,7 @@ export interface Dataset {
 export async function openDataset(root: string, options: DatasetOptions): Promise<Dataset> {
   const scan = await scanDataset(root);
   const source = new ImageSource(scan.items, { size: options.size, ...(options.resize ? { resize: options.resize } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), ...(options.cacheBytes !== undefined ? { cacheBytes: options.cacheBytes } : {}) });
-  const good = await source.validate(scan.items, options.onProgress);
+  const good = await source.validate(scan.items, options.onProgress, options.shouldStop);
   const splitMap = options.splitMap ?? assignSplits(good, { val: options.val, test: options.test, seed: options.seed });
   const splits: Record<SplitName, ImageItem[]> = { train: [], val: [], test: [] };
   for (const item of good) {

@@ -62,9 +62,10 @@ export class ImageSource {
   }
 
   /** Decodes every item once (filling the cache) and returns those that decode. */
-  async validate(items: readonly ImageItem[], onProgress?: (done: number, total: number) => void): Promise<ImageItem[]> {
+  async validate(items: readonly ImageItem[], onProgress?: (done: number, total: number) => void, shouldStop?: () => boolean): Promise<ImageItem[]> {
     let done = 0;
     const ok = await mapLimit(items, this.concurrency, async (item) => {
+      if (shouldStop?.()) return false;
       const pixels = await this.load(item);
       onProgress?.(++done, items.length);
       return pixels !== null;

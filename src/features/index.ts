@@ -1,12 +1,13 @@
 // `tl extract`: a pretrained model's features for every image, streamed to .npy (+ index CSV), CSV or JSON lines.
 import { stat } from 'node:fs/promises';
 import type { BackendChoice, Tf } from '../backend/index.js';
+import { atPath } from '../errors.js';
 import { ImageSource, listImages, scanDataset, type ImageItem, type ResizeMode, type SkippedFile } from '../data/index.js';
 import { assignSplits } from '../data/split.js';
 import { loadFeatureModel, runBatches } from '../inference/index.js';
 import type { PreprocessMode } from '../registry/index.js';
 import type { DownloadProgress } from '../weights/download.js';
-import { csvWriter, jsonlWriter, npyWriter, type FeatureWriter } from './writers.js';
+import { checkOutputPath, csvWriter, jsonlWriter, npyWriter, type FeatureWriter } from './writers.js';
 
 export type FeatureFormat = 'npy' | 'csv' | 'jsonl';
 
@@ -69,6 +70,8 @@ async function collect(options: ExtractOptions): Promise<{ items: ImageItem[]; c
 /** Extracts features of every image and writes them; memory stays flat (nothing is kept per image). */
 export async function extract(tf: Tf, options: ExtractOptions): Promise<ExtractResult> {
   const started = performance.now();
+  await checkOutputPath(options.out);
+  if (options.format === 'npy') await checkOutputPath(indexPathFor(options.out));
   const { items, classes, splits, skipped, dataset } = await collect(options);
   const im = await loadFeatureModel(tf, options.model, { ...(options.layer ? { layer: options.layer } : {}), ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.preprocess ? { preprocess: options.preprocess } : {}), ...(options.weights ? { weights: options.weights } : {}), seed: options.seed, ...(options.store ? { store: options.store } : {}), ...(options.onDownload ? { onDownload: options.onDownload } : {}) });
   const width = im.outputShape.reduce((a, b) => a * b, 1);
@@ -85,7 +88,7 @@ export async function extract(tf: Tf, options: ExtractOptions): Promise<ExtractR
     await writer.finish();
   } catch (err) {
     await writer?.abort();
-    throw err;
+    throw atPath(err, options.out);
   } finally {
     im.dispose();
   }

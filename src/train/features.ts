@@ -1,6 +1,7 @@
 // Per-image outputs of the frozen part: kept in memory within a budget, spilled to a disk file beyond it.
 import { closeSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { atPath } from '../errors.js';
 import { tempPathFor } from '../util/atomic.js';
 
 /** Stores one image's boundary tensors (one Float32Array per tail input). */
@@ -59,7 +60,11 @@ export class FeatureCache {
       this.diskPath = tempPathFor(join(this.spillDir, 'features.bin'));
       this.fd = openSync(this.diskPath, 'w+');
     }
-    for (const t of tensors) writeSync(this.fd, new Uint8Array(t.buffer, t.byteOffset, t.byteLength), 0, t.byteLength, this.diskEnd + tensorsOffset(tensors, t));
+    try {
+      for (const t of tensors) writeSync(this.fd, new Uint8Array(t.buffer, t.byteOffset, t.byteLength), 0, t.byteLength, this.diskEnd + tensorsOffset(tensors, t));
+    } catch (err) {
+      throw atPath(err, this.diskPath!);
+    }
     this.onDisk.set(key, this.diskEnd);
     this.diskEnd += this.bytesPerImage;
   }

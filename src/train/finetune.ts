@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { wasmHeapBytes, type BackendInfo, type LayersModel, type LayerVariable, type Tensor, type Tf } from '../backend/index.js';
 import { openDataset, preprocess, preprocessPixels, type AugmentLevel, type Batch, type Dataset, type ImageItem, type ResizeMode } from '../data/index.js';
-import { TlError, UsageError } from '../errors.js';
+import { InterruptedError, TlError, UsageError } from '../errors.js';
 import type { PreprocessMode } from '../registry/index.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { mixSeed } from '../util/random.js';
@@ -19,6 +19,7 @@ import type { OnnxSession } from '../onnx/runtime.js';
 import { REPORT_SCHEMA_VERSION, writeReports } from '../report/index.js';
 import { TL_VERSION } from '../version.js';
 import { FeatureCache } from './features.js';
+import { openRunFolder } from './run-folder.js';
 import { ReplicaPool, type Shard, type ShardResult } from './parallel.js';
 import { readCheckpoint, toArrays, toTensors, writeCheckpoint, type NamedArray } from './checkpoint.js';
 import { applyWeightDecay, balancedClassWeights, createOptimizer, disposeOptimizer, scheduledLr, setLearningRate, type Optimizer, type OptimizerConfig, type OptimizerName, type ScheduleConfig, type ScheduleName } from './optim.js';
@@ -55,6 +56,8 @@ export interface FinetuneOptions {
   classWeight?: 'none' | 'balanced';
   /** Continue the run in `out` from its last checkpoint. */
   resume?: boolean;
+  /** `out` is a default name: if it exists, use `out-2`, `out-3`, ... instead (the result says which). */
+  uniqueOut?: boolean;
   /** Engine for the frozen part: `onnx` runs it on ONNX Runtime (exported once, cached in the store). */
   engine?: 'onnx' | 'tfjs';
   /** Micro-batches per optimizer step; the effective batch stays `batchSize`. */
@@ -169,12 +172,25 @@ export function checkpointPaths(out: string): { last: string; best: string } {
   return { last: join(out, 'checkpoints', 'last.ckpt'), best: join(out, 'checkpoints', 'best.ckpt') };
 }
 
-/** Fine-tunes a registry model on a folder dataset and writes the run folder. */
+/** Fine-tunes a registry model on a folder dataset and writes the run folder (locked while the run lasts). */
 export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOptions): Promise<FinetuneResult> {
-  const runStarted = performance.now();
   if (options.batchSize % options.accumulate !== 0) {
     throw new UsageError(`--batch-size ${options.batchSize} must be a multiple of --accumulate ${options.accumulate}.`);
   }
+  // Before any slow work: a run folder that cannot be written fails now, not after decoding every image.
+  const folder = await openRunFolder(options.out, { data: options.data, unique: options.uniqueOut ?? false, resume: options.resume ?? false });
+  let wrote = false;
+  try {
+    const result = await train(tf, backend, { ...options, out: folder.dir }, () => void (wrote = true));
+    wrote = true;
+    return result;
+  } finally {
+    folder.release({ discard: !wrote });
+  }
+}
+
+async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, writing: () => void): Promise<FinetuneResult> {
+  const runStarted = performance.now();
   const headEpochs = options.headEpochs ?? 0;
   const paths = checkpointPaths(options.out);
   // Read first: a missing or damaged checkpoint should fail before any slow work.
@@ -189,10 +205,16 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
     dataset = await openDataset(options.data, {
       val: options.val, test: options.test, seed: options.seed, size, resize: options.resize, maxPixels: options.maxPixels,
       onProgress: (done, total) => options.onProgress?.({ phase: 'decode', epoch: 0, epochs: totalEpochs, done, total }),
+      shouldStop: () => Boolean(options.interrupt?.stop),
     });
   } catch (err) {
     backbone.dispose();
     throw err;
+  }
+  if (options.interrupt?.stop) {
+    backbone.dispose();
+    const signal = options.interrupt.stop === 'SIGTERM' ? 'SIGTERM' : 'SIGINT';
+    throw new InterruptedError(signal, `Interrupted by ${signal} while decoding images; nothing was trained${options.resume ? '' : ' or written'}.`);
   }
   if (dataset.splits.train.length === 0) {
     backbone.dispose();
@@ -268,6 +290,7 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
   } else {
     bestWeights = snapshot();
   }
+  writing();
   await writeJsonAtomic(join(options.out, 'config.json'), config);
   await writeJsonAtomic(join(options.out, 'split.json'), splitRecord);
 
@@ -293,10 +316,14 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
       cacheStats.enabled ||= useCache;
       const cache = useCache ? new FeatureCache(cut.boundaryShapes, options.featureCacheBytes, options.out) : null;
       const optimizer = createOptimizer(tf, optimizerConfig, phase.lr);
-      const pool = options.workers > 1 ? await ReplicaPool.start(cut.tail, { count: options.workers - 1, backend: backend.name, bn: options.bn }) : null;
-      const session = cut.frozen && options.engine === 'onnx' ? await onnxSessionFor(cut.frozen, options.store ? { store: options.store } : {}) : null;
-      const engine = new Engine(tf, cut, source.preprocess, dataset, cache, pool, session);
+      // Everything that keeps the process alive (worker threads, the ONNX session) is closed in the finally below,
+      // whichever of them failed to start.
+      let pool: ReplicaPool | null = null;
+      let session: OnnxSession | null = null;
       try {
+        pool = options.workers > 1 ? await ReplicaPool.start(cut.tail, { count: options.workers - 1, backend: backend.name, bn: options.bn }) : null;
+        session = cut.frozen && options.engine === 'onnx' ? await onnxSessionFor(cut.frozen, options.store ? { store: options.store } : {}) : null;
+        const engine = new Engine(tf, cut, source.preprocess, dataset, cache, pool, session);
         const optimizerState = checkpoint?.groups.optimizer;
         if (checkpoint && checkpoint.state.phase === phaseIndex && optimizerState && optimizerState.length > 0) {
           const tensors = toTensors(tf, optimizerState);
@@ -372,7 +399,8 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
           // epoch 1). The test split then goes through this phase's cut: its frozen part on the replicas or ONNX Runtime.
           const interrupted = stopReason?.startsWith('interrupted') === true;
           if (best !== null || (stopReason !== null && !interrupted)) restore(bestWeights);
-          if (dataset.splits.test.length > 0) test = await engine.evaluate(dataset.splits.test, options.batchSize, undefined, kept);
+          // An interrupted run stops promptly: its test split is evaluated when it is resumed and finishes.
+          if (dataset.splits.test.length > 0 && !interrupted) test = await engine.evaluate(dataset.splits.test, options.batchSize, undefined, kept);
         }
       } finally {
         cacheStats.hits += cache?.hits ?? 0;

@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { readdirSync, rmSync } from 'node:fs';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { atPath } from '../errors.js';
 
 const live = new Set<string>();
 let exitHookInstalled = false;
@@ -79,7 +80,7 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array): 
     await rename(tmp, path);
   } catch (err) {
     await rm(tmp, { force: true });
-    throw err;
+    throw atPath(err, path);
   } finally {
     untrackTemp(tmp);
   }

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { WeightsError } from '../errors.js';
+import { atPath, WeightsError } from '../errors.js';
 import { checkStored, CHECK_WORDS, hashAlgorithm, recordStored } from '../store/verified.js';
 import { sweepStaleTemps, tempPathFor, untrackTemp } from '../util/atomic.js';
 import { notice } from '../util/notice.js';
@@ -76,7 +76,7 @@ export async function download(url: string, dest: string, options: DownloadOptio
     const started = performance.now();
     let bytes = 0;
     const file = createWriteStream(tmp);
-    const closed = new Promise<void>((resolve, reject) => file.on('close', resolve).on('error', reject));
+    const closed = new Promise<void>((resolve, reject) => file.on('close', resolve).on('error', (err) => reject(atPath(err, dest))));
     const reader = response.body.getReader();
     try {
       for (;;) {
@@ -93,7 +93,7 @@ export async function download(url: string, dest: string, options: DownloadOptio
         if (bytes > options.maxBytes) throw new WeightsError(`Refused ${url}: it sent more than the ${options.maxBytes} bytes (${mib(options.maxBytes)}) expected; the transfer was stopped.`);
         md5.update(chunk.value);
         sha256.update(chunk.value);
-        if (!file.write(chunk.value)) await new Promise<void>((resolve) => file.once('drain', () => resolve()));
+        if (!file.write(chunk.value)) await new Promise<void>((resolve, reject) => file.once('drain', () => resolve()).once('error', reject));
         options.onProgress?.({ url, bytes, total, bytesPerSecond: bytes / Math.max(1e-3, (performance.now() - started) / 1000) });
       }
     } finally {

@@ -1,0 +1,161 @@
+// Environmental failures and run folders: one-line errors, no hangs, no collisions, no leftovers.
+import { spawn, spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { atPath, environmentError, TlError } from '../../src/errors.js';
+import { openRunFolder } from '../../src/train/run-folder.js';
+import { onNotice } from '../../src/util/notice.js';
+import { BIN, spawnTl } from '../helpers/cli.js';
+import { makeColourDataset } from '../helpers/synthetic.js';
+import { tempDir } from '../helpers/tmp.js';
+
+const data = tempDir();
+beforeAll(async () => {
+  await makeColourDataset(data, 2, 8, 32);
+});
+
+const quick = ['--model', 'mobilenet_v2_035', '--weights', 'random', '--input-size', '32', '--epochs', '1', '--val', '0', '--test', '0'];
+
+describe('environmental failures are one-line errors', () => {
+  it('a real ENOSPC and EACCES name the path and what to do', () => {
+    let enospc: unknown;
+    try {
+      writeFileSync('/dev/full', 'x');
+    } catch (err) {
+      enospc = err;
+    }
+    // write(2) names no file: tl names the one it was writing.
+    expect(environmentError(enospc)).toBeNull();
+    const e = environmentError(new Error('wrapped', { cause: atPath(enospc, '/dev/full') }));
+    expect(e?.message).toBe('Cannot write /dev/full: no space left on the device (ENOSPC).');
+    expect(e?.suggestion).toMatch(/Free some disk space/);
+    const eacces = Object.assign(new Error("EACCES: permission denied, open '/x/y'"), { code: 'EACCES', syscall: 'open', path: '/x/y' });
+    expect(environmentError(eacces)?.message).toBe('Cannot write /x/y: permission denied (EACCES).');
+    expect(environmentError(new Error('plain'))).toBeNull();
+  });
+
+  it('a full disk under --out or the model store is a one-line error (a real 256 KiB tmpfs; root only)', async (ctx) => {
+    const mnt = tempDir();
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', mnt]).status === 0;
+    if (!mounted) return ctx.skip('cannot mount a tmpfs here (needs root)');
+    try {
+      const home = tempDir();
+      const out = join(mnt, 'run');
+      const r = await spawnTl(['finetune', data, ...quick, '--workers', '1', '--engine', 'tfjs', '--out', out], { TL_HOME: home });
+      expect(r.exitCode, r.stderr).toBe(1);
+      expect(r.stderr).toMatch(new RegExp(`^error: Cannot write ${out}/\\S+: no space left on the device \\(ENOSPC\\)\\.$`, 'm'));
+      expect(r.stderr).not.toMatch(/internal error/);
+      const full = join(mnt, 'store');
+      const s = await spawnTl(['finetune', data, ...quick, '--workers', '2', '--engine', 'onnx', '--freeze', '100', '--out', join(tempDir(), 'run')], { TL_HOME: full });
+      expect(s.exitCode, s.stderr).toBe(1);
+      expect(s.stderr).toMatch(new RegExp(`^error: Cannot write ${full}/onnx/\\S+: no space left on the device \\(ENOSPC\\)\\.$`, 'm'));
+      expect(readdirSync(join(full, 'onnx')).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    } finally {
+      spawnSync('umount', [mnt]);
+    }
+  }, 120_000);
+
+  it('an ONNX Runtime failure with worker replicas running ends the process with one line, not a hang', async () => {
+    // The store's onnx folder is a file: the frozen part's export fails after the replicas have started.
+    const home = tempDir();
+    writeFileSync(join(home, 'onnx'), 'not a folder');
+    const r = await spawnTl(['finetune', data, ...quick, '--workers', '2', '--engine', 'onnx', '--out', join(tempDir(), 'run')], { TL_HOME: home }, { timeoutMs: 90_000 });
+    expect(r.timedOut, 'tl finetune did not exit within 90 s').toBe(false);
+    expect(r.exitCode, r.stderr).toBe(1);
+    expect(r.stderr).toContain(`error: Cannot write ${join(home, 'onnx')}: a file is in the way of that folder (EEXIST).`);
+    expect(r.stderr).not.toMatch(/internal error/);
+  }, 120_000);
+
+  it('--out naming a file, or a folder inside the dataset, is refused before any work', async () => {
+    const file = join(tempDir(), 'taken');
+    writeFileSync(file, 'x');
+    const a = await spawnTl(['finetune', data, ...quick, '--out', file], { TL_HOME: tempDir() });
+    expect(a.exitCode).toBe(1);
+    expect(a.stderr).toContain(`error: --out ${file} is a file, not a folder.`);
+    const inside = join(data, 'runs', 'r1');
+    const b = await spawnTl(['finetune', data, ...quick, '--out', inside], { TL_HOME: tempDir() });
+    expect(b.exitCode).toBe(2);
+    expect(b.stderr).toContain(`error: --out ${inside} is inside the dataset folder ${data}`);
+    expect(existsSync(join(data, 'runs'))).toBe(false);
+  });
+
+  it('tl extract into a missing folder fails at once, naming it', async () => {
+    const out = join(tempDir(), 'missing', 'f.npy');
+    const r = await spawnTl(['extract', data, '--model', 'mobilenet_v2_035', '--weights', 'random', '--input-size', '32', '--out', out]);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain(`error: Cannot write ${out}: the folder ${join(out, '..')} does not exist.`);
+  });
+});
+
+describe('run folders', () => {
+  it('runs given the same default name get folders of their own', async () => {
+    const base = join(tempDir(), 'models', 'run-2026');
+    const folders = await Promise.all([0, 1, 2].map(() => openRunFolder(base, { data, unique: true, resume: false })));
+    expect(folders.map((f) => f.dir).sort()).toEqual([base, `${base}-2`, `${base}-3`]);
+    for (const f of folders) f.release();
+  });
+
+  it('a folder another live process holds is refused; a lock left by a dead one is taken over', async () => {
+    const dir = tempDir();
+    // The test runner's parent process is alive and is not this one.
+    writeFileSync(join(dir, '.tl.lock'), `${process.ppid}\n`);
+    const err = await openRunFolder(dir, { data, unique: false, resume: true }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TlError);
+    expect((err as Error).message).toBe(`${dir} is in use by another tl process (pid ${process.ppid}).`);
+    writeFileSync(join(dir, '.tl.lock'), '2147483646\n');
+    const folder = await openRunFolder(dir, { data, unique: false, resume: true });
+    folder.release();
+    expect(existsSync(join(dir, '.tl.lock'))).toBe(false);
+  });
+
+  it("temp files a killed run left are removed by the next run in that folder, with a notice; a live process's are kept", async () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, 'checkpoints'));
+    const dead = [join(dir, 'checkpoints', '.last.ckpt.2147483646.0badf00d.tmp'), join(dir, '.features.bin.2147483646.deadbeef.tmp')];
+    const live = join(dir, `.report.json.${process.ppid}.12345678.tmp`);
+    for (const p of [...dead, live]) writeFileSync(p, 'partial');
+    const notices: string[] = [];
+    const stop = onNotice((t) => notices.push(t));
+    const folder = await openRunFolder(dir, { data, unique: false, resume: true });
+    stop();
+    folder.release();
+    expect(dead.some((p) => existsSync(p))).toBe(false);
+    expect(existsSync(live)).toBe(true);
+    expect(notices.sort()).toEqual(dead.map((p) => `removed ${p}, left by an interrupted run`).sort());
+  });
+});
+
+describe('Ctrl-C while decoding', () => {
+  it('stops within a few seconds, exits 130 and leaves no run folder', async () => {
+    // Large images decode slowly: all of them take far longer than the time allowed after the signal.
+    const big = tempDir();
+    const photo = join(tempDir(), 'big.jpg');
+    await sharp({ create: { width: 2400, height: 2400, channels: 3, background: { r: 128, g: 128, b: 128 }, noise: { type: 'gaussian', mean: 128, sigma: 60 } } }).jpeg({ quality: 95 }).toFile(photo);
+    for (const cls of ['a', 'b']) {
+      mkdirSync(join(big, cls));
+      for (let i = 0; i < 250; i++) copyFileSync(photo, join(big, cls, `${i}.jpg`));
+    }
+    const out = join(tempDir(), 'run');
+    const r = await new Promise<{ code: number | null; stderr: string; afterSignal: number }>((resolve, reject) => {
+      const child = spawn(process.execPath, [BIN, 'finetune', big, ...quick, '--workers', '1', '--out', out], { env: { ...process.env, TL_HOME: tempDir() }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      let sentAt = 0;
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (sentAt === 0 && /decoding 500 images/.test(stderr)) {
+          sentAt = performance.now();
+          child.kill('SIGINT');
+        }
+      });
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code, stderr, afterSignal: performance.now() - sentAt }));
+    });
+    expect(r.code, r.stderr).toBe(130);
+    expect(r.stderr).toContain('Interrupted by SIGINT while decoding images; nothing was trained or written.');
+    expect(r.afterSignal).toBeLessThan(3000);
+    expect(existsSync(out)).toBe(false);
+    expect(readdirSync(join(out, '..'))).toEqual([]);
+  }, 120_000);
+});
