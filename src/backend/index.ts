@@ -1,6 +1,6 @@
 // Chooses and initialises the TensorFlow.js backend; the only module that imports TensorFlow.js packages.
 import * as tf from '@tensorflow/tfjs';
-import { BackendError, errorMessage } from '../errors.js';
+import { BackendError, errorMessage, UsageError } from '../errors.js';
 import { registerGradientFixes } from './kernels/gradients.js';
 import { registerWasmTrainingKernels } from './kernels/wasm-training.js';
 
@@ -58,7 +58,7 @@ export function backendChoiceFromEnv(env: NodeJS.ProcessEnv = process.env): Back
   const value = env['TL_BACKEND'];
   if (value === undefined || value === '') return 'auto';
   if (value === 'auto' || (BACKEND_NAMES as readonly string[]).includes(value)) return value as BackendChoice;
-  throw new BackendError(`TL_BACKEND=${value} is not a backend. Expected one of: auto, ${BACKEND_NAMES.join(', ')}.`);
+  throw new UsageError(`TL_BACKEND=${value} is not a backend. Expected one of: auto, ${BACKEND_NAMES.join(', ')}.`);
 }
 
 /** Explains a failed import of a native package in one line that names what is missing. */

@@ -8,6 +8,19 @@ import type { Io } from './io.js';
 
 export const backendSchema = z.enum(['auto', ...BACKEND_NAMES]);
 
+const DECIMAL = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
+
+/**
+ * A number given as a number or a decimal string ("16", "1e-3"); anything else ("0x10", "", "two") is refused with
+ * what was received, where `z.coerce` would read hex, blanks as 0 and words as NaN.
+ */
+export function numeric<T extends z.ZodNumber>(inner: T) {
+  return z.preprocess(
+    (v) => (typeof v === 'string' && DECIMAL.test(v.trim()) ? Number(v) : v),
+    z.number({ error: (issue) => (issue.code === 'invalid_type' ? `expected a number, received ${JSON.stringify(issue.input)}` : undefined) }).pipe(inner),
+  );
+}
+
 export const commonSchema = z.object({
   json: z.boolean().default(false),
   quiet: z.boolean().default(false),

@@ -2,7 +2,7 @@
 import { Command } from 'commander';
 import Table from 'cli-table3';
 import { z } from 'zod';
-import { addCommonOptions, commonSchema, parseOptions, printJson } from './common.js';
+import { addCommonOptions, commonSchema, parseOptions, printJson, numeric } from './common.js';
 import { dataOptions, dataSchema } from './options.js';
 import type { Io } from './io.js';
 
@@ -12,7 +12,7 @@ export function dataCommand(io: Io): Command {
   cmd.option('--size <px>', 'decode size used to validate images', '224');
   addCommonOptions(cmd, { backend: false });
   cmd.action(async (root: string, raw: unknown) => {
-    const opts = parseOptions(commonSchema.extend(dataSchema.shape).extend({ size: z.coerce.number().int().min(8).max(1024).default(224) }), raw);
+    const opts = parseOptions(commonSchema.extend(dataSchema.shape).extend({ size: numeric(z.number().int().min(8).max(1024)).default(224) }), raw);
     const { openDataset, summarizeDataset } = await import('../data/index.js');
     const dataset = await openDataset(root, { val: opts.val, test: opts.test, seed: opts.seed, size: opts.size, resize: opts.resize, maxPixels: opts.maxPixels });
     const summary = await summarizeDataset(dataset);

@@ -1,7 +1,7 @@
 // `tl export RUN|NAME --format onnx|tfjs --out PATH`.
 import { Command } from 'commander';
 import { z } from 'zod';
-import { addCommonOptions, announceBackend, backendSchema, commonSchema, formatBytes, parseOptions, printJson } from './common.js';
+import { addCommonOptions, announceBackend, backendSchema, commonSchema, formatBytes, parseOptions, printJson, numeric } from './common.js';
 import { progress, type Io } from './io.js';
 
 const exportSchema = commonSchema.extend({
@@ -10,7 +10,7 @@ const exportSchema = commonSchema.extend({
   out: z.string().min(1),
   top: z.boolean().default(true),
   weights: z.enum(['pretrained', 'random']),
-  inputSize: z.coerce.number().int().min(32).max(1024).optional(),
+  inputSize: numeric(z.number().int().min(32).max(1024)).optional(),
 });
 
 export function exportCommand(io: Io): Command {

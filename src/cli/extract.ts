@@ -1,7 +1,7 @@
 // `tl extract DATA|IMAGES...`: features of a pretrained model's feature layer for every image.
 import { Command } from 'commander';
 import { z } from 'zod';
-import { parseOptions, printJson } from './common.js';
+import { parseOptions, printJson, numeric } from './common.js';
 import { addInferenceOptions, inferenceSchema, startInference } from './inference.js';
 import { downloadReporter, progress, type Io } from './io.js';
 import { dataOptions, dataSchema } from './options.js';
@@ -12,7 +12,7 @@ const extractSchema = inferenceSchema.extend(dataSchema.shape).extend({
   layer: z.string().min(1).optional(),
   out: z.string().min(1).optional(),
   format: z.enum(['npy', 'csv', 'jsonl']),
-  inputSize: z.coerce.number().int().min(32).max(1024).optional(),
+  inputSize: numeric(z.number().int().min(32).max(1024)).optional(),
   preprocess: z.enum(['caffe', 'tf', 'torch', 'raw01', 'none']).optional(),
   weights: z.enum(['pretrained', 'random']),
 });

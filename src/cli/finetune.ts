@@ -7,7 +7,7 @@ import Table from 'cli-table3';
 import { z } from 'zod';
 import { InterruptedError, TlError, UsageError } from '../errors.js';
 import { savedOptionsSchema, type SavedOptions } from '../train/config.js';
-import { addCommonOptions, addEngineOption, announceBackend, backendSchema, commonSchema, engineSchema, parseOptions, printJson } from './common.js';
+import { addCommonOptions, addEngineOption, announceBackend, backendSchema, commonSchema, engineSchema, parseOptions, printJson, numeric } from './common.js';
 import { dataOptions, dataSchema } from './options.js';
 import type { FinetuneOptions } from '../train/finetune.js';
 import { downloadReporter, progress, type Io } from './io.js';
@@ -20,34 +20,34 @@ const finetuneSchema = commonSchema.extend(dataSchema.shape).extend({
   engine: engineSchema,
   model: z.string().min(1),
   freeze: z.union([z.number().int().min(0).transform(String), z.string().regex(/^(all|\d+|[\w./-]+)$/, 'expected a layer count, a layer name, or all')]),
-  epochs: z.coerce.number().int().min(1).max(10_000),
-  headEpochs: z.coerce.number().int().min(0).max(10_000),
-  batchSize: z.coerce.number().int().min(1).max(4096),
-  lr: z.union([z.literal('auto'), z.coerce.number().positive().max(10)]),
-  finetuneLr: z.coerce.number().positive().max(10).optional(),
+  epochs: numeric(z.number().int().min(1).max(10_000)),
+  headEpochs: numeric(z.number().int().min(0).max(10_000)),
+  batchSize: numeric(z.number().int().min(1).max(4096)),
+  lr: z.union([z.literal('auto'), numeric(z.number().positive().max(10))]),
+  finetuneLr: numeric(z.number().positive().max(10)).optional(),
   optimizer: z.enum(['adam', 'sgd', 'rmsprop']),
-  momentum: z.coerce.number().min(0).max(0.999).optional(),
+  momentum: numeric(z.number().min(0).max(0.999)).optional(),
   nesterov: z.boolean().default(false),
   schedule: z.enum(['constant', 'cosine', 'step']),
-  warmupEpochs: z.coerce.number().min(0).max(10_000),
-  stepEpochs: z.coerce.number().int().min(1).optional(),
-  gamma: z.coerce.number().positive().max(1),
-  weightDecay: z.coerce.number().min(0).max(1),
-  labelSmoothing: z.coerce.number().min(0).max(0.99),
+  warmupEpochs: numeric(z.number().min(0).max(10_000)),
+  stepEpochs: numeric(z.number().int().min(1)).optional(),
+  gamma: numeric(z.number().positive().max(1)),
+  weightDecay: numeric(z.number().min(0).max(1)),
+  labelSmoothing: numeric(z.number().min(0).max(0.99)),
   classWeight: z.enum(['none', 'balanced']),
-  accumulate: z.coerce.number().int().min(1).max(1024),
+  accumulate: numeric(z.number().int().min(1).max(1024)),
   bn: z.enum(['frozen', 'train']),
-  headHidden: z.coerce.number().int().min(1).optional(),
-  dropout: z.coerce.number().min(0).max(0.95),
+  headHidden: numeric(z.number().int().min(1)).optional(),
+  dropout: numeric(z.number().min(0).max(0.95)),
   augment: z.enum(['none', 'light', 'standard']),
-  inputSize: z.coerce.number().int().min(32).max(1024).optional(),
+  inputSize: numeric(z.number().int().min(32).max(1024)).optional(),
   preprocess: z.enum(['caffe', 'tf', 'torch', 'raw01', 'none']).optional(),
   weights: z.enum(['pretrained', 'random']),
   out: z.string().optional(),
-  featureCacheMb: z.coerce.number().int().min(0),
-  workers: z.union([z.literal('auto'), z.coerce.number().int().min(1).max(64)]),
+  featureCacheMb: numeric(z.number().int().min(0)),
+  workers: z.union([z.literal('auto'), numeric(z.number().int().min(1).max(64))]),
   monitor: z.enum(['val_loss', 'val_accuracy']),
-  patience: z.coerce.number().int().min(1).optional(),
+  patience: numeric(z.number().int().min(1)).optional(),
 });
 
 /** A --config file: any option by its camelCase name (as in `tl finetune --help`, e.g. batchSize), and data. */

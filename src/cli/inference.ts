@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { z } from 'zod';
 import type { BackendChoice, BackendInfo, Tf } from '../backend/index.js';
 import type { EngineInfo } from '../engine/index.js';
-import { addCommonOptions, addEngineOption, announceBackend, backendSchema, commonSchema, engineSchema } from './common.js';
+import { addCommonOptions, addEngineOption, announceBackend, backendSchema, commonSchema, engineSchema, numeric } from './common.js';
 import type { Io } from './io.js';
 
 /** Adds --batch-size, --workers, --engine and the common options. */
@@ -17,8 +17,8 @@ export function addInferenceOptions(cmd: Command): Command {
 export const inferenceSchema = commonSchema.extend({
   backend: backendSchema.optional(),
   engine: engineSchema,
-  batchSize: z.coerce.number().int().min(1).max(4096),
-  workers: z.union([z.literal('auto'), z.coerce.number().int().min(1).max(64)]),
+  batchSize: numeric(z.number().int().min(1).max(4096)),
+  workers: z.union([z.literal('auto'), numeric(z.number().int().min(1).max(64))]),
 });
 
 /** Loads the backend and the engine, says which run, and returns the run options every such command takes. */

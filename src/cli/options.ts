@@ -1,6 +1,7 @@
 // Option groups shared by several commands (dataset splitting and decoding).
 import type { Command } from 'commander';
 import { z } from 'zod';
+import { numeric } from './common.js';
 
 /** Adds the dataset options: split fractions, seed, resize mode, pixel limit. */
 export function dataOptions(cmd: Command): Command {
@@ -13,9 +14,9 @@ export function dataOptions(cmd: Command): Command {
 }
 
 export const dataSchema = z.object({
-  val: z.coerce.number().min(0).max(0.9),
-  test: z.coerce.number().min(0).max(0.9),
-  seed: z.coerce.number().int(),
+  val: numeric(z.number().min(0).max(0.9)),
+  test: numeric(z.number().min(0).max(0.9)),
+  seed: numeric(z.number().int()),
   resize: z.enum(['center-crop', 'squash', 'pad']),
-  maxPixels: z.coerce.number().int().positive(),
+  maxPixels: numeric(z.number().int().positive()),
 });

@@ -2,13 +2,13 @@
 import { Command } from 'commander';
 import Table from 'cli-table3';
 import { z } from 'zod';
-import { parseOptions, printJson } from './common.js';
+import { numeric, parseOptions, printJson } from './common.js';
 import { addInferenceOptions, inferenceSchema, startInference } from './inference.js';
 import { downloadReporter, progress, type Io } from './io.js';
 
 const predictSchema = inferenceSchema.extend({
   model: z.string().min(1),
-  top: z.coerce.number().int().min(1).max(1000),
+  top: numeric(z.number().int().min(1).max(1000)),
 });
 
 export function predictCommand(io: Io): Command {

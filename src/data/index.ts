@@ -1,4 +1,5 @@
 // Folder datasets: scan, validate by decoding, split, and summarise.
+import { DatasetError } from '../errors.js';
 import { decodeFailureReason, imageSize, type ResizeMode } from './decode.js';
 import { ImageSource } from './loader.js';
 import { mapLimit, scanDataset, SPLITS, type ImageItem, type ScanResult, type SkippedFile, type SplitName } from './scan.js';
@@ -45,6 +46,7 @@ export async function openDataset(root: string, options: DatasetOptions): Promis
   const scan = await scanDataset(root);
   const source = new ImageSource(scan.items, { size: options.size, ...(options.resize ? { resize: options.resize } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), ...(options.cacheBytes !== undefined ? { cacheBytes: options.cacheBytes } : {}) });
   const good = await source.validate(scan.items, options.onProgress, options.shouldStop);
+  if (!options.shouldStop?.()) requireDecodable(root, scan, good, source.skipped);
   const splitMap = options.splitMap ?? assignSplits(good, { val: options.val, test: options.test, seed: options.seed });
   const splits: Record<SplitName, ImageItem[]> = { train: [], val: [], test: [] };
   for (const item of good) {
@@ -52,6 +54,35 @@ export async function openDataset(root: string, options: DatasetOptions): Promis
     if (split) splits[split].push(item);
   }
   return { root, layout: scan.layout, classes: scan.classes, splits, splitMap, seed: options.seed, source, skipped: [...scan.skipped, ...source.skipped], ignored: scan.ignored };
+}
+
+/** `n` skipped files grouped by reason, e.g. "300 too many pixels, 2 truncated or corrupt image". */
+function reasons(skipped: readonly SkippedFile[]): string {
+  const counts = new Map<string, number>();
+  for (const s of skipped) {
+    const key = s.reason.replace(/\s*\(.*$/, '');
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  return [...counts].sort((a, b) => b[1] - a[1]).map(([r, n]) => `${n} ${r}`).join(', ');
+}
+
+/** Every class needs an image that decodes, as every class folder needs an image. */
+function requireDecodable(root: string, scan: ScanResult, good: readonly ImageItem[], decodeSkipped: readonly SkippedFile[]): void {
+  const tooLarge = decodeSkipped.some((s) => s.reason.startsWith('too many pixels'));
+  const suggestion = tooLarge ? 'Raise --max-pixels if the large images are wanted.' : 'Check the files listed by `tl data`.';
+  if (good.length === 0) throw new DatasetError(`None of the ${scan.items.length} images in ${root} could be used: ${reasons(decodeSkipped)}.`, { suggestion });
+  const have = new Set(good.map((i) => i.label));
+  const empty = scan.classes.filter((_, label) => !have.has(label));
+  if (empty.length === 0) return;
+  const labelOf = new Map(scan.items.map((i) => [i.path, i.label]));
+  const byClass = (name: string) => decodeSkipped.filter((s) => scan.classes[labelOf.get(s.path) ?? -1] === name);
+  throw new DatasetError(`Class ${empty.map((c) => `'${c}' (${reasons(byClass(c))})`).join(', ')} in ${root} ha${empty.length > 1 ? 've' : 's'} no image that decodes.`, { suggestion });
+}
+
+/** The classes of the dataset that have no image in a split. */
+export function classesMissingFrom(dataset: Dataset, split: SplitName): string[] {
+  const have = new Set(dataset.splits[split].map((i) => i.label));
+  return dataset.classes.filter((_, label) => !have.has(label));
 }
 
 export interface DatasetSummary {

@@ -71,8 +71,14 @@ async function checkFile(path: string, state: WalkState): Promise<ImageFormat | 
     }
     return null;
   }
-  if (!info.isFile()) return null;
   const looksLikeImage = IMAGE_EXTENSIONS.has(extname(path).toLowerCase());
+  if (!info.isFile()) {
+    // Reading a named pipe or a device would block or never end: listed when named like an image, counted otherwise.
+    const kind = info.isFIFO() ? 'a named pipe' : info.isSocket() ? 'a socket' : info.isCharacterDevice() || info.isBlockDevice() ? 'a device' : 'not a file';
+    if (looksLikeImage) state.skipped.push({ path, reason: `not a regular file (${kind})` });
+    else state.ignored.nonImage++;
+    return null;
+  }
   if (info.size === 0) {
     if (looksLikeImage) state.skipped.push({ path, reason: 'empty file (0 bytes)' });
     else state.ignored.nonImage++;

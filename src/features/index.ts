@@ -1,7 +1,8 @@
 // `tl extract`: a pretrained model's features for every image, streamed to .npy (+ index CSV), CSV or JSON lines.
 import { stat } from 'node:fs/promises';
 import type { BackendChoice, Tf } from '../backend/index.js';
-import { atPath } from '../errors.js';
+import { atPath, DatasetError } from '../errors.js';
+import { notice } from '../util/notice.js';
 import { ImageSource, listImages, scanDataset, type ImageItem, type ResizeMode, type SkippedFile } from '../data/index.js';
 import { assignSplits } from '../data/split.js';
 import { loadFeatureModel, runBatches } from '../inference/index.js';
@@ -57,7 +58,11 @@ export function indexPathFor(out: string): string {
 /** The images to extract, with class and split when the input is one dataset folder. */
 async function collect(options: ExtractOptions): Promise<{ items: ImageItem[]; classes: string[]; splits: Map<string, string>; skipped: SkippedFile[]; dataset: boolean }> {
   if (options.inputs.length === 1 && (await stat(options.inputs[0]!).catch(() => null))?.isDirectory()) {
-    const scan = await scanDataset(options.inputs[0]!).catch(() => null);
+    const scan = await scanDataset(options.inputs[0]!).catch((err: unknown) => {
+      if (!(err instanceof DatasetError)) throw err;
+      notice(`${options.inputs[0]} is not a dataset folder (${err.message.replace(/\.$/, '')}); extracting its images without class or split`);
+      return null;
+    });
     if (scan) {
       const splitMap = assignSplits(scan.items, { val: options.val, test: options.test, seed: options.seed });
       return { items: scan.items, classes: scan.classes, splits: new Map(Object.entries(splitMap)), skipped: scan.skipped, dataset: true };

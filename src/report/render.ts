@@ -28,6 +28,7 @@ export function renderMarkdown(r: Report): string {
     lines.push(`${r.history.length} epochs, ${r.frozenLayers}/${r.totalLayers} backbone layers frozen, ${r.trainableParams.toLocaleString('en')} trainable parameters, backend ${r.backend}.`);
     if (r.best) lines.push(`Saved weights: epoch ${r.best.epoch} (best ${r.best.monitor} ${num(r.best.value)}).`);
     if (r.stopReason) lines.push(`Stopped: ${r.stopReason}.`);
+    for (const w of r.warnings) lines.push('', `**Warning:** ${w}.`);
     lines.push('');
   }
   if (m) {
@@ -92,6 +93,7 @@ export async function renderHtml(r: Report): Promise<string> {
   const table = (rows: string[][], head: string[]) => `<table><thead><tr>${head.map((h) => `<th>${escape(h)}</th>`).join('')}</tr></thead><tbody>${rows.map((row) => `<tr>${row.map((c) => `<td>${escape(c)}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
   const body: string[] = [`<h1>${escape(title(r))}</h1>`];
   if (r.kind === 'finetune' && r.stopReason) body.push(`<p class="note">Stopped: ${escape(r.stopReason)}.</p>`);
+  if (r.kind === 'finetune') for (const w of r.warnings) body.push(`<p class="note">Warning: ${escape(w)}.</p>`);
   if (m) body.push(`<section id="headline">${headline(m).map(([k, v]) => `<div class="stat"><div class="value">${escape(v)}</div><div class="label">${escape(k)}</div></div>`).join('')}</section>`);
   else body.push('<p class="note">No held-out test images, so no test metrics.</p>');
   body.push(`<section id="charts">${figures.map(([id, svg]) => `<figure id="chart-${id}" class="chart">${svg}</figure>`).join('')}</section>`);

@@ -52,6 +52,8 @@ export const finetuneReportSchema = z.object({
   phases: z.array(z.object({ name: z.enum(['head', 'finetune', 'train']), first: z.number().int(), last: z.number().int(), frozenLayers: z.number().int(), lr: z.number() })),
   best: z.object({ epoch: z.number().int(), monitor: z.string(), value: z.number() }).nullable(),
   stopReason: z.string().nullable(),
+  /** What the user should know about the run's data or results (classes a split misses, imbalance). */
+  warnings: z.array(z.string()),
   resumedFrom: z.object({ epoch: z.number().int(), batches: z.number().int() }).nullable(),
   /** Loss and full metrics on the held-out test split (null when there is none). */
   test: z.object({ loss: z.number(), accuracy: z.number(), count: z.number().int() }).nullable(),

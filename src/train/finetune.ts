@@ -3,11 +3,12 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { wasmHeapBytes, type BackendInfo, type LayersModel, type LayerVariable, type Tensor, type Tf } from '../backend/index.js';
-import { openDataset, preprocess, preprocessPixels, type AugmentLevel, type Batch, type Dataset, type ImageItem, type ResizeMode } from '../data/index.js';
+import { classesMissingFrom, openDataset, preprocess, preprocessPixels, type AugmentLevel, type Batch, type Dataset, type ImageItem, type ResizeMode } from '../data/index.js';
 import { InterruptedError, TlError, UsageError } from '../errors.js';
 import type { PreprocessMode } from '../registry/index.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { mixSeed } from '../util/random.js';
+import { notice } from '../util/notice.js';
 import { initializeWeights } from '../registry/init.js';
 import { loadBackbone } from '../weights/backbone.js';
 import type { DownloadProgress } from '../weights/download.js';
@@ -151,6 +152,8 @@ export interface FinetuneResult {
   /** tf.memory().numTensors after each epoch (flat when nothing leaks). */
   tensorsAfterEpoch: number[];
   skipped: { path: string; reason: string }[];
+  /** What the user should know about the data: classes missing from a split, heavy imbalance. */
+  warnings: string[];
 }
 
 /** What a checkpoint remembers besides tensors. */
@@ -220,6 +223,8 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
     backbone.dispose();
     throw new UsageError(`No training images left in ${options.data} after holding out val and test.`);
   }
+  const warnings = datasetWarnings(dataset, options);
+  for (const w of warnings) notice(w);
   const splitRecord = { root: dataset.root, seed: options.seed, val: options.val, test: options.test, layout: dataset.layout, files: dataset.splitMap };
 
   const frozenCount = resolveFreeze(backbone, options.freeze, options.model);
@@ -449,6 +454,7 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
       tensorsAfterEpoch,
       wasmHeapBytes: wasmHeapBytes(),
       skipped: dataset.skipped,
+      warnings,
     };
     const { outDir: _outDir, ...rest } = result;
     await writeReports(options.out, { schemaVersion: REPORT_SCHEMA_VERSION, kind: 'finetune', tlVersion: TL_VERSION, createdAt: new Date().toISOString(), backend: backend.label, model: source.name, data: options.data, config, seconds: (performance.now() - runStarted) / 1000, ...rest });
@@ -460,6 +466,31 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
     for (const tail of tails) tail.dispose();
     full.dispose();
   }
+}
+
+/** Ratio of the largest to the smallest class in the training split above which --class-weight is suggested. */
+const IMBALANCE = 10;
+
+/** Classes that a split misses (so its metrics do not cover them) and heavy imbalance, in words. */
+function datasetWarnings(dataset: Dataset, options: FinetuneOptions): string[] {
+  const out: string[] = [];
+  if (dataset.splits.val.length > 0 || options.val > 0) {
+    for (const c of classesMissingFrom(dataset, 'val')) out.push(`class '${c}' has no validation images: validation loss, early stopping and the best epoch do not cover it`);
+  }
+  if (dataset.splits.test.length > 0 || options.test > 0) {
+    for (const c of classesMissingFrom(dataset, 'test')) out.push(`class '${c}' has no test images: the test metrics do not cover it`);
+  }
+  const counts = dataset.classes.map((_, label) => dataset.splits.train.filter((i) => i.label === label).length);
+  dataset.classes.forEach((c, label) => {
+    if (counts[label] === 0) out.push(`class '${c}' has no training images: the model cannot learn it`);
+  });
+  const most = Math.max(...counts);
+  const least = Math.min(...counts);
+  if (options.classWeight !== 'balanced' && least > 0 && most / least >= IMBALANCE) {
+    const name = (n: number) => dataset.classes[counts.indexOf(n)]!;
+    out.push(`the classes are heavily imbalanced (${most} training images of '${name(most)}', ${least} of '${name(least)}'); --class-weight balanced weighs them evenly`);
+  }
+  return out;
 }
 
 /** Trainable parameters of the last phase's setting. */

@@ -24,7 +24,7 @@ beforeAll(async () => {
     schemaVersion: 1, kind: 'finetune', tlVersion: '0.0.0', createdAt: '2026-01-01T00:00:00.000Z', backend: 'wasm (simd, 1 thread)', model: 'mobilenet_v2.nsfwjs', classes,
     skipped: [{ path: 'bad.jpg', reason: 'truncated JPEG' }], seconds: 12.5, data: 'datasets/x', config: { epochs: 3, lr: 0.001, freeze: '100' },
     history: [1, 2, 3].map((epoch) => ({ epoch, loss: 1 / epoch, accuracy: 0.5 + epoch / 10, val_loss: 1.2 / epoch, val_accuracy: 0.4 + epoch / 10, lr: 0.001, seconds: 2, img_per_s: 20 })),
-    phases: [{ name: 'train', first: 1, last: 3, frozenLayers: 100, lr: 0.001 }], best: { epoch: 3, monitor: 'val_loss', value: 0.4 }, stopReason: null, resumedFrom: null,
+    phases: [{ name: 'train', first: 1, last: 3, frozenLayers: 100, lr: 0.001 }], best: { epoch: 3, monitor: 'val_loss', value: 0.4 }, stopReason: null, warnings: ['class \'rare\' has no test images: the test metrics do not cover it'], resumedFrom: null,
     test: { loss: 0.5, accuracy: metrics.accuracy, count: 6 }, metrics, onnx: 'model.onnx', frozenLayers: 100, totalLayers: 154, trainableParams: 1000, boundaryLayers: ['block_10_project_BN'],
     cache: { enabled: true, hitRate: 0.66, spilled: 0 }, wasmHeapBytes: null, tensorsAfterEpoch: [10, 10, 10],
   };
@@ -52,6 +52,7 @@ describe('reports', () => {
     expect(md).toContain('| cat | 0.333 | 0.500 | 0.400 | 2 |');
     expect(md).toContain('| **bird** | 1 | 0 | 1 |');
     expect(md).toContain('## Most confident mistakes');
+    expect(md).toContain("**Warning:** class 'rare' has no test images: the test metrics do not cover it.");
     expect(md).toContain('bad.jpg: truncated JPEG');
   });
 
