@@ -81,6 +81,57 @@ describe('environmental failures are one-line errors', () => {
     expect(existsSync(join(data, 'runs'))).toBe(false);
   });
 
+  it('Ctrl-C during a download removes its temp file and exits 130', async () => {
+    const { createServer } = await import('node:http');
+    // model.json, then a shard that sends a little and stalls.
+    const server = createServer((req, res) => {
+      if (req.url === '/m/model.json') return void res.writeHead(200).end(JSON.stringify({ format: 'layers-model', modelTopology: {}, weightsManifest: [{ paths: ['w.bin'], weights: [{ name: 'k', shape: [1000000], dtype: 'float32' }] }] }));
+      res.writeHead(200, { 'content-length': '4000000' });
+      res.write(Buffer.alloc(100_000));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as import('node:net').AddressInfo).port;
+    const home = tempDir();
+    try {
+      const r = await new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
+        const child = spawn(process.execPath, [BIN, 'extract', data, '--model', `http://127.0.0.1:${port}/m/model.json`, '--preprocess', 'tf', '--out', join(tempDir(), 'f.npy')], { env: { ...process.env, TL_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] });
+        let stderr = '';
+        child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+        const poll = setInterval(() => {
+          const dir = join(home, 'weights', 'url');
+          const folders = existsSync(dir) ? readdirSync(dir) : [];
+          if (folders.some((f) => readdirSync(join(dir, f)).some((n) => n.startsWith('.w.bin.')))) {
+            clearInterval(poll);
+            child.kill('SIGINT');
+          }
+        }, 50);
+        child.on('error', reject);
+        child.on('close', (code) => {
+          clearInterval(poll);
+          resolve({ code, stderr });
+        });
+      });
+      expect(r.code, r.stderr).toBe(130);
+      const dir = join(home, 'weights', 'url');
+      const left = readdirSync(dir).flatMap((f) => readdirSync(join(dir, f)));
+      expect(left.filter((n) => n.endsWith('.tmp'))).toEqual([]);
+      expect(left.sort()).toEqual(['model.json', 'model.json.sha256']);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  }, 60_000);
+
+  it('tl extract removes the temp file a killed extract left beside its output, with a notice', async () => {
+    const dir = tempDir();
+    const stale = join(dir, '.f.npy.2147483646.deadbeef.tmp');
+    writeFileSync(stale, 'partial');
+    const r = await spawnTl(['extract', data, '--model', 'mobilenet_v2_035', '--weights', 'random', '--input-size', '32', '--workers', '1', '--out', join(dir, 'f.npy')]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(existsSync(stale)).toBe(false);
+    expect(r.stderr).toContain(`notice: removed ${stale}, left by an interrupted run`);
+  });
+
   it('tl extract into a missing folder fails at once, naming it', async () => {
     const out = join(tempDir(), 'missing', 'f.npy');
     const r = await spawnTl(['extract', data, '--model', 'mobilenet_v2_035', '--weights', 'random', '--input-size', '32', '--out', out]);
