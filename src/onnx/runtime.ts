@@ -92,6 +92,16 @@ export class OnnxSession {
     });
   }
 
+  /** Runs with named feeds of any element type; returns the named outputs as ONNX Runtime tensors. */
+  async runNamed(feeds: Record<string, import('onnxruntime-node').Tensor>): Promise<Record<string, import('onnxruntime-node').Tensor>> {
+    return this.session.run(feeds);
+  }
+
+  /** Makes an ONNX Runtime tensor. */
+  tensor(type: 'float32' | 'int64', data: Float32Array | BigInt64Array, shape: readonly number[]): import('onnxruntime-node').Tensor {
+    return new this.ort.Tensor(type, data, shape);
+  }
+
   async close(): Promise<void> {
     await this.session.release();
   }

@@ -1,0 +1,543 @@
+// Compiles the trainable tail of a cut (a LayersModel whose inputs are the boundary tensors) into one ONNX graph per
+// optimizer step: forward, the chain rule layer by layer, and the optimizer update, in standard ONNX operators
+// (opset 13, no training ops). Tensors stay NHWC as Keras holds them; a convolution is its kernel taps gathered
+// side by side and one matrix product (so runtime weights need no layout changes), and its gradients are matrix
+// products of the same gathered taps, scattered back by padding.
+import type { onnx as P } from 'onnx-proto';
+import type { Layer, LayersModel, SymbolicTensor } from '../backend/index.js';
+import { TlError } from '../errors.js';
+import { A, bnAffine, FLOAT, GraphBuilder, INT64, onnx, OPSET, pair, samePads, type Attr } from './graph.js';
+
+/** A tail that the compiler cannot differentiate; the message names the layer. */
+export class TrainStepCompileError extends TlError {
+  constructor(message: string) {
+    super('E_TRAIN_COMPILE', message);
+  }
+}
+
+export interface TrainStepOptions {
+  optimizer: 'adam' | 'sgd' | 'rmsprop';
+  /** SGD and RMSprop momentum. */
+  momentum: number;
+  nesterov: boolean;
+  labelSmoothing: number;
+  /** Decoupled weight decay applied before each update (w <- w * (1 - lr * decay)), as tl's tfjs engine does. */
+  weightDecay: number;
+  /** Also return each trainable weight's gradient (checks against TensorFlow.js). */
+  emitGradients?: boolean;
+}
+
+/** A trainable weight: its graph input, its updated value's output, and its optimizer slots. */
+export interface TrainableSpec {
+  /** The tfjs variable's name (`originalName`). */
+  variable: string;
+  shape: number[];
+  input: string;
+  output: string;
+  gradient: string | null;
+  slots: { kind: 'm' | 'v' | 'accum' | 'ms' | 'mom'; input: string; output: string }[];
+}
+
+export interface TrainStepGraph {
+  bytes: Uint8Array;
+  /** Graph inputs of the boundary tensors, in the tail's input order (NHWC, any batch size). */
+  boundary: string[];
+  /** Dropout layers' mask inputs: each the layer output's shape, already scaled by 1 / (1 - rate). */
+  masks: { layer: string; input: string; shape: number[] }[];
+  trainable: TrainableSpec[];
+  /** int64 [N] labels, float [N] per-image loss weights, float scalars lr and step (1-based, for Adam). */
+  inputs: { labels: string; sampleWeights: string; lr: string; step: string };
+  outputs: { loss: string; correct: string };
+}
+
+const PROB_MIN = 1e-7;
+const PROB_MAX = 1 - 1e-7;
+
+/** A value in the graph: its name and static shape (batch as -1). */
+interface V {
+  name: string;
+  shape: number[];
+}
+
+class Builder extends GraphBuilder {
+  op(type: string, inputs: string[], attrs: Attr[] = []): string {
+    return this.node(type, inputs, type.toLowerCase(), attrs);
+  }
+  ints(values: number[]): string {
+    return this.int64s('c', values);
+  }
+  f(value: number): string {
+    return this.scalar('s', value);
+  }
+  /** Pads an NHWC value spatially by [top, left, bottom, right]. */
+  pad(x: string, [top, left, bottom, right]: number[]): string {
+    if (top === 0 && left === 0 && bottom === 0 && right === 0) return x;
+    return this.op('Pad', [x, this.ints([0, top!, left!, 0, 0, bottom!, right!, 0])]);
+  }
+  /** Slices axes 1 and 2 of an NHWC value. */
+  slice2d(x: string, starts: [number, number], ends: [number, number], steps: [number, number] = [1, 1]): string {
+    return this.op('Slice', [x, this.ints(starts), this.ints(ends), this.ints([1, 2]), this.ints(steps)]);
+  }
+  reduceSum(x: string, axes: number[], keepdims = false): string {
+    return this.op('ReduceSum', [x, this.ints(axes)], [A.int('keepdims', keepdims ? 1 : 0)]);
+  }
+  reshape(x: string, shape: number[]): string {
+    return this.op('Reshape', [x, this.ints(shape)]);
+  }
+}
+
+/** Geometry of a convolution window over an NHWC input. */
+interface Window {
+  h: number;
+  w: number;
+  c: number;
+  kh: number;
+  kw: number;
+  stride: number[];
+  dilation: number[];
+  /** [top, left, bottom, right]. */
+  pads: number[];
+  ho: number;
+  wo: number;
+}
+
+function windowOf(layer: Layer, input: V, kernel: number[]): Window {
+  const config = layer.getConfig() as { strides?: number | number[]; dilationRate?: number | number[]; padding?: string };
+  const stride = pair(config.strides, 1);
+  const dilation = pair(config.dilationRate, 1);
+  const [, h, w, c] = input.shape as [number, number, number, number];
+  if (!(h > 0 && w > 0)) throw new TrainStepCompileError(`${layer.name}: the tail needs a fixed input size.`);
+  const [kh, kw] = kernel as [number, number];
+  let pads = [0, 0, 0, 0];
+  if (config.padding === 'same') {
+    const [top, bottom] = samePads(h, kh, stride[0]!, dilation[0]!);
+    const [left, right] = samePads(w, kw, stride[1]!, dilation[1]!);
+    pads = [top, left, bottom, right];
+  } else if (config.padding !== 'valid') {
+    throw new TrainStepCompileError(`${layer.name}: padding '${String(config.padding)}' has no gradient rule.`);
+  }
+  const hp = h + pads[0]! + pads[2]!;
+  const wp = w + pads[1]! + pads[3]!;
+  const ho = Math.floor((hp - (kh - 1) * dilation[0]! - 1) / stride[0]!) + 1;
+  const wo = Math.floor((wp - (kw - 1) * dilation[1]! - 1) / stride[1]!) + 1;
+  return { h, w, c, kh, kw, stride, dilation, pads, ho, wo };
+}
+
+const isPointwise = (win: Window) => win.kh === 1 && win.kw === 1 && win.stride.every((s) => s === 1) && win.pads.every((p) => p === 0);
+
+/** The window's taps: each a [N, ho, wo, c] slice of the padded input, in Keras kernel order (row, column). */
+function taps(g: Builder, x: string, win: Window): string[] {
+  if (isPointwise(win)) return [x];
+  const xp = g.pad(x, win.pads);
+  const out: string[] = [];
+  const [sh, sw] = win.stride as [number, number];
+  const [dh, dw] = win.dilation as [number, number];
+  for (let i = 0; i < win.kh; i++) {
+    for (let j = 0; j < win.kw; j++) {
+      out.push(g.slice2d(xp, [i * dh, j * dw], [i * dh + (win.ho - 1) * sh + 1, j * dw + (win.wo - 1) * sw + 1], [sh, sw]));
+    }
+  }
+  return out;
+}
+
+/** Spreads a [N, ho, wo, C] gradient onto the strided positions it came from: [N, (ho-1)*s+1, (wo-1)*s+1, C]. */
+function upsample(g: Builder, dy: string, win: Window, channels: number[]): string {
+  const [sh, sw] = win.stride as [number, number];
+  if (sh === 1 && sw === 1) return dy;
+  const wide = g.reshape(dy, [0, win.ho, 1, win.wo, 1, ...channels]);
+  const zeros = channels.map(() => 0);
+  const padded = g.op('Pad', [wide, g.ints([0, 0, 0, 0, 0, ...zeros, 0, 0, sh - 1, 0, sw - 1, ...zeros])]);
+  const spread = g.reshape(padded, [0, win.ho * sh, win.wo * sw, ...channels]);
+  return g.slice2d(spread, [0, 0], [(win.ho - 1) * sh + 1, (win.wo - 1) * sw + 1]);
+}
+
+/** The input gradient from per-tap gradients already spread by `upsample`: each padded into place, summed, unpadded. */
+function scatterTaps(g: Builder, tapGrads: string[], win: Window): string {
+  if (isPointwise(win)) return tapGrads[0]!;
+  const hp = win.h + win.pads[0]! + win.pads[2]!;
+  const wp = win.w + win.pads[1]! + win.pads[3]!;
+  const lh = (win.ho - 1) * win.stride[0]! + 1;
+  const lw = (win.wo - 1) * win.stride[1]! + 1;
+  const placed = tapGrads.map((t, k) => {
+    const i = Math.floor(k / win.kw);
+    const j = k % win.kw;
+    const top = i * win.dilation[0]!;
+    const left = j * win.dilation[1]!;
+    return g.pad(t, [top, left, hp - top - lh, wp - left - lw]);
+  });
+  const sum = placed.length === 1 ? placed[0]! : g.op('Sum', placed);
+  if (win.pads.every((p) => p === 0)) return sum;
+  return g.slice2d(sum, [win.pads[0]!, win.pads[1]!], [win.pads[0]! + win.h, win.pads[1]! + win.w]);
+}
+
+/** Forward and backward of an activation by name (Keras's `activation` argument or an Activation/ReLU layer). */
+function activation(g: Builder, kind: { name: string; max?: number | null }, layer: Layer) {
+  switch (kind.name) {
+    case 'linear':
+      return { forward: (x: string) => x, backward: (dy: string) => dy };
+    case 'relu':
+      if (kind.max === undefined || kind.max === null) {
+        return { forward: (x: string) => g.op('Relu', [x]), backward: (dy: string, x: string) => g.op('Mul', [dy, g.op('Cast', [g.op('Greater', [x, g.f(0)])], [A.int('to', FLOAT)])]) };
+      }
+      // tfjs's ReLU layer with a maximum is clipByValue, whose gradient passes where min <= x <= max.
+      return {
+        forward: (x: string) => g.op('Clip', [x, g.f(0), g.f(kind.max!)]),
+        backward: (dy: string, x: string) => g.op('Mul', [dy, g.op('Cast', [g.op('And', [g.op('Not', [g.op('Less', [x, g.f(0)])]), g.op('Not', [g.op('Greater', [x, g.f(kind.max!)])])])], [A.int('to', FLOAT)])]),
+      };
+    case 'relu6':
+      // tfjs's relu6 gradient passes where 0 < x <= 6.
+      return {
+        forward: (x: string) => g.op('Clip', [x, g.f(0), g.f(6)]),
+        backward: (dy: string, x: string) => g.op('Mul', [dy, g.op('Cast', [g.op('And', [g.op('Greater', [x, g.f(0)]), g.op('Not', [g.op('Greater', [x, g.f(6)])])])], [A.int('to', FLOAT)])]),
+      };
+    case 'sigmoid':
+      return {
+        forward: (x: string) => g.op('Sigmoid', [x]),
+        backward: (dy: string, _x: string, y: string) => g.op('Mul', [dy, g.op('Mul', [y, g.op('Sub', [g.f(1), y])])]),
+      };
+    default:
+      throw new TrainStepCompileError(`${layer.name}: activation '${kind.name}' has no gradient rule.`);
+  }
+}
+
+/** What a layer's backward pass needs: it returns the gradients of its inputs (null where none is needed). */
+type Backward = (dy: string) => (string | null)[];
+
+/**
+ * Compiles one training step of `tail` (its last layer a softmax classifier) for the given optimizer. Frozen layers
+ * inside the tail (BatchNormalization with `--bn frozen`) become constants; every trainable weight is a graph input
+ * with an updated output.
+ */
+export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): TrainStepGraph {
+  const g = new Builder();
+  const values = new Map<number, V>();
+  const needsGrad = new Map<number, boolean>();
+  const graphInputs: P.IValueInfoProto[] = [];
+  const graphOutputs: P.IValueInfoProto[] = [];
+  const dims = (shape: number[]) => ({ dim: shape.map((d) => (d < 0 ? { dimParam: 'N' } : { dimValue: d })) });
+  const addInput = (name: string, shape: number[], type = FLOAT) => {
+    graphInputs.push({ name, type: { tensorType: { elemType: type, shape: dims(shape) } } });
+    return name;
+  };
+  const addOutput = (name: string, shape: number[]) => graphOutputs.push({ name, type: { tensorType: { elemType: FLOAT, shape: dims(shape) } } });
+  const shapeOf = (t: SymbolicTensor) => t.shape.map((d) => (d === null ? -1 : d));
+
+  const boundary = tail.inputs.map((t, i) => {
+    const name = addInput(`boundary_${i}`, shapeOf(t));
+    values.set(t.id, { name, shape: shapeOf(t) });
+    needsGrad.set(t.id, false);
+    return name;
+  });
+  const masks: TrainStepGraph['masks'] = [];
+  const trainable: TrainableSpec[] = [];
+  const weightInput = (layer: Layer, short: string): { name: string; spec: TrainableSpec | null } => {
+    const w = layer.weights.find((v) => v.originalName.split('/').pop()!.replace(/:0$/, '') === short);
+    if (!w) throw new TrainStepCompileError(`${layer.name}: no weight '${short}'.`);
+    const shape = w.shape as number[];
+    if (!layer.trainable || !w.trainable) return { name: g.floats(`${layer.name}_${short}`, shape, w.read().dataSync() as Float32Array), spec: null };
+    const input = addInput(`w${trainable.length}_${layer.name}_${short}`, shape);
+    const spec: TrainableSpec = { variable: w.originalName, shape, input, output: `${input}_new`, gradient: null, slots: [] };
+    trainable.push(spec);
+    return { name: input, spec };
+  };
+  const grads = new Map<TrainableSpec, string>();
+  const tape: { inputs: SymbolicTensor[]; output: SymbolicTensor; backward: Backward }[] = [];
+
+  const outputTensor = tail.outputs[0]!;
+  if (tail.outputs.length !== 1) throw new TrainStepCompileError('The tail must have one output (the classifier).');
+  let logits: V | null = null;
+
+  const nodes = nodesOf(tail);
+  for (const layer of tail.layers) {
+    const cls = layer.getClassName();
+    if (cls === 'InputLayer') continue;
+    const node = nodes.get(layer);
+    if (!node) continue;
+    const ins = node.inputTensors;
+    const out = node.outputTensors[0]!;
+    const xs = ins.map((t) => values.get(t.id));
+    if (xs.some((v) => v === undefined)) throw new TrainStepCompileError(`${layer.name}: its input was not computed (the tail is not in order).`);
+    const x = xs[0]!;
+    const config = layer.getConfig() as Record<string, unknown>;
+    const outShape = shapeOf(out);
+    const upstream = ins.some((t) => needsGrad.get(t.id));
+    const isFinal = out.id === outputTensor.id;
+    let y: string;
+    let backward: Backward;
+    let hasWeights = false;
+
+    switch (cls) {
+      case 'Conv2D':
+      case 'DepthwiseConv2D': {
+        const depthwise = cls === 'DepthwiseConv2D';
+        const kernel = weightInput(layer, depthwise ? 'depthwise_kernel' : 'kernel');
+        const bias = (config.useBias as boolean) ? weightInput(layer, 'bias') : null;
+        hasWeights = kernel.spec !== null || bias?.spec !== null;
+        const kshape = layer.weights.find((w) => /(depthwise_)?kernel/.test(w.originalName))!.shape as number[];
+        const win = windowOf(layer, x, kshape);
+        const act = activation(g, { name: (config.activation as string | undefined) ?? 'linear' }, layer);
+        const cols = taps(g, x.name, win);
+        const c = win.c;
+        let pre: string;
+        let backPre: (dz: string) => string | null;
+        if (!depthwise) {
+          const co = kshape[3]!;
+          const rows = win.kh * win.kw * c;
+          const gathered = cols.length === 1 ? cols[0]! : g.op('Concat', cols, [A.int('axis', 3)]);
+          const k2 = g.reshape(kernel.name, [rows, co]);
+          pre = g.op('MatMul', [gathered, k2]);
+          backPre = (dz) => {
+            const dz2 = g.reshape(dz, [-1, co]);
+            if (kernel.spec) grads.set(kernel.spec, g.reshape(g.op('Gemm', [g.reshape(gathered, [-1, rows]), dz2], [A.int('transA', 1)]), kshape));
+            if (!upstream) return null;
+            const dcols = upsample(g, g.op('MatMul', [dz, g.op('Transpose', [k2], [A.ints('perm', [1, 0])])]), win, [rows]);
+            const split = cols.length === 1 ? [dcols] : splitChannels(g, dcols, cols.length, c);
+            return scatterTaps(g, split, win);
+          };
+        } else {
+          const m = kshape[3]!;
+          const tapKernel = (k: number) => g.reshape(g.op('Slice', [kernel.name, g.ints([Math.floor(k / win.kw), k % win.kw]), g.ints([Math.floor(k / win.kw) + 1, (k % win.kw) + 1]), g.ints([0, 1])]), m === 1 ? [c] : [c, m]);
+          const kernels = cols.map((_, k) => tapKernel(k));
+          const expand = (t: string) => (m === 1 ? t : g.op('Unsqueeze', [t, g.ints([4])]));
+          const products = cols.map((t, k) => g.op('Mul', [expand(t), kernels[k]!]));
+          const summed = products.length === 1 ? products[0]! : g.op('Sum', products);
+          pre = m === 1 ? summed : g.reshape(summed, [0, win.ho, win.wo, c * m]);
+          backPre = (dz) => {
+            const dz5 = m === 1 ? dz : g.reshape(dz, [0, win.ho, win.wo, c, m]);
+            if (kernel.spec) {
+              const perTap = cols.map((t) => g.reshape(g.reduceSum(g.op('Mul', [expand(t), dz5]), [0, 1, 2]), [1, c, m]));
+              grads.set(kernel.spec, g.reshape(perTap.length === 1 ? perTap[0]! : g.op('Concat', perTap, [A.int('axis', 0)]), kshape));
+            }
+            if (!upstream) return null;
+            const spread = upsample(g, dz5, win, m === 1 ? [c] : [c, m]);
+            const tapGrads = kernels.map((k) => (m === 1 ? g.op('Mul', [spread, k]) : g.reduceSum(g.op('Mul', [spread, k]), [4])));
+            return scatterTaps(g, tapGrads, win);
+          };
+        }
+        const biased = bias ? g.op('Add', [pre, bias.name]) : pre;
+        y = act.forward(biased);
+        backward = (dy) => {
+          const dz = act.backward(dy, biased, y);
+          if (bias?.spec) grads.set(bias.spec, g.reduceSum(dz, [0, 1, 2]));
+          return [backPre(dz)];
+        };
+        break;
+      }
+      case 'Dense': {
+        if (x.shape.length !== 2) throw new TrainStepCompileError(`${layer.name}: Dense on a rank-${x.shape.length} input has no gradient rule.`);
+        const kernel = weightInput(layer, 'kernel');
+        const bias = (config.useBias as boolean) ? weightInput(layer, 'bias') : null;
+        hasWeights = kernel.spec !== null || bias?.spec !== null;
+        const act = (config.activation as string | undefined) ?? 'linear';
+        const pre = g.op('MatMul', [x.name, kernel.name]);
+        const z = bias ? g.op('Add', [pre, bias.name]) : pre;
+        const backZ = (dz: string) => {
+          if (kernel.spec) grads.set(kernel.spec, g.op('Gemm', [x.name, dz], [A.int('transA', 1)]));
+          if (bias?.spec) grads.set(bias.spec, g.reduceSum(dz, [0]));
+          return upstream ? g.op('Gemm', [dz, kernel.name], [A.int('transB', 1)]) : null;
+        };
+        if (act === 'softmax') {
+          if (!isFinal) throw new TrainStepCompileError(`${layer.name}: softmax is supported only as the classifier's output.`);
+          logits = { name: z, shape: outShape };
+          y = g.op('Softmax', [z], [A.int('axis', -1)]);
+          backward = (dz) => [backZ(dz)];
+        } else {
+          const a = activation(g, { name: act }, layer);
+          y = a.forward(z);
+          backward = (dy) => [backZ(a.backward(dy, z, y))];
+        }
+        break;
+      }
+      case 'BatchNormalization': {
+        if (layer.trainable) throw new TrainStepCompileError(`${layer.name}: training BatchNormalization (--bn train) has no gradient rule yet.`);
+        const c = x.shape[x.shape.length - 1]!;
+        const { scale, shift } = bnAffine(layer, c);
+        const s = g.floats(`${layer.name}_scale`, [c], scale);
+        y = g.op('Add', [g.op('Mul', [x.name, s]), g.floats(`${layer.name}_shift`, [c], shift)]);
+        backward = (dy) => [upstream ? g.op('Mul', [dy, s]) : null];
+        break;
+      }
+      case 'ReLU':
+      case 'Activation': {
+        const name = cls === 'ReLU' ? 'relu' : (config.activation as string);
+        if (cls === 'ReLU' && (((config.negativeSlope as number | undefined) ?? 0) !== 0 || ((config.threshold as number | undefined) ?? 0) !== 0)) {
+          throw new TrainStepCompileError(`${layer.name}: ReLU with a negative slope or threshold has no gradient rule.`);
+        }
+        if (name === 'softmax') {
+          if (!isFinal) throw new TrainStepCompileError(`${layer.name}: softmax is supported only as the classifier's output.`);
+          logits = x;
+          y = g.op('Softmax', [x.name], [A.int('axis', -1)]);
+          backward = (dz) => [dz];
+          break;
+        }
+        const a = activation(g, { name, max: cls === 'ReLU' ? ((config.maxValue as number | null | undefined) ?? null) : undefined }, layer);
+        y = a.forward(x.name);
+        backward = (dy) => [upstream ? a.backward(dy, x.name, y) : null];
+        break;
+      }
+      case 'Add':
+        y = xs.length === 1 ? x.name : g.op('Sum', xs.map((v) => v!.name));
+        backward = (dy) => ins.map((t) => (needsGrad.get(t.id) ? dy : null));
+        break;
+      case 'ZeroPadding2D': {
+        const p = config.padding as [[number, number], [number, number]];
+        y = g.pad(x.name, [p[0][0], p[1][0], p[0][1], p[1][1]]);
+        backward = (dy) => [upstream ? g.slice2d(dy, [p[0][0], p[1][0]], [p[0][0] + x.shape[1]!, p[1][0] + x.shape[2]!]) : null];
+        break;
+      }
+      case 'GlobalAveragePooling2D': {
+        const keep = (config.keepdims as boolean | undefined) === true;
+        const [, h, w, c] = x.shape as [number, number, number, number];
+        y = g.op('ReduceMean', [x.name], [A.ints('axes', [1, 2]), A.int('keepdims', keep ? 1 : 0)]);
+        backward = (dy) => [upstream ? g.op('Expand', [g.op('Mul', [keep ? dy : g.reshape(dy, [0, 1, 1, c]), g.f(1 / (h * w))]), g.ints([1, h, w, 1])]) : null];
+        break;
+      }
+      case 'Dropout': {
+        if (((config.rate as number | undefined) ?? 0) === 0) {
+          y = x.name;
+          backward = (dy) => [upstream ? dy : null];
+          break;
+        }
+        const mask = addInput(`mask_${layer.name}`, outShape);
+        masks.push({ layer: layer.name, input: mask, shape: outShape });
+        y = g.op('Mul', [x.name, mask]);
+        backward = (dy) => [upstream ? g.op('Mul', [dy, mask]) : null];
+        break;
+      }
+      case 'Flatten':
+      case 'Reshape':
+        y = g.reshape(x.name, [0, ...outShape.slice(1)]);
+        backward = (dy) => [upstream ? g.reshape(dy, [0, ...x.shape.slice(1)]) : null];
+        break;
+      default:
+        throw new TrainStepCompileError(`${layer.name}: layer class ${cls} has no gradient rule.`);
+    }
+    values.set(out.id, { name: y, shape: outShape });
+    needsGrad.set(out.id, upstream || hasWeights);
+    tape.push({ inputs: ins, output: out, backward });
+  }
+  if (logits === null) throw new TrainStepCompileError(`The tail's output ('${outputTensor.sourceLayer.name}') must be a softmax: tl trains classifiers.`);
+
+  // Loss: Keras's categorical cross-entropy of clipped probabilities, smoothed targets, per-image weights, mean.
+  const probs = values.get(outputTensor.id)!.name;
+  const classes = values.get(outputTensor.id)!.shape[1]!;
+  const labels = addInput('labels', [-1], INT64);
+  const sampleWeights = addInput('sample_weights', [-1]);
+  const lr = addInput('lr', []);
+  const step = addInput('step', []);
+  let target = g.op('OneHot', [labels, g.int64s('depth', [classes]), g.floats('onehot_values', [2], Float32Array.of(0, 1))], [A.int('axis', -1)]);
+  if (options.labelSmoothing > 0) target = g.op('Add', [g.op('Mul', [target, g.f(1 - options.labelSmoothing)]), g.f(options.labelSmoothing / classes)]);
+  const clipped = g.op('Clip', [probs, g.f(PROB_MIN), g.f(PROB_MAX)]);
+  const perImage = g.op('Neg', [g.reduceSum(g.op('Mul', [target, g.op('Log', [clipped])]), [1])]);
+  g.node('ReduceMean', [g.op('Mul', [perImage, sampleWeights])], 'loss', [A.int('keepdims', 0)], 'loss');
+  const predicted = g.op('ArgMax', [probs], [A.int('axis', 1), A.int('keepdims', 0)]);
+  g.node('ReduceSum', [g.op('Cast', [g.op('Equal', [predicted, labels])], [A.int('to', FLOAT)])], 'correct', [A.int('keepdims', 0)], 'correct');
+  addOutput('loss', []);
+  addOutput('correct', []);
+
+  // d loss / d probs through the clip (tfjs passes the gradient where min <= p <= max), then the softmax.
+  const count = g.op('Cast', [g.op('Gather', [g.op('Shape', [labels]), g.int64s('zero', [0])])], [A.int('to', FLOAT)]);
+  const weightPerImage = g.op('Unsqueeze', [g.op('Div', [sampleWeights, count]), g.ints([1])]);
+  const inRange = g.op('Cast', [g.op('And', [g.op('Not', [g.op('Less', [probs, g.f(PROB_MIN)])]), g.op('Not', [g.op('Greater', [probs, g.f(PROB_MAX)])])])], [A.int('to', FLOAT)]);
+  const dProbs = g.op('Mul', [g.op('Neg', [g.op('Div', [g.op('Mul', [target, weightPerImage]), clipped])]), inRange]);
+  const dLogits = g.op('Mul', [probs, g.op('Sub', [dProbs, g.reduceSum(g.op('Mul', [dProbs, probs]), [1], true)])]);
+
+  // The chain rule, last layer first; a tensor used by several layers gets the sum of their gradients.
+  const pending = new Map<number, string[]>([[outputTensor.id, [dLogits]]]);
+  for (let i = tape.length - 1; i >= 0; i--) {
+    const entry = tape[i]!;
+    const parts = pending.get(entry.output.id);
+    if (!parts) continue;
+    const dy = parts.length === 1 ? parts[0]! : g.op('Sum', parts);
+    entry.backward(dy).forEach((dx, k) => {
+      if (dx === null) return;
+      const id = entry.inputs[k]!.id;
+      pending.set(id, [...(pending.get(id) ?? []), dx]);
+    });
+  }
+
+  // The optimizer update, exactly as tfjs applies it (after tl's decoupled weight decay).
+  const lrDecay = options.weightDecay > 0 ? g.op('Sub', [g.f(1), g.op('Mul', [lr, g.f(options.weightDecay)])]) : null;
+  const b1 = 0.9;
+  const b2 = 0.999;
+  const eps = 1e-7;
+  const oneMinusB1t = options.optimizer === 'adam' ? g.op('Sub', [g.f(1), g.op('Pow', [g.f(b1), step])]) : '';
+  const oneMinusB2t = options.optimizer === 'adam' ? g.op('Sub', [g.f(1), g.op('Pow', [g.f(b2), step])]) : '';
+  for (const spec of trainable) {
+    const grad = grads.get(spec);
+    if (grad === undefined) throw new TrainStepCompileError(`Weight ${spec.variable} gets no gradient from the loss.`);
+    if (options.emitGradients) {
+      spec.gradient = `${spec.input}_grad`;
+      g.node('Identity', [grad], 'grad', [], spec.gradient);
+      addOutput(spec.gradient, spec.shape);
+    }
+    const w = lrDecay ? g.op('Mul', [spec.input, lrDecay]) : spec.input;
+    const slot = (kind: TrainableSpec['slots'][number]['kind']) => {
+      const s = { kind, input: addInput(`${spec.input}_${kind}`, spec.shape), output: `${spec.input}_${kind}_new` };
+      spec.slots.push(s);
+      addOutput(s.output, spec.shape);
+      return s;
+    };
+    let updated: string;
+    if (options.optimizer === 'adam') {
+      const m = slot('m');
+      const v = slot('v');
+      g.node('Add', [g.op('Mul', [m.input, g.f(b1)]), g.op('Mul', [grad, g.f(1 - b1)])], 'm', [], m.output);
+      g.node('Add', [g.op('Mul', [v.input, g.f(b2)]), g.op('Mul', [g.op('Mul', [grad, grad]), g.f(1 - b2)])], 'v', [], v.output);
+      const mHat = g.op('Div', [m.output, oneMinusB1t]);
+      const vHat = g.op('Div', [v.output, oneMinusB2t]);
+      updated = g.op('Sub', [w, g.op('Mul', [g.op('Div', [mHat, g.op('Add', [g.op('Sqrt', [vHat]), g.f(eps)])]), lr])]);
+    } else if (options.optimizer === 'rmsprop') {
+      const ms = slot('ms');
+      const mom = slot('mom');
+      g.node('Add', [g.op('Mul', [ms.input, g.f(0.9)]), g.op('Mul', [g.op('Mul', [grad, grad]), g.f(1 - 0.9)])], 'ms', [], ms.output);
+      g.node('Add', [g.op('Mul', [mom.input, g.f(options.momentum)]), g.op('Div', [g.op('Mul', [grad, lr]), g.op('Sqrt', [g.op('Add', [ms.output, g.f(eps)])])])], 'mom', [], mom.output);
+      updated = g.op('Sub', [w, mom.output]);
+    } else if (options.momentum > 0 || options.nesterov) {
+      const accum = slot('accum');
+      g.node('Add', [g.op('Mul', [accum.input, g.f(options.momentum)]), grad], 'accum', [], accum.output);
+      const direction = options.nesterov ? g.op('Add', [grad, g.op('Mul', [accum.output, g.f(options.momentum)])]) : accum.output;
+      updated = g.op('Sub', [w, g.op('Mul', [direction, lr])]);
+    } else {
+      updated = g.op('Sub', [w, g.op('Mul', [grad, lr])]);
+    }
+    g.node('Identity', [updated], 'updated', [], spec.output);
+    addOutput(spec.output, spec.shape);
+  }
+
+  const proto = onnx.ModelProto.create({
+    irVersion: 7,
+    producerName: 'tl',
+    opsetImport: [{ domain: '', version: OPSET }],
+    graph: { name: `${tail.name}_train_step`, node: g.nodes, initializer: g.initializers, input: graphInputs, output: graphOutputs },
+  });
+  return { bytes: onnx.ModelProto.encode(proto).finish(), boundary, masks, trainable, inputs: { labels, sampleWeights, lr, step }, outputs: { loss: 'loss', correct: 'correct' } };
+}
+
+type LayerNode = Layer['inboundNodes'][number];
+
+/**
+ * The node of each layer that belongs to `model`: a tail's layers are applied twice (in the full model and in the
+ * tail), so each has several inbound nodes; the tail's are those reached from its outputs.
+ */
+function nodesOf(model: LayersModel): Map<Layer, LayerNode> {
+  const chosen = new Map<Layer, LayerNode>();
+  const inputs = new Set(model.inputs.map((t) => t.id));
+  const stack = [...model.outputs];
+  while (stack.length > 0) {
+    const t = stack.pop()!;
+    const layer = t.sourceLayer as Layer;
+    if (inputs.has(t.id) || chosen.has(layer)) continue;
+    const node = layer.inboundNodes[t.nodeIndex]!;
+    chosen.set(layer, node);
+    stack.push(...node.inputTensors);
+  }
+  return chosen;
+}
+
+/** Splits the last axis of a gathered-taps gradient into its taps. */
+function splitChannels(g: Builder, x: string, parts: number, c: number): string[] {
+  const outputs = Array.from({ length: parts }, () => g.fresh('tap'));
+  g.nodes.push({ opType: 'Split', input: [x, g.int64s('split', new Array<number>(parts).fill(c))], output: outputs, name: g.fresh('split'), attribute: [A.int('axis', 3)] });
+  return outputs;
+}

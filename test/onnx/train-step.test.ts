@@ -1,0 +1,257 @@
+// The ONNX train-step compiler against TensorFlow.js: every gradient rule, registry tails, optimizer steps.
+import { beforeAll, describe, expect, it } from 'vitest';
+import { loadBackend, type LayersModel, type SymbolicTensor, type Tf } from '../../src/backend/index.js';
+import { compileTrainStep, TrainStepCompileError, type TrainStepOptions } from '../../src/onnx/train-step.js';
+import { OnnxTrainer } from '../../src/onnx/trainer.js';
+import { buildVariant } from '../../src/registry/index.js';
+import { initializeWeights } from '../../src/registry/init.js';
+import { applyTrainability, attachHead, cutModel } from '../../src/train/freeze.js';
+import { applyWeightDecay, createOptimizer } from '../../src/train/optim.js';
+import { shardGradients, type LossConfig } from '../../src/train/step.js';
+import { randomArray } from '../helpers/tensors.js';
+
+let tf: Tf;
+beforeAll(async () => {
+  ({ tf } = await loadBackend({ choice: 'wasm' }));
+});
+
+const SGD: TrainStepOptions = { optimizer: 'sgd', momentum: 0, nesterov: false, labelSmoothing: 0, weightDecay: 0, emitGradients: true };
+
+/** Seeded random weights and BatchNormalization statistics away from 0/1. */
+function randomize(model: LayersModel, seed: number): void {
+  initializeWeights(tf, model, seed);
+  model.layers.forEach((l, k) => {
+    if (l.getClassName() !== 'BatchNormalization') return;
+    const values = l.weights.map((w, i) => tf.tidy(() => (/variance/.test(w.originalName) ? tf.randomUniform(w.shape as number[], 0.5, 2, 'float32', seed + k * 7 + i) : tf.randomNormal(w.shape as number[], 0, 0.3, 'float32', seed + k * 7 + i))));
+    l.setWeights(values);
+    tf.dispose(values);
+  });
+}
+
+/** Largest difference relative to the reference's largest magnitude. */
+function maxRel(ours: Float32Array, ref: Float32Array): number {
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < ref.length; i++) {
+    diff = Math.max(diff, Math.abs(ours[i]! - ref[i]!));
+    scale = Math.max(scale, Math.abs(ref[i]!));
+  }
+  return scale === 0 ? diff : diff / scale;
+}
+
+interface Case {
+  inputs: { data: Float32Array; shape: number[] }[];
+  labels: Int32Array;
+}
+
+function batchFor(tail: LayersModel, n: number, classes: number, seed: number): Case {
+  return {
+    inputs: tail.inputs.map((t, i) => {
+      const shape = [n, ...(t.shape.slice(1) as number[])];
+      return { data: randomArray(shape.reduce((a, b) => a * b, 1), seed + i), shape };
+    }),
+    labels: Int32Array.from({ length: n }, (_, i) => (i * 7 + seed) % classes),
+  };
+}
+
+/** ONNX gradients against tfjs autodiff (tl's own training path) for one batch; the worst relative error per weight. */
+async function gradientErrors(tail: LayersModel, c: Case, loss: LossConfig, options: Partial<TrainStepOptions> = {}): Promise<Record<string, number>> {
+  const classes = (tail.outputs[0]!.shape[1] as number);
+  const before = tf.memory().numTensors;
+  const inputs = c.inputs.map((x) => tf.tensor(x.data, x.shape));
+  const ref = await shardGradients(tf, tail, inputs, c.labels, { classes, accumulate: 1, scale: 1, loss, dropoutSeed: null });
+  const refByName = new Map(tail.trainableWeights.map((w, i) => [w.originalName, ref.grads[i]!.dataSync() as Float32Array]));
+  tf.dispose([...inputs, ...ref.grads]);
+  expect(tf.memory().numTensors).toBe(before);
+
+  const graph = compileTrainStep(tail, { ...SGD, labelSmoothing: loss.labelSmoothing, ...options });
+  expect(graph.trainable.map((s) => s.variable).sort()).toEqual([...refByName.keys()].sort());
+  const trainer = await OnnxTrainer.open(graph, graph.trainable.map((s) => tail.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array), { threads: 2 });
+  const sampleWeights = Float32Array.from(c.labels, (l) => loss.classWeights?.[l] ?? 1);
+  const result = await trainer.step({ boundary: c.inputs, labels: c.labels, sampleWeights, masks: [], lr: 0 });
+  await trainer.close();
+  expect(result.loss).toBeCloseTo(ref.lossSum / c.labels.length, 4);
+  expect(result.correct).toBe(ref.correct);
+  return Object.fromEntries(graph.trainable.map((s, i) => [s.variable, maxRel(result.gradients![i]!, refByName.get(s.variable)!)]));
+}
+
+const plainLoss: LossConfig = { labelSmoothing: 0, classWeights: null };
+
+/** A small functional model: `body` maps the input to a feature map, then pooling and a softmax over 3 classes. */
+function small(shape: number[], body: (x: SymbolicTensor) => SymbolicTensor, seed: number): LayersModel {
+  const input = tf.input({ shape });
+  const features = body(input);
+  const pooled = tf.layers.globalAveragePooling2d({}).apply(features) as SymbolicTensor;
+  const out = tf.layers.dense({ units: 3, activation: 'softmax' }).apply(pooled) as SymbolicTensor;
+  const model = tf.model({ inputs: input, outputs: out });
+  randomize(model, seed);
+  // As tl trains: BatchNormalization that does not train runs in inference mode.
+  applyTrainability(model, new Set(), 'frozen');
+  return model;
+}
+
+const L = () => tf.layers;
+
+describe('gradient rules against tfjs autodiff', () => {
+  const cases: [string, number[], (x: SymbolicTensor) => SymbolicTensor][] = [
+    ['Conv2D 3x3 stride 2 same on an odd size, bias, relu6', [7, 7, 3], (x) => L().conv2d({ filters: 4, kernelSize: 3, strides: 2, padding: 'same', activation: 'relu6' }).apply(x) as SymbolicTensor],
+    ['Conv2D 1x1 without bias, frozen BatchNormalization, ReLU(max 6)', [5, 5, 6], (x) => {
+      const conv = L().conv2d({ filters: 8, kernelSize: 1, useBias: false }).apply(x) as SymbolicTensor;
+      const bn = L().batchNormalization({ trainable: false }).apply(conv) as SymbolicTensor;
+      return L().reLU({ maxValue: 6 }).apply(bn) as SymbolicTensor;
+    }],
+    ['ZeroPadding2D then Conv2D 3x3 stride 2 valid (MobileNetV2 downsampling), 5x3 kernel stride 1 valid', [8, 8, 3], (x) => {
+      const padded = L().zeroPadding2d({ padding: [[0, 1], [0, 1]] }).apply(x) as SymbolicTensor;
+      const down = L().conv2d({ filters: 4, kernelSize: 3, strides: 2, padding: 'valid' }).apply(padded) as SymbolicTensor;
+      return L().conv2d({ filters: 2, kernelSize: [3, 2], padding: 'valid', activation: 'sigmoid' }).apply(down) as SymbolicTensor;
+    }],
+    ['DepthwiseConv2D 3x3 stride 2 same on an odd size (multiplier 1), bias', [7, 7, 4], (x) => L().depthwiseConv2d({ kernelSize: 3, strides: 2, padding: 'same' }).apply(x) as SymbolicTensor],
+    ['DepthwiseConv2D 3x3 multiplier 2, valid, relu6 activation layer', [6, 6, 3], (x) => {
+      const dw = L().depthwiseConv2d({ kernelSize: 3, depthMultiplier: 2, padding: 'valid', useBias: false }).apply(x) as SymbolicTensor;
+      return L().activation({ activation: 'relu6' }).apply(dw) as SymbolicTensor;
+    }],
+    ['a residual Add with the shortcut used twice', [6, 6, 4], (x) => {
+      const a = L().conv2d({ filters: 4, kernelSize: 1, activation: 'relu' }).apply(x) as SymbolicTensor;
+      const b = L().conv2d({ filters: 4, kernelSize: 3, padding: 'same' }).apply(a) as SymbolicTensor;
+      return L().add().apply([a, b]) as SymbolicTensor;
+    }],
+  ];
+  for (const [name, shape, body] of cases) {
+    it(name, async () => {
+      const model = small(shape, body, 5);
+      const errors = await gradientErrors(model, batchFor(model, 3, 3, 1), plainLoss);
+      for (const [w, e] of Object.entries(errors)) expect(e, w).toBeLessThan(1e-4);
+      model.dispose();
+    });
+  }
+
+  it('Conv2D 3x3 dilation 2 (tfjs has no gradient for it: checked against the zero-inserted 5x5 kernel)', async () => {
+    const dilated = small([9, 9, 2], (x) => L().conv2d({ filters: 3, kernelSize: 3, dilationRate: 2, padding: 'same', activation: 'relu', name: 'conv' }).apply(x) as SymbolicTensor, 6);
+    const wide = small([9, 9, 2], (x) => L().conv2d({ filters: 3, kernelSize: 5, padding: 'same', activation: 'relu', name: 'conv' }).apply(x) as SymbolicTensor, 6);
+    // The same function: the 5x5 kernel holds the 3x3 taps at even positions and zeros between.
+    const k3 = dilated.getLayer('conv').getWeights()[0]!.dataSync() as Float32Array;
+    const k5 = new Float32Array(5 * 5 * 2 * 3);
+    for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) for (let c = 0; c < 6; c++) k5[((2 * i) * 5 + 2 * j) * 6 + c] = k3[(i * 3 + j) * 6 + c]!;
+    const rest = dilated.getWeights().slice(1).map((t) => t.clone());
+    const k5t = tf.tensor4d(k5, [5, 5, 2, 3]);
+    wide.setWeights([k5t, ...rest]);
+    k5t.dispose();
+    const c = batchFor(dilated, 3, 3, 4);
+    const inputs = c.inputs.map((x) => tf.tensor(x.data, x.shape));
+    const ref = await shardGradients(tf, wide, inputs, c.labels, { classes: 3, accumulate: 1, scale: 1, loss: plainLoss, dropoutSeed: null });
+    const g5 = ref.grads[0]!.dataSync() as Float32Array;
+    const expected = new Float32Array(3 * 3 * 6);
+    for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) for (let k = 0; k < 6; k++) expected[(i * 3 + j) * 6 + k] = g5[((2 * i) * 5 + 2 * j) * 6 + k]!;
+    const graph = compileTrainStep(dilated, SGD);
+    const trainer = await OnnxTrainer.open(graph, graph.trainable.map((s) => dilated.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array), { threads: 1 });
+    const r = await trainer.step({ boundary: c.inputs, labels: c.labels, sampleWeights: new Float32Array(3).fill(1), masks: [], lr: 0 });
+    await trainer.close();
+    expect(maxRel(r.gradients![0]!, expected)).toBeLessThan(1e-4);
+    for (let i = 1; i < 4; i++) expect(maxRel(r.gradients![i]!, ref.grads[i]!.dataSync() as Float32Array)).toBeLessThan(1e-4);
+    tf.dispose([...inputs, ...ref.grads, ...rest]);
+    dilated.dispose();
+    wide.dispose();
+  });
+
+  it('label smoothing and class weights', async () => {
+    const model = small([5, 5, 3], (x) => L().conv2d({ filters: 4, kernelSize: 3, activation: 'relu' }).apply(x) as SymbolicTensor, 8);
+    const errors = await gradientErrors(model, batchFor(model, 4, 3, 2), { labelSmoothing: 0.1, classWeights: [0.5, 2, 1.25] });
+    for (const [w, e] of Object.entries(errors)) expect(e, w).toBeLessThan(1e-4);
+    model.dispose();
+  });
+
+  it('Dropout multiplies by the given mask, forward and backward (hidden dense head)', async () => {
+    const input = tf.input({ shape: [6] });
+    const hidden = L().dense({ units: 5, activation: 'relu' }).apply(input) as SymbolicTensor;
+    const dropped = L().dropout({ rate: 0.5 }).apply(hidden) as SymbolicTensor;
+    const model = tf.model({ inputs: input, outputs: L().dense({ units: 3, activation: 'softmax' }).apply(dropped) as SymbolicTensor });
+    randomize(model, 4);
+    const x = randomArray(4 * 6, 3);
+    const mask = Float32Array.from({ length: 4 * 5 }, (_, i) => ((i * 5) % 3 === 0 ? 0 : 2));
+    const labels = Int32Array.of(0, 1, 2, 1);
+    const [k1, b1, k2, b2] = model.trainableWeights.map((w) => w.read());
+    const { grads } = tf.variableGrads(() => {
+      const h = tf.mul(tf.relu(tf.add(tf.matMul(tf.tensor2d(x, [4, 6]), k1!), b1!)), tf.tensor2d(mask, [4, 5]));
+      const p = tf.softmax(tf.add(tf.matMul(h, k2!), b2!));
+      return tf.neg(tf.mean(tf.sum(tf.mul(tf.oneHot(tf.tensor1d(labels, 'int32'), 3), tf.log(tf.clipByValue(p, 1e-7, 1 - 1e-7))), -1))) as ReturnType<Tf['scalar']>;
+    }, model.trainableWeights.map((w) => w.read() as ReturnType<Tf['variable']>));
+    const graph = compileTrainStep(model, SGD);
+    expect(graph.masks.map((m) => m.shape)).toEqual([[-1, 5]]);
+    const trainer = await OnnxTrainer.open(graph, graph.trainable.map((s) => model.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array), { threads: 1 });
+    const r = await trainer.step({ boundary: [{ data: x, shape: [4, 6] }], labels, sampleWeights: new Float32Array(4).fill(1), masks: [mask], lr: 0 });
+    await trainer.close();
+    model.trainableWeights.forEach((w, i) => {
+      const k = graph.trainable.findIndex((s) => s.variable === w.originalName);
+      expect(maxRel(r.gradients![k]!, grads[(w.read() as ReturnType<Tf['variable']>).name]!.dataSync() as Float32Array), w.originalName).toBeLessThan(1e-5);
+    });
+    tf.dispose(Object.values(grads));
+    model.dispose();
+  });
+
+  it('a layer without a gradient rule is an error naming it', () => {
+    const model = small([6, 6, 3], (x) => L().maxPooling2d({ poolSize: 2, name: 'the_pool' }).apply(x) as SymbolicTensor, 1);
+    expect(() => compileTrainStep(model, SGD)).toThrow(TrainStepCompileError);
+    expect(() => compileTrainStep(model, SGD)).toThrow('the_pool: layer class MaxPooling2D has no gradient rule.');
+    model.dispose();
+  });
+});
+
+describe('registry tails against tfjs autodiff (random weights, random BatchNorm statistics)', () => {
+  const tails: [string, number, number][] = [['mobilenet_v2_035', 64, 100], ['mobilenet_v2_035', 32, 0], ['resnet50', 64, 140]];
+  for (const [name, size, freeze] of tails) {
+    it(`${name} --freeze ${freeze} at ${size} px`, async () => {
+      const backbone = buildVariant(tf, name, { includeTop: false, inputSize: size });
+      const full = attachHead(tf, backbone, { classes: 4, dropout: 0, name: 'full' });
+      randomize(full, 7);
+      const frozen = new Set(backbone.layers.slice(0, freeze).map((l) => l.name));
+      applyTrainability(full, frozen, 'frozen');
+      const cut = cutModel(tf, full, frozen);
+      const errors = await gradientErrors(cut.tail, batchFor(cut.tail, 2, 4, 3), plainLoss);
+      const worst = Object.entries(errors).sort((a, b) => b[1] - a[1])[0]!;
+      expect(worst[1], worst[0]).toBeLessThan(1e-4);
+      if (cut.tail !== full) cut.tail.dispose();
+      full.dispose();
+    }, 120_000);
+  }
+});
+
+describe('optimizer steps against tfjs', () => {
+  const configs: [string, Partial<TrainStepOptions>][] = [
+    ['adam', { optimizer: 'adam' }],
+    ['adam with weight decay (AdamW)', { optimizer: 'adam', weightDecay: 0.05 }],
+    ['sgd', { optimizer: 'sgd' }],
+    ['sgd momentum 0.9 nesterov', { optimizer: 'sgd', momentum: 0.9, nesterov: true }],
+    ['rmsprop momentum 0.5', { optimizer: 'rmsprop', momentum: 0.5 }],
+  ];
+  for (const [name, config] of configs) {
+    it(`five ${name} steps give tfjs's weights`, async () => {
+      const model = small([5, 5, 3], (x) => L().conv2d({ filters: 4, kernelSize: 3, activation: 'relu' }).apply(x) as SymbolicTensor, 9);
+      const options = { ...SGD, emitGradients: false, ...config };
+      const graph = compileTrainStep(model, options);
+      const trainer = await OnnxTrainer.open(graph, graph.trainable.map((s) => model.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array), { threads: 1 });
+      const optimizer = createOptimizer(tf, { optimizer: options.optimizer, momentum: options.momentum, nesterov: options.nesterov }, 0.01);
+      const before = tf.memory().numTensors;
+      for (let s = 0; s < 5; s++) {
+        const c = batchFor(model, 3, 3, 10 + s);
+        const lr = 0.01 * (1 + s / 10);
+        await trainer.step({ boundary: c.inputs, labels: c.labels, sampleWeights: new Float32Array(3).fill(1), masks: [], lr });
+        const inputs = c.inputs.map((x) => tf.tensor(x.data, x.shape));
+        const ref = await shardGradients(tf, model, inputs, c.labels, { classes: 3, accumulate: 1, scale: 1, loss: plainLoss, dropoutSeed: null });
+        (optimizer as unknown as { learningRate: number }).learningRate = lr;
+        if ('setLearningRate' in optimizer) (optimizer as { setLearningRate: (v: number) => void }).setLearningRate(lr);
+        if (options.weightDecay > 0) applyWeightDecay(tf, model.trainableWeights.map((w) => w.read()), lr, options.weightDecay);
+        optimizer.applyGradients(Object.fromEntries(model.trainableWeights.map((w, i) => [(w.read() as ReturnType<Tf['variable']>).name, ref.grads[i]!])) as Record<string, ReturnType<Tf['variable']>>);
+        tf.dispose([...inputs, ...ref.grads]);
+      }
+      const ours = trainer.currentWeights();
+      await trainer.close();
+      graph.trainable.forEach((s, i) => {
+        const theirs = model.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array;
+        expect(maxRel(ours[i]!, theirs), s.variable).toBeLessThan(1e-5);
+      });
+      optimizer.dispose();
+      expect(tf.memory().numTensors).toBeLessThanOrEqual(before);
+      model.dispose();
+    });
+  }
+});
