@@ -48,8 +48,10 @@ export function parseOptions<S extends z.ZodType>(schema: S, raw: unknown): z.in
 }
 
 /** The one line every computing command prints first (on stderr, so stdout stays parseable). */
-export function announceBackend(io: Io, info: BackendInfo, opts: { quiet?: boolean }, engine?: { label: string }): void {
-  if (!opts.quiet) io.err(`backend: ${info.label}${engine ? `; inference engine: ${engine.label}` : ''}\n`);
+export function announceBackend(io: Io, info: BackendInfo, opts: { quiet?: boolean }, engine?: { label: string; name?: string }, training = false): void {
+  if (opts.quiet) return;
+  const what = training && engine?.name === 'onnx' ? 'inference and training engine' : 'inference engine';
+  io.err(`backend: ${info.label}${engine ? `; ${what}: ${engine.label}` : ''}\n`);
 }
 
 /** Adds --engine (inference on ONNX Runtime or TensorFlow.js). */

@@ -156,7 +156,7 @@ export function finetuneCommand(io: Io): Command {
     const backend = await loadBackend({ choice: opts.backend ?? backendChoiceFromEnv(io.env) });
     const { resolveEngine } = await import('../engine/index.js');
     const engine = await resolveEngine(saved?.engine ?? opts.engine);
-    announceBackend(io, backend.info, opts, engine);
+    announceBackend(io, backend.info, opts, engine, true);
     const { finetune } = await import('../train/finetune.js');
     let out = resumeDir ?? opts.out ?? defaultOutDir(opts.model, data);
     const spinner = progress(io, 'preparing', opts);
@@ -272,6 +272,8 @@ export function finetuneCommand(io: Io): Command {
     io.out(`${table.toString()}\n`);
     if (result.resumedFrom) io.out(`resumed at epoch ${result.resumedFrom.epoch}${result.resumedFrom.batches ? ` after ${result.resumedFrom.batches} batches` : ''} from ${out}/checkpoints/last.ckpt\n`);
     if (result.phases.length > 1) io.out(`${result.phases.map((p) => `${p.name} phase: epochs ${p.first}-${p.last}, ${p.frozenLayers} layers frozen, lr ${p.lr}`).join('; ')}\n`);
+    const trainedOn = [...new Set(result.phases.flatMap((p) => (p.engine ? [p.engine === 'onnx' ? 'ONNX Runtime' : 'TensorFlow.js'] : [])))];
+    if (trainedOn.length > 0) io.out(`trained on ${trainedOn.join(' and ')}\n`);
     if (result.metrics) {
       io.out(`test split (${result.test!.count} images, loss ${result.test!.loss.toFixed(4)}):\n`);
       printMetrics(io, result.metrics);

@@ -179,16 +179,17 @@ function activation(g: Builder, kind: { name: string; max?: number | null }, lay
       if (kind.max === undefined || kind.max === null) {
         return { forward: (x: string) => g.op('Relu', [x]), backward: (dy: string, x: string) => g.op('Mul', [dy, g.op('Cast', [g.op('Greater', [x, g.f(0)])], [A.int('to', FLOAT)])]) };
       }
-      // tfjs's ReLU layer with a maximum is clipByValue, whose gradient passes where min <= x <= max.
+      // tfjs's ReLU layer with a maximum is relu then clipByValue: its gradient passes where 0 < x <= max (blocked at
+      // an exact 0, as pretrained networks' dead channels produce).
       return {
         forward: (x: string) => g.op('Clip', [x, g.f(0), g.f(kind.max!)]),
-        backward: (dy: string, x: string) => g.op('Mul', [dy, g.op('Cast', [g.op('And', [g.op('Not', [g.op('Less', [x, g.f(0)])]), g.op('Not', [g.op('Greater', [x, g.f(kind.max!)])])])], [A.int('to', FLOAT)])]),
+        backward: (dy: string, x: string) => g.op('Mul', [dy, g.op('Cast', [g.op('And', [g.op('Greater', [x, g.f(0)]), g.op('Not', [g.op('Greater', [x, g.f(kind.max!)])])])], [A.int('to', FLOAT)])]),
       };
     case 'relu6':
-      // tfjs's relu6 gradient passes where 0 < x <= 6.
+      // tfjs-layers' relu6 activation is minimum(6, relu(x)): its gradient passes where 0 < x < 6.
       return {
         forward: (x: string) => g.op('Clip', [x, g.f(0), g.f(6)]),
-        backward: (dy: string, x: string) => g.op('Mul', [dy, g.op('Cast', [g.op('And', [g.op('Greater', [x, g.f(0)]), g.op('Not', [g.op('Greater', [x, g.f(6)])])])], [A.int('to', FLOAT)])]),
+        backward: (dy: string, x: string) => g.op('Mul', [dy, g.op('Cast', [g.op('And', [g.op('Greater', [x, g.f(0)]), g.op('Less', [x, g.f(6)])])], [A.int('to', FLOAT)])]),
       };
     case 'sigmoid':
       return {

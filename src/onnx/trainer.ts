@@ -68,6 +68,18 @@ export class OnnxTrainer {
     return { loss: (out[g.outputs.loss]!.data as Float32Array)[0]!, correct: (out[g.outputs.correct]!.data as Float32Array)[0]!, gradients };
   }
 
+  /** Replaces the weights, the optimizer slots (each in `spec.slots` order; empty: zeros) and the step count. */
+  load(weights: Float32Array[], slots: (Float32Array[] | null)[], steps: number): void {
+    this.weights = this.graph.trainable.map((spec, i) => this.session.tensor('float32', weights[i]!, spec.shape));
+    this.slots = this.graph.trainable.map((spec, i) => spec.slots.map((_, k) => this.session.tensor('float32', slots[i]?.[k] ?? new Float32Array(spec.shape.reduce((a, b) => a * b, 1)), spec.shape)));
+    this.steps = steps;
+  }
+
+  /** The current optimizer slots, per trainable weight in `spec.slots` order. */
+  currentSlots(): Float32Array[][] {
+    return this.slots.map((list) => list.map((t) => t.data as Float32Array));
+  }
+
   /** The current trainable weights, in `graph.trainable` order. */
   currentWeights(): Float32Array[] {
     return this.weights.map((t) => t.data as Float32Array);

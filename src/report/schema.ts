@@ -49,7 +49,7 @@ export const finetuneReportSchema = z.object({
   data: z.string(),
   config: z.record(z.string(), z.unknown()),
   history: z.array(epochRowSchema),
-  phases: z.array(z.object({ name: z.enum(['head', 'finetune', 'train']), first: z.number().int(), last: z.number().int(), frozenLayers: z.number().int(), lr: z.number() })),
+  phases: z.array(z.object({ name: z.enum(['head', 'finetune', 'train']), first: z.number().int(), last: z.number().int(), frozenLayers: z.number().int(), lr: z.number(), engine: z.enum(['onnx', 'tfjs']).optional() })),
   best: z.object({ epoch: z.number().int(), monitor: z.string(), value: z.number() }).nullable(),
   stopReason: z.string().nullable(),
   /** What the user should know about the run's data or results (classes a split misses, imbalance). */

@@ -21,6 +21,8 @@ import { REPORT_SCHEMA_VERSION, writeReports } from '../report/index.js';
 import { TL_VERSION } from '../version.js';
 import { FeatureCache } from './features.js';
 import { openRunFolder } from './run-folder.js';
+import { OnnxTail } from './onnx-tail.js';
+import { TrainStepCompileError } from '../onnx/train-step.js';
 import { ReplicaPool, type Shard, type ShardResult } from './parallel.js';
 import { readCheckpoint, toArrays, toTensors, writeCheckpoint, type NamedArray } from './checkpoint.js';
 import { applyWeightDecay, balancedClassWeights, createOptimizer, disposeOptimizer, scheduledLr, setLearningRate, type Optimizer, type OptimizerConfig, type OptimizerName, type ScheduleConfig, type ScheduleName } from './optim.js';
@@ -124,6 +126,8 @@ export interface PhaseInfo {
   last: number;
   frozenLayers: number;
   lr: number;
+  /** What trained it: ONNX Runtime (a compiled train step) or TensorFlow.js; set when the phase starts. */
+  engine?: 'onnx' | 'tfjs';
 }
 
 export interface FinetuneResult {
@@ -325,24 +329,42 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
       // whichever of them failed to start.
       let pool: ReplicaPool | null = null;
       let session: OnnxSession | null = null;
+      let onnxTail: OnnxTail | null = null;
       try {
-        pool = options.workers > 1 ? await ReplicaPool.start(cut.tail, { count: options.workers - 1, backend: backend.name, bn: options.bn }) : null;
+        if (options.engine === 'onnx') {
+          try {
+            onnxTail = await OnnxTail.open(tf, cut.tail, { optimizer: optimizerConfig, loss, weightDecay: options.weightDecay ?? 0 });
+          } catch (err) {
+            if (!(err instanceof TrainStepCompileError)) throw err;
+            notice(`the ${phase.name} phase trains on TensorFlow.js: ${err.message}`);
+          }
+        }
+        phase.engine = onnxTail ? 'onnx' : 'tfjs';
+        // Replicas compute tfjs gradients and run a tfjs frozen part: ONNX Runtime needs neither.
+        pool = options.workers > 1 && onnxTail === null ? await ReplicaPool.start(cut.tail, { count: options.workers - 1, backend: backend.name, bn: options.bn }) : null;
         session = cut.frozen && options.engine === 'onnx' ? await onnxSessionFor(cut.frozen, options.store ? { store: options.store } : {}) : null;
-        const engine = new Engine(tf, cut, source.preprocess, dataset, cache, pool, session);
+        const engine = new Engine(tf, cut, source.preprocess, dataset, cache, pool, session, onnxTail);
         const optimizerState = checkpoint?.groups.optimizer;
         if (checkpoint && checkpoint.state.phase === phaseIndex && optimizerState && optimizerState.length > 0) {
           const tensors = toTensors(tf, optimizerState);
           await optimizer.setWeights(tensors);
           tf.dispose(tensors.map((t) => t.tensor));
         }
+        await onnxTail?.load(optimizer);
         const phaseSteps = (phase.last - phase.first + 1) * stepsPerEpoch;
         stale = startEpoch > phase.first ? stale : 0;
         let lastLr = phase.lr;
         const saveLast = async (epochsDone: number, inEpoch: RunState['partial']) => {
           const state: RunState = { version: 1, epochsDone, partial: inEpoch, phase: phaseIndex, history, best, stale };
-          const opt = await optimizer.getWeights();
-          const arrays = await toArrays(opt);
-          tf.dispose(opt.filter((o) => o.name === 'iter').map((o) => o.tensor));
+          let arrays: NamedArray[];
+          if (onnxTail) {
+            onnxTail.syncWeights();
+            arrays = onnxTail.optimizerState();
+          } else {
+            const opt = await optimizer.getWeights();
+            arrays = await toArrays(opt);
+            tf.dispose(opt.filter((o) => o.name === 'iter').map((o) => o.tensor));
+          }
           await writeCheckpoint(paths.last, state, { weights: await weightArrays(), optimizer: arrays });
         };
         for (let epoch = Math.max(phase.first, startEpoch); epoch <= phase.last && stopReason === null; epoch++) {
@@ -357,7 +379,7 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
           for await (const batch of batches) {
             lastLr = scheduledLr(phase.lr, (epoch - phase.first) * stepsPerEpoch + batchIndex, phaseSteps, schedule);
             setLearningRate(optimizer, lastLr);
-            const step = await engine.trainStep(batch, optimizer, { accumulate: options.accumulate, loss, dropoutSeed: mixSeed(options.seed, epoch, batchIndex, 3), weightDecay: (options.weightDecay ?? 0) > 0 ? { lr: lastLr, decay: options.weightDecay! } : null });
+            const step = await engine.trainStep(batch, optimizer, { lr: lastLr, accumulate: options.accumulate, loss, dropoutSeed: mixSeed(options.seed, epoch, batchIndex, 3), weightDecay: (options.weightDecay ?? 0) > 0 ? { lr: lastLr, decay: options.weightDecay! } : null });
             // Clipped probabilities can hide a divergence from the loss (a clamp turns NaN into a bound), so weights are checked too.
             const diverged = !Number.isFinite(step.loss) ? `the loss became ${step.loss}` : engine.weightsFinite() ? null : 'the weights became NaN or infinite';
             if (diverged !== null) {
@@ -377,6 +399,8 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
             options.onProgress?.({ phase: 'train', epoch, epochs: totalEpochs, done: seen, total, loss: lossSum / seen, accuracy: correct / seen, imagesPerSecond: seen / elapsed, etaSeconds: (elapsed / seen) * (total - seen) });
           }
           if (stopReason !== null) break;
+          // Validation, the best weights and the checkpoint read the tfjs variables.
+          onnxTail?.syncWeights();
           const trainSeconds = (performance.now() - started) / 1000;
           const val = dataset.splits.val.length > 0 ? await engine.evaluate(dataset.splits.val, options.batchSize, (done, n) => options.onProgress?.({ phase: 'validate', epoch, epochs: totalEpochs, done, total: n })) : null;
           history.push({ epoch, loss: lossSum / seen, accuracy: correct / seen, val_loss: val?.loss ?? null, val_accuracy: val?.accuracy ?? null, lr: lastLr, seconds: (performance.now() - started) / 1000, img_per_s: seen / trainSeconds });
@@ -413,6 +437,7 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
         cacheStats.spilled = Math.max(cacheStats.spilled, cache?.spilled ?? 0);
         await pool?.close();
         await session?.close();
+        await onnxTail?.close();
         cache?.dispose();
         disposeOptimizer(optimizer);
       }
@@ -510,6 +535,7 @@ function setWeightsFrom(tf: Tf, weights: LayerVariable[], arrays: NamedArray[], 
 }
 
 interface StepOptions {
+  lr: number;
   accumulate: number;
   loss: LossConfig;
   /** Seeds this step's dropout masks (each shard mixes in its index). */
@@ -529,6 +555,7 @@ class Engine {
     private readonly cache: FeatureCache | null,
     private readonly pool: ReplicaPool | null,
     private readonly onnx: OnnxSession | null = null,
+    private readonly onnxTail: OnnxTail | null = null,
   ) {
     this.floats = cut.boundaryShapes.map((s) => s.reduce((a, b) => a * b, 1));
   }
@@ -619,6 +646,7 @@ class Engine {
 
   /** One optimizer step over `batch`: shards on the worker replicas and here, `accumulate` micro-batches each. */
   async trainStep(batch: Batch, optimizer: Optimizer, step: StepOptions): Promise<{ loss: number; correct: number }> {
+    if (this.onnxTail) return this.onnxTail.step(await this.boundary(batch), this.cut.boundaryShapes, batch.labels, step.lr, step.dropoutSeed);
     const tf = this.tf;
     const tail = this.cut.tail;
     const n = batch.items.length;
@@ -668,6 +696,7 @@ class Engine {
 
   /** Whether every trainable weight of the tail is finite. */
   weightsFinite(): boolean {
+    if (this.onnxTail) return this.onnxTail.weightsFinite();
     const tf = this.tf;
     const ok = tf.tidy(() => tf.all(tf.stack(this.cut.tail.trainableWeights.map((w) => tf.all(tf.isFinite(w.read()))))));
     const value = ok.dataSync()[0] === 1;

@@ -66,7 +66,7 @@ describe('tl eval (wasm)', () => {
     expect(onnx.metrics.logLoss).toBeCloseTo(trained.metrics!.logLoss, 4);
   });
 
-  it('fine-tuning with the frozen part on ONNX Runtime gives the metrics of tfjs to float32 noise', async () => {
+  it('fine-tuning on ONNX Runtime (frozen part and compiled train step) gives the metrics of tfjs to float32 noise', async () => {
     const common = {
       data, model: 'mobilenet_v2.nsfwjs', freeze: 100, epochs: 2, batchSize: 8, lr: 0.01, optimizer: 'sgd' as const, accumulate: 1, bn: 'frozen' as const, dropout: 0,
       augment: 'none' as const, inputSize: 64, val: 0.2, test: 0.3, seed: 4, resize: 'squash' as const, maxPixels: 1e8, weights: 'pretrained' as const, featureCacheBytes: 1 << 30, workers: 1, store,
@@ -75,6 +75,7 @@ describe('tl eval (wasm)', () => {
     const a = await finetune(tf, info, { ...common, out: tempDir(), engine: 'tfjs' });
     const b = await finetune(tf, info, { ...common, out: tempDir(), engine: 'onnx' });
     expect(tf.memory().numTensors).toBe(before);
+    expect([a.phases[0]!.engine, b.phases[0]!.engine]).toEqual(['tfjs', 'onnx']);
     // Features differ by ~1e-6 (relative). SGD keeps that size; Adam's first steps move every weight by +-lr
     // whatever the gradient's size, so a near-zero gradient whose sign the noise flips would grow it.
     const close = (x: number, y: number) => Math.abs(x - y) / Math.max(1e-6, Math.abs(y));

@@ -153,6 +153,30 @@ describe('gradient rules against tfjs autodiff', () => {
     wide.dispose();
   });
 
+  it('ReLU(max 6), relu6 and relu at exactly 0 and 6 (dead and saturated channels) pass the gradient as tfjs does', async () => {
+    for (const act of ['relu-layer', 'relu6', 'relu'] as const) {
+      const model = small([3, 3, 2], (x) => {
+        const first = L().conv2d({ filters: 4, kernelSize: 1, name: 'first' }).apply(x) as SymbolicTensor;
+        const a = act === 'relu-layer' ? L().reLU({ maxValue: 6 }).apply(first) : L().activation({ activation: act }).apply(first);
+        return L().conv2d({ filters: 3, kernelSize: 1 }).apply(a as SymbolicTensor) as SymbolicTensor;
+      }, 2);
+      // Channel 0 is exactly 0 everywhere, channel 1 exactly 6: kernel columns of zeros, biases 0 and 6.
+      const [k, b] = model.getLayer('first').getWeights();
+      const kd = k!.dataSync().slice() as Float32Array;
+      const bd = b!.dataSync().slice() as Float32Array;
+      for (let i = 0; i < 2; i++) kd[i * 4] = kd[i * 4 + 1] = 0;
+      bd[0] = 0;
+      bd[1] = 6;
+      const kt = tf.tensor4d(kd, [1, 1, 2, 4]);
+      const bt = tf.tensor1d(bd);
+      model.getLayer('first').setWeights([kt, bt]);
+      tf.dispose([kt, bt]);
+      const errors = await gradientErrors(model, batchFor(model, 3, 3, 6), plainLoss);
+      for (const [w, e] of Object.entries(errors)) expect(e, `${act} ${w}`).toBeLessThan(1e-4);
+      model.dispose();
+    }
+  });
+
   it('label smoothing and class weights', async () => {
     const model = small([5, 5, 3], (x) => L().conv2d({ filters: 4, kernelSize: 3, activation: 'relu' }).apply(x) as SymbolicTensor, 8);
     const errors = await gradientErrors(model, batchFor(model, 4, 3, 2), { labelSmoothing: 0.1, classWeights: [0.5, 2, 1.25] });

@@ -1,0 +1,93 @@
+// Trains a cut's tail on ONNX Runtime through a compiled train-step graph. During an epoch the weights and optimizer
+// slots live in ONNX Runtime; `store` mirrors them into the tfjs variables (for validation, the best weights, the
+// saved model) and gives the optimizer state in tfjs's own names, so checkpoints are the same on either engine.
+import type { LayersModel, LayerVariable, Tf } from '../backend/index.js';
+import { compileTrainStep, type TrainStepGraph } from '../onnx/train-step.js';
+import { OnnxTrainer } from '../onnx/trainer.js';
+import { mixSeed } from '../util/random.js';
+import type { NamedArray } from './checkpoint.js';
+import type { Optimizer, OptimizerConfig } from './optim.js';
+import type { LossConfig } from './step.js';
+
+/** tfjs's name for each slot kind (`<variable>/<suffix>`), in the order its getWeights lists them. */
+const SLOT_SUFFIX = { m: 'm', v: 'v', accum: 'momentum', ms: 'rms', mom: 'momentum' } as const;
+
+export class OnnxTail {
+  private readonly variables: LayerVariable[];
+
+  private constructor(
+    private readonly tf: Tf,
+    private readonly tail: LayersModel,
+    private readonly graph: TrainStepGraph,
+    private readonly trainer: OnnxTrainer,
+    private readonly loss: LossConfig,
+  ) {
+    this.variables = graph.trainable.map((spec) => tail.trainableWeights.find((w) => w.originalName === spec.variable)!);
+  }
+
+  /** Compiles `tail` (throws TrainStepCompileError naming a layer it cannot differentiate) and opens a session. */
+  static async open(tf: Tf, tail: LayersModel, config: { optimizer: OptimizerConfig; loss: LossConfig; weightDecay: number; threads?: number }): Promise<OnnxTail> {
+    const graph = compileTrainStep(tail, { optimizer: config.optimizer.optimizer, momentum: config.optimizer.momentum, nesterov: config.optimizer.nesterov, labelSmoothing: config.loss.labelSmoothing, weightDecay: config.weightDecay });
+    const weights = graph.trainable.map((spec) => tail.trainableWeights.find((w) => w.originalName === spec.variable)!.read().dataSync() as Float32Array);
+    const trainer = await OnnxTrainer.open(graph, weights, config.threads ? { threads: config.threads } : {});
+    return new OnnxTail(tf, tail, graph, trainer, config.loss);
+  }
+
+  /** Takes the tfjs variables' values and the tfjs optimizer's state (restored from a checkpoint, or fresh). */
+  async load(optimizer: Optimizer): Promise<void> {
+    const saved = await optimizer.getWeights();
+    const byName = new Map(saved.map((s) => [s.name, s.tensor]));
+    const iterations = saved.find((s) => s.name === 'iter');
+    const steps = iterations ? (await iterations.tensor.data())[0]! : 0;
+    const slots = this.graph.trainable.map((spec, i) => {
+      const name = (this.variables[i]!.read() as ReturnType<Tf['variable']>).name;
+      const values = spec.slots.map((slot) => byName.get(`${name}/${SLOT_SUFFIX[slot.kind]}`));
+      return values.every((v) => v !== undefined) ? values.map((v) => v!.dataSync() as Float32Array) : null;
+    });
+    this.tf.dispose(saved.filter((s) => s.name === 'iter').map((s) => s.tensor));
+    this.trainer.load(this.variables.map((v) => v.read().dataSync() as Float32Array), slots, steps);
+  }
+
+  /** One optimizer step on a batch's boundary arrays, with the tfjs engine's seeded dropout masks. */
+  async step(arrays: Float32Array[], shapes: number[][], labels: Int32Array, lr: number, dropoutSeed: number): Promise<{ loss: number; correct: number }> {
+    const n = labels.length;
+    // The masks tfjs's Dropout layers would draw for this batch on one thread (shard 0, micro-batch 0).
+    const seed = mixSeed(mixSeed(dropoutSeed, 0), 0);
+    const masks = this.graph.masks.map((m) => {
+      const index = this.tail.layers.findIndex((l) => l.name === m.layer);
+      const rate = (this.tail.layers[index]!.getConfig() as { rate: number }).rate;
+      return this.tf.tidy(() => this.tf.dropout(this.tf.ones([n, ...m.shape.slice(1)]), rate, undefined, mixSeed(seed, index)).dataSync() as Float32Array);
+    });
+    const sampleWeights = Float32Array.from(labels, (l) => this.loss.classWeights?.[l] ?? 1);
+    const r = await this.trainer.step({ boundary: arrays.map((data, b) => ({ data, shape: [n, ...shapes[b]!] })), labels, sampleWeights, masks, lr });
+    return { loss: r.loss, correct: r.correct };
+  }
+
+  /** Whether every trainable weight is finite. */
+  weightsFinite(): boolean {
+    return this.trainer.currentWeights().every((w) => w.every(Number.isFinite));
+  }
+
+  /** Mirrors the current weights into the tfjs variables. */
+  syncWeights(): void {
+    const weights = this.trainer.currentWeights();
+    this.tf.tidy(() => this.variables.forEach((v, i) => v.write(this.tf.tensor(weights[i]!, v.shape as number[]))));
+  }
+
+  /** The optimizer state as tfjs's optimizer names and orders it (what a checkpoint holds on either engine). */
+  optimizerState(): NamedArray[] {
+    const slots = this.trainer.currentSlots();
+    const kinds = this.graph.trainable[0]?.slots.map((s) => s.kind) ?? [];
+    const out: NamedArray[] = [{ name: 'iter', shape: [], dtype: 'int32', data: Int32Array.of(this.trainer.iterations) }];
+    kinds.forEach((kind, k) => {
+      this.graph.trainable.forEach((spec, i) => {
+        out.push({ name: `${(this.variables[i]!.read() as ReturnType<Tf['variable']>).name}/${SLOT_SUFFIX[kind]}`, shape: spec.shape, dtype: 'float32', data: Float32Array.from(slots[i]![k]!) });
+      });
+    });
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await this.trainer.close();
+  }
+}
