@@ -54,7 +54,7 @@ const finetuneSchema = commonSchema.extend(dataSchema.shape).extend({
 const configFileSchema = finetuneSchema.partial().extend({ data: z.string().min(1).optional() }).strict();
 
 /** Options a resumed run may change; every other one is fixed by the run's config.json. */
-const RESUME_OVERRIDES = new Set(['epochs', 'patience', 'workers', 'featureCacheMb', 'backend', 'json', 'quiet']);
+const RESUME_OVERRIDES = new Set(['epochs', 'patience', 'workers', 'featureCacheMb', 'backend', 'engine', 'json', 'quiet']);
 
 /** Reads and validates a --config file; problems name the file and the key. */
 async function readConfigFile(path: string): Promise<z.infer<typeof configFileSchema>> {
@@ -147,7 +147,7 @@ export function finetuneCommand(io: Io): Command {
     let saved: SavedOptions | null = null;
     if (resumeDir) {
       const fixed = Object.keys(fromCli).filter((k) => !RESUME_OVERRIDES.has(k) && k !== 'resume');
-      if (fixed.length > 0) throw new UsageError(`--resume keeps the run's own settings; --${fixed[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} cannot change (allowed: --epochs, --patience, --workers, --feature-cache-mb, --backend).`);
+      if (fixed.length > 0) throw new UsageError(`--resume keeps the run's own settings; --${fixed[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} cannot change (allowed: --epochs, --patience, --workers, --feature-cache-mb, --backend, --engine).`);
       saved = await readRunOptions(resumeDir);
     }
     const data = dataArg ?? fromFile.data ?? saved?.data;
@@ -155,7 +155,8 @@ export function finetuneCommand(io: Io): Command {
     const { loadBackend, backendChoiceFromEnv } = await import('../backend/index.js');
     const backend = await loadBackend({ choice: opts.backend ?? backendChoiceFromEnv(io.env) });
     const { resolveEngine } = await import('../engine/index.js');
-    const engine = await resolveEngine(saved?.engine ?? opts.engine);
+    // Checkpoints are the same on both engines, so a resumed run may change engine.
+    const engine = await resolveEngine(saved && !('engine' in fromCli) ? saved.engine ?? opts.engine : opts.engine);
     announceBackend(io, backend.info, opts, engine, true);
     const { finetune } = await import('../train/finetune.js');
     let out = resumeDir ?? opts.out ?? defaultOutDir(opts.model, data);
@@ -185,6 +186,7 @@ export function finetuneCommand(io: Io): Command {
           ...(given('patience') ? { patience: opts.patience } : {}),
           ...(given('workers') ? { workers } : {}),
           ...(given('featureCacheMb') ? { featureCacheBytes: opts.featureCacheMb * 1024 * 1024 } : {}),
+          engine: engine.name,
         }
       : {
           data,
