@@ -69,10 +69,10 @@ class Builder extends GraphBuilder {
   f(value: number): string {
     return this.scalar('s', value);
   }
-  /** Pads an NHWC value spatially by [top, left, bottom, right]. */
-  pad(x: string, [top, left, bottom, right]: number[]): string {
+  /** Pads an NHWC value spatially by [top, left, bottom, right] with `fill` (default 0). */
+  pad(x: string, [top, left, bottom, right]: number[], fill = 0): string {
     if (top === 0 && left === 0 && bottom === 0 && right === 0) return x;
-    return this.op('Pad', [x, this.ints([0, top!, left!, 0, 0, bottom!, right!, 0])]);
+    return this.op('Pad', [x, this.ints([0, top!, left!, 0, 0, bottom!, right!, 0]), ...(fill === 0 ? [] : [this.f(fill)])]);
   }
   /** Slices axes 1 and 2 of an NHWC value. */
   slice2d(x: string, starts: [number, number], ends: [number, number], steps: [number, number] = [1, 1]): string {
@@ -102,8 +102,8 @@ interface Window {
 }
 
 function windowOf(layer: Layer, input: V, kernel: number[]): Window {
-  const config = layer.getConfig() as { strides?: number | number[]; dilationRate?: number | number[]; padding?: string };
-  const stride = pair(config.strides, 1);
+  const config = layer.getConfig() as { strides?: number | number[] | null; dilationRate?: number | number[]; padding?: string };
+  const stride = pair(config.strides ?? undefined, 1);
   const dilation = pair(config.dilationRate, 1);
   const [, h, w, c] = input.shape as [number, number, number, number];
   if (!(h > 0 && w > 0)) throw new TrainStepCompileError(`${layer.name}: the tail needs a fixed input size.`);
@@ -126,9 +126,9 @@ function windowOf(layer: Layer, input: V, kernel: number[]): Window {
 const isPointwise = (win: Window) => win.kh === 1 && win.kw === 1 && win.stride.every((s) => s === 1) && win.pads.every((p) => p === 0);
 
 /** The window's taps: each a [N, ho, wo, c] slice of the padded input, in Keras kernel order (row, column). */
-function taps(g: Builder, x: string, win: Window): string[] {
+function taps(g: Builder, x: string, win: Window, fill = 0): string[] {
   if (isPointwise(win)) return [x];
-  const xp = g.pad(x, win.pads);
+  const xp = g.pad(x, win.pads, fill);
   const out: string[] = [];
   const [sh, sw] = win.stride as [number, number];
   const [dh, dw] = win.dilation as [number, number];
@@ -410,6 +410,89 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
         y = g.reshape(x.name, [0, ...outShape.slice(1)]);
         backward = (dy) => [upstream ? g.reshape(dy, [0, ...x.shape.slice(1)]) : null];
         break;
+      case 'Multiply': {
+        if (xs.length !== 2 || xs.some((v) => v!.shape.length !== outShape.length)) throw new TrainStepCompileError(`${layer.name}: Multiply of ${xs.length} inputs of different ranks has no gradient rule.`);
+        const [a, b] = xs as [V, V];
+        y = g.op('Mul', [a.name, b.name]);
+        // Each factor's gradient, summed over the axes it was broadcast along (squeeze-excite's [N,1,1,C]).
+        const reduceTo = (t: string, shape: number[]) => {
+          const axes = shape.flatMap((d, i) => (i > 0 && d === 1 && outShape[i] !== 1 ? [i] : []));
+          return axes.length === 0 ? t : g.reduceSum(t, axes, true);
+        };
+        backward = (dy) => [
+          needsGrad.get(ins[0]!.id) ? reduceTo(g.op('Mul', [dy, b.name]), a.shape) : null,
+          needsGrad.get(ins[1]!.id) ? reduceTo(g.op('Mul', [dy, a.name]), b.shape) : null,
+        ];
+        break;
+      }
+      case 'TFOpLambda': {
+        const operand = config.operand as number;
+        if (config.op === 'add') {
+          y = g.op('Add', [x.name, g.f(operand)]);
+          backward = (dy) => [upstream ? dy : null];
+        } else {
+          y = g.op('Mul', [x.name, g.f(operand)]);
+          backward = (dy) => [upstream ? g.op('Mul', [dy, g.f(operand)]) : null];
+        }
+        break;
+      }
+      case 'Rescaling': {
+        const scale = config.scale as number;
+        y = g.op('Add', [g.op('Mul', [x.name, g.f(scale)]), g.f((config.offset as number | undefined) ?? 0)]);
+        backward = (dy) => [upstream ? g.op('Mul', [dy, g.f(scale)]) : null];
+        break;
+      }
+      case 'Concatenate': {
+        const rank = outShape.length;
+        const axis = ((config.axis as number | undefined) ?? -1) < 0 ? rank + ((config.axis as number | undefined) ?? -1) : (config.axis as number);
+        y = g.op('Concat', xs.map((v) => v!.name), [A.int('axis', axis)]);
+        backward = (dy) => {
+          const parts = xs.map(() => g.fresh('part'));
+          g.nodes.push({ opType: 'Split', input: [dy, g.int64s('split', xs.map((v) => v!.shape[axis]!))], output: parts, name: g.fresh('split'), attribute: [A.int('axis', axis)] });
+          return ins.map((t, k) => (needsGrad.get(t.id) ? parts[k]! : null));
+        };
+        break;
+      }
+      case 'MaxPooling2D':
+      case 'AveragePooling2D': {
+        const size = pair(config.poolSize as number | number[], 2);
+        const win = windowOf(layer, x, size);
+        if (cls === 'MaxPooling2D') {
+          const cols = taps(g, x.name, win, -3.4e38);
+          y = cols.length === 1 ? cols[0]! : g.op('Max', cols);
+          backward = (dy) => {
+            if (!upstream) return [null];
+            // The gradient goes to the first maximum of each window in row-major order, as tfjs's MaxPoolGrad routes it.
+            let taken: string | null = null;
+            const tapGrads = cols.map((t) => {
+              const hit = g.op('Equal', [t, y]);
+              const first: string = taken === null ? hit : g.op('And', [hit, g.op('Not', [taken])]);
+              taken = taken === null ? first : g.op('Or', [taken, first]);
+              return upsample(g, g.op('Mul', [dy, g.op('Cast', [first], [A.int('to', FLOAT)])]), win, [win.c]);
+            });
+            return [scatterTaps(g, tapGrads, win)];
+          };
+        } else {
+          // Keras divides by the window's pixels inside the image ('same' padding counts no padded zeros).
+          const counts = new Float32Array(win.ho * win.wo);
+          for (let i = 0; i < win.ho; i++) {
+            for (let j = 0; j < win.wo; j++) {
+              const rows = Array.from({ length: win.kh }, (_, a) => i * win.stride[0]! + a - win.pads[0]!).filter((r) => r >= 0 && r < win.h).length;
+              const cols = Array.from({ length: win.kw }, (_, b) => j * win.stride[1]! + b - win.pads[1]!).filter((c) => c >= 0 && c < win.w).length;
+              counts[i * win.wo + j] = 1 / (rows * cols);
+            }
+          }
+          const inv = g.floats(`${layer.name}_inverse_counts`, [1, win.ho, win.wo, 1], counts);
+          const cols = taps(g, x.name, win);
+          y = g.op('Mul', [cols.length === 1 ? cols[0]! : g.op('Sum', cols), inv]);
+          backward = (dy) => {
+            if (!upstream) return [null];
+            const spread = upsample(g, g.op('Mul', [dy, inv]), win, [win.c]);
+            return [scatterTaps(g, cols.map(() => spread), win)];
+          };
+        }
+        break;
+      }
       default:
         throw new TrainStepCompileError(`${layer.name}: layer class ${cls} has no gradient rule.`);
     }

@@ -110,6 +110,23 @@ describe('gradient rules against tfjs autodiff', () => {
       const dw = L().depthwiseConv2d({ kernelSize: 3, depthMultiplier: 2, padding: 'valid', useBias: false }).apply(x) as SymbolicTensor;
       return L().activation({ activation: 'relu6' }).apply(dw) as SymbolicTensor;
     }],
+    ['MaxPooling2D 3x3 stride 2 valid after a ReLU (ties at 0 go to the first maximum), 2x2 same on an odd size', [9, 9, 3], (x) => {
+      const r = L().conv2d({ filters: 4, kernelSize: 1, activation: 'relu' }).apply(x) as SymbolicTensor;
+      const p = L().maxPooling2d({ poolSize: 3, strides: 2 }).apply(r) as SymbolicTensor;
+      return L().maxPooling2d({ poolSize: 2, strides: 2, padding: 'same' }).apply(L().conv2d({ filters: 3, kernelSize: 1 }).apply(p) as SymbolicTensor) as SymbolicTensor;
+    }],
+    ['AveragePooling2D 2x2 stride 2 valid and 3x3 stride 2 valid', [9, 9, 3], (x) => {
+      const c = L().conv2d({ filters: 4, kernelSize: 1 }).apply(x) as SymbolicTensor;
+      const p = L().averagePooling2d({ poolSize: 2, strides: 2 }).apply(c) as SymbolicTensor;
+      return L().averagePooling2d({ poolSize: 3, strides: 2 }).apply(L().conv2d({ filters: 3, kernelSize: 1 }).apply(p) as SymbolicTensor) as SymbolicTensor;
+    }],
+    ['Concatenate of two branches and Multiply of two maps', [5, 5, 3], (x) => {
+      const a = L().conv2d({ filters: 2, kernelSize: 1, activation: 'relu' }).apply(x) as SymbolicTensor;
+      const b = L().conv2d({ filters: 3, kernelSize: 3, padding: 'same' }).apply(x) as SymbolicTensor;
+      const cat = L().concatenate().apply([a, b]) as SymbolicTensor;
+      const gate = L().conv2d({ filters: 5, kernelSize: 1, activation: 'sigmoid' }).apply(x) as SymbolicTensor;
+      return L().multiply().apply([cat, gate]) as SymbolicTensor;
+    }],
     ['a residual Add with the shortcut used twice', [6, 6, 4], (x) => {
       const a = L().conv2d({ filters: 4, kernelSize: 1, activation: 'relu' }).apply(x) as SymbolicTensor;
       const b = L().conv2d({ filters: 4, kernelSize: 3, padding: 'same' }).apply(a) as SymbolicTensor;
@@ -177,6 +194,36 @@ describe('gradient rules against tfjs autodiff', () => {
     }
   });
 
+  // Porting note: tfjs's AvgPoolGrad divides every window by its full size, though its forward pass (like Keras's)
+  // divides border windows of 'same' padding by the pixels inside; tl's rule is the gradient of that forward pass.
+  it('AveragePooling2D 3x3 stride 1 same: the gradient of the forward pass (tfjs ops that tfjs differentiates correctly)', async () => {
+    const model = small([5, 5, 2], (x) => {
+      const c = L().conv2d({ filters: 3, kernelSize: 1, name: 'c' }).apply(x) as SymbolicTensor;
+      return L().averagePooling2d({ poolSize: 3, strides: 1, padding: 'same' }).apply(c) as SymbolicTensor;
+    }, 3);
+    const c = batchFor(model, 3, 3, 7);
+    const inv = new Float32Array(25);
+    for (let i = 0; i < 5; i++) for (let j = 0; j < 5; j++) inv[i * 5 + j] = 1 / ((Math.min(i + 1, 4) - Math.max(i - 1, 0) + 1) * (Math.min(j + 1, 4) - Math.max(j - 1, 0) + 1));
+    const vars = model.trainableWeights.map((w) => w.read() as ReturnType<Tf['variable']>);
+    const { value, grads } = tf.variableGrads(() => {
+      const conv = tf.add(tf.conv2d(tf.tensor4d(c.inputs[0]!.data, [3, 5, 5, 2]), vars[0] as never, 1, 'valid'), vars[1]!);
+      const pooled = tf.mul(tf.depthwiseConv2d(conv as never, tf.ones([3, 3, 3, 1]) as never, 1, 'same'), tf.tensor4d(inv, [1, 5, 5, 1]));
+      const p = tf.softmax(tf.add(tf.matMul(tf.mean(pooled, [1, 2]), vars[2]!), vars[3]!));
+      return tf.neg(tf.mean(tf.sum(tf.mul(tf.oneHot(tf.tensor1d(c.labels, 'int32'), 3), tf.log(tf.clipByValue(p, 1e-7, 1 - 1e-7))), -1))) as ReturnType<Tf['scalar']>;
+    }, vars);
+    const graph = compileTrainStep(model, SGD);
+    const trainer = await OnnxTrainer.open(graph, graph.trainable.map((s) => model.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array), { threads: 1 });
+    const r = await trainer.step({ boundary: c.inputs, labels: c.labels, sampleWeights: new Float32Array(3).fill(1), masks: [], lr: 0 });
+    await trainer.close();
+    expect(r.loss).toBeCloseTo(value.dataSync()[0]!, 5);
+    vars.forEach((v, i) => {
+      const k = graph.trainable.findIndex((s) => s.variable === model.trainableWeights[i]!.originalName);
+      expect(maxRel(r.gradients![k]!, grads[v.name]!.dataSync() as Float32Array), v.name).toBeLessThan(1e-5);
+    });
+    tf.dispose([value, ...Object.values(grads)]);
+    model.dispose();
+  });
+
   it('label smoothing and class weights', async () => {
     const model = small([5, 5, 3], (x) => L().conv2d({ filters: 4, kernelSize: 3, activation: 'relu' }).apply(x) as SymbolicTensor, 8);
     const errors = await gradientErrors(model, batchFor(model, 4, 3, 2), { labelSmoothing: 0.1, classWeights: [0.5, 2, 1.25] });
@@ -213,15 +260,18 @@ describe('gradient rules against tfjs autodiff', () => {
   });
 
   it('a layer without a gradient rule is an error naming it', () => {
-    const model = small([6, 6, 3], (x) => L().maxPooling2d({ poolSize: 2, name: 'the_pool' }).apply(x) as SymbolicTensor, 1);
+    const model = small([6, 6, 3], (x) => L().upSampling2d({ size: [2, 2], name: 'the_upsampling' }).apply(x) as SymbolicTensor, 1);
     expect(() => compileTrainStep(model, SGD)).toThrow(TrainStepCompileError);
-    expect(() => compileTrainStep(model, SGD)).toThrow('the_pool: layer class MaxPooling2D has no gradient rule.');
+    expect(() => compileTrainStep(model, SGD)).toThrow('the_upsampling: layer class UpSampling2D has no gradient rule.');
     model.dispose();
   });
 });
 
 describe('registry tails against tfjs autodiff (random weights, random BatchNorm statistics)', () => {
-  const tails: [string, number, number][] = [['mobilenet_v2_035', 64, 100], ['mobilenet_v2_035', 32, 0], ['resnet50', 64, 140]];
+  const tails: [string, number, number][] = [
+    ['mobilenet_v2_035', 64, 100], ['mobilenet_v2_035', 32, 0], ['resnet50', 64, 140], ['vgg16', 32, 11],
+    ['mobilenet_v3_small', 64, 0], ['mobilenet_v3_large', 64, 150], ['mobilenet_025', 64, 40],
+  ];
   for (const [name, size, freeze] of tails) {
     it(`${name} --freeze ${freeze} at ${size} px`, async () => {
       const backbone = buildVariant(tf, name, { includeTop: false, inputSize: size });
