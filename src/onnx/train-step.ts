@@ -45,6 +45,8 @@ export interface TrainStepGraph {
   /** Dropout layers' mask inputs: each the layer output's shape, already scaled by 1 / (1 - rate). */
   masks: { layer: string; input: string; shape: number[] }[];
   trainable: TrainableSpec[];
+  /** Non-trainable weights the step updates (BatchNormalization's moving statistics with `--bn train`). */
+  state: { variable: string; shape: number[]; input: string; output: string }[];
   /** int64 [N] labels, float [N] per-image loss weights, float scalars lr and step (1-based, for Adam). */
   inputs: { labels: string; sampleWeights: string; lr: string; step: string };
   outputs: { loss: string; correct: string };
@@ -231,6 +233,7 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
   });
   const masks: TrainStepGraph['masks'] = [];
   const trainable: TrainableSpec[] = [];
+  const state: TrainStepGraph['state'] = [];
   const weightInput = (layer: Layer, short: string): { name: string; spec: TrainableSpec | null } => {
     const w = layer.weights.find((v) => v.originalName.split('/').pop()!.replace(/:0$/, '') === short);
     if (!w) throw new TrainStepCompileError(`${layer.name}: no weight '${short}'.`);
@@ -350,8 +353,47 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
         break;
       }
       case 'BatchNormalization': {
-        if (layer.trainable) throw new TrainStepCompileError(`${layer.name}: training BatchNormalization (--bn train) has no gradient rule yet.`);
         const c = x.shape[x.shape.length - 1]!;
+        if (layer.trainable) {
+          // Training mode: batch statistics (biased variance, as tf.moments), their full gradient, and the moving
+          // averages updated as tfjs-layers does (moving -= (moving - batch) * (1 - momentum)).
+          if (((config.axis as number | undefined) ?? -1) !== -1 && config.axis !== x.shape.length - 1) throw new TrainStepCompileError(`${layer.name}: BatchNormalization over axis ${String(config.axis)} has no gradient rule.`);
+          const eps = (config.epsilon as number | undefined) ?? 1e-3;
+          const momentum = (config.momentum as number | undefined) ?? 0.99;
+          const axes = x.shape.slice(0, -1).map((_, i) => i);
+          const gamma = (config.scale as boolean | undefined) !== false ? weightInput(layer, 'gamma') : null;
+          const beta = (config.center as boolean | undefined) !== false ? weightInput(layer, 'beta') : null;
+          hasWeights = gamma?.spec != null || beta?.spec != null;
+          const moving = (short: string) => {
+            const w = layer.weights.find((v) => v.originalName.split('/').pop()!.replace(/:0$/, '') === short)!;
+            const input = addInput(`state${state.length}_${layer.name}_${short}`, [c]);
+            const entry = { variable: w.originalName, shape: [c], input, output: `${input}_new` };
+            state.push(entry);
+            addOutput(entry.output, [c]);
+            return entry;
+          };
+          const movingMean = moving('moving_mean');
+          const movingVariance = moving('moving_variance');
+          const mean = g.op('ReduceMean', [x.name], [A.ints('axes', axes), A.int('keepdims', 1)]);
+          const centred = g.op('Sub', [x.name, mean]);
+          const variance = g.op('ReduceMean', [g.op('Mul', [centred, centred])], [A.ints('axes', axes), A.int('keepdims', 1)]);
+          const rstd = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [variance, g.f(eps)])])]);
+          const xhat = g.op('Mul', [centred, rstd]);
+          const scaled = gamma ? g.op('Mul', [xhat, gamma.name]) : xhat;
+          y = beta ? g.op('Add', [scaled, beta.name]) : scaled;
+          const update = (entry: typeof movingMean, batch: string) => g.node('Sub', [entry.input, g.op('Mul', [g.op('Sub', [entry.input, g.reshape(batch, [c])]), g.f(1 - momentum)])], 'moving', [], entry.output);
+          update(movingMean, mean);
+          update(movingVariance, variance);
+          backward = (dy) => {
+            if (gamma?.spec) grads.set(gamma.spec, g.reduceSum(g.op('Mul', [dy, xhat]), axes));
+            if (beta?.spec) grads.set(beta.spec, g.reduceSum(dy, axes));
+            if (!upstream) return [null];
+            const dxhat = gamma ? g.op('Mul', [dy, gamma.name]) : dy;
+            const meanOf = (t: string) => g.op('ReduceMean', [t], [A.ints('axes', axes), A.int('keepdims', 1)]);
+            return [g.op('Mul', [rstd, g.op('Sub', [g.op('Sub', [dxhat, meanOf(dxhat)]), g.op('Mul', [xhat, meanOf(g.op('Mul', [dxhat, xhat]))])])])];
+          };
+          break;
+        }
         const { scale, shift } = bnAffine(layer, c);
         const s = g.floats(`${layer.name}_scale`, [c], scale);
         y = g.op('Add', [g.op('Mul', [x.name, s]), g.floats(`${layer.name}_shift`, [c], shift)]);
@@ -595,7 +637,7 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
     opsetImport: [{ domain: '', version: OPSET }],
     graph: { name: `${tail.name}_train_step`, node: g.nodes, initializer: g.initializers, input: graphInputs, output: graphOutputs },
   });
-  return { bytes: onnx.ModelProto.encode(proto).finish(), boundary, masks, trainable, inputs: { labels, sampleWeights, lr, step }, outputs: { loss: 'loss', correct: 'correct' } };
+  return { bytes: onnx.ModelProto.encode(proto).finish(), boundary, masks, trainable, state, inputs: { labels, sampleWeights, lr, step }, outputs: { loss: 'loss', correct: 'correct' } };
 }
 
 type LayerNode = Layer['inboundNodes'][number];

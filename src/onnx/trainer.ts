@@ -27,16 +27,21 @@ export interface TrainStepResult {
 export class OnnxTrainer {
   private weights: OrtTensor[];
   private slots: OrtTensor[][];
+  private states: OrtTensor[];
   private steps = 0;
 
-  private constructor(private readonly session: OnnxSession, private readonly graph: TrainStepGraph, weights: Float32Array[]) {
+  private constructor(private readonly session: OnnxSession, private readonly graph: TrainStepGraph, weights: Float32Array[], states: Float32Array[]) {
     this.weights = graph.trainable.map((spec, i) => session.tensor('float32', weights[i]!, spec.shape));
+    this.states = graph.state.map((s, i) => session.tensor('float32', states[i]!, s.shape));
     this.slots = graph.trainable.map((spec) => spec.slots.map(() => session.tensor('float32', new Float32Array(spec.shape.reduce((a, b) => a * b, 1)), spec.shape)));
   }
 
-  /** Opens a session over `graph` with the initial values of its trainable weights (in `graph.trainable` order). */
-  static async open(graph: TrainStepGraph, weights: Float32Array[], options: { threads?: number } = {}): Promise<OnnxTrainer> {
-    return new OnnxTrainer(await OnnxSession.open(graph.bytes, { ...(options.threads ? { threads: options.threads } : {}), cuda: false }), graph, weights);
+  /**
+   * Opens a session over `graph` with the initial values of its trainable weights (in `graph.trainable` order) and of
+   * the state it updates (in `graph.state` order).
+   */
+  static async open(graph: TrainStepGraph, weights: Float32Array[], options: { threads?: number; states?: Float32Array[] } = {}): Promise<OnnxTrainer> {
+    return new OnnxTrainer(await OnnxSession.open(graph.bytes, { ...(options.threads ? { threads: options.threads } : {}), cuda: false }), graph, weights, options.states ?? []);
   }
 
   /** Optimizer steps taken (Adam's bias correction counts them). */
@@ -60,8 +65,10 @@ export class OnnxTrainer {
       feeds[spec.input] = this.weights[i]!;
       spec.slots.forEach((slot, k) => (feeds[slot.input] = this.slots[i]![k]!));
     });
+    g.state.forEach((s, i) => (feeds[s.input] = this.states[i]!));
     const out = await this.session.runNamed(feeds);
     this.weights = g.trainable.map((spec) => out[spec.output]!);
+    this.states = g.state.map((s) => out[s.output]!);
     this.slots = g.trainable.map((spec) => spec.slots.map((slot) => out[slot.output]!));
     this.steps++;
     const gradients = g.trainable.every((spec) => spec.gradient !== null) ? g.trainable.map((spec) => out[spec.gradient!]!.data as Float32Array) : null;
@@ -69,10 +76,16 @@ export class OnnxTrainer {
   }
 
   /** Replaces the weights, the optimizer slots (each in `spec.slots` order; empty: zeros) and the step count. */
-  load(weights: Float32Array[], slots: (Float32Array[] | null)[], steps: number): void {
+  load(weights: Float32Array[], slots: (Float32Array[] | null)[], steps: number, states: Float32Array[] = []): void {
+    this.states = this.graph.state.map((s, i) => this.session.tensor('float32', states[i]!, s.shape));
     this.weights = this.graph.trainable.map((spec, i) => this.session.tensor('float32', weights[i]!, spec.shape));
     this.slots = this.graph.trainable.map((spec, i) => spec.slots.map((_, k) => this.session.tensor('float32', slots[i]?.[k] ?? new Float32Array(spec.shape.reduce((a, b) => a * b, 1)), spec.shape)));
     this.steps = steps;
+  }
+
+  /** The current values of the state the step updates, in `graph.state` order. */
+  currentStates(): Float32Array[] {
+    return this.states.map((t) => t.data as Float32Array);
   }
 
   /** The current optimizer slots, per trainable weight in `spec.slots` order. */

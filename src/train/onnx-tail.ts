@@ -14,6 +14,7 @@ const SLOT_SUFFIX = { m: 'm', v: 'v', accum: 'momentum', ms: 'rms', mom: 'moment
 
 export class OnnxTail {
   private readonly variables: LayerVariable[];
+  private readonly stateVariables: LayerVariable[];
 
   private constructor(
     private readonly tf: Tf,
@@ -23,13 +24,15 @@ export class OnnxTail {
     private readonly loss: LossConfig,
   ) {
     this.variables = graph.trainable.map((spec) => tail.trainableWeights.find((w) => w.originalName === spec.variable)!);
+    this.stateVariables = graph.state.map((s) => tail.weights.find((w) => w.originalName === s.variable)!);
   }
 
   /** Compiles `tail` (throws TrainStepCompileError naming a layer it cannot differentiate) and opens a session. */
   static async open(tf: Tf, tail: LayersModel, config: { optimizer: OptimizerConfig; loss: LossConfig; weightDecay: number; threads?: number }): Promise<OnnxTail> {
     const graph = compileTrainStep(tail, { optimizer: config.optimizer.optimizer, momentum: config.optimizer.momentum, nesterov: config.optimizer.nesterov, labelSmoothing: config.loss.labelSmoothing, weightDecay: config.weightDecay });
     const weights = graph.trainable.map((spec) => tail.trainableWeights.find((w) => w.originalName === spec.variable)!.read().dataSync() as Float32Array);
-    const trainer = await OnnxTrainer.open(graph, weights, config.threads ? { threads: config.threads } : {});
+    const states = graph.state.map((s) => tail.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array);
+    const trainer = await OnnxTrainer.open(graph, weights, { ...(config.threads ? { threads: config.threads } : {}), states });
     return new OnnxTail(tf, tail, graph, trainer, config.loss);
   }
 
@@ -45,7 +48,7 @@ export class OnnxTail {
       return values.every((v) => v !== undefined) ? values.map((v) => v!.dataSync() as Float32Array) : null;
     });
     this.tf.dispose(saved.filter((s) => s.name === 'iter').map((s) => s.tensor));
-    this.trainer.load(this.variables.map((v) => v.read().dataSync() as Float32Array), slots, steps);
+    this.trainer.load(this.variables.map((v) => v.read().dataSync() as Float32Array), slots, steps, this.stateVariables.map((v) => v.read().dataSync() as Float32Array));
   }
 
   /** One optimizer step on a batch's boundary arrays, with the tfjs engine's seeded dropout masks. */
@@ -68,10 +71,14 @@ export class OnnxTail {
     return this.trainer.currentWeights().every((w) => w.every(Number.isFinite));
   }
 
-  /** Mirrors the current weights into the tfjs variables. */
+  /** Mirrors the current weights (and moving statistics) into the tfjs variables. */
   syncWeights(): void {
     const weights = this.trainer.currentWeights();
-    this.tf.tidy(() => this.variables.forEach((v, i) => v.write(this.tf.tensor(weights[i]!, v.shape as number[]))));
+    const states = this.trainer.currentStates();
+    this.tf.tidy(() => {
+      this.variables.forEach((v, i) => v.write(this.tf.tensor(weights[i]!, v.shape as number[])));
+      this.stateVariables.forEach((v, i) => v.write(this.tf.tensor(states[i]!, v.shape as number[])));
+    });
   }
 
   /** The optimizer state as tfjs's optimizer names and orders it (what a checkpoint holds on either engine). */
