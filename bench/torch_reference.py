@@ -16,7 +16,7 @@ import torchvision
 from torchvision import transforms
 
 
-def build(name, classes):
+def build(name, classes, freeze=True):
     """The torchvision model with a new head and the same frozen prefix as tl's Keras-indexed freeze point."""
     if name == "mobilenet_v2":
         model = torchvision.models.mobilenet_v2(weights=None)
@@ -31,7 +31,7 @@ def build(name, classes):
         frozen = [model.conv1, model.bn1, model.layer1, model.layer2] + list(model.layer3[:5]) + [block.conv1, block.bn1, block.conv2, block.bn2, block.conv3]
     else:
         raise SystemExit(f"unknown model {name}")
-    for module in frozen:
+    for module in frozen if freeze else []:
         for p in module.parameters():
             p.requires_grad = False
     return model
@@ -45,7 +45,7 @@ def train_mode(model):
 
 
 def step_benchmark(args):
-    model = build(args.model, 5)
+    model = build(args.model, 5, freeze=not args.freeze_none)
     train_mode(model)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -137,6 +137,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--freeze-none", action="store_true", help="train every layer (tl's --freeze 0)")
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)

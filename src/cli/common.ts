@@ -54,12 +54,14 @@ export function announceBackend(io: Io, info: BackendInfo, opts: { quiet?: boole
   io.err(`backend: ${info.label}${engine ? `; ${what}: ${engine.label}` : ''}\n`);
 }
 
-/** Adds --engine (inference on ONNX Runtime or TensorFlow.js). */
+/** Adds --engine (ONNX Runtime or TensorFlow.js) and --device (where ONNX Runtime runs). */
 export function addEngineOption(cmd: Command, what: string): Command {
-  return cmd.addOption(new Option('--engine <name>', `engine for ${what}: auto (ONNX Runtime when it loads) | onnx | tfjs`).choices(['auto', 'onnx', 'tfjs']).default('auto'));
+  cmd.addOption(new Option('--engine <name>', `engine for ${what}: auto (ONNX Runtime when it loads) | onnx | tfjs`).choices(['auto', 'onnx', 'tfjs']).default('auto'));
+  return cmd.addOption(new Option('--device <name>', 'where ONNX Runtime runs: auto (CUDA when its provider and a driver load, else cpu) | cpu | cuda | webgpu').choices(['auto', 'cpu', 'cuda', 'webgpu']).default('auto'));
 }
 
 export const engineSchema = z.enum(['auto', 'onnx', 'tfjs']);
+export const deviceSchema = z.enum(['auto', 'cpu', 'cuda', 'webgpu']);
 
 /** Writes a JSON document as the whole of stdout. */
 export function printJson(io: Io, value: unknown): void {

@@ -21,7 +21,7 @@ export function doctorCommand(io: Io): Command {
       { tfjs: report.tfjs['tfjs-core'] ?? '?' },
       { 'active backend': report.active.label },
       { 'wasm': report.wasm.simd === null ? report.wasm.note : `${report.wasm.simd ? 'SIMD' : 'no SIMD'}, ${report.wasm.threads} thread(s): ${report.wasm.note}` },
-      { 'ONNX Runtime': report.onnx.available ? `onnxruntime-node ${report.onnx.version}, ${report.onnx.threads} intra-op threads, execution providers: ${report.onnx.providers.join(', ')}` : `not available: ${report.onnx.reason}` },
+      { 'ONNX Runtime': report.onnx.available ? `onnxruntime-node ${report.onnx.version}, ${report.onnx.threads} intra-op threads, execution providers: ${report.onnx.providers.join('; ')}` : `not available: ${report.onnx.reason}` },
       { 'GPU (tfjs-node-gpu)': report.gpu.usable ? `usable: ${report.gpu.reason}` : `not usable: ${report.gpu.reason}` },
       { 'model store': `${report.store.path}${report.store.exists ? '' : ' (not created yet)'}${report.store.freeBytes === null ? '' : `, ${formatBytes(report.store.freeBytes)} free`}` },
     );

@@ -7,7 +7,7 @@ import Table from 'cli-table3';
 import { z } from 'zod';
 import { InterruptedError, TlError, UsageError } from '../errors.js';
 import { savedOptionsSchema, type SavedOptions } from '../train/config.js';
-import { addCommonOptions, addEngineOption, announceBackend, backendSchema, commonSchema, engineSchema, parseOptions, printJson, numeric } from './common.js';
+import { addCommonOptions, addEngineOption, announceBackend, backendSchema, commonSchema, deviceSchema, engineSchema, numeric, parseOptions, printJson } from './common.js';
 import { dataOptions, dataSchema } from './options.js';
 import type { FinetuneOptions } from '../train/finetune.js';
 import { downloadReporter, progress, type Io } from './io.js';
@@ -18,6 +18,7 @@ export const DEFAULT_MODEL = 'mobilenet_v2.nsfwjs';
 const finetuneSchema = commonSchema.extend(dataSchema.shape).extend({
   backend: backendSchema.optional(),
   engine: engineSchema,
+  device: deviceSchema,
   model: z.string().min(1),
   freeze: z.union([z.number().int().min(0).transform(String), z.string().regex(/^(all|\d+|[\w./-]+)$/, 'expected a layer count, a layer name, or all')]),
   epochs: numeric(z.number().int().min(1).max(10_000)),
@@ -54,7 +55,7 @@ const finetuneSchema = commonSchema.extend(dataSchema.shape).extend({
 const configFileSchema = finetuneSchema.partial().extend({ data: z.string().min(1).optional() }).strict();
 
 /** Options a resumed run may change; every other one is fixed by the run's config.json. */
-const RESUME_OVERRIDES = new Set(['epochs', 'patience', 'workers', 'featureCacheMb', 'backend', 'engine', 'json', 'quiet']);
+const RESUME_OVERRIDES = new Set(['epochs', 'patience', 'workers', 'featureCacheMb', 'backend', 'engine', 'device', 'json', 'quiet']);
 
 /** Reads and validates a --config file; problems name the file and the key. */
 async function readConfigFile(path: string): Promise<z.infer<typeof configFileSchema>> {
@@ -147,7 +148,7 @@ export function finetuneCommand(io: Io): Command {
     let saved: SavedOptions | null = null;
     if (resumeDir) {
       const fixed = Object.keys(fromCli).filter((k) => !RESUME_OVERRIDES.has(k) && k !== 'resume');
-      if (fixed.length > 0) throw new UsageError(`--resume keeps the run's own settings; --${fixed[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} cannot change (allowed: --epochs, --patience, --workers, --feature-cache-mb, --backend, --engine).`);
+      if (fixed.length > 0) throw new UsageError(`--resume keeps the run's own settings; --${fixed[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} cannot change (allowed: --epochs, --patience, --workers, --feature-cache-mb, --backend, --engine, --device).`);
       saved = await readRunOptions(resumeDir);
     }
     const data = dataArg ?? fromFile.data ?? saved?.data;
@@ -156,7 +157,7 @@ export function finetuneCommand(io: Io): Command {
     const backend = await loadBackend({ choice: opts.backend ?? backendChoiceFromEnv(io.env) });
     const { resolveEngine } = await import('../engine/index.js');
     // Checkpoints are the same on both engines, so a resumed run may change engine.
-    const engine = await resolveEngine(saved && !('engine' in fromCli) ? saved.engine ?? opts.engine : opts.engine);
+    const engine = await resolveEngine(saved && !('engine' in fromCli) ? saved.engine ?? opts.engine : opts.engine, opts.device);
     announceBackend(io, backend.info, opts, engine, true);
     const { finetune } = await import('../train/finetune.js');
     let out = resumeDir ?? opts.out ?? defaultOutDir(opts.model, data);

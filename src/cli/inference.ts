@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { z } from 'zod';
 import type { BackendChoice, BackendInfo, Tf } from '../backend/index.js';
 import type { EngineInfo } from '../engine/index.js';
-import { addCommonOptions, addEngineOption, announceBackend, backendSchema, commonSchema, engineSchema, numeric } from './common.js';
+import { addCommonOptions, addEngineOption, announceBackend, backendSchema, commonSchema, deviceSchema, engineSchema, numeric } from './common.js';
 import type { Io } from './io.js';
 
 /** Adds --batch-size, --workers, --engine and the common options. */
@@ -17,6 +17,7 @@ export function addInferenceOptions(cmd: Command): Command {
 export const inferenceSchema = commonSchema.extend({
   backend: backendSchema.optional(),
   engine: engineSchema,
+  device: deviceSchema,
   batchSize: numeric(z.number().int().min(1).max(4096)),
   workers: z.union([z.literal('auto'), numeric(z.number().int().min(1).max(64))]),
 });
@@ -26,7 +27,7 @@ export async function startInference(io: Io, opts: z.infer<typeof inferenceSchem
   const { loadBackend, backendChoiceFromEnv } = await import('../backend/index.js');
   const { resolveEngine } = await import('../engine/index.js');
   const backend = await loadBackend({ choice: opts.backend ?? backendChoiceFromEnv(io.env) });
-  const engine = await resolveEngine(opts.engine);
+  const engine = await resolveEngine(opts.engine, opts.device);
   announceBackend(io, backend.info, opts, engine);
   const workers = opts.workers === 'auto' ? (backend.info.name === 'tensorflow' ? 1 : availableParallelism()) : opts.workers;
   return { tf: backend.tf, info: backend.info, engine, run: { batchSize: opts.batchSize, workers, backend: backend.info.name, engine: engine.name } };

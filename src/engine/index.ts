@@ -2,9 +2,9 @@
 import { createHash } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import type { LayersModel } from '../backend/index.js';
-import { BackendError } from '../errors.js';
+import { BackendError, UsageError } from '../errors.js';
 import { exportOnnx } from '../onnx/export.js';
-import { cudaProvider, loadOrt, OnnxSession, ortThreads } from '../onnx/runtime.js';
+import { cudaUnusable, loadOrt, OnnxSession, ortThreads, resolvedDevice, setDevice, type Device } from '../onnx/runtime.js';
 import { storeRoot } from '../store/index.js';
 import { CHECK_WORDS, readStored, writeStored } from '../store/verified.js';
 import { sweepStaleTemps } from '../util/atomic.js';
@@ -20,15 +20,22 @@ export interface EngineInfo {
   reason: string | null;
 }
 
-/** Which engine runs inference: ONNX Runtime when it loads (auto), else TensorFlow.js. */
-export async function resolveEngine(choice: EngineChoice): Promise<EngineInfo> {
+/**
+ * Which engine runs: ONNX Runtime when it loads (auto), else TensorFlow.js; and the device ONNX Runtime uses for
+ * every session of this process. An explicit --device cuda that cannot load fails here, before any work.
+ */
+export async function resolveEngine(choice: EngineChoice, device: Device = 'auto'): Promise<EngineInfo> {
+  if (choice === 'tfjs' && device !== 'auto' && device !== 'cpu') throw new UsageError(`--device ${device} needs the onnx engine; --engine tfjs runs on the TensorFlow.js backend.`);
+  if (device === 'cuda' && cudaUnusable() !== null) throw new BackendError(`--device cuda: ${cudaUnusable()!}.`, { suggestion: 'Use --device cpu, or install the CUDA provider.' });
+  setDevice(device);
   if (choice === 'tfjs') return { name: 'tfjs', label: 'tfjs', reason: 'chosen with --engine tfjs' };
   const { ort, reason } = await loadOrt();
   if (!ort) {
     if (choice === 'onnx') throw new BackendError(`--engine onnx: ONNX Runtime does not load (${reason}).`, { suggestion: 'Reinstall with `npm install` (onnxruntime-node ships its CPU library), or use --engine tfjs.' });
     return { name: 'tfjs', label: 'tfjs', reason: `onnxruntime-node does not load: ${reason}` };
   }
-  return { name: 'onnx', label: `onnxruntime ${ort.env.versions.node ?? ort.env.versions.common} (${cudaProvider().usable ? 'cuda, then ' : ''}cpu, ${ortThreads()} threads)`, reason: null };
+  const on = resolvedDevice(device);
+  return { name: 'onnx', label: `onnxruntime ${ort.env.versions.node ?? ort.env.versions.common} (${on === 'cpu' ? `cpu, ${ortThreads()} threads` : `${on}, falling back to cpu`})`, reason: null };
 }
 
 /** A content hash of a model: topology and every weight. */

@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { BackendError } from '../errors.js';
+import { notice } from '../util/notice.js';
 
 type Ort = typeof import('onnxruntime-node');
 
@@ -43,41 +44,118 @@ export function cudaProvider(): { usable: boolean; library: string | null } {
   return { usable: library !== null && existsSync('/proc/driver/nvidia/version'), library };
 }
 
+/** Where ONNX Runtime runs: `auto` is CUDA when its provider and a driver load, else the CPU; WebGPU only when asked. */
+export type Device = 'auto' | 'cpu' | 'cuda' | 'webgpu';
+export const DEVICES: readonly Device[] = ['auto', 'cpu', 'cuda', 'webgpu'];
+
+let preferred: Device = 'auto';
+
+/** Sets the device every later session uses (the CLI's --device; one per process, like the compute backend). */
+export function setDevice(device: Device): void {
+  preferred = device;
+}
+
+/** Why the CUDA provider cannot be used, or null when it can. */
+export function cudaUnusable(): string | null {
+  const cuda = cudaProvider();
+  if (cuda.library === null) return "onnxruntime-node's CUDA provider is not installed (ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node; see the README)";
+  if (!cuda.usable) return 'no NVIDIA driver is loaded (/proc/driver/nvidia/version is missing)';
+  return null;
+}
+
+/** The device a session will be asked for, resolving `auto`. */
+export function resolvedDevice(device: Device = preferred): 'cpu' | 'cuda' | 'webgpu' {
+  if (device === 'auto') return cudaUnusable() === null ? 'cuda' : 'cpu';
+  return device;
+}
+
+/** The first line of an ONNX Runtime error, without its source path. */
+function shortReason(err: unknown): string {
+  const line = (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
+  // ORT prefixes its own source location and failed check ("... was false. Failed to get a WebGPU adapter: ...").
+  const said = /was false\.\s*(.+)$/.exec(line)?.[1] ?? line.replace(/^\S*onnxruntime_src\S*\s*/, '');
+  return said.trim().slice(0, 200);
+}
+
+const said = new Set<string>();
+function noticeOnce(text: string): void {
+  if (said.has(text)) return;
+  said.add(text);
+  notice(text);
+}
+
 /** Intra-op threads for a session: every core. */
 export function ortThreads(): number {
   return availableParallelism();
+}
+
+/**
+ * Why a WebGPU session cannot be created here, or null when it can. Probed in a child process: Dawn writes its
+ * warnings (e.g. a missing Vulkan loader) straight to the process's stderr, and they are the better reason.
+ */
+async function probeWebGpu(): Promise<string | null> {
+  const { GraphBuilder, onnx, OPSET, FLOAT } = await import('./graph.js');
+  const g = new GraphBuilder();
+  g.node('Identity', ['x'], 'y', [], 'y');
+  const value = (name: string) => ({ name, type: { tensorType: { elemType: FLOAT, shape: { dim: [{ dimValue: 1 }] } } } });
+  const bytes = onnx.ModelProto.encode(onnx.ModelProto.create({ irVersion: 7, opsetImport: [{ domain: '', version: OPSET }], graph: { name: 'probe', node: g.nodes, input: [value('x')], output: [value('y')] } })).finish();
+  const script = `const ort = require(${JSON.stringify(createRequire(import.meta.url).resolve('onnxruntime-node'))});
+ort.InferenceSession.create(Buffer.from(process.argv[1], 'base64'), { executionProviders: ['webgpu'] })
+  .then((s) => s.release()).then(() => console.log(JSON.stringify({ ok: true })), (e) => console.log(JSON.stringify({ ok: false, error: String(e && e.message) })));`;
+  const { spawnSync } = await import('node:child_process');
+  const r = spawnSync(process.execPath, ['-e', script, Buffer.from(bytes).toString('base64')], { encoding: 'utf8', timeout: 20_000 });
+  let result: { ok: boolean; error?: string } | null = null;
+  try {
+    result = JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as { ok: boolean; error?: string };
+  } catch {
+    result = null;
+  }
+  if (result?.ok) return null;
+  const warning = /Warning: (.+)/.exec(r.stderr ?? '')?.[1]?.trim();
+  const reason = result?.error ? shortReason(new Error(result.error)) : `the probe ended without an answer (${r.signal ?? `exit ${String(r.status)}`})`;
+  return warning ? `${reason}; ${warning}` : reason;
 }
 
 /** What `tl doctor` reports about ONNX Runtime. */
 export async function ortInfo(): Promise<OrtInfo> {
   const { ort, reason } = await loadOrt();
   if (!ort) return { available: false, version: null, providers: [], threads: 0, reason };
-  const cuda = cudaProvider();
-  const providers = ['cpu', cuda.usable ? 'cuda' : cuda.library ? 'cuda (installed; no NVIDIA driver)' : 'cuda (not installed: see the README for the CUDA 12 opt-in)'];
+  const cuda = cudaUnusable();
+  const webgpu = await probeWebGpu();
+  const providers = ['cpu: usable', cuda === null ? 'cuda: usable' : `cuda: not usable (${cuda})`, webgpu === null ? 'webgpu: usable (--device webgpu)' : `webgpu: not usable (${webgpu})`];
   return { available: true, version: ort.env.versions.node ?? ort.env.versions.common, providers, threads: ortThreads(), reason: null };
 }
 
 /** A session over one ONNX graph with NHWC float32 inputs. */
 export class OnnxSession {
-  private constructor(private readonly ort: Ort, private readonly session: import('onnxruntime-node').InferenceSession) {}
+  private constructor(private readonly ort: Ort, private readonly session: import('onnxruntime-node').InferenceSession, private readonly runsOn: 'cpu' | 'cuda' | 'webgpu') {}
 
   /**
-   * Opens `model` (bytes or a file path) with `threads` intra-op threads on the CPU, or on CUDA first when its
-   * execution provider is usable (falling back to the CPU if the CUDA session cannot be created).
+   * Opens `model` (bytes or a file path) with `threads` intra-op threads on `device` (default: the process's, see
+   * setDevice). A provider that fails at session creation falls back to the CPU with a notice; an explicit `cuda`
+   * whose provider or driver is missing is an error saying which.
    */
-  static async open(model: Uint8Array | string, options: { threads?: number; cuda?: boolean } = {}): Promise<OnnxSession> {
+  static async open(model: Uint8Array | string, options: { threads?: number; device?: Device } = {}): Promise<OnnxSession> {
     const { ort, reason } = await loadOrt();
     if (!ort) throw new BackendError(`ONNX Runtime is not available: ${reason}`);
     const base = { intraOpNumThreads: options.threads ?? ortThreads(), interOpNumThreads: 1, graphOptimizationLevel: 'all' as const };
     const create = (executionProviders: string[]) => (typeof model === 'string' ? ort.InferenceSession.create(model, { ...base, executionProviders }) : ort.InferenceSession.create(model, { ...base, executionProviders }));
-    if (options.cuda ?? cudaProvider().usable) {
+    const requested = options.device ?? preferred;
+    if (requested === 'cuda' && cudaUnusable() !== null) throw new BackendError(`--device cuda: ${cudaUnusable()!}.`, { suggestion: 'Use --device cpu, or install the CUDA provider.' });
+    const device = resolvedDevice(requested);
+    if (device !== 'cpu') {
       try {
-        return new OnnxSession(ort, await create(['cuda', 'cpu']));
-      } catch {
-        // The CUDA libraries it links against (CUDA 12, cuDNN 9) are missing: the CPU serves.
+        return new OnnxSession(ort, await create([device, 'cpu']), device);
+      } catch (err) {
+        noticeOnce(`the ${device === 'cuda' ? 'CUDA' : 'WebGPU'} execution provider failed (${shortReason(err)}); running on the CPU`);
       }
     }
-    return new OnnxSession(ort, await create(['cpu']));
+    return new OnnxSession(ort, await create(['cpu']), 'cpu');
+  }
+
+  /** The device this session runs on. */
+  get device(): 'cpu' | 'cuda' | 'webgpu' {
+    return this.runsOn;
   }
 
   /** Runs one batch; returns every output's data in graph output order. */

@@ -41,7 +41,7 @@ export class OnnxTrainer {
    * the state it updates (in `graph.state` order).
    */
   static async open(graph: TrainStepGraph, weights: Float32Array[], options: { threads?: number; states?: Float32Array[] } = {}): Promise<OnnxTrainer> {
-    return new OnnxTrainer(await OnnxSession.open(graph.bytes, { ...(options.threads ? { threads: options.threads } : {}), cuda: false }), graph, weights, options.states ?? []);
+    return new OnnxTrainer(await OnnxSession.open(graph.bytes, { ...(options.threads ? { threads: options.threads } : {}) }), graph, weights, options.states ?? []);
   }
 
   /** Optimizer steps taken (Adam's bias correction counts them). */
