@@ -152,12 +152,12 @@ async function trainingBench(tf: Tf, work: string, data: string, quick: boolean)
 }
 
 async function finetuneBench(work: string, data: string, images: number): Promise<{ section: Section; tl: number; tlOnnx: number; torch: number | null }> {
-  log(`whole fine-tune: tl on ${images} images, frozen part on ONNX Runtime`);
+  log(`whole fine-tune: tl on ${images} images, onnx engine`);
   const { tf, info } = await loadBackend({ choice: 'wasm' });
   let t0 = performance.now();
   const o = await finetune(tf, info, baseOptions(data, join(work, 'run-whole-onnx'), { epochs: 10, val: 0.15, test: 0.15, workers: availableParallelism(), engine: 'onnx', store: join(work, 'store') }));
   const onnxSeconds = (performance.now() - t0) / 1000;
-  log(`whole fine-tune: tl on ${images} images, frozen part on tfjs`);
+  log(`whole fine-tune: tl on ${images} images, tfjs engine`);
   t0 = performance.now();
   const r = await finetune(tf, info, baseOptions(data, join(work, 'run-whole'), { epochs: 10, val: 0.15, test: 0.15, workers: availableParallelism(), engine: 'tfjs' }));
   const tlSeconds = (performance.now() - t0) / 1000;
