@@ -51,9 +51,9 @@ describe('tl finetune (spawned bin/tl.js)', () => {
 
 describe('tl finetune interrupted (spawned)', () => {
   /** Starts a long run, sends `signal` once the first epoch is reported, and waits for the exit. */
-  function interruptAfterFirstEpoch(signal: 'SIGINT' | 'SIGTERM', out: string): Promise<{ code: number | null; stderr: string }> {
+  function interruptAfterFirstEpoch(signal: 'SIGINT' | 'SIGTERM', out: string, engine: string): Promise<{ code: number | null; stderr: string }> {
     return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [BIN, 'finetune', data, '--model', 'mobilenet_v2_035', '--weights', 'random', '--input-size', '48', '--epochs', '500', '--batch-size', '2', '--workers', '1', '--out', out], { env: { ...process.env, TL_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [BIN, 'finetune', data, '--model', 'mobilenet_v2_035', '--weights', 'random', '--input-size', '48', '--epochs', '500', '--batch-size', '2', '--workers', '1', '--engine', engine, '--out', out], { env: { ...process.env, TL_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] });
       let stderr = '';
       let sent = false;
       child.stderr.on('data', (d: Buffer) => {
@@ -68,10 +68,10 @@ describe('tl finetune interrupted (spawned)', () => {
     });
   }
 
-  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
-    it(`${signal} finishes the batch, writes the model and a partial report, and exits ${code}`, async () => {
+  for (const [signal, code, engine] of [['SIGINT', 130, 'onnx'], ['SIGTERM', 143, 'onnx'], ['SIGINT', 130, 'tfjs']] as const) {
+    it(`${signal} finishes the batch, writes the model and a partial report, and exits ${code} (${engine})`, async () => {
       const out = join(tempDir(), 'run');
-      const r = await interruptAfterFirstEpoch(signal, out);
+      const r = await interruptAfterFirstEpoch(signal, out, engine);
       expect(r.code, r.stderr).toBe(code);
       expect(r.stderr).toMatch(new RegExp(`${signal}: finishing the current batch`));
       const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as { stopReason: string; history: unknown[] };
@@ -88,10 +88,11 @@ describe('tl finetune --resume and --config (spawned)', () => {
     await makeColourDataset(colour, 3, 12, 32);
   });
   // Two phases, dropout, augmentation (no feature cache, so every epoch does the full work) and two replicas.
-  const args = ['--input-size', '64', '--freeze', '100', '--head-epochs', '1', '--epochs', '5', '--augment', 'light', '--batch-size', '4', '--dropout', '0.3', '--workers', '2', '--seed', '9'];
+  const common = ['--input-size', '64', '--freeze', '100', '--head-epochs', '1', '--epochs', '5', '--augment', 'light', '--batch-size', '4', '--dropout', '0.3', '--workers', '2', '--seed', '9'];
   const columns = (out: string) => readFileSync(join(out, 'metrics.csv'), 'utf8').trim().split('\n').map((line) => line.split(',').slice(0, 6).join(','));
 
-  it('a run interrupted by SIGINT and resumed gives the metrics of an uninterrupted run', async () => {
+  for (const engine of ['onnx', 'tfjs'] as const) it(`a run interrupted by SIGINT and resumed gives the metrics of an uninterrupted run (${engine})`, async () => {
+    const args = [...common, '--engine', engine];
     const whole = join(tempDir(), 'whole');
     const r = await spawnTl(['finetune', colour, ...args, '--out', whole], { TL_HOME: home });
     expect(r.exitCode, r.stderr).toBe(0);

@@ -98,12 +98,14 @@ function options(out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOpt
 
 const metrics = (rows: { loss: number; accuracy: number; val_loss: number | null; val_accuracy: number | null; lr: number }[]) => rows.map((r) => [r.loss, r.accuracy, r.val_loss, r.val_accuracy, r.lr]);
 
-describe('repeatable runs (wasm)', () => {
+// Every training-control feature on both engines: TensorFlow.js (wasm) and the compiled train step on ONNX Runtime.
+for (const engine of ['tfjs', 'onnx'] as const) describe(`repeatable runs and training control (${engine})`, () => {
   it('the same seed gives the same metrics (dropout, augmentation, two replicas, two phases); another seed does not', async () => {
     const before = tf.memory().numTensors;
-    const a = await finetune(tf, info, options(tempDir()));
-    const b = await finetune(tf, info, options(tempDir()));
-    const c = await finetune(tf, info, options(tempDir(), { seed: 6 }));
+    const a = await finetune(tf, info, options(tempDir(), { engine }));
+    const b = await finetune(tf, info, options(tempDir(), { engine }));
+    const c = await finetune(tf, info, options(tempDir(), { seed: 6, engine }));
+    expect(a.phases.map((p) => p.engine)).toEqual([engine, engine]);
     expect(a.phases.map((p) => [p.name, p.first, p.last])).toEqual([['head', 1, 1], ['finetune', 2, 3]]);
     expect(a.history).toHaveLength(3);
     expect(metrics(b.history)).toEqual(metrics(a.history));
@@ -119,7 +121,8 @@ describe('repeatable runs (wasm)', () => {
       { optimizer: 'rmsprop', schedule: 'step', stepEpochs: 1, gamma: 0.5, labelSmoothing: 0.1, classWeight: 'balanced' },
     ] as Partial<FinetuneOptions>[]) {
       const out = tempDir();
-      const r = await finetune(tf, info, options(out, { ...extra, headEpochs: 0, epochs: 2, augment: 'none', workers: 1 }));
+      const r = await finetune(tf, info, options(out, { ...extra, headEpochs: 0, epochs: 2, augment: 'none', workers: 1, engine }));
+      expect(r.phases[0]!.engine).toBe(engine);
       expect(r.history.every((row) => Number.isFinite(row.loss))).toBe(true);
       const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as Record<string, unknown>;
       expect(config).toMatchObject(extra);
@@ -128,7 +131,9 @@ describe('repeatable runs (wasm)', () => {
     }
     expect(tf.memory().numTensors).toBe(before);
   });
+});
 
+describe('training control', () => {
   it('--head-epochs needs a freeze point inside the backbone', async () => {
     await expect(finetune(tf, info, options(tempDir(), { freeze: 'all' }))).rejects.toThrow(/--head-epochs 1 needs --freeze below the whole backbone/);
   });

@@ -160,19 +160,21 @@ describe('the cut at the freeze boundary', () => {
 });
 
 describe('best epoch, early stopping and divergence', () => {
-  it('stops early when val_accuracy stops improving and saves the best epoch', async () => {
+  for (const engine of ['tfjs', 'onnx'] as const) it(`stops early when val_accuracy stops improving and saves the best epoch (${engine})`, async () => {
     const out = tempDir();
-    const r = await finetune(tf, info, options(out, { freeze: 'all', epochs: 30, lr: 0.05, monitor: 'val_accuracy', patience: 2 }));
+    const r = await finetune(tf, info, options(out, { freeze: 'all', epochs: 30, lr: 0.05, monitor: 'val_accuracy', patience: 2, engine }));
+    expect(r.phases[0]!.engine).toBe(engine);
     expect(r.stopReason).toMatch(/^early stopping: val_accuracy did not improve for 2 epochs/);
     expect(r.history.length).toBeLessThan(30);
     expect(r.best!.epoch).toBe(r.history.length - 2);
     expect(r.best!.value).toBe(Math.max(...r.history.map((h) => h.val_accuracy!)));
   });
 
-  it('a non-finite loss stops training, keeps finite weights and says so', async () => {
+  for (const engine of ['tfjs', 'onnx'] as const) it(`a non-finite loss stops training, keeps finite weights and says so (${engine})`, async () => {
     const out = tempDir();
     // Adam steps of ~1e38 overflow the weights within a few steps.
-    const r = await finetune(tf, info, options(out, { freeze: 'all', epochs: 5, lr: 1e38 }));
+    const r = await finetune(tf, info, options(out, { freeze: 'all', epochs: 5, lr: 1e38, engine }));
+    expect(r.phases[0]!.engine).toBe(engine);
     expect(r.stopReason).toMatch(/^the (loss became (NaN|Infinity)|weights became NaN or infinite) in epoch \d+/);
     const saved = await savedWeights(out);
     expect([...saved.values()].every((w) => w.every(Number.isFinite))).toBe(true);
