@@ -7,9 +7,9 @@ import { onNotice } from '../../src/util/notice.js';
 import { exportOnnx, OnnxExportError } from '../../src/onnx/export.js';
 import { OnnxSession } from '../../src/onnx/runtime.js';
 import { buildVariant, resolveVariant, variantNames } from '../../src/registry/index.js';
-import { initializeWeights } from '../../src/registry/init.js';
 import { attachHead, cutModel } from '../../src/train/freeze.js';
 import { randomArray, relativeError } from '../helpers/tensors.js';
+import { randomize as randomizeWeights } from '../helpers/models.js';
 import { tempDir } from '../helpers/tmp.js';
 
 let tf: Tf;
@@ -17,16 +17,7 @@ beforeAll(async () => {
   ({ tf } = await loadBackend({ choice: 'wasm' }));
 });
 
-/** Seeded random weights, with BatchNormalization statistics away from 0/1 so that folding them is tested. */
-function randomize(model: LayersModel, seed: number): void {
-  initializeWeights(tf, model, seed);
-  model.layers.forEach((l, k) => {
-    if (l.getClassName() !== 'BatchNormalization') return;
-    const values = l.weights.map((w, i) => tf.tidy(() => (/variance/.test(w.originalName) ? tf.randomUniform(w.shape as number[], 0.5, 2, 'float32', seed + k * 7 + i) : tf.randomNormal(w.shape as number[], 0, 0.3, 'float32', seed + k * 7 + i))));
-    l.setWeights(values);
-    tf.dispose(values);
-  });
-}
+const randomize = (model: LayersModel, seed: number) => randomizeWeights(tf, model, seed);
 
 /** ONNX Runtime's outputs and tfjs's for the same random batch; the largest relative error over the outputs. */
 async function compare(model: LayersModel, size: number): Promise<number> {

@@ -4,10 +4,10 @@ import { loadBackend, type LayersModel, type SymbolicTensor, type Tf } from '../
 import { compileTrainStep, TrainStepCompileError, type TrainStepOptions } from '../../src/onnx/train-step.js';
 import { OnnxTrainer } from '../../src/onnx/trainer.js';
 import { buildVariant } from '../../src/registry/index.js';
-import { initializeWeights } from '../../src/registry/init.js';
 import { applyTrainability, attachHead, cutModel } from '../../src/train/freeze.js';
 import { applyWeightDecay, createOptimizer } from '../../src/train/optim.js';
 import { shardGradients, type LossConfig } from '../../src/train/step.js';
+import { randomize as randomizeWeights } from '../helpers/models.js';
 import { randomArray } from '../helpers/tensors.js';
 
 let tf: Tf;
@@ -17,16 +17,7 @@ beforeAll(async () => {
 
 const SGD: TrainStepOptions = { optimizer: 'sgd', momentum: 0, nesterov: false, labelSmoothing: 0, weightDecay: 0, emitGradients: true };
 
-/** Seeded random weights and BatchNormalization statistics away from 0/1. */
-function randomize(model: LayersModel, seed: number): void {
-  initializeWeights(tf, model, seed);
-  model.layers.forEach((l, k) => {
-    if (l.getClassName() !== 'BatchNormalization') return;
-    const values = l.weights.map((w, i) => tf.tidy(() => (/variance/.test(w.originalName) ? tf.randomUniform(w.shape as number[], 0.5, 2, 'float32', seed + k * 7 + i) : tf.randomNormal(w.shape as number[], 0, 0.3, 'float32', seed + k * 7 + i))));
-    l.setWeights(values);
-    tf.dispose(values);
-  });
-}
+const randomize = (model: LayersModel, seed: number) => randomizeWeights(tf, model, seed);
 
 /** Largest difference relative to the reference's largest magnitude, or to `floor` when that is smaller. */
 function maxRel(ours: Float32Array, ref: Float32Array, floor = 0): number {
