@@ -49,7 +49,8 @@ export interface TrainStepGraph {
   state: { variable: string; shape: number[]; input: string; output: string }[];
   /** int64 [N] labels, float [N] per-image loss weights, float scalars lr and step (1-based, for Adam). */
   inputs: { labels: string; sampleWeights: string; lr: string; step: string };
-  outputs: { loss: string; correct: string };
+  /** Scalar outputs: the loss, the number correct, and the sum of every updated weight (finite iff they all are). */
+  outputs: { loss: string; correct: string; weightsSum: string };
 }
 
 const PROB_MIN = 1e-7;
@@ -589,6 +590,7 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
   const eps = 1e-7;
   const oneMinusB1t = options.optimizer === 'adam' ? g.op('Sub', [g.f(1), g.op('Pow', [g.f(b1), step])]) : '';
   const oneMinusB2t = options.optimizer === 'adam' ? g.op('Sub', [g.f(1), g.op('Pow', [g.f(b2), step])]) : '';
+  const sums: string[] = [];
   for (const spec of trainable) {
     const grad = grads.get(spec);
     if (grad === undefined) throw new TrainStepCompileError(`Weight ${spec.variable} gets no gradient from the loss.`);
@@ -629,7 +631,11 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
     }
     g.node('Identity', [updated], 'updated', [], spec.output);
     addOutput(spec.output, spec.shape);
+    sums.push(g.reduceSum(spec.output, spec.shape.map((_, i) => i)));
   }
+  // One number that is finite only if every updated weight is (NaN and infinities propagate through the sum).
+  g.node('Sum', sums.length > 0 ? sums : [g.f(0)], 'weights_sum', [], 'weights_sum');
+  addOutput('weights_sum', []);
 
   const proto = onnx.ModelProto.create({
     irVersion: 7,
@@ -637,7 +643,7 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
     opsetImport: [{ domain: '', version: OPSET }],
     graph: { name: `${tail.name}_train_step`, node: g.nodes, initializer: g.initializers, input: graphInputs, output: graphOutputs },
   });
-  return { bytes: onnx.ModelProto.encode(proto).finish(), boundary, masks, trainable, state, inputs: { labels, sampleWeights, lr, step }, outputs: { loss: 'loss', correct: 'correct' } };
+  return { bytes: onnx.ModelProto.encode(proto).finish(), boundary, masks, trainable, state, inputs: { labels, sampleWeights, lr, step }, outputs: { loss: 'loss', correct: 'correct', weightsSum: 'weights_sum' } };
 }
 
 type LayerNode = Layer['inboundNodes'][number];

@@ -19,6 +19,8 @@ export interface TrainBatch {
 export interface TrainStepResult {
   loss: number;
   correct: number;
+  /** Whether every updated weight is finite. */
+  weightsFinite: boolean;
   /** Each trainable weight's gradient, when the graph was compiled with `emitGradients`. */
   gradients: Float32Array[] | null;
 }
@@ -72,7 +74,7 @@ export class OnnxTrainer {
     this.slots = g.trainable.map((spec) => spec.slots.map((slot) => out[slot.output]!));
     this.steps++;
     const gradients = g.trainable.every((spec) => spec.gradient !== null) ? g.trainable.map((spec) => out[spec.gradient!]!.data as Float32Array) : null;
-    return { loss: (out[g.outputs.loss]!.data as Float32Array)[0]!, correct: (out[g.outputs.correct]!.data as Float32Array)[0]!, gradients };
+    return { loss: (out[g.outputs.loss]!.data as Float32Array)[0]!, correct: (out[g.outputs.correct]!.data as Float32Array)[0]!, weightsFinite: Number.isFinite((out[g.outputs.weightsSum]!.data as Float32Array)[0]!), gradients };
   }
 
   /** Replaces the weights, the optimizer slots (each in `spec.slots` order; empty: zeros) and the step count. */

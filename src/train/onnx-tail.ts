@@ -15,16 +15,23 @@ const SLOT_SUFFIX = { m: 'm', v: 'v', accum: 'momentum', ms: 'rms', mom: 'moment
 export class OnnxTail {
   private readonly variables: LayerVariable[];
   private readonly stateVariables: LayerVariable[];
+  /** Each Dropout layer's index in the tail (it seeds its mask) and rate, in the graph's mask order. */
+  private readonly dropouts: { index: number; rate: number; shape: number[] }[];
+  private finite = true;
 
   private constructor(
     private readonly tf: Tf,
-    private readonly tail: LayersModel,
+    tail: LayersModel,
     private readonly graph: TrainStepGraph,
     private readonly trainer: OnnxTrainer,
     private readonly loss: LossConfig,
   ) {
     this.variables = graph.trainable.map((spec) => tail.trainableWeights.find((w) => w.originalName === spec.variable)!);
     this.stateVariables = graph.state.map((s) => tail.weights.find((w) => w.originalName === s.variable)!);
+    this.dropouts = graph.masks.map((m) => {
+      const index = tail.layers.findIndex((l) => l.name === m.layer);
+      return { index, rate: (tail.layers[index]!.getConfig() as { rate: number }).rate, shape: m.shape.slice(1) };
+    });
   }
 
   /** Compiles `tail` (throws TrainStepCompileError naming a layer it cannot differentiate) and opens a session. */
@@ -56,19 +63,16 @@ export class OnnxTail {
     const n = labels.length;
     // The masks tfjs's Dropout layers would draw for this batch on one thread (shard 0, micro-batch 0).
     const seed = mixSeed(mixSeed(dropoutSeed, 0), 0);
-    const masks = this.graph.masks.map((m) => {
-      const index = this.tail.layers.findIndex((l) => l.name === m.layer);
-      const rate = (this.tail.layers[index]!.getConfig() as { rate: number }).rate;
-      return this.tf.tidy(() => this.tf.dropout(this.tf.ones([n, ...m.shape.slice(1)]), rate, undefined, mixSeed(seed, index)).dataSync() as Float32Array);
-    });
+    const masks = this.dropouts.map((d) => this.tf.tidy(() => this.tf.dropout(this.tf.ones([n, ...d.shape]), d.rate, undefined, mixSeed(seed, d.index)).dataSync() as Float32Array));
     const sampleWeights = Float32Array.from(labels, (l) => this.loss.classWeights?.[l] ?? 1);
     const r = await this.trainer.step({ boundary: arrays.map((data, b) => ({ data, shape: [n, ...shapes[b]!] })), labels, sampleWeights, masks, lr });
+    this.finite = r.weightsFinite;
     return { loss: r.loss, correct: r.correct };
   }
 
-  /** Whether every trainable weight is finite. */
+  /** Whether every trainable weight was finite after the last step (checked in the graph). */
   weightsFinite(): boolean {
-    return this.trainer.currentWeights().every((w) => w.every(Number.isFinite));
+    return this.finite;
   }
 
   /** Mirrors the current weights (and moving statistics) into the tfjs variables. */

@@ -306,6 +306,28 @@ describe('registry tails against tfjs autodiff (random weights, random BatchNorm
   }
 });
 
+describe('the step reports whether every updated weight is finite', () => {
+  it('true after an ordinary step, false once a weight overflows', async () => {
+    const model = small([5, 5, 3], (x) => L().conv2d({ filters: 4, kernelSize: 3, activation: 'relu' }).apply(x) as SymbolicTensor, 12);
+    const graph = compileTrainStep(model, { ...SGD, emitGradients: false });
+    const trainer = await OnnxTrainer.open(graph, graph.trainable.map((s) => model.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array), { threads: 1 });
+    const c = batchFor(model, 3, 3, 2);
+    const step = (lr: number) => trainer.step({ boundary: c.inputs, labels: c.labels, sampleWeights: new Float32Array(3).fill(1), masks: [], lr });
+    expect((await step(0.01)).weightsFinite).toBe(true);
+    // SGD at 3e38: within a few steps the weights overflow float32. The flag must agree with the weights every step.
+    const seen: boolean[] = [];
+    for (let i = 0; i < 6; i++) {
+      const r = await step(3e38);
+      const actual = trainer.currentWeights().every((w) => w.every(Number.isFinite));
+      expect(r.weightsFinite, `step ${i}`).toBe(actual);
+      seen.push(actual);
+    }
+    expect(seen).toContain(false);
+    await trainer.close();
+    model.dispose();
+  });
+});
+
 describe('optimizer steps against tfjs', () => {
   const configs: [string, Partial<TrainStepOptions>][] = [
     ['adam', { optimizer: 'adam' }],
