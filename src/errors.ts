@@ -102,7 +102,7 @@ export function environmentError(err: unknown): EnvironmentError | null {
     const blocked = (sys.code === 'EEXIST' || sys.code === 'ENOTDIR') && sys.syscall === 'mkdir';
     const known = blocked ? { what: 'a file is in the way of that folder', suggestion: 'Move the file away, or choose another path.' } : sys.code ? ENVIRONMENT[sys.code] : undefined;
     if (!known || (sys.path === undefined && sys.dest === undefined)) continue;
-    const verb = sys.syscall === 'open' || sys.syscall === 'write' || sys.syscall === 'mkdir' || sys.syscall === 'rename' || sys.syscall === 'copyfile' ? 'write' : sys.syscall === 'read' || sys.syscall === 'scandir' || sys.syscall === 'stat' ? 'read' : 'use';
+    const verb = sys.syscall === 'open' ? 'open' : sys.syscall === 'write' || sys.syscall === 'mkdir' || sys.syscall === 'rename' || sys.syscall === 'copyfile' ? 'write' : sys.syscall === 'read' || sys.syscall === 'scandir' || sys.syscall === 'stat' ? 'read' : 'use';
     const target = sys.dest && sys.syscall === 'rename' ? sys.dest : sys.path;
     return new EnvironmentError(`Cannot ${verb} ${target}: ${known.what} (${sys.code}).`, { suggestion: known.suggestion, cause: err });
   }

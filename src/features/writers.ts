@@ -3,8 +3,8 @@
 import { constants } from 'node:fs';
 import { access, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { atPath, EnvironmentError } from '../errors.js';
-import { sweepStaleTemps, tempPathFor } from '../util/atomic.js';
+import { EnvironmentError } from '../errors.js';
+import { sweepStaleTemps, tempPathFor, untrackTemp } from '../util/atomic.js';
 import { notice } from '../util/notice.js';
 
 /**
@@ -55,11 +55,13 @@ class AtomicFile {
     await this.handle.sync();
     await this.handle.close();
     await rename(this.tmp, this.path);
+    untrackTemp(this.tmp);
   }
 
   async abort(): Promise<void> {
     await this.handle.close().catch(() => undefined);
     await rm(this.tmp, { force: true });
+    untrackTemp(this.tmp);
   }
 }
 

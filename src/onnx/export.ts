@@ -2,8 +2,8 @@
 // graph (opset 13). Inside, tensors are NCHW as ONNX operators expect; inputs and 4-D outputs stay NHWC at the
 // graph's edges. BatchNormalization after a convolution is folded into it.
 import type { onnx as P } from 'onnx-proto';
-import type { Layer, LayersModel, SymbolicTensor } from '../backend/index.js';
-import { A, bnAffine, FLOAT, GraphBuilder, onnx, OnnxExportError, OPSET, pair, samePads, spatialPads, weightsOf } from './graph.js';
+import type { Layer, LayersModel } from '../backend/index.js';
+import { A, bnAffine, FLOAT, GraphBuilder, onnx, OnnxExportError, OPSET, pair, spatialPads, weightsOf } from './graph.js';
 
 export { OnnxExportError, OPSET } from './graph.js';
 

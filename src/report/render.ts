@@ -1,7 +1,7 @@
 // report.md (for a pull request) and report.html (one self-contained file: inline SVG charts, inline thumbnails).
 import sharp from 'sharp';
 import { confusionSpec, f1Spec, learningCurveSpec, reliabilitySpec, renderSvg } from './charts.js';
-import { headline, num, pct } from './headline.js';
+import { headline, num } from './headline.js';
 import type { Report } from './schema.js';
 
 const mdCell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');

@@ -4,7 +4,7 @@ import { closeSync, existsSync, openSync, readFileSync, realpathSync, rmdirSync,
 import { mkdir } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { EnvironmentError, TlError, UsageError } from '../errors.js';
-import { sweepStaleTemps, trackTemp, untrackTemp } from '../util/atomic.js';
+import { processAlive, sweepStaleTemps, trackTemp, untrackTemp } from '../util/atomic.js';
 import { notice } from '../util/notice.js';
 
 const LOCK = '.tl.lock';
@@ -29,15 +29,6 @@ function isInside(root: string, path: string): boolean {
   return rel === '' || (rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel));
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Takes the folder's lock, or says which live process holds it. */
 function lock(dir: string): void {
   const path = join(dir, LOCK);
@@ -52,7 +43,7 @@ function lock(dir: string): void {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
     const holder = Number(readFileSync(path, 'utf8').trim());
-    if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && alive(holder)) {
+    if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) {
       throw new TlError('E_RUN_LOCKED', `${dir} is in use by another tl process (pid ${holder}).`, { suggestion: 'Wait for it to finish, or choose another --out.' });
     }
     // Left by a process that no longer runs.

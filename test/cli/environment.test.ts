@@ -32,7 +32,7 @@ describe('environmental failures are one-line errors', () => {
     expect(e?.message).toBe('Cannot write /dev/full: no space left on the device (ENOSPC).');
     expect(e?.suggestion).toMatch(/Free some disk space/);
     const eacces = Object.assign(new Error("EACCES: permission denied, open '/x/y'"), { code: 'EACCES', syscall: 'open', path: '/x/y' });
-    expect(environmentError(eacces)?.message).toBe('Cannot write /x/y: permission denied (EACCES).');
+    expect(environmentError(eacces)?.message).toBe('Cannot open /x/y: permission denied (EACCES).');
     expect(environmentError(new Error('plain'))).toBeNull();
   });
 
