@@ -268,7 +268,7 @@ describe('gradient rules against tfjs autodiff', () => {
     const trainer = await OnnxTrainer.open(graph, graph.trainable.map((s) => model.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array), { threads: 1 });
     const r = await trainer.step({ boundary: [{ data: x, shape: [4, 6] }], labels, sampleWeights: new Float32Array(4).fill(1), masks: [mask], lr: 0 });
     await trainer.close();
-    model.trainableWeights.forEach((w, i) => {
+    model.trainableWeights.forEach((w) => {
       const k = graph.trainable.findIndex((s) => s.variable === w.originalName);
       expect(maxRel(r.gradients![k]!, grads[(w.read() as ReturnType<Tf['variable']>).name]!.dataSync() as Float32Array), w.originalName).toBeLessThan(1e-5);
     });
@@ -304,6 +304,28 @@ describe('registry tails against tfjs autodiff (random weights, random BatchNorm
       full.dispose();
     }, 120_000);
   }
+});
+
+describe('a pretrained tail (real weights: dead channels, saturated ReLU6)', () => {
+  it('mobilenet_v2.nsfwjs --freeze 100 at 96 px: gradients equal tfjs autodiff', async () => {
+    const { loadPretrained } = await import('../../src/weights/index.js');
+    const { tempDir } = await import('../helpers/tmp.js');
+    const pretrained = await loadPretrained(tf, 'mobilenet_v2.nsfwjs', { includeTop: false, inputSize: 96, store: tempDir() });
+    const full = attachHead(tf, pretrained.model, { classes: 5, dropout: 0, name: 'full' });
+    const frozen = new Set(pretrained.model.layers.slice(0, 100).map((l) => l.name));
+    applyTrainability(full, frozen, 'frozen');
+    const cut = cutModel(tf, full, frozen);
+    // Boundary tensors from real images' worth of activations: the frozen part run on random pixels.
+    const boundary = tf.tidy(() => {
+      const y = cut.frozen!.predict(tf.randomUniform([8, 96, 96, 3], 0, 1, 'float32', 5));
+      return (Array.isArray(y) ? y : [y]).map((t) => ({ data: t.dataSync() as Float32Array, shape: t.shape as number[] }));
+    });
+    const errors = await gradientErrors(cut.tail, { inputs: boundary, labels: Int32Array.from({ length: 8 }, (_, i) => i % 5) }, plainLoss);
+    const worst = Object.entries(errors).sort((a, b) => b[1] - a[1])[0]!;
+    expect(worst[1], worst[0]).toBeLessThan(1e-4);
+    cut.tail.dispose();
+    full.dispose();
+  }, 60_000);
 });
 
 describe('the step reports whether every updated weight is finite', () => {
