@@ -6,7 +6,7 @@ import { onnxSessionFor } from '../engine/index.js';
 import { ModelNotFoundError, UsageError, WeightsError } from '../errors.js';
 import { resolveVariant, type PreprocessMode } from '../registry/index.js';
 import { storeRoot } from '../store/index.js';
-import { ReplicaPool } from '../train/parallel.js';
+import { ReplicaPool } from '../replicas/pool.js';
 import { fetchLayersModel, modelJsonAt } from '../weights/backbone.js';
 import type { DownloadProgress } from '../weights/download.js';
 import { loadPretrained } from '../weights/index.js';

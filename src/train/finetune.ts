@@ -3,31 +3,34 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { wasmHeapBytes, type BackendInfo, type LayersModel, type LayerVariable, type Tensor, type Tf } from '../backend/index.js';
-import { classesMissingFrom, openDataset, preprocess, preprocessPixels, type AugmentLevel, type Batch, type Dataset, type ImageItem, type ResizeMode } from '../data/index.js';
+import { applyTrainability, attachHead, cutModel, resolveFreeze, type BnMode, type Cut, type FreezeSpec } from '../cut/index.js';
+import { classesMissingFrom, openDataset, type AugmentLevel, type Dataset, type ResizeMode } from '../data/index.js';
+import { onnxSessionFor } from '../engine/index.js';
 import { InterruptedError, TlError, UsageError } from '../errors.js';
+import { computeMetrics, type Metrics } from '../eval/metrics.js';
+import type { OnnxSession } from '../onnx/runtime.js';
+import { TrainStepCompileError } from '../onnx/train-step.js';
 import type { PreprocessMode } from '../registry/index.js';
-import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
+import { initializeWeights } from '../registry/init.js';
+import type { LossConfig } from '../replicas/gradients.js';
+import { ReplicaPool } from '../replicas/pool.js';
+import { REPORT_SCHEMA_VERSION, writeReports } from '../report/index.js';
 import { mixSeed } from '../util/random.js';
 import { notice } from '../util/notice.js';
-import { initializeWeights } from '../registry/init.js';
-import { loadBackbone } from '../weights/backbone.js';
-import type { DownloadProgress } from '../weights/download.js';
-import { saveLayersModel } from '../weights/save.js';
-import { onnxSessionFor } from '../engine/index.js';
-import { computeMetrics, type Metrics } from '../eval/metrics.js';
-import { exportOnnx, OnnxExportError } from '../onnx/export.js';
-import type { OnnxSession } from '../onnx/runtime.js';
-import { REPORT_SCHEMA_VERSION, writeReports } from '../report/index.js';
 import { TL_VERSION } from '../version.js';
+import { loadBackbone, type Backbone } from '../weights/backbone.js';
+import type { DownloadProgress } from '../weights/download.js';
+import { readCheckpoint, toArrays, writeCheckpoint, type NamedArray } from './checkpoint.js';
 import { FeatureCache } from './features.js';
+import { FrozenPart, type KeptOutputs } from './frozen-part.js';
+import { OnnxTailTrainer } from './onnx-trainer.js';
+import { balancedClassWeights, scheduledLr, type OptimizerConfig, type OptimizerName, type ScheduleConfig, type ScheduleName } from './optim.js';
 import { openRunFolder } from './run-folder.js';
-import { OnnxTail } from './onnx-tail.js';
-import { TrainStepCompileError } from '../onnx/train-step.js';
-import { ReplicaPool, type Shard, type ShardResult } from './parallel.js';
-import { readCheckpoint, toArrays, toTensors, writeCheckpoint, type NamedArray } from './checkpoint.js';
-import { applyWeightDecay, balancedClassWeights, createOptimizer, disposeOptimizer, scheduledLr, setLearningRate, type Optimizer, type OptimizerConfig, type OptimizerName, type ScheduleConfig, type ScheduleName } from './optim.js';
-import { crossEntropy, seedDropout, shardGradients, type LossConfig } from './step.js';
-import { applyTrainability, attachHead, cutModel, resolveFreeze, type BnMode, type Cut, type FreezeSpec } from './freeze.js';
+import { writeMetricsCsv, writeRunRecords, writeTrainedModel, type EpochRow } from './run-output.js';
+import { TfjsTrainer } from './tfjs-trainer.js';
+import type { Trainer } from './trainer.js';
+
+export type { EpochRow } from './run-output.js';
 
 export interface FinetuneOptions {
   data: string;
@@ -105,17 +108,6 @@ export interface ProgressEvent {
   accuracy?: number;
   imagesPerSecond?: number;
   etaSeconds?: number;
-}
-
-export interface EpochRow {
-  epoch: number;
-  loss: number;
-  accuracy: number;
-  val_loss: number | null;
-  val_accuracy: number | null;
-  lr: number;
-  seconds: number;
-  img_per_s: number;
 }
 
 /** One stretch of training with one freeze setting, learning rate and optimizer. */
@@ -196,6 +188,78 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
   }
 }
 
+/** The run's weights in layer order (tfjs's `model.weights` lists trainable weights first, so its order changes with the phase). */
+class LayerOrderWeights {
+  private readonly variables: LayerVariable[];
+
+  constructor(
+    private readonly tf: Tf,
+    model: LayersModel,
+  ) {
+    this.variables = model.layers.flatMap((l) => l.weights);
+  }
+
+  snapshot(): Tensor[] {
+    return this.tf.tidy(() => this.variables.map((w) => this.tf.keep(w.read().clone())));
+  }
+
+  restore(values: Tensor[]): void {
+    this.tf.tidy(() => this.variables.forEach((w, i) => w.write(values[i]!.clone())));
+  }
+
+  arrays(): Promise<NamedArray[]> {
+    return toArrays(this.variables.map((w) => ({ name: w.originalName, tensor: w.read() })));
+  }
+
+  /** Sets every weight from a checkpoint's arrays, checking that names and shapes match. */
+  load(arrays: NamedArray[], path: string): void {
+    const weights = this.variables;
+    if (arrays.length !== weights.length) throw new TlError('E_CHECKPOINT', `${path} holds ${arrays.length} weights; the model has ${weights.length}. It was written for another model or configuration.`);
+    weights.forEach((w, i) => {
+      const a = arrays[i]!;
+      if (a.name !== w.originalName || a.shape.join(',') !== w.shape.join(',')) throw new TlError('E_CHECKPOINT', `${path}: weight ${i} is '${a.name}' [${a.shape.join(',')}]; the model expects '${w.originalName}' [${w.shape.join(',')}].`);
+    });
+    this.tf.tidy(() => weights.forEach((w, i) => w.write(this.tf.tensor(arrays[i]!.data, arrays[i]!.shape))));
+  }
+}
+
+/** What stays fixed for the whole run, and what the phases carry from one to the next. */
+interface Run {
+  tf: Tf;
+  backend: BackendInfo;
+  options: FinetuneOptions;
+  source: Backbone;
+  dataset: Dataset;
+  full: LayersModel;
+  backbone: LayersModel;
+  phases: PhaseInfo[];
+  optimizer: OptimizerConfig;
+  loss: LossConfig;
+  schedule: ScheduleConfig;
+  stepsPerEpoch: number;
+  totalEpochs: number;
+  monitor: 'val_loss' | 'val_accuracy';
+  paths: { last: string; best: string };
+  weights: LayerOrderWeights;
+  checkpoint: { state: RunState; groups: Record<string, NamedArray[]> } | null;
+  /** The first epoch this process trains (after a resume, the checkpoint's next one). */
+  startEpoch: number;
+  // Carried across epochs and phases:
+  history: EpochRow[];
+  best: FinetuneResult['best'];
+  bestWeights: Tensor[];
+  stale: number;
+  partial: RunState['partial'];
+  stopReason: string | null;
+  tensorsAfterEpoch: number[];
+  cacheStats: { enabled: boolean; hits: number; misses: number; spilled: number };
+  boundaryLayers: string[];
+  /** Tails cut from `full` (disposed at the end). */
+  tails: LayersModel[];
+  kept: KeptOutputs;
+  test: { loss: number; accuracy: number } | null;
+}
+
 async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, writing: () => void): Promise<FinetuneResult> {
   const runStarted = performance.now();
   const headEpochs = options.headEpochs ?? 0;
@@ -248,7 +312,7 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
           { name: 'finetune', first: headEpochs + 1, last: totalEpochs, frozenLayers: frozenCount, lr: options.finetuneLr ?? lr / 10 },
         ]
       : [{ name: 'train', first: 1, last: totalEpochs, frozenLayers: frozenCount, lr }];
-  const optimizerConfig: OptimizerConfig = { optimizer: options.optimizer ?? 'adam', momentum: options.momentum ?? (options.optimizer === 'sgd' ? 0.9 : 0), nesterov: options.nesterov ?? false };
+  const optimizer: OptimizerConfig = { optimizer: options.optimizer ?? 'adam', momentum: options.momentum ?? (options.optimizer === 'sgd' ? 0.9 : 0), nesterov: options.nesterov ?? false };
   const loss: LossConfig = {
     labelSmoothing: options.labelSmoothing ?? 0,
     classWeights: options.classWeight === 'balanced' ? balancedClassWeights(dataset.splits.train.map((i) => i.label), dataset.classes.length) : null,
@@ -260,223 +324,70 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
     stepSteps: (options.stepEpochs ?? Math.max(1, Math.round(options.epochs / 3))) * stepsPerEpoch,
     gamma: options.gamma ?? 0.1,
   };
-  const config = { ...effectiveConfig(options), lr, phases, optimizer: optimizerConfig.optimizer, momentum: optimizerConfig.momentum, nesterov: optimizerConfig.nesterov, inputSize: size, classWeights: loss.classWeights, backend: backend.label, frozenLayers: frozenCount };
+  const config = { ...effectiveConfig(options), lr, phases, optimizer: optimizer.optimizer, momentum: optimizer.momentum, nesterov: optimizer.nesterov, inputSize: size, classWeights: loss.classWeights, backend: backend.label, frozenLayers: frozenCount };
 
-  const monitor = options.monitor ?? 'val_loss';
-  const better = (a: number, b: number) => (monitor === 'val_loss' ? a < b : a > b);
-  // In layer order: tfjs's `model.weights` lists trainable weights first, so its order changes with the phase.
-  const variables = full.layers.flatMap((l) => l.weights);
-  const snapshot = () => tf.tidy(() => variables.map((w) => tf.keep(w.read().clone())));
-  const restore = (values: Tensor[]) => tf.tidy(() => variables.forEach((w, i) => w.write(values[i]!.clone())));
-  const weightArrays = () => toArrays(variables.map((w) => ({ name: w.originalName, tensor: w.read() })));
-  let history: EpochRow[] = [];
-  let best: FinetuneResult['best'] = null;
-  let stale = 0;
-  let startEpoch = 1;
-  let partial: RunState['partial'] = null;
-  let bestWeights: Tensor[];
-  if (checkpoint) {
-    const saved = JSON.parse(await readFile(join(options.out, 'split.json'), 'utf8').catch(() => 'null')) as { files?: unknown } | null;
-    if (saved && JSON.stringify(saved.files) !== JSON.stringify(dataset.splitMap)) {
-      full.dispose();
-      throw new UsageError(`The images in ${options.data} differ from those the run in ${options.out} started with, so it cannot be resumed exactly.`, { suggestion: 'Restore the dataset, or start a new run.' });
-    }
-    setWeightsFrom(tf, variables, checkpoint.groups.weights ?? [], paths.last);
-    ({ history, best, stale, partial } = checkpoint.state);
-    startEpoch = checkpoint.state.epochsDone + 1;
-    if (startEpoch > totalEpochs) {
-      full.dispose();
-      throw new UsageError(`The run in ${options.out} has already trained all ${totalEpochs} epochs.`, { suggestion: `Pass --epochs with a larger number to train on.` });
-    }
-  }
-  if (best !== null && existsSync(paths.best)) {
-    const saved = await readCheckpoint<unknown>(paths.best);
-    const current = snapshot();
-    setWeightsFrom(tf, variables, saved.groups.weights ?? [], paths.best);
-    bestWeights = snapshot();
-    restore(current);
-    tf.dispose(current);
-  } else {
-    bestWeights = snapshot();
-  }
-  writing();
-  await writeJsonAtomic(join(options.out, 'config.json'), config);
-  await writeJsonAtomic(join(options.out, 'split.json'), splitRecord);
-
-  let stopReason: string | null = null;
-  const tensorsAfterEpoch: number[] = [];
-  const cacheStats = { enabled: false, hits: 0, misses: 0, spilled: 0 };
-  let boundaryLayers: string[] = [];
-  const resumedFrom = checkpoint ? { epoch: startEpoch, batches: partial?.batches ?? 0 } : null;
-  const tails: LayersModel[] = [];
-  const kept = { probs: [] as Float32Array[], labels: [] as number[], paths: [] as string[] };
-  let test: { loss: number; accuracy: number } | null = null;
-
+  const weights = new LayerOrderWeights(tf, full);
+  const run: Run = {
+    tf, backend, options, source, dataset, full, backbone, phases, optimizer, loss, schedule, stepsPerEpoch, totalEpochs,
+    monitor: options.monitor ?? 'val_loss', paths, weights, checkpoint, startEpoch: 1,
+    history: [], best: null, bestWeights: [], stale: 0, partial: null, stopReason: null, tensorsAfterEpoch: [],
+    cacheStats: { enabled: false, hits: 0, misses: 0, spilled: 0 }, boundaryLayers: [], tails: [], kept: { probs: [], labels: [], paths: [] }, test: null,
+  };
   try {
-    for (const [phaseIndex, phase] of phases.entries()) {
-      if (stopReason !== null) break;
-      if (phase.last < startEpoch) continue;
-      const frozenNames = new Set(backbone.layers.slice(0, phase.frozenLayers).map((l) => l.name));
-      applyTrainability(full, frozenNames, options.bn);
-      const cut = cutModel(tf, full, frozenNames);
-      if (cut.tail !== full) tails.push(cut.tail);
-      boundaryLayers = cut.frozen ? cut.boundaryLayers : [];
-      const useCache = cut.frozen !== null && options.augment === 'none';
-      cacheStats.enabled ||= useCache;
-      const cache = useCache ? new FeatureCache(cut.boundaryShapes, options.featureCacheBytes, options.out) : null;
-      const optimizer = createOptimizer(tf, optimizerConfig, phase.lr);
-      // Everything that keeps the process alive (worker threads, the ONNX session) is closed in the finally below,
-      // whichever of them failed to start.
-      let pool: ReplicaPool | null = null;
-      let session: OnnxSession | null = null;
-      let onnxTail: OnnxTail | null = null;
-      try {
-        if (options.engine === 'onnx') {
-          try {
-            onnxTail = await OnnxTail.open(tf, cut.tail, { optimizer: optimizerConfig, loss, weightDecay: options.weightDecay ?? 0 });
-          } catch (err) {
-            if (!(err instanceof TrainStepCompileError)) throw err;
-            notice(`the ${phase.name} phase trains on TensorFlow.js: ${err.message}`);
-          }
-        }
-        phase.engine = onnxTail ? 'onnx' : 'tfjs';
-        // Replicas compute tfjs gradients and run a tfjs frozen part: ONNX Runtime needs neither.
-        pool = options.workers > 1 && onnxTail === null ? await ReplicaPool.start(cut.tail, { count: options.workers - 1, backend: backend.name, bn: options.bn }) : null;
-        session = cut.frozen && options.engine === 'onnx' ? await onnxSessionFor(cut.frozen, options.store ? { store: options.store } : {}) : null;
-        const engine = new Engine(tf, cut, source.preprocess, dataset, cache, pool, session, onnxTail);
-        const optimizerState = checkpoint?.groups.optimizer;
-        if (checkpoint && checkpoint.state.phase === phaseIndex && optimizerState && optimizerState.length > 0) {
-          const tensors = toTensors(tf, optimizerState);
-          await optimizer.setWeights(tensors);
-          tf.dispose(tensors.map((t) => t.tensor));
-        }
-        await onnxTail?.load(optimizer);
-        const phaseSteps = (phase.last - phase.first + 1) * stepsPerEpoch;
-        stale = startEpoch > phase.first ? stale : 0;
-        let lastLr = phase.lr;
-        const saveLast = async (epochsDone: number, inEpoch: RunState['partial']) => {
-          const state: RunState = { version: 1, epochsDone, partial: inEpoch, phase: phaseIndex, history, best, stale };
-          let arrays: NamedArray[];
-          if (onnxTail) {
-            onnxTail.syncWeights();
-            arrays = onnxTail.optimizerState();
-          } else {
-            const opt = await optimizer.getWeights();
-            arrays = await toArrays(opt);
-            tf.dispose(opt.filter((o) => o.name === 'iter').map((o) => o.tensor));
-          }
-          await writeCheckpoint(paths.last, state, { weights: await weightArrays(), optimizer: arrays });
-        };
-        for (let epoch = Math.max(phase.first, startEpoch); epoch <= phase.last && stopReason === null; epoch++) {
-          const resumed = epoch === startEpoch ? partial : null;
-          const started = performance.now() - (resumed?.seconds ?? 0) * 1000;
-          let seen = resumed?.seen ?? 0;
-          let lossSum = resumed?.lossSum ?? 0;
-          let correct = resumed?.correct ?? 0;
-          let batchIndex = resumed?.batches ?? 0;
-          const total = dataset.splits.train.length;
-          const batches = dataset.source.batches(dataset.splits.train, { batchSize: options.batchSize, shuffleSeed: mixSeed(options.seed, epoch), augment: options.augment, augmentSeed: mixSeed(options.seed, epoch, 7), skip: batchIndex });
-          for await (const batch of batches) {
-            lastLr = scheduledLr(phase.lr, (epoch - phase.first) * stepsPerEpoch + batchIndex, phaseSteps, schedule);
-            setLearningRate(optimizer, lastLr);
-            const step = await engine.trainStep(batch, optimizer, { lr: lastLr, accumulate: options.accumulate, loss, dropoutSeed: mixSeed(options.seed, epoch, batchIndex, 3), weightDecay: (options.weightDecay ?? 0) > 0 ? { lr: lastLr, decay: options.weightDecay! } : null });
-            // Clipped probabilities can hide a divergence from the loss (a clamp turns NaN into a bound), so weights are checked too.
-            const diverged = !Number.isFinite(step.loss) ? `the loss became ${step.loss}` : engine.weightsFinite() ? null : 'the weights became NaN or infinite';
-            if (diverged !== null) {
-              stopReason = `${diverged} in epoch ${epoch} after ${seen + batch.items.length} images; training stopped and the ${best ? `best epoch's (${best.epoch})` : 'initial'} weights were kept`;
-              break;
-            }
-            batchIndex++;
-            seen += batch.items.length;
-            lossSum += step.loss * batch.items.length;
-            correct += step.correct;
-            if (options.interrupt?.stop) {
-              stopReason = `interrupted by ${options.interrupt.stop} in epoch ${epoch} after ${seen} of ${total} images`;
-              await saveLast(epoch - 1, { batches: batchIndex, seen, lossSum, correct, seconds: (performance.now() - started) / 1000 });
-              break;
-            }
-            const elapsed = (performance.now() - started) / 1000;
-            options.onProgress?.({ phase: 'train', epoch, epochs: totalEpochs, done: seen, total, loss: lossSum / seen, accuracy: correct / seen, imagesPerSecond: seen / elapsed, etaSeconds: (elapsed / seen) * (total - seen) });
-          }
-          if (stopReason !== null) break;
-          // Validation, the best weights and the checkpoint read the tfjs variables.
-          onnxTail?.syncWeights();
-          const trainSeconds = (performance.now() - started) / 1000;
-          const val = dataset.splits.val.length > 0 ? await engine.evaluate(dataset.splits.val, options.batchSize, (done, n) => options.onProgress?.({ phase: 'validate', epoch, epochs: totalEpochs, done, total: n })) : null;
-          history.push({ epoch, loss: lossSum / seen, accuracy: correct / seen, val_loss: val?.loss ?? null, val_accuracy: val?.accuracy ?? null, lr: lastLr, seconds: (performance.now() - started) / 1000, img_per_s: seen / trainSeconds });
-          options.onProgress?.({ phase: 'epoch', epoch, epochs: totalEpochs, done: total, total, row: history.at(-1)! });
-          await writeMetricsCsv(join(options.out, 'metrics.csv'), history);
-          const value = val === null ? null : monitor === 'val_loss' ? val.loss : val.accuracy;
-          if (value !== null && (best === null || better(value, best.value))) {
-            best = { epoch, monitor, value };
-            tf.dispose(bestWeights);
-            bestWeights = snapshot();
-            await writeCheckpoint(paths.best, { epoch }, { weights: await weightArrays() });
-            stale = 0;
-          } else if (value !== null && options.patience !== undefined && phaseIndex === phases.length - 1 && ++stale >= options.patience) {
-            // Early stopping watches the last phase only: the head phase is short and always runs whole.
-            stopReason = `early stopping: ${monitor} did not improve for ${options.patience} epoch${options.patience === 1 ? '' : 's'} after epoch ${best!.epoch}`;
-          }
-          // A later phase starts from the best weights so far, as a second Keras fit after restore_best_weights would.
-          if (epoch >= phase.last && phaseIndex < phases.length - 1 && best !== null) restore(bestWeights);
-          await saveLast(epoch, null);
-          tensorsAfterEpoch.push(tf.memory().numTensors);
-        }
-        if (stopReason !== null || phaseIndex === phases.length - 1) {
-          // Like Keras's restore_best_weights: the saved model is the best epoch's (the current weights when nothing
-          // was validated or training was interrupted before validation; the initial ones after a divergence in
-          // epoch 1). The test split then goes through this phase's cut: its frozen part on the replicas or ONNX Runtime.
-          const interrupted = stopReason?.startsWith('interrupted') === true;
-          if (best !== null || (stopReason !== null && !interrupted)) restore(bestWeights);
-          // An interrupted run stops promptly: its test split is evaluated when it is resumed and finishes.
-          if (dataset.splits.test.length > 0 && !interrupted) test = await engine.evaluate(dataset.splits.test, options.batchSize, undefined, kept);
-        }
-      } finally {
-        cacheStats.hits += cache?.hits ?? 0;
-        cacheStats.misses += cache?.misses ?? 0;
-        cacheStats.spilled = Math.max(cacheStats.spilled, cache?.spilled ?? 0);
-        await pool?.close();
-        await session?.close();
-        await onnxTail?.close();
-        cache?.dispose();
-        disposeOptimizer(optimizer);
+    if (checkpoint) {
+      const saved = JSON.parse(await readFile(join(options.out, 'split.json'), 'utf8').catch(() => 'null')) as { files?: unknown } | null;
+      if (saved && JSON.stringify(saved.files) !== JSON.stringify(dataset.splitMap)) {
+        throw new UsageError(`The images in ${options.data} differ from those the run in ${options.out} started with, so it cannot be resumed exactly.`, { suggestion: 'Restore the dataset, or start a new run.' });
       }
-      partial = null;
+      weights.load(checkpoint.groups.weights ?? [], paths.last);
+      ({ history: run.history, best: run.best, stale: run.stale, partial: run.partial } = checkpoint.state);
+      run.startEpoch = checkpoint.state.epochsDone + 1;
+      if (run.startEpoch > totalEpochs) {
+        throw new UsageError(`The run in ${options.out} has already trained all ${totalEpochs} epochs.`, { suggestion: `Pass --epochs with a larger number to train on.` });
+      }
     }
-    const metrics = test ? computeMetrics(concat(kept.probs), kept.labels, dataset.classes, { paths: kept.paths }) : null;
+    if (run.best !== null && existsSync(paths.best)) {
+      const saved = await readCheckpoint<unknown>(paths.best);
+      const current = weights.snapshot();
+      weights.load(saved.groups.weights ?? [], paths.best);
+      run.bestWeights = weights.snapshot();
+      weights.restore(current);
+      tf.dispose(current);
+    } else {
+      run.bestWeights = weights.snapshot();
+    }
+    const resumedFrom = checkpoint ? { epoch: run.startEpoch, batches: run.partial?.batches ?? 0 } : null;
+    writing();
+    await writeRunRecords(options.out, config, splitRecord);
 
-    seedDropout(full, null);
-    await saveLayersModel(tf, full, join(options.out, 'model'), { tl: { model: source.name.split(' ')[0], classes: dataset.classes, preprocess: source.preprocess, inputSize: size } });
-    await writeJsonAtomic(join(options.out, 'labels.json'), dataset.classes);
-    // model.onnx beside the tfjs model, for native inference elsewhere; a model with a layer ONNX cannot express
-    // still gets its run folder.
-    let onnxFile: string | null = join(options.out, 'model.onnx');
-    let onnxError: string | null = null;
-    try {
-      await writeFileAtomic(onnxFile, exportOnnx(full, { name: source.name.split(' ')[0]! }));
-    } catch (err) {
-      if (!(err instanceof OnnxExportError)) throw err;
-      onnxFile = null;
-      onnxError = err.message;
+    for (const [phaseIndex, phase] of phases.entries()) {
+      if (run.stopReason !== null) break;
+      if (phase.last < run.startEpoch) continue;
+      await runPhase(run, phaseIndex, phase);
+      run.partial = null;
     }
+    const metrics = run.test ? computeMetrics(concat(run.kept.probs), run.kept.labels, dataset.classes, { paths: run.kept.paths }) : null;
+    const name = source.name.split(' ')[0]!;
+    const onnx = await writeTrainedModel(tf, options.out, full, { name, classes: dataset.classes, preprocess: source.preprocess, inputSize: size });
+    const { cacheStats } = run;
     const lookups = cacheStats.hits + cacheStats.misses;
     const result: FinetuneResult = {
       outDir: options.out,
       classes: dataset.classes,
-      history,
+      history: run.history,
       phases,
-      test: test ? { ...test, count: dataset.splits.test.length } : null,
+      test: run.test ? { ...run.test, count: dataset.splits.test.length } : null,
       frozenLayers: frozenCount,
       totalLayers: layerCount,
       trainableParams: countTrainable(full, backbone, frozenCount, options.bn),
-      boundaryLayers,
+      boundaryLayers: run.boundaryLayers,
       cache: { enabled: cacheStats.enabled, hitRate: lookups === 0 ? 0 : cacheStats.hits / lookups, spilled: cacheStats.spilled },
-      best,
-      stopReason,
+      best: run.best,
+      stopReason: run.stopReason,
       resumedFrom,
-      onnx: onnxFile ?? `not written: ${onnxError}`,
+      onnx,
       metrics,
-      tensorsAfterEpoch,
+      tensorsAfterEpoch: run.tensorsAfterEpoch,
       wasmHeapBytes: wasmHeapBytes(),
       skipped: dataset.skipped,
       warnings,
@@ -485,12 +396,141 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
     await writeReports(options.out, { schemaVersion: REPORT_SCHEMA_VERSION, kind: 'finetune', tlVersion: TL_VERSION, createdAt: new Date().toISOString(), backend: backend.label, model: source.name, data: options.data, config, seconds: (performance.now() - runStarted) / 1000, ...rest });
     return result;
   } finally {
-    tf.dispose(bestWeights);
+    tf.dispose(run.bestWeights);
     // tfjs counts a layer's references per application: tail layers were applied twice (full and tail), frozen
     // layers once, so each tail is disposed and the frozen containers (which own nothing of their own) are not.
-    for (const tail of tails) tail.dispose();
+    for (const tail of run.tails) tail.dispose();
     full.dispose();
   }
+}
+
+/** ONNX Runtime's trainer for a phase when asked for and the tail compiles; null (saying why) when it does not. */
+async function openOnnxTrainer(run: Run, phase: PhaseInfo, cut: Cut): Promise<Trainer | null> {
+  if (run.options.engine !== 'onnx') return null;
+  try {
+    return await OnnxTailTrainer.open(run.tf, cut.tail, { optimizer: run.optimizer, loss: run.loss, weightDecay: run.options.weightDecay ?? 0, boundaryShapes: cut.boundaryShapes });
+  } catch (err) {
+    if (!(err instanceof TrainStepCompileError)) throw err;
+    notice(`the ${phase.name} phase trains on TensorFlow.js: ${err.message}`);
+    return null;
+  }
+}
+
+/** One phase: cut the model at its freeze setting, open what computes the boundary and the steps, train its epochs. */
+async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo): Promise<void> {
+  const { tf, options, dataset, full, backbone } = run;
+  const frozenNames = new Set(backbone.layers.slice(0, phase.frozenLayers).map((l) => l.name));
+  applyTrainability(full, frozenNames, options.bn);
+  const cut = cutModel(tf, full, frozenNames);
+  if (cut.tail !== full) run.tails.push(cut.tail);
+  run.boundaryLayers = cut.frozen ? cut.boundaryLayers : [];
+  const useCache = cut.frozen !== null && options.augment === 'none';
+  run.cacheStats.enabled ||= useCache;
+  const cache = useCache ? new FeatureCache(cut.boundaryShapes, options.featureCacheBytes, options.out) : null;
+  // Everything that keeps the process alive (worker threads, ONNX sessions) is closed in the finally below, whichever
+  // of them failed to start. Replicas compute tfjs gradients and run a tfjs frozen part: ONNX Runtime needs neither.
+  let pool: ReplicaPool | null = null;
+  let session: OnnxSession | null = null;
+  let trainer: Trainer | null = null;
+  try {
+    trainer = await openOnnxTrainer(run, phase, cut);
+    pool = trainer === null && options.workers > 1 ? await ReplicaPool.start(cut.tail, { count: options.workers - 1, backend: run.backend.name, bn: options.bn }) : null;
+    trainer ??= new TfjsTrainer(tf, cut.tail, { optimizer: run.optimizer, lr: phase.lr, loss: run.loss, weightDecay: options.weightDecay ?? 0, accumulate: options.accumulate, classes: dataset.classes.length, boundaryShapes: cut.boundaryShapes, pool });
+    phase.engine = trainer.engine;
+    session = cut.frozen && options.engine === 'onnx' ? await onnxSessionFor(cut.frozen, options.store ? { store: options.store } : {}) : null;
+    const frozen = new FrozenPart(tf, cut, run.source.preprocess, dataset, cache, pool, session);
+    const saved = run.checkpoint?.state.phase === phaseIndex ? (run.checkpoint.groups.optimizer ?? null) : null;
+    await trainer.loadOptimizerState(saved);
+    run.stale = run.startEpoch > phase.first ? run.stale : 0;
+    for (let epoch = Math.max(phase.first, run.startEpoch); epoch <= phase.last && run.stopReason === null; epoch++) {
+      await runEpoch(run, phaseIndex, phase, epoch, trainer, frozen);
+    }
+    if (run.stopReason !== null || phaseIndex === run.phases.length - 1) {
+      // Like Keras's restore_best_weights: the saved model is the best epoch's (the current weights when nothing
+      // was validated or training was interrupted before validation; the initial ones after a divergence in
+      // epoch 1). The test split then goes through this phase's cut: its frozen part on the replicas or ONNX Runtime.
+      const interrupted = run.stopReason?.startsWith('interrupted') === true;
+      if (run.best !== null || (run.stopReason !== null && !interrupted)) run.weights.restore(run.bestWeights);
+      // An interrupted run stops promptly: its test split is evaluated when it is resumed and finishes.
+      if (dataset.splits.test.length > 0 && !interrupted) run.test = await frozen.evaluate(dataset.splits.test, options.batchSize, undefined, run.kept);
+    }
+  } finally {
+    run.cacheStats.hits += cache?.hits ?? 0;
+    run.cacheStats.misses += cache?.misses ?? 0;
+    run.cacheStats.spilled = Math.max(run.cacheStats.spilled, cache?.spilled ?? 0);
+    await pool?.close();
+    await session?.close();
+    await trainer?.close();
+    cache?.dispose();
+  }
+}
+
+/** Writes checkpoints/last.ckpt: every weight, the trainer's optimizer state and where the run stands. */
+async function saveLast(run: Run, phaseIndex: number, trainer: Trainer, epochsDone: number, inEpoch: RunState['partial']): Promise<void> {
+  const state: RunState = { version: 1, epochsDone, partial: inEpoch, phase: phaseIndex, history: run.history, best: run.best, stale: run.stale };
+  trainer.syncWeights();
+  const optimizer = await trainer.optimizerState();
+  await writeCheckpoint(run.paths.last, state, { weights: await run.weights.arrays(), optimizer });
+}
+
+/** One epoch: its training steps (from where an interrupted run stopped), validation, the best weights, checkpoints. */
+async function runEpoch(run: Run, phaseIndex: number, phase: PhaseInfo, epoch: number, trainer: Trainer, frozen: FrozenPart): Promise<void> {
+  const { tf, options, dataset } = run;
+  const resumed = epoch === run.startEpoch ? run.partial : null;
+  const started = performance.now() - (resumed?.seconds ?? 0) * 1000;
+  let seen = resumed?.seen ?? 0;
+  let lossSum = resumed?.lossSum ?? 0;
+  let correct = resumed?.correct ?? 0;
+  let batchIndex = resumed?.batches ?? 0;
+  let lr = phase.lr;
+  const total = dataset.splits.train.length;
+  const phaseSteps = (phase.last - phase.first + 1) * run.stepsPerEpoch;
+  const batches = dataset.source.batches(dataset.splits.train, { batchSize: options.batchSize, shuffleSeed: mixSeed(options.seed, epoch), augment: options.augment, augmentSeed: mixSeed(options.seed, epoch, 7), skip: batchIndex });
+  for await (const batch of batches) {
+    lr = scheduledLr(phase.lr, (epoch - phase.first) * run.stepsPerEpoch + batchIndex, phaseSteps, run.schedule);
+    const step = await trainer.step({ boundary: await frozen.boundary(batch), labels: batch.labels, lr, dropoutSeed: mixSeed(options.seed, epoch, batchIndex, 3) });
+    // Clipped probabilities can hide a divergence from the loss (a clamp turns NaN into a bound), so weights are checked too.
+    const diverged = !Number.isFinite(step.loss) ? `the loss became ${step.loss}` : trainer.weightsFinite() ? null : 'the weights became NaN or infinite';
+    if (diverged !== null) {
+      run.stopReason = `${diverged} in epoch ${epoch} after ${seen + batch.items.length} images; training stopped and the ${run.best ? `best epoch's (${run.best.epoch})` : 'initial'} weights were kept`;
+      return;
+    }
+    batchIndex++;
+    seen += batch.items.length;
+    lossSum += step.loss * batch.items.length;
+    correct += step.correct;
+    if (options.interrupt?.stop) {
+      run.stopReason = `interrupted by ${options.interrupt.stop} in epoch ${epoch} after ${seen} of ${total} images`;
+      await saveLast(run, phaseIndex, trainer, epoch - 1, { batches: batchIndex, seen, lossSum, correct, seconds: (performance.now() - started) / 1000 });
+      return;
+    }
+    const elapsed = (performance.now() - started) / 1000;
+    options.onProgress?.({ phase: 'train', epoch, epochs: run.totalEpochs, done: seen, total, loss: lossSum / seen, accuracy: correct / seen, imagesPerSecond: seen / elapsed, etaSeconds: (elapsed / seen) * (total - seen) });
+  }
+  // Validation, the best weights and the checkpoint read the tfjs variables.
+  trainer.syncWeights();
+  const trainSeconds = (performance.now() - started) / 1000;
+  const val = dataset.splits.val.length > 0 ? await frozen.evaluate(dataset.splits.val, options.batchSize, (done, n) => options.onProgress?.({ phase: 'validate', epoch, epochs: run.totalEpochs, done, total: n })) : null;
+  run.history.push({ epoch, loss: lossSum / seen, accuracy: correct / seen, val_loss: val?.loss ?? null, val_accuracy: val?.accuracy ?? null, lr, seconds: (performance.now() - started) / 1000, img_per_s: seen / trainSeconds });
+  options.onProgress?.({ phase: 'epoch', epoch, epochs: run.totalEpochs, done: total, total, row: run.history.at(-1)! });
+  await writeMetricsCsv(options.out, run.history);
+  const monitor = run.monitor;
+  const value = val === null ? null : monitor === 'val_loss' ? val.loss : val.accuracy;
+  const better = (a: number, b: number) => (monitor === 'val_loss' ? a < b : a > b);
+  if (value !== null && (run.best === null || better(value, run.best.value))) {
+    run.best = { epoch, monitor, value };
+    tf.dispose(run.bestWeights);
+    run.bestWeights = run.weights.snapshot();
+    await writeCheckpoint(run.paths.best, { epoch }, { weights: await run.weights.arrays() });
+    run.stale = 0;
+  } else if (value !== null && options.patience !== undefined && phaseIndex === run.phases.length - 1 && ++run.stale >= options.patience) {
+    // Early stopping watches the last phase only: the head phase is short and always runs whole.
+    run.stopReason = `early stopping: ${monitor} did not improve for ${options.patience} epoch${options.patience === 1 ? '' : 's'} after epoch ${run.best!.epoch}`;
+  }
+  // A later phase starts from the best weights so far, as a second Keras fit after restore_best_weights would.
+  if (epoch >= phase.last && phaseIndex < run.phases.length - 1 && run.best !== null) run.weights.restore(run.bestWeights);
+  await saveLast(run, phaseIndex, trainer, epoch, null);
+  run.tensorsAfterEpoch.push(tf.memory().numTensors);
 }
 
 /** Ratio of the largest to the smallest class in the training split above which --class-weight is suggested. */
@@ -524,214 +564,6 @@ function countTrainable(full: LayersModel, backbone: LayersModel, frozenCount: n
   return full.trainableWeights.reduce((n, w) => n + w.shape.reduce((a: number, b) => a * (b ?? 1), 1), 0);
 }
 
-/** Sets every weight (in layer order) from a checkpoint's arrays, checking that names and shapes match. */
-function setWeightsFrom(tf: Tf, weights: LayerVariable[], arrays: NamedArray[], path: string): void {
-  if (arrays.length !== weights.length) throw new TlError('E_CHECKPOINT', `${path} holds ${arrays.length} weights; the model has ${weights.length}. It was written for another model or configuration.`);
-  weights.forEach((w, i) => {
-    const a = arrays[i]!;
-    if (a.name !== w.originalName || a.shape.join(',') !== w.shape.join(',')) throw new TlError('E_CHECKPOINT', `${path}: weight ${i} is '${a.name}' [${a.shape.join(',')}]; the model expects '${w.originalName}' [${w.shape.join(',')}].`);
-  });
-  tf.tidy(() => weights.forEach((w, i) => w.write(tf.tensor(arrays[i]!.data, arrays[i]!.shape))));
-}
-
-interface StepOptions {
-  lr: number;
-  accumulate: number;
-  loss: LossConfig;
-  /** Seeds this step's dropout masks (each shard mixes in its index). */
-  dropoutSeed: number;
-  weightDecay: { lr: number; decay: number } | null;
-}
-
-/** The per-batch work: boundary tensors (cached or computed), a training step on the tail, evaluation. */
-class Engine {
-  private readonly floats: number[];
-
-  constructor(
-    private readonly tf: Tf,
-    private readonly cut: Cut,
-    private readonly preprocessMode: PreprocessMode,
-    private readonly dataset: Dataset,
-    private readonly cache: FeatureCache | null,
-    private readonly pool: ReplicaPool | null,
-    private readonly onnx: OnnxSession | null = null,
-    private readonly onnxTail: OnnxTail | null = null,
-  ) {
-    this.floats = cut.boundaryShapes.map((s) => s.reduce((a, b) => a * b, 1));
-  }
-
-  private pixelsTensor(pixels: Uint8Array, n: number): Tensor {
-    const size = this.dataset.source.size;
-    return this.tf.tidy(() => preprocess(this.tf, this.tf.tensor4d(Float32Array.from(pixels), [n, size, size, 3]), this.preprocessMode));
-  }
-
-  /** The tail's inputs for a batch, one joined array per input: from the cache, or by running the frozen part. */
-  async boundary(batch: Batch): Promise<Float32Array[]> {
-    const n = batch.items.length;
-    if (this.cut.frozen === null) {
-      const x = this.pixelsTensor(batch.pixels, n);
-      const data = (await x.data()) as Float32Array;
-      x.dispose();
-      return [data];
-    }
-    const perImage: (Float32Array[] | undefined)[] = batch.items.map((item) => this.cache?.get(item.path));
-    const missing = perImage.flatMap((v, i) => (v === undefined ? [i] : []));
-    if (missing.length > 0) {
-      const imageBytes = this.dataset.source.imageBytes;
-      const pixels = new Uint8Array(missing.length * imageBytes);
-      missing.forEach((i, k) => pixels.set(batch.pixels.subarray(i * imageBytes, (i + 1) * imageBytes), k * imageBytes));
-      const data = await this.runFrozen(pixels, missing.length);
-      missing.forEach((i, k) => {
-        const tensors = data.map((d, b) => d.slice(k * this.floats[b]!, (k + 1) * this.floats[b]!));
-        perImage[i] = tensors;
-        this.cache?.set(batch.items[i]!.path, tensors);
-      });
-    }
-    return this.floats.map((floats, b) => {
-      const joined = new Float32Array(n * floats);
-      perImage.forEach((t, i) => joined.set(t![b]!, i * floats));
-      return joined;
-    });
-  }
-
-  /** The frozen part's outputs for `m` images, one joined array per boundary tensor; shards go to the replicas. */
-  private async runFrozen(pixels: Uint8Array, m: number): Promise<Float32Array[]> {
-    const frozen = this.cut.frozen!;
-    const size = this.dataset.source.size;
-    if (this.onnx) return this.onnx.run([{ data: preprocessPixels(pixels, this.preprocessMode), shape: [m, size, size, 3] }]);
-    const perImage = size * size * 3;
-    const parts = this.pool ? Math.min(m, this.pool.size + 1) : 1;
-    const counts = Array.from({ length: parts }, (_, i) => Math.floor(m / parts) + (i < m % parts ? 1 : 0));
-    let remote: Promise<Float32Array[][]> = Promise.resolve([]);
-    if (this.pool && parts > 1) {
-      await this.ensureFrozenOnReplicas();
-      const x = this.pixelsTensor(pixels.subarray(counts[0]! * perImage), m - counts[0]!);
-      const all = (await x.data()) as Float32Array;
-      x.dispose();
-      let at = 0;
-      remote = this.pool.infer(counts.slice(1).map((count) => {
-        const input = { shape: [count, size, size, 3], data: all.slice(at * perImage, (at + count) * perImage) };
-        at += count;
-        return input;
-      }));
-    }
-    const outputs = this.tf.tidy(() => {
-      const y = frozen.predict(this.pixelsTensor(pixels.subarray(0, counts[0]! * perImage), counts[0]!), { batchSize: counts[0]! });
-      return Array.isArray(y) ? y : [y];
-    });
-    const local = await Promise.all(outputs.map((o) => o.data() as Promise<Float32Array>));
-    this.tf.dispose(outputs);
-    const shards = [local, ...(await remote)];
-    return this.floats.map((floats, b) => {
-      const joined = new Float32Array(m * floats);
-      let at = 0;
-      shards.forEach((shard, k) => {
-        joined.set(shard[b]!, at * floats);
-        at += counts[k]!;
-      });
-      return joined;
-    });
-  }
-
-  private frozenLoaded: Promise<void> | null = null;
-
-  private ensureFrozenOnReplicas(): Promise<void> {
-    this.frozenLoaded ??= this.pool!.loadFrozen(this.cut.frozen!);
-    return this.frozenLoaded;
-  }
-
-  private tensors(arrays: Float32Array[], n: number): Tensor[] {
-    return this.cut.boundaryShapes.map((shape, b) => this.tf.tensor(arrays[b]!, [n, ...shape]));
-  }
-
-  /** One optimizer step over `batch`: shards on the worker replicas and here, `accumulate` micro-batches each. */
-  async trainStep(batch: Batch, optimizer: Optimizer, step: StepOptions): Promise<{ loss: number; correct: number }> {
-    if (this.onnxTail) return this.onnxTail.step(await this.boundary(batch), this.cut.boundaryShapes, batch.labels, step.lr, step.dropoutSeed);
-    const tf = this.tf;
-    const tail = this.cut.tail;
-    const n = batch.items.length;
-    const arrays = await this.boundary(batch);
-    const parts = this.pool ? Math.min(n, this.pool.size + 1) : 1;
-    const counts = Array.from({ length: parts }, (_, i) => Math.floor(n / parts) + (i < n % parts ? 1 : 0));
-    const starts = counts.map((_, i) => counts.slice(0, i).reduce((a, b) => a + b, 0));
-    const spec = (k: number) => ({ classes: this.dataset.classes.length, accumulate: step.accumulate, scale: counts[k]! / n, loss: step.loss, dropoutSeed: mixSeed(step.dropoutSeed, k) });
-    let remote: Promise<ShardResult[]> = Promise.resolve([]);
-    if (this.pool && parts > 1) {
-      // Weights go out first so the replicas work while this thread computes its own shard.
-      const weights = tail.weights.map((w) => ({ name: w.originalName, data: w.read().dataSync() as Float32Array }));
-      const shards: Shard[] = counts.slice(1).map((count, k) => {
-        const start = starts[k + 1]!;
-        return {
-          inputs: this.floats.map((floats, b) => ({ shape: [count, ...this.cut.boundaryShapes[b]!], data: arrays[b]!.slice(start * floats, (start + count) * floats) })),
-          labels: batch.labels.slice(start, start + count),
-          spec: spec(k + 1),
-        };
-      });
-      remote = this.pool.step(weights, shards);
-    }
-    const localCount = counts[0]!;
-    const inputs = this.tensors(arrays.map((a, b) => a.subarray(0, localCount * this.floats[b]!)), localCount);
-    let local: Awaited<ReturnType<typeof shardGradients>>;
-    try {
-      local = await shardGradients(tf, tail, inputs, batch.labels.subarray(0, localCount), spec(0));
-    } finally {
-      tf.dispose(inputs);
-    }
-    const others = await remote;
-    const trainable = tail.trainableWeights;
-    const grads: Record<string, Tensor> = tf.tidy(() =>
-      Object.fromEntries(
-        trainable.map((w, i) => {
-          let g = local.grads[i]!;
-          for (const r of others) g = tf.add(g, tf.tensor(r.grads.get(w.originalName)!, w.shape as number[]));
-          return [(w.read() as ReturnType<Tf['variable']>).name, g];
-        }),
-      ),
-    );
-    if (step.weightDecay) applyWeightDecay(tf, trainable.map((w) => w.read()), step.weightDecay.lr, step.weightDecay.decay);
-    optimizer.applyGradients(grads as Record<string, ReturnType<Tf['variable']>>);
-    tf.dispose([...local.grads, ...Object.values(grads)]);
-    return { loss: (local.lossSum + others.reduce((a, r) => a + r.lossSum, 0)) / n, correct: local.correct + others.reduce((a, r) => a + r.correct, 0) };
-  }
-
-  /** Whether every trainable weight of the tail is finite. */
-  weightsFinite(): boolean {
-    if (this.onnxTail) return this.onnxTail.weightsFinite();
-    const tf = this.tf;
-    const ok = tf.tidy(() => tf.all(tf.stack(this.cut.tail.trainableWeights.map((w) => tf.all(tf.isFinite(w.read()))))));
-    const value = ok.dataSync()[0] === 1;
-    ok.dispose();
-    return value;
-  }
-
-  /** Loss and accuracy over `items` in inference mode. */
-  async evaluate(items: ImageItem[], batchSize: number, onProgress?: (done: number, total: number) => void, keep?: { probs: Float32Array[]; labels: number[]; paths: string[] }): Promise<{ loss: number; accuracy: number }> {
-    const tf = this.tf;
-    let lossSum = 0;
-    let correct = 0;
-    let seen = 0;
-    for await (const batch of this.dataset.source.batches(items, { batchSize })) {
-      const inputs = this.tensors(await this.boundary(batch), batch.items.length);
-      const [loss, hits, probs] = tf.tidy(() => {
-        const probs = this.cut.tail.predict(inputs.length === 1 ? inputs[0]! : inputs, { batchSize: batch.items.length }) as Tensor;
-        const labels = tf.tensor1d(batch.labels, 'int32');
-        return [tf.mul(crossEntropy(tf, probs, tf.oneHot(labels, this.dataset.classes.length)), batch.items.length), tf.sum(tf.cast(tf.equal(tf.argMax(probs, -1), labels), 'float32')), probs];
-      });
-      lossSum += (await loss.data())[0]!;
-      correct += (await hits.data())[0]!;
-      if (keep) {
-        keep.probs.push((await probs.data()) as Float32Array);
-        keep.labels.push(...batch.labels);
-        keep.paths.push(...batch.items.map((i) => i.path));
-      }
-      tf.dispose([loss, hits, probs, ...inputs]);
-      seen += batch.items.length;
-      onProgress?.(seen, items.length);
-    }
-    return { loss: lossSum / Math.max(1, seen), accuracy: correct / Math.max(1, seen) };
-  }
-}
-
 /** The options as saved with a run (everything but callbacks). */
 function effectiveConfig(options: FinetuneOptions): Omit<FinetuneOptions, 'onProgress' | 'onDownload' | 'interrupt' | 'resume' | 'store'> {
   const { onProgress: _onProgress, onDownload: _onDownload, interrupt: _interrupt, resume: _resume, store: _store, ...config } = options;
@@ -747,10 +579,3 @@ function concat(parts: Float32Array[]): Float32Array {
   }
   return out;
 }
-
-async function writeMetricsCsv(path: string, rows: EpochRow[]): Promise<void> {
-  const columns: (keyof EpochRow)[] = ['epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'lr', 'seconds', 'img_per_s'];
-  const fmt = (v: number | null) => (v === null ? '' : Number.isInteger(v) ? String(v) : v.toPrecision(6));
-  await writeFileAtomic(path, `${columns.join(',')}\n${rows.map((r) => columns.map((c) => fmt(r[c])).join(',')).join('\n')}\n`);
-}
-

@@ -4,9 +4,9 @@ import { loadBackend, type LayersModel, type SymbolicTensor, type Tf } from '../
 import { compileTrainStep, TrainStepCompileError, type TrainStepOptions } from '../../src/onnx/train-step.js';
 import { OnnxTrainer } from '../../src/onnx/trainer.js';
 import { buildVariant } from '../../src/registry/index.js';
-import { applyTrainability, attachHead, cutModel } from '../../src/train/freeze.js';
+import { applyTrainability, attachHead, cutModel } from '../../src/cut/index.js';
 import { applyWeightDecay, createOptimizer } from '../../src/train/optim.js';
-import { shardGradients, type LossConfig } from '../../src/train/step.js';
+import { shardGradients, type LossConfig } from '../../src/replicas/gradients.js';
 import { randomize as randomizeWeights } from '../helpers/models.js';
 import { randomArray } from '../helpers/tensors.js';
 

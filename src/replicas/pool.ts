@@ -6,14 +6,14 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { BackendChoice, LayersModel } from '../backend/index.js';
 import { BackendError } from '../errors.js';
-import type { BnMode } from './freeze.js';
-import type { ShardSpec } from './step.js';
+import type { BnMode } from '../cut/index.js';
+import type { ShardSpec } from './gradients.js';
 import type { ReplicaInit, ReplicaReply, ReplicaRequest } from './worker.js';
 
 /** The compiled worker script (tests run from sources, so look in dist/ beside them too). */
 function workerScript(): string {
   const here = dirname(fileURLToPath(import.meta.url));
-  const candidates = [join(here, 'worker.js'), join(here, '..', '..', 'dist', 'src', 'train', 'worker.js')];
+  const candidates = [join(here, 'worker.js'), join(here, '..', '..', 'dist', 'src', 'replicas', 'worker.js')];
   const found = candidates.find((p) => existsSync(p));
   if (!found) throw new BackendError(`Cannot find the training worker script (looked in ${candidates.join(', ')}); run \`npm run build\`.`);
   return found;

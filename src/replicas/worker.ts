@@ -3,8 +3,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { LayersModel, Tf } from '../backend/index.js';
 import { loadBackend, type BackendChoice } from '../backend/index.js';
 import { customLayers } from '../registry/layers.js';
-import { applyTrainability, type BnMode } from './freeze.js';
-import { shardGradients, type ShardSpec } from './step.js';
+import { applyTrainability, type BnMode } from '../cut/index.js';
+import { shardGradients, type ShardSpec } from './gradients.js';
 
 export interface ReplicaInit {
   backend: BackendChoice;

@@ -1,18 +1,20 @@
 // Trains a cut's tail on ONNX Runtime through a compiled train-step graph. During an epoch the weights and optimizer
-// slots live in ONNX Runtime; `store` mirrors them into the tfjs variables (for validation, the best weights, the
-// saved model) and gives the optimizer state in tfjs's own names, so checkpoints are the same on either engine.
+// slots live in ONNX Runtime; `syncWeights` mirrors them into the tfjs variables (for validation, the best weights,
+// the saved model) and the optimizer state is given in tfjs's own names, so checkpoints are the same on either engine.
 import type { LayersModel, LayerVariable, Tf } from '../backend/index.js';
 import { compileTrainStep, type TrainStepGraph } from '../onnx/train-step.js';
 import { OnnxTrainer } from '../onnx/trainer.js';
+import type { LossConfig } from '../replicas/gradients.js';
 import { mixSeed } from '../util/random.js';
 import type { NamedArray } from './checkpoint.js';
-import type { Optimizer, OptimizerConfig } from './optim.js';
-import type { LossConfig } from './step.js';
+import type { OptimizerConfig } from './optim.js';
+import type { StepInput, Trainer } from './trainer.js';
 
 /** tfjs's name for each slot kind (`<variable>/<suffix>`), in the order its getWeights lists them. */
 const SLOT_SUFFIX = { m: 'm', v: 'v', accum: 'momentum', ms: 'rms', mom: 'momentum' } as const;
 
-export class OnnxTail {
+export class OnnxTailTrainer implements Trainer {
+  readonly engine = 'onnx' as const;
   private readonly variables: LayerVariable[];
   private readonly stateVariables: LayerVariable[];
   /** Each Dropout layer's index in the tail (it seeds its mask) and rate, in the graph's mask order. */
@@ -25,6 +27,7 @@ export class OnnxTail {
     private readonly graph: TrainStepGraph,
     private readonly trainer: OnnxTrainer,
     private readonly loss: LossConfig,
+    private readonly boundaryShapes: number[][],
   ) {
     this.variables = graph.trainable.map((spec) => tail.trainableWeights.find((w) => w.originalName === spec.variable)!);
     this.stateVariables = graph.state.map((s) => tail.weights.find((w) => w.originalName === s.variable)!);
@@ -35,42 +38,38 @@ export class OnnxTail {
   }
 
   /** Compiles `tail` (throws TrainStepCompileError naming a layer it cannot differentiate) and opens a session. */
-  static async open(tf: Tf, tail: LayersModel, config: { optimizer: OptimizerConfig; loss: LossConfig; weightDecay: number; threads?: number }): Promise<OnnxTail> {
+  static async open(tf: Tf, tail: LayersModel, config: { optimizer: OptimizerConfig; loss: LossConfig; weightDecay: number; boundaryShapes: number[][]; threads?: number }): Promise<OnnxTailTrainer> {
     const graph = compileTrainStep(tail, { optimizer: config.optimizer.optimizer, momentum: config.optimizer.momentum, nesterov: config.optimizer.nesterov, labelSmoothing: config.loss.labelSmoothing, weightDecay: config.weightDecay });
     const weights = graph.trainable.map((spec) => tail.trainableWeights.find((w) => w.originalName === spec.variable)!.read().dataSync() as Float32Array);
     const states = graph.state.map((s) => tail.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array);
     const trainer = await OnnxTrainer.open(graph, weights, { ...(config.threads ? { threads: config.threads } : {}), states });
-    return new OnnxTail(tf, tail, graph, trainer, config.loss);
+    return new OnnxTailTrainer(tf, tail, graph, trainer, config.loss, config.boundaryShapes);
   }
 
-  /** Takes the tfjs variables' values and the tfjs optimizer's state (restored from a checkpoint, or fresh). */
-  async load(optimizer: Optimizer): Promise<void> {
-    const saved = await optimizer.getWeights();
-    const byName = new Map(saved.map((s) => [s.name, s.tensor]));
-    const iterations = saved.find((s) => s.name === 'iter');
-    const steps = iterations ? (await iterations.tensor.data())[0]! : 0;
+  async loadOptimizerState(state: NamedArray[] | null): Promise<void> {
+    const byName = new Map((state ?? []).map((s) => [s.name, s.data]));
+    const iterations = byName.get('iter');
     const slots = this.graph.trainable.map((spec, i) => {
       const name = (this.variables[i]!.read() as ReturnType<Tf['variable']>).name;
       const values = spec.slots.map((slot) => byName.get(`${name}/${SLOT_SUFFIX[slot.kind]}`));
-      return values.every((v) => v !== undefined) ? values.map((v) => v!.dataSync() as Float32Array) : null;
+      return values.every((v) => v !== undefined) ? values.map((v) => Float32Array.from(v!)) : null;
     });
-    this.tf.dispose(saved.filter((s) => s.name === 'iter').map((s) => s.tensor));
-    this.trainer.load(this.variables.map((v) => v.read().dataSync() as Float32Array), slots, steps, this.stateVariables.map((v) => v.read().dataSync() as Float32Array));
+    this.trainer.load(this.variables.map((v) => v.read().dataSync() as Float32Array), slots, iterations ? Number(iterations[0]) : 0, this.stateVariables.map((v) => v.read().dataSync() as Float32Array));
   }
 
   /** One optimizer step on a batch's boundary arrays, with the tfjs engine's seeded dropout masks. */
-  async step(arrays: Float32Array[], shapes: number[][], labels: Int32Array, lr: number, dropoutSeed: number): Promise<{ loss: number; correct: number }> {
+  async step({ boundary, labels, lr, dropoutSeed }: StepInput): Promise<{ loss: number; correct: number }> {
     const n = labels.length;
     // The masks tfjs's Dropout layers would draw for this batch on one thread (shard 0, micro-batch 0).
     const seed = mixSeed(mixSeed(dropoutSeed, 0), 0);
     const masks = this.dropouts.map((d) => this.tf.tidy(() => this.tf.dropout(this.tf.ones([n, ...d.shape]), d.rate, undefined, mixSeed(seed, d.index)).dataSync() as Float32Array));
     const sampleWeights = Float32Array.from(labels, (l) => this.loss.classWeights?.[l] ?? 1);
-    const r = await this.trainer.step({ boundary: arrays.map((data, b) => ({ data, shape: [n, ...shapes[b]!] })), labels, sampleWeights, masks, lr });
+    const r = await this.trainer.step({ boundary: boundary.map((data, b) => ({ data, shape: [n, ...this.boundaryShapes[b]!] })), labels, sampleWeights, masks, lr });
     this.finite = r.weightsFinite;
     return { loss: r.loss, correct: r.correct };
   }
 
-  /** Whether every trainable weight was finite after the last step (checked in the graph). */
+  /** Checked in the graph: one summed output per step. */
   weightsFinite(): boolean {
     return this.finite;
   }
@@ -86,7 +85,7 @@ export class OnnxTail {
   }
 
   /** The optimizer state as tfjs's optimizer names and orders it (what a checkpoint holds on either engine). */
-  optimizerState(): NamedArray[] {
+  async optimizerState(): Promise<NamedArray[]> {
     const slots = this.trainer.currentSlots();
     const kinds = this.graph.trainable[0]?.slots.map((s) => s.kind) ?? [];
     const out: NamedArray[] = [{ name: 'iter', shape: [], dtype: 'int32', data: Int32Array.of(this.trainer.iterations) }];

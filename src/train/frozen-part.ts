@@ -1,0 +1,136 @@
+// The tail's inputs for each batch: boundary tensors from the feature cache, or from running the frozen part on ONNX
+// Runtime or TensorFlow.js (its shards on the worker replicas); and evaluation of the tail on them.
+import type { Tensor, Tf } from '../backend/index.js';
+import type { Cut } from '../cut/index.js';
+import { preprocess, preprocessPixels, type Batch, type Dataset, type ImageItem } from '../data/index.js';
+import type { OnnxSession } from '../onnx/runtime.js';
+import type { PreprocessMode } from '../registry/index.js';
+import { crossEntropy } from '../replicas/gradients.js';
+import type { ReplicaPool } from '../replicas/pool.js';
+import type { FeatureCache } from './features.js';
+
+/** Test-split outputs kept for the full metrics. */
+export interface KeptOutputs {
+  probs: Float32Array[];
+  labels: number[];
+  paths: string[];
+}
+
+export class FrozenPart {
+  private readonly floats: number[];
+  private frozenLoaded: Promise<void> | null = null;
+
+  constructor(
+    private readonly tf: Tf,
+    private readonly cut: Cut,
+    private readonly preprocessMode: PreprocessMode,
+    private readonly dataset: Dataset,
+    private readonly cache: FeatureCache | null,
+    private readonly pool: ReplicaPool | null,
+    private readonly onnx: OnnxSession | null,
+  ) {
+    this.floats = cut.boundaryShapes.map((s) => s.reduce((a, b) => a * b, 1));
+  }
+
+  private pixelsTensor(pixels: Uint8Array, n: number): Tensor {
+    const size = this.dataset.source.size;
+    return this.tf.tidy(() => preprocess(this.tf, this.tf.tensor4d(Float32Array.from(pixels), [n, size, size, 3]), this.preprocessMode));
+  }
+
+  /** The tail's inputs for a batch, one joined array per input: from the cache, or by running the frozen part. */
+  async boundary(batch: Batch): Promise<Float32Array[]> {
+    const n = batch.items.length;
+    if (this.cut.frozen === null) {
+      const x = this.pixelsTensor(batch.pixels, n);
+      const data = (await x.data()) as Float32Array;
+      x.dispose();
+      return [data];
+    }
+    const perImage: (Float32Array[] | undefined)[] = batch.items.map((item) => this.cache?.get(item.path));
+    const missing = perImage.flatMap((v, i) => (v === undefined ? [i] : []));
+    if (missing.length > 0) {
+      const imageBytes = this.dataset.source.imageBytes;
+      const pixels = new Uint8Array(missing.length * imageBytes);
+      missing.forEach((i, k) => pixels.set(batch.pixels.subarray(i * imageBytes, (i + 1) * imageBytes), k * imageBytes));
+      const data = await this.runFrozen(pixels, missing.length);
+      missing.forEach((i, k) => {
+        const tensors = data.map((d, b) => d.slice(k * this.floats[b]!, (k + 1) * this.floats[b]!));
+        perImage[i] = tensors;
+        this.cache?.set(batch.items[i]!.path, tensors);
+      });
+    }
+    return this.floats.map((floats, b) => {
+      const joined = new Float32Array(n * floats);
+      perImage.forEach((t, i) => joined.set(t![b]!, i * floats));
+      return joined;
+    });
+  }
+
+  /** The frozen part's outputs for `m` images, one joined array per boundary tensor; shards go to the replicas. */
+  private async runFrozen(pixels: Uint8Array, m: number): Promise<Float32Array[]> {
+    const frozen = this.cut.frozen!;
+    const size = this.dataset.source.size;
+    if (this.onnx) return this.onnx.run([{ data: preprocessPixels(pixels, this.preprocessMode), shape: [m, size, size, 3] }]);
+    const perImage = size * size * 3;
+    const parts = this.pool ? Math.min(m, this.pool.size + 1) : 1;
+    const counts = Array.from({ length: parts }, (_, i) => Math.floor(m / parts) + (i < m % parts ? 1 : 0));
+    let remote: Promise<Float32Array[][]> = Promise.resolve([]);
+    if (this.pool && parts > 1) {
+      this.frozenLoaded ??= this.pool.loadFrozen(frozen);
+      await this.frozenLoaded;
+      const x = this.pixelsTensor(pixels.subarray(counts[0]! * perImage), m - counts[0]!);
+      const all = (await x.data()) as Float32Array;
+      x.dispose();
+      let at = 0;
+      remote = this.pool.infer(counts.slice(1).map((count) => {
+        const input = { shape: [count, size, size, 3], data: all.slice(at * perImage, (at + count) * perImage) };
+        at += count;
+        return input;
+      }));
+    }
+    const outputs = this.tf.tidy(() => {
+      const y = frozen.predict(this.pixelsTensor(pixels.subarray(0, counts[0]! * perImage), counts[0]!), { batchSize: counts[0]! });
+      return Array.isArray(y) ? y : [y];
+    });
+    const local = await Promise.all(outputs.map((o) => o.data() as Promise<Float32Array>));
+    this.tf.dispose(outputs);
+    const shards = [local, ...(await remote)];
+    return this.floats.map((floats, b) => {
+      const joined = new Float32Array(m * floats);
+      let at = 0;
+      shards.forEach((shard, k) => {
+        joined.set(shard[b]!, at * floats);
+        at += counts[k]!;
+      });
+      return joined;
+    });
+  }
+
+  /** Loss and accuracy of the tail (its tfjs variables, in inference mode) over `items`. */
+  async evaluate(items: ImageItem[], batchSize: number, onProgress?: (done: number, total: number) => void, keep?: KeptOutputs): Promise<{ loss: number; accuracy: number }> {
+    const tf = this.tf;
+    let lossSum = 0;
+    let correct = 0;
+    let seen = 0;
+    for await (const batch of this.dataset.source.batches(items, { batchSize })) {
+      const arrays = await this.boundary(batch);
+      const inputs = this.cut.boundaryShapes.map((shape, b) => tf.tensor(arrays[b]!, [batch.items.length, ...shape]));
+      const [loss, hits, probs] = tf.tidy(() => {
+        const probs = this.cut.tail.predict(inputs.length === 1 ? inputs[0]! : inputs, { batchSize: batch.items.length }) as Tensor;
+        const labels = tf.tensor1d(batch.labels, 'int32');
+        return [tf.mul(crossEntropy(tf, probs, tf.oneHot(labels, this.dataset.classes.length)), batch.items.length), tf.sum(tf.cast(tf.equal(tf.argMax(probs, -1), labels), 'float32')), probs];
+      });
+      lossSum += (await loss.data())[0]!;
+      correct += (await hits.data())[0]!;
+      if (keep) {
+        keep.probs.push((await probs.data()) as Float32Array);
+        keep.labels.push(...batch.labels);
+        keep.paths.push(...batch.items.map((i) => i.path));
+      }
+      tf.dispose([loss, hits, probs, ...inputs]);
+      seen += batch.items.length;
+      onProgress?.(seen, items.length);
+    }
+    return { loss: lossSum / Math.max(1, seen), accuracy: correct / Math.max(1, seen) };
+  }
+}

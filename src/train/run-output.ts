@@ -1,0 +1,51 @@
+// What a run writes into its folder besides checkpoints: the metrics table after every epoch, then the model (tfjs
+// LayersModel and model.onnx), its labels and the reports. Every file is written to a temp file and renamed.
+import { join } from 'node:path';
+import type { LayersModel, Tf } from '../backend/index.js';
+import { exportOnnx, OnnxExportError } from '../onnx/export.js';
+import type { PreprocessMode } from '../registry/index.js';
+import { seedDropout } from '../replicas/gradients.js';
+import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
+import { saveLayersModel } from '../weights/save.js';
+
+export interface EpochRow {
+  epoch: number;
+  loss: number;
+  accuracy: number;
+  val_loss: number | null;
+  val_accuracy: number | null;
+  lr: number;
+  seconds: number;
+  img_per_s: number;
+}
+
+/** metrics.csv: one row per finished epoch. */
+export async function writeMetricsCsv(out: string, rows: EpochRow[]): Promise<void> {
+  const columns: (keyof EpochRow)[] = ['epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'lr', 'seconds', 'img_per_s'];
+  const fmt = (v: number | null) => (v === null ? '' : Number.isInteger(v) ? String(v) : v.toPrecision(6));
+  await writeFileAtomic(join(out, 'metrics.csv'), `${columns.join(',')}\n${rows.map((r) => columns.map((c) => fmt(r[c])).join(',')).join('\n')}\n`);
+}
+
+/** config.json (the effective configuration) and split.json (which file went to which split). */
+export async function writeRunRecords(out: string, config: unknown, split: unknown): Promise<void> {
+  await writeJsonAtomic(join(out, 'config.json'), config);
+  await writeJsonAtomic(join(out, 'split.json'), split);
+}
+
+/**
+ * The trained model: `model/` (tfjs LayersModel with tl's metadata), labels.json and model.onnx for native inference
+ * elsewhere. Returns the ONNX file, or why it was not written (a layer ONNX cannot express still gets its run folder).
+ */
+export async function writeTrainedModel(tf: Tf, out: string, model: LayersModel, meta: { name: string; classes: string[]; preprocess: PreprocessMode; inputSize: number }): Promise<string> {
+  seedDropout(model, null);
+  await saveLayersModel(tf, model, join(out, 'model'), { tl: { model: meta.name, classes: meta.classes, preprocess: meta.preprocess, inputSize: meta.inputSize } });
+  await writeJsonAtomic(join(out, 'labels.json'), meta.classes);
+  const onnxFile = join(out, 'model.onnx');
+  try {
+    await writeFileAtomic(onnxFile, exportOnnx(model, { name: meta.name }));
+    return onnxFile;
+  } catch (err) {
+    if (!(err instanceof OnnxExportError)) throw err;
+    return `not written: ${err.message}`;
+  }
+}
