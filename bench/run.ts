@@ -13,7 +13,7 @@ import { extract } from '../src/features/index.js';
 import { loadFeatureModel } from '../src/inference/index.js';
 import { exportOnnx } from '../src/onnx/export.js';
 import { OnnxSession } from '../src/onnx/runtime.js';
-import { finetune, type FinetuneOptions } from '../src/train/finetune.js';
+import { finetune, type FinetuneOptions, type FinetuneResult } from '../src/train/finetune.js';
 import { writeFileAtomic } from '../src/util/atomic.js';
 import { debianFile } from '../scripts/debian.js';
 import { writeFashionMnist } from '../scripts/fashion-mnist.js';
@@ -103,6 +103,37 @@ function torch(args: string[]): Record<string, unknown> | null {
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown>;
 }
 
+/** What a fine-tune in its own process reports: its history and the process's peak resident memory. */
+interface IsolatedRun {
+  history: FinetuneResult['history'];
+  wasmHeapBytes: number | null;
+  maxRssBytes: number;
+  seconds: number;
+}
+
+/**
+ * Runs one fine-tune in a fresh Node process (this script with `--one`), so that its peak resident memory is its
+ * own and not what earlier configurations left in this process.
+ */
+function isolated(backend: 'wasm' | 'cpu', options: FinetuneOptions): IsolatedRun {
+  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--one', JSON.stringify({ backend, options })], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, stdio: ['ignore', 'pipe', 'inherit'] });
+  if (r.status !== 0) throw new Error(`the fine-tune of ${options.model} --freeze ${String(options.freeze)} failed (exit ${String(r.status)})`);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as IsolatedRun;
+}
+
+async function runOne(spec: string): Promise<void> {
+  const { backend, options } = JSON.parse(spec) as { backend: 'wasm' | 'cpu'; options: FinetuneOptions };
+  const { tf, info } = await loadBackend({ choice: backend });
+  const t0 = performance.now();
+  const r = await finetune(tf, info, options);
+  const seconds = (performance.now() - t0) / 1000;
+  // resourceUsage reports kilobytes.
+  const out: IsolatedRun = { history: r.history, wasmHeapBytes: r.wasmHeapBytes, maxRssBytes: process.resourceUsage().maxRSS * 1024, seconds };
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+}
+
+const gib = (bytes: number | null | undefined) => (bytes ? fmt(bytes / 2 ** 30, 2) : '-');
+
 function baseOptions(data: string, out: string, extra: Partial<FinetuneOptions>): FinetuneOptions {
   return {
     data, model: 'mobilenet_v2', out, freeze: 100, epochs: 3, batchSize: 16, lr: 'auto', accumulate: 1, bn: 'frozen', dropout: 0.2, augment: 'none',
@@ -110,79 +141,81 @@ function baseOptions(data: string, out: string, extra: Partial<FinetuneOptions>)
   };
 }
 
-async function trainingBench(tf: Tf, work: string, data: string, quick: boolean): Promise<{ section: Section; steps: Record<string, number> }> {
+async function trainingBench(work: string, data: string, quick: boolean): Promise<{ section: Section; steps: Record<string, number>; memory: Record<string, number> }> {
   const rows: (string | number)[][] = [];
   const steps: Record<string, number> = {};
+  const memory: Record<string, number> = {};
   const cores = availableParallelism();
   const configs: [string, number][] = [['mobilenet_v2', 100], ['resnet50', 140], ['mobilenet_v2', 0]];
   for (const [model, freeze] of configs) {
     // tfjs on every row but --freeze 0 (where it trains the whole network on wasm: minutes per epoch); ONNX Runtime on all.
     const engines: [string, number][] = [...(freeze > 0 ? ([['wasm', 1], ['wasm', cores]] as [string, number][]) : []), ['onnx', cores], ...(model === 'mobilenet_v2' && freeze > 0 && !quick ? ([['cpu', cores]] as [string, number][]) : [])];
     for (const [engineName, workers] of engines) {
-      const { tf: t, info } = await loadBackend({ choice: engineName === 'cpu' ? 'cpu' : 'wasm' });
       const epochs = engineName === 'cpu' ? 1 : 3;
-      const label = engineName === 'onnx' ? 'onnxruntime' : info.label;
+      const label = engineName === 'onnx' ? 'onnxruntime' : engineName === 'cpu' ? 'tfjs cpu' : 'tfjs wasm';
       log(`training throughput: ${model} --freeze ${freeze} on ${label}, ${workers} thread(s)`);
-      const r = await finetune(t, info, baseOptions(engineName === 'cpu' ? join(work, 'tiny') : data, join(work, `run-${model}-${freeze}-${engineName}-${workers}`), { model, freeze, epochs, workers, engine: engineName === 'onnx' ? 'onnx' : 'tfjs', store: join(work, 'store') }));
+      const r = isolated(engineName === 'cpu' ? 'cpu' : 'wasm', baseOptions(engineName === 'cpu' ? join(work, 'tiny') : data, join(work, `run-${model}-${freeze}-${engineName}-${workers}`), { model, freeze, epochs, workers, engine: engineName === 'onnx' ? 'onnx' : 'tfjs', store: join(work, 'store') }));
       const cachedRate = r.history.length > 1 ? r.history.slice(1).reduce((a, h) => a + h.img_per_s, 0) / (r.history.length - 1) : NaN;
       steps[`${model}:${freeze}:${engineName}:${workers}`] = cachedRate;
-      rows.push([`${model} --freeze ${freeze}`, engineName === 'onnx' ? 'tl onnx (compiled train step)' : `tl ${engineName}`, workers, fmt(r.history[0]!.img_per_s), Number.isNaN(cachedRate) ? '-' : fmt(cachedRate), r.wasmHeapBytes ? fmt(r.wasmHeapBytes / 2 ** 30, 2) : '-']);
+      memory[`${model}:${freeze}:${engineName}:${workers}`] = r.maxRssBytes;
+      rows.push([`${model} --freeze ${freeze}`, engineName === 'onnx' ? 'tl onnx (compiled train step)' : `tl ${engineName}`, workers, fmt(r.history[0]!.img_per_s), Number.isNaN(cachedRate) ? '-' : fmt(cachedRate), gib(r.maxRssBytes), engineName === 'onnx' ? '-' : gib(r.wasmHeapBytes)]);
     }
     const ref = torch(['step', '--model', model, '--batch-size', '16', '--steps', quick ? '2' : '5', ...(freeze === 0 ? ['--freeze-none'] : [])]);
     if (ref) {
       steps[`${model}:${freeze}:torch`] = ref['img_per_s'] as number;
-      rows.push([`${model} --freeze ${freeze}`, `PyTorch ${String(ref['torch'])} CPU`, `${String(ref['threads'])} threads`, fmt(ref['img_per_s'] as number), '(same: no cache)', '-']);
+      memory[`${model}:${freeze}:torch`] = ref['max_rss_bytes'] as number;
+      rows.push([`${model} --freeze ${freeze}`, `PyTorch ${String(ref['torch'])} CPU`, `${String(ref['threads'])} threads`, fmt(ref['img_per_s'] as number), '(same: no cache)', gib(ref['max_rss_bytes'] as number), '-']);
     } else {
-      rows.push([`${model} --freeze ${freeze}`, 'PyTorch', '-', 'not measured: /usr/bin/python3 cannot import torch', '-', '-']);
+      rows.push([`${model} --freeze ${freeze}`, 'PyTorch', '-', 'not measured: /usr/bin/python3 cannot import torch', '-', '-', '-']);
     }
   }
-  await loadBackend({ choice: 'wasm' });
-  void tf;
   return {
     section: {
       title: 'Training throughput (batch 16, 224x224, random weights)',
       lines: [
         'tl: first epoch runs the frozen part and the tail; later epochs read the frozen part\'s outputs from the cache and run only the tail. `tl onnx` runs the frozen part and the compiled train step on ONNX Runtime with every core; `tl wasm` trains on TensorFlow.js (one thread, or replicas in worker threads). PyTorch runs its standard loop (frozen layers with `requires_grad=False`, BatchNorm in eval mode), so every step runs the whole network. With `--freeze 0` there is nothing to cache: every step is the whole network on both sides. The `tensorflow` backend (tfjs-node) is not installable here.',
         '',
-        ...table(['model', 'engine', 'threads', 'img/s, step with frozen forward', 'img/s, cached step', 'peak wasm heap (GiB)'], rows),
+        'Each tl configuration runs in its own Node process; peak resident memory is that process\'s (`process.resourceUsage().maxRSS`: the model, the decoded images, the feature cache, ONNX Runtime\'s arenas, worker threads), PyTorch\'s is its process\'s `ru_maxrss` for the same step. The wasm heap is the part of tl\'s resident memory that TensorFlow.js\'s wasm backend holds (its limit is 4 GiB).',
+        '',
+        ...table(['model', 'engine', 'threads', 'img/s, step with frozen forward', 'img/s, cached step', 'peak resident (GiB)', 'of which wasm heap (GiB)'], rows),
       ],
     },
     steps,
+    memory,
   };
 }
 
-async function finetuneBench(work: string, data: string, images: number): Promise<{ section: Section; tl: number; tlOnnx: number; torch: number | null }> {
+async function finetuneBench(work: string, data: string, images: number, model: string): Promise<{ section: Section; tl: number; tlOnnx: number; torch: number | null; memory: Record<string, number> }> {
+  const cores = availableParallelism();
+  const options = (out: string, extra: Partial<FinetuneOptions>) => baseOptions(data, join(work, out), { model, epochs: 10, val: 0.15, test: 0.15, workers: cores, store: join(work, 'store'), weights: 'pretrained', ...extra });
   log(`whole fine-tune: tl on ${images} images, onnx engine`);
-  const { tf, info } = await loadBackend({ choice: 'wasm' });
-  let t0 = performance.now();
-  const o = await finetune(tf, info, baseOptions(data, join(work, 'run-whole-onnx'), { epochs: 10, val: 0.15, test: 0.15, workers: availableParallelism(), engine: 'onnx', store: join(work, 'store') }));
-  const onnxSeconds = (performance.now() - t0) / 1000;
+  const o = isolated('wasm', options('run-whole-onnx', { engine: 'onnx' }));
   log(`whole fine-tune: tl on ${images} images, tfjs engine`);
-  t0 = performance.now();
-  const r = await finetune(tf, info, baseOptions(data, join(work, 'run-whole'), { epochs: 10, val: 0.15, test: 0.15, workers: availableParallelism(), engine: 'tfjs' }));
-  const tlSeconds = (performance.now() - t0) / 1000;
+  const r = isolated('wasm', options('run-whole', { engine: 'tfjs' }));
   log(`whole fine-tune: PyTorch on ${images} images`);
   const ref = torch(['finetune', '--model', 'mobilenet_v2', '--data', data, '--epochs', '10', '--batch-size', '16', '--lr', '0.0001']);
   const torchSeconds = ref ? (ref['seconds'] as number) : null;
-  const firstEpoch = r.history[0]!.seconds;
-  const laterEpochs = r.history.slice(1).reduce((a, h) => a + h.seconds, 0) / Math.max(1, r.history.length - 1);
+  const torchHistory = ref ? (ref['history'] as { loss: number; val_accuracy: number }[]) : [];
+  const epochs = (h: FinetuneResult['history']) => `${fmt(h[0]!.seconds)} s first epoch, ${fmt(h.slice(1).reduce((a, e) => a + e.seconds, 0) / Math.max(1, h.length - 1))} s each later epoch`;
+  const learned = (h: FinetuneResult['history']) => `${h.at(-1)!.loss.toFixed(3)} / ${fmt(100 * (h.at(-1)!.val_accuracy ?? 0))}%`;
   const rows: (string | number)[][] = [
-    [`tl, onnx engine (frozen part and train step on ONNX Runtime, ${availableParallelism()} threads)`, fmt(onnxSeconds), `${fmt(o.history[0]!.seconds)} s first epoch, ${fmt(o.history.slice(1).reduce((a, h) => a + h.seconds, 0) / Math.max(1, o.history.length - 1))} s each later epoch`],
-    [`tl, tfjs engine (${info.label}, ${availableParallelism()} workers)`, fmt(tlSeconds), `${fmt(firstEpoch)} s first epoch, ${fmt(laterEpochs)} s each later epoch`],
-    ...(ref ? [[`PyTorch ${String(ref['torch'])} CPU, ${String(ref['threads'])} threads`, fmt(torchSeconds!), `${fmt(torchSeconds! / 10)} s per epoch on average`]] : [['PyTorch', 'not measured', '-']]),
+    [`tl, onnx engine (frozen part and train step on ONNX Runtime, ${cores} threads)`, fmt(o.seconds), epochs(o.history), learned(o.history), gib(o.maxRssBytes)],
+    [`tl, tfjs engine (tfjs wasm, ${cores} workers)`, fmt(r.seconds), epochs(r.history), learned(r.history), gib(r.maxRssBytes)],
+    ...(ref ? [[`PyTorch ${String(ref['torch'])} CPU, ${String(ref['threads'])} threads`, fmt(torchSeconds!), `${fmt(torchSeconds! / 10)} s per epoch on average`, `${torchHistory.at(-1)!.loss.toFixed(3)} / ${fmt(100 * torchHistory.at(-1)!.val_accuracy)}%`, gib(ref['max_rss_bytes'] as number)]] : [['PyTorch', 'not measured', '-', '-', '-']]),
   ];
   return {
     section: {
       title: `Whole fine-tune: MobileNetV2 --freeze 100, 10 epochs, ${images} images`,
       lines: [
-        `Fashion-MNIST (Debian \`dataset-fashion-mnist\`), ${images} images in 5 classes at 224x224, 70/15/15 split, batch 16, Adam 1e-4, wall time including data loading and validation. Both sides start from random weights (PyTorch cannot fetch pretrained ones here), so this measures time, not accuracy.`,
+        `Fashion-MNIST (Debian \`dataset-fashion-mnist\`), ${images} images in 5 classes at 224x224, 70/15/15 split, batch 16, Adam 1e-4, wall time of the fine-tune including data loading and validation, each in its own process. tl starts from \`${model}\` (pretrained weights that install from npm); PyTorch cannot fetch pretrained weights here and starts from random ones, so its time is comparable (the same network and step) but its accuracy is not. The last column shows that each run learned: the last epoch's training loss (chance is ln 5 = 1.609) and validation accuracy (chance is 20%).`,
         '',
-        ...table(['engine', 'seconds', 'epochs'], rows),
+        ...table(['engine', 'seconds', 'epochs', 'last train loss / val accuracy', 'peak resident (GiB)'], rows),
       ],
     },
-    tl: tlSeconds,
-    tlOnnx: onnxSeconds,
+    tl: r.seconds,
+    tlOnnx: o.seconds,
     torch: torchSeconds,
+    memory: { onnx: o.maxRssBytes, tfjs: r.maxRssBytes, ...(ref ? { torch: ref['max_rss_bytes'] as number } : {}) },
   };
 }
 
@@ -264,8 +297,16 @@ async function streamingBench(tf: Tf, work: string, count: number): Promise<Sect
   };
 }
 
+/** Each configuration's peak resident memory over PyTorch's, onnx engine and tfjs with every worker. */
+function memoryRatios(memory: Record<string, number>, cores: number): string {
+  const configs = ['mobilenet_v2:100', 'resnet50:140', 'mobilenet_v2:0'];
+  const r = (a?: number, b?: number) => (a && b ? `${fmt(a / b, 2)}x` : 'n/a');
+  return configs.map((c) => `${c.replace(':', ' --freeze ')} ${r(memory[`${c}:onnx:${cores}`], memory[`${c}:torch`])} on onnx${memory[`${c}:wasm:${cores}`] ? `, ${r(memory[`${c}:wasm:${cores}`], memory[`${c}:torch`])} on tfjs` : ''}`).join('; ');
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, out: { type: 'string', default: join(ROOT, 'BENCHMARKS.md') } } });
+  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, out: { type: 'string', default: join(ROOT, 'BENCHMARKS.md') }, one: { type: 'string' } } });
+  if (values.one !== undefined) return runOne(values.one);
   const quick = values.quick;
   const { tf, info } = await loadBackend({ choice: 'wasm' });
   const work = mkdtempSync(join(tmpdir(), 'tl-bench-'));
@@ -286,9 +327,9 @@ async function main(): Promise<void> {
     sections.push(extraction.section);
     sections.push(await streamingBench(tf, work, quick ? 10_000 : 100_000));
     sections.push(await decodeBench(tf, work, quick ? 60 : 240));
-    const training = await trainingBench(tf, work, throughputData, quick);
+    const training = await trainingBench(work, throughputData, quick);
     sections.push(training.section);
-    const whole = await finetuneBench(work, data, images);
+    const whole = await finetuneBench(work, data, images, 'mobilenet_v2.nsfwjs');
     sections.push(whole.section);
 
     const s = training.steps;
@@ -300,6 +341,7 @@ async function main(): Promise<void> {
       `- Whole 10-epoch fine-tune, speed-up over PyTorch (PyTorch's time / tl's): ${whole.torch ? `${fmt(whole.torch / whole.tlOnnx, 2)}x on the onnx engine (${fmt(whole.tlOnnx)} s vs ${fmt(whole.torch)} s)` : 'n/a'}, ${whole.torch ? `${fmt(whole.torch / whole.tl, 2)}x` : 'n/a'} on the tfjs engine (${fmt(whole.tl)} s). Goal: >= 2x.`,
       `- Cached training step vs PyTorch's step, MobileNetV2 --freeze 100: ${ratio(s[`mobilenet_v2:100:onnx:${cores}`], s['mobilenet_v2:100:torch'])} on the onnx engine; ${ratio(s[`mobilenet_v2:100:wasm:${cores}`], s['mobilenet_v2:100:torch'])} on tfjs with ${cores} workers (${ratio(s['mobilenet_v2:100:wasm:1'], s['mobilenet_v2:100:torch'])} on one thread). Goal: >= 2x.`,
       `- Cached training step vs PyTorch's step, ResNet50 --freeze 140: ${ratio(s[`resnet50:140:onnx:${cores}`], s['resnet50:140:torch'])} on the onnx engine; ${ratio(s[`resnet50:140:wasm:${cores}`], s['resnet50:140:torch'])} on tfjs with ${cores} workers (${ratio(s['resnet50:140:wasm:1'], s['resnet50:140:torch'])} on one thread). Goal: >= 2x.`,
+      `- Peak resident memory vs PyTorch's for the same training step (goal: at most PyTorch's + 30%, i.e. <= 1.30x): ${memoryRatios(training.memory, cores)}; whole fine-tune ${ratio(whole.memory['onnx'], whole.memory['torch'])} on the onnx engine, ${ratio(whole.memory['tfjs'], whole.memory['torch'])} on tfjs.`,
       `- Training step with everything trainable (MobileNetV2 --freeze 0) vs PyTorch's: ${ratio(s[`mobilenet_v2:0:onnx:${cores}`], s['mobilenet_v2:0:torch'])} on the onnx engine. Goal: >= 1x.`,
     ];
     const cpu = cpus()[0]?.model ?? 'unknown CPU';

@@ -9,6 +9,7 @@ BatchNorm in inference mode, as tl's default --bn frozen does. Prints one JSON d
 """
 import argparse
 import json
+import resource
 import time
 
 import torch
@@ -88,17 +89,20 @@ def finetune_benchmark(args):
     start = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
         train_mode(model)
+        loss_sum, seen = 0.0, 0
         for x, y in train_loader:
             opt.zero_grad()
             loss = loss_fn(model(x), y)
             loss.backward()
             opt.step()
+            loss_sum += loss.item() * len(y)
+            seen += len(y)
         model.eval()
         correct = 0
         with torch.no_grad():
             for x, y in val_loader:
                 correct += (model(x).argmax(1) == y).sum().item()
-        history.append({"epoch": epoch, "val_accuracy": correct / max(1, len(val)), "seconds": time.perf_counter() - start})
+        history.append({"epoch": epoch, "loss": loss_sum / max(1, seen), "val_accuracy": correct / max(1, len(val)), "seconds": time.perf_counter() - start})
     return {"model": args.model, "images": len(data), "epochs": args.epochs, "seconds": time.perf_counter() - start, "history": history}
 
 
@@ -142,7 +146,9 @@ def main():
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     result = {"step": step_benchmark, "finetune": finetune_benchmark, "extract": extract_benchmark}[args.mode](args)
-    result.update({"torch": torch.__version__, "threads": torch.get_num_threads()})
+    # Peak resident memory of this process (Linux reports kilobytes).
+    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result.update({"torch": torch.__version__, "threads": torch.get_num_threads(), "max_rss_bytes": max_rss})
     print(json.dumps(result))
 
 
