@@ -20,7 +20,7 @@ export function dataCommand(io: Io): Command {
     const table = new Table({ head: ['class', 'train', 'val', 'test', 'total'], style: { head: [], border: [] } });
     for (const c of summary.classes) table.push([c.name, c.train, c.val, c.test, c.total]);
     table.push(['all', summary.totals.train, summary.totals.val, summary.totals.test, summary.totals.all]);
-    io.out(`${summary.root} (${summary.layout}, split seed ${summary.seed})\n${table.toString()}\n`);
+    io.out(`${summary.root} (${summary.layout}, split seed ${summary.seed})\n${summary.layoutNotes.map((n) => `${n}\n`).join('')}${table.toString()}\n`);
     if (summary.imageSize) {
       const { width: w, height: h } = summary.imageSize;
       io.out(`image size: width ${w.min}..${w.max} (median ${w.median}), height ${h.min}..${h.max} (median ${h.median})\n`);

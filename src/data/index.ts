@@ -30,6 +30,8 @@ export interface DatasetOptions {
 export interface Dataset {
   root: string;
   layout: ScanResult['layout'];
+  /** How a pre-split layout's folders were read, and which splits were held out of its train folder. */
+  layoutNotes: string[];
   classes: string[];
   /** Items that decode, by split. */
   splits: Record<SplitName, ImageItem[]>;
@@ -53,7 +55,21 @@ export async function openDataset(root: string, options: DatasetOptions): Promis
     const split = splitMap[item.rel];
     if (split) splits[split].push(item);
   }
-  return { root, layout: scan.layout, classes: scan.classes, splits, splitMap, seed: options.seed, source, skipped: [...scan.skipped, ...source.skipped], ignored: scan.ignored };
+  return { root, layout: scan.layout, layoutNotes: layoutNotes(scan, options), classes: scan.classes, splits, splitMap, seed: options.seed, source, skipped: [...scan.skipped, ...source.skipped], ignored: scan.ignored };
+}
+
+/** In words: which folder gave each split of a pre-split layout, and what was held out of train for the others. */
+function layoutNotes(scan: ScanResult, options: { val: number; test: number; seed: number }): string[] {
+  if (scan.layout !== 'pre-split') return [];
+  const names = { train: 'training', val: 'validation', test: 'test' } as const;
+  const folders = SPLITS.flatMap((s) => (scan.splitFolders[s] ?? []).map((f) => `${f}/ as ${names[s]}`));
+  const notes = [`pre-split folders: ${folders.join(', ')}`];
+  const train = (scan.splitFolders.train ?? []).map((f) => `${f}/`).join(' and ');
+  for (const s of ['val', 'test'] as const) {
+    if (scan.splitFolders[s] || options[s] === 0) continue;
+    notes.push(`no ${names[s]} folder: ${Math.round(options[s] * 100)}% of ${train} is held out as the ${names[s]} split (per class, seed ${options.seed}; --${s} sets the share)`);
+  }
+  return notes;
 }
 
 /** `n` skipped files grouped by reason, e.g. "300 too many pixels, 2 truncated or corrupt image". */
@@ -88,6 +104,7 @@ export function classesMissingFrom(dataset: Dataset, split: SplitName): string[]
 export interface DatasetSummary {
   root: string;
   layout: ScanResult['layout'];
+  layoutNotes: string[];
   seed: number;
   classes: { name: string; train: number; val: number; test: number; total: number }[];
   totals: Record<SplitName | 'all', number>;
@@ -115,6 +132,7 @@ export async function summarizeDataset(dataset: Dataset): Promise<DatasetSummary
   return {
     root: dataset.root,
     layout: dataset.layout,
+    layoutNotes: dataset.layoutNotes,
     seed: dataset.seed,
     classes: dataset.classes.map((name, label) => {
       const count = (s: SplitName) => dataset.splits[s].filter((i) => i.label === label).length;

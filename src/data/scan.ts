@@ -1,4 +1,5 @@
-// Scans a folder dataset: DATA/<class>/**/<image>, or pre-split DATA/{train,val,test}/<class>/**/<image>.
+// Scans a folder dataset: DATA/<class>/**/<image>, or pre-split DATA/<split>/<class>/**/<image> where a split folder
+// is spelled as common datasets spell it (train/training, val/valid/validation, test/testing, any case).
 import { lstat, open, readdir, realpath, stat } from 'node:fs/promises';
 import { extname, join, relative, sep } from 'node:path';
 import { DatasetError } from '../errors.js';
@@ -6,6 +7,14 @@ import { IMAGE_EXTENSIONS, sniffFormat, type ImageFormat } from './magic.js';
 
 export type SplitName = 'train' | 'val' | 'test';
 export const SPLITS: readonly SplitName[] = ['train', 'val', 'test'];
+
+/** Folder names read as a split (compared in lower case): Keras, Kaggle, Roboflow and torchvision spellings. */
+const SPLIT_FOLDERS: Record<string, SplitName> = { train: 'train', training: 'train', val: 'val', valid: 'val', validation: 'val', test: 'test', testing: 'test' };
+
+/** The split a top-level folder name stands for, or null. */
+export function splitFolder(name: string): SplitName | null {
+  return SPLIT_FOLDERS[name.toLowerCase()] ?? null;
+}
 
 export interface ImageItem {
   path: string;
@@ -25,6 +34,8 @@ export interface SkippedFile {
 export interface ScanResult {
   root: string;
   layout: 'class-folders' | 'pre-split';
+  /** Pre-split layouts: which folder gave each split (a split without a folder is held out of train). */
+  splitFolders: Partial<Record<SplitName, string[]>>;
   classes: string[];
   items: ImageItem[];
   skipped: SkippedFile[];
@@ -150,11 +161,16 @@ export async function scanDataset(root: string): Promise<ScanResult> {
   if (!rootInfo.isDirectory()) throw new DatasetError(`Dataset path ${root} is not a folder; expected DATA/<class>/<image>.`);
 
   const top = await listDirs(root);
-  const preSplit = top.length > 0 && top.every((d) => (SPLITS as readonly string[]).includes(d)) && top.includes('train');
+  const preSplit = top.length > 0 && top.every((d) => splitFolder(d) !== null) && top.some((d) => splitFolder(d) === 'train');
   const state: WalkState = { skipped: [], ignored: { hidden: 0, nonImage: 0 }, seenDirs: new Set() };
   const classDirs: { split?: SplitName; cls: string; dir: string }[] = [];
+  const splitFolders: Partial<Record<SplitName, string[]>> = {};
   if (preSplit) {
-    for (const split of top as SplitName[]) for (const cls of await listDirs(join(root, split))) classDirs.push({ split, cls, dir: join(root, split, cls) });
+    for (const folder of top) {
+      const split = splitFolder(folder)!;
+      (splitFolders[split] ??= []).push(folder);
+      for (const cls of await listDirs(join(root, folder))) classDirs.push({ split, cls, dir: join(root, folder, cls) });
+    }
   } else {
     for (const cls of top) classDirs.push({ cls, dir: join(root, cls) });
   }
@@ -179,7 +195,7 @@ export async function scanDataset(root: string): Promise<ScanResult> {
   if (items.length === 0) throw new DatasetError(`No images found in ${root} (${state.skipped.length} files skipped).`);
   if (empty.length > 0) throw new DatasetError(`Class folder${empty.length > 1 ? 's' : ''} ${empty.map((c) => `'${c}'`).join(', ')} in ${root} contain${empty.length > 1 ? '' : 's'} no usable images.`, { suggestion: 'Remove the empty folder or add images to it.' });
   if (classes.length < 2) throw new DatasetError(`Only one class ('${classes[0]}') in ${root}; a classifier needs at least two class folders.`);
-  return { root, layout: preSplit ? 'pre-split' : 'class-folders', classes, items, skipped: state.skipped, ignored: state.ignored };
+  return { root, layout: preSplit ? 'pre-split' : 'class-folders', splitFolders, classes, items, skipped: state.skipped, ignored: state.ignored };
 }
 
 /** Maps with at most `limit` calls in flight, keeping order. */

@@ -20,7 +20,8 @@ function rank(seed: number, rel: string): string {
 /**
  * Assigns splits per class: files ordered by their seeded hash; the first round(n*test) go to test, the next
  * round(n*val) to val, the rest to train. A file's split depends only on its own class's files, so adding
- * files to other classes never moves it. A pre-split layout is kept as given.
+ * files to other classes never moves it. A pre-split layout is kept as given, except that a split it has no folder
+ * for (no val/ beside train/ and test/, say) is held out of its train folder the same way.
  */
 export function assignSplits(items: readonly ImageItem[], options: SplitOptions): SplitMap {
   if (options.val < 0 || options.test < 0 || options.val + options.test >= 1) {
@@ -28,8 +29,11 @@ export function assignSplits(items: readonly ImageItem[], options: SplitOptions)
   }
   const out: SplitMap = {};
   const byClass = new Map<number, ImageItem[]>();
+  const given = new Set(items.flatMap((i) => (i.split ? [i.split] : [])));
+  const preSplit = given.size > 0;
+  const fractions = { val: preSplit && given.has('val') ? 0 : options.val, test: preSplit && given.has('test') ? 0 : options.test };
   for (const item of items) {
-    if (item.split) {
+    if (item.split && (item.split !== 'train' || (fractions.val === 0 && fractions.test === 0))) {
       out[item.rel] = item.split;
       continue;
     }
@@ -39,8 +43,8 @@ export function assignSplits(items: readonly ImageItem[], options: SplitOptions)
   for (const group of byClass.values()) {
     const ordered = group.map((item) => ({ item, key: rank(options.seed, item.rel) })).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     const n = ordered.length;
-    let nTest = Math.round(n * options.test);
-    let nVal = Math.round(n * options.val);
+    let nTest = Math.round(n * fractions.test);
+    let nVal = Math.round(n * fractions.val);
     // Keep at least one training image per class.
     while (nTest + nVal >= n && (nTest > 0 || nVal > 0)) {
       if (nVal >= nTest && nVal > 0) nVal--;

@@ -291,6 +291,7 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
     backbone.dispose();
     throw new UsageError(`No training images left in ${options.data} after holding out val and test.`);
   }
+  for (const note of dataset.layoutNotes) notice(note);
   const warnings = datasetWarnings(dataset, options);
   for (const w of warnings) notice(w);
   const splitRecord = { root: dataset.root, seed: options.seed, val: options.val, test: options.test, layout: dataset.layout, files: dataset.splitMap };

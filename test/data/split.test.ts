@@ -31,9 +31,26 @@ describe('stratified split', () => {
     expect(moved).toEqual([]);
   });
 
-  it('honours a pre-split layout', () => {
-    const data = items([4, 4]).map((d, i) => ({ ...d, split: (i % 2 ? 'val' : 'train') as 'val' | 'train' }));
+  it('honours a pre-split layout that has every split', () => {
+    const data = items([6, 6]).map((d, i) => ({ ...d, split: (['train', 'val', 'test'] as const)[i % 3] }));
     const map = assignSplits(data, { val: 0.5, test: 0.3, seed: 1 });
     data.forEach((d) => expect(map[d.rel]).toBe(d.split));
+  });
+
+  it('holds a split the layout has no folder for out of its train folder, per class, and keeps the given ones', () => {
+    // train/ + test/ and no val/: 20% of each class's train images become val; test/ stays test.
+    const data = items([50, 20]).map((d, i) => ({ ...d, split: (i % 5 === 0 ? 'test' : 'train') as 'train' | 'test' }));
+    const map = assignSplits(data, { val: 0.2, test: 0.3, seed: 4 });
+    data.filter((d) => d.split === 'test').forEach((d) => expect(map[d.rel]).toBe('test'));
+    for (const label of [0, 1]) {
+      const train = data.filter((d) => d.label === label && d.split === 'train');
+      const val = train.filter((d) => map[d.rel] === 'val').length;
+      expect(Math.abs(val - train.length * 0.2)).toBeLessThanOrEqual(1);
+      expect(train.filter((d) => map[d.rel] === 'test')).toEqual([]);
+    }
+    // train/ + val/ and no test/: with --test 0 nothing more is held out.
+    const twoFolders = items([8, 8]).map((d, i) => ({ ...d, split: (i % 2 ? 'val' : 'train') as 'val' | 'train' }));
+    const kept = assignSplits(twoFolders, { val: 0.2, test: 0, seed: 1 });
+    twoFolders.forEach((d) => expect(kept[d.rel]).toBe(d.split));
   });
 });
