@@ -12,6 +12,7 @@ import { dataOptions, dataSchema } from './options.js';
 import type { FinetuneOptions } from '../train/finetune.js';
 import { downloadReporter, progress, type Io } from './io.js';
 import { printMetrics } from './metrics.js';
+import { calibrationLine } from '../report/headline.js';
 
 export const DEFAULT_MODEL = 'mobilenet_v2.nsfwjs';
 
@@ -21,7 +22,7 @@ const finetuneSchema = commonSchema.extend(dataSchema.shape).extend({
   device: deviceSchema,
   model: z.string().min(1),
   freeze: z.union([z.number().int().min(0).transform(String), z.string().regex(/^(all|\d+|[\w./-]+)$/, 'expected a layer count, a layer name, or all')]),
-  epochs: numeric(z.number().int().min(1).max(10_000)),
+  epochs: z.union([z.literal('auto'), numeric(z.number().int().min(1).max(10_000))]),
   headEpochs: numeric(z.number().int().min(0).max(10_000)),
   batchSize: numeric(z.number().int().min(1).max(4096)),
   lr: z.union([z.literal('auto'), numeric(z.number().positive().max(10))]),
@@ -49,6 +50,7 @@ const finetuneSchema = commonSchema.extend(dataSchema.shape).extend({
   workers: z.union([z.literal('auto'), numeric(z.number().int().min(1).max(64))]),
   monitor: z.enum(['val_loss', 'val_accuracy']),
   patience: numeric(z.number().int().min(1)).optional(),
+  calibrate: z.enum(['temperature', 'none']),
 });
 
 /** A --config file: any option by its camelCase name (as in `tl finetune --help`, e.g. batchSize), and data. */
@@ -104,8 +106,8 @@ export function finetuneCommand(io: Io): Command {
     .description('fine-tune a pretrained model on DATA/<class>/<image> and write the model, metrics and report')
     .argument('[DATA]', 'dataset folder (or "data" in --config, or the resumed run\'s)')
     .option('-m, --model <name|path|url>', 'registry model (see `tl models`), a run folder tl wrote, a tfjs model folder, or a model.json URL', DEFAULT_MODEL)
-    .option('--freeze <n|layer|all>', "freeze layers 0..N-1 of the backbone (Keras indices), up to a named layer, or 'all' (head only)", 'all')
-    .option('--epochs <n>', 'training epochs (of the second phase, with --head-epochs)', '10')
+    .option('--freeze <n|layer|all|default>', "freeze layers 0..N-1 of the backbone (Keras indices), up to a named layer, or 'all' (head only); default: the model's published fine-tuning point (mobilenet_v2 100, inception_v3 249, resnet conv5; see `tl models info`), else all", 'default')
+    .option('--epochs <n|auto>', 'training epochs (of the second phase, with --head-epochs); auto: 3 when backbone layers train, 10 for the head alone', 'auto')
     .option('--head-epochs <n>', 'first train the head alone (whole backbone frozen) for n epochs, then --epochs at --freeze and --finetune-lr', '0')
     .option('--batch-size <n>', 'images per optimizer step', '16')
     .option('--lr <rate|auto>', 'learning rate; auto: 0.001 for the head alone (and the head phase), 0.0001 when backbone layers train', 'auto')
@@ -131,6 +133,7 @@ export function finetuneCommand(io: Io): Command {
     .option('--workers <n|auto>', 'threads computing gradients (data-parallel replicas of the trainable part); auto: one per core on wasm and cpu, 1 on tensorflow', 'auto')
     .option('--monitor <metric>', 'val_loss | val_accuracy: picks the best epoch, whose weights are saved', 'val_loss')
     .option('--patience <epochs>', 'stop early after this many epochs (of the last phase) without improvement of --monitor')
+    .option('--calibrate <method>', 'temperature: after training, fit a temperature on the validation split and fold it into the classifier (predictions unchanged, probabilities calibrated) | none', 'temperature')
     .option('--feature-cache-mb <n>', 'memory for cached frozen-part outputs; beyond it they spill to disk', '2048')
     .option('-o, --out <dir>', 'run folder (default: models/<model>-<dataset>-<time>)')
     .option('--config <file.json>', 'options from a JSON file, keys in camelCase ("batchSize"); flags given here override it')
@@ -225,6 +228,7 @@ export function finetuneCommand(io: Io): Command {
           featureCacheBytes: opts.featureCacheMb * 1024 * 1024,
           monitor: opts.monitor,
           ...(opts.patience ? { patience: opts.patience } : {}),
+          calibrate: opts.calibrate,
           workers,
           engine: engine.name,
         };
@@ -278,9 +282,10 @@ export function finetuneCommand(io: Io): Command {
     const trainedOn = [...new Set(result.phases.flatMap((p) => (p.engine ? [p.engine === 'onnx' ? 'ONNX Runtime' : 'TensorFlow.js'] : [])))];
     if (trainedOn.length > 0) io.out(`trained on ${trainedOn.join(' and ')}\n`);
     if (result.metrics) {
-      io.out(`test split (${result.test!.count} images, loss ${result.test!.loss.toFixed(4)}):\n`);
+      io.out(`test split (${result.test!.count} images):\n`);
       printMetrics(io, result.metrics);
     }
+    if (result.calibration) io.out(`${calibrationLine(result.calibration)}\n`);
     io.out(`frozen ${result.frozenLayers}/${result.totalLayers} backbone layers, ${result.trainableParams} trainable parameters, feature cache ${result.cache.enabled ? `hit rate ${(result.cache.hitRate * 100).toFixed(0)}%` : 'off'}\n`);
     if (result.best) io.out(`saved the weights of epoch ${result.best.epoch} (best ${result.best.monitor} ${result.best.value.toFixed(4)})\n`);
     if (result.stopReason && !diverged && !stopped) io.out(`${result.stopReason}\n`);

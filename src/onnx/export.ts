@@ -79,7 +79,7 @@ function convWeights(layer: Layer, depthwise: boolean): { kernel: Float32Array; 
 }
 
 /** Serialises `model` as an ONNX ModelProto (opset 13). */
-export function exportOnnx(model: LayersModel, options: { name?: string } = {}): Uint8Array {
+export function exportOnnx(model: LayersModel, options: { name?: string; metadata?: Record<string, string> } = {}): Uint8Array {
   const g = new GraphBuilder();
   const values = new Map<number, Value>();
   const uses = consumers(model);
@@ -247,6 +247,7 @@ export function exportOnnx(model: LayersModel, options: { name?: string } = {}):
     irVersion: 7,
     producerName: 'tl',
     opsetImport: [{ domain: '', version: OPSET }],
+    metadataProps: Object.entries(options.metadata ?? {}).map(([key, value]) => ({ key, value })),
     graph: { name: options.name ?? model.name, node: g.nodes, initializer: g.initializers, input: inputs, output: outputs },
   });
   return onnx.ModelProto.encode(proto).finish();

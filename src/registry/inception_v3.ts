@@ -80,6 +80,7 @@ function build(tf: Tf, variant: Variant, opts: { includeTop: boolean; classes: n
 
 const common = {
   family: 'inception_v3',
+  fineTuneFrom: { layers: 249, why: "Keras applications' InceptionV3 fine-tuning example (the top two inception blocks train)" },
   keras: 'InceptionV3',
   inputSize: 299,
   args: {},

@@ -115,6 +115,7 @@ function kerasWeights(alpha: number, rows: number): WeightSource[] {
 
 const common = {
   family: 'mobilenet_v2',
+  fineTuneFrom: { layers: 100, why: "Keras's transfer-learning guide (fine_tune_at = 100: blocks 11-16 train)" },
   keras: 'MobileNetV2',
   inputSize: 224,
   topClasses: 1000,

@@ -88,6 +88,8 @@ export const resnet: Family = {
       preprocess: 'caffe',
       args: { stage2: s2, stage3: s3, stage4: s4, stage5: s5 },
       backbone: BACKBONE[name] as Variant['backbone'],
+      // conv5's first block has 12 layers, each later one 10.
+      fineTuneFrom: { layers: (BACKBONE[name] as Variant['backbone']).layers - (12 + (s5 - 1) * 10), why: 'the last stage (conv5) trains, as in the common ResNet fine-tuning recipe' },
       topClasses: 1000,
       weights: [
         { kind: 'keras-h5', url: `${KERAS_BASE}${name}_weights_tf_dim_ordering_tf_kernels.h5`, hash: top, includeTop: true },

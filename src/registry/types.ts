@@ -53,6 +53,11 @@ export interface Variant {
   /** Names of the pretrained top's classes, where tl ships them. */
   topLabels?: readonly string[];
   weights: readonly WeightSource[];
+  /**
+   * Backbone layers `tl finetune` freezes when `--freeze` is not given: a published fine-tuning recipe's cut. Without
+   * one, only the head trains.
+   */
+  fineTuneFrom?: { layers: number; why: string };
   trainedOn: string;
   license: string;
   origin: string;

@@ -17,3 +17,16 @@ export function headline(m: Metrics): [string, string][] {
   ];
 }
 
+
+interface CalibrationEffect {
+  logLossBefore: number;
+  logLossAfter: number;
+  eceBefore: number;
+  eceAfter: number;
+}
+
+/** Temperature scaling in one sentence: the temperature and what it did to log-loss and ECE. */
+export function calibrationLine(c: { temperature: number; val: CalibrationEffect; test: CalibrationEffect | null }): string {
+  const effect = (e: CalibrationEffect) => `log-loss ${num(e.logLossBefore)} -> ${num(e.logLossAfter)}, ECE ${num(e.eceBefore)} -> ${num(e.eceAfter)}`;
+  return `Calibrated with temperature ${num(c.temperature, 3)} (fitted on the validation split, folded into the classifier): validation ${effect(c.val)}${c.test ? `; test ${effect(c.test)}` : ''}.`;
+}

@@ -1,7 +1,7 @@
 // report.md (for a pull request) and report.html (one self-contained file: inline SVG charts, inline thumbnails).
 import sharp from 'sharp';
 import { confusionSpec, f1Spec, learningCurveSpec, reliabilitySpec, renderSvg } from './charts.js';
-import { headline, num } from './headline.js';
+import { calibrationLine, headline, num } from './headline.js';
 import type { Report } from './schema.js';
 
 const mdCell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
@@ -28,6 +28,7 @@ export function renderMarkdown(r: Report): string {
     lines.push(`${r.history.length} epochs, ${r.frozenLayers}/${r.totalLayers} backbone layers frozen, ${r.trainableParams.toLocaleString('en')} trainable parameters, backend ${r.backend}.`);
     if (r.best) lines.push(`Saved weights: epoch ${r.best.epoch} (best ${r.best.monitor} ${num(r.best.value)}).`);
     if (r.stopReason) lines.push(`Stopped: ${r.stopReason}.`);
+    if (r.calibration) lines.push(calibrationLine(r.calibration));
     for (const w of r.warnings) lines.push('', `**Warning:** ${w}.`);
     lines.push('');
   }
@@ -93,6 +94,7 @@ export async function renderHtml(r: Report): Promise<string> {
   const table = (rows: string[][], head: string[]) => `<table><thead><tr>${head.map((h) => `<th>${escape(h)}</th>`).join('')}</tr></thead><tbody>${rows.map((row) => `<tr>${row.map((c) => `<td>${escape(c)}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
   const body: string[] = [`<h1>${escape(title(r))}</h1>`];
   if (r.kind === 'finetune' && r.stopReason) body.push(`<p class="note">Stopped: ${escape(r.stopReason)}.</p>`);
+  if (r.kind === 'finetune' && r.calibration) body.push(`<p>${escape(calibrationLine(r.calibration))}</p>`);
   if (r.kind === 'finetune') for (const w of r.warnings) body.push(`<p class="note">Warning: ${escape(w)}.</p>`);
   if (m) body.push(`<section id="headline">${headline(m).map(([k, v]) => `<div class="stat"><div class="value">${escape(v)}</div><div class="label">${escape(k)}</div></div>`).join('')}</section>`);
   else body.push('<p class="note">No held-out test images, so no test metrics.</p>');

@@ -43,6 +43,8 @@ export const epochRowSchema = z.object({
   img_per_s: z.number(),
 });
 
+const calibrationEffect = z.object({ logLossBefore: z.number(), logLossAfter: z.number(), eceBefore: z.number(), eceAfter: z.number() });
+
 export const finetuneReportSchema = z.object({
   ...common,
   kind: z.literal('finetune'),
@@ -55,6 +57,14 @@ export const finetuneReportSchema = z.object({
   /** What the user should know about the run's data or results (classes a split misses, imbalance). */
   warnings: z.array(z.string()),
   resumedFrom: z.object({ epoch: z.number().int(), batches: z.number().int() }).nullable(),
+  /** Temperature scaling fitted on the validation split and folded into the classifier. */
+  calibration: z
+    .object({
+      temperature: z.number().positive(),
+      val: calibrationEffect,
+      test: calibrationEffect.nullable(),
+    })
+    .nullable(),
   /** Loss and full metrics on the held-out test split (null when there is none). */
   test: z.object({ loss: z.number(), accuracy: z.number(), count: z.number().int() }).nullable(),
   metrics: metricsSchema.nullable(),

@@ -40,6 +40,7 @@ export const savedOptionsSchema = z.object({
   monitor: z.enum(['val_loss', 'val_accuracy']).optional(),
   patience: z.number().int().min(1).optional(),
   engine: z.enum(['onnx', 'tfjs']).optional(),
+  calibrate: z.enum(['temperature', 'none']).optional(),
 });
 
 export type SavedOptions = z.infer<typeof savedOptionsSchema>;

@@ -7,6 +7,7 @@ import { applyTrainability, attachHead, cutModel, resolveFreeze, type BnMode, ty
 import { classesMissingFrom, openDataset, type AugmentLevel, type Dataset, type ResizeMode } from '../data/index.js';
 import { onnxSessionFor } from '../engine/index.js';
 import { InterruptedError, TlError, UsageError } from '../errors.js';
+import { fitTemperature, temper } from '../eval/calibration.js';
 import { computeMetrics, type Metrics } from '../eval/metrics.js';
 import type { OnnxSession } from '../onnx/runtime.js';
 import { TrainStepCompileError } from '../onnx/train-step.js';
@@ -36,8 +37,10 @@ export interface FinetuneOptions {
   data: string;
   model: string;
   out: string;
-  freeze: FreezeSpec;
-  epochs: number;
+  /** `default` is the registry's fine-tuning point for the model (the head alone where it has none). */
+  freeze: FreezeSpec | 'default';
+  /** `auto`: 3 when backbone layers train (they start from a published recipe's pretrained weights), 10 for the head alone. */
+  epochs: number | 'auto';
   /** Epochs that first train the head alone (the whole backbone frozen) before `epochs` at the `freeze` setting. */
   headEpochs?: number;
   batchSize: number;
@@ -89,6 +92,8 @@ export interface FinetuneOptions {
   monitor?: 'val_loss' | 'val_accuracy';
   /** Stop after this many epochs of the last phase without improvement of `monitor`; undefined trains every epoch. */
   patience?: number;
+  /** After training, fit a temperature on the validation split and fold it into the classifier (default temperature). */
+  calibrate?: 'temperature' | 'none';
   store?: string;
   onProgress?: (event: ProgressEvent) => void;
   onDownload?: (p: DownloadProgress) => void;
@@ -141,6 +146,8 @@ export interface FinetuneResult {
   best: { epoch: number; monitor: string; value: number } | null;
   /** Why training ended before the last epoch, if it did. */
   stopReason: string | null;
+  /** The temperature folded into the classifier after training, with log-loss and ECE before and after. */
+  calibration: Calibration | null;
   /** The epoch a resumed run started from (its checkpoint's epochs and batches), or null. */
   resumedFrom: { epoch: number; batches: number } | null;
   /** Peak wasm heap in bytes (wasm backend only; its limit is 4 GiB). */
@@ -150,6 +157,20 @@ export interface FinetuneResult {
   skipped: { path: string; reason: string }[];
   /** What the user should know about the data: classes missing from a split, heavy imbalance. */
   warnings: string[];
+}
+
+export interface Calibration {
+  temperature: number;
+  val: CalibrationEffect;
+  /** On the test split (null when there is none). */
+  test: CalibrationEffect | null;
+}
+
+export interface CalibrationEffect {
+  logLossBefore: number;
+  logLossAfter: number;
+  eceBefore: number;
+  eceAfter: number;
 }
 
 /** What a checkpoint remembers besides tensors. */
@@ -258,6 +279,7 @@ interface Run {
   tails: LayersModel[];
   kept: KeptOutputs;
   test: { loss: number; accuracy: number } | null;
+  calibration: { temperature: number; val: CalibrationEffect } | null;
 }
 
 async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, writing: () => void): Promise<FinetuneResult> {
@@ -270,12 +292,11 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
   const source = await loadBackbone(tf, options.model, { weights: options.weights, seed: options.seed, ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.preprocess ? { preprocess: options.preprocess } : {}), ...(options.store ? { store: options.store } : {}), ...(options.onDownload ? { onDownload: options.onDownload } : {}) });
   const backbone = source.model;
   const size = options.inputSize ?? source.inputSize;
-  const totalEpochs = headEpochs + options.epochs;
   let dataset: Dataset;
   try {
     dataset = await openDataset(options.data, {
       val: options.val, test: options.test, seed: options.seed, size, resize: options.resize, maxPixels: options.maxPixels,
-      onProgress: (done, total) => options.onProgress?.({ phase: 'decode', epoch: 0, epochs: totalEpochs, done, total }),
+      onProgress: (done, total) => options.onProgress?.({ phase: 'decode', epoch: 0, epochs: 0, done, total }),
       shouldStop: () => Boolean(options.interrupt?.stop),
     });
   } catch (err) {
@@ -296,8 +317,13 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
   for (const w of warnings) notice(w);
   const splitRecord = { root: dataset.root, seed: options.seed, val: options.val, test: options.test, layout: dataset.layout, files: dataset.splitMap };
 
-  const frozenCount = resolveFreeze(backbone, options.freeze, options.model);
+  // `default`: the registry's published recipe where there is one, else the head alone.
+  const freeze = options.freeze === 'default' ? (source.fineTuneFrom?.layers ?? 'all') : options.freeze;
+  if (options.freeze === 'default' && !options.resume) notice(source.fineTuneFrom ? `--freeze ${source.fineTuneFrom.layers} (${source.name}'s default: ${source.fineTuneFrom.why}); --freeze all trains the head alone` : `--freeze all (the head alone): ${source.name} has no default fine-tuning point`);
+  const frozenCount = resolveFreeze(backbone, freeze, options.model);
   const layerCount = backbone.layers.length;
+  const epochs = options.epochs === 'auto' ? (frozenCount < layerCount ? 3 : 10) : options.epochs;
+  const totalEpochs = headEpochs + epochs;
   if (headEpochs > 0 && frozenCount >= layerCount) {
     backbone.dispose();
     throw new UsageError(`--head-epochs ${headEpochs} needs --freeze below the whole backbone (${layerCount} layers): the second phase would train the head only too.`);
@@ -322,17 +348,17 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
   const schedule: ScheduleConfig = {
     schedule: options.schedule ?? 'constant',
     warmupSteps: Math.round((options.warmupEpochs ?? 0) * stepsPerEpoch),
-    stepSteps: (options.stepEpochs ?? Math.max(1, Math.round(options.epochs / 3))) * stepsPerEpoch,
+    stepSteps: (options.stepEpochs ?? Math.max(1, Math.round(epochs / 3))) * stepsPerEpoch,
     gamma: options.gamma ?? 0.1,
   };
-  const config = { ...effectiveConfig(options), lr, phases, optimizer: optimizer.optimizer, momentum: optimizer.momentum, nesterov: optimizer.nesterov, inputSize: size, classWeights: loss.classWeights, backend: backend.label, frozenLayers: frozenCount };
+  const config = { ...effectiveConfig(options), freeze: options.freeze === 'default' ? freeze : options.freeze, epochs, lr, phases, optimizer: optimizer.optimizer, momentum: optimizer.momentum, nesterov: optimizer.nesterov, inputSize: size, classWeights: loss.classWeights, backend: backend.label, frozenLayers: frozenCount };
 
   const weights = new LayerOrderWeights(tf, full);
   const run: Run = {
     tf, backend, options, source, dataset, full, backbone, phases, optimizer, loss, schedule, stepsPerEpoch, totalEpochs,
     monitor: options.monitor ?? 'val_loss', paths, weights, checkpoint, startEpoch: 1,
     history: [], best: null, bestWeights: [], stale: 0, partial: null, stopReason: null, tensorsAfterEpoch: [],
-    cacheStats: { enabled: false, hits: 0, misses: 0, spilled: 0 }, boundaryLayers: [], tails: [], kept: { probs: [], labels: [], paths: [] }, test: null,
+    cacheStats: { enabled: false, hits: 0, misses: 0, spilled: 0 }, boundaryLayers: [], tails: [], kept: { probs: [], labels: [], paths: [] }, test: null, calibration: null,
   };
   try {
     if (checkpoint) {
@@ -367,9 +393,28 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
       await runPhase(run, phaseIndex, phase);
       run.partial = null;
     }
-    const metrics = run.test ? computeMetrics(concat(run.kept.probs), run.kept.labels, dataset.classes, { paths: run.kept.paths }) : null;
+    const testProbs = concat(run.kept.probs);
+    const metrics = run.test ? computeMetrics(testProbs, run.kept.labels, dataset.classes, { paths: run.kept.paths }) : null;
+    // One test loss: the metrics' log-loss (the tail's own cross-entropy clips differently).
+    if (run.test && metrics) run.test.loss = metrics.logLoss;
+    let calibration: Calibration | null = null;
+    if (run.calibration) {
+      const { temperature } = run.calibration;
+      let test: CalibrationEffect | null = null;
+      if (metrics) {
+        const before = computeMetrics(temper(testProbs, dataset.classes.length, 1 / temperature), run.kept.labels, dataset.classes);
+        test = { logLossBefore: before.logLoss, logLossAfter: metrics.logLoss, eceBefore: before.ece, eceAfter: metrics.ece };
+      }
+      calibration = { ...run.calibration, test };
+    }
+    const last = run.history.at(-1);
+    if (run.stopReason === null && run.best !== null && last && run.best.epoch === last.epoch && run.history.length > 1) {
+      const hint = `${run.best.monitor} was still improving at the last epoch (${last.epoch}): more epochs may help (\`tl finetune --resume ${options.out} --epochs ${totalEpochs + Math.max(1, Math.round(totalEpochs / 2))}\` trains on)`;
+      warnings.push(hint);
+      notice(hint);
+    }
     const name = source.name.split(' ')[0]!;
-    const onnx = await writeTrainedModel(tf, options.out, full, { name, classes: dataset.classes, preprocess: source.preprocess, inputSize: size });
+    const onnx = await writeTrainedModel(tf, options.out, full, { name, classes: dataset.classes, preprocess: source.preprocess, inputSize: size, temperature: calibration?.temperature ?? null });
     const { cacheStats } = run;
     const lookups = cacheStats.hits + cacheStats.misses;
     const result: FinetuneResult = {
@@ -386,6 +431,7 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
       best: run.best,
       stopReason: run.stopReason,
       resumedFrom,
+      calibration,
       onnx,
       metrics,
       tensorsAfterEpoch: run.tensorsAfterEpoch,
@@ -452,6 +498,7 @@ async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo): Promise
       // epoch 1). The test split then goes through this phase's cut: its frozen part on the replicas or ONNX Runtime.
       const interrupted = run.stopReason?.startsWith('interrupted') === true;
       if (run.best !== null || (run.stopReason !== null && !interrupted)) run.weights.restore(run.bestWeights);
+      if ((options.calibrate ?? 'temperature') === 'temperature' && !interrupted && dataset.splits.val.length > 0) run.calibration = await calibrate(run, frozen);
       // An interrupted run stops promptly: its test split is evaluated when it is resumed and finishes.
       if (dataset.splits.test.length > 0 && !interrupted) run.test = await frozen.evaluate(dataset.splits.test, options.batchSize, undefined, run.kept);
     }
@@ -464,6 +511,29 @@ async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo): Promise
     await trainer?.close();
     cache?.dispose();
   }
+}
+
+/**
+ * Temperature scaling on the validation split, folded into the classifier: softmax(z / T) is softmax of the last
+ * Dense layer with its kernel and bias divided by T, so every consumer of the saved model (tfjs, model.onnx, tl
+ * predict and eval) gets calibrated probabilities with nothing to apply. Predictions (the argmax) do not change.
+ */
+async function calibrate(run: Run, frozen: FrozenPart): Promise<{ temperature: number; val: CalibrationEffect } | null> {
+  const { tf, dataset, options } = run;
+  const kept: KeptOutputs = { probs: [], labels: [], paths: [] };
+  await frozen.evaluate(dataset.splits.val, options.batchSize, undefined, kept);
+  const probs = concat(kept.probs);
+  const k = dataset.classes.length;
+  const fit = fitTemperature(probs, kept.labels, k);
+  const classifier = run.full.layers.at(-1)!;
+  if (classifier.getClassName() !== 'Dense' || (classifier.getConfig() as { activation?: string }).activation !== 'softmax') {
+    notice(`not calibrated: the model's last layer '${classifier.name}' is not a softmax Dense layer`);
+    return null;
+  }
+  tf.tidy(() => classifier.weights.forEach((w) => w.write(tf.div(w.read(), fit.temperature))));
+  const before = computeMetrics(probs, kept.labels, dataset.classes);
+  const after = computeMetrics(temper(probs, k, fit.temperature), kept.labels, dataset.classes);
+  return { temperature: fit.temperature, val: { logLossBefore: before.logLoss, logLossAfter: after.logLoss, eceBefore: before.ece, eceAfter: after.ece } };
 }
 
 /** Writes checkpoints/last.ckpt: every weight, the trainer's optimizer state and where the run stands. */

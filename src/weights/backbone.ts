@@ -17,6 +17,8 @@ export interface Backbone {
   name: string;
   preprocess: PreprocessMode;
   inputSize: number;
+  /** The registry's default freeze point for this backbone, when it has one. */
+  fineTuneFrom?: { layers: number; why: string };
 }
 
 export interface BackboneOptions {
@@ -95,7 +97,7 @@ export async function loadBackbone(tf: Tf, spec: string, options: BackboneOption
   if (!isUrl && localJson === null) {
     if (/[/\\]/.test(spec) || spec.endsWith('.json')) throw new ModelNotFoundError(`No model at ${spec}: expected a tl run folder, a folder with model.json, or a model.json file.`);
     const p = await loadPretrained(tf, spec, { includeTop: false, weights: options.weights, ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.seed !== undefined ? { seed: options.seed } : {}), ...(options.onDownload ? { onDownload: options.onDownload } : {}), store });
-    return { model: p.model, name: p.variant.name, preprocess: options.preprocess ?? p.variant.preprocess, inputSize: options.inputSize ?? p.variant.inputSize };
+    return { model: p.model, name: p.variant.name, preprocess: options.preprocess ?? p.variant.preprocess, inputSize: options.inputSize ?? p.variant.inputSize, ...(p.variant.fineTuneFrom ? { fineTuneFrom: p.variant.fineTuneFrom } : {}) };
   }
   const modelJson = isUrl ? await fetchLayersModel(spec, store, options.onDownload) : localJson!;
   const meta = (await readModelJson(modelJson)).userDefinedMetadata?.['tl'] as TlMetadata | undefined;

@@ -26,9 +26,22 @@ describe('tl finetune (spawned bin/tl.js)', () => {
     expect(csv[0]).toBe('epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds,img_per_s');
     expect(csv).toHaveLength(3);
     const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as { model: string; epochs: number; lr: number; workers: number };
-    // --freeze all (the default) trains the head only, so --lr auto is 0.001.
-    expect(config).toMatchObject({ model: 'mobilenet_v2_035', epochs: 2, lr: 1e-3 });
+    // Without --freeze, MobileNetV2 fine-tunes from layer 100 (Keras's guide), so --lr auto is 0.0001.
+    expect(config).toMatchObject({ model: 'mobilenet_v2_035', epochs: 2, lr: 1e-4, freeze: 100, frozenLayers: 100 });
+    expect(r.stderr).toContain("notice: --freeze 100 (mobilenet_v2_035's default: Keras's transfer-learning guide");
     expect(config.workers).toBeGreaterThanOrEqual(1);
+  });
+
+  it('--epochs auto is 3 when backbone layers train and 10 for the head alone; a model without a recipe trains its head', async () => {
+    const partial = join(tempDir(), 'run');
+    const r = await spawnTl(['finetune', data, '--model', 'mobilenet_v2_035', '--weights', 'random', '--input-size', '32', '--batch-size', '8', '--calibrate', 'none', '--out', partial], { TL_HOME: home });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(JSON.parse(readFileSync(join(partial, 'config.json'), 'utf8'))).toMatchObject({ epochs: 3, freeze: 100 });
+    const head = join(tempDir(), 'run');
+    const h = await spawnTl(['finetune', data, '--model', 'mobilenet_025', '--weights', 'random', '--input-size', '32', '--batch-size', '8', '--out', head], { TL_HOME: home });
+    expect(h.exitCode, h.stderr).toBe(0);
+    expect(h.stderr).toContain('notice: --freeze all (the head alone): mobilenet_025 has no default fine-tuning point');
+    expect(JSON.parse(readFileSync(join(head, 'config.json'), 'utf8'))).toMatchObject({ epochs: 10, freeze: 'all', lr: 1e-3 });
   });
 
   it('an unknown model fails with the list of known models, exit 1', async () => {

@@ -1,0 +1,118 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { onnx } from 'onnx-proto';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
+import { fitTemperature, temper } from '../../src/eval/calibration.js';
+import { loadClassifier } from '../../src/inference/index.js';
+import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
+import { makeColourDataset } from '../helpers/synthetic.js';
+import { randomArray } from '../helpers/tensors.js';
+import { tempDir } from '../helpers/tmp.js';
+
+/** Row-wise softmax of logits / t, in float64. */
+function softmax(logits: ArrayLike<number>, k: number, t = 1): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < logits.length; i += k) {
+    const row = Array.from({ length: k }, (_, c) => logits[i + c]! / t);
+    const max = Math.max(...row);
+    const e = row.map((v) => Math.exp(v - max));
+    const sum = e.reduce((a, b) => a + b, 0);
+    out.push(...e.map((v) => v / sum));
+  }
+  return out;
+}
+
+describe('temperature scaling', () => {
+  // Labels drawn from softmax(z); the model reports softmax(3z): overconfident by a temperature of 3.
+  const k = 4;
+  const n = 2000;
+  const z = Array.from(randomArray(n * k, 11), (v) => v * 2);
+  const truth = softmax(z, k);
+  const u = randomArray(n, 12);
+  const labels = Int32Array.from({ length: n }, (_, i) => {
+    let acc = 0;
+    for (let c = 0; c < k; c++) if ((acc += truth[i * k + c]!) >= (u[i]! + 1) / 2) return c;
+    return k - 1;
+  });
+  const overconfident = Float32Array.from(softmax(z.map((v) => v * 3), k));
+
+  it('recovers the temperature that generated the labels and minimises the log-loss (brute force over a grid)', () => {
+    const fit = fitTemperature(overconfident, labels, k);
+    expect(fit.temperature).toBeGreaterThan(2.7);
+    expect(fit.temperature).toBeLessThan(3.3);
+    // An independent minimum: log-loss of softmax(3z / t) over t on a fine grid.
+    const scaled = z.map((v) => v * 3);
+    const nll = (t: number) => {
+      const p = softmax(scaled, k, t);
+      return -labels.reduce((a, y, i) => a + Math.log(p[i * k + y]!), 0) / n;
+    };
+    let best = { t: 0, loss: Infinity };
+    for (let t = 2.5; t <= 3.5; t += 0.002) if (nll(t) < best.loss) best = { t, loss: nll(t) };
+    expect(Math.abs(fit.temperature - best.t)).toBeLessThan(3e-3);
+    expect(fit.logLossAfter).toBeCloseTo(best.loss, 5);
+    expect(fit.logLossBefore).toBeCloseTo(nll(1), 5);
+    expect(fit.logLossAfter).toBeLessThan(fit.logLossBefore);
+  });
+
+  it('temper(softmax(z), T) is softmax(z / T)', () => {
+    const probs = Float32Array.from(softmax(z.slice(0, 400), k));
+    const expected = softmax(z.slice(0, 400), k, 2.5);
+    const got = temper(probs, k, 2.5);
+    expected.forEach((v, i) => expect(got[i]).toBeCloseTo(v, 6));
+  });
+});
+
+describe('calibration in a fine-tune', () => {
+  let tf: Tf;
+  let info: BackendInfo;
+  const data = tempDir();
+  beforeAll(async () => {
+    ({ tf, info } = await loadBackend({ choice: 'wasm' }));
+    await makeColourDataset(data, 3, 16, 32);
+  });
+  const options = (out: string, calibrate: 'temperature' | 'none'): FinetuneOptions => ({
+    data, model: 'mobilenet_v2_035', out, freeze: 'all', epochs: 3, batchSize: 8, lr: 0.01, accumulate: 1, bn: 'frozen', dropout: 0, calibrate,
+    augment: 'none', inputSize: 32, val: 0.25, test: 0.25, seed: 3, resize: 'squash', maxPixels: 1e8, weights: 'random', featureCacheBytes: 1 << 30, workers: 1, engine: 'tfjs',
+  });
+
+  it('folds the temperature into the saved classifier: same predictions, tempered probabilities, in tfjs and model.onnx', async () => {
+    const plainDir = tempDir();
+    const calibratedDir = tempDir();
+    const before = tf.memory().numTensors;
+    const plain = await finetune(tf, info, options(plainDir, 'none'));
+    const calibrated = await finetune(tf, info, options(calibratedDir, 'temperature'));
+    expect(tf.memory().numTensors).toBe(before);
+    expect(plain.calibration).toBeNull();
+    const c = calibrated.calibration!;
+    expect(c.temperature).not.toBeCloseTo(1, 2);
+    expect(c.val.logLossAfter).toBeLessThanOrEqual(c.val.logLossBefore + 1e-9);
+    // The test metrics' log-loss before calibration is the uncalibrated run's.
+    expect(c.test!.logLossBefore).toBeCloseTo(plain.metrics!.logLoss, 4);
+    expect(c.test!.logLossAfter).toBeCloseTo(calibrated.metrics!.logLoss, 6);
+    expect(calibrated.metrics!.accuracy).toBe(plain.metrics!.accuracy);
+    expect(calibrated.test!.loss).toBe(calibrated.metrics!.logLoss);
+
+    // The saved models, run on the same images: calibrated = temper(plain, T).
+    const x = tf.randomUniform([5, 32, 32, 3], -1, 1, 'float32', 4);
+    const a = await loadClassifier(tf, plainDir);
+    const b = await loadClassifier(tf, calibratedDir);
+    const pa = tf.tidy(() => (a.model.predict(x) as ReturnType<Tf['tensor']>).dataSync() as Float32Array);
+    const pb = tf.tidy(() => (b.model.predict(x) as ReturnType<Tf['tensor']>).dataSync() as Float32Array);
+    a.dispose();
+    b.dispose();
+    x.dispose();
+    const expected = temper(pa, 3, c.temperature);
+    expected.forEach((v, i) => expect(pb[i]).toBeCloseTo(v, 5));
+
+    const meta = JSON.parse(await readFile(join(calibratedDir, 'model', 'model.json'), 'utf8')) as { userDefinedMetadata: { tl: { temperature: number } } };
+    expect(meta.userDefinedMetadata.tl.temperature).toBe(c.temperature);
+    const props = Object.fromEntries(onnx.ModelProto.decode(await readFile(join(calibratedDir, 'model.onnx'))).metadataProps.map((p) => [p.key, p.value]));
+    expect(JSON.parse(props['tl.labels']!)).toEqual(calibrated.classes);
+    expect(Number(props['tl.temperature'])).toBe(c.temperature);
+    expect(props['tl.preprocess']).toBe('tf');
+    expect(props['tl.input']).toContain('[N, 32, 32, 3]');
+    const report = await readFile(join(calibratedDir, 'report.md'), 'utf8');
+    expect(report).toContain(`Calibrated with temperature ${c.temperature.toFixed(3)}`);
+  });
+});
