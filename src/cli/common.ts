@@ -21,6 +21,14 @@ export function numeric<T extends z.ZodNumber>(inner: T) {
   );
 }
 
+/** `auto` or a number (as `numeric`); anything else says what was received. */
+export function numericOrAuto<T extends z.ZodNumber>(inner: T) {
+  return z.preprocess(
+    (v) => (v === 'auto' ? v : typeof v === 'string' && DECIMAL.test(v.trim()) ? Number(v) : v),
+    z.union([z.literal('auto'), inner], { error: (issue) => `expected "auto" or a ${typeof issue.input === "number" ? "whole " : ""}number, received ${JSON.stringify(issue.input)}` }),
+  );
+}
+
 export const commonSchema = z.object({
   json: z.boolean().default(false),
   quiet: z.boolean().default(false),

@@ -7,7 +7,7 @@ import Table from 'cli-table3';
 import { z } from 'zod';
 import { InterruptedError, TlError, UsageError } from '../errors.js';
 import { savedOptionsSchema, type SavedOptions } from '../train/config.js';
-import { addCommonOptions, addEngineOption, announceBackend, backendSchema, commonSchema, deviceSchema, engineSchema, numeric, parseOptions, printJson } from './common.js';
+import { addCommonOptions, addEngineOption, announceBackend, backendSchema, commonSchema, deviceSchema, engineSchema, numeric, numericOrAuto, parseOptions, printJson } from './common.js';
 import { dataOptions, dataSchema } from './options.js';
 import type { FinetuneOptions } from '../train/finetune.js';
 import { downloadReporter, progress, type Io } from './io.js';
@@ -22,10 +22,10 @@ const finetuneSchema = commonSchema.extend(dataSchema.shape).extend({
   device: deviceSchema,
   model: z.string().min(1),
   freeze: z.union([z.number().int().min(0).transform(String), z.string().regex(/^(all|\d+|[\w./-]+)$/, 'expected a layer count, a layer name, or all')]),
-  epochs: z.union([z.literal('auto'), numeric(z.number().int().min(1).max(10_000))]),
+  epochs: numericOrAuto(z.number().int().min(1).max(10_000)),
   headEpochs: numeric(z.number().int().min(0).max(10_000)),
   batchSize: numeric(z.number().int().min(1).max(4096)),
-  lr: z.union([z.literal('auto'), numeric(z.number().positive().max(10))]),
+  lr: numericOrAuto(z.number().positive().max(10)),
   finetuneLr: numeric(z.number().positive().max(10)).optional(),
   optimizer: z.enum(['adam', 'sgd', 'rmsprop']),
   momentum: numeric(z.number().min(0).max(0.999)).optional(),

@@ -27,7 +27,10 @@ describe('numbers and names in options', () => {
     writeFileSync(file, JSON.stringify({ epochs: 'two' }));
     const word = await runCli(['finetune', data, '--config', file], env);
     expect(word.exitCode).toBe(2);
-    expect(word.stderr).toContain(`--config ${file}: key 'epochs': expected a number, received "two"`);
+    expect(word.stderr).toContain(`--config ${file}: key 'epochs': expected "auto" or a number, received "two"`);
+    const zero = await runCli(['finetune', data, ...quick, '--epochs', '0'], env);
+    expect(zero.exitCode).toBe(2);
+    expect(zero.stderr).toContain('--epochs');
     const fine = await runCli(['data', data, '--val', '1e-1', '--seed', '7', '--json'], env);
     expect(fine.exitCode, fine.stderr).toBe(0);
   });
