@@ -38,7 +38,8 @@ const finetuneSchema = commonSchema.extend(dataSchema.shape).extend({
   labelSmoothing: numeric(z.number().min(0).max(0.99)),
   classWeight: z.enum(['none', 'balanced']),
   accumulate: numeric(z.number().int().min(1).max(1024)),
-  bn: z.enum(['frozen', 'train']),
+  bn: z.enum(['frozen', 'train', 'auto']),
+  bnMomentum: numeric(z.number().min(0).max(0.9999)).optional(),
   headHidden: numeric(z.number().int().min(1)).optional(),
   dropout: numeric(z.number().min(0).max(0.95)),
   augment: z.enum(['none', 'light', 'standard']),
@@ -123,7 +124,8 @@ export function finetuneCommand(io: Io): Command {
     .option('--label-smoothing <s>', 'targets become (1-s) one-hot + s/classes', '0')
     .option('--class-weight <mode>', 'none | balanced (weigh each class by n / (classes x its images), for imbalanced folders)', 'none')
     .option('--accumulate <k>', 'split each batch into k micro-batches and accumulate gradients (saves memory)', '1')
-    .option('--bn <mode>', 'BatchNormalization layers in the trainable part: frozen (inference mode, the Keras advice) | train', 'frozen')
+    .option('--bn <mode>', 'BatchNormalization layers in the trainable part: frozen (inference mode, the Keras advice for pretrained weights) | train (batch statistics; moving statistics recomputed over training images before each validation) | auto (train with --weights random, else frozen)', 'auto')
+    .option('--bn-momentum <m>', "momentum of BatchNormalization's moving averages (default: the architecture's, e.g. 0.999 for MobileNetV2)")
     .option('--head-hidden <units>', 'add a hidden dense layer to the head')
     .option('--dropout <rate>', 'dropout before the classifier', '0.2')
     .option('--augment <level>', 'training augmentation: none | light | standard (none lets the frozen part be cached)', 'none')
@@ -214,6 +216,7 @@ export function finetuneCommand(io: Io): Command {
           classWeight: opts.classWeight,
           accumulate: opts.accumulate,
           bn: opts.bn,
+          ...(opts.bnMomentum !== undefined ? { bnMomentum: opts.bnMomentum } : {}),
           ...(opts.headHidden ? { headHidden: opts.headHidden } : {}),
           dropout: opts.dropout,
           augment: opts.augment,

@@ -85,6 +85,11 @@ export class OnnxTrainer {
     this.steps = steps;
   }
 
+  /** Replaces the state the step updates (BatchNorm moving statistics), in `graph.state` order. */
+  setStates(states: Float32Array[]): void {
+    this.states = this.graph.state.map((s, i) => this.session.tensor('float32', states[i]!, s.shape));
+  }
+
   /** The current values of the state the step updates, in `graph.state` order. */
   currentStates(): Float32Array[] {
     return this.states.map((t) => t.data as Float32Array);

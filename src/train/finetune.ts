@@ -25,6 +25,7 @@ import { readCheckpoint, toArrays, writeCheckpoint, type NamedArray } from './ch
 import { FeatureCache } from './features.js';
 import { FrozenPart, type KeptOutputs } from './frozen-part.js';
 import { OnnxTailTrainer } from './onnx-trainer.js';
+import { preciseBnSample, recomputeBatchNorm, setBatchNormMomentum } from './precise-bn.js';
 import { balancedClassWeights, scheduledLr, type OptimizerConfig, type OptimizerName, type ScheduleConfig, type ScheduleName } from './optim.js';
 import { openRunFolder } from './run-folder.js';
 import { writeMetricsCsv, writeRunRecords, writeTrainedModel, type EpochRow } from './run-output.js';
@@ -71,7 +72,10 @@ export interface FinetuneOptions {
   engine?: 'onnx' | 'tfjs';
   /** Micro-batches per optimizer step; the effective batch stays `batchSize`. */
   accumulate: number;
-  bn: BnMode;
+  /** `auto`: `train` when the weights are random (BatchNorm layers that train learn their statistics), else `frozen`. */
+  bn: BnMode | 'auto';
+  /** Momentum of every BatchNormalization layer's moving averages (default: the architecture's, 0.999 for MobileNetV2). */
+  bnMomentum?: number;
   headHidden?: number;
   dropout: number;
   augment: AugmentLevel;
@@ -254,6 +258,7 @@ interface Run {
   full: LayersModel;
   backbone: LayersModel;
   phases: PhaseInfo[];
+  bn: BnMode;
   optimizer: OptimizerConfig;
   loss: LossConfig;
   schedule: ScheduleConfig;
@@ -330,6 +335,9 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
   }
   const full = attachHead(tf, backbone, { classes: dataset.classes.length, ...(options.headHidden ? { hidden: options.headHidden } : {}), dropout: options.dropout, name: `${source.name.split(' ')[0]!.replace(/\W/g, '_')}_finetuned` });
   initializeWeights(tf, full, mixSeed(options.seed, 17), new Set(full.layers.slice(layerCount).map((l) => l.name)));
+  if (options.bnMomentum !== undefined) setBatchNormMomentum(full, options.bnMomentum);
+  const bn: BnMode = options.bn === 'auto' ? (options.weights === 'random' ? 'train' : 'frozen') : options.bn;
+  if (options.bn === 'auto' && bn === 'train' && !options.resume && frozenCount < layerCount) notice('--bn train: the weights are random, so the BatchNormalization layers that train learn their statistics and scale/shift (recomputed over training images before each validation)');
 
   const lr = options.lr === 'auto' ? (frozenCount >= layerCount || headEpochs > 0 ? 1e-3 : 1e-4) : options.lr;
   const phases: PhaseInfo[] =
@@ -351,11 +359,11 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
     stepSteps: (options.stepEpochs ?? Math.max(1, Math.round(epochs / 3))) * stepsPerEpoch,
     gamma: options.gamma ?? 0.1,
   };
-  const config = { ...effectiveConfig(options), freeze: options.freeze === 'default' ? freeze : options.freeze, epochs, lr, phases, optimizer: optimizer.optimizer, momentum: optimizer.momentum, nesterov: optimizer.nesterov, inputSize: size, classWeights: loss.classWeights, backend: backend.label, frozenLayers: frozenCount };
+  const config = { ...effectiveConfig(options), freeze: options.freeze === 'default' ? freeze : options.freeze, epochs, lr, phases, optimizer: optimizer.optimizer, momentum: optimizer.momentum, nesterov: optimizer.nesterov, inputSize: size, classWeights: loss.classWeights, backend: backend.label, frozenLayers: frozenCount, bn };
 
   const weights = new LayerOrderWeights(tf, full);
   const run: Run = {
-    tf, backend, options, source, dataset, full, backbone, phases, optimizer, loss, schedule, stepsPerEpoch, totalEpochs,
+    tf, backend, options, source, dataset, full, backbone, phases, bn, optimizer, loss, schedule, stepsPerEpoch, totalEpochs,
     monitor: options.monitor ?? 'val_loss', paths, weights, checkpoint, startEpoch: 1,
     history: [], best: null, bestWeights: [], stale: 0, partial: null, stopReason: null, tensorsAfterEpoch: [],
     cacheStats: { enabled: false, hits: 0, misses: 0, spilled: 0 }, boundaryLayers: [], tails: [], kept: { probs: [], labels: [], paths: [] }, test: null, calibration: null,
@@ -425,7 +433,7 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
       test: run.test ? { ...run.test, count: dataset.splits.test.length } : null,
       frozenLayers: frozenCount,
       totalLayers: layerCount,
-      trainableParams: countTrainable(full, backbone, frozenCount, options.bn),
+      trainableParams: countTrainable(full, backbone, frozenCount, bn),
       boundaryLayers: run.boundaryLayers,
       cache: { enabled: cacheStats.enabled, hitRate: lookups === 0 ? 0 : cacheStats.hits / lookups, spilled: cacheStats.spilled },
       best: run.best,
@@ -467,7 +475,7 @@ async function openOnnxTrainer(run: Run, phase: PhaseInfo, cut: Cut): Promise<Tr
 async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo): Promise<void> {
   const { tf, options, dataset, full, backbone } = run;
   const frozenNames = new Set(backbone.layers.slice(0, phase.frozenLayers).map((l) => l.name));
-  applyTrainability(full, frozenNames, options.bn);
+  applyTrainability(full, frozenNames, run.bn);
   const cut = cutModel(tf, full, frozenNames);
   if (cut.tail !== full) run.tails.push(cut.tail);
   run.boundaryLayers = cut.frozen ? cut.boundaryLayers : [];
@@ -481,7 +489,7 @@ async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo): Promise
   let trainer: Trainer | null = null;
   try {
     trainer = await openOnnxTrainer(run, phase, cut);
-    pool = trainer === null && options.workers > 1 ? await ReplicaPool.start(cut.tail, { count: options.workers - 1, backend: run.backend.name, bn: options.bn }) : null;
+    pool = trainer === null && options.workers > 1 ? await ReplicaPool.start(cut.tail, { count: options.workers - 1, backend: run.backend.name, bn: run.bn }) : null;
     trainer ??= new TfjsTrainer(tf, cut.tail, { optimizer: run.optimizer, lr: phase.lr, loss: run.loss, weightDecay: options.weightDecay ?? 0, accumulate: options.accumulate, classes: dataset.classes.length, boundaryShapes: cut.boundaryShapes, pool });
     phase.engine = trainer.engine;
     session = cut.frozen && options.engine === 'onnx' ? await onnxSessionFor(cut.frozen, options.store ? { store: options.store } : {}) : null;
@@ -490,7 +498,7 @@ async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo): Promise
     await trainer.loadOptimizerState(saved);
     run.stale = run.startEpoch > phase.first ? run.stale : 0;
     for (let epoch = Math.max(phase.first, run.startEpoch); epoch <= phase.last && run.stopReason === null; epoch++) {
-      await runEpoch(run, phaseIndex, phase, epoch, trainer, frozen);
+      await runEpoch(run, phaseIndex, phase, epoch, trainer, frozen, cut);
     }
     if (run.stopReason !== null || phaseIndex === run.phases.length - 1) {
       // Like Keras's restore_best_weights: the saved model is the best epoch's (the current weights when nothing
@@ -545,7 +553,7 @@ async function saveLast(run: Run, phaseIndex: number, trainer: Trainer, epochsDo
 }
 
 /** One epoch: its training steps (from where an interrupted run stopped), validation, the best weights, checkpoints. */
-async function runEpoch(run: Run, phaseIndex: number, phase: PhaseInfo, epoch: number, trainer: Trainer, frozen: FrozenPart): Promise<void> {
+async function runEpoch(run: Run, phaseIndex: number, phase: PhaseInfo, epoch: number, trainer: Trainer, frozen: FrozenPart, cut: Cut): Promise<void> {
   const { tf, options, dataset } = run;
   const resumed = epoch === run.startEpoch ? run.partial : null;
   const started = performance.now() - (resumed?.seconds ?? 0) * 1000;
@@ -580,6 +588,7 @@ async function runEpoch(run: Run, phaseIndex: number, phase: PhaseInfo, epoch: n
   }
   // Validation, the best weights and the checkpoint read the tfjs variables.
   trainer.syncWeights();
+  if (run.bn === 'train' && (await recomputeBatchNorm(tf, cut, frozen, dataset, preciseBnSample(dataset.splits.train, options.seed), options.batchSize)) > 0) trainer.reloadStates();
   const trainSeconds = (performance.now() - started) / 1000;
   const val = dataset.splits.val.length > 0 ? await frozen.evaluate(dataset.splits.val, options.batchSize, (done, n) => options.onProgress?.({ phase: 'validate', epoch, epochs: run.totalEpochs, done, total: n })) : null;
   run.history.push({ epoch, loss: lossSum / seen, accuracy: correct / seen, val_loss: val?.loss ?? null, val_accuracy: val?.accuracy ?? null, lr, seconds: (performance.now() - started) / 1000, img_per_s: seen / trainSeconds });

@@ -84,6 +84,10 @@ export class OnnxTailTrainer implements Trainer {
     });
   }
 
+  reloadStates(): void {
+    this.trainer.setStates(this.stateVariables.map((v) => v.read().dataSync() as Float32Array));
+  }
+
   /** The optimizer state as tfjs's optimizer names and orders it (what a checkpoint holds on either engine). */
   async optimizerState(): Promise<NamedArray[]> {
     const slots = this.trainer.currentSlots();

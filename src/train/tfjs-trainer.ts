@@ -98,8 +98,10 @@ export class TfjsTrainer implements Trainer {
     return value;
   }
 
-  /** The variables are the weights: nothing to write back. */
+  /** The variables are the weights: nothing to write back or reload. */
   syncWeights(): void {}
+
+  reloadStates(): void {}
 
   async optimizerState(): Promise<NamedArray[]> {
     const saved = await this.optimizer.getWeights();

@@ -23,6 +23,8 @@ export interface Trainer {
   /** Whether every trainable weight is finite after the last step. */
   weightsFinite(): boolean;
   syncWeights(): void;
+  /** Takes the BatchNorm moving statistics from the tfjs variables again (after they were recomputed there). */
+  reloadStates(): void;
   optimizerState(): Promise<NamedArray[]>;
   close(): Promise<void>;
 }

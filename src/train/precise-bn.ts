@@ -1,0 +1,55 @@
+// Precise BatchNorm statistics (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021; fvcore's PreciseBN): the
+// moving averages of layers that train lag far behind their weights when momentum is high (MobileNetV2's is 0.999),
+// so before each validation they are recomputed as the plain mean over a pass of training batches.
+import type { Layer, LayersModel, Tensor, Tf } from '../backend/index.js';
+import type { Cut } from '../cut/index.js';
+import type { Dataset, ImageItem } from '../data/index.js';
+import { mixSeed } from '../util/random.js';
+import type { FrozenPart } from './frozen-part.js';
+
+/** Training images the statistics are averaged over (fvcore's default is 200 batches; a few hundred images suffice). */
+export const PRECISE_BN_IMAGES = 512;
+
+/** BatchNormalization layers of `model` that train (the ones whose statistics move). */
+export function trainingBatchNorms(model: LayersModel): Layer[] {
+  return model.layers.filter((l) => l.getClassName() === 'BatchNormalization' && l.trainable);
+}
+
+/** Sets every BatchNormalization layer's momentum (what `--bn-momentum` does). */
+export function setBatchNormMomentum(model: LayersModel, momentum: number): void {
+  for (const l of model.layers) if (l.getClassName() === 'BatchNormalization') (l as unknown as { momentum: number }).momentum = momentum;
+}
+
+/** A fixed sample of the training split (the same images every epoch for a seed). */
+export function preciseBnSample(items: readonly ImageItem[], seed: number): ImageItem[] {
+  if (items.length <= PRECISE_BN_IMAGES) return [...items];
+  const keyed = items.map((item, i) => ({ item, key: mixSeed(seed, i, 13) }));
+  keyed.sort((a, b) => a.key - b.key);
+  return keyed.slice(0, PRECISE_BN_IMAGES).map((k) => k.item);
+}
+
+/**
+ * Replaces the moving mean and variance of every training BatchNormalization layer of the cut's tail with their
+ * average over `items` (batch k enters with momentum k/(k+1), which makes the running average the plain mean).
+ * Returns the number of layers updated.
+ */
+export async function recomputeBatchNorm(tf: Tf, cut: Cut, frozen: FrozenPart, dataset: Dataset, items: ImageItem[], batchSize: number): Promise<number> {
+  const layers = trainingBatchNorms(cut.tail);
+  if (layers.length === 0 || items.length === 0) return 0;
+  const saved = layers.map((l) => (l as unknown as { momentum: number }).momentum);
+  let k = 0;
+  try {
+    for await (const batch of dataset.source.batches(items, { batchSize })) {
+      for (const l of layers) (l as unknown as { momentum: number }).momentum = k / (k + 1);
+      const arrays = await frozen.boundary(batch);
+      tf.tidy(() => {
+        const inputs = cut.boundaryShapes.map((shape, b) => tf.tensor(arrays[b]!, [batch.items.length, ...shape]));
+        cut.tail.apply(inputs.length === 1 ? inputs[0]! : inputs, { training: true }) as Tensor;
+      });
+      k++;
+    }
+  } finally {
+    layers.forEach((l, i) => ((l as unknown as { momentum: number }).momentum = saved[i]!));
+  }
+  return layers.length;
+}
