@@ -588,8 +588,8 @@ async function runEpoch(run: Run, phaseIndex: number, phase: PhaseInfo, epoch: n
   }
   // Validation, the best weights and the checkpoint read the tfjs variables.
   trainer.syncWeights();
-  if (run.bn === 'train' && (await recomputeBatchNorm(tf, cut, frozen, dataset, preciseBnSample(dataset.splits.train, options.seed), options.batchSize)) > 0) trainer.reloadStates();
   const trainSeconds = (performance.now() - started) / 1000;
+  if (run.bn === 'train' && (await recomputeBatchNorm(tf, cut, frozen, dataset, preciseBnSample(dataset.splits.train, options.seed), options.batchSize)) > 0) trainer.reloadStates();
   const val = dataset.splits.val.length > 0 ? await frozen.evaluate(dataset.splits.val, options.batchSize, (done, n) => options.onProgress?.({ phase: 'validate', epoch, epochs: run.totalEpochs, done, total: n })) : null;
   run.history.push({ epoch, loss: lossSum / seen, accuracy: correct / seen, val_loss: val?.loss ?? null, val_accuracy: val?.accuracy ?? null, lr, seconds: (performance.now() - started) / 1000, img_per_s: seen / trainSeconds });
   options.onProgress?.({ phase: 'epoch', epoch, epochs: run.totalEpochs, done: total, total, row: run.history.at(-1)! });
