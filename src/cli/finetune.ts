@@ -52,6 +52,7 @@ const finetuneSchema = commonSchema.extend(dataSchema.shape).extend({
   monitor: z.enum(['val_loss', 'val_accuracy']),
   patience: numeric(z.number().int().min(1)).optional(),
   calibrate: z.enum(['temperature', 'none']),
+  newHead: z.boolean().default(false),
 });
 
 /** A --config file: any option by its camelCase name (as in `tl finetune --help`, e.g. batchSize), and data. */
@@ -126,6 +127,7 @@ export function finetuneCommand(io: Io): Command {
     .option('--accumulate <k>', 'split each batch into k micro-batches and accumulate gradients (saves memory)', '1')
     .option('--bn <mode>', 'BatchNormalization layers in the trainable part: frozen (inference mode, the Keras advice for pretrained weights) | train (batch statistics; moving statistics recomputed over training images before each validation) | auto (train with --weights random, else frozen)', 'auto')
     .option('--bn-momentum <m>', "momentum of BatchNormalization's moving averages (default: the architecture's, e.g. 0.999 for MobileNetV2)")
+    .option('--new-head', 'with a run as --model: train a new classifier head even when its classes match (by default a run continues with its own head)')
     .option('--head-hidden <units>', 'add a hidden dense layer to the head')
     .option('--dropout <rate>', 'dropout before the classifier', '0.2')
     .option('--augment <level>', 'training augmentation: none | light | standard (none lets the frozen part be cached)', 'none')
@@ -232,6 +234,7 @@ export function finetuneCommand(io: Io): Command {
           monitor: opts.monitor,
           ...(opts.patience ? { patience: opts.patience } : {}),
           calibrate: opts.calibrate,
+          ...(opts.newHead ? { newHead: true } : {}),
           workers,
           engine: engine.name,
         };

@@ -42,6 +42,7 @@ export const savedOptionsSchema = z.object({
   patience: z.number().int().min(1).optional(),
   engine: z.enum(['onnx', 'tfjs']).optional(),
   calibrate: z.enum(['temperature', 'none']).optional(),
+  newHead: z.boolean().optional(),
 });
 
 export type SavedOptions = z.infer<typeof savedOptionsSchema>;

@@ -80,6 +80,8 @@ export interface FinetuneOptions {
   dropout: number;
   augment: AugmentLevel;
   inputSize?: number;
+  /** With a run as `model`: train a fresh classifier head even when the run's classes match the dataset's. */
+  newHead?: boolean;
   /** Overrides the backbone's preprocessing (needed for tfjs models tl did not write). */
   preprocess?: PreprocessMode;
   val: number;
@@ -294,7 +296,7 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
   // Read first: a missing or damaged checkpoint should fail before any slow work.
   const checkpoint = options.resume ? await readCheckpoint<RunState>(paths.last) : null;
   if (checkpoint && checkpoint.state.version !== 1) throw new TlError('E_CHECKPOINT', `${paths.last} has checkpoint version ${String(checkpoint.state.version)}; this tl reads version 1.`);
-  const source = await loadBackbone(tf, options.model, { weights: options.weights, seed: options.seed, ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.preprocess ? { preprocess: options.preprocess } : {}), ...(options.store ? { store: options.store } : {}), ...(options.onDownload ? { onDownload: options.onDownload } : {}) });
+  const source = await loadBackbone(tf, options.model, { weights: options.weights, seed: options.seed, ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.preprocess ? { preprocess: options.preprocess } : {}), ...(options.store ? { store: options.store } : {}), ...(options.onDownload ? { onDownload: options.onDownload } : {}), keepHead: !options.newHead });
   const backbone = source.model;
   const size = options.inputSize ?? source.inputSize;
   let dataset: Dataset;
@@ -305,16 +307,16 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
       shouldStop: () => Boolean(options.interrupt?.stop),
     });
   } catch (err) {
-    backbone.dispose();
+    (source.withHead?.model ?? backbone).dispose();
     throw err;
   }
   if (options.interrupt?.stop) {
-    backbone.dispose();
+    (source.withHead?.model ?? backbone).dispose();
     const signal = options.interrupt.stop === 'SIGTERM' ? 'SIGTERM' : 'SIGINT';
     throw new InterruptedError(signal, `Interrupted by ${signal} while decoding images; nothing was trained${options.resume ? '' : ' or written'}.`);
   }
   if (dataset.splits.train.length === 0) {
-    backbone.dispose();
+    (source.withHead?.model ?? backbone).dispose();
     throw new UsageError(`No training images left in ${options.data} after holding out val and test.`);
   }
   for (const note of dataset.layoutNotes) notice(note);
@@ -330,11 +332,10 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
   const epochs = options.epochs === 'auto' ? (frozenCount < layerCount ? 3 : 10) : options.epochs;
   const totalEpochs = headEpochs + epochs;
   if (headEpochs > 0 && frozenCount >= layerCount) {
-    backbone.dispose();
+    (source.withHead?.model ?? backbone).dispose();
     throw new UsageError(`--head-epochs ${headEpochs} needs --freeze below the whole backbone (${layerCount} layers): the second phase would train the head only too.`);
   }
-  const full = attachHead(tf, backbone, { classes: dataset.classes.length, ...(options.headHidden ? { hidden: options.headHidden } : {}), dropout: options.dropout, name: `${source.name.split(' ')[0]!.replace(/\W/g, '_')}_finetuned` });
-  initializeWeights(tf, full, mixSeed(options.seed, 17), new Set(full.layers.slice(layerCount).map((l) => l.name)));
+  const full = classifier(tf, source, dataset.classes, options);
   if (options.bnMomentum !== undefined) setBatchNormMomentum(full, options.bnMomentum);
   const bn: BnMode = options.bn === 'auto' ? (options.weights === 'random' ? 'train' : 'frozen') : options.bn;
   if (options.bn === 'auto' && bn === 'train' && !options.resume && frozenCount < layerCount) notice('--bn train: the weights are random, so the BatchNormalization layers that train learn their statistics and scale/shift (recomputed over training images before each validation)');
@@ -457,6 +458,27 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
     for (const tail of run.tails) tail.dispose();
     full.dispose();
   }
+}
+
+/**
+ * The model that trains: a run's own classifier when `--model` is a run whose classes are the dataset's (continuing
+ * means continuing with its head), else the backbone with a new head (initialised from the seed).
+ */
+function classifier(tf: Tf, source: Backbone, classes: string[], options: FinetuneOptions): LayersModel {
+  const previous = source.withHead;
+  if (previous && previous.classes.length === classes.length && previous.classes.every((c, i) => c === classes[i])) {
+    if (!options.resume) notice(`continuing with the classifier head of ${source.name} (its classes are the dataset's); --new-head trains a fresh one`);
+    return previous.model;
+  }
+  if (previous) {
+    if (!options.resume) notice(`a new classifier head replaces ${source.name}'s: its classes (${previous.classes.join(', ')}) are not the dataset's (${classes.join(', ')})`);
+    const kept = new Set(source.model.layers.map((l) => l.name));
+    for (const layer of previous.model.layers) if (!kept.has(layer.name)) layer.dispose();
+  }
+  const layerCount = source.model.layers.length;
+  const full = attachHead(tf, source.model, { classes: classes.length, ...(options.headHidden ? { hidden: options.headHidden } : {}), dropout: options.dropout, name: `${source.name.split(' ')[0]!.replace(/\W/g, '_')}_finetuned` });
+  initializeWeights(tf, full, mixSeed(options.seed, 17), new Set(full.layers.slice(layerCount).map((l) => l.name)));
+  return full;
 }
 
 /** ONNX Runtime's trainer for a phase when asked for and the tail compiles; null (saying why) when it does not. */

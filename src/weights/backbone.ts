@@ -19,6 +19,11 @@ export interface Backbone {
   inputSize: number;
   /** The registry's default freeze point for this backbone, when it has one. */
   fineTuneFrom?: { layers: number; why: string };
+  /**
+   * With `keepHead`, a run tl wrote keeps its classifier: the whole model (backbone layers first, then the head's)
+   * and its classes. The caller owns it; `model` is its backbone part.
+   */
+  withHead?: { model: LayersModel; classes: string[] };
 }
 
 export interface BackboneOptions {
@@ -28,6 +33,8 @@ export interface BackboneOptions {
   seed?: number;
   store?: string;
   onDownload?: (p: DownloadProgress) => void;
+  /** Keep the classifier of a run tl wrote (see Backbone.withHead). */
+  keepHead?: boolean;
 }
 
 /** The metadata tl writes into a run's model.json. */
@@ -35,6 +42,7 @@ interface TlMetadata {
   model: string;
   preprocess: PreprocessMode;
   inputSize: number;
+  classes?: string[];
 }
 
 /** The model.json a path points at: a run folder (model/model.json), a model folder, or the file itself. */
@@ -111,9 +119,17 @@ export async function loadBackbone(tf: Tf, spec: string, options: BackboneOption
   const inputSize = meta?.inputSize ?? (inputShape[1] as number | null) ?? options.inputSize ?? 224;
   const output = backboneOutput(loaded);
   const backbone = tf.model({ inputs: loaded.inputs, outputs: output, name: `${loaded.name}_backbone` });
-  // Layers past the backbone (the old classifier) are dropped: free their weights now.
+  const name = meta?.model ? `${meta.model} (from ${isUrl ? spec : dirname(dirname(modelJson))})` : spec;
+  // A run of a registry model fine-tunes from that model's default point too.
+  const fineTuneFrom = meta?.model ? resolveVariant(meta.model).variant.fineTuneFrom : undefined;
   const kept = new Set(backbone.layers.map((l) => l.name));
-  for (const layer of loaded.layers) if (!kept.has(layer.name)) layer.dispose();
-  if (meta?.model) resolveVariant(meta.model);
-  return { model: backbone, name: meta?.model ? `${meta.model} (from ${isUrl ? spec : dirname(dirname(modelJson))})` : spec, preprocess, inputSize };
+  const headLayers = loaded.layers.filter((l) => !kept.has(l.name));
+  // A classifier tl wrote: the backbone's layers, then the head's, so Keras indices still count the backbone.
+  const ordered = loaded.layers.slice(0, kept.size).every((l) => kept.has(l.name));
+  if (options.keepHead && meta?.classes && headLayers.length > 0 && ordered) {
+    return { model: backbone, name, preprocess, inputSize, ...(fineTuneFrom ? { fineTuneFrom } : {}), withHead: { model: loaded, classes: meta.classes } };
+  }
+  // Layers past the backbone (the old classifier) are dropped: free their weights now.
+  for (const layer of headLayers) layer.dispose();
+  return { model: backbone, name, preprocess, inputSize, ...(fineTuneFrom ? { fineTuneFrom } : {}) };
 }

@@ -1,0 +1,58 @@
+import { renameSync, rmdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
+import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
+import { onNotice } from '../../src/util/notice.js';
+import { makeColourDataset } from '../helpers/synthetic.js';
+import { tempDir } from '../helpers/tmp.js';
+
+let tf: Tf;
+let info: BackendInfo;
+const data = tempDir();
+const twoClasses = tempDir();
+
+beforeAll(async () => {
+  ({ tf, info } = await loadBackend({ choice: 'wasm' }));
+  await makeColourDataset(data, 3, 16, 32);
+  await makeColourDataset(join(twoClasses, 'tmp'), 2, 12, 32);
+  for (const c of ['class0', 'class1']) renameSync(join(twoClasses, 'tmp', c), join(twoClasses, c === 'class0' ? 'red' : 'green'));
+  rmdirSync(join(twoClasses, 'tmp'));
+});
+
+function options(extra: Partial<FinetuneOptions>): FinetuneOptions {
+  return {
+    data, model: 'mobilenet_v2_035', out: tempDir(), freeze: 100, epochs: 3, batchSize: 8, lr: 1e-3, accumulate: 1, bn: 'frozen', dropout: 0,
+    augment: 'none', inputSize: 64, val: 0.25, test: 0, seed: 2, resize: 'squash', maxPixels: 1e8, weights: 'random', bnMomentum: 0.9, featureCacheBytes: 1 << 30, workers: 1, engine: 'onnx', ...extra,
+  };
+}
+
+async function collectNotices<T>(fn: () => Promise<T>): Promise<{ result: T; notices: string[] }> {
+  const notices: string[] = [];
+  const stop = onNotice((t) => notices.push(t));
+  try {
+    return { result: await fn(), notices };
+  } finally {
+    stop();
+  }
+}
+
+describe('-m RUN continues fine-tuning a run', () => {
+  it('with its own classifier head when the classes match; --new-head and other classes start a fresh head', async () => {
+    // A short first run, so that its validation loss is neither chance nor zero.
+    const first = await finetune(tf, info, options({ bn: 'train', epochs: 1, lr: 2e-4 }));
+    const trainedValLoss = first.calibration!.val.logLossAfter;
+    expect(trainedValLoss).toBeLessThan(0.9 * Math.log(3));
+    expect(trainedValLoss).toBeGreaterThan(0.05);
+    // One epoch at a negligible rate: the continued model validates as the run ended (its head kept, calibration included).
+    const tiny = { model: first.outDir, epochs: 1, lr: 1e-9, calibrate: 'none' as const, bn: 'frozen' as const };
+    const cont = await collectNotices(() => finetune(tf, info, options(tiny)));
+    expect(cont.notices.some((n) => n.startsWith('continuing with the classifier head of mobilenet_v2_035'))).toBe(true);
+    expect(Math.abs(cont.result.history[0]!.val_loss! - trainedValLoss)).toBeLessThan(0.01 * trainedValLoss);
+    const fresh = await finetune(tf, info, options({ ...tiny, newHead: true }));
+    expect(Math.abs(fresh.history[0]!.val_loss! - trainedValLoss)).toBeGreaterThan(0.1 * trainedValLoss);
+    const other = await collectNotices(() => finetune(tf, info, options({ ...tiny, data: twoClasses, lr: 1e-3 })));
+    expect(other.notices.some((n) => n.startsWith("a new classifier head replaces mobilenet_v2_035") && n.includes('(class0, class1, class2)') && n.includes('(green, red)'))).toBe(true);
+    expect(other.result.classes).toEqual(['green', 'red']);
+  });
+});
