@@ -9,7 +9,7 @@ import { InterruptedError, TlError, UsageError } from '../errors.js';
 import { savedOptionsSchema, type SavedOptions } from '../train/config.js';
 import { addCommonOptions, addEngineOption, announceBackend, backendSchema, commonSchema, deviceSchema, engineSchema, numeric, numericOrAuto, parseOptions, printJson } from './common.js';
 import { dataOptions, dataSchema } from './options.js';
-import type { FinetuneOptions } from '../train/finetune.js';
+import type { FinetuneOptions, ProgressEvent } from '../train/finetune.js';
 import { downloadReporter, progress, type Io } from './io.js';
 import { printMetrics } from './metrics.js';
 import { calibrationLine } from '../report/headline.js';
@@ -95,6 +95,27 @@ async function readRunOptions(dir: string): Promise<SavedOptions> {
   const parsed = savedOptionsSchema.safeParse(json);
   if (!parsed.success) throw new UsageError(`--resume ${dir}: ${path} is not a tl run config (${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}).`);
   return parsed.data;
+}
+
+/** `epoch 3/8` with the phase of a two-phase run: `epoch 3/8 (fine-tune)`. */
+export function epochLabel(e: Pick<ProgressEvent, 'epoch' | 'epochs' | 'stage'>): string {
+  return `epoch ${e.epoch}/${e.epochs}${e.stage === 'head' ? ' (head)' : e.stage === 'finetune' ? ' (fine-tune)' : ''}`;
+}
+
+/** One finished epoch, as it stays on screen. */
+export function epochLine(e: ProgressEvent): string {
+  const r = e.row!;
+  return `${epochLabel(e)}: loss ${r.loss.toFixed(4)} acc ${r.accuracy.toFixed(3)} val_loss ${r.val_loss?.toFixed(4) ?? '-'} val_acc ${r.val_accuracy?.toFixed(3) ?? '-'} ${r.img_per_s.toFixed(1)} img/s ${r.seconds.toFixed(1)} s`;
+}
+
+function bar(fraction: number, width = 20): string {
+  const filled = Math.max(0, Math.min(width, Math.round(fraction * width)));
+  return `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}]`;
+}
+
+function duration(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  return s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
 }
 
 function defaultOutDir(model: string, data: string): string {
@@ -240,6 +261,7 @@ export function finetuneCommand(io: Io): Command {
         };
     let result: Awaited<ReturnType<typeof finetune>>;
     let decodingSaid = false;
+    const epochSeconds: number[] = [];
     try {
       result = await finetune(backend.tf, backend.info, {
         ...options,
@@ -252,14 +274,18 @@ export function finetuneCommand(io: Io): Command {
             decodingSaid = true;
             return spinner.update(`decoding images ${e.done}/${e.total}`);
           }
-          if (e.phase === 'validate') return spinner.update(`epoch ${e.epoch}/${e.epochs} validating ${e.done}/${e.total}`);
+          if (e.phase === 'validate') return spinner.update(`${epochLabel(e)} validating ${e.done}/${e.total}`);
           if (e.phase === 'epoch') {
             const r = e.row!;
-            // Off a terminal there is no spinner: one line per finished epoch is the progress.
-            if (!io.isTTY && !opts.quiet && !opts.json) io.err(`epoch ${r.epoch}/${e.epochs}: loss ${r.loss.toFixed(4)} acc ${r.accuracy.toFixed(3)} val_loss ${r.val_loss?.toFixed(4) ?? '-'} val_acc ${r.val_accuracy?.toFixed(3) ?? '-'} ${r.img_per_s.toFixed(1)} img/s ${r.seconds.toFixed(1)} s\n`);
+            epochSeconds.push(r.seconds);
+            // Each finished epoch stays on screen: above the spinner on a terminal, as a line elsewhere.
+            if (!opts.quiet && !opts.json) (io.isTTY ? spinner.log : io.err)(`${epochLine(e)}\n`);
             return;
           }
-          spinner.update(`epoch ${e.epoch}/${e.epochs} ${e.done}/${e.total} loss ${e.loss?.toFixed(4)} acc ${e.accuracy?.toFixed(3)} ${e.imagesPerSecond?.toFixed(1)} img/s ETA ${Math.round(e.etaSeconds ?? 0)}s`);
+          // The run's ETA: this epoch's, then the remaining epochs at the pace so far.
+          const perEpoch = epochSeconds.length > 0 ? epochSeconds.reduce((a, b) => a + b, 0) / epochSeconds.length : (e.etaSeconds ?? 0) + (e.done / (e.imagesPerSecond || 1));
+          const runEta = (e.etaSeconds ?? 0) + perEpoch * (e.epochs - e.epoch);
+          spinner.update(`${epochLabel(e)} ${bar(e.done / e.total)} ${e.done}/${e.total} loss ${e.loss?.toFixed(4)} acc ${e.accuracy?.toFixed(3)} ${e.imagesPerSecond?.toFixed(1)} img/s · epoch ETA ${duration(e.etaSeconds ?? 0)} · run ETA ${duration(runEta)}`);
         },
       });
     } catch (err) {

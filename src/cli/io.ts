@@ -10,6 +10,8 @@ export interface Io {
   color: boolean;
   env: NodeJS.ProcessEnv;
   errStream?: NodeJS.WritableStream;
+  /** Whether anything was written to stdout (a --json command that printed its result prints no error document). */
+  wroteOut?: () => boolean;
 }
 
 /** A progress indicator that is a real spinner on a terminal and silent elsewhere. */
@@ -18,9 +20,11 @@ export interface Progress {
   succeed(text?: string): void;
   fail(text?: string): void;
   stop(): void;
+  /** A line that stays on screen above the spinner (e.g. a finished epoch). */
+  log(text: string): void;
 }
 
-const silent: Progress = { update() {}, succeed() {}, fail() {}, stop() {} };
+const silent: Progress = { update() {}, succeed() {}, fail() {}, stop() {}, log() {} };
 
 /** Starts a spinner on stderr when it is a terminal and output is neither JSON nor quiet. */
 export function progress(io: Io, text: string, opts: { json?: boolean; quiet?: boolean }): Progress {
@@ -31,6 +35,11 @@ export function progress(io: Io, text: string, opts: { json?: boolean; quiet?: b
     succeed: (t) => void spinner.succeed(t),
     fail: (t) => void spinner.fail(t),
     stop: () => void spinner.stop(),
+    log: (t) => {
+      spinner.clear();
+      io.errStream!.write(t.endsWith('\n') ? t : `${t}\n`);
+      spinner.render();
+    },
   };
 }
 
@@ -54,8 +63,10 @@ export function downloadReporter(io: Io, spinner: Progress, opts: { json?: boole
 export function processIo(): Io {
   const env = process.env;
   const isTTY = process.stderr.isTTY === true;
+  let wrote = false;
   return {
-    out: (t) => void process.stdout.write(t),
+    out: (t) => void ((wrote = true), process.stdout.write(t)),
+    wroteOut: () => wrote,
     err: (t) => void process.stderr.write(t),
     isTTY,
     color: isTTY && env['NO_COLOR'] === undefined && env['TERM'] !== 'dumb',
@@ -70,6 +81,7 @@ export function bufferIo(env: NodeJS.ProcessEnv = process.env): Io & { stdout: (
   let err = '';
   return {
     out: (t) => void (out += t),
+    wroteOut: () => out.length > 0,
     err: (t) => void (err += t),
     isTTY: false,
     color: false,

@@ -39,27 +39,39 @@ export async function execute(argv: string[], io: Io): Promise<number> {
     await program.parseAsync(argv, { from: 'user' });
     return 0;
   } catch (err) {
-    return handleError(err, io);
+    return handleError(err, io, { json: argv.includes('--json') });
   } finally {
     stopNotices();
   }
 }
 
-/** Known errors: one line and a suggestion. Unknown ones: the stack and a request to report it. */
-export function handleError(err: unknown, io: Io): number {
+/** What a failed command prints on stdout with --json: one document a script can parse instead of nothing. */
+export interface JsonErrorDocument {
+  error: { code: string; message: string; suggestion: string | null; exitCode: number };
+}
+
+/**
+ * Known errors: one line and a suggestion. Unknown ones: the stack and a request to report it. With `json`, stdout
+ * also gets one JSON error document (stderr keeps the human-readable lines).
+ */
+export function handleError(err: unknown, io: Io, options: { json?: boolean } = {}): number {
+  const document = (code: string, message: string, suggestion: string | null, exitCode: number) => {
+    if (options.json && !io.wroteOut?.()) io.out(`${JSON.stringify({ error: { code, message, suggestion, exitCode } } satisfies JsonErrorDocument, null, 2)}\n`);
+    return exitCode;
+  };
   if (err instanceof CommanderError) {
     if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) return 0;
-    return 2;
+    return document('E_USAGE', err.message.replace(/^error: /, ''), 'run with --help for usage', 2);
   }
   const known = err instanceof TlError ? err : environmentError(err);
   if (known) {
     io.err(`error: ${known.message}\n`);
     if (known.suggestion) io.err(`  ${known.suggestion}\n`);
-    return known.exitCode;
+    return document(known.code, known.message, known.suggestion ?? null, known.exitCode);
   }
   const stack = err instanceof Error ? (err.stack ?? err.message) : String(err);
   io.err(`internal error: ${stack}\nThis is a bug in tl; please report it with the command you ran and the output of \`tl doctor\`.\n`);
-  return 1;
+  return document('E_INTERNAL', err instanceof Error ? err.message : String(err), 'please report it with the command you ran and the output of `tl doctor`', 1);
 }
 
 /** In-process run for tests: exit code and everything written. */

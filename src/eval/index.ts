@@ -1,10 +1,11 @@
 // `tl eval`: metrics of a fine-tuned run on its own held-out split (or on another labelled folder).
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Tf } from '../backend/index.js';
 import { ImageSource, scanDataset, type ImageItem, type SkippedFile } from '../data/index.js';
-import { UsageError } from '../errors.js';
+import { ModelNotFoundError, UsageError } from '../errors.js';
 import { loadClassifier, runBatches, type RunOptions } from '../inference/index.js';
+import { z } from 'zod';
 import { computeMetrics, type Metrics } from './metrics.js';
 
 export type EvalSplit = 'test' | 'val' | 'train' | 'all';
@@ -31,19 +32,30 @@ export interface EvalResult {
   imagesPerSecond: number;
 }
 
-interface SplitRecord {
-  root: string;
-  files: Record<string, 'train' | 'val' | 'test'>;
-}
+const splitRecordSchema = z.object({ root: z.string(), files: z.record(z.string(), z.enum(['train', 'val', 'test'])) });
+type SplitRecord = z.infer<typeof splitRecordSchema>;
 
 /** Evaluates the run in `options.run` and returns its metrics (the caller writes the report). */
 export async function evaluate(tf: Tf, options: EvalOptions): Promise<EvalResult> {
   const started = performance.now();
+  const info = await stat(options.run).catch(() => null);
+  if (info === null) throw new ModelNotFoundError(`No run at ${options.run}: the folder does not exist.`, { suggestion: 'Pass the folder tl finetune wrote (it prints "wrote <folder>" at the end).' });
+  if (!info.isDirectory()) throw new UsageError(`--model ${options.run} is a file; tl eval takes the run folder tl finetune wrote.`);
   let record: SplitRecord | null = null;
-  try {
-    record = JSON.parse(await readFile(join(options.run, 'split.json'), 'utf8')) as SplitRecord;
-  } catch {
-    if (options.data === undefined) throw new UsageError(`${options.run} has no split.json, so its held-out images are unknown; pass a DATA folder to evaluate on.`);
+  const splitFile = join(options.run, 'split.json');
+  const text = await readFile(splitFile, 'utf8').catch(() => null);
+  if (text !== null) {
+    const parsed = splitRecordSchema.safeParse((() => {
+      try {
+        return JSON.parse(text) as unknown;
+      } catch {
+        return null;
+      }
+    })());
+    if (!parsed.success) throw new UsageError(`${splitFile} is damaged (not the split record tl finetune writes).`, { suggestion: 'Pass a DATA folder to evaluate on it whole.' });
+    record = parsed.data;
+  } else if (options.data === undefined) {
+    throw new UsageError(`${options.run} has no split.json, so its held-out images are unknown; pass a DATA folder to evaluate on.`);
   }
   const data = options.data ?? record!.root;
   const scan = await scanDataset(data);

@@ -109,6 +109,8 @@ export interface FinetuneOptions {
 
 export interface ProgressEvent {
   phase: 'decode' | 'train' | 'validate' | 'epoch';
+  /** Which training phase the epoch belongs to (train, validate and epoch events). */
+  stage?: PhaseInfo['name'];
   /** The finished epoch's metrics (phase `epoch`). */
   row?: EpochRow;
   epoch: number;
@@ -606,15 +608,15 @@ async function runEpoch(run: Run, phaseIndex: number, phase: PhaseInfo, epoch: n
       return;
     }
     const elapsed = (performance.now() - started) / 1000;
-    options.onProgress?.({ phase: 'train', epoch, epochs: run.totalEpochs, done: seen, total, loss: lossSum / seen, accuracy: correct / seen, imagesPerSecond: seen / elapsed, etaSeconds: (elapsed / seen) * (total - seen) });
+    options.onProgress?.({ phase: 'train', stage: phase.name, epoch, epochs: run.totalEpochs, done: seen, total, loss: lossSum / seen, accuracy: correct / seen, imagesPerSecond: seen / elapsed, etaSeconds: (elapsed / seen) * (total - seen) });
   }
   // Validation, the best weights and the checkpoint read the tfjs variables.
   trainer.syncWeights();
   const trainSeconds = (performance.now() - started) / 1000;
   if (run.bn === 'train' && (await recomputeBatchNorm(tf, cut, frozen, dataset, preciseBnSample(dataset.splits.train, options.seed), options.batchSize)) > 0) trainer.reloadStates();
-  const val = dataset.splits.val.length > 0 ? await frozen.evaluate(dataset.splits.val, options.batchSize, (done, n) => options.onProgress?.({ phase: 'validate', epoch, epochs: run.totalEpochs, done, total: n })) : null;
+  const val = dataset.splits.val.length > 0 ? await frozen.evaluate(dataset.splits.val, options.batchSize, (done, n) => options.onProgress?.({ phase: 'validate', stage: phase.name, epoch, epochs: run.totalEpochs, done, total: n })) : null;
   run.history.push({ epoch, loss: lossSum / seen, accuracy: correct / seen, val_loss: val?.loss ?? null, val_accuracy: val?.accuracy ?? null, lr, seconds: (performance.now() - started) / 1000, img_per_s: seen / trainSeconds });
-  options.onProgress?.({ phase: 'epoch', epoch, epochs: run.totalEpochs, done: total, total, row: run.history.at(-1)! });
+  options.onProgress?.({ phase: 'epoch', stage: phase.name, epoch, epochs: run.totalEpochs, done: total, total, row: run.history.at(-1)! });
   await writeMetricsCsv(options.out, run.history);
   const monitor = run.monitor;
   const value = val === null ? null : monitor === 'val_loss' ? val.loss : val.accuracy;
