@@ -16,6 +16,8 @@ export interface ModelRow {
   preprocess: Variant['preprocess'];
   weights: string;
   inStore: boolean;
+  /** Where the pretrained weights come from without a network: the store, the nsfwjs npm package, or nowhere yet. */
+  offline: 'store' | 'npm package' | 'no';
   trainedOn: string;
 }
 
@@ -43,6 +45,8 @@ export function listModels(store: string): ModelRow[] {
         preprocess: v.preprocess,
         weights: backboneSource ? describeSource(backboneSource) : 'none',
         inStore: v.weights.some((w) => existsSync(sourceStorePath(store, w))),
+        // nsfwjs's weights ship inside its npm package (a dependency of tl): extracted into the store on first use.
+        offline: v.weights.some((w) => w.kind === 'keras-h5' && existsSync(sourceStorePath(store, w))) ? 'store' : v.weights.some((w) => w.kind === 'nsfwjs') ? 'npm package' : 'no',
         trainedOn: v.trainedOn,
       };
     }),

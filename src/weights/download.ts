@@ -59,9 +59,11 @@ export async function download(url: string, dest: string, options: DownloadOptio
       response = await fetchImpl(url, { signal: abort.signal, redirect: 'follow' });
     } catch (err) {
       if (abort.signal.aborted) throw stalled();
-      throw new WeightsError(`Cannot download ${url}: ${(err as Error).message}${(err as { cause?: Error }).cause ? ` (${(err as { cause: Error }).cause.message})` : ''}`, {
+      // A file already in place that failed its check is the likelier story offline: say so first.
+      const placed = check === 'missing' ? '' : `${dest} ${CHECK_WORDS[check]}${check === 'mismatch' && options.hash ? ` (expected ${hashAlgorithm(options.hash)} ${options.hash})` : ''}, and `;
+      throw new WeightsError(`${placed}${placed ? 'c' : 'C'}annot download ${url}: ${(err as Error).message}${(err as { cause?: Error }).cause ? ` (${(err as { cause: Error }).cause.message})` : ''}`, {
         cause: err,
-        suggestion: `Download it elsewhere and place it at ${dest}, or use --weights random.`,
+        suggestion: `Download it elsewhere and run \`tl models import FILE\` (it checks the file and places it at ${dest}), or use --weights random.`,
       });
     }
     if (!response.ok || response.body === null) throw new WeightsError(`Cannot download ${url}: HTTP ${response.status} ${response.statusText}`);

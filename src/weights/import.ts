@@ -1,0 +1,108 @@
+// `tl models import FILE`: a Keras weight file obtained elsewhere (offline machines, mirrors) placed in the store after
+// the checks a download gets: HDF5, within the size bound, the published hash where Keras publishes one, and weights
+// that fit the model layer for layer. Copied atomically, with its sha256 recorded.
+import { copyFile, mkdir, open, rename, stat } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
+import type { Tf } from '../backend/index.js';
+import { UsageError, WeightsError } from '../errors.js';
+import { buildVariant, FAMILIES, resolveVariant, type Variant, type WeightSource } from '../registry/index.js';
+import { hashAlgorithm, hashFile, recordStored } from '../store/verified.js';
+import { tempPathFor, trackTemp, untrackTemp } from '../util/atomic.js';
+import { readKerasH5 } from './h5.js';
+import { assignKerasFile, kerasStorePath, maxKerasBytes } from './keras.js';
+
+type KerasSource = WeightSource & { kind: 'keras-h5' };
+
+const HDF5_MAGIC = Buffer.from([0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]);
+
+export interface ImportResult {
+  model: string;
+  file: string;
+  storedAt: string;
+  includeTop: boolean;
+  /** How the file was checked: the published hash, or a recorded sha256 where Keras publishes none. */
+  verified: 'published md5' | 'published sha256' | 'recorded sha256';
+  sha256: string;
+  bytes: number;
+}
+
+/** The registry sources a file could be: by its file name, or every Keras source of `model`. */
+function candidates(file: string, model: string | undefined): { variant: Variant; source: KerasSource }[] {
+  const all = FAMILIES.flatMap((f) => f.variants.flatMap((variant) => variant.weights.filter((w): w is KerasSource => w.kind === 'keras-h5').map((source) => ({ variant, source }))));
+  const named = all.filter((c) => basename(new URL(c.source.url).pathname) === basename(file));
+  if (model !== undefined) {
+    const { variant } = resolveVariant(model);
+    const mine = all.filter((c) => c.variant.name === variant.name);
+    if (mine.length === 0) throw new UsageError(`${variant.name} has no Keras weight file to import (its weights come from ${variant.weights[0]?.kind ?? 'nowhere'}).`);
+    const byName = mine.filter((c) => named.includes(c));
+    return byName.length > 0 ? byName : mine;
+  }
+  if (named.length === 0) {
+    throw new UsageError(`${file}: the file name is not one Keras publishes for a registry model, so tl cannot tell which model it is for.`, { suggestion: 'Pass --model NAME (see `tl models`).' });
+  }
+  return named;
+}
+
+/** Checks a Keras weight file and copies it into the store where `tl finetune --model NAME` looks for it. */
+export async function importWeights(tf: Tf, file: string, options: { model?: string; store: string }): Promise<ImportResult> {
+  const info = await stat(file).catch(() => null);
+  if (info === null) throw new UsageError(`${file} does not exist.`);
+  if (!info.isFile()) throw new UsageError(`${file} is not a file.`);
+  const head = Buffer.alloc(8);
+  const fd = await open(file, 'r');
+  try {
+    await fd.read(head, 0, 8, 0);
+  } finally {
+    await fd.close();
+  }
+  if (!head.equals(HDF5_MAGIC)) throw new WeightsError(`${file} is not an HDF5 file (it starts with ${JSON.stringify(head.toString('latin1').replace(/[^\x20-\x7e]/g, '.'))}); Keras weight files are .h5 (HDF5).`);
+  const sha256 = await hashFile(file, 'sha256');
+  const md5 = await hashFile(file, 'md5');
+  const h5 = await readKerasH5(file);
+  const hasTop = [...h5.layers.keys()].some((l) => l === 'predictions' || l === 'Predictions' || l === 'fc1000');
+  let reasons: string[] = [];
+  const all = candidates(file, options.model);
+  const matching = all.filter((c) => c.source.includeTop === hasTop);
+  for (const { variant, source } of matching.length > 0 ? matching : all) {
+    const model = buildVariant(tf, variant.name, { includeTop: source.includeTop, ...(source.inputSize ? { inputSize: source.inputSize } : {}) });
+    try {
+      const limit = maxKerasBytes(model, source, variant.family);
+      if (info.size > limit) throw new WeightsError(`${file} is ${info.size} bytes; ${variant.name}'s weights ${source.includeTop ? 'with' : 'without'} top take at most ${limit}.`);
+      if (source.hash !== null) {
+        const got = hashAlgorithm(source.hash) === 'md5' ? md5 : sha256;
+        if (got !== source.hash.toLowerCase()) {
+          throw new WeightsError(`${file}'s ${hashAlgorithm(source.hash)} is ${got}; Keras publishes ${source.hash} for ${basename(new URL(source.url).pathname)} (${variant.name}): it is another file or a damaged copy.`);
+        }
+      }
+      // Every weight must fit the model by layer name and shape (a wrong but valid HDF5 file fails here).
+      await assignKerasFile(tf, model, file);
+      const dest = kerasStorePath(options.store, source.url);
+      await mkdir(dirname(dest), { recursive: true });
+      const tmp = tempPathFor(dest);
+      trackTemp(tmp);
+      try {
+        await copyFile(file, tmp);
+        if ((await hashFile(tmp, 'sha256')) !== sha256) throw new WeightsError(`${file} changed while it was copied into the store; run the import again.`);
+        await rename(tmp, dest);
+      } finally {
+        untrackTemp(tmp);
+      }
+      await recordStored(dest, sha256);
+      return {
+        model: variant.name,
+        file,
+        storedAt: dest,
+        includeTop: source.includeTop,
+        verified: source.hash === null ? 'recorded sha256' : hashAlgorithm(source.hash) === 'md5' ? 'published md5' : 'published sha256',
+        sha256,
+        bytes: info.size,
+      };
+    } catch (err) {
+      if (!(err instanceof WeightsError)) throw err;
+      reasons = [...reasons, err.message];
+    } finally {
+      model.dispose();
+    }
+  }
+  throw new WeightsError(reasons.length === 1 ? reasons[0]! : `${file} fits none of the candidate weight files: ${reasons.join(' ')}`);
+}
