@@ -1,4 +1,5 @@
 // Fine-tuning: the frozen part runs once per image in inference mode (cached), the tail trains on its outputs.
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -193,6 +194,8 @@ interface RunState {
   history: EpochRow[];
   best: FinetuneResult['best'];
   stale: number;
+  /** sha256 of the weights no phase trains (not stored in the checkpoint); absent in checkpoints that hold every weight. */
+  frozenDigest?: string;
 }
 
 /** The run folder's checkpoints: the last state (every epoch and on interruption) and the best weights. */
@@ -217,15 +220,33 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
   }
 }
 
-/** The run's weights in layer order (tfjs's `model.weights` lists trainable weights first, so its order changes with the phase). */
+/**
+ * The weights of the layers that train in some phase, in layer order (tfjs's `model.weights` lists trainable weights
+ * first, so its order changes with the phase). Layers frozen in every phase never change: checkpoints hold only the
+ * others, with a digest of the frozen ones that a resumed run checks (the backbone is not stored a third time).
+ */
 class LayerOrderWeights {
   private readonly variables: LayerVariable[];
+  private readonly frozen: LayerVariable[];
 
   constructor(
     private readonly tf: Tf,
     model: LayersModel,
+    frozenLayers: number,
   ) {
-    this.variables = model.layers.flatMap((l) => l.weights);
+    this.variables = model.layers.slice(frozenLayers).flatMap((l) => l.weights);
+    this.frozen = model.layers.slice(0, frozenLayers).flatMap((l) => l.weights);
+  }
+
+  /** sha256 over the never-trained weights' names, shapes and values. */
+  frozenDigest(): string {
+    const hash = createHash('sha256');
+    for (const w of this.frozen) {
+      hash.update(`${w.originalName}[${w.shape.join(',')}]`);
+      const data = w.read().dataSync() as Float32Array;
+      hash.update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    }
+    return hash.digest('hex');
   }
 
   snapshot(): Tensor[] {
@@ -240,9 +261,9 @@ class LayerOrderWeights {
     return toArrays(this.variables.map((w) => ({ name: w.originalName, tensor: w.read() })));
   }
 
-  /** Sets every weight from a checkpoint's arrays, checking that names and shapes match. */
+  /** Sets the weights from a checkpoint's arrays (these weights, or every weight as older checkpoints hold), checking names and shapes. */
   load(arrays: NamedArray[], path: string): void {
-    const weights = this.variables;
+    const weights = arrays.length === this.variables.length + this.frozen.length && this.frozen.length > 0 ? [...this.frozen, ...this.variables] : this.variables;
     if (arrays.length !== weights.length) throw new TlError('E_CHECKPOINT', `${path} holds ${arrays.length} weights; the model has ${weights.length}. It was written for another model or configuration.`);
     weights.forEach((w, i) => {
       const a = arrays[i]!;
@@ -271,6 +292,7 @@ interface Run {
   monitor: 'val_loss' | 'val_accuracy';
   paths: { last: string; best: string };
   weights: LayerOrderWeights;
+  frozenDigest: string;
   checkpoint: { state: RunState; groups: Record<string, NamedArray[]> } | null;
   /** The first epoch this process trains (after a resume, the checkpoint's next one). */
   startEpoch: number;
@@ -364,10 +386,11 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
   };
   const config = { ...effectiveConfig(options), freeze: options.freeze === 'default' ? freeze : options.freeze, epochs, lr, phases, optimizer: optimizer.optimizer, momentum: optimizer.momentum, nesterov: optimizer.nesterov, inputSize: size, classWeights: loss.classWeights, backend: backend.label, frozenLayers: frozenCount, bn };
 
-  const weights = new LayerOrderWeights(tf, full);
+  const weights = new LayerOrderWeights(tf, full, Math.min(...phases.map((p) => p.frozenLayers)));
+  const frozenDigest = weights.frozenDigest();
   const run: Run = {
     tf, backend, options, source, dataset, full, backbone, phases, bn, optimizer, loss, schedule, stepsPerEpoch, totalEpochs,
-    monitor: options.monitor ?? 'val_loss', paths, weights, checkpoint, startEpoch: 1,
+    monitor: options.monitor ?? 'val_loss', paths, weights, frozenDigest, checkpoint, startEpoch: 1,
     history: [], best: null, bestWeights: [], stale: 0, partial: null, stopReason: null, tensorsAfterEpoch: [],
     cacheStats: { enabled: false, hits: 0, misses: 0, spilled: 0 }, boundaryLayers: [], tails: [], kept: { probs: [], labels: [], paths: [] }, test: null, calibration: null,
   };
@@ -376,6 +399,9 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
       const saved = JSON.parse(await readFile(join(options.out, 'split.json'), 'utf8').catch(() => 'null')) as { files?: unknown } | null;
       if (saved && JSON.stringify(saved.files) !== JSON.stringify(dataset.splitMap)) {
         throw new UsageError(`The images in ${options.data} differ from those the run in ${options.out} started with, so it cannot be resumed exactly.`, { suggestion: 'Restore the dataset, or start a new run.' });
+      }
+      if (checkpoint.state.frozenDigest !== undefined && checkpoint.state.frozenDigest !== frozenDigest) {
+        throw new TlError('E_CHECKPOINT', `The frozen layers of ${options.model} differ from those the run in ${options.out} started with (their weights changed), so it cannot be resumed.`, { suggestion: 'Resume with the weights the run started from, or start a new run.' });
       }
       weights.load(checkpoint.groups.weights ?? [], paths.last);
       ({ history: run.history, best: run.best, stale: run.stale, partial: run.partial } = checkpoint.state);
@@ -570,7 +596,7 @@ async function calibrate(run: Run, frozen: FrozenPart): Promise<{ temperature: n
 
 /** Writes checkpoints/last.ckpt: every weight, the trainer's optimizer state and where the run stands. */
 async function saveLast(run: Run, phaseIndex: number, trainer: Trainer, epochsDone: number, inEpoch: RunState['partial']): Promise<void> {
-  const state: RunState = { version: 1, epochsDone, partial: inEpoch, phase: phaseIndex, history: run.history, best: run.best, stale: run.stale };
+  const state: RunState = { version: 1, epochsDone, partial: inEpoch, phase: phaseIndex, history: run.history, best: run.best, stale: run.stale, frozenDigest: run.frozenDigest };
   trainer.syncWeights();
   const optimizer = await trainer.optimizerState();
   await writeCheckpoint(run.paths.last, state, { weights: await run.weights.arrays(), optimizer });

@@ -56,3 +56,25 @@ describe('-m RUN continues fine-tuning a run', () => {
     expect(other.result.classes).toEqual(['green', 'red']);
   });
 });
+
+describe('checkpoints', () => {
+  it('hold only the layers some phase trains, and refuse to resume when the frozen weights changed', async () => {
+    const { readCheckpoint } = await import('../../src/train/checkpoint.js');
+    const { readFileSync, writeFileSync } = await import('node:fs');
+    const base = await finetune(tf, info, options({ epochs: 1, freeze: 'all', calibrate: 'none' }));
+    const run = await finetune(tf, info, options({ model: base.outDir, epochs: 1, freeze: 'all', newHead: true }));
+    const last = await readCheckpoint<{ frozenDigest: string }>(join(run.outDir, 'checkpoints', 'last.ckpt'));
+    // Head only: the classifier's kernel and bias, not MobileNetV2's 260 backbone weights.
+    expect(last.groups.weights!.map((w) => w.name)).toEqual(['predictions/kernel', 'predictions/bias']);
+    expect(last.state.frozenDigest).toMatch(/^[0-9a-f]{64}$/);
+    // The backbone the run started from changes: resuming it would mix two models.
+    const bin = join(base.outDir, 'model', 'weights.bin');
+    const bytes = readFileSync(bin);
+    // Past the first weights (tfjs writes the trainable head's first), inside the backbone.
+    const floats = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4);
+    floats[Math.floor(floats.length / 2)] = floats[Math.floor(floats.length / 2)]! + 1;
+    writeFileSync(bin, bytes);
+    const err = await finetune(tf, info, { ...options({ model: base.outDir, epochs: 2, freeze: 'all', newHead: true }), out: run.outDir, resume: true }).catch((e: unknown) => e);
+    expect((err as Error).message).toContain('differ from those the run');
+  });
+});
