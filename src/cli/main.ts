@@ -11,6 +11,7 @@ import { extractCommand } from './extract.js';
 import { finetuneCommand } from './finetune.js';
 import { modelsCommand } from './models.js';
 import { predictCommand } from './predict.js';
+import { storeCommand } from './store.js';
 import { bufferIo, processIo, type Io } from './io.js';
 
 /** Builds the `tl` program writing through `io`. */
@@ -22,7 +23,7 @@ export function buildProgram(io: Io): Command {
     .enablePositionalOptions()
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
     .exitOverride();
-  for (const cmd of [finetuneCommand(io), extractCommand(io), evalCommand(io), predictCommand(io), exportCommand(io), modelsCommand(io), dataCommand(io), doctorCommand(io)]) {
+  for (const cmd of [finetuneCommand(io), extractCommand(io), evalCommand(io), predictCommand(io), exportCommand(io), modelsCommand(io), storeCommand(io), dataCommand(io), doctorCommand(io)]) {
     program.addCommand(cmd.exitOverride().configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) }));
   }
   return program;

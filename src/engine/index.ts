@@ -1,5 +1,6 @@
 // Inference engines: ONNX Runtime (native, multi-threaded) or TensorFlow.js, chosen with --engine.
 import { createHash } from 'node:crypto';
+import { utimes } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { LayersModel } from '../backend/index.js';
 import { BackendError, UsageError } from '../errors.js';
@@ -57,7 +58,11 @@ export function modelHash(model: LayersModel): string {
 export async function exportedGraph(model: LayersModel, store = storeRoot()): Promise<{ path: string; bytes: Uint8Array }> {
   const path = join(store, 'onnx', `${modelHash(model)}.onnx`);
   const cached = await readStored(path);
-  if (cached.data !== null) return { path, bytes: cached.data };
+  if (cached.data !== null) {
+    // The modification time records the last use, which `tl store prune` goes by (access times are often not kept).
+    await utimes(path, new Date(), new Date()).catch(() => undefined);
+    return { path, bytes: cached.data };
+  }
   if (cached.check !== 'missing') notice(`the cached ONNX graph ${path} ${CHECK_WORDS[cached.check]}; exported it again`);
   for (const leftover of sweepStaleTemps(dirname(path))) notice(`removed ${leftover}, left by an interrupted run`);
   const bytes = exportOnnx(model);
