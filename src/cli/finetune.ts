@@ -53,6 +53,7 @@ const finetuneSchema = commonSchema.extend(dataSchema.shape).extend({
   patience: numeric(z.number().int().min(1)).optional(),
   calibrate: z.enum(['temperature', 'none']),
   newHead: z.boolean().default(false),
+  arch: z.string().min(1).optional(),
 });
 
 /** A --config file: any option by its camelCase name (as in `tl finetune --help`, e.g. batchSize), and data. */
@@ -128,7 +129,8 @@ export function finetuneCommand(io: Io): Command {
   const cmd = new Command('finetune')
     .description('fine-tune a pretrained model on DATA/<class>/<image> and write the model, metrics and report')
     .argument('[DATA]', 'dataset folder (or "data" in --config, or the resumed run\'s)')
-    .option('-m, --model <name|path|url>', 'registry model (see `tl models`), a run folder tl wrote, a tfjs model folder, or a model.json URL', DEFAULT_MODEL)
+    .option('-m, --model <name|path|url>', 'registry model (see `tl models`), a run folder tl wrote, a tfjs model folder, a Keras .h5 file (weights or full model) of a registry architecture, or a model.json URL', DEFAULT_MODEL)
+    .option('--arch <name>', 'with a Keras .h5 file as --model: the registry architecture it holds, when neither its file name nor its model config tells')
     .option('--freeze <n|layer|all|default>', "freeze layers 0..N-1 of the backbone (Keras indices), up to a named layer, or 'all' (head only); default: the model's published fine-tuning point (mobilenet_v2 100, inception_v3 249, resnet conv5; see `tl models info`), else all", 'default')
     .option('--epochs <n|auto>', 'training epochs (of the second phase, with --head-epochs); auto: 3 when backbone layers train, 10 for the head alone', 'auto')
     .option('--head-epochs <n>', 'first train the head alone (whole backbone frozen) for n epochs, then --epochs at --freeze and --finetune-lr', '0')
@@ -256,6 +258,7 @@ export function finetuneCommand(io: Io): Command {
           ...(opts.patience ? { patience: opts.patience } : {}),
           calibrate: opts.calibrate,
           ...(opts.newHead ? { newHead: true } : {}),
+          ...(opts.arch ? { arch: opts.arch } : {}),
           workers,
           engine: engine.name,
         };

@@ -1,4 +1,5 @@
 // Classification metrics from predicted probabilities, with scikit-learn's conventions.
+import { TlError } from '../errors.js';
 
 export interface ClassMetrics {
   name: string;
@@ -52,6 +53,20 @@ const EPS = 1.1920929e-7;
 
 const ratio = (a: number, b: number) => (b === 0 ? 0 : a / b);
 
+/** Rows (images) of `probs` with a NaN or infinite value. */
+export function nonFiniteRows(probs: ArrayLike<number>, classes: number): number {
+  let rows = 0;
+  for (let i = 0; i < probs.length; i += classes) {
+    for (let c = 0; c < classes; c++) {
+      if (!Number.isFinite(probs[i + c]!)) {
+        rows++;
+        break;
+      }
+    }
+  }
+  return rows;
+}
+
 /**
  * Metrics of `probs` (n x classes, row-major) against `labels`; `paths` name the images for the mistakes list.
  * Zero divisions count as 0, as scikit-learn's `zero_division` default does.
@@ -60,6 +75,8 @@ export function computeMetrics(probs: Float32Array | number[], labels: ArrayLike
   const k = classes.length;
   const n = labels.length;
   if (probs.length !== n * k) throw new Error(`computeMetrics: ${probs.length} probabilities for ${n} images x ${k} classes`);
+  const broken = nonFiniteRows(probs, k);
+  if (broken > 0) throw new TlError('E_NONFINITE', `The model's outputs are not finite (NaN or infinite) for ${broken} of ${n} images, so there are no metrics: its weights are broken (a diverged run, or weights that do not fit the architecture).`);
   const bins = options.bins ?? 15;
   const confusion = Array.from({ length: k }, () => new Array<number>(k).fill(0));
   const predicted = new Int32Array(n);

@@ -79,6 +79,22 @@ export function kerasAutoNamer(): (base: string) => string {
   };
 }
 
+/** Class names of the layers above (what a saved model needs registered before TensorFlow.js can load it). */
+export const CUSTOM_LAYER_CLASSES: readonly string[] = ['GlobalAveragePooling2D', 'TFOpLambda'];
+
+/**
+ * A standalone ES module that defines and registers these layers with the `tf` it is given, written beside a saved
+ * model that uses them: `register(tf)` before `tf.loadLayersModel`. Generated from the same code tl runs.
+ */
+export function customLayersModule(): string {
+  return `// Layers this model uses that TensorFlow.js does not define (written by tl). Call register(tf) once before
+// tf.loadLayersModel: import { register } from './tl-layers.mjs'; register(tf);
+export function register(tf) {
+  return (${define.toString()})(tf);
+}
+`;
+}
+
 /** tl's custom layers, defined and registered once per process. */
 export function customLayers(tf: Tf): ReturnType<typeof define> {
   defined ??= define(tf);

@@ -43,6 +43,7 @@ export const savedOptionsSchema = z.object({
   engine: z.enum(['onnx', 'tfjs']).optional(),
   calibrate: z.enum(['temperature', 'none']).optional(),
   newHead: z.boolean().optional(),
+  arch: z.string().optional(),
 });
 
 export type SavedOptions = z.infer<typeof savedOptionsSchema>;

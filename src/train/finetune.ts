@@ -9,7 +9,7 @@ import { classesMissingFrom, openDataset, type AugmentLevel, type Dataset, type 
 import { onnxSessionFor } from '../engine/index.js';
 import { InterruptedError, TlError, UsageError } from '../errors.js';
 import { fitTemperature, temper } from '../eval/calibration.js';
-import { computeMetrics, type Metrics } from '../eval/metrics.js';
+import { computeMetrics, nonFiniteRows, type Metrics } from '../eval/metrics.js';
 import type { OnnxSession } from '../onnx/runtime.js';
 import { TrainStepCompileError } from '../onnx/train-step.js';
 import type { PreprocessMode } from '../registry/index.js';
@@ -81,6 +81,8 @@ export interface FinetuneOptions {
   dropout: number;
   augment: AugmentLevel;
   inputSize?: number;
+  /** The registry architecture of a Keras `.h5` file given as `model`, when its name and config do not tell. */
+  arch?: string;
   /** With a run as `model`: train a fresh classifier head even when the run's classes match the dataset's. */
   newHead?: boolean;
   /** Overrides the backbone's preprocessing (needed for tfjs models tl did not write). */
@@ -320,7 +322,7 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
   // Read first: a missing or damaged checkpoint should fail before any slow work.
   const checkpoint = options.resume ? await readCheckpoint<RunState>(paths.last) : null;
   if (checkpoint && checkpoint.state.version !== 1) throw new TlError('E_CHECKPOINT', `${paths.last} has checkpoint version ${String(checkpoint.state.version)}; this tl reads version 1.`);
-  const source = await loadBackbone(tf, options.model, { weights: options.weights, seed: options.seed, ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.preprocess ? { preprocess: options.preprocess } : {}), ...(options.store ? { store: options.store } : {}), ...(options.onDownload ? { onDownload: options.onDownload } : {}), keepHead: !options.newHead });
+  const source = await loadBackbone(tf, options.model, { weights: options.weights, seed: options.seed, ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.preprocess ? { preprocess: options.preprocess } : {}), ...(options.store ? { store: options.store } : {}), ...(options.onDownload ? { onDownload: options.onDownload } : {}), keepHead: !options.newHead, ...(options.arch ? { arch: options.arch } : {}) });
   const backbone = source.model;
   const size = options.inputSize ?? source.inputSize;
   let dataset: Dataset;
@@ -431,6 +433,13 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
       run.partial = null;
     }
     const testProbs = concat(run.kept.probs);
+    const broken = nonFiniteRows(testProbs, dataset.classes.length);
+    if (broken > 0) {
+      // The kept weights give NaN (weights that never fit, or a divergence before any good epoch): say so, no metrics.
+      warnings.push(`the model's outputs are not finite for ${broken} of ${run.kept.labels.length} test images, so there are no test metrics`);
+      notice(warnings.at(-1)!);
+      run.test = null;
+    }
     const metrics = run.test ? computeMetrics(testProbs, run.kept.labels, dataset.classes, { paths: run.kept.paths }) : null;
     // One test loss: the metrics' log-loss (the tail's own cross-entropy clips differently).
     if (run.test && metrics) run.test.loss = metrics.logLoss;
@@ -582,6 +591,10 @@ async function calibrate(run: Run, frozen: FrozenPart): Promise<{ temperature: n
   await frozen.evaluate(dataset.splits.val, options.batchSize, undefined, kept);
   const probs = concat(kept.probs);
   const k = dataset.classes.length;
+  if (nonFiniteRows(probs, k) > 0) {
+    notice('not calibrated: the model gives NaN or infinite probabilities on the validation split');
+    return null;
+  }
   const fit = fitTemperature(probs, kept.labels, k);
   const classifier = run.full.layers.at(-1)!;
   if (classifier.getClassName() !== 'Dense' || (classifier.getConfig() as { activation?: string }).activation !== 'softmax') {

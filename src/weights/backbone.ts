@@ -4,9 +4,12 @@ import { createHash } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import type { LayersModel, SymbolicTensor, Tf } from '../backend/index.js';
 import { ModelNotFoundError, UsageError, WeightsError } from '../errors.js';
-import { resolveVariant, type PreprocessMode } from '../registry/index.js';
+import { buildVariant, resolveVariant, type PreprocessMode } from '../registry/index.js';
 import { storeRoot } from '../store/index.js';
 import { download, type DownloadProgress } from './download.js';
+import { readKerasH5 } from './h5.js';
+import { registryModelOf, requireHdf5 } from './import.js';
+import { assignKerasFile } from './keras.js';
 import { loadPretrained } from './index.js';
 import { groupBytes, loadLayersModelFromFolder, MAX_MODEL_JSON_BYTES, readModelJson, shardPath } from './tfjs.js';
 
@@ -35,6 +38,8 @@ export interface BackboneOptions {
   onDownload?: (p: DownloadProgress) => void;
   /** Keep the classifier of a run tl wrote (see Backbone.withHead). */
   keepHead?: boolean;
+  /** The registry architecture of a Keras `.h5` file given as the model (when neither its name nor its config says). */
+  arch?: string;
 }
 
 /** The metadata tl writes into a run's model.json. */
@@ -97,9 +102,32 @@ function backboneOutput(model: LayersModel): SymbolicTensor {
   throw new WeightsError(`Model '${model.name}' has no layer with a 4-D (image feature map) output to fine-tune from.`);
 }
 
+/**
+ * A Keras `.h5` file (weights only, or a full model) for a registry architecture: the architecture from `--arch`, the
+ * file name Keras publishes, or a Keras application's model name in the file's config; its weights by layer name.
+ */
+async function kerasFileBackbone(tf: Tf, file: string, options: BackboneOptions): Promise<Backbone> {
+  await requireHdf5(file);
+  const h5 = await readKerasH5(file);
+  const arch = options.arch ?? registryModelOf(file, h5.modelConfig);
+  if (arch === null) {
+    throw new UsageError(`${file}: tl cannot tell which architecture its weights are for${h5.modelConfig ? ' (its model config names no Keras application tl builds)' : ' (a weights-only file)'}.`, { suggestion: 'Pass --arch NAME with the registry model it was saved from (see `tl models`).' });
+  }
+  const { variant } = resolveVariant(arch);
+  const model = buildVariant(tf, arch, { includeTop: false, ...(options.inputSize ? { inputSize: options.inputSize } : {}) });
+  try {
+    await assignKerasFile(tf, model, file);
+  } catch (err) {
+    model.dispose();
+    throw err;
+  }
+  return { model, name: `${arch} (from ${file})`, preprocess: options.preprocess ?? variant.preprocess, inputSize: options.inputSize ?? variant.inputSize, ...(variant.fineTuneFrom ? { fineTuneFrom: variant.fineTuneFrom } : {}) };
+}
+
 /** Resolves `--model`: a registry name, an http(s) URL of a model.json, or a local path. */
 export async function loadBackbone(tf: Tf, spec: string, options: BackboneOptions): Promise<Backbone> {
   const store = options.store ?? storeRoot();
+  if (/\.h5$/i.test(spec)) return kerasFileBackbone(tf, spec, options);
   const isUrl = /^https?:\/\//.test(spec);
   const localJson = isUrl ? null : modelJsonAt(spec);
   if (!isUrl && localJson === null) {

@@ -43,8 +43,8 @@ function candidates(file: string, model: string | undefined): { variant: Variant
   return named;
 }
 
-/** Checks a Keras weight file and copies it into the store where `tl finetune --model NAME` looks for it. */
-export async function importWeights(tf: Tf, file: string, options: { model?: string; store: string }): Promise<ImportResult> {
+/** Refuses, in one line, a path that is not an HDF5 file (h5wasm would print pages of diagnostics). */
+export async function requireHdf5(file: string): Promise<void> {
   const info = await stat(file).catch(() => null);
   if (info === null) throw new UsageError(`${file} does not exist.`);
   if (!info.isFile()) throw new UsageError(`${file} is not a file.`);
@@ -56,6 +56,30 @@ export async function importWeights(tf: Tf, file: string, options: { model?: str
     await fd.close();
   }
   if (!head.equals(HDF5_MAGIC)) throw new WeightsError(`${file} is not an HDF5 file (it starts with ${JSON.stringify(head.toString('latin1').replace(/[^\x20-\x7e]/g, '.'))}); Keras weight files are .h5 (HDF5).`);
+}
+
+/**
+ * The registry model a Keras file is for: by the file name Keras publishes it under, or by the model name a full-model
+ * file's config gives (Keras applications name their models `resnet50`, `mobilenetv2_1.00_224`, ...); null if neither.
+ */
+export function registryModelOf(file: string, modelConfig: unknown): string | null {
+  const byFile = FAMILIES.flatMap((f) => f.variants).find((v) => v.weights.some((w) => w.kind === 'keras-h5' && basename(new URL(w.url).pathname) === basename(file)));
+  if (byFile) return byFile.name;
+  const name = (modelConfig as { config?: { name?: unknown } } | null)?.config?.name;
+  if (typeof name !== 'string') return null;
+  const alphaName = (base: string, alpha: number) => (alpha === 1 ? base : `${base}_${String(Math.round(alpha * 100)).padStart(3, '0')}`);
+  let m: RegExpMatchArray | null;
+  if ((m = name.match(/^mobilenetv2_(\d\.\d+)_\d+$/))) return alphaName('mobilenet_v2', Number(m[1]));
+  if ((m = name.match(/^mobilenet_(\d\.\d+)_\d+$/))) return Number(m[1]) === 1 ? 'mobilenet' : `mobilenet_${String(Math.round(Number(m[1]) * 100)).padStart(3, '0')}`;
+  const fixed: Record<string, string> = { MobilenetV3small: 'mobilenet_v3_small', MobilenetV3large: 'mobilenet_v3_large', inception_v3: 'inception_v3' };
+  const candidate = fixed[name] ?? name;
+  return FAMILIES.some((f) => f.variants.some((v) => v.name === candidate)) ? candidate : null;
+}
+
+/** Checks a Keras weight file and copies it into the store where `tl finetune --model NAME` looks for it. */
+export async function importWeights(tf: Tf, file: string, options: { model?: string; store: string }): Promise<ImportResult> {
+  await requireHdf5(file);
+  const info = await stat(file);
   const sha256 = await hashFile(file, 'sha256');
   const md5 = await hashFile(file, 'md5');
   const h5 = await readKerasH5(file);

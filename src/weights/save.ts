@@ -1,15 +1,26 @@
 // Writes a LayersModel as a tfjs model folder (model.json + weights.bin), atomically.
 import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
 import type { LayersModel, Tf } from '../backend/index.js';
+import { CUSTOM_LAYER_CLASSES, customLayersModule } from '../registry/layers.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 
-/** Saves `model` into `dir` so that tf.loadLayersModel reads it anywhere; weights first, model.json last. */
+/** The module a model needs beside it to load in plain TensorFlow.js (see customLayersModule). */
+export const LAYERS_MODULE = 'tl-layers.mjs';
+
+/**
+ * Saves `model` into `dir` so that tf.loadLayersModel reads it anywhere; weights first, model.json last. A model with
+ * layers TensorFlow.js lacks (MobileNetV3's) gets `tl-layers.mjs` beside it, which registers them.
+ */
 export async function saveLayersModel(tf: Tf, model: LayersModel, dir: string, metadata: Record<string, unknown> = {}): Promise<void> {
   await model.save(
     tf.io.withSaveHandler(async (artifacts) => {
       const data = artifacts.weightData;
       const joined = data === undefined ? new ArrayBuffer(0) : Array.isArray(data) ? tf.io.CompositeArrayBuffer.join(data) : data;
       await writeFileAtomic(join(dir, 'weights.bin'), new Uint8Array(joined));
+      const custom = model.layers.some((l) => l.getClassName() === 'TFOpLambda' || (CUSTOM_LAYER_CLASSES.includes(l.getClassName()) && (l.getConfig() as { keepdims?: boolean }).keepdims === true));
+      if (custom) await writeFileAtomic(join(dir, LAYERS_MODULE), customLayersModule());
+      else await rm(join(dir, LAYERS_MODULE), { force: true });
       await writeJsonAtomic(join(dir, 'model.json'), {
         format: 'layers-model',
         generatedBy: `TensorFlow.js tfjs-layers v${tf.version.tfjs}`,

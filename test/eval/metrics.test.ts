@@ -53,6 +53,11 @@ describe('computeMetrics, by hand', () => {
     expect(perfect.mistakes).toEqual([]);
   });
 
+  it('NaN probabilities are a clear error counting the images, not a crash', () => {
+    const probs = [0.9, 0.1, NaN, NaN, 0.2, 0.8];
+    expect(() => computeMetrics(probs, [0, 1, 1], ['a', 'b'])).toThrow(/not finite \(NaN or infinite\) for 1 of 3 images/);
+  });
+
   it('rejects a probability matrix of the wrong size', () => {
     expect(() => computeMetrics([0.5, 0.5, 1], [0, 1], ['a', 'b'])).toThrow(/3 probabilities for 2 images x 2 classes/);
   });

@@ -1,0 +1,77 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { loadBackend, type Tf } from '../../src/backend/index.js';
+import { runCli } from '../../src/cli/main.js';
+import { buildVariant } from '../../src/registry/index.js';
+import { loadLayersModelFromFolder } from '../../src/weights/tfjs.js';
+import { writeKerasFile } from '../helpers/keras-h5.js';
+import { makeColourDataset } from '../helpers/synthetic.js';
+import { tempDir } from '../helpers/tmp.js';
+
+let tf: Tf;
+const data = tempDir();
+const env = { ...process.env, TL_HOME: tempDir() };
+const quick = ['--input-size', '32', '--epochs', '1', '--batch-size', '4', '--freeze', 'all', '--calibrate', 'none'];
+
+beforeAll(async () => {
+  ({ tf } = await loadBackend({ choice: 'wasm' }));
+  await makeColourDataset(data, 2, 6, 32);
+});
+
+/** A Keras file of mobilenet_v2_035 with seeded random weights; returns one frozen weight to compare. */
+async function kerasFile(fullModel: boolean, modelName?: string, broken = false): Promise<{ path: string; conv1: number[] }> {
+  const model = buildVariant(tf, 'mobilenet_v2_035', { includeTop: false, inputSize: 32 });
+  // Seeded kernels; with `broken`, every weight (negative BatchNorm variances give NaN activations).
+  tf.tidy(() => model.weights.forEach((w, i) => (broken || /kernel/.test(w.originalName)) && w.write(tf.randomNormal(w.shape as number[], 0, 0.1, 'float32', i + 7))));
+  const path = join(tempDir(), 'my-model.h5');
+  await writeKerasFile(path, model, { fullModel, colonZero: true, splitAttrs: false, ...(modelName ? { modelName } : {}) });
+  const conv1 = Array.from(model.getLayer('Conv1').getWeights()[0]!.dataSync());
+  model.dispose();
+  return { path, conv1 };
+}
+
+async function savedConv1(out: string): Promise<number[]> {
+  const model = await loadLayersModelFromFolder(tf, join(out, 'model', 'model.json'));
+  const w = Array.from(model.getLayer('Conv1').getWeights()[0]!.dataSync());
+  model.dispose();
+  return w;
+}
+
+describe('--model FILE.h5', () => {
+  it('a weights-only file with --arch, and a full-model file whose config names a Keras application', async () => {
+    const weightsOnly = await kerasFile(false);
+    const noArch = await runCli(['finetune', data, '--model', weightsOnly.path, ...quick], env);
+    expect(noArch.exitCode).toBe(2);
+    expect(noArch.stderr).toContain('Pass --arch NAME');
+    const out = join(tempDir(), 'run');
+    const r = await runCli(['finetune', data, '--model', weightsOnly.path, '--arch', 'mobilenet_v2_035', ...quick, '--out', out], env);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(await savedConv1(out)).toEqual(weightsOnly.conv1);
+
+    const full = await kerasFile(true, 'mobilenetv2_0.35_224');
+    const out2 = join(tempDir(), 'run');
+    const r2 = await runCli(['finetune', data, '--model', full.path, ...quick, '--out', out2], env);
+    expect(r2.exitCode, r2.stderr).toBe(0);
+    expect(await savedConv1(out2)).toEqual(full.conv1);
+  });
+
+  it('weights that give NaN end in one clear error, with the run folder and no test metrics', async () => {
+    const broken = await kerasFile(false, undefined, true);
+    const out = join(tempDir(), 'run');
+    const r = await runCli(['finetune', data, '--model', broken.path, '--arch', 'mobilenet_v2_035', ...quick, '--out', out], env);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).not.toContain('internal error');
+    expect(r.stderr).toMatch(/error: Training diverged: the loss became NaN/);
+    expect(r.stderr).toContain('no test metrics');
+  });
+
+  it('a file that is not HDF5 is one line naming it', async () => {
+    const fake = join(tempDir(), 'model.h5');
+    writeFileSync(fake, '<html>not found</html>');
+    const r = await runCli(['finetune', data, '--model', fake, '--arch', 'mobilenet_v2_035', ...quick], env);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toMatch(/^backend: .*\nerror: .*model\.h5 is not an HDF5 file \(it starts with "<html>no"\)/);
+    expect(r.stderr).not.toContain('HDF5-DIAG');
+  });
+});
