@@ -5,6 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import type { LayersModel, SymbolicTensor, Tf } from '../backend/index.js';
 import { ModelNotFoundError, UsageError, WeightsError } from '../errors.js';
 import { buildVariant, resolveVariant, type PreprocessMode } from '../registry/index.js';
+import { customLayers } from '../registry/layers.js';
 import { storeRoot } from '../store/index.js';
 import { download, type DownloadProgress } from './download.js';
 import { readKerasH5 } from './h5.js';
@@ -110,8 +111,9 @@ async function kerasFileBackbone(tf: Tf, file: string, options: BackboneOptions)
   await requireHdf5(file);
   const h5 = await readKerasH5(file);
   const arch = options.arch ?? registryModelOf(file, h5.modelConfig);
+  if (arch === null && h5.modelConfig !== null) return kerasConfigBackbone(tf, file, h5.modelConfig, options);
   if (arch === null) {
-    throw new UsageError(`${file}: tl cannot tell which architecture its weights are for${h5.modelConfig ? ' (its model config names no Keras application tl builds)' : ' (a weights-only file)'}.`, { suggestion: 'Pass --arch NAME with the registry model it was saved from (see `tl models`).' });
+    throw new UsageError(`${file}: tl cannot tell which architecture its weights are for (a weights-only file).`, { suggestion: 'Pass --arch NAME with the registry model it was saved from (see `tl models`).' });
   }
   const { variant } = resolveVariant(arch);
   const model = buildVariant(tf, arch, { includeTop: false, ...(options.inputSize ? { inputSize: options.inputSize } : {}) });
@@ -122,6 +124,32 @@ async function kerasFileBackbone(tf: Tf, file: string, options: BackboneOptions)
     throw err;
   }
   return { model, name: `${arch} (from ${file})`, preprocess: options.preprocess ?? variant.preprocess, inputSize: options.inputSize ?? variant.inputSize, ...(variant.fineTuneFrom ? { fineTuneFrom: variant.fineTuneFrom } : {}) };
+}
+
+/**
+ * A full Keras model that is not a registry architecture: built by TensorFlow.js from the file's model config, its
+ * weights assigned by layer name, cut after its last image feature map (like a LayersModel folder).
+ */
+async function kerasConfigBackbone(tf: Tf, file: string, modelConfig: unknown, options: BackboneOptions): Promise<Backbone> {
+  if (options.preprocess === undefined) throw new UsageError(`${file} holds a model tl does not know, so its preprocessing is unknown; pass --preprocess caffe|tf|torch|raw01|none.`);
+  customLayers(tf);
+  let loaded: LayersModel;
+  try {
+    loaded = (await tf.models.modelFromJSON({ modelTopology: modelConfig } as Parameters<Tf['models']['modelFromJSON']>[0])) as LayersModel;
+  } catch (err) {
+    throw new WeightsError(`${file}: TensorFlow.js cannot build its model config (${(err as Error).message.split('\n')[0]}).`, { suggestion: 'If it is a registry architecture, pass --arch NAME.' });
+  }
+  try {
+    await assignKerasFile(tf, loaded, file);
+  } catch (err) {
+    loaded.dispose();
+    throw err;
+  }
+  const backbone = tf.model({ inputs: loaded.inputs, outputs: backboneOutput(loaded), name: `${loaded.name}_backbone` });
+  const kept = new Set(backbone.layers.map((l) => l.name));
+  for (const layer of loaded.layers) if (!kept.has(layer.name)) layer.dispose();
+  const inputSize = (loaded.inputs[0]!.shape[1] as number | null) ?? options.inputSize ?? 224;
+  return { model: backbone, name: `${loaded.name} (from ${file})`, preprocess: options.preprocess, inputSize };
 }
 
 /** Resolves `--model`: a registry name, an http(s) URL of a model.json, or a local path. */

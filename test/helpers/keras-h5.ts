@@ -1,7 +1,7 @@
 // Keras weight files written as Keras writes them (h5py layout), for tests.
 import type { buildVariant } from '../../src/registry/index.js';
 
-export type Layout = { fullModel: boolean; colonZero: boolean; splitAttrs: boolean; modelName?: string };
+export type Layout = { fullModel: boolean; colonZero: boolean; splitAttrs: boolean; modelName?: string; modelConfig?: unknown };
 
 /** Writes `model`'s weights as Keras does (h5py layout), in the variant of the layout asked for. */
 export async function writeKerasFile(path: string, model: ReturnType<typeof buildVariant>, layout: Layout): Promise<void> {
@@ -9,7 +9,7 @@ export async function writeKerasFile(path: string, model: ReturnType<typeof buil
   await h5wasm.ready;
   const f = new h5wasm.File(path, 'w');
   const root = layout.fullModel ? f.create_group('model_weights') : f;
-  if (layout.fullModel) f.create_attribute('model_config', JSON.stringify({ class_name: 'Functional', config: layout.modelName ? { name: layout.modelName } : {} }));
+  if (layout.fullModel) f.create_attribute('model_config', JSON.stringify(layout.modelConfig ?? { class_name: 'Functional', config: layout.modelName ? { name: layout.modelName } : {} }));
   const names = model.layers.map((l) => l.name);
   if (layout.splitAttrs) {
     const half = Math.ceil(names.length / 2);

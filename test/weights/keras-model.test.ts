@@ -56,6 +56,33 @@ describe('--model FILE.h5', () => {
     expect(await savedConv1(out2)).toEqual(full.conv1);
   });
 
+  it('a full Keras model of an architecture tl does not know is built from its config (with --preprocess)', async () => {
+    const L = tf.layers;
+    const input = tf.input({ shape: [32, 32, 3], name: 'image' });
+    let x = L.conv2d({ filters: 8, kernelSize: 3, padding: 'same', name: 'my_conv' }).apply(input) as ReturnType<typeof L.conv2d>['output'];
+    x = L.batchNormalization({ name: 'my_bn' }).apply(x) as typeof x;
+    x = L.reLU({ name: 'my_relu' }).apply(x) as typeof x;
+    x = L.conv2d({ filters: 16, kernelSize: 3, strides: 2, padding: 'same', activation: 'relu', name: 'my_conv2' }).apply(x) as typeof x;
+    x = L.globalAveragePooling2d({ name: 'my_pool' }).apply(x) as typeof x;
+    x = L.dense({ units: 10, activation: 'softmax', name: 'my_top' }).apply(x) as typeof x;
+    const custom = tf.model({ inputs: input, outputs: x as never, name: 'my_custom_net' });
+    const config = { ...(custom.toJSON(null, false) as Record<string, unknown>), class_name: 'Functional' };
+    const path = join(tempDir(), 'custom.h5');
+    await writeKerasFile(path, custom, { fullModel: true, colonZero: true, splitAttrs: false, modelConfig: config });
+    const kernel = Array.from(custom.getLayer('my_conv2').getWeights()[0]!.dataSync());
+    custom.dispose();
+    const noPreprocess = await runCli(['finetune', data, '--model', path, ...quick], env);
+    expect(noPreprocess.exitCode).toBe(2);
+    expect(noPreprocess.stderr).toContain('pass --preprocess');
+    const out = join(tempDir(), 'run');
+    const r = await runCli(['finetune', data, '--model', path, '--preprocess', 'raw01', ...quick, '--out', out], env);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const saved = await loadLayersModelFromFolder(tf, join(out, 'model', 'model.json'));
+    expect(Array.from(saved.getLayer('my_conv2').getWeights()[0]!.dataSync())).toEqual(kernel);
+    expect(saved.layers.some((l) => l.name === 'my_top')).toBe(false);
+    saved.dispose();
+  });
+
   it('weights that give NaN end in one clear error, with the run folder and no test metrics', async () => {
     const broken = await kerasFile(false, undefined, true);
     const out = join(tempDir(), 'run');
