@@ -89,7 +89,7 @@ export const resnet: Family = {
       args: { stage2: s2, stage3: s3, stage4: s4, stage5: s5 },
       backbone: BACKBONE[name] as Variant['backbone'],
       // conv5's first block has 12 layers, each later one 10.
-      fineTuneFrom: { layers: (BACKBONE[name] as Variant['backbone']).layers - (12 + (s5 - 1) * 10), why: 'the last stage (conv5) trains, as in the common ResNet fine-tuning recipe' },
+      fineTuneFrom: { layers: (BACKBONE[name] as Variant['backbone']).layers - (12 + (s5 - 1) * 10), why: 'its last stage (conv5) trains, the rest keeps its ImageNet features' },
       topClasses: 1000,
       weights: [
         { kind: 'keras-h5', url: `${KERAS_BASE}${name}_weights_tf_dim_ordering_tf_kernels.h5`, hash: top, includeTop: true },
