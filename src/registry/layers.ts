@@ -79,9 +79,6 @@ export function kerasAutoNamer(): (base: string) => string {
   };
 }
 
-/** Class names of the layers above (what a saved model needs registered before TensorFlow.js can load it). */
-export const CUSTOM_LAYER_CLASSES: readonly string[] = ['GlobalAveragePooling2D', 'TFOpLambda'];
-
 /**
  * A standalone ES module that defines and registers these layers with the `tf` it is given, written beside a saved
  * model that uses them: `register(tf)` before `tf.loadLayersModel`. Generated from the same code tl runs.

@@ -1,5 +1,6 @@
 // The headline numbers of a report, shared by the terminal, Markdown and HTML (no heavy imports here).
 import type { Metrics } from '../eval/metrics.js';
+import type { Calibration, CalibrationEffect } from './schema.js';
 
 export const pct = (v: number | null | undefined) => (v === null || v === undefined ? '–' : `${(v * 100).toFixed(1)}%`);
 export const num = (v: number | null | undefined, digits = 4) => (v === null || v === undefined ? '–' : v.toFixed(digits));
@@ -18,15 +19,8 @@ export function headline(m: Metrics): [string, string][] {
 }
 
 
-interface CalibrationEffect {
-  logLossBefore: number;
-  logLossAfter: number;
-  eceBefore: number;
-  eceAfter: number;
-}
-
 /** Temperature scaling in one sentence: the temperature and what it did to log-loss and ECE. */
-export function calibrationLine(c: { temperature: number; val: CalibrationEffect; test: CalibrationEffect | null }): string {
+export function calibrationLine(c: Calibration): string {
   const effect = (e: CalibrationEffect) => `log-loss ${num(e.logLossBefore)} -> ${num(e.logLossAfter)}, ECE ${num(e.eceBefore)} -> ${num(e.eceAfter)}`;
   return `Calibrated with temperature ${num(c.temperature, 3)} (fitted on the validation split, folded into the classifier): validation ${effect(c.val)}${c.test ? `; test ${effect(c.test)}` : ''}.`;
 }

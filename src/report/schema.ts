@@ -45,6 +45,8 @@ export const epochRowSchema = z.object({
 
 const calibrationEffect = z.object({ logLossBefore: z.number(), logLossAfter: z.number(), eceBefore: z.number(), eceAfter: z.number() });
 
+const calibrationSchema = z.object({ temperature: z.number().positive(), val: calibrationEffect, test: calibrationEffect.nullable() });
+
 export const finetuneReportSchema = z.object({
   ...common,
   kind: z.literal('finetune'),
@@ -58,13 +60,7 @@ export const finetuneReportSchema = z.object({
   warnings: z.array(z.string()),
   resumedFrom: z.object({ epoch: z.number().int(), batches: z.number().int() }).nullable(),
   /** Temperature scaling fitted on the validation split and folded into the classifier. */
-  calibration: z
-    .object({
-      temperature: z.number().positive(),
-      val: calibrationEffect,
-      test: calibrationEffect.nullable(),
-    })
-    .nullable(),
+  calibration: calibrationSchema.nullable(),
   /** Loss and full metrics on the held-out test split (null when there is none). */
   test: z.object({ loss: z.number(), accuracy: z.number(), count: z.number().int() }).nullable(),
   metrics: metricsSchema.nullable(),
@@ -97,3 +93,6 @@ export type FinetuneReport = z.infer<typeof finetuneReportSchema>;
 export type EvalReport = z.infer<typeof evalReportSchema>;
 export type Report = z.infer<typeof reportSchema>;
 export type ReportMetrics = z.infer<typeof metricsSchema>;
+/** Temperature scaling's result: the temperature and log-loss and ECE before and after (validation, test). */
+export type Calibration = z.infer<typeof calibrationSchema>;
+export type CalibrationEffect = z.infer<typeof calibrationEffect>;

@@ -17,6 +17,7 @@ import { initializeWeights } from '../registry/init.js';
 import type { LossConfig } from '../replicas/gradients.js';
 import { ReplicaPool } from '../replicas/pool.js';
 import { REPORT_SCHEMA_VERSION, writeReports } from '../report/index.js';
+import type { Calibration, CalibrationEffect } from '../report/schema.js';
 import { mixSeed } from '../util/random.js';
 import { notice } from '../util/notice.js';
 import { TL_VERSION } from '../version.js';
@@ -168,20 +169,6 @@ export interface FinetuneResult {
   skipped: { path: string; reason: string }[];
   /** What the user should know about the data: classes missing from a split, heavy imbalance. */
   warnings: string[];
-}
-
-export interface Calibration {
-  temperature: number;
-  val: CalibrationEffect;
-  /** On the test split (null when there is none). */
-  test: CalibrationEffect | null;
-}
-
-export interface CalibrationEffect {
-  logLossBefore: number;
-  logLossAfter: number;
-  eceBefore: number;
-  eceAfter: number;
 }
 
 /** What a checkpoint remembers besides tensors. */

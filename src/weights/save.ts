@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
 import type { LayersModel, Tf } from '../backend/index.js';
-import { CUSTOM_LAYER_CLASSES, customLayersModule } from '../registry/layers.js';
+import { customLayersModule } from '../registry/layers.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 
 /** The module a model needs beside it to load in plain TensorFlow.js (see customLayersModule). */
@@ -18,7 +18,8 @@ export async function saveLayersModel(tf: Tf, model: LayersModel, dir: string, m
       const data = artifacts.weightData;
       const joined = data === undefined ? new ArrayBuffer(0) : Array.isArray(data) ? tf.io.CompositeArrayBuffer.join(data) : data;
       await writeFileAtomic(join(dir, 'weights.bin'), new Uint8Array(joined));
-      const custom = model.layers.some((l) => l.getClassName() === 'TFOpLambda' || (CUSTOM_LAYER_CLASSES.includes(l.getClassName()) && (l.getConfig() as { keepdims?: boolean }).keepdims === true));
+      // TFOpLambda is tl's alone; tl's GlobalAveragePooling2D loads as TensorFlow.js's own unless it keeps dims.
+      const custom = model.layers.some((l) => l.getClassName() === 'TFOpLambda' || (l.getClassName() === 'GlobalAveragePooling2D' && (l.getConfig() as { keepdims?: boolean }).keepdims === true));
       if (custom) await writeFileAtomic(join(dir, LAYERS_MODULE), customLayersModule());
       else await rm(join(dir, LAYERS_MODULE), { force: true });
       await writeJsonAtomic(join(dir, 'model.json'), {
