@@ -81,7 +81,8 @@ export async function importWeights(tf: Tf, file: string, options: { model?: str
   await requireHdf5(file);
   const info = await stat(file);
   const sha256 = await hashFile(file, 'sha256');
-  const md5 = await hashFile(file, 'md5');
+  // md5 only for a model whose published hash is one (reading the file again).
+  let md5: string | null = null;
   const h5 = await readKerasH5(file);
   const hasTop = [...h5.layers.keys()].some((l) => l === 'predictions' || l === 'Predictions' || l === 'fc1000');
   let reasons: string[] = [];
@@ -93,7 +94,7 @@ export async function importWeights(tf: Tf, file: string, options: { model?: str
       const limit = maxKerasBytes(model, source, variant.family);
       if (info.size > limit) throw new WeightsError(`${file} is ${info.size} bytes; ${variant.name}'s weights ${source.includeTop ? 'with' : 'without'} top take at most ${limit}.`);
       if (source.hash !== null) {
-        const got = hashAlgorithm(source.hash) === 'md5' ? md5 : sha256;
+        const got = hashAlgorithm(source.hash) === 'md5' ? (md5 ??= await hashFile(file, 'md5')) : sha256;
         if (got !== source.hash.toLowerCase()) {
           throw new WeightsError(`${file}'s ${hashAlgorithm(source.hash)} is ${got}; Keras publishes ${source.hash} for ${basename(new URL(source.url).pathname)} (${variant.name}): it is another file or a damaged copy.`);
         }
