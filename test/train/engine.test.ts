@@ -5,6 +5,7 @@ import { buildVariant } from '../../src/registry/index.js';
 import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
 import { attachHead, cutModel } from '../../src/cut/index.js';
 import { loadLayersModelFromFolder } from '../../src/weights/tfjs.js';
+import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { relativeError } from '../helpers/tensors.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -12,6 +13,7 @@ import { tempDir } from '../helpers/tmp.js';
 let tf: Tf;
 let info: BackendInfo;
 const data = tempDir();
+const store = tempDir();
 
 beforeAll(async () => {
   ({ tf, info } = await loadBackend({ choice: 'wasm' }));
@@ -20,8 +22,8 @@ beforeAll(async () => {
 
 function options(out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions {
   return {
-    data, model: 'mobilenet_v2_035', out, freeze: 100, epochs: 2, batchSize: 8, lr: 0.01, accumulate: 1, bn: 'frozen', dropout: 0,
-    augment: 'none', inputSize: 64, val: 0.2, test: 0.2, seed: 1, resize: 'squash', maxPixels: 1e8, weights: 'random', featureCacheBytes: 1 << 30, workers: 1, ...extra,
+    data, model: 'mobilenet_v2.nsfwjs', store, out, freeze: 100, epochs: 2, batchSize: 8, lr: 3e-4, accumulate: 1, bn: 'frozen', dropout: 0, calibrate: 'none',
+    augment: 'none', inputSize: 64, val: 0.2, test: 0.2, seed: 1, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', featureCacheBytes: 1 << 30, workers: 1, ...extra,
   };
 }
 
@@ -43,11 +45,12 @@ describe('fine-tuning engine (wasm)', () => {
     const epochs3 = tempDir();
     await finetune(tf, info, options(epochs1, { epochs: 1 }));
     const r = await finetune(tf, info, options(epochs3, { epochs: 3 }));
+    expectLearned(r.history, 3);
     expect(r.frozenLayers).toBe(100);
     const a = await savedWeights(epochs1);
     const b = await savedWeights(epochs3);
     const layerIndex = (name: string) => name.split('/')[0]!;
-    const backbone = buildVariant(tf, 'mobilenet_v2_035', { includeTop: false, inputSize: 64 });
+    const backbone = buildVariant(tf, 'mobilenet_v2', { includeTop: false, inputSize: 64 });
     const order = backbone.layers.map((l) => l.name);
     backbone.dispose();
     const frozen = new Set(order.slice(0, 100));
@@ -69,8 +72,8 @@ describe('fine-tuning engine (wasm)', () => {
   it('--bn train updates the moving statistics of trainable BN layers only', async () => {
     const frozenBn = tempDir();
     const trainBn = tempDir();
-    await finetune(tf, info, options(frozenBn, { epochs: 1 }));
-    await finetune(tf, info, options(trainBn, { epochs: 1, bn: 'train' }));
+    expectLearned((await finetune(tf, info, options(frozenBn, { epochs: 2 }))).history, 3, 'statistics frozen');
+    expectLearned((await finetune(tf, info, options(trainBn, { epochs: 2, bn: 'train' }))).history, 3, 'statistics trained');
     const a = await savedWeights(frozenBn);
     const b = await savedWeights(trainBn);
     expect(changed(a.get('Conv_1_bn/moving_mean')!, b.get('Conv_1_bn/moving_mean')!)).toBe(true);
@@ -80,8 +83,8 @@ describe('fine-tuning engine (wasm)', () => {
   it('gradient accumulation gives the same update as the whole batch', async () => {
     const whole = tempDir();
     const accumulated = tempDir();
-    await finetune(tf, info, options(whole, { epochs: 1, freeze: 'all' }));
-    await finetune(tf, info, options(accumulated, { epochs: 1, freeze: 'all', accumulate: 4 }));
+    expectLearned((await finetune(tf, info, options(whole, { epochs: 2, freeze: 'all', lr: 0.01 }))).history, 3, 'whole batches');
+    expectLearned((await finetune(tf, info, options(accumulated, { epochs: 2, freeze: 'all', lr: 0.01, accumulate: 4 }))).history, 3, 'accumulated');
     const a = await savedWeights(whole);
     const b = await savedWeights(accumulated);
     expect(relativeError(a.get('predictions/kernel')!, b.get('predictions/kernel')!)).toBeLessThan(1e-4);
@@ -90,8 +93,8 @@ describe('fine-tuning engine (wasm)', () => {
   it('two data-parallel replicas give the same update as one thread', async () => {
     const one = tempDir();
     const two = tempDir();
-    await finetune(tf, info, options(one, { epochs: 2 }));
-    await finetune(tf, info, options(two, { epochs: 2, workers: 2 }));
+    expectLearned((await finetune(tf, info, options(one, { epochs: 2 }))).history, 3, 'one thread');
+    expectLearned((await finetune(tf, info, options(two, { epochs: 2, workers: 2 }))).history, 3, 'two replicas');
     const a = await savedWeights(one);
     const b = await savedWeights(two);
     for (const name of ['predictions/kernel', 'Conv_1/kernel', 'block_16_project/kernel', 'block_11_depthwise/depthwise_kernel']) {
@@ -100,32 +103,37 @@ describe('fine-tuning engine (wasm)', () => {
   });
 
   it('trains MobileNetV3 (tl-defined layers in the tail) on two replicas', async () => {
-    const r = await finetune(tf, info, options(tempDir(), { model: 'mobilenet_v3_small', freeze: 150, epochs: 2, workers: 2 }));
-    expect(r.history).toHaveLength(2);
-    expect(Number.isFinite(r.history[1]!.loss)).toBe(true);
+    // No pretrained MobileNetV3 installs offline: random weights, whose BatchNorm trains (--bn auto).
+    const r = await finetune(tf, info, options(tempDir(), { model: 'mobilenet_v3_small', weights: 'random', bn: 'auto', freeze: 150, epochs: 6, lr: 3e-3, workers: 2 }));
+    expect(r.history).toHaveLength(6);
+    expectLearned(r.history, 3);
   });
 
   it('leaks no tensors: the count is flat across epochs and back to where it started', async () => {
     const before = tf.memory().numTensors;
     const r = await finetune(tf, info, options(tempDir(), { epochs: 3, workers: 2 }));
+    expectLearned(r.history, 3);
     expect(new Set(r.tensorsAfterEpoch).size).toBe(1);
     expect(tf.memory().numTensors).toBe(before);
   });
 
   it('caches the frozen part: every epoch after the first hits the cache', async () => {
     const r = await finetune(tf, info, options(tempDir(), { epochs: 4 }));
+    expectLearned(r.history, 3);
     expect(r.cache.enabled).toBe(true);
     // Epoch 1 misses once per image, epochs 2..4 and every evaluation hit.
     expect(r.cache.hitRate).toBeGreaterThan(0.7);
-    const aug = await finetune(tf, info, options(tempDir(), { epochs: 1, augment: 'light' }));
+    const aug = await finetune(tf, info, options(tempDir(), { epochs: 2, augment: 'light' }));
     expect(aug.cache.enabled).toBe(false);
+    expectLearned(aug.history, 3, 'augmented');
   });
 
   it('spills cached features to disk beyond the memory budget and trains the same', async () => {
     const inMemory = tempDir();
     const spilled = tempDir();
-    await finetune(tf, info, options(inMemory, { epochs: 2 }));
+    expectLearned((await finetune(tf, info, options(inMemory, { epochs: 2 }))).history, 3, 'in memory');
     const r = await finetune(tf, info, options(spilled, { epochs: 2, featureCacheBytes: 0 }));
+    expectLearned(r.history, 3, 'spilled');
     expect(r.cache.spilled).toBeGreaterThan(0);
     const a = await savedWeights(inMemory);
     const b = await savedWeights(spilled);
@@ -168,10 +176,12 @@ describe('best epoch, early stopping and divergence', () => {
     expect(r.history.length).toBeLessThan(30);
     expect(r.best!.epoch).toBe(r.history.length - 2);
     expect(r.best!.value).toBe(Math.max(...r.history.map((h) => h.val_accuracy!)));
+    expectLearned(r.history, 3);
   });
 
   for (const engine of ['tfjs', 'onnx'] as const) it(`a non-finite loss stops training, keeps finite weights and says so (${engine})`, async () => {
     const out = tempDir();
+    // The one kind of training test that must not learn: it diverges on purpose.
     // Adam steps of ~1e38 overflow the weights within a few steps.
     const r = await finetune(tf, info, options(out, { freeze: 'all', epochs: 5, lr: 1e38, engine }));
     expect(r.phases[0]!.engine).toBe(engine);
