@@ -8,7 +8,7 @@ import type { LossConfig } from '../replicas/gradients.js';
 import { mixSeed } from '../util/random.js';
 import type { NamedArray } from './checkpoint.js';
 import type { OptimizerConfig } from './optim.js';
-import type { StepInput, Trainer } from './trainer.js';
+import { slotKey, type StepInput, type Trainer } from './trainer.js';
 
 /** tfjs's name for each slot kind (`<variable>/<suffix>`), in the order its getWeights lists them. */
 const SLOT_SUFFIX = { m: 'm', v: 'v', accum: 'momentum', ms: 'rms', mom: 'momentum' } as const;
@@ -47,11 +47,10 @@ export class OnnxTailTrainer implements Trainer {
   }
 
   async loadOptimizerState(state: NamedArray[] | null): Promise<void> {
-    const byName = new Map((state ?? []).map((s) => [s.name, s.data]));
+    const byName = new Map((state ?? []).map((s) => [slotKey(s.name), s.data]));
     const iterations = byName.get('iter');
-    const slots = this.graph.trainable.map((spec, i) => {
-      const name = (this.variables[i]!.read() as ReturnType<Tf['variable']>).name;
-      const values = spec.slots.map((slot) => byName.get(`${name}/${SLOT_SUFFIX[slot.kind]}`));
+    const slots = this.graph.trainable.map((spec) => {
+      const values = spec.slots.map((slot) => byName.get(`${spec.variable}/${SLOT_SUFFIX[slot.kind]}`));
       return values.every((v) => v !== undefined) ? values.map((v) => Float32Array.from(v!)) : null;
     });
     this.trainer.load(this.variables.map((v) => v.read().dataSync() as Float32Array), slots, iterations ? Number(iterations[0]) : 0, this.stateVariables.map((v) => v.read().dataSync() as Float32Array));
@@ -95,7 +94,7 @@ export class OnnxTailTrainer implements Trainer {
     const out: NamedArray[] = [{ name: 'iter', shape: [], dtype: 'int32', data: Int32Array.of(this.trainer.iterations) }];
     kinds.forEach((kind, k) => {
       this.graph.trainable.forEach((spec, i) => {
-        out.push({ name: `${(this.variables[i]!.read() as ReturnType<Tf['variable']>).name}/${SLOT_SUFFIX[kind]}`, shape: spec.shape, dtype: 'float32', data: Float32Array.from(slots[i]![k]!) });
+        out.push({ name: `${spec.variable}/${SLOT_SUFFIX[kind]}`, shape: spec.shape, dtype: 'float32', data: Float32Array.from(slots[i]![k]!) });
       });
     });
     return out;

@@ -6,7 +6,7 @@ import { shardGradients, type LossConfig } from '../replicas/gradients.js';
 import { mixSeed } from '../util/random.js';
 import { toArrays, toTensors, type NamedArray } from './checkpoint.js';
 import { applyWeightDecay, createOptimizer, disposeOptimizer, setLearningRate, type Optimizer, type OptimizerConfig } from './optim.js';
-import type { StepInput, Trainer } from './trainer.js';
+import { slotKey, type StepInput, type Trainer } from './trainer.js';
 
 export interface TfjsTrainerOptions {
   optimizer: OptimizerConfig;
@@ -37,7 +37,7 @@ export class TfjsTrainer implements Trainer {
 
   async loadOptimizerState(state: NamedArray[] | null): Promise<void> {
     if (state === null || state.length === 0) return;
-    const tensors = toTensors(this.tf, state);
+    const tensors = toTensors(this.tf, this.inOptimizerOrder(state));
     await this.optimizer.setWeights(tensors);
     this.tf.dispose(tensors.map((t) => t.tensor));
   }
@@ -108,7 +108,24 @@ export class TfjsTrainer implements Trainer {
     const arrays = await toArrays(saved);
     // getWeights makes a fresh tensor for the iteration count; the slots are the optimizer's own.
     this.tf.dispose(saved.filter((o) => o.name === 'iter').map((o) => o.tensor));
-    return arrays;
+    const own = new Map(this.tail.trainableWeights.map((w) => [(w.read() as ReturnType<Tf['variable']>).name, w.originalName]));
+    return arrays.map((a) => {
+      const cut = a.name.lastIndexOf('/');
+      const variable = own.get(a.name.slice(0, cut));
+      return variable === undefined ? a : { ...a, name: `${variable}${a.name.slice(cut)}` };
+    });
+  }
+
+  /**
+   * tfjs's optimizers restore slots by position (the order of the trainable weights, slot kind by slot kind), so a
+   * checkpoint's slots are put in that order by name; a checkpoint that lacks one keeps its own order.
+   */
+  private inOptimizerOrder(state: NamedArray[]): NamedArray[] {
+    const byKey = new Map(state.map((s) => [slotKey(s.name), s]));
+    const suffixes = [...new Set(state.filter((s) => s.name !== 'iter').map((s) => s.name.slice(s.name.lastIndexOf('/'))))];
+    const ordered = suffixes.flatMap((suffix) => this.tail.trainableWeights.map((w) => byKey.get(`${w.originalName}${suffix}`)));
+    if (ordered.some((s) => s === undefined)) return state;
+    return [...state.filter((s) => s.name === 'iter'), ...(ordered as NamedArray[])];
   }
 
   async close(): Promise<void> {

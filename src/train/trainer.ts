@@ -11,9 +11,19 @@ export interface StepInput {
 }
 
 /**
+ * A checkpoint names each optimizer slot by its weight's own name and the slot's tfjs name (`block_16_project/kernel/m`).
+ * TensorFlow.js names variables uniquely within a process (`kernel_1` once a model with the same layer names has been
+ * built), so a checkpoint written under those names restored nothing in a process that numbered them differently.
+ * This maps a name a checkpoint holds (either form) to the weight's own.
+ */
+export function slotKey(name: string): string {
+  return name.replace(/_\d+(\/[a-z]+)$/, '$1');
+}
+
+/**
  * Trains a cut's tail for one phase. Weights start from the tail's tfjs variables; `syncWeights` writes them back
- * (validation, the best weights, checkpoints and the saved model read the variables). Optimizer state is named and
- * ordered as tfjs's optimizers name it, so a checkpoint written by one engine resumes on the other.
+ * (validation, the best weights, checkpoints and the saved model read the variables). Optimizer state is ordered as
+ * tfjs's optimizers order it and named by `slotKey`, so a checkpoint written by one engine resumes on the other.
  */
 export interface Trainer {
   readonly engine: 'onnx' | 'tfjs';

@@ -7,6 +7,7 @@ import { readCheckpoint, writeCheckpoint } from '../../src/train/checkpoint.js';
 import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
 import { balancedClassWeights, scheduledLr } from '../../src/train/optim.js';
 import { trainingLoss } from '../../src/replicas/gradients.js';
+import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -91,7 +92,7 @@ describe('checkpoints', () => {
 
 function options(out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions {
   return {
-    data, model: 'mobilenet_v2.nsfwjs', out, freeze: 100, headEpochs: 1, epochs: 2, batchSize: 4, lr: 'auto', accumulate: 1, bn: 'frozen', dropout: 0.5,
+    data, model: 'mobilenet_v2.nsfwjs', out, freeze: 100, headEpochs: 1, epochs: 2, batchSize: 4, lr: 'auto', accumulate: 1, bn: 'frozen', dropout: 0.2,
     augment: 'light', inputSize: 64, val: 0.2, test: 0.2, seed: 5, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', featureCacheBytes: 1 << 30, workers: 2, store, ...extra,
   };
 }
@@ -111,22 +112,24 @@ for (const engine of ['tfjs', 'onnx'] as const) describe(`repeatable runs and tr
     expect(metrics(b.history)).toEqual(metrics(a.history));
     expect(b.test).toEqual(a.test);
     expect(metrics(c.history)).not.toEqual(metrics(a.history));
+    expectLearned(a.history, 3, 'seed 5');
+    expectLearned(c.history, 3, 'seed 6');
     expect(tf.memory().numTensors).toBe(before);
   });
 
   it('optimizers, schedules, weight decay, smoothing and class weights all train and are recorded', async () => {
     const before = tf.memory().numTensors;
     for (const extra of [
-      { optimizer: 'sgd', nesterov: true, schedule: 'cosine', warmupEpochs: 0.5, weightDecay: 1e-4 },
-      { optimizer: 'rmsprop', schedule: 'step', stepEpochs: 1, gamma: 0.5, labelSmoothing: 0.1, classWeight: 'balanced' },
+      { optimizer: 'sgd', lr: 3e-4, epochs: 4, nesterov: true, schedule: 'cosine', warmupEpochs: 0.5, weightDecay: 1e-4 },
+      { optimizer: 'rmsprop', lr: 1e-4, epochs: 3, schedule: 'step', stepEpochs: 1, gamma: 0.5, labelSmoothing: 0.1, classWeight: 'balanced' },
     ] as Partial<FinetuneOptions>[]) {
       const out = tempDir();
-      const r = await finetune(tf, info, options(out, { ...extra, headEpochs: 0, epochs: 2, augment: 'none', workers: 1, engine }));
+      const r = await finetune(tf, info, options(out, { headEpochs: 0, epochs: 2, augment: 'none', workers: 1, engine, ...extra }));
       expect(r.phases[0]!.engine).toBe(engine);
-      expect(r.history.every((row) => Number.isFinite(row.loss))).toBe(true);
+      expectLearned(r.history, 3, extra.optimizer);
       const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as Record<string, unknown>;
       expect(config).toMatchObject(extra);
-      if (extra.schedule === 'step') expect(r.history.map((row) => row.lr)).toEqual([1e-4, 5e-5]);
+      if (extra.schedule === 'step') expect(r.history.map((row) => row.lr)).toEqual([1e-4, 5e-5, 2.5e-5]);
       if (extra.classWeight === 'balanced') expect(config.classWeights).toHaveLength(3);
     }
     expect(tf.memory().numTensors).toBe(before);

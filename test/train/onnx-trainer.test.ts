@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { loadBackend, type BackendInfo, type SymbolicTensor, type Tf } from '../../src/backend/index.js';
 import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
 import { onNotice } from '../../src/util/notice.js';
+import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -17,20 +18,24 @@ beforeAll(async () => {
 });
 
 const options = (out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions => ({
-  data, model: 'mobilenet_v2_035', out, freeze: 100, epochs: 3, batchSize: 6, lr: 0.01, optimizer: 'sgd', accumulate: 1, bn: 'frozen', dropout: 0.2,
-  augment: 'none', inputSize: 48, val: 0.2, test: 0.2, seed: 5, resize: 'squash', maxPixels: 1e8, weights: 'random', featureCacheBytes: 1 << 28, workers: 1, store, ...extra,
+  data, model: 'mobilenet_v2.nsfwjs', out, freeze: 100, epochs: 3, batchSize: 6, lr: 1e-3, optimizer: 'sgd', accumulate: 1, bn: 'frozen', dropout: 0.2, calibrate: 'none',
+  augment: 'none', inputSize: 48, val: 0.2, test: 0.2, seed: 5, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', featureCacheBytes: 1 << 28, workers: 1, store, ...extra,
 });
 
 const close = (x: number, y: number) => Math.abs(x - y) / Math.max(1e-6, Math.abs(y));
 
 describe('the ONNX Runtime trainer in tl finetune', () => {
   it('checkpoints are engine-neutral: a run started on either engine resumes on the other and matches an unbroken run', async () => {
-    const whole = await finetune(tf, info, options(tempDir(), { engine: 'tfjs' }));
-    for (const [first, then] of [['tfjs', 'onnx'], ['onnx', 'tfjs']] as const) {
+    // Without dropout the two engines agree to float32 noise. The resumed runs are built in this process after other
+    // models with the same layer names, so tfjs numbers their variables differently from the run that wrote the
+    // checkpoint (`kernel_1`): the momentum buffers must still be found (they were not: 14% off by epoch 2).
+    const whole = await finetune(tf, info, options(tempDir(), { engine: 'tfjs', dropout: 0 }));
+    expectLearned(whole.history, 3);
+    for (const [first, then] of [['tfjs', 'onnx'], ['onnx', 'tfjs'], ['onnx', 'onnx']] as const) {
       const out = tempDir();
-      const start = await finetune(tf, info, options(out, { engine: first, epochs: 1 }));
+      const start = await finetune(tf, info, options(out, { engine: first, epochs: 1, dropout: 0 }));
       expect(start.phases[0]!.engine).toBe(first);
-      const resumed = await finetune(tf, info, options(out, { engine: then, resume: true }));
+      const resumed = await finetune(tf, info, options(out, { engine: then, resume: true, dropout: 0 }));
       expect(resumed.phases[0]!.engine).toBe(then);
       expect(resumed.resumedFrom).toEqual({ epoch: 2, batches: 0 });
       // SGD with momentum: the momentum buffers crossed engines; float32 noise stays at its size.
@@ -44,13 +49,15 @@ describe('the ONNX Runtime trainer in tl finetune', () => {
 
   it('--bn train trains on ONNX Runtime and updates the moving statistics of trainable BatchNorm layers only', async () => {
     const out = tempDir();
-    const r = await finetune(tf, info, options(out, { engine: 'onnx', bn: 'train', epochs: 1 }));
+    // From random weights, whose BatchNorm layers must train to learn.
+    const r = await finetune(tf, info, options(out, { model: 'mobilenet_v2_035', weights: 'random', engine: 'onnx', bn: 'train', optimizer: 'adam', lr: 1e-3, inputSize: 64, epochs: 3 }));
     expect(r.phases[0]!.engine).toBe('onnx');
+    expectLearned(r.history, 3);
     const { loadLayersModelFromFolder } = await import('../../src/weights/tfjs.js');
     const { buildVariant } = await import('../../src/registry/index.js');
     const { initializeWeights } = await import('../../src/registry/init.js');
     const trained = await loadLayersModelFromFolder(tf, join(out, 'model', 'model.json'));
-    const start = buildVariant(tf, 'mobilenet_v2_035', { includeTop: false, inputSize: 48 });
+    const start = buildVariant(tf, 'mobilenet_v2_035', { includeTop: false, inputSize: 64 });
     initializeWeights(tf, start, 5);
     let moved = 0;
     let kept = 0;
@@ -83,16 +90,18 @@ describe('the ONNX Runtime trainer in tl finetune', () => {
     model.dispose();
     const notices: string[] = [];
     const stop = onNotice((t) => notices.push(t));
-    const r = await finetune(tf, info, options(tempDir(), { model: folder, preprocess: 'tf', inputSize: 32, freeze: 0, engine: 'onnx', epochs: 1 }));
+    const r = await finetune(tf, info, options(tempDir(), { model: folder, preprocess: 'tf', inputSize: 32, freeze: 0, engine: 'onnx', optimizer: 'adam', lr: 1e-2, epochs: 5 }));
     stop();
     expect(r.phases[0]!.engine).toBe('tfjs');
+    expectLearned(r.history, 3);
     expect(notices).toContain('the train phase trains on TensorFlow.js: up: layer class UpSampling2D has no gradient rule.');
   });
 
   it('leaks no tensors: the count is flat across epochs on the ONNX Runtime trainer', async () => {
     const before = tf.memory().numTensors;
-    const r = await finetune(tf, info, options(tempDir(), { engine: 'onnx', optimizer: 'adam', lr: 1e-3 }));
+    const r = await finetune(tf, info, options(tempDir(), { engine: 'onnx', optimizer: 'adam', lr: 3e-4 }));
     expect(r.phases[0]!.engine).toBe('onnx');
+    expectLearned(r.history, 3);
     expect(new Set(r.tensorsAfterEpoch).size).toBe(1);
     expect(tf.memory().numTensors).toBe(before);
   });
