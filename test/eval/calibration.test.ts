@@ -6,6 +6,7 @@ import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.
 import { fitTemperature, temper } from '../../src/eval/calibration.js';
 import { loadClassifier } from '../../src/inference/index.js';
 import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
+import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { randomArray } from '../helpers/tensors.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -67,13 +68,14 @@ describe('calibration in a fine-tune', () => {
   let tf: Tf;
   let info: BackendInfo;
   const data = tempDir();
+  const store = tempDir();
   beforeAll(async () => {
     ({ tf, info } = await loadBackend({ choice: 'wasm' }));
     await makeColourDataset(data, 3, 16, 32);
   });
   const options = (out: string, calibrate: 'temperature' | 'none'): FinetuneOptions => ({
-    data, model: 'mobilenet_v2_035', out, freeze: 'all', epochs: 3, batchSize: 8, lr: 0.01, accumulate: 1, bn: 'frozen', dropout: 0, calibrate,
-    augment: 'none', inputSize: 32, val: 0.25, test: 0.25, seed: 3, resize: 'squash', maxPixels: 1e8, weights: 'random', featureCacheBytes: 1 << 30, workers: 1, engine: 'tfjs',
+    data, model: 'mobilenet_v2.nsfwjs', store, out, freeze: 'all', epochs: 3, batchSize: 8, lr: 0.01, accumulate: 1, bn: 'frozen', dropout: 0, calibrate,
+    augment: 'none', inputSize: 64, val: 0.25, test: 0.25, seed: 3, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', featureCacheBytes: 1 << 30, workers: 1, engine: 'tfjs',
   });
 
   it('folds the temperature into the saved classifier: same predictions, tempered probabilities, in tfjs and model.onnx', async () => {
@@ -83,6 +85,7 @@ describe('calibration in a fine-tune', () => {
     const plain = await finetune(tf, info, options(plainDir, 'none'));
     const calibrated = await finetune(tf, info, options(calibratedDir, 'temperature'));
     expect(tf.memory().numTensors).toBe(before);
+    expectLearned(plain.history, 3);
     expect(plain.calibration).toBeNull();
     const c = calibrated.calibration!;
     expect(c.temperature).not.toBeCloseTo(1, 2);
@@ -94,7 +97,7 @@ describe('calibration in a fine-tune', () => {
     expect(calibrated.test!.loss).toBe(calibrated.metrics!.logLoss);
 
     // The saved models, run on the same images: calibrated = temper(plain, T).
-    const x = tf.randomUniform([5, 32, 32, 3], -1, 1, 'float32', 4);
+    const x = tf.randomUniform([5, 64, 64, 3], 0, 1, 'float32', 4);
     const a = await loadClassifier(tf, plainDir);
     const b = await loadClassifier(tf, calibratedDir);
     const pa = tf.tidy(() => (a.model.predict(x) as ReturnType<Tf['tensor']>).dataSync() as Float32Array);
@@ -110,8 +113,8 @@ describe('calibration in a fine-tune', () => {
     const props = Object.fromEntries(onnx.ModelProto.decode(await readFile(join(calibratedDir, 'model.onnx'))).metadataProps.map((p) => [p.key, p.value]));
     expect(JSON.parse(props['tl.labels']!)).toEqual(calibrated.classes);
     expect(Number(props['tl.temperature'])).toBe(c.temperature);
-    expect(props['tl.preprocess']).toBe('tf');
-    expect(props['tl.input']).toContain('[N, 32, 32, 3]');
+    expect(props['tl.preprocess']).toBe('raw01');
+    expect(props['tl.input']).toContain('[N, 64, 64, 3]');
     const report = await readFile(join(calibratedDir, 'report.md'), 'utf8');
     expect(report).toContain(`Calibrated with temperature ${c.temperature.toFixed(3)}`);
   });

@@ -5,6 +5,7 @@ import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.
 import { evaluate } from '../../src/eval/index.js';
 import { predict } from '../../src/inference/predict.js';
 import { finetune, type FinetuneResult } from '../../src/train/finetune.js';
+import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -19,7 +20,7 @@ beforeAll(async () => {
   ({ tf, info } = await loadBackend({ choice: 'wasm' }));
   await makeColourDataset(data, 3, 14, 32);
   trained = await finetune(tf, info, {
-    data, model: 'mobilenet_v2.nsfwjs', out: run, freeze: 'all', epochs: 2, batchSize: 8, lr: 'auto', accumulate: 1, bn: 'frozen', dropout: 0,
+    data, model: 'mobilenet_v2.nsfwjs', out: run, freeze: 'all', epochs: 3, batchSize: 8, lr: 0.01, accumulate: 1, bn: 'frozen', dropout: 0,
     augment: 'none', inputSize: 64, val: 0.2, test: 0.3, seed: 4, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', featureCacheBytes: 1 << 30, workers: 1, store,
   });
 }, 120_000);
@@ -27,6 +28,7 @@ beforeAll(async () => {
 describe('tl eval (wasm)', () => {
   it("evaluates exactly the run's held-out test files and agrees with the run's own test metrics", async () => {
     const before = tf.memory().numTensors;
+    expectLearned(trained.history, 3, 'the evaluated run');
     const r = await evaluate(tf, { run, split: 'test', batchSize: 5, workers: 2, backend: 'wasm', store });
     expect(tf.memory().numTensors).toBe(before);
     const split = JSON.parse(readFileSync(join(run, 'split.json'), 'utf8')) as { files: Record<string, string> };
@@ -71,7 +73,7 @@ describe('tl eval (wasm)', () => {
 
   it('fine-tuning on ONNX Runtime (frozen part and compiled train step) gives the metrics of tfjs to float32 noise', async () => {
     const common = {
-      data, model: 'mobilenet_v2.nsfwjs', freeze: 100, epochs: 2, batchSize: 8, lr: 0.01, optimizer: 'sgd' as const, accumulate: 1, bn: 'frozen' as const, dropout: 0,
+      data, model: 'mobilenet_v2.nsfwjs', freeze: 100, epochs: 2, batchSize: 8, lr: 1e-3, optimizer: 'sgd' as const, accumulate: 1, bn: 'frozen' as const, dropout: 0,
       augment: 'none' as const, inputSize: 64, val: 0.2, test: 0.3, seed: 4, resize: 'squash' as const, maxPixels: 1e8, weights: 'pretrained' as const, featureCacheBytes: 1 << 30, workers: 1, store,
     };
     const before = tf.memory().numTensors;
@@ -79,6 +81,8 @@ describe('tl eval (wasm)', () => {
     const b = await finetune(tf, info, { ...common, out: tempDir(), engine: 'onnx' });
     expect(tf.memory().numTensors).toBe(before);
     expect([a.phases[0]!.engine, b.phases[0]!.engine]).toEqual(['tfjs', 'onnx']);
+    expectLearned(a.history, 3, 'tfjs');
+    expectLearned(b.history, 3, 'onnx');
     // Features differ by ~1e-6 (relative). SGD keeps that size; Adam's first steps move every weight by +-lr
     // whatever the gradient's size, so a near-zero gradient whose sign the noise flips would grow it.
     const close = (x: number, y: number) => Math.abs(x - y) / Math.max(1e-6, Math.abs(y));

@@ -4,12 +4,14 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
 import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
 import { onNotice } from '../../src/util/notice.js';
+import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
 
 let tf: Tf;
 let info: BackendInfo;
 const data = tempDir();
+const store = tempDir();
 const twoClasses = tempDir();
 
 beforeAll(async () => {
@@ -61,8 +63,12 @@ describe('checkpoints', () => {
   it('hold only the layers some phase trains, and refuse to resume when the frozen weights changed', async () => {
     const { readCheckpoint } = await import('../../src/train/checkpoint.js');
     const { readFileSync, writeFileSync } = await import('node:fs');
-    const base = await finetune(tf, info, options({ epochs: 1, freeze: 'all', calibrate: 'none' }));
-    const run = await finetune(tf, info, options({ model: base.outDir, epochs: 1, freeze: 'all', newHead: true }));
+    // From pretrained weights, so that both runs learn.
+    const pretrained = { model: 'mobilenet_v2.nsfwjs', weights: 'pretrained' as const, store, epochs: 2, freeze: 'all' as const, lr: 0.01, calibrate: 'none' as const };
+    const base = await finetune(tf, info, options(pretrained));
+    expectLearned(base.history, 3, 'the first run');
+    const run = await finetune(tf, info, options({ ...pretrained, model: base.outDir, newHead: true }));
+    expectLearned(run.history, 3, 'the run continued from it');
     const last = await readCheckpoint<{ frozenDigest: string }>(join(run.outDir, 'checkpoints', 'last.ckpt'));
     // Head only: the classifier's kernel and bias, not MobileNetV2's 260 backbone weights.
     expect(last.groups.weights!.map((w) => w.name)).toEqual(['predictions/kernel', 'predictions/bias']);
@@ -74,7 +80,7 @@ describe('checkpoints', () => {
     const floats = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4);
     floats[Math.floor(floats.length / 2)] = floats[Math.floor(floats.length / 2)]! + 1;
     writeFileSync(bin, bytes);
-    const err = await finetune(tf, info, { ...options({ model: base.outDir, epochs: 2, freeze: 'all', newHead: true }), out: run.outDir, resume: true }).catch((e: unknown) => e);
+    const err = await finetune(tf, info, { ...options({ ...pretrained, model: base.outDir, epochs: 3, newHead: true }), out: run.outDir, resume: true }).catch((e: unknown) => e);
     expect((err as Error).message).toContain('differ from those the run');
   });
 });

@@ -10,6 +10,7 @@ import { initializeWeights } from '../../src/registry/init.js';
 import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
 import { loadBackbone } from '../../src/weights/backbone.js';
 import { saveLayersModel } from '../../src/weights/save.js';
+import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -85,15 +86,16 @@ const options = (model: string, out: string, extra: Partial<FinetuneOptions> = {
 describe('backbones from paths and URLs', () => {
   it('continues from a run folder tl wrote: same Keras layers, preprocessing from the run', async () => {
     const first = tempDir();
-    await finetune(tf, info, options('mobilenet_v2_035', first));
+    expectLearned((await finetune(tf, info, options('mobilenet_v2.nsfwjs', first, { weights: 'pretrained', epochs: 2, lr: 0.01 }))).history, 3, 'the first run');
     const backbone = await loadBackbone(tf, first, { weights: 'pretrained', store });
-    const registry = buildVariant(tf, 'mobilenet_v2_035', { includeTop: false, inputSize: 64 });
+    const registry = buildVariant(tf, 'mobilenet_v2', { includeTop: false, inputSize: 64 });
     expect(backbone.model.layers.map((l) => l.name)).toEqual(registry.layers.map((l) => l.name));
-    expect(backbone.preprocess).toBe('tf');
+    expect(backbone.preprocess).toBe('raw01');
     registry.dispose();
     backbone.model.dispose();
-    const again = await finetune(tf, info, options(first, tempDir(), { freeze: 100 }));
+    const again = await finetune(tf, info, options(first, tempDir(), { freeze: 100, weights: 'pretrained' }));
     expect(again.frozenLayers).toBe(100);
+    expectLearned(again.history, 3, 'the continued run');
   });
 
   it('a tfjs model tl did not write needs --preprocess, then fine-tunes from its last feature map', async () => {
