@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { BIN, spawnTl } from '../helpers/cli.js';
+import { expectRunLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -15,33 +16,46 @@ beforeAll(async () => {
 describe('tl finetune (spawned bin/tl.js)', () => {
   it('writes a loadable model, labels, split, metrics.csv and report.json', async () => {
     const out = join(tempDir(), 'run');
-    const r = await spawnTl(['finetune', data, '--model', 'mobilenet_v2_035', '--weights', 'random', '--input-size', '48', '--epochs', '2', '--batch-size', '4', '--out', out, '--json'], { TL_HOME: home });
+    const r = await spawnTl(['finetune', data, '--input-size', '48', '--epochs', '3', '--batch-size', '4', '--out', out, '--json'], { TL_HOME: home });
     expect(r.stderr).toMatch(/^backend: wasm/);
     expect(r.exitCode).toBe(0);
+    expectRunLearned(out);
     const result = JSON.parse(r.stdout) as { history: unknown[]; classes: string[] };
-    expect(result.history).toHaveLength(2);
+    expect(result.history).toHaveLength(3);
     expect(result.classes).toEqual(['class0', 'class1']);
     for (const f of ['model/model.json', 'model/weights.bin', 'labels.json', 'config.json', 'split.json', 'metrics.csv', 'report.json']) expect(existsSync(join(out, f)), f).toBe(true);
     const csv = readFileSync(join(out, 'metrics.csv'), 'utf8').trim().split('\n');
     expect(csv[0]).toBe('epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds,img_per_s');
-    expect(csv).toHaveLength(3);
+    expect(csv).toHaveLength(4);
     const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as { model: string; epochs: number; lr: number; workers: number };
     // Without --freeze, MobileNetV2 fine-tunes from layer 100 (Keras's guide), so --lr auto is 0.0001.
-    expect(config).toMatchObject({ model: 'mobilenet_v2_035', epochs: 2, lr: 1e-4, freeze: 100, frozenLayers: 100 });
-    expect(r.stderr).toContain("notice: --freeze 100 (mobilenet_v2_035's default: Keras's transfer-learning guide");
+    expect(config).toMatchObject({ model: 'mobilenet_v2.nsfwjs', epochs: 3, lr: 1e-4, freeze: 100, frozenLayers: 100 });
+    expect(r.stderr).toContain("notice: --freeze 100 (mobilenet_v2.nsfwjs's default: Keras's transfer-learning guide");
     expect(config.workers).toBeGreaterThanOrEqual(1);
   });
 
   it('--epochs auto is 3 when backbone layers train and 10 for the head alone; a model without a recipe trains its head', async () => {
     const partial = join(tempDir(), 'run');
-    const r = await spawnTl(['finetune', data, '--model', 'mobilenet_v2_035', '--weights', 'random', '--input-size', '32', '--batch-size', '8', '--calibrate', 'none', '--out', partial], { TL_HOME: home });
+    const r = await spawnTl(['finetune', data, '--input-size', '32', '--batch-size', '4', '--lr', '3e-4', '--calibrate', 'none', '--out', partial], { TL_HOME: home });
     expect(r.exitCode, r.stderr).toBe(0);
     expect(JSON.parse(readFileSync(join(partial, 'config.json'), 'utf8'))).toMatchObject({ epochs: 3, freeze: 100 });
+    expectRunLearned(partial);
+    // A TensorFlow.js model that tl did not write (here: pretrained MobileNetV2 saved as a plain LayersModel).
+    const { loadBackend } = await import('../../src/backend/index.js');
+    const { loadPretrained } = await import('../../src/weights/index.js');
+    const { saveLayersModel } = await import('../../src/weights/save.js');
+    const { tf } = await loadBackend({ choice: 'wasm' });
+    const plain = tempDir();
+    const pretrained = await loadPretrained(tf, 'mobilenet_v2.nsfwjs', { includeTop: false, inputSize: 64, store: tempDir() });
+    await saveLayersModel(tf, pretrained.model, plain);
+    pretrained.model.dispose();
     const head = join(tempDir(), 'run');
-    const h = await spawnTl(['finetune', data, '--model', 'mobilenet_025', '--weights', 'random', '--input-size', '32', '--batch-size', '8', '--out', head], { TL_HOME: home });
+    const h = await spawnTl(['finetune', data, '--model', plain, '--preprocess', 'raw01', '--input-size', '64', '--batch-size', '2', '--out', head], { TL_HOME: home });
     expect(h.exitCode, h.stderr).toBe(0);
-    expect(h.stderr).toContain('notice: --freeze all (the head alone): mobilenet_025 has no default fine-tuning point');
+    expect(h.stderr).toContain(`notice: --freeze all (the head alone): ${plain}`);
+    expect(h.stderr).toContain('has no default fine-tuning point');
     expect(JSON.parse(readFileSync(join(head, 'config.json'), 'utf8'))).toMatchObject({ epochs: 10, freeze: 'all', lr: 1e-3 });
+    expectRunLearned(head);
   });
 
   it('an unknown model fails with the list of known models, exit 1', async () => {
@@ -53,8 +67,10 @@ describe('tl finetune (spawned bin/tl.js)', () => {
   it('ResNet50 --freeze 140 trains a batch of 16 at 224px within the wasm heap', async () => {
     const small = tempDir();
     await makeColourDataset(small, 2, 9, 32);
-    const r = await spawnTl(['finetune', small, '--model', 'resnet50', '--weights', 'random', '--freeze', '140', '--batch-size', '16', '--epochs', '1', '--val', '0', '--test', '0', '--out', join(tempDir(), 'r'), '--json'], { TL_HOME: home });
+    const out = join(tempDir(), 'r');
+    const r = await spawnTl(['finetune', small, '--model', 'resnet50', '--weights', 'random', '--freeze', '140', '--batch-size', '16', '--epochs', '5', '--lr', '1e-3', '--val', '0', '--test', '0', '--out', out, '--json'], { TL_HOME: home });
     expect(r.exitCode, r.stderr).toBe(0);
+    expectRunLearned(out);
     const result = JSON.parse(r.stdout) as { frozenLayers: number; boundaryLayers: string[]; wasmHeapBytes: number };
     expect(result.frozenLayers).toBe(140);
     expect(result.boundaryLayers.length).toBe(2);
@@ -63,15 +79,15 @@ describe('tl finetune (spawned bin/tl.js)', () => {
 });
 
 describe('tl finetune interrupted (spawned)', () => {
-  /** Starts a long run, sends `signal` once the first epoch is reported, and waits for the exit. */
-  function interruptAfterFirstEpoch(signal: 'SIGINT' | 'SIGTERM', out: string, engine: string): Promise<{ code: number | null; stderr: string }> {
+  /** Starts a long run, sends `signal` once the third epoch is reported (the head has learned by then), and waits for the exit. */
+  function interruptAfterThirdEpoch(signal: 'SIGINT' | 'SIGTERM', out: string, engine: string): Promise<{ code: number | null; stderr: string }> {
     return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [BIN, 'finetune', data, '--model', 'mobilenet_v2_035', '--weights', 'random', '--input-size', '48', '--epochs', '500', '--batch-size', '2', '--workers', '1', '--engine', engine, '--out', out], { env: { ...process.env, TL_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [BIN, 'finetune', data, '--input-size', '48', '--freeze', 'all', '--lr', '0.01', '--epochs', '500', '--batch-size', '2', '--workers', '1', '--engine', engine, '--out', out], { env: { ...process.env, TL_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] });
       let stderr = '';
       let sent = false;
       child.stderr.on('data', (d: Buffer) => {
         stderr += d.toString();
-        if (!sent && /epoch 1\/500/.test(stderr)) {
+        if (!sent && /epoch 3\/500/.test(stderr)) {
           sent = true;
           child.kill(signal);
         }
@@ -84,12 +100,13 @@ describe('tl finetune interrupted (spawned)', () => {
   for (const [signal, code, engine] of [['SIGINT', 130, 'onnx'], ['SIGTERM', 143, 'onnx'], ['SIGINT', 130, 'tfjs']] as const) {
     it(`${signal} finishes the batch, writes the model and a partial report, and exits ${code} (${engine})`, async () => {
       const out = join(tempDir(), 'run');
-      const r = await interruptAfterFirstEpoch(signal, out, engine);
+      const r = await interruptAfterThirdEpoch(signal, out, engine);
       expect(r.code, r.stderr).toBe(code);
       expect(r.stderr).toMatch(new RegExp(`${signal}: finishing the current batch`));
       const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as { stopReason: string; history: unknown[] };
       expect(report.stopReason).toMatch(new RegExp(`^interrupted by ${signal} in epoch \\d+`));
       expect(report.history.length).toBeGreaterThanOrEqual(1);
+      expectRunLearned(out);
       expect(existsSync(join(out, 'model', 'model.json'))).toBe(true);
     });
   }
@@ -109,6 +126,7 @@ describe('tl finetune --resume and --config (spawned)', () => {
     const whole = join(tempDir(), 'whole');
     const r = await spawnTl(['finetune', colour, ...args, '--out', whole], { TL_HOME: home });
     expect(r.exitCode, r.stderr).toBe(0);
+    expectRunLearned(whole);
 
     const cut = join(tempDir(), 'cut');
     const stopped = await new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
@@ -150,11 +168,12 @@ describe('tl finetune --resume and --config (spawned)', () => {
     const dir = tempDir();
     const file = join(dir, 'cfg.json');
     const out = join(dir, 'run');
-    writeFileSync(file, JSON.stringify({ data: colour, model: 'mobilenet_v2_035', weights: 'random', inputSize: 48, epochs: 3, batchSize: 6, freeze: 100, optimizer: 'sgd', labelSmoothing: 0.1 }));
-    const r = await spawnTl(['finetune', '--config', file, '--epochs', '1', '--out', out, '--json'], { TL_HOME: home });
+    writeFileSync(file, JSON.stringify({ data: colour, model: 'mobilenet_v2.nsfwjs', inputSize: 48, epochs: 2, batchSize: 6, freeze: 'all', optimizer: 'sgd', lr: 0.01, labelSmoothing: 0.1 }));
+    const r = await spawnTl(['finetune', '--config', file, '--epochs', '4', '--out', out, '--json'], { TL_HOME: home });
     expect(r.exitCode, r.stderr).toBe(0);
+    expectRunLearned(out);
     const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as Record<string, unknown>;
-    expect(config).toMatchObject({ data: colour, model: 'mobilenet_v2_035', epochs: 1, batchSize: 6, freeze: '100', optimizer: 'sgd', momentum: 0.9, labelSmoothing: 0.1, inputSize: 48 });
+    expect(config).toMatchObject({ data: colour, model: 'mobilenet_v2.nsfwjs', epochs: 4, batchSize: 6, freeze: 'all', optimizer: 'sgd', momentum: 0.9, labelSmoothing: 0.1, inputSize: 48 });
 
     writeFileSync(file, JSON.stringify({ epochs: 2, batchsize: 4 }));
     const bad = await spawnTl(['finetune', colour, '--config', file], { TL_HOME: home });
