@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { spawnTl } from '../helpers/cli.js';
+import { expectRunLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -11,8 +12,9 @@ const run = join(tempDir(), 'run');
 
 beforeAll(async () => {
   await makeColourDataset(data, 2, 10, 32);
-  const r = await spawnTl(['finetune', data, '--model', 'mobilenet_v2_035', '--weights', 'random', '--input-size', '48', '--epochs', '1', '--batch-size', '4', '--out', run, '--quiet'], { TL_HOME: home });
+  const r = await spawnTl(['finetune', data, '--input-size', '48', '--freeze', 'all', '--lr', '0.01', '--epochs', '4', '--batch-size', '4', '--out', run, '--quiet'], { TL_HOME: home });
   expect(r.exitCode, r.stderr).toBe(0);
+  expectRunLearned(run);
 }, 120_000);
 
 describe('tl eval, predict, extract (spawned)', () => {

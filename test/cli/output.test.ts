@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { execute, runCli } from '../../src/cli/main.js';
 import type { Io } from '../../src/cli/io.js';
+import { expectRunLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -18,8 +19,10 @@ describe('what a run shows', () => {
     const errStream = new Writable({ write: (chunk: Buffer, _enc, done) => ((screen += chunk.toString()), done()) });
     let out = '';
     const io: Io = { out: (t) => void (out += t), err: (t) => void (screen += t), isTTY: true, color: false, env, errStream };
-    const code = await execute(['finetune', data, '--model', 'mobilenet_v2_035', '--weights', 'random', '--input-size', '32', '--head-epochs', '1', '--epochs', '2', '--batch-size', '4', '--out', join(tempDir(), 'run')], io);
+    const run = join(tempDir(), 'run');
+    const code = await execute(['finetune', data, '--input-size', '48', '--head-epochs', '1', '--epochs', '2', '--batch-size', '2', '--out', run], io);
     expect(code, screen).toBe(0);
+    expectRunLearned(run);
     expect(screen).toMatch(/epoch 1\/3 \(head\): loss \d/);
     expect(screen).toMatch(/epoch 2\/3 \(fine-tune\): loss \d/);
     expect(screen).toMatch(/epoch 3\/3 \(fine-tune\): loss \d/);

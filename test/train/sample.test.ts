@@ -6,6 +6,7 @@ import { finetune } from '../../src/train/finetune.js';
 import { loadPretrained } from '../../src/weights/index.js';
 import { loadLayersModelFromFolder } from '../../src/weights/tfjs.js';
 import { relativeError } from '../helpers/tensors.js';
+import { expectLearned } from '../helpers/learned.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const SAMPLE = fileURLToPath(new URL('../../datasets/fashion-mnist-sample', import.meta.url));
@@ -34,6 +35,7 @@ describe('fine-tuning the pretrained mobilenet_v2.nsfwjs on the bundled sample, 
     valLoss[engine] = r.history.at(-1)!.val_loss!;
     testImages = r.test!.count;
     // Five classes: chance is 0.2.
+    expectLearned(r.history, 5, engine);
     expect(r.history.at(-1)!.val_accuracy!).toBeGreaterThan(0.6);
     expect(r.test!.accuracy).toBeGreaterThan(0.6);
 
