@@ -78,12 +78,12 @@ describe('the ONNX Runtime trainer in tl finetune', () => {
   });
 
   it('a tail with a layer the compiler cannot train trains on TensorFlow.js, saying why', async () => {
-    // A user's LayersModel with an UpSampling2D layer, which has no gradient rule.
+    // A user's LayersModel with an UpSampling2D layer, which has no gradient rule (seeded, so that it learns the same each run).
     const { saveLayersModel } = await import('../../src/weights/save.js');
     const input = tf.input({ shape: [32, 32, 3] });
-    let x = tf.layers.conv2d({ filters: 4, kernelSize: 3, strides: 2, padding: 'same', activation: 'relu', name: 'down' }).apply(input) as SymbolicTensor;
+    let x = tf.layers.conv2d({ filters: 4, kernelSize: 3, strides: 2, padding: 'same', activation: 'relu', name: 'down', kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }) }).apply(input) as SymbolicTensor;
     x = tf.layers.upSampling2d({ size: [2, 2], name: 'up' }).apply(x) as SymbolicTensor;
-    x = tf.layers.conv2d({ filters: 4, kernelSize: 1, name: 'mix' }).apply(x) as SymbolicTensor;
+    x = tf.layers.conv2d({ filters: 4, kernelSize: 1, name: 'mix', kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }) }).apply(x) as SymbolicTensor;
     const model = tf.model({ inputs: input, outputs: x });
     const folder = tempDir();
     await saveLayersModel(tf, model, folder);
