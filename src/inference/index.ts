@@ -87,6 +87,34 @@ export async function loadClassifier(tf: Tf, spec: string, options: InferenceOpt
 }
 
 /**
+ * What `tl rank` runs over a dataset: a registry model's pooled features and, where the model keeps the classifier it
+ * was trained with (the nsfwjs models), that classifier's probabilities, joined into one output of
+ * `featureSize + sourceClasses` columns so that one pass gives both. At the model's own input size only: the source
+ * classifier was trained there.
+ */
+export async function loadRankingModel(tf: Tf, spec: string, options: InferenceOptions & { inputSize?: number } = {}): Promise<{ model: InferenceModel; featureSize: number; sourceClasses: number }> {
+  const resolved = isPath(spec) ? null : resolveVariant(spec).variant;
+  if (!resolved || resolved.head !== 'nsfwjs' || (options.inputSize !== undefined && options.inputSize !== resolved.inputSize)) {
+    const model = await loadFeatureModel(tf, spec, options);
+    return { model, featureSize: model.outputShape.reduce((a, b) => a * b, 1), sourceClasses: 0 };
+  }
+  const p = await loadPretrained(tf, spec, { includeTop: true, weights: 'pretrained', store: options.store ?? storeRoot(), ...(options.onDownload ? { onDownload: options.onDownload } : {}) });
+  try {
+    const last = [...p.model.layers].reverse().find((l) => !Array.isArray(l.output) && (l.output as SymbolicTensor).shape.length === 4 && l.getClassName() !== 'AveragePooling2D');
+    if (!last) throw new WeightsError(`${spec} has no feature map to pool.`);
+    const pooled = tf.layers.globalAveragePooling2d({ name: 'rank_features_pool' }).apply(last.output as SymbolicTensor) as SymbolicTensor;
+    const joined = tf.layers.concatenate({ axis: -1, name: 'rank_features_and_source' }).apply([pooled, p.model.outputs[0]!]) as SymbolicTensor;
+    const model = tf.model({ inputs: p.model.inputs, outputs: joined, name: `${p.model.name}_rank` });
+    const featureSize = pooled.shape[1] as number;
+    const sourceClasses = p.model.outputs[0]!.shape[1] as number;
+    return { model: { name: resolved.name, preprocess: options.preprocess ?? resolved.preprocess, inputSize: resolved.inputSize, classes: null, model, outputLayer: last.name, outputShape: [featureSize + sourceClasses], dispose: () => p.model.dispose() }, featureSize, sourceClasses };
+  } catch (err) {
+    p.model.dispose();
+    throw err;
+  }
+}
+
+/**
  * A feature extractor: by default the pooled features (global average pooling of the backbone's last feature map,
  * Keras's `pooling='avg'`; `head_pool` in a tl run), or the output of `layer`.
  */

@@ -29,19 +29,18 @@ function gram(f: Features, rows: boolean): Matrix {
     }
     return g;
   }
-  const g = new Matrix(d, d);
+  const sums = new Float64Array(d * d);
   const row = new Float64Array(d);
   for (let i = 0; i < n; i++) {
     for (let k = 0; k < d; k++) row[k] = data[i * d + k]!;
     for (let a = 0; a < d; a++) {
       const ra = row[a]!;
       if (ra === 0) continue;
-      const ga = g.data[a]!;
-      for (let b = a; b < d; b++) ga[b] = ga[b]! + ra * row[b]!;
+      for (let b = a; b < d; b++) sums[a * d + b] = sums[a * d + b]! + ra * row[b]!;
     }
   }
-  for (let a = 0; a < d; a++) for (let b = 0; b < a; b++) g.set(a, b, g.get(b, a));
-  return g;
+  for (let a = 0; a < d; a++) for (let b = 0; b < a; b++) sums[a * d + b] = sums[b * d + a]!;
+  return new Matrix(Array.from({ length: d }, (_, a) => Array.from(sums.subarray(a * d, (a + 1) * d))));
 }
 
 /** The checks every score makes on its input. */
@@ -69,7 +68,12 @@ export function logme(f: Features, labels: Int32Array): number {
   const rows = n <= d;
   const eig = new EigenvalueDecomposition(gram(f, rows), { assumeSymmetric: true });
   const k = rows ? n : d;
-  const sigma = eig.realEigenvalues.map((v) => Math.max(v, 0));
+  // The evidence is exactly invariant to scaling F; the 1e-5 guard below is not, so F is taken at unit mean squared
+  // row norm (sigma / (sum sigma / n); the projections x do not change with scale).
+  const raw = eig.realEigenvalues.map((v) => Math.max(v, 0));
+  const meanSquare = raw.reduce((a, v) => a + v, 0) / n;
+  if (!(meanSquare > 0)) throw new Error('LogME: the features are all zero');
+  const sigma = raw.map((v) => v / meanSquare);
   const vectors = eig.eigenvectorMatrix;
   const evidences: number[] = [];
   for (let c = 0; c < classes; c++) {
@@ -86,10 +90,10 @@ export function logme(f: Features, labels: Int32Array): number {
       const fty = new Float64Array(d);
       for (let i = 0; i < n; i++) if (y[i] !== 0) for (let a = 0; a < d; a++) fty[a] = fty[a]! + f.data[i * d + a]!;
       for (let j = 0; j < k; j++) {
-        if (sigma[j]! <= 0) continue;
+        if (raw[j]! <= 0) continue;
         let s = 0;
         for (let a = 0; a < d; a++) s += fty[a]! * vectors.get(a, j);
-        x[j] = s / Math.sqrt(sigma[j]!);
+        x[j] = s / Math.sqrt(raw[j]!);
       }
     }
     const x2 = x.map((v) => v * v);
@@ -110,8 +114,10 @@ export function logme(f: Features, labels: Int32Array): number {
         m2 += (s * x2[j]!) / ((t + s) * (t + s));
         res2 += x2[j]! / ((1 + s / t) * (1 + s / t));
       }
-      alpha = gamma / m2;
-      beta = (n - gamma) / res2;
+      // The paper's code keeps both denominators away from zero (a perfect fit when there are fewer samples than
+      // dimensions drives the residual to 0).
+      alpha = gamma / (m2 + EPSILON);
+      beta = (n - gamma) / (res2 + EPSILON);
       if (Math.abs(alpha / beta - t) / t < 1e-12) break;
     }
     // log evidence of the paper's eq. (2); the d - k zero eigenvalues of FᵀF contribute log(alpha) each.
@@ -120,8 +126,13 @@ export function logme(f: Features, labels: Int32Array): number {
     const evidence = (d / 2) * Math.log(alpha) + (n / 2) * Math.log(beta) - 0.5 * logDet - (beta / 2) * res2 - (alpha / 2) * m2 - (n / 2) * Math.log(2 * Math.PI);
     evidences.push(evidence / n);
   }
-  return evidences.reduce((a, v) => a + v, 0) / classes;
+  const score = evidences.reduce((a, v) => a + v, 0) / classes;
+  if (!Number.isFinite(score)) throw new Error(`LogME did not converge on these features (${score})`);
+  return score;
 }
+
+/** The paper's guard on the evidence iteration's denominators. */
+const EPSILON = 1e-5;
 
 /** log det(I + c ZᵀZ) = log det(I + c Z Zᵀ), through the smaller of the two, by Cholesky. */
 function logDetIdentityPlus(z: Features, c: number): number {

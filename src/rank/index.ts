@@ -1,0 +1,94 @@
+// `tl rank`: which pretrained model to start from, scored from one forward pass over the training split.
+import type { BackendChoice, Tf } from '../backend/index.js';
+import { ImageSource, openDataset, type ResizeMode, type SkippedFile } from '../data/index.js';
+import { loadRankingModel, runBatches } from '../inference/index.js';
+import { leep, logme, transrate } from './scores.js';
+
+export interface RankOptions {
+  data: string;
+  models: string[];
+  batchSize: number;
+  workers: number;
+  backend: BackendChoice;
+  engine: 'onnx' | 'tfjs';
+  /** The split `tl finetune` would make with the same fractions and seed; only its training images are scored. */
+  val: number;
+  test: number;
+  seed: number;
+  resize: ResizeMode;
+  maxPixels: number;
+  inputSize?: number;
+  store?: string;
+  onProgress?: (model: string, done: number, total: number) => void;
+}
+
+export interface RankRow {
+  model: string;
+  logme: number;
+  transrate: number;
+  /** Null where the model has no source classifier to score with. */
+  leep: number | null;
+  featureSize: number;
+  inputSize: number;
+  seconds: number;
+}
+
+export interface RankResult {
+  data: string;
+  classes: string[];
+  images: number;
+  /** Sorted by LogME, best first. */
+  rows: RankRow[];
+  skipped: SkippedFile[];
+}
+
+/** Scores every model on the dataset's training images; the rows come sorted by LogME. */
+export async function rank(tf: Tf, options: RankOptions): Promise<RankResult> {
+  // The split `tl finetune` makes (layout folders, fractions, seed), over the images that decode.
+  const dataset = await openDataset(options.data, { val: options.val, test: options.test, seed: options.seed, size: 32, resize: options.resize, maxPixels: options.maxPixels, cacheBytes: 0 });
+  const items = dataset.splits.train;
+  const labels = Int32Array.from(items, (item) => item.label);
+  const rows: RankRow[] = [];
+  for (const spec of options.models) {
+    const started = performance.now();
+    const { model, featureSize, sourceClasses } = await loadRankingModel(tf, spec, { ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.store ? { store: options.store } : {}) });
+    const width = featureSize + sourceClasses;
+    const features = new Float32Array(items.length * featureSize);
+    const source = new Float32Array(items.length * sourceClasses);
+    const row = new Map(items.map((item, i) => [item.path, i]));
+    const seen = new Set<number>();
+    const images = new ImageSource(items, { size: model.inputSize, resize: options.resize, maxPixels: options.maxPixels, cacheBytes: 0 });
+    try {
+      for await (const batch of runBatches(tf, model, images, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine, ...(options.store ? { store: options.store } : {}) })) {
+        batch.items.forEach((item, b) => {
+          const i = row.get(item.path)!;
+          seen.add(i);
+          features.set(batch.outputs.subarray(b * width, b * width + featureSize), i * featureSize);
+          if (sourceClasses > 0) source.set(batch.outputs.subarray(b * width + featureSize, (b + 1) * width), i * sourceClasses);
+        });
+        options.onProgress?.(model.name, seen.size, items.length);
+      }
+    } finally {
+      model.dispose();
+    }
+    const kept = [...seen].sort((a, b) => a - b);
+    const pick = (from: Float32Array, w: number) => {
+      const out = new Float32Array(kept.length * w);
+      kept.forEach((i, r) => out.set(from.subarray(i * w, (i + 1) * w), r * w));
+      return out;
+    };
+    const y = Int32Array.from(kept, (i) => labels[i]!);
+    const f = { data: pick(features, featureSize), n: kept.length, d: featureSize };
+    rows.push({
+      model: model.name,
+      logme: logme(f, y),
+      transrate: transrate(f, y),
+      leep: sourceClasses > 0 ? leep({ data: pick(source, sourceClasses), n: kept.length, d: sourceClasses }, y) : null,
+      featureSize,
+      inputSize: model.inputSize,
+      seconds: (performance.now() - started) / 1000,
+    });
+  }
+  rows.sort((a, b) => b.logme - a.logme);
+  return { data: options.data, classes: dataset.classes, images: items.length, rows, skipped: dataset.skipped };
+}
