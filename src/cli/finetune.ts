@@ -25,7 +25,10 @@ const finetuneSchema = commonSchema.extend(dataSchema.shape).extend({
   epochs: numericOrAuto(z.number().int().min(1).max(10_000)),
   headEpochs: numeric(z.number().int().min(0).max(10_000)),
   batchSize: numeric(z.number().int().min(1).max(4096)),
-  lr: numericOrAuto(z.number().positive().max(10)),
+  lr: z.union([z.literal('find'), numericOrAuto(z.number().positive().max(10))]),
+  minLr: numeric(z.number().positive().max(10)).optional(),
+  maxLr: numeric(z.number().positive().max(1000)).optional(),
+  lrFindSteps: numeric(z.number().int().min(10).max(10_000)).optional(),
   finetuneLr: numeric(z.number().positive().max(10)).optional(),
   optimizer: z.enum(['adam', 'sgd', 'rmsprop']),
   momentum: numeric(z.number().min(0).max(0.999)).optional(),
@@ -119,15 +122,19 @@ function duration(seconds: number): string {
   return s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
 }
 
-function defaultOutDir(model: string, data: string): string {
+function defaultOutDir(model: string, data: string, prefix = ''): string {
   const stamp = new Date().toISOString().replace(/[:T]/g, '-').replace(/\..+$/, '');
   const dataset = data.replace(/[/\\]+$/, '').split(/[/\\]/).pop() || 'data';
-  return `models/${model.replace(/[^\w.-]/g, '_')}-${dataset}-${stamp}`;
+  return `models/${prefix}${model.replace(/[^\w.-]/g, '_')}-${dataset}-${stamp}`;
 }
 
-export function finetuneCommand(io: Io): Command {
-  const cmd = new Command('finetune')
-    .description('fine-tune a pretrained model on DATA/<class>/<image> and write the model, metrics and report')
+/**
+ * `tl finetune`, and `tl lr-find` (the same options: the range test runs on the run `tl finetune` would start, then
+ * stops; `tl finetune --lr find` runs it and trains at its suggestion).
+ */
+export function finetuneCommand(io: Io, mode: 'finetune' | 'lr-find' = 'finetune'): Command {
+  const cmd = new Command(mode)
+    .description(mode === 'finetune' ? 'fine-tune a pretrained model on DATA/<class>/<image> and write the model, metrics and report' : "the learning-rate range test on the run `tl finetune` would start (same options): the loss curve over exponentially growing rates and a suggested --lr, with lr-find.svg in the run folder")
     .argument('[DATA]', 'dataset folder (or "data" in --config, or the resumed run\'s)')
     .option('-m, --model <name|path|url>', 'registry model (see `tl models`), a run folder tl wrote, a tfjs model folder, a Keras .h5 file (weights or full model) of a registry architecture, or a model.json URL', DEFAULT_MODEL)
     .option('--arch <name>', 'with a Keras .h5 file as --model: the registry architecture it holds, when neither its file name nor its model config tells')
@@ -135,7 +142,10 @@ export function finetuneCommand(io: Io): Command {
     .option('--epochs <n|auto>', 'training epochs (of the second phase, with --head-epochs); auto: 3 when backbone layers train, 10 for the head alone', 'auto')
     .option('--head-epochs <n>', 'first train the head alone (whole backbone frozen) for n epochs, then --epochs at --freeze and --finetune-lr', '0')
     .option('--batch-size <n>', 'images per optimizer step', '16')
-    .option('--lr <rate|auto>', 'learning rate; auto: 0.001 for the head alone (and the head phase), 0.0001 when backbone layers train', 'auto')
+    .option('--lr <rate|auto|find>', 'learning rate; auto: 0.001 for the head alone (and the head phase), 0.0001 when backbone layers train; find: the suggestion of a learning-rate range test (see `tl lr-find`)', 'auto')
+    .option('--min-lr <rate>', 'range test (--lr find, tl lr-find): first rate', '1e-7')
+    .option('--max-lr <rate>', 'range test: last rate', '10')
+    .option('--lr-find-steps <n>', 'range test: steps (the rate grows exponentially from --min-lr to --max-lr)', '100')
     .option('--finetune-lr <rate>', 'learning rate of the second phase (default: --lr / 10)')
     .option('--optimizer <name>', 'adam | sgd | rmsprop', 'adam')
     .option('--momentum <m>', 'momentum of sgd (default 0.9) and rmsprop (default 0)')
@@ -190,7 +200,8 @@ export function finetuneCommand(io: Io): Command {
     const engine = await resolveEngine(saved && !('engine' in fromCli) ? saved.engine ?? opts.engine : opts.engine, opts.device);
     announceBackend(io, backend.info, opts, engine, true);
     const { finetune } = await import('../train/finetune.js');
-    let out = resumeDir ?? opts.out ?? defaultOutDir(opts.model, data);
+    if (mode === 'lr-find' && resumeDir) throw new UsageError('tl lr-find starts from the model, not from a run: --resume does not apply.');
+    let out = resumeDir ?? opts.out ?? defaultOutDir(opts.model, data, mode === 'lr-find' ? 'lr-find-' : '');
     const spinner = progress(io, 'preparing', opts);
     // First SIGINT/SIGTERM: finish the batch, write a checkpoint and the run folder, exit 130/143. Second: exit at
     // once (every file already written is whole, being written by rename).
@@ -227,7 +238,8 @@ export function finetuneCommand(io: Io): Command {
           epochs: opts.epochs,
           headEpochs: opts.headEpochs,
           batchSize: opts.batchSize,
-          lr: opts.lr,
+          lr: mode === 'lr-find' ? 'find' : opts.lr,
+          lrFind: { ...(opts.minLr ? { minLr: opts.minLr } : {}), ...(opts.maxLr ? { maxLr: opts.maxLr } : {}), ...(opts.lrFindSteps ? { steps: opts.lrFindSteps } : {}) },
           ...(opts.finetuneLr ? { finetuneLr: opts.finetuneLr } : {}),
           optimizer: opts.optimizer,
           ...(opts.momentum !== undefined ? { momentum: opts.momentum } : {}),
@@ -262,6 +274,29 @@ export function finetuneCommand(io: Io): Command {
           workers,
           engine: engine.name,
         };
+    if (mode === 'lr-find') {
+      const { lrFind } = await import('../train/finetune.js');
+      const { textPlot } = await import('../train/lr-find.js');
+      const found = await lrFind(backend.tf, backend.info, {
+        ...options,
+        uniqueOut: opts.out === undefined,
+        onDownload: downloadReporter(io, spinner, opts),
+        onProgress: (e) => {
+          if (e.phase === 'decode') return spinner.update(`decoding images ${e.done}/${e.total}`);
+          if (e.phase === 'lr-find') return spinner.update(`range test ${bar(e.done / e.total)} step ${e.done}/${e.total} loss ${e.loss?.toFixed(4)}`);
+        },
+      }).catch((err: unknown) => {
+        spinner.fail();
+        throw err;
+      });
+      spinner.succeed(`range test: ${found.lrs.length} steps`);
+      if (opts.json) return printJson(io, found);
+      io.out(`${textPlot(found)}\n`);
+      if (found.stoppedEarly) io.out(`stopped early: ${found.stoppedEarly}\n`);
+      io.out(`suggested --lr ${Number(found.suggestion.toPrecision(2))} (the steepest descent of the smoothed loss, before its minimum)\n`);
+      io.out(`wrote ${found.files.svg} and ${found.files.json}\n`);
+      return;
+    }
     let result: Awaited<ReturnType<typeof finetune>>;
     let decodingSaid = false;
     const epochSeconds: number[] = [];

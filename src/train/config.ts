@@ -10,7 +10,7 @@ export const savedOptionsSchema = z.object({
   epochs: z.number().int().min(1),
   headEpochs: z.number().int().min(0).optional(),
   batchSize: z.number().int().min(1),
-  lr: z.union([z.number().positive(), z.literal('auto')]),
+  lr: z.union([z.number().positive(), z.literal('auto'), z.literal('find')]),
   finetuneLr: z.number().positive().optional(),
   optimizer: z.enum(['adam', 'sgd', 'rmsprop']).optional(),
   momentum: z.number().min(0).max(1).optional(),

@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { wasmHeapBytes, type BackendInfo, type LayersModel, type LayerVariable, type Tensor, type Tf } from '../backend/index.js';
 import { applyTrainability, attachHead, cutModel, resolveFreeze, type BnMode, type Cut, type FreezeSpec } from '../cut/index.js';
-import { classesMissingFrom, openDataset, type AugmentLevel, type Dataset, type ResizeMode } from '../data/index.js';
+import { classesMissingFrom, openDataset, type AugmentLevel, type Batch, type Dataset, type ResizeMode } from '../data/index.js';
 import { onnxSessionFor } from '../engine/index.js';
 import { InterruptedError, TlError, UsageError } from '../errors.js';
 import { fitTemperature, temper } from '../eval/calibration.js';
@@ -28,6 +28,7 @@ import { FeatureCache } from './features.js';
 import { FrozenPart, type KeptOutputs } from './frozen-part.js';
 import { OnnxTailTrainer } from './onnx-trainer.js';
 import { preciseBnSample, recomputeBatchNorm, setBatchNormMomentum } from './precise-bn.js';
+import { LR_FIND_DEFAULTS, rangeTest, writeLrFind, type LrFindResult, type LrFindSpec } from './lr-find.js';
 import { balancedClassWeights, scheduledLr, type OptimizerConfig, type OptimizerName, type ScheduleConfig, type ScheduleName } from './optim.js';
 import { openRunFolder } from './run-folder.js';
 import { writeMetricsCsv, writeRunRecords, writeTrainedModel, type EpochRow } from './run-output.js';
@@ -48,7 +49,10 @@ export interface FinetuneOptions {
   headEpochs?: number;
   batchSize: number;
   /** Learning rate; `auto` is 1e-3 when only the head trains and 1e-4 when backbone layers train too. */
-  lr: number | 'auto';
+  /** `find`: the learning-rate range test on the first phase picks it (see lr-find.ts). */
+  lr: number | 'auto' | 'find';
+  /** The range test's rates and steps (with `lr: 'find'`, and `lrFind()`). */
+  lrFind?: Partial<LrFindSpec>;
   /** Learning rate of the second phase of a two-phase run (default lr / 10). */
   finetuneLr?: number;
   optimizer?: OptimizerName;
@@ -112,7 +116,7 @@ export interface FinetuneOptions {
 }
 
 export interface ProgressEvent {
-  phase: 'decode' | 'train' | 'validate' | 'epoch';
+  phase: 'decode' | 'train' | 'validate' | 'epoch' | 'lr-find';
   /** Which training phase the epoch belongs to (train, validate and epoch events). */
   stage?: PhaseInfo['name'];
   /** The finished epoch's metrics (phase `epoch`). */
@@ -194,6 +198,18 @@ export function checkpointPaths(out: string): { last: string; best: string } {
 
 /** Fine-tunes a registry model on a folder dataset and writes the run folder (locked while the run lasts). */
 export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOptions): Promise<FinetuneResult> {
+  return (await inRunFolder(tf, backend, options, 'train')) as FinetuneResult;
+}
+
+/**
+ * The learning-rate range test alone (`tl lr-find`): the run's first phase set up as `finetune` would (cut, frozen-part
+ * cache, trainer), the test run on it, its curve written to the run folder (lr-find.json, lr-find.svg); nothing trains.
+ */
+export async function lrFind(tf: Tf, backend: BackendInfo, options: FinetuneOptions): Promise<LrFindResult & { files: { json: string; svg: string } }> {
+  return (await inRunFolder(tf, backend, { ...options, lr: 'find' }, 'lr-find')) as LrFindResult & { files: { json: string; svg: string } };
+}
+
+async function inRunFolder(tf: Tf, backend: BackendInfo, options: FinetuneOptions, mode: 'train' | 'lr-find'): Promise<unknown> {
   if (options.batchSize % options.accumulate !== 0) {
     throw new UsageError(`--batch-size ${options.batchSize} must be a multiple of --accumulate ${options.accumulate}.`);
   }
@@ -201,7 +217,7 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
   const folder = await openRunFolder(options.out, { data: options.data, unique: options.uniqueOut ?? false, resume: options.resume ?? false });
   let wrote = false;
   try {
-    const result = await train(tf, backend, { ...options, out: folder.dir }, () => void (wrote = true));
+    const result = await train(tf, backend, { ...options, out: folder.dir }, () => void (wrote = true), mode);
     wrote = true;
     return result;
   } finally {
@@ -300,9 +316,12 @@ interface Run {
   kept: KeptOutputs;
   test: { loss: number; accuracy: number } | null;
   calibration: { temperature: number; val: CalibrationEffect } | null;
+  /** The range test still to run on the first phase (`--lr find`), and what to do with its result. */
+  lrFind: { spec: LrFindSpec; found: (result: LrFindResult) => Promise<void> } | null;
+  lrFindResult: (LrFindResult & { files: { json: string; svg: string } }) | null;
 }
 
-async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, writing: () => void): Promise<FinetuneResult> {
+async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, writing: () => void, mode: 'train' | 'lr-find'): Promise<FinetuneResult | (LrFindResult & { files: { json: string; svg: string } })> {
   const runStarted = performance.now();
   const headEpochs = options.headEpochs ?? 0;
   const paths = checkpointPaths(options.out);
@@ -353,7 +372,8 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
   const bn: BnMode = options.bn === 'auto' ? (options.weights === 'random' ? 'train' : 'frozen') : options.bn;
   if (options.bn === 'auto' && bn === 'train' && !options.resume && frozenCount < layerCount) notice('--bn train: the weights are random, so the BatchNormalization layers that train learn their statistics and scale/shift (recomputed over training images before each validation)');
 
-  const lr = options.lr === 'auto' ? (frozenCount >= layerCount || headEpochs > 0 ? 1e-3 : 1e-4) : options.lr;
+  // With `find`, the auto rate stands in until the range test has run (or, on a resume, is read from its record).
+  const lr = options.lr === 'auto' || options.lr === 'find' ? (frozenCount >= layerCount || headEpochs > 0 ? 1e-3 : 1e-4) : options.lr;
   const phases: PhaseInfo[] =
     headEpochs > 0
       ? [
@@ -373,7 +393,7 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
     stepSteps: (options.stepEpochs ?? Math.max(1, Math.round(epochs / 3))) * stepsPerEpoch,
     gamma: options.gamma ?? 0.1,
   };
-  const config = { ...effectiveConfig(options), freeze: options.freeze === 'default' ? freeze : options.freeze, epochs, lr, phases, optimizer: optimizer.optimizer, momentum: optimizer.momentum, nesterov: optimizer.nesterov, inputSize: size, classWeights: loss.classWeights, backend: backend.label, frozenLayers: frozenCount, bn };
+  const config: Record<string, unknown> = { ...effectiveConfig(options), freeze: options.freeze === 'default' ? freeze : options.freeze, epochs, lr: options.lr === 'find' ? 'find' : lr, phases, optimizer: optimizer.optimizer, momentum: optimizer.momentum, nesterov: optimizer.nesterov, inputSize: size, classWeights: loss.classWeights, backend: backend.label, frozenLayers: frozenCount, bn };
 
   const weights = new LayerOrderWeights(tf, full, Math.min(...phases.map((p) => p.frozenLayers)));
   const frozenDigest = weights.frozenDigest();
@@ -382,7 +402,24 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
     monitor: options.monitor ?? 'val_loss', paths, weights, frozenDigest, checkpoint, startEpoch: 1,
     history: [], best: null, bestWeights: [], stale: 0, partial: null, stopReason: null, tensorsAfterEpoch: [],
     cacheStats: { enabled: false, hits: 0, misses: 0, spilled: 0 }, boundaryLayers: [], tails: [], kept: { probs: [], labels: [], paths: [] }, test: null, calibration: null,
+    lrFind: null, lrFindResult: null,
   };
+  if (options.lr === 'find') {
+    run.lrFind = {
+      spec: { ...LR_FIND_DEFAULTS, ...options.lrFind },
+      // The suggestion becomes the first phase's rate (a later phase's is a tenth of it, as with --lr), and the record.
+      found: async (result) => {
+        phases[0]!.lr = result.suggestion;
+        if (phases[1]) phases[1].lr = options.finetuneLr ?? result.suggestion / 10;
+        config.lr = result.suggestion;
+        config.lrFind = { suggestion: result.suggestion, minLr: result.spec.minLr, maxLr: result.spec.maxLr, steps: result.lrs.length, stoppedEarly: result.stoppedEarly };
+        const files = await writeLrFind(options.out, result);
+        run.lrFindResult = { ...result, files };
+        if (mode === 'train') await writeRunRecords(options.out, config, splitRecord);
+        notice(`--lr find: ${result.suggestion.toExponential(2)} (steepest descent of the loss over a range test of ${result.lrs.length} steps${result.stoppedEarly ? `, ended when ${result.stoppedEarly}` : ''}; curve in ${files.svg})`);
+      },
+    };
+  }
   try {
     if (checkpoint) {
       const saved = JSON.parse(await readFile(join(options.out, 'split.json'), 'utf8').catch(() => 'null')) as { files?: unknown } | null;
@@ -416,8 +453,9 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
     for (const [phaseIndex, phase] of phases.entries()) {
       if (run.stopReason !== null) break;
       if (phase.last < run.startEpoch) continue;
-      await runPhase(run, phaseIndex, phase);
+      await runPhase(run, phaseIndex, phase, mode);
       run.partial = null;
+      if (mode === 'lr-find') return run.lrFindResult!;
     }
     const testProbs = concat(run.kept.probs);
     const broken = nonFiniteRows(testProbs, dataset.classes.length);
@@ -518,7 +556,7 @@ async function openOnnxTrainer(run: Run, phase: PhaseInfo, cut: Cut): Promise<Tr
 }
 
 /** One phase: cut the model at its freeze setting, open what computes the boundary and the steps, train its epochs. */
-async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo): Promise<void> {
+async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo, mode: 'train' | 'lr-find'): Promise<void> {
   const { tf, options, dataset, full, backbone } = run;
   const frozenNames = new Set(backbone.layers.slice(0, phase.frozenLayers).map((l) => l.name));
   applyTrainability(full, frozenNames, run.bn);
@@ -536,10 +574,25 @@ async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo): Promise
   try {
     trainer = await openOnnxTrainer(run, phase, cut);
     pool = trainer === null && options.workers > 1 ? await ReplicaPool.start(cut.tail, { count: options.workers - 1, backend: run.backend.name, bn: run.bn }) : null;
-    trainer ??= new TfjsTrainer(tf, cut.tail, { optimizer: run.optimizer, lr: phase.lr, loss: run.loss, weightDecay: options.weightDecay ?? 0, accumulate: options.accumulate, classes: dataset.classes.length, boundaryShapes: cut.boundaryShapes, pool });
+    const onnx = trainer !== null;
+    const tfjsTrainer = () => new TfjsTrainer(tf, cut.tail, { optimizer: run.optimizer, lr: phase.lr, loss: run.loss, weightDecay: options.weightDecay ?? 0, accumulate: options.accumulate, classes: dataset.classes.length, boundaryShapes: cut.boundaryShapes, pool });
+    trainer ??= tfjsTrainer();
     phase.engine = trainer.engine;
     session = cut.frozen && options.engine === 'onnx' ? await onnxSessionFor(cut.frozen, options.store ? { store: options.store } : {}) : null;
     const frozen = new FrozenPart(tf, cut, run.source.preprocess, dataset, cache, pool, session);
+    if (phaseIndex === 0 && run.lrFind !== null) {
+      // The range test trains this phase's trainer on this phase's batches (filling the frozen-part cache the epochs
+      // then read); the weights go back to where they were and a fresh trainer (no optimizer state) takes over.
+      const { spec, found } = run.lrFind;
+      run.lrFind = null;
+      const result = await findLearningRate(run, spec, trainer, frozen);
+      await trainer.close();
+      trainer = null;
+      trainer = onnx ? await openOnnxTrainer(run, phase, cut) : tfjsTrainer();
+      trainer ??= tfjsTrainer();
+      await found(result);
+      if (mode === 'lr-find') return;
+    }
     const saved = run.checkpoint?.state.phase === phaseIndex ? (run.checkpoint.groups.optimizer ?? null) : null;
     await trainer.loadOptimizerState(saved);
     run.stale = run.startEpoch > phase.first ? run.stale : 0;
@@ -600,6 +653,33 @@ async function saveLast(run: Run, phaseIndex: number, trainer: Trainer, epochsDo
   trainer.syncWeights();
   const optimizer = await trainer.optimizerState();
   await writeCheckpoint(run.paths.last, state, { weights: await run.weights.arrays(), optimizer });
+}
+
+/** The range test on the first phase's trainer and batches (shuffled anew each pass); the weights are restored. */
+async function findLearningRate(run: Run, spec: LrFindSpec, trainer: Trainer, frozen: FrozenPart): Promise<LrFindResult> {
+  const { tf, options, dataset } = run;
+  const snapshot = run.weights.snapshot();
+  let pass = 0;
+  const open = () => dataset.source.batches(dataset.splits.train, { batchSize: options.batchSize, shuffleSeed: mixSeed(options.seed, 9_000 + pass), augment: options.augment, augmentSeed: mixSeed(options.seed, 9_000 + pass, 7) })[Symbol.asyncIterator]();
+  let batches = open();
+  try {
+    return await rangeTest(spec, async (lr, index) => {
+      let next = await batches.next();
+      if (next.done) {
+        pass++;
+        batches = open();
+        next = await batches.next();
+      }
+      const batch = next.value as Batch;
+      const step = await trainer.step({ boundary: await frozen.boundary(batch), labels: batch.labels, lr, dropoutSeed: mixSeed(options.seed, 9_000, index, 3) });
+      options.onProgress?.({ phase: 'lr-find', epoch: 0, epochs: 0, done: index + 1, total: spec.steps, loss: step.loss });
+      return step.loss;
+    });
+  } finally {
+    await batches.return?.(undefined);
+    run.weights.restore(snapshot);
+    tf.dispose(snapshot);
+  }
 }
 
 /** One epoch: its training steps (from where an interrupted run stopped), validation, the best weights, checkpoints. */
