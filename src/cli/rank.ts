@@ -11,6 +11,7 @@ import { UsageError } from '../errors.js';
 const rankSchema = inferenceSchema.extend(dataSchema.shape).extend({
   models: z.string().min(1).optional(),
   inputSize: numeric(z.number().int().min(32).max(1024)).optional(),
+  probe: z.boolean().default(false),
 });
 
 export function rankCommand(io: Io): Command {
@@ -18,7 +19,8 @@ export function rankCommand(io: Io): Command {
     .description('score how well each pretrained model suits a dataset (LogME, TransRate, LEEP) from one pass over its training images')
     .argument('<DATA>', 'dataset folder (one subfolder per class)')
     .option('--models <a,b,...>', 'registry models or model paths to score (default: every registry model whose weights are offline)')
-    .option('--input-size <px>', "input size for every model (default: each model's own; LEEP needs the model's own)");
+    .option('--input-size <px>', "input size for every model (default: each model's own; LEEP needs the model's own)")
+    .option('--probe', 'also train a linear head on each model\'s features and report its validation accuracy');
   dataOptions(cmd);
   addInferenceOptions(cmd);
   cmd.action(async (data: string, raw: unknown) => {
@@ -32,13 +34,13 @@ export function rankCommand(io: Io): Command {
     const spinner = progress(io, `ranking ${models.length} model${models.length === 1 ? '' : 's'}`, opts);
     const result = await rank(tf, {
       ...run, data, models, val: opts.val, test: opts.test, seed: opts.seed, resize: opts.resize, maxPixels: opts.maxPixels,
-      ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), store: storeRoot(io.env),
+      ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), probe: opts.probe, store: storeRoot(io.env),
       onProgress: (model, done, total) => spinner.update(`${model}: ${done}/${total} images`),
     });
     spinner.succeed(`ranked ${result.rows.length} model${result.rows.length === 1 ? '' : 's'} on ${result.images} training images`);
     if (opts.json) return printJson(io, result);
-    const table = new Table({ head: ['rank', 'model', 'LogME', 'TransRate', 'LEEP', 'features', 'input', 'seconds'], style: { head: [], border: [] } });
-    result.rows.forEach((r, i) => table.push([i + 1, r.model, r.logme.toFixed(4), r.transrate.toFixed(2), r.leep === null ? '-' : r.leep.toFixed(4), r.featureSize, r.inputSize, r.seconds.toFixed(1)]));
+    const table = new Table({ head: ['rank', 'model', 'LogME', 'TransRate', 'LEEP', ...(opts.probe ? ['probe val acc'] : []), 'features', 'input', 'seconds'], style: { head: [], border: [] } });
+    result.rows.forEach((r, i) => table.push([i + 1, r.model, r.logme.toFixed(4), r.transrate.toFixed(2), r.leep === null ? '-' : r.leep.toFixed(4), ...(opts.probe ? [r.probe ? r.probe.valAccuracy.toFixed(3) : '-'] : []), r.featureSize, r.inputSize, r.seconds.toFixed(1)]));
     io.out(`${table.toString()}\n`);
     io.out(`${result.images} training images of ${result.classes.length} classes in ${data}. Higher is better for every score; they rank models on the same data, not across datasets. Sorted by LogME (You et al., 2021); TransRate (Huang et al., 2022) is the coding-rate gain of the labels; LEEP (Nguyen et al., 2020) needs the model's own classifier.\n`);
     for (const s of result.skipped) io.out(`skipped ${s.path}: ${s.reason}\n`);

@@ -2,6 +2,7 @@
 import type { BackendChoice, Tf } from '../backend/index.js';
 import { ImageSource, openDataset, type ResizeMode, type SkippedFile } from '../data/index.js';
 import { loadRankingModel, runBatches } from '../inference/index.js';
+import { linearProbe, type ProbeResult } from './probe.js';
 import { leep, logme, transrate } from './scores.js';
 
 export interface RankOptions {
@@ -18,6 +19,8 @@ export interface RankOptions {
   resize: ResizeMode;
   maxPixels: number;
   inputSize?: number;
+  /** Also train a linear head on the training split's features and validate it (the features of the validation split are computed too). */
+  probe?: boolean;
   store?: string;
   onProgress?: (model: string, done: number, total: number) => void;
 }
@@ -30,6 +33,8 @@ export interface RankRow {
   leep: number | null;
   featureSize: number;
   inputSize: number;
+  /** The linear probe's validation accuracy and loss (with `probe`; null without validation images). */
+  probe?: ProbeResult | null;
   seconds: number;
 }
 
@@ -46,7 +51,8 @@ export interface RankResult {
 export async function rank(tf: Tf, options: RankOptions): Promise<RankResult> {
   // The split `tl finetune` makes (layout folders, fractions, seed), over the images that decode.
   const dataset = await openDataset(options.data, { val: options.val, test: options.test, seed: options.seed, size: 32, resize: options.resize, maxPixels: options.maxPixels, cacheBytes: 0 });
-  const items = dataset.splits.train;
+  const train = dataset.splits.train;
+  const items = options.probe ? [...train, ...dataset.splits.val] : train;
   const labels = Int32Array.from(items, (item) => item.label);
   const rows: RankRow[] = [];
   for (const spec of options.models) {
@@ -71,12 +77,9 @@ export async function rank(tf: Tf, options: RankOptions): Promise<RankResult> {
     } finally {
       model.dispose();
     }
-    const kept = [...seen].sort((a, b) => a - b);
-    const pick = (from: Float32Array, w: number) => {
-      const out = new Float32Array(kept.length * w);
-      kept.forEach((i, r) => out.set(from.subarray(i * w, (i + 1) * w), r * w));
-      return out;
-    };
+    const kept = [...seen].filter((i) => i < train.length).sort((a, b) => a - b);
+    const held = [...seen].filter((i) => i >= train.length).sort((a, b) => a - b);
+    const pick = (from: Float32Array, w: number) => pickRows(from, w, kept);
     const y = Int32Array.from(kept, (i) => labels[i]!);
     const f = { data: pick(features, featureSize), n: kept.length, d: featureSize };
     rows.push({
@@ -84,11 +87,19 @@ export async function rank(tf: Tf, options: RankOptions): Promise<RankResult> {
       logme: logme(f, y),
       transrate: transrate(f, y),
       leep: sourceClasses > 0 ? leep({ data: pick(source, sourceClasses), n: kept.length, d: sourceClasses }, y) : null,
+      ...(options.probe ? { probe: held.length === 0 ? null : await linearProbe(tf, f, y, { data: pickRows(features, featureSize, held), n: held.length, d: featureSize }, Int32Array.from(held, (i) => labels[i]!), dataset.classes.length, options.seed) } : {}),
       featureSize,
       inputSize: model.inputSize,
       seconds: (performance.now() - started) / 1000,
     });
   }
   rows.sort((a, b) => b.logme - a.logme);
-  return { data: options.data, classes: dataset.classes, images: items.length, rows, skipped: dataset.skipped };
+  return { data: options.data, classes: dataset.classes, images: train.length, rows, skipped: dataset.skipped };
+}
+
+/** The rows `which` of a row-major array of rows `w` wide. */
+function pickRows(from: Float32Array, w: number, which: number[]): Float32Array {
+  const out = new Float32Array(which.length * w);
+  which.forEach((i, r) => out.set(from.subarray(i * w, (i + 1) * w), r * w));
+  return out;
 }

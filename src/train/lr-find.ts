@@ -147,7 +147,7 @@ export function lrFindSpec(result: LrFindResult): Record<string, unknown> {
         data: { values },
         mark: { type: 'line', clip: true },
         encoding: {
-          x: { field: 'lr', type: 'quantitative', scale: { type: 'log' }, title: 'learning rate' },
+          x: { field: 'lr', type: 'quantitative', scale: { type: 'log' }, title: 'learning rate', axis: { format: '.0e', grid: false } },
           y: { field: 'loss', type: 'quantitative', title: 'training loss', scale: { zero: false, domain: [Math.min(...result.smoothed), Math.min(Math.max(...result.smoothed), 2 * result.smoothed[0]!)] } },
           color: { field: 'series', type: 'nominal', title: null, scale: { domain: ['loss', 'smoothed'], range: ['#bbbbbb', '#4c78a8'] } },
         },
