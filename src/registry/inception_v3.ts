@@ -90,6 +90,7 @@ const common = {
 
 export const inceptionV3: Family = {
   name: 'inception_v3',
+  blockEnd: /^(max_pooling2d_1|mixed\d+)$/,
   paper: 'https://arxiv.org/abs/1512.00567',
   build,
   variants: [

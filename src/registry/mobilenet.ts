@@ -83,6 +83,7 @@ const ALPHAS: readonly [string, number, string, number][] = [
 
 export const mobilenet: Family = {
   name: 'mobilenet',
+  blockEnd: /^(conv1_relu|conv_pw_\d+_relu)$/,
   paper: 'https://arxiv.org/abs/1704.04861',
   build,
   variants: ALPHAS.map(([name, alpha, alphaText, params]): Variant => ({

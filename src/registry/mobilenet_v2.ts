@@ -128,6 +128,7 @@ const ALPHAS: readonly [string, number, number][] = [['035', 0.35, 410_208], ['0
 
 export const mobilenetV2: Family = {
   name: 'mobilenet_v2',
+  blockEnd: /^(Conv1_relu|expanded_conv_project_BN|block_\d+_(add|project_BN)|out_relu)$/,
   paper: 'https://arxiv.org/abs/1801.04381',
   build,
   variants: [

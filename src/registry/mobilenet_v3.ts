@@ -146,6 +146,7 @@ function variant(name: string, large: boolean, params: number, layers: number): 
 
 export const mobilenetV3: Family = {
   name: 'mobilenet_v3',
+  blockEnd: /^(expanded_conv(_\d+)?\/(Add|project\/BatchNorm))$/,
   paper: 'https://arxiv.org/abs/1905.02244',
   build,
   variants: [variant('mobilenet_v3_small', false, 939_120, 229), variant('mobilenet_v3_large', true, 2_996_352, 263)],

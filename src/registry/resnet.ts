@@ -76,6 +76,7 @@ function build(tf: Tf, variant: Variant, opts: { includeTop: boolean; classes: n
 
 export const resnet: Family = {
   name: 'resnet',
+  blockEnd: /^(pool1_pool|conv\d_block\d+_out|post_relu)$/,
   paper: 'https://arxiv.org/abs/1512.03385',
   build,
   variants: Object.entries(STAGES).map(([name, [s2, s3, s4, s5]]): Variant => {

@@ -67,6 +67,8 @@ export interface Variant {
 export interface Family {
   name: string;
   paper: string;
+  /** Names of the layers that end a block (where `--freeze auto` considers cutting; only cuts one tensor crosses count). */
+  blockEnd: RegExp;
   build: Builder;
   variants: readonly Variant[];
 }

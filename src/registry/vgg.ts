@@ -49,6 +49,7 @@ function variant(name: 'vgg16' | 'vgg19', deep: number, hashes: [string, string]
 
 export const vgg: Family = {
   name: 'vgg',
+  blockEnd: /^block\d_pool$/,
   paper: 'https://arxiv.org/abs/1409.1556',
   build,
   variants: [

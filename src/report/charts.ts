@@ -1,5 +1,5 @@
 // The report's charts as Vega-Lite specs, rendered to static SVG in Node (no browser, no script in the report).
-import type { ReportMetrics } from './schema.js';
+import type { FreezeAutoRecord, ReportMetrics } from './schema.js';
 
 type Spec = Record<string, unknown>;
 
@@ -93,6 +93,20 @@ export function reliabilitySpec(metrics: ReportMetrics): Spec {
         },
       },
       { data: { values: [{ x: 0, y: 0 }, { x: 1, y: 1 }] }, mark: { type: 'line', strokeDash: [4, 4], color: '#888' }, encoding: { x: { field: 'x', type: 'quantitative' }, y: { field: 'y', type: 'quantitative' } } },
+    ],
+  };
+}
+
+/** `--freeze auto`: LogME of the pooled features at each block boundary, the probed depths' validation accuracy, the choice. */
+export function freezeDepthSpec(r: FreezeAutoRecord): Spec {
+  const x = { field: 'freeze', type: 'quantitative', title: 'layers frozen (--freeze)', scale: { domain: [Math.min(...r.depths.map((d) => d.freeze)), Math.max(...r.depths.map((d) => d.freeze))] } };
+  const chosen = { data: { values: [{ freeze: r.chosen }] }, mark: { type: 'rule', color: '#e45756', strokeDash: [4, 4] }, encoding: { x: { field: 'freeze', type: 'quantitative' } } };
+  return {
+    ...base,
+    title: `Freeze depth (chosen: ${r.chosen})`,
+    vconcat: [
+      { width: 420, height: 160, layer: [{ data: { values: r.depths }, mark: { type: 'line', point: true }, encoding: { x, y: { field: 'logme', type: 'quantitative', title: 'LogME', scale: { zero: false } }, tooltip: [{ field: 'layer' }] } }, chosen] },
+      { width: 420, height: 100, layer: [{ data: { values: r.depths.filter((d) => d.probe).map((d) => ({ freeze: d.freeze, accuracy: d.probe!.valAccuracy })) }, mark: { type: 'point', filled: true, size: 60 }, encoding: { x, y: { field: 'accuracy', type: 'quantitative', title: `val acc (${r.probeEpochs} epochs)`, scale: { zero: false } } } }, chosen] },
     ],
   };
 }

@@ -1,6 +1,7 @@
 // report.md (for a pull request) and report.html (one self-contained file: inline SVG charts, inline thumbnails).
 import sharp from 'sharp';
-import { confusionSpec, f1Spec, learningCurveSpec, reliabilitySpec, renderSvg } from './charts.js';
+import { confusionSpec, f1Spec, freezeDepthSpec, learningCurveSpec, reliabilitySpec, renderSvg } from './charts.js';
+import { freezeAutoSchema, type FreezeAutoRecord } from './schema.js';
 import { calibrationLine, headline, num } from './headline.js';
 import type { Report } from './schema.js';
 
@@ -20,6 +21,27 @@ function configEntries(r: Report): [string, string][] {
   return entries;
 }
 
+/** The `--freeze auto` record of a fine-tune's config, when it has a valid one. */
+function freezeAutoOf(r: Report): FreezeAutoRecord | null {
+  if (r.kind !== 'finetune') return null;
+  const parsed = freezeAutoSchema.safeParse(r.config['freezeAuto']);
+  return parsed.success ? parsed.data : null;
+}
+
+/** One sentence on how the freeze depth and learning rate were chosen, where tl chose them. */
+function choices(r: Report): string[] {
+  if (r.kind !== 'finetune') return [];
+  const out: string[] = [];
+  const fa = freezeAutoOf(r);
+  if (fa) {
+    const c = fa.depths.find((d) => d.freeze === fa.chosen);
+    out.push(`Freeze depth chosen from the data (--freeze auto): ${fa.chosen} (after ${c?.layer ?? '?'}), of ${fa.depths.length} block boundaries scored by LogME, the best ${fa.depths.filter((d) => d.probe).length} fine-tuned for ${fa.probeEpochs} epochs each (${fa.seconds.toFixed(0)} s).`);
+  }
+  const lf = r.config['lrFind'] as { suggestion?: unknown } | undefined;
+  if (lf && typeof lf.suggestion === 'number') out.push(`Learning rate from a range test (--lr find): ${lf.suggestion.toExponential(2)} (curve: lr-find.svg).`);
+  return out;
+}
+
 /** The Markdown summary. */
 export function renderMarkdown(r: Report): string {
   const m = r.metrics;
@@ -29,6 +51,7 @@ export function renderMarkdown(r: Report): string {
     if (r.best) lines.push(`Saved weights: epoch ${r.best.epoch} (best ${r.best.monitor} ${num(r.best.value)}).`);
     if (r.stopReason) lines.push(`Stopped: ${r.stopReason}.`);
     if (r.calibration) lines.push(calibrationLine(r.calibration));
+    lines.push(...choices(r));
     for (const w of r.warnings) lines.push('', `**Warning:** ${w}.`);
     lines.push('');
   }
@@ -85,6 +108,8 @@ export async function renderHtml(r: Report): Promise<string> {
     figures.push(['loss-curve', await renderSvg(learningCurveSpec(r.history, 'loss'))]);
     figures.push(['accuracy-curve', await renderSvg(learningCurveSpec(r.history, 'accuracy'))]);
   }
+  const fa = freezeAutoOf(r);
+  if (fa) figures.push(['freeze-depth', await renderSvg(freezeDepthSpec(fa))]);
   if (m) {
     figures.push(['confusion-matrix', await renderSvg(confusionSpec(m))]);
     figures.push(['f1-per-class', await renderSvg(f1Spec(m))]);
@@ -95,6 +120,7 @@ export async function renderHtml(r: Report): Promise<string> {
   const body: string[] = [`<h1>${escape(title(r))}</h1>`];
   if (r.kind === 'finetune' && r.stopReason) body.push(`<p class="note">Stopped: ${escape(r.stopReason)}.</p>`);
   if (r.kind === 'finetune' && r.calibration) body.push(`<p>${escape(calibrationLine(r.calibration))}</p>`);
+  for (const c of choices(r)) body.push(`<p>${escape(c)}</p>`);
   if (r.kind === 'finetune') for (const w of r.warnings) body.push(`<p class="note">Warning: ${escape(w)}.</p>`);
   if (m) body.push(`<section id="headline">${headline(m).map(([k, v]) => `<div class="stat"><div class="value">${escape(v)}</div><div class="label">${escape(k)}</div></div>`).join('')}</section>`);
   else body.push('<p class="note">No held-out test images, so no test metrics.</p>');

@@ -47,6 +47,16 @@ const calibrationEffect = z.object({ logLossBefore: z.number(), logLossAfter: z.
 
 const calibrationSchema = z.object({ temperature: z.number().positive(), val: calibrationEffect, test: calibrationEffect.nullable() });
 
+/** `--freeze auto`'s record in a run's config: every block boundary's scores, the probed ones' results, the choice. */
+export const freezeAutoSchema = z.object({
+  depths: z.array(z.object({ freeze: z.number().int(), layer: z.string(), logme: z.number(), transrate: z.number(), probe: z.object({ valAccuracy: z.number(), valLoss: z.number(), seconds: z.number() }).nullable() })),
+  chosen: z.number().int(),
+  probeEpochs: z.number().int(),
+  scoreSeconds: z.number(),
+  seconds: z.number(),
+});
+export type FreezeAutoRecord = z.infer<typeof freezeAutoSchema>;
+
 export const finetuneReportSchema = z.object({
   ...common,
   kind: z.literal('finetune'),

@@ -28,6 +28,7 @@ import { FeatureCache } from './features.js';
 import { FrozenPart, type KeptOutputs } from './frozen-part.js';
 import { OnnxTailTrainer } from './onnx-trainer.js';
 import { preciseBnSample, recomputeBatchNorm, setBatchNormMomentum } from './precise-bn.js';
+import { chooseFreezeDepth, PROBE_EPOCHS, type FreezeAutoResult } from './freeze-auto.js';
 import { LR_FIND_DEFAULTS, rangeTest, writeLrFind, type LrFindResult, type LrFindSpec } from './lr-find.js';
 import { balancedClassWeights, scheduledLr, type OptimizerConfig, type OptimizerName, type ScheduleConfig, type ScheduleName } from './optim.js';
 import { openRunFolder } from './run-folder.js';
@@ -356,8 +357,23 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
   for (const w of warnings) notice(w);
   const splitRecord = { root: dataset.root, seed: options.seed, val: options.val, test: options.test, layout: dataset.layout, files: dataset.splitMap };
 
+  // `auto`: chosen from the data (freeze-auto.ts). A resumed run reads the chosen count from its config.
+  let freezeAuto: FreezeAutoResult | null = null;
+  if (options.freeze === 'auto') {
+    try {
+      freezeAuto = await chooseFreezeDepth(tf, backend, backbone, { preprocess: source.preprocess, inputSize: size, batchSize: options.batchSize, workers: options.workers, engine: options.engine ?? 'tfjs', ...(options.store ? { store: options.store } : {}), out: options.out }, dataset, async (freeze, out) => {
+        const { onProgress: _p, lrFind: _l, patience: _pa, resume: _r, headEpochs: _h, ...rest } = options;
+        return await finetune(tf, backend, { ...rest, freeze, epochs: PROBE_EPOCHS, lr: options.lr === 'find' ? 'auto' : options.lr, calibrate: 'none', out, uniqueOut: false });
+      });
+    } catch (err) {
+      (source.withHead?.model ?? backbone).dispose();
+      throw err;
+    }
+    const chosen = freezeAuto.depths.find((d) => d.freeze === freezeAuto!.chosen)!;
+    notice(`--freeze auto: ${chosen.freeze} (after ${chosen.layer}; of ${freezeAuto.depths.length} block boundaries scored by LogME in ${freezeAuto.scoreSeconds.toFixed(1)} s, the best ${freezeAuto.depths.filter((d) => d.probe).length} fine-tuned for ${freezeAuto.probeEpochs} epochs each: validation accuracy ${chosen.probe!.valAccuracy.toFixed(3)}; ${freezeAuto.seconds.toFixed(0)} s in all)`);
+  }
   // `default`: the registry's published recipe where there is one, else the head alone.
-  const freeze = options.freeze === 'default' ? (source.fineTuneFrom?.layers ?? 'all') : options.freeze;
+  const freeze = freezeAuto ? freezeAuto.chosen : options.freeze === 'default' ? (source.fineTuneFrom?.layers ?? 'all') : options.freeze;
   if (options.freeze === 'default' && !options.resume) notice(source.fineTuneFrom ? `--freeze ${source.fineTuneFrom.layers} (${source.name}'s default: ${source.fineTuneFrom.why}); --freeze all trains the head alone` : `--freeze all (the head alone): ${source.name} has no default fine-tuning point`);
   const frozenCount = resolveFreeze(backbone, freeze, options.model);
   const layerCount = backbone.layers.length;
@@ -393,7 +409,7 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
     stepSteps: (options.stepEpochs ?? Math.max(1, Math.round(epochs / 3))) * stepsPerEpoch,
     gamma: options.gamma ?? 0.1,
   };
-  const config: Record<string, unknown> = { ...effectiveConfig(options), freeze: options.freeze === 'default' ? freeze : options.freeze, epochs, lr: options.lr === 'find' ? 'find' : lr, phases, optimizer: optimizer.optimizer, momentum: optimizer.momentum, nesterov: optimizer.nesterov, inputSize: size, classWeights: loss.classWeights, backend: backend.label, frozenLayers: frozenCount, bn };
+  const config: Record<string, unknown> = { ...effectiveConfig(options), freeze: options.freeze === 'default' || options.freeze === 'auto' ? freeze : options.freeze, ...(freezeAuto ? { freezeAuto: summariseFreezeAuto(freezeAuto) } : {}), epochs, lr: options.lr === 'find' ? 'find' : lr, phases, optimizer: optimizer.optimizer, momentum: optimizer.momentum, nesterov: optimizer.nesterov, inputSize: size, classWeights: loss.classWeights, backend: backend.label, frozenLayers: frozenCount, bn };
 
   const weights = new LayerOrderWeights(tf, full, Math.min(...phases.map((p) => p.frozenLayers)));
   const frozenDigest = weights.frozenDigest();
@@ -520,6 +536,11 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
     for (const tail of run.tails) tail.dispose();
     full.dispose();
   }
+}
+
+/** What config.json and the report keep of `--freeze auto`: the curve and the choice. */
+function summariseFreezeAuto(r: FreezeAutoResult): FreezeAutoResult {
+  return { ...r, depths: r.depths.map((d) => ({ ...d })) };
 }
 
 /**
