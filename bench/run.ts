@@ -1,6 +1,7 @@
 // `npm run bench`: decoding, training throughput and whole fine-tunes, beside PyTorch; writes BENCHMARKS.md.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { choicesBench } from './choices.js';
 import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -326,9 +327,33 @@ function memoryRatios(memory: Record<string, number>, cores: number): string {
   return configs.map((c) => `${c.replace(':', ' --freeze ')} ${r(memory[`${c}:onnx:${cores}`], memory[`${c}:torch`])} on onnx${memory[`${c}:wasm:${cores}`] ? `, ${r(memory[`${c}:wasm:${cores}`], memory[`${c}:torch`])} on tfjs` : ''}`).join('; ');
 }
 
+/**
+ * `--choices`: only the section on tl's own choices (slow: two sweeps of fine-tunes), written into the existing
+ * BENCHMARKS.md in place of that section's previous run, with its own date and machine.
+ */
+async function runChoices(out: string): Promise<void> {
+  const { tf, info } = await loadBackend({ choice: 'wasm' });
+  const work = mkdtempSync(join(tmpdir(), 'tl-bench-'));
+  try {
+    const cores = availableParallelism();
+    const section = await choicesBench(tf, info, work, join(ROOT, 'datasets', 'fashion-mnist-sample'), cores);
+    const measured = `Measured by \`npm run bench -- --choices\` on ${new Date().toISOString().slice(0, 10)}: ${cpus()[0]?.model ?? 'unknown CPU'}, ${cores} cores, Node ${process.version}.`;
+    const text = [`## ${section.title}`, '', measured, '', ...section.lines, ''].join('\n');
+    const current = existsSync(out) ? readFileSync(out, 'utf8') : '# Benchmarks\n';
+    const start = current.indexOf(`## ${section.title}`);
+    const next = start < 0 ? -1 : current.indexOf('\n## ', start + 3);
+    const merged = start < 0 ? `${current.trimEnd()}\n\n${text}` : `${current.slice(0, start)}${text}${next < 0 ? '' : current.slice(next + 1)}`;
+    await writeFileAtomic(out, merged);
+    log(`wrote the section "${section.title}" of ${out}`);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, out: { type: 'string', default: join(ROOT, 'BENCHMARKS.md') }, one: { type: 'string' } } });
+  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, choices: { type: 'boolean', default: false }, out: { type: 'string', default: join(ROOT, 'BENCHMARKS.md') }, one: { type: 'string' } } });
   if (values.one !== undefined) return runOne(values.one);
+  if (values.choices) return runChoices(values.out);
   const quick = values.quick;
   const { tf, info } = await loadBackend({ choice: 'wasm' });
   const work = mkdtempSync(join(tmpdir(), 'tl-bench-'));
@@ -353,6 +378,7 @@ async function main(): Promise<void> {
     sections.push(training.section);
     const whole = await finetuneBench(work, data, images, 'mobilenet_v2.nsfwjs');
     sections.push(whole.section);
+    if (!quick) sections.push(await choicesBench(tf, info, work, join(ROOT, 'datasets', 'fashion-mnist-sample'), availableParallelism()));
 
     const s = training.steps;
     const cores = availableParallelism();
@@ -370,7 +396,7 @@ async function main(): Promise<void> {
     const header = [
       '# Benchmarks',
       '',
-      `Measured by \`npm run bench${quick ? ' -- --quick' : ''}\` on ${new Date().toISOString().slice(0, 10)}: ${cpu}, ${cores} cores, ${fmt(totalmem() / 2 ** 30, 0)} GiB, Node ${process.version}, TensorFlow.js ${tf.version.tfjs} (${info.label}). All figures come from this one run; the machine is shared and noisy, so compare ratios within a run.`,
+      `Measured by \`npm run bench${quick ? ' -- --quick' : ''}\` on ${new Date().toISOString().slice(0, 10)}: ${cpu}, ${cores} cores, ${fmt(totalmem() / 2 ** 30, 0)} GiB, Node ${process.version}, TensorFlow.js ${tf.version.tfjs} (${info.label}). All figures come from this one run, except a section that gives its own date (\`npm run bench -- --choices\` re-measures that one alone); the machine is shared and noisy, so compare ratios within a run.`,
       '',
       '## Summary',
       '',
