@@ -1,11 +1,12 @@
 // `tl extract DATA|IMAGES...`: features of a pretrained model's feature layer for every image.
 import { Command } from 'commander';
 import { z } from 'zod';
-import { parseOptions, printJson, numeric } from './common.js';
+import { addCommonOptions, commonSchema, parseOptions, printJson, numeric } from './common.js';
 import { addInferenceOptions, inferenceSchema, startInference } from './inference.js';
 import { downloadReporter, progress, type Io } from './io.js';
 import { dataOptions, dataSchema } from './options.js';
 import { DEFAULT_MODEL } from './finetune.js';
+import { UsageError } from '../errors.js';
 
 const extractSchema = inferenceSchema.extend(dataSchema.shape).extend({
   model: z.string().min(1),
@@ -15,6 +16,8 @@ const extractSchema = inferenceSchema.extend(dataSchema.shape).extend({
   inputSize: numeric(z.number().int().min(32).max(1024)).optional(),
   preprocess: z.enum(['caffe', 'tf', 'torch', 'raw01', 'none']).optional(),
   weights: z.enum(['pretrained', 'random']),
+  shard: z.union([z.string(), z.boolean()]).optional(),
+  shards: numeric(z.number().int().min(1).max(100_000)).optional(),
 });
 
 export function extractCommand(io: Io): Command {
@@ -27,11 +30,17 @@ export function extractCommand(io: Io): Command {
     .option('--format <format>', 'npy | csv | jsonl', 'npy')
     .option('--input-size <px>', "input size (default: the model's)")
     .option('--preprocess <mode>', "caffe | tf | torch | raw01 | none (default: the model's)")
-    .option('--weights <source>', 'pretrained | random', 'pretrained');
+    .option('--weights <source>', 'pretrained | random', 'pretrained')
+    .option('--shard [I/N|auto]', 'only shard I of N (by a hash of each path relative to the dataset root); --out is then a folder and the shard writes <out>/shard-I-of-N/ with a manifest for `tl merge`; auto (or no value): from SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX')
+    .option('--shards <n>', 'with --shard auto under a Kubernetes Indexed Job: the number of shards (its completions)');
   dataOptions(cmd);
   addInferenceOptions(cmd);
   cmd.action(async (inputs: string[], raw: unknown) => {
     const opts = parseOptions(extractSchema, raw);
+    const { resolveShard } = await import('../shard/index.js');
+    const shard = resolveShard(opts.shard === true ? 'auto' : opts.shard, io.env, opts.shards);
+    if (shard && opts.out === undefined) throw new UsageError('--shard needs --out FOLDER: each shard writes FOLDER/shard-I-of-N/.');
+    if (shard && !opts.quiet && !opts.json) io.err(`shard ${shard.index}/${shard.count} (from ${shard.source})\n`);
     const { tf, run } = await startInference(io, opts);
     const { extract } = await import('../features/index.js');
     const spinner = progress(io, 'loading the model', opts);
@@ -42,12 +51,32 @@ export function extractCommand(io: Io): Command {
       ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), ...(opts.preprocess ? { preprocess: opts.preprocess } : {}), weights: opts.weights,
       onProgress: (done, total) => spinner.update(`extracting ${done}/${total}`),
       onDownload: downloadReporter(io, spinner, opts),
+      ...(shard ? { shard } : {}),
     });
     spinner.succeed(`extracted ${result.count} images`);
     if (opts.json) return printJson(io, result);
     io.out(`${result.count} images x ${result.shape.slice(1).join('x')} features of '${result.layer}' (${result.model}), ${result.imagesPerSecond.toFixed(1)} img/s\n`);
     for (const s of result.skipped) io.out(`skipped ${s.path}: ${s.reason}\n`);
-    io.out(`wrote ${result.files.join(', ')}\n`);
+    io.out(`wrote ${result.files.join(', ')}${result.shard ? ` (shard ${result.shard.index} of ${result.shard.count}: ${result.shard.images} of the dataset's images; \`tl merge ${opts.out}\` joins the shards)` : ''}\n`);
+  });
+  return cmd;
+}
+
+export function mergeCommand(io: Io): Command {
+  const cmd = new Command('merge')
+    .description('join the shards of a sharded `tl extract` into what one machine writes (same bytes and row order), after checking they belong together')
+    .argument('<DIRS...>', 'shard folders (shard-I-of-N), or folders holding them')
+    .requiredOption('-o, --out <file>', 'the merged output (features.npy: its index goes beside it)');
+  addCommonOptions(cmd, { backend: false });
+  cmd.action(async (dirs: string[], raw: unknown) => {
+    const opts = parseOptions(commonSchema.extend({ out: z.string().min(1) }), raw);
+    const { mergeShards } = await import('../shard/merge.js');
+    const { checkOutputPath } = await import('../features/writers.js');
+    await checkOutputPath(opts.out);
+    const result = await mergeShards(dirs, opts.out);
+    if (opts.json) return printJson(io, result);
+    io.out(`merged ${result.shards} shards, ${result.rows} rows: wrote ${result.files.join(', ')}\n`);
+    for (const s of result.skipped) io.out(`skipped ${s.path}: ${s.reason}\n`);
   });
   return cmd;
 }

@@ -7,7 +7,7 @@ import { dataCommand } from './data.js';
 import { doctorCommand } from './doctor.js';
 import { evalCommand } from './eval.js';
 import { exportCommand } from './export.js';
-import { extractCommand } from './extract.js';
+import { extractCommand, mergeCommand } from './extract.js';
 import { rankCommand } from './rank.js';
 import { finetuneCommand } from './finetune.js';
 import { modelsCommand } from './models.js';
@@ -24,7 +24,7 @@ export function buildProgram(io: Io): Command {
     .enablePositionalOptions()
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
     .exitOverride();
-  for (const cmd of [finetuneCommand(io), finetuneCommand(io, 'lr-find'), extractCommand(io), rankCommand(io), evalCommand(io), predictCommand(io), exportCommand(io), modelsCommand(io), storeCommand(io), dataCommand(io), doctorCommand(io)]) {
+  for (const cmd of [finetuneCommand(io), finetuneCommand(io, 'lr-find'), extractCommand(io), mergeCommand(io), rankCommand(io), evalCommand(io), predictCommand(io), exportCommand(io), modelsCommand(io), storeCommand(io), dataCommand(io), doctorCommand(io)]) {
     program.addCommand(cmd.exitOverride().configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) }));
   }
   return program;

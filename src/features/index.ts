@@ -9,6 +9,12 @@ import { loadFeatureModel, runBatches } from '../inference/index.js';
 import type { PreprocessMode } from '../registry/index.js';
 import type { DownloadProgress } from '../weights/download.js';
 import { checkOutputPath, csvWriter, jsonlWriter, npyWriter, type FeatureWriter } from './writers.js';
+import { mkdir, rm, readFile, stat as statFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { basename, join } from 'node:path';
+import { datasetDigest, MANIFEST, shardFolderName, shardOf, weightsDigest, type Manifest, type Shard } from '../shard/index.js';
+import { TL_VERSION } from '../version.js';
+import { writeJsonAtomic } from '../util/atomic.js';
 
 export type FeatureFormat = 'npy' | 'csv' | 'jsonl';
 
@@ -35,6 +41,11 @@ export interface ExtractOptions {
   store?: string;
   onProgress?: (done: number, total: number) => void;
   onDownload?: (p: DownloadProgress) => void;
+  /**
+   * Only this shard's images (by a hash of each path relative to the dataset root); `out` is then a folder, and the
+   * shard writes `<out>/shard-I-of-N/` (the outputs, then manifest.json) for `tl merge`.
+   */
+  shard?: Shard;
 }
 
 export interface ExtractResult {
@@ -48,6 +59,8 @@ export interface ExtractResult {
   skipped: SkippedFile[];
   seconds: number;
   imagesPerSecond: number;
+  /** With a shard: its folder and which shard it is. */
+  shard?: { index: number; count: number; source: string; folder: string; images: number };
 }
 
 /** The index path beside a .npy file: features.npy -> features.index.csv. */
@@ -75,9 +88,25 @@ async function collect(options: ExtractOptions): Promise<{ items: ImageItem[]; c
 /** Extracts features of every image and writes them; memory stays flat (nothing is kept per image). */
 export async function extract(tf: Tf, options: ExtractOptions): Promise<ExtractResult> {
   const started = performance.now();
+  const shard = options.shard;
+  let folder: string | null = null;
+  if (shard) {
+    // A shard writes into its own folder; a previous attempt's manifest goes first, so a failed re-run is never
+    // taken for a complete shard.
+    await checkOutputPath(join(options.out, 'x'));
+    folder = join(options.out, shardFolderName(shard.index, shard.count));
+    await mkdir(folder, { recursive: true });
+    await rm(join(folder, MANIFEST), { force: true });
+    options = { ...options, out: join(folder, `features.${options.format}`) };
+  }
   await checkOutputPath(options.out);
   if (options.format === 'npy') await checkOutputPath(indexPathFor(options.out));
-  const { items, classes, splits, skipped, dataset } = await collect(options);
+  const collected = await collect(options);
+  const { classes, splits, skipped, dataset } = collected;
+  const all = collected.items;
+  const items = shard ? all.filter((item) => shardOf(item.rel, shard.count) === shard.index) : all;
+  const position = new Map(all.map((item, i) => [item, i]));
+  const rows: Manifest['files'] = [];
   const im = await loadFeatureModel(tf, options.model, { ...(options.layer ? { layer: options.layer } : {}), ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.preprocess ? { preprocess: options.preprocess } : {}), ...(options.weights ? { weights: options.weights } : {}), seed: options.seed, ...(options.store ? { store: options.store } : {}), ...(options.onDownload ? { onDownload: options.onDownload } : {}) });
   const width = im.outputShape.reduce((a, b) => a * b, 1);
   let writer: FeatureWriter | null = null;
@@ -87,10 +116,24 @@ export async function extract(tf: Tf, options: ExtractOptions): Promise<ExtractR
     writer = options.format === 'npy' ? await npyWriter(options.out, indexPathFor(options.out), im.outputShape) : options.format === 'csv' ? await csvWriter(options.out, width) : await jsonlWriter(options.out, width);
     for await (const batch of runBatches(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? 'tfjs', ...(options.store ? { store: options.store } : {}) })) {
       await writer.write(batch.items.map((item) => ({ path: item.path, class: item.label >= 0 ? classes[item.label]! : '', split: item.split ?? splits.get(item.rel) ?? '' })), batch.outputs);
+      if (shard) for (const item of batch.items) rows.push({ rel: item.rel, size: 0, mtimeMs: 0, position: position.get(item)! });
       count += batch.items.length;
       options.onProgress?.(count, items.length);
     }
     await writer.finish();
+    if (shard && folder) {
+      const key = { model: im.name, weights: weightsDigest(im.model), layer: im.outputLayer, format: options.format, inputSize: im.inputSize, preprocess: im.preprocess, resize: options.resize, maxPixels: options.maxPixels, seed: options.seed, val: options.val, test: options.test, engine: options.engine ?? 'tfjs', images: all.length, dataset: await datasetDigest(all) };
+      const manifest: Manifest = {
+        kind: 'tl-shard', version: 1, command: 'extract', tlVersion: TL_VERSION, shard: { index: shard.index, count: shard.count }, key,
+        files: await Promise.all(rows.map(async (r) => {
+          const s = await statFile(all[r.position]!.path);
+          return { ...r, size: s.size, mtimeMs: Math.round(s.mtimeMs) };
+        })),
+        skipped: source.skipped.map((s) => ({ path: s.path, reason: s.reason })),
+        outputs: await Promise.all(writer.files.map(async (f) => ({ name: basename(f), sha256: createHash('sha256').update(await readFile(f)).digest('hex') }))),
+      };
+      await writeJsonAtomic(join(folder, MANIFEST), manifest);
+    }
   } catch (err) {
     await writer?.abort();
     throw atPath(err, options.out);
@@ -98,5 +141,5 @@ export async function extract(tf: Tf, options: ExtractOptions): Promise<ExtractR
     im.dispose();
   }
   const seconds = (performance.now() - started) / 1000;
-  return { files: writer.files, count, shape: [count, ...im.outputShape], model: im.name, layer: im.outputLayer, dataset, skipped: [...skipped, ...source.skipped], seconds, imagesPerSecond: count / seconds };
+  return { files: writer.files, count, shape: [count, ...im.outputShape], model: im.name, layer: im.outputLayer, dataset, skipped: [...skipped, ...source.skipped], seconds, imagesPerSecond: count / seconds, ...(shard && folder ? { shard: { ...shard, folder, images: items.length } } : {}) };
 }

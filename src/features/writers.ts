@@ -26,9 +26,10 @@ export async function checkOutputPath(path: string): Promise<void> {
 }
 
 /** Fixed header size, so the row count can be filled in at the end (multiple of 64, as numpy aligns). */
-const NPY_HEADER_BYTES = 128;
+export const NPY_HEADER_BYTES = 128;
 
-function npyHeader(shape: number[]): Buffer {
+/** The .npy header tl writes for a float32 array of `shape`. */
+export function npyHeader(shape: number[]): Buffer {
   const dict = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`;
   const body = NPY_HEADER_BYTES - 10;
   if (dict.length + 1 > body) throw new Error(`npy header too long for shape (${shape.join(', ')})`);

@@ -1,0 +1,105 @@
+// Sharding a pass over a dataset across the tasks of a scheduler's job array (Slurm, Kubernetes Indexed Jobs): which
+// images a shard takes, which shard this process is, and the manifest each shard writes beside its outputs so that
+// `tl merge` can check the shards belong together before joining them.
+import { createHash } from 'node:crypto';
+import { stat } from 'node:fs/promises';
+import { z } from 'zod';
+import type { LayersModel } from '../backend/index.js';
+import { UsageError } from '../errors.js';
+
+export interface Shard {
+  index: number;
+  count: number;
+  /** Where I/N came from, in words (`--shard 2/4`, `SLURM_ARRAY_TASK_ID=5 (array 4-7)`, ...). */
+  source: string;
+}
+
+/**
+ * The shard of an image: a hash of its path relative to the dataset root, so that a file keeps its shard when other
+ * files come and go (and every machine agrees, whatever its absolute paths).
+ */
+export function shardOf(rel: string, count: number): number {
+  const h = createHash('sha256').update(rel).digest();
+  return h.readUInt32BE(0) % count;
+}
+
+const int = (v: string | undefined) => (v !== undefined && /^\d+$/.test(v) ? Number(v) : null);
+
+/**
+ * This process's shard: `I/N` as given, or with `auto` from the scheduler's environment: Slurm's
+ * SLURM_ARRAY_TASK_ID with SLURM_ARRAY_TASK_MIN/MAX (or SLURM_ARRAY_TASK_COUNT), or Kubernetes's JOB_COMPLETION_INDEX
+ * with `shards` (an Indexed Job does not say its completions). Null when not sharded.
+ */
+export function resolveShard(spec: string | boolean | undefined, env: NodeJS.ProcessEnv, shards?: number): Shard | null {
+  if (spec === undefined || spec === false) return null;
+  if (typeof spec === 'string' && spec !== 'auto') {
+    const m = /^(\d+)\/(\d+)$/.exec(spec.trim());
+    if (!m) throw new UsageError(`--shard ${spec}: expected I/N (shard I of N, counted from 0), or auto.`);
+    const [index, count] = [Number(m[1]), Number(m[2])];
+    if (count < 1 || index >= count) throw new UsageError(`--shard ${spec}: I must be below N (shards are numbered 0 to N-1).`);
+    return { index, count, source: `--shard ${spec}` };
+  }
+  const task = int(env['SLURM_ARRAY_TASK_ID']);
+  if (task !== null) {
+    const min = int(env['SLURM_ARRAY_TASK_MIN']) ?? 0;
+    const max = int(env['SLURM_ARRAY_TASK_MAX']);
+    const count = shards ?? (max !== null ? max - min + 1 : int(env['SLURM_ARRAY_TASK_COUNT']));
+    if (count === null) throw new UsageError('--shard auto: SLURM_ARRAY_TASK_ID is set but neither SLURM_ARRAY_TASK_MAX nor SLURM_ARRAY_TASK_COUNT is; pass --shards N.');
+    const index = task - min;
+    if (index < 0 || index >= count) throw new UsageError(`--shard auto: SLURM_ARRAY_TASK_ID=${task} is outside the array's ${count} tasks from ${min}.`);
+    return { index, count, source: `SLURM_ARRAY_TASK_ID=${task} (array ${min}-${min + count - 1})` };
+  }
+  const k8s = int(env['JOB_COMPLETION_INDEX']);
+  if (k8s !== null) {
+    if (shards === undefined) throw new UsageError('--shard auto: JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job); pass --shards N, the job\'s completions.');
+    if (k8s >= shards) throw new UsageError(`--shard auto: JOB_COMPLETION_INDEX=${k8s} is not below --shards ${shards}.`);
+    return { index: k8s, count: shards, source: `JOB_COMPLETION_INDEX=${k8s} (--shards ${shards})` };
+  }
+  throw new UsageError('--shard auto: no SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX in the environment; pass --shard I/N.');
+}
+
+/** The folder of shard `index` of `count` inside a sharded run's output folder. */
+export function shardFolderName(index: number, count: number): string {
+  const w = String(count - 1).length;
+  return `shard-${String(index).padStart(w, '0')}-of-${count}`;
+}
+
+/** sha256 of a model's weights (names, shapes, values): which weights a shard ran, checked when merging. */
+export function weightsDigest(model: LayersModel): string {
+  const hash = createHash('sha256');
+  for (const w of model.weights) {
+    hash.update(`${w.originalName}[${w.shape.join(',')}]`);
+    const data = w.read().dataSync() as Float32Array;
+    hash.update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  }
+  return hash.digest('hex');
+}
+
+/** sha256 over the dataset's files (relative path, size, modification time), in scan order. */
+export async function datasetDigest(items: readonly { path: string; rel: string }[]): Promise<string> {
+  const hash = createHash('sha256');
+  for (const item of items) {
+    const s = await stat(item.path);
+    hash.update(`${item.rel}\t${s.size}\t${Math.round(s.mtimeMs)}\n`);
+  }
+  return hash.digest('hex');
+}
+
+export const MANIFEST = 'manifest.json';
+
+/** What a shard writes last, beside its outputs (its presence marks the shard complete). */
+export const manifestSchema = z.object({
+  kind: z.literal('tl-shard'),
+  version: z.literal(1),
+  command: z.enum(['extract', 'cache']),
+  tlVersion: z.string(),
+  shard: z.object({ index: z.number().int().min(0), count: z.number().int().min(1) }),
+  /** Everything that must agree between shards (model, weights, layer or freeze, preprocessing, split, dataset). */
+  key: z.record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()])),
+  /** This shard's images that produced a row, in row order: path relative to the root, size, mtime, position in the whole dataset. */
+  files: z.array(z.object({ rel: z.string(), size: z.number().int(), mtimeMs: z.number(), position: z.number().int().min(0) })),
+  skipped: z.array(z.object({ path: z.string(), reason: z.string() })),
+  /** Output files in the shard folder with their sha256 (checked before merging). */
+  outputs: z.array(z.object({ name: z.string(), sha256: z.string().regex(/^[0-9a-f]{64}$/) })),
+});
+export type Manifest = z.infer<typeof manifestSchema>;

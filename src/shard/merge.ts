@@ -1,0 +1,152 @@
+// `tl merge`: joins the shards of a sharded pass into exactly what one machine writes (same bytes, same row order),
+// after checking that they belong together: every manifest valid, the same command, shard count and key (model,
+// weights, layer, preprocessing, split, dataset), every shard present once, every output file its manifest's.
+import { createHash } from 'node:crypto';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DatasetError, UsageError } from '../errors.js';
+import { NPY_HEADER_BYTES, npyHeader } from '../features/writers.js';
+import { writeFileAtomic } from '../util/atomic.js';
+import { MANIFEST, manifestSchema, type Manifest } from './index.js';
+
+export interface MergeResult {
+  command: Manifest['command'];
+  shards: number;
+  rows: number;
+  files: string[];
+  skipped: Manifest['skipped'];
+}
+
+const SHARD_DIR = /^shard-(\d+)-of-(\d+)$/;
+
+/** Shard folders named by the arguments: a shard folder itself, or a folder holding shard-*-of-* folders. */
+async function shardFolders(inputs: string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const input of inputs) {
+    const info = await stat(input).catch(() => null);
+    if (!info?.isDirectory()) throw new UsageError(`${input} is not a folder of shards.`);
+    if (SHARD_DIR.test(input.replace(/\/+$/, '').split('/').pop() ?? '')) {
+      out.push(input);
+      continue;
+    }
+    const inside = (await readdir(input)).filter((n) => SHARD_DIR.test(n)).sort();
+    if (inside.length === 0) throw new UsageError(`${input} holds no shard-I-of-N folder.`);
+    out.push(...inside.map((n) => join(input, n)));
+  }
+  return out;
+}
+
+async function readManifest(folder: string): Promise<Manifest | null> {
+  const path = join(folder, MANIFEST);
+  const text = await readFile(path, 'utf8').catch(() => null);
+  if (text === null) return null;
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new DatasetError(`${path} is not valid JSON (a damaged shard: re-run it).`);
+  }
+  const parsed = manifestSchema.safeParse(json);
+  if (!parsed.success) throw new DatasetError(`${path} is not a tl shard manifest (${parsed.error.issues[0]?.path.join('.') ?? ''}: ${parsed.error.issues[0]?.message ?? ''}).`);
+  return parsed.data;
+}
+
+/** Checks the shards belong together and are complete; returns them by index with their folders. */
+async function checkShards(inputs: string[]): Promise<{ folder: string; manifest: Manifest }[]> {
+  const folders = await shardFolders(inputs);
+  const found: { folder: string; manifest: Manifest }[] = [];
+  const incomplete: string[] = [];
+  for (const folder of folders) {
+    const manifest = await readManifest(folder);
+    if (manifest === null) incomplete.push(folder);
+    else found.push({ folder, manifest });
+  }
+  if (found.length === 0) throw new UsageError(`No complete shard in ${inputs.join(', ')} (no ${MANIFEST} in ${folders.join(', ')}).`);
+  const first = found[0]!.manifest;
+  for (const { folder, manifest } of found) {
+    if (manifest.command !== first.command) throw new UsageError(`${folder} is a shard of tl ${manifest.command}, ${found[0]!.folder} of tl ${first.command}: they cannot be merged.`);
+    if (manifest.shard.count !== first.shard.count) throw new UsageError(`${folder} is one of ${manifest.shard.count} shards, ${found[0]!.folder} one of ${first.shard.count}: the shards come from different runs.`);
+    if (manifest.tlVersion !== first.tlVersion) throw new UsageError(`${folder} was written by tl ${manifest.tlVersion}, ${found[0]!.folder} by tl ${first.tlVersion}: re-run the shards with one version.`);
+    for (const k of new Set([...Object.keys(first.key), ...Object.keys(manifest.key)])) {
+      if (manifest.key[k] !== first.key[k]) throw new UsageError(`${folder} and ${found[0]!.folder} disagree on ${k} (${String(manifest.key[k])} vs ${String(first.key[k])}): the shards come from different runs.`);
+    }
+  }
+  const count = first.shard.count;
+  const byIndex = new Map<number, { folder: string; manifest: Manifest }>();
+  for (const f of found) {
+    const other = byIndex.get(f.manifest.shard.index);
+    if (other && JSON.stringify(other.manifest.outputs) !== JSON.stringify(f.manifest.outputs)) throw new UsageError(`Shard ${f.manifest.shard.index} appears twice with different outputs (${other.folder}, ${f.folder}).`);
+    byIndex.set(f.manifest.shard.index, f);
+  }
+  const missing = Array.from({ length: count }, (_, i) => i).filter((i) => !byIndex.has(i));
+  if (missing.length > 0) {
+    throw new UsageError(`Shards ${missing.join(', ')} of ${count} are missing or incomplete${incomplete.length ? ` (no ${MANIFEST} in ${incomplete.join(', ')})` : ''}: re-run them (tl ${first.command} ... --shard I/${count}) and merge again.`);
+  }
+  // What tl reads back is verified before it is trusted: each output file is the one its manifest names.
+  for (const { folder, manifest } of byIndex.values()) {
+    for (const o of manifest.outputs) {
+      if (o.name.includes('/') || o.name.startsWith('.')) throw new DatasetError(`${join(folder, MANIFEST)} names an output outside its folder (${o.name}).`);
+      const bytes = await readFile(join(folder, o.name)).catch(() => null);
+      if (bytes === null) throw new DatasetError(`${join(folder, o.name)} is missing: re-run shard ${manifest.shard.index}.`);
+      if (createHash('sha256').update(bytes).digest('hex') !== o.sha256) throw new DatasetError(`${join(folder, o.name)} does not match its manifest (changed or damaged): re-run shard ${manifest.shard.index}.`);
+    }
+  }
+  return Array.from({ length: count }, (_, i) => byIndex.get(i)!);
+}
+
+interface Row {
+  position: number;
+  /** The row's bytes in each output (npy: the floats; text formats: the line without its row number). */
+  parts: Buffer[];
+}
+
+/** Splits a text file into lines (without the final newline). */
+const lines = (b: Buffer) => b.toString('utf8').replace(/\n$/, '').split('\n');
+
+/**
+ * Joins the shards of `tl extract` into `out` (and, for .npy, its index beside it): the rows in the order one
+ * machine writes them (the dataset's scan order), byte for byte.
+ */
+export async function mergeShards(inputs: string[], out: string): Promise<MergeResult> {
+  const shards = await checkShards(inputs);
+  const first = shards[0]!.manifest;
+  if (first.command !== 'extract') throw new UsageError(`tl merge joins tl extract shards; these are tl ${first.command} shards.`);
+  const format = String(first.key['format']);
+  const rows: Row[] = [];
+  let rowShape: number[] | null = null;
+  let header: string | null = null;
+  for (const { folder, manifest } of shards) {
+    const positions = manifest.files.map((f) => f.position);
+    if (format === 'npy') {
+      const npy = await readFile(join(folder, 'features.npy'));
+      const shape = /'shape': \(([^)]*)\)/.exec(npy.toString('latin1', 10, NPY_HEADER_BYTES))?.[1]?.split(',').map((v) => v.trim()).filter((v) => v !== '').map(Number);
+      if (!shape || shape[0] !== positions.length) throw new DatasetError(`${join(folder, 'features.npy')} holds ${shape?.[0] ?? '?'} rows; its manifest lists ${positions.length}.`);
+      rowShape ??= shape.slice(1);
+      const width = shape.slice(1).reduce((a, b) => a * b, 1) * 4;
+      const index = lines(await readFile(join(folder, 'features.index.csv')));
+      header ??= index[0]!;
+      positions.forEach((position, r) => rows.push({ position, parts: [npy.subarray(NPY_HEADER_BYTES + r * width, NPY_HEADER_BYTES + (r + 1) * width), Buffer.from(index[r + 1]!.slice(index[r + 1]!.indexOf(',') + 1))] }));
+    } else {
+      const text = lines(await readFile(join(folder, `features.${format}`)));
+      if (format === 'csv') {
+        const own = text.shift()!;
+        header ??= own;
+      }
+      else if (text.length === 1 && text[0] === '') text.length = 0;
+      if (format === 'csv' && header !== null && text.length !== positions.length) throw new DatasetError(`${join(folder, 'features.csv')} holds ${text.length} rows; its manifest lists ${positions.length}.`);
+      positions.forEach((position, r) => rows.push({ position, parts: [Buffer.from(text[r]!)] }));
+    }
+  }
+  rows.sort((a, b) => a.position - b.position);
+  const files: string[] = [];
+  if (format === 'npy') {
+    const index = out.replace(/\.npy$/i, '') + '.index.csv';
+    await writeFileAtomic(out, Buffer.concat([npyHeader([rows.length, ...rowShape!]), ...rows.map((r) => r.parts[0]!)]));
+    await writeFileAtomic(index, `${header}\n${rows.map((r, i) => `${i},${r.parts[1]!.toString('utf8')}\n`).join('')}`);
+    files.push(out, index);
+  } else {
+    await writeFileAtomic(out, `${header !== null ? `${header}\n` : ''}${rows.map((r) => `${r.parts[0]!.toString('utf8')}\n`).join('')}`);
+    files.push(out);
+  }
+  return { command: first.command, shards: shards.length, rows: rows.length, files, skipped: shards.flatMap((s) => s.manifest.skipped) };
+}
