@@ -3,21 +3,27 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-function findPackageJson(start: string): string {
+/** tl's package folder and version (walking up from this module, whether it runs from src/ or dist/src/). */
+function findPackage(start: string): { root: string | null; version: string } {
   let dir = start;
   for (;;) {
     const candidate = join(dir, 'package.json');
     try {
       const pkg = JSON.parse(readFileSync(candidate, 'utf8')) as { name?: string; version?: string };
-      if (pkg.name === 'tl' && typeof pkg.version === 'string') return pkg.version;
+      if (pkg.name === 'tl' && typeof pkg.version === 'string') return { root: dir, version: pkg.version };
     } catch {
       // not here; keep walking up
     }
     const parent = dirname(dir);
-    if (parent === dir) return '0.0.0';
+    if (parent === dir) return { root: null, version: '0.0.0' };
     dir = parent;
   }
 }
 
+const found = findPackage(dirname(fileURLToPath(import.meta.url)));
+
 /** The installed tl version. */
-export const TL_VERSION: string = findPackageJson(dirname(fileURLToPath(import.meta.url)));
+export const TL_VERSION: string = found.version;
+
+/** The tl executable (bin/tl.js of this installation), as a job on another machine of a cluster runs it. */
+export const TL_BIN: string = found.root ? join(found.root, 'bin', 'tl.js') : process.argv[1] ?? 'tl';

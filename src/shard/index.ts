@@ -27,8 +27,9 @@ const int = (v: string | undefined) => (v !== undefined && /^\d+$/.test(v) ? Num
 
 /**
  * This process's shard: `I/N` as given, or with `auto` from the scheduler's environment: Slurm's
- * SLURM_ARRAY_TASK_ID with SLURM_ARRAY_TASK_MIN/MAX (or SLURM_ARRAY_TASK_COUNT), or Kubernetes's JOB_COMPLETION_INDEX
- * with `shards` (an Indexed Job does not say its completions). Null when not sharded.
+ * SLURM_ARRAY_TASK_ID (with `shards`: shard TASK_ID of `shards`; without: TASK_ID - SLURM_ARRAY_TASK_MIN of the
+ * array's size, from SLURM_ARRAY_TASK_MAX or SLURM_ARRAY_TASK_COUNT), or Kubernetes's JOB_COMPLETION_INDEX with
+ * `shards` (an Indexed Job does not say its completions). Null when not sharded.
  */
 export function resolveShard(spec: string | boolean | undefined, env: NodeJS.ProcessEnv, shards?: number): Shard | null {
   if (spec === undefined || spec === false) return null;
@@ -40,10 +41,16 @@ export function resolveShard(spec: string | boolean | undefined, env: NodeJS.Pro
     return { index, count, source: `--shard ${spec}` };
   }
   const task = int(env['SLURM_ARRAY_TASK_ID']);
+  if (task !== null && shards !== undefined) {
+    // With --shards N the task id is the shard (arrays numbered from 0, as `tl slurm` writes them), so that one task
+    // re-run alone (sbatch --array=2) is still shard 2 of N.
+    if (task >= shards) throw new UsageError(`--shard auto: SLURM_ARRAY_TASK_ID=${task} is not below --shards ${shards}.`);
+    return { index: task, count: shards, source: `SLURM_ARRAY_TASK_ID=${task} (--shards ${shards})` };
+  }
   if (task !== null) {
     const min = int(env['SLURM_ARRAY_TASK_MIN']) ?? 0;
     const max = int(env['SLURM_ARRAY_TASK_MAX']);
-    const count = shards ?? (max !== null ? max - min + 1 : int(env['SLURM_ARRAY_TASK_COUNT']));
+    const count = max !== null ? max - min + 1 : int(env['SLURM_ARRAY_TASK_COUNT']);
     if (count === null) throw new UsageError('--shard auto: SLURM_ARRAY_TASK_ID is set but neither SLURM_ARRAY_TASK_MAX nor SLURM_ARRAY_TASK_COUNT is; pass --shards N.');
     const index = task - min;
     if (index < 0 || index >= count) throw new UsageError(`--shard auto: SLURM_ARRAY_TASK_ID=${task} is outside the array's ${count} tasks from ${min}.`);

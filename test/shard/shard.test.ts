@@ -30,6 +30,8 @@ describe('which shard', () => {
     expect(resolveShard(undefined, { SLURM_ARRAY_TASK_ID: '6' })).toBeNull();
     expect(resolveShard('auto', { SLURM_ARRAY_TASK_ID: '6', SLURM_ARRAY_TASK_MIN: '4', SLURM_ARRAY_TASK_MAX: '7' })).toEqual({ index: 2, count: 4, source: 'SLURM_ARRAY_TASK_ID=6 (array 4-7)' });
     expect(resolveShard('auto', { SLURM_ARRAY_TASK_ID: '1', SLURM_ARRAY_TASK_COUNT: '3' })).toMatchObject({ index: 1, count: 3 });
+    // With --shards (as tl slurm's scripts pass it), a task re-run alone (sbatch --array=2) is still shard 2.
+    expect(resolveShard('auto', { SLURM_ARRAY_TASK_ID: '2', SLURM_ARRAY_TASK_MIN: '2', SLURM_ARRAY_TASK_MAX: '2' }, 4)).toEqual({ index: 2, count: 4, source: 'SLURM_ARRAY_TASK_ID=2 (--shards 4)' });
     expect(resolveShard('auto', { JOB_COMPLETION_INDEX: '5' }, 8)).toEqual({ index: 5, count: 8, source: 'JOB_COMPLETION_INDEX=5 (--shards 8)' });
     expect(() => resolveShard('auto', { JOB_COMPLETION_INDEX: '5' })).toThrow(/pass --shards N/);
     expect(() => resolveShard('4/4', {})).toThrow(/I must be below N/);

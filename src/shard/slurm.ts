@@ -1,0 +1,107 @@
+// `tl slurm`: the sbatch scripts that run a sharded `tl extract` as a Slurm job array and then merge it in a job that
+// depends on the array's success. tl runs on the scheduler the cluster already has; it ships none of its own.
+import { spawnSync } from 'node:child_process';
+import { mkdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { EnvironmentError, UsageError } from '../errors.js';
+import { writeFileAtomic } from '../util/atomic.js';
+
+export interface SlurmOptions {
+  /** The tl command and its arguments (`extract DATA --out DIR ...`), without --shard. */
+  command: string[];
+  shards: number;
+  partition?: string;
+  time?: string;
+  cpusPerTask?: number;
+  mem?: string;
+  /** Extra `#SBATCH` lines, verbatim (e.g. `--account=proj`). */
+  extra?: string[];
+  /** The node and tl to run on the cluster (default: this process's). */
+  node: string;
+  tl: string;
+}
+
+export interface SlurmScripts {
+  folder: string;
+  array: string;
+  merge: string;
+  merged: string;
+  logs: string;
+}
+
+/** Quotes a word for bash. */
+const sh = (word: string) => (/^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`);
+
+/** The value of `--name VALUE` or `--name=VALUE` in `args`. */
+function optionValue(args: string[], names: string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    for (const n of names) {
+      if (args[i] === n) return args[i + 1];
+      if (args[i]!.startsWith(`${n}=`)) return args[i]!.slice(n.length + 1);
+    }
+  }
+  return undefined;
+}
+
+/** Writes `<out>/slurm/extract.sbatch` (the array) and `merge.sbatch` (the merge), and returns their paths. */
+export async function writeSlurmScripts(options: SlurmOptions): Promise<SlurmScripts> {
+  const [sub, ...rest] = options.command;
+  if (sub !== 'extract') throw new UsageError(`tl slurm runs tl extract as a job array; got '${sub ?? ''}'. Usage: tl slurm --shards N -- extract DATA --out DIR [options]`);
+  if (rest.some((a) => a === '--shard' || a.startsWith('--shard=') || a === '--shards')) throw new UsageError('tl slurm adds --shard itself; leave it out of the command.');
+  const out = optionValue(rest, ['--out', '-o']);
+  if (out === undefined) throw new UsageError('tl slurm needs the command\'s --out FOLDER: the shards go into it.');
+  const format = optionValue(rest, ['--format']) ?? 'npy';
+  const folder = resolve(out);
+  const scripts = join(folder, 'slurm');
+  const logs = join(folder, 'logs');
+  await mkdir(scripts, { recursive: true });
+  await mkdir(logs, { recursive: true });
+  const merged = join(folder, `features.${format}`);
+  const header = (name: string, output: string) => [
+    '#!/bin/bash',
+    `#SBATCH --job-name=${name}`,
+    `#SBATCH --output=${output}`,
+    ...(options.partition ? [`#SBATCH --partition=${options.partition}`] : []),
+    ...(options.time ? [`#SBATCH --time=${options.time}`] : []),
+    ...(options.cpusPerTask ? [`#SBATCH --cpus-per-task=${options.cpusPerTask}`] : []),
+    ...(options.mem ? [`#SBATCH --mem=${options.mem}`] : []),
+    ...(options.extra ?? []).map((e) => `#SBATCH ${e}`),
+  ];
+  // Relative paths in the command are the submitting folder's: the job runs there.
+  const cwd = process.cwd();
+  const array = [
+    ...header('tl-extract', join(logs, 'shard-%a.log')),
+    `#SBATCH --array=0-${options.shards - 1}`,
+    '# One shard per array task; re-run a failed shard alone with: sbatch --array=I THIS_SCRIPT',
+    'set -euo pipefail',
+    `cd ${sh(cwd)}`,
+    `exec ${sh(options.node)} ${sh(options.tl)} ${[sub, ...rest].map(sh).join(' ')} --shard auto --shards ${options.shards}`,
+    '',
+  ].join('\n');
+  const merge = [
+    ...header('tl-merge', join(logs, 'merge.log')),
+    '# Runs after every array task succeeded (sbatch --dependency=afterok:ARRAY_JOB).',
+    'set -euo pipefail',
+    `cd ${sh(cwd)}`,
+    `exec ${sh(options.node)} ${sh(options.tl)} merge ${sh(folder)} --out ${sh(merged)}`,
+    '',
+  ].join('\n');
+  const arrayPath = join(scripts, 'extract.sbatch');
+  const mergePath = join(scripts, 'merge.sbatch');
+  await writeFileAtomic(arrayPath, array);
+  await writeFileAtomic(mergePath, merge);
+  return { folder, array: arrayPath, merge: mergePath, merged, logs };
+}
+
+/** Submits the array and the merge that depends on it; returns their job ids. `wait` blocks until the merge ends. */
+export function submit(scripts: SlurmScripts, wait: boolean, env: NodeJS.ProcessEnv): { array: string; merge: string } {
+  const run = (args: string[]) => {
+    const r = spawnSync('sbatch', args, { encoding: 'utf8', env });
+    if (r.error) throw new EnvironmentError(`Cannot run sbatch (${(r.error as NodeJS.ErrnoException).code ?? r.error.message}): is this a Slurm login node?`, { suggestion: `Submit the scripts yourself: sbatch ${scripts.array}, then sbatch --dependency=afterok:JOB ${scripts.merge}.` });
+    if (r.status !== 0) throw new EnvironmentError(`sbatch ${args.join(' ')} failed: ${(r.stderr || r.stdout).trim().split('\n')[0]}`);
+    return r.stdout.trim().split(';')[0]!;
+  };
+  const array = run(['--parsable', scripts.array]);
+  const merge = run(['--parsable', `--dependency=afterok:${array}`, '--kill-on-invalid-dep=yes', ...(wait ? ['--wait'] : []), scripts.merge]);
+  return { array, merge };
+}
