@@ -64,15 +64,13 @@ export function extractCommand(io: Io): Command {
 
 export function mergeCommand(io: Io): Command {
   const cmd = new Command('merge')
-    .description('join the shards of a sharded `tl extract` into what one machine writes (same bytes and row order), after checking they belong together')
+    .description('join the shards of a sharded `tl extract` or `tl cache` into what one machine writes (same bytes and row order), after checking they belong together')
     .argument('<DIRS...>', 'shard folders (shard-I-of-N), or folders holding them')
-    .requiredOption('-o, --out <file>', 'the merged output (features.npy: its index goes beside it)');
+    .requiredOption('-o, --out <path>', 'the merged output: for tl extract shards a file (features.npy: its index goes beside it), for tl cache shards a folder');
   addCommonOptions(cmd, { backend: false });
   cmd.action(async (dirs: string[], raw: unknown) => {
     const opts = parseOptions(commonSchema.extend({ out: z.string().min(1) }), raw);
     const { mergeShards } = await import('../shard/merge.js');
-    const { checkOutputPath } = await import('../features/writers.js');
-    await checkOutputPath(opts.out);
     const result = await mergeShards(dirs, opts.out);
     if (opts.json) return printJson(io, result);
     io.out(`merged ${result.shards} shards, ${result.rows} rows: wrote ${result.files.join(', ')}\n`);

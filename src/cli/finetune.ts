@@ -57,6 +57,7 @@ const finetuneSchema = commonSchema.extend(dataSchema.shape).extend({
   calibrate: z.enum(['temperature', 'none']),
   newHead: z.boolean().default(false),
   arch: z.string().min(1).optional(),
+  features: z.string().min(1).optional(),
 });
 
 /** A --config file: any option by its camelCase name (as in `tl finetune --help`, e.g. batchSize), and data. */
@@ -171,6 +172,7 @@ export function finetuneCommand(io: Io, mode: 'finetune' | 'lr-find' = 'finetune
     .option('--monitor <metric>', 'val_loss | val_accuracy: picks the best epoch, whose weights are saved', 'val_loss')
     .option('--patience <epochs>', 'stop early after this many epochs (of the last phase) without improvement of --monitor')
     .option('--calibrate <method>', 'temperature: after training, fit a temperature on the validation split and fold it into the classifier (predictions unchanged, probabilities calibrated) | none', 'temperature')
+    .option('--features <dir>', 'train the tail from a frozen-part cache (`tl cache`, or `tl merge` of its shards) instead of running the frozen part; it must match the model, weights, --freeze, input size, preprocessing, resize and images')
     .option('--feature-cache-mb <n>', 'memory for cached frozen-part outputs; beyond it they spill to disk', '2048')
     .option('-o, --out <dir>', 'run folder (default: models/<model>-<dataset>-<time>)')
     .option('--config <file.json>', 'options from a JSON file, keys in camelCase ("batchSize"); flags given here override it')
@@ -271,6 +273,7 @@ export function finetuneCommand(io: Io, mode: 'finetune' | 'lr-find' = 'finetune
           calibrate: opts.calibrate,
           ...(opts.newHead ? { newHead: true } : {}),
           ...(opts.arch ? { arch: opts.arch } : {}),
+          ...(opts.features ? { features: opts.features } : {}),
           workers,
           engine: engine.name,
         };

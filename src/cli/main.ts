@@ -10,6 +10,7 @@ import { exportCommand } from './export.js';
 import { extractCommand, mergeCommand } from './extract.js';
 import { rankCommand } from './rank.js';
 import { slurmCommand } from './slurm.js';
+import { cacheCommand } from './cache.js';
 import { finetuneCommand } from './finetune.js';
 import { modelsCommand } from './models.js';
 import { predictCommand } from './predict.js';
@@ -25,7 +26,7 @@ export function buildProgram(io: Io): Command {
     .enablePositionalOptions()
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
     .exitOverride();
-  for (const cmd of [finetuneCommand(io), finetuneCommand(io, 'lr-find'), extractCommand(io), mergeCommand(io), slurmCommand(io), rankCommand(io), evalCommand(io), predictCommand(io), exportCommand(io), modelsCommand(io), storeCommand(io), dataCommand(io), doctorCommand(io)]) {
+  for (const cmd of [finetuneCommand(io), finetuneCommand(io, 'lr-find'), extractCommand(io), cacheCommand(io), mergeCommand(io), slurmCommand(io), rankCommand(io), evalCommand(io), predictCommand(io), exportCommand(io), modelsCommand(io), storeCommand(io), dataCommand(io), doctorCommand(io)]) {
     program.addCommand(cmd.exitOverride().configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) }));
   }
   return program;

@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { z } from 'zod';
-import type { LayersModel } from '../backend/index.js';
+import type { LayerVariable, LayersModel } from '../backend/index.js';
 import { UsageError } from '../errors.js';
 
 export interface Shard {
@@ -71,15 +71,25 @@ export function shardFolderName(index: number, count: number): string {
   return `shard-${String(index).padStart(w, '0')}-of-${count}`;
 }
 
-/** sha256 of a model's weights (names, shapes, values): which weights a shard ran, checked when merging. */
-export function weightsDigest(model: LayersModel): string {
+/** sha256 over weights' names, shapes and values (a run's frozen layers, a shard's model). */
+export function digestWeights(weights: readonly LayerVariable[]): string {
   const hash = createHash('sha256');
-  for (const w of model.weights) {
+  for (const w of weights) {
     hash.update(`${w.originalName}[${w.shape.join(',')}]`);
     const data = w.read().dataSync() as Float32Array;
     hash.update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
   }
   return hash.digest('hex');
+}
+
+/** sha256 of a model's weights: which weights a shard ran, checked when merging. */
+export function weightsDigest(model: LayersModel): string {
+  return digestWeights(model.weights);
+}
+
+/** sha256 of the weights of a backbone's first `frozen` layers: what a frozen-part cache was computed with. */
+export function frozenDigest(model: LayersModel, frozen: number): string {
+  return digestWeights(model.layers.slice(0, frozen).flatMap((l) => l.weights));
 }
 
 /** sha256 over the dataset's files (relative path, size, modification time), in scan order. */

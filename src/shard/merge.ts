@@ -5,8 +5,11 @@ import { createHash } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatasetError, UsageError } from '../errors.js';
-import { NPY_HEADER_BYTES, npyHeader } from '../features/writers.js';
-import { writeFileAtomic } from '../util/atomic.js';
+import { checkOutputPath, NPY_HEADER_BYTES, npyHeader } from '../features/writers.js';
+import { boundaryFile, CACHE_FILE, type CacheRecord } from '../features/cache.js';
+import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
+import { mkdir } from 'node:fs/promises';
+import { TL_VERSION } from '../version.js';
 import { MANIFEST, manifestSchema, type Manifest } from './index.js';
 
 export interface MergeResult {
@@ -110,7 +113,8 @@ const lines = (b: Buffer) => b.toString('utf8').replace(/\n$/, '').split('\n');
 export async function mergeShards(inputs: string[], out: string): Promise<MergeResult> {
   const shards = await checkShards(inputs);
   const first = shards[0]!.manifest;
-  if (first.command !== 'extract') throw new UsageError(`tl merge joins tl extract shards; these are tl ${first.command} shards.`);
+  if (first.command === 'cache') return mergeCache(shards, out);
+  await checkOutputPath(out);
   const format = String(first.key['format']);
   const rows: Row[] = [];
   let rowShape: number[] | null = null;
@@ -149,4 +153,41 @@ export async function mergeShards(inputs: string[], out: string): Promise<MergeR
     files.push(out);
   }
   return { command: first.command, shards: shards.length, rows: rows.length, files, skipped: shards.flatMap((s) => s.manifest.skipped) };
+}
+
+/**
+ * Joins the shards of `tl cache` into the folder one machine writes: each boundary tensor's .npy with the rows in
+ * the single-machine order (by path relative to the dataset root), and cache.json.
+ */
+async function mergeCache(shards: { folder: string; manifest: Manifest }[], out: string): Promise<MergeResult> {
+  const first = shards[0]!.manifest;
+  const shapes = JSON.parse(String(first.key['boundaryShapes'])) as number[][];
+  const layers = JSON.parse(String(first.key['boundaryLayers'])) as string[];
+  const rows: { position: number; file: Manifest['files'][number]; parts: Buffer[] }[] = [];
+  for (const { folder, manifest } of shards) {
+    const files = await Promise.all(shapes.map(async (_, b) => await readFile(join(folder, boundaryFile(b)))));
+    manifest.files.forEach((file, r) => {
+      rows.push({ position: file.position, file, parts: shapes.map((shape, b) => {
+        const width = shape.reduce((a, c) => a * c, 1) * 4;
+        return files[b]!.subarray(NPY_HEADER_BYTES + r * width, NPY_HEADER_BYTES + (r + 1) * width);
+      }) });
+    });
+  }
+  rows.sort((a, b) => a.position - b.position);
+  await mkdir(out, { recursive: true });
+  const outputs: CacheRecord['outputs'] = [];
+  for (let b = 0; b < shapes.length; b++) {
+    const bytes = Buffer.concat([npyHeader([rows.length, ...shapes[b]!]), ...rows.map((r) => r.parts[b]!)]);
+    await writeFileAtomic(join(out, boundaryFile(b)), bytes);
+    outputs.push({ name: boundaryFile(b), sha256: createHash('sha256').update(bytes).digest('hex') });
+  }
+  const k = first.key;
+  const record: CacheRecord = {
+    kind: 'tl-frozen-cache', version: 1, tlVersion: TL_VERSION,
+    key: { model: String(k['model']), frozenDigest: String(k['frozenDigest']), freeze: Number(k['freeze']), boundaryLayers: layers, boundaryShapes: shapes, inputSize: Number(k['inputSize']), preprocess: String(k['preprocess']), resize: String(k['resize']), maxPixels: Number(k['maxPixels']), engine: String(k['engine']), images: Number(k['images']), dataset: String(k['dataset']) },
+    files: rows.map((r) => ({ rel: r.file.rel, size: r.file.size, mtimeMs: r.file.mtimeMs })),
+    outputs,
+  };
+  await writeJsonAtomic(join(out, CACHE_FILE), record);
+  return { command: 'cache', shards: shards.length, rows: rows.length, files: [...outputs.map((o) => join(out, o.name)), join(out, CACHE_FILE)], skipped: shards.flatMap((s) => s.manifest.skipped) };
 }

@@ -1,4 +1,4 @@
-// `tl slurm`: the sbatch scripts that run a sharded `tl extract` as a Slurm job array and then merge it in a job that
+// `tl slurm`: the sbatch scripts that run a sharded `tl extract` or `tl cache` as a Slurm job array and then merge it in a job that
 // depends on the array's success. tl runs on the scheduler the cluster already has; it ships none of its own.
 import { spawnSync } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
@@ -43,10 +43,10 @@ function optionValue(args: string[], names: string[]): string | undefined {
   return undefined;
 }
 
-/** Writes `<out>/slurm/extract.sbatch` (the array) and `merge.sbatch` (the merge), and returns their paths. */
+/** Writes `<out>/slurm/<command>.sbatch` (the array) and `merge.sbatch` (the merge), and returns their paths. */
 export async function writeSlurmScripts(options: SlurmOptions): Promise<SlurmScripts> {
   const [sub, ...rest] = options.command;
-  if (sub !== 'extract') throw new UsageError(`tl slurm runs tl extract as a job array; got '${sub ?? ''}'. Usage: tl slurm --shards N -- extract DATA --out DIR [options]`);
+  if (sub !== 'extract' && sub !== 'cache') throw new UsageError(`tl slurm runs tl extract or tl cache as a job array; got '${sub ?? ''}'. Usage: tl slurm --shards N -- extract DATA --out DIR [options]`);
   if (rest.some((a) => a === '--shard' || a.startsWith('--shard=') || a === '--shards')) throw new UsageError('tl slurm adds --shard itself; leave it out of the command.');
   const out = optionValue(rest, ['--out', '-o']);
   if (out === undefined) throw new UsageError('tl slurm needs the command\'s --out FOLDER: the shards go into it.');
@@ -56,7 +56,8 @@ export async function writeSlurmScripts(options: SlurmOptions): Promise<SlurmScr
   const logs = join(folder, 'logs');
   await mkdir(scripts, { recursive: true });
   await mkdir(logs, { recursive: true });
-  const merged = join(folder, `features.${format}`);
+  // The merged result: extract's file beside the shards, cache's folder (what `tl finetune --features` takes).
+  const merged = sub === 'extract' ? join(folder, `features.${format}`) : join(folder, 'merged');
   const header = (name: string, output: string) => [
     '#!/bin/bash',
     `#SBATCH --job-name=${name}`,
@@ -70,7 +71,7 @@ export async function writeSlurmScripts(options: SlurmOptions): Promise<SlurmScr
   // Relative paths in the command are the submitting folder's: the job runs there.
   const cwd = process.cwd();
   const array = [
-    ...header('tl-extract', join(logs, 'shard-%a.log')),
+    ...header(`tl-${sub}`, join(logs, 'shard-%a.log')),
     `#SBATCH --array=0-${options.shards - 1}`,
     '# One shard per array task; re-run a failed shard alone with: sbatch --array=I THIS_SCRIPT',
     'set -euo pipefail',
@@ -86,7 +87,7 @@ export async function writeSlurmScripts(options: SlurmOptions): Promise<SlurmScr
     `exec ${sh(options.node)} ${sh(options.tl)} merge ${sh(folder)} --out ${sh(merged)}`,
     '',
   ].join('\n');
-  const arrayPath = join(scripts, 'extract.sbatch');
+  const arrayPath = join(scripts, `${sub}.sbatch`);
   const mergePath = join(scripts, 'merge.sbatch');
   await writeFileAtomic(arrayPath, array);
   await writeFileAtomic(mergePath, merge);

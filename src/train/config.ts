@@ -36,6 +36,7 @@ export const savedOptionsSchema = z.object({
   resize: z.enum(['center-crop', 'squash', 'pad']),
   maxPixels: z.number(),
   weights: z.enum(['pretrained', 'random']),
+  features: z.string().optional(),
   featureCacheBytes: z.number().int().min(0),
   workers: z.number().int().min(1),
   monitor: z.enum(['val_loss', 'val_accuracy']).optional(),

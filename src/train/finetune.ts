@@ -28,6 +28,7 @@ import { FeatureCache } from './features.js';
 import { FrozenPart, type KeptOutputs } from './frozen-part.js';
 import { OnnxTailTrainer } from './onnx-trainer.js';
 import { preciseBnSample, recomputeBatchNorm, setBatchNormMomentum } from './precise-bn.js';
+import { digestWeights } from '../shard/index.js';
 import { chooseFreezeDepth, PROBE_EPOCHS, type FreezeAutoResult } from './freeze-auto.js';
 import { LR_FIND_DEFAULTS, rangeTest, writeLrFind, type LrFindResult, type LrFindSpec } from './lr-find.js';
 import { balancedClassWeights, scheduledLr, type OptimizerConfig, type OptimizerName, type ScheduleConfig, type ScheduleName } from './optim.js';
@@ -109,6 +110,12 @@ export interface FinetuneOptions {
   patience?: number;
   /** After training, fit a temperature on the validation split and fold it into the classifier (default temperature). */
   calibrate?: 'temperature' | 'none';
+  /**
+   * A frozen-part cache folder (`tl cache`, or `tl merge` of its shards) to train the tail from instead of running the
+   * frozen part: it must have been computed with this model, weights, freeze, input size, preprocessing and resize,
+   * over these images.
+   */
+  features?: string;
   store?: string;
   onProgress?: (event: ProgressEvent) => void;
   onDownload?: (p: DownloadProgress) => void;
@@ -246,14 +253,9 @@ class LayerOrderWeights {
 
   /** sha256 over the never-trained weights' names, shapes and values. */
   frozenDigest(): string {
-    const hash = createHash('sha256');
-    for (const w of this.frozen) {
-      hash.update(`${w.originalName}[${w.shape.join(',')}]`);
-      const data = w.read().dataSync() as Float32Array;
-      hash.update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-    }
-    return hash.digest('hex');
+    return digestWeights(this.frozen);
   }
+
 
   snapshot(): Tensor[] {
     return this.tf.tidy(() => this.variables.map((w) => this.tf.keep(w.read().clone())));
@@ -320,6 +322,8 @@ interface Run {
   /** The range test still to run on the first phase (`--lr find`), and what to do with its result. */
   lrFind: { spec: LrFindSpec; found: (result: LrFindResult) => Promise<void> } | null;
   lrFindResult: (LrFindResult & { files: { json: string; svg: string } }) | null;
+  /** `--features`: each image's boundary arrays (by path relative to the root) and the cut they were computed at. */
+  features: { arrays: Map<string, Float32Array[]>; layers: string[] } | null;
 }
 
 async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, writing: () => void, mode: 'train' | 'lr-find'): Promise<FinetuneResult | (LrFindResult & { files: { json: string; svg: string } })> {
@@ -413,12 +417,16 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
 
   const weights = new LayerOrderWeights(tf, full, Math.min(...phases.map((p) => p.frozenLayers)));
   const frozenDigest = weights.frozenDigest();
+  const features = options.features ? await checkedFeatures(options, { model: source.name, frozenDigest, freeze: frozenCount, inputSize: size, preprocess: source.preprocess, headEpochs }, dataset).catch((err: unknown) => {
+    full.dispose();
+    throw err;
+  }) : null;
   const run: Run = {
     tf, backend, options, source, dataset, full, backbone, phases, bn, optimizer, loss, schedule, stepsPerEpoch, totalEpochs,
     monitor: options.monitor ?? 'val_loss', paths, weights, frozenDigest, checkpoint, startEpoch: 1,
     history: [], best: null, bestWeights: [], stale: 0, partial: null, stopReason: null, tensorsAfterEpoch: [],
     cacheStats: { enabled: false, hits: 0, misses: 0, spilled: 0 }, boundaryLayers: [], tails: [], kept: { probs: [], labels: [], paths: [] }, test: null, calibration: null,
-    lrFind: null, lrFindResult: null,
+    lrFind: null, lrFindResult: null, features,
   };
   if (options.lr === 'find') {
     run.lrFind = {
@@ -538,6 +546,35 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
   }
 }
 
+/**
+ * `--features DIR`: the cache's record verified (its files' hashes) and compared with this run, field by field; every
+ * image of the run must be in it, unchanged since. Returns the arrays by relative path.
+ */
+async function checkedFeatures(options: FinetuneOptions, run: { model: string; frozenDigest: string; freeze: number; inputSize: number; preprocess: string; headEpochs: number }, dataset: Dataset): Promise<{ arrays: Map<string, Float32Array[]>; layers: string[] }> {
+  const dir = options.features!;
+  if (options.augment !== 'none') throw new UsageError(`--features ${dir}: the cache holds one output per image; --augment ${options.augment} changes the images every epoch.`);
+  if (run.headEpochs > 0) throw new UsageError(`--features ${dir}: a head phase cuts the whole backbone, not the cache's cut; leave out --head-epochs.`);
+  const { readCache, loadCacheArrays } = await import('../features/cache.js');
+  const record = await readCache(dir);
+  const k = record.key;
+  const differ = (what: string, cache: unknown, here: unknown) => new UsageError(`--features ${dir} was computed with ${what} ${String(cache)}; this run uses ${String(here)}.`, { suggestion: 'Make the cache again with this run\'s settings (tl cache), or train with them.' });
+  if (k.model !== run.model) throw differ('model', k.model, run.model);
+  if (k.freeze !== run.freeze) throw differ('--freeze', k.freeze, run.freeze);
+  if (k.frozenDigest !== run.frozenDigest) throw differ('frozen weights of sha256', k.frozenDigest.slice(0, 12), run.frozenDigest.slice(0, 12));
+  if (k.inputSize !== run.inputSize) throw differ('--input-size', k.inputSize, run.inputSize);
+  if (k.preprocess !== run.preprocess) throw differ('--preprocess', k.preprocess, run.preprocess);
+  if (k.resize !== options.resize) throw differ('--resize', k.resize, options.resize);
+  const byRel = new Map(record.files.map((f) => [f.rel, f]));
+  const { stat } = await import('node:fs/promises');
+  for (const item of [...dataset.splits.train, ...dataset.splits.val, ...dataset.splits.test]) {
+    const f = byRel.get(item.rel);
+    if (!f) throw new UsageError(`--features ${dir} has no outputs for ${item.path}: it was made from other images.`);
+    const s = await stat(item.path);
+    if (s.size !== f.size || Math.round(s.mtimeMs) !== f.mtimeMs) throw new UsageError(`--features ${dir}: ${item.path} changed after the cache was made.`);
+  }
+  return { arrays: await loadCacheArrays(dir, record), layers: k.boundaryLayers };
+}
+
 /** What config.json and the report keep of `--freeze auto`: the curve and the choice. */
 function summariseFreezeAuto(r: FreezeAutoResult): FreezeAutoResult {
   return { ...r, depths: r.depths.map((d) => ({ ...d })) };
@@ -587,6 +624,11 @@ async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo, mode: 't
   const useCache = cut.frozen !== null && options.augment === 'none';
   run.cacheStats.enabled ||= useCache;
   const cache = useCache ? new FeatureCache(cut.boundaryShapes, options.featureCacheBytes, options.out) : null;
+  if (run.features && cache) {
+    // The cut must be the one the cache was computed at; then every image's boundary comes from it.
+    if (JSON.stringify(cut.boundaryLayers) !== JSON.stringify(run.features.layers)) throw new UsageError(`--features ${options.features}: the cache holds the outputs of ${run.features.layers.join(', ')}; this run's cut is at ${cut.boundaryLayers.join(', ')}.`);
+    for (const item of [...dataset.splits.train, ...dataset.splits.val, ...dataset.splits.test]) cache.set(item.path, run.features.arrays.get(item.rel)!);
+  }
   // Everything that keeps the process alive (worker threads, ONNX sessions) is closed in the finally below, whichever
   // of them failed to start. Replicas compute tfjs gradients and run a tfjs frozen part: ONNX Runtime needs neither.
   let pool: ReplicaPool | null = null;
@@ -599,7 +641,7 @@ async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo, mode: 't
     const tfjsTrainer = () => new TfjsTrainer(tf, cut.tail, { optimizer: run.optimizer, lr: phase.lr, loss: run.loss, weightDecay: options.weightDecay ?? 0, accumulate: options.accumulate, classes: dataset.classes.length, boundaryShapes: cut.boundaryShapes, pool });
     trainer ??= tfjsTrainer();
     phase.engine = trainer.engine;
-    session = cut.frozen && options.engine === 'onnx' ? await onnxSessionFor(cut.frozen, options.store ? { store: options.store } : {}) : null;
+    session = cut.frozen && options.engine === 'onnx' && !run.features ? await onnxSessionFor(cut.frozen, options.store ? { store: options.store } : {}) : null;
     const frozen = new FrozenPart(tf, cut, run.source.preprocess, dataset, cache, pool, session);
     if (phaseIndex === 0 && run.lrFind !== null) {
       // The range test trains this phase's trainer on this phase's batches (filling the frozen-part cache the epochs

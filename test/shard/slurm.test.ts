@@ -13,6 +13,8 @@ const data = tempDir();
 const env = { ...process.env, TL_HOME: tempDir() };
 const common = ['--model', 'mobilenet_v2.nsfwjs', '--input-size', '64', '--engine', 'onnx', '--batch-size', '4', '--workers', '1', '--seed', '5'];
 let reference: Buffer;
+const cacheArgs = ['--model', 'mobilenet_v2.nsfwjs', '--freeze', '100', '--input-size', '64', '--engine', 'onnx', '--batch-size', '4', '--workers', '1'];
+const singleCache = join(tempDir(), 'cache');
 
 beforeAll(async () => {
   if (!slurm) return;
@@ -21,7 +23,9 @@ beforeAll(async () => {
   const r = await runCli(['extract', data, ...common, '--out', out], env);
   expect(r.exitCode, r.stderr).toBe(0);
   reference = readFileSync(out);
-}, 120_000);
+  const c = await runCli(['cache', data, ...cacheArgs, '--out', singleCache], env);
+  expect(c.exitCode, c.stderr).toBe(0);
+}, 180_000);
 
 /** Waits until Slurm no longer lists the job (every task ended). */
 async function waitFor(job: string, seconds: number): Promise<void> {
@@ -42,6 +46,13 @@ describe.runIf(slurm)('on a Slurm cluster', () => {
     for (let i = 0; i < 4; i++) expect(existsSync(join(out, `shard-${i}-of-4`, 'manifest.json')), `shard ${i}`).toBe(true);
     expect(readFileSync(join(out, 'logs', 'shard-1.log'), 'utf8')).toContain('shard 1/4 (from SLURM_ARRAY_TASK_ID=1 (--shards 4))');
     expect(readFileSync(join(out, 'features.npy')).equals(reference)).toBe(true);
+  }, 300_000);
+
+  it('tl cache as a 4-task array and its merge give the single-machine cache, file for file', async () => {
+    const out = tempDir();
+    const r = await runCli(['slurm', '--shards', '4', '--submit', '--wait', '--', 'cache', data, ...cacheArgs, '--out', out], env);
+    expect(r.exitCode, r.stderr).toBe(0);
+    for (const f of ['boundary-0.npy', 'boundary-1.npy', 'cache.json']) expect(readFileSync(join(out, 'merged', f)).equals(readFileSync(join(singleCache, f))), f).toBe(true);
   }, 300_000);
 
   it('a task killed mid-array leaves its shard incomplete; merge names it; re-running that task alone completes the set', async () => {

@@ -1,0 +1,58 @@
+// `tl cache DATA --model M --freeze K --out DIR`: the frozen part's outputs for every image, for `tl finetune --features`.
+import { Command } from 'commander';
+import { z } from 'zod';
+import { numeric, parseOptions, printJson } from './common.js';
+import { addInferenceOptions, inferenceSchema, startInference } from './inference.js';
+import { progress, type Io } from './io.js';
+import { dataOptions, dataSchema } from './options.js';
+import { DEFAULT_MODEL } from './finetune.js';
+
+const cacheSchema = inferenceSchema.extend(dataSchema.shape).extend({
+  model: z.string().min(1),
+  freeze: z.union([z.number().int().min(1).transform(String), z.string().min(1)]),
+  out: z.string().min(1),
+  inputSize: numeric(z.number().int().min(32).max(1024)).optional(),
+  preprocess: z.enum(['caffe', 'tf', 'torch', 'raw01', 'none']).optional(),
+  weights: z.enum(['pretrained', 'random']),
+  shard: z.union([z.string(), z.boolean()]).optional(),
+  shards: numeric(z.number().int().min(1).max(100_000)).optional(),
+});
+
+export function cacheCommand(io: Io): Command {
+  const cmd = new Command('cache')
+    .description("compute the frozen part's outputs at --freeze for every image (what tl finetune caches) into a folder that `tl finetune --features` trains from; shardable across a job array")
+    .argument('<DATA>', 'dataset folder (one subfolder per class)')
+    .option('-m, --model <name|path>', 'registry model, tl run folder, or tfjs model folder', DEFAULT_MODEL)
+    .requiredOption('--freeze <n|layer>', 'the freeze point of the fine-tune that will use the cache (layers 0..n-1, or up to a layer)')
+    .requiredOption('-o, --out <dir>', 'the cache folder (with --shard: the folder of the shards)')
+    .option('--input-size <px>', "input size (default: the model's)")
+    .option('--preprocess <mode>', "caffe | tf | torch | raw01 | none (default: the model's)")
+    .option('--weights <source>', 'pretrained | random', 'pretrained')
+    .option('--shard [I/N|auto]', 'only shard I of N of the images (see tl extract --shard); the shard writes <out>/shard-I-of-N/ for tl merge')
+    .option('--shards <n>', 'with --shard auto: the number of shards');
+  dataOptions(cmd);
+  addInferenceOptions(cmd);
+  cmd.action(async (data: string, raw: unknown) => {
+    const opts = parseOptions(cacheSchema, raw);
+    const { resolveShard } = await import('../shard/index.js');
+    const shard = resolveShard(opts.shard === true ? 'auto' : opts.shard, io.env, opts.shards);
+    if (shard && !opts.quiet && !opts.json) io.err(`shard ${shard.index}/${shard.count} (from ${shard.source})\n`);
+    const { tf, info, run } = await startInference(io, opts);
+    if (run.workers > 1 && run.engine !== 'onnx' && !opts.quiet && !opts.json) io.err('notice: tl cache runs the frozen part in this thread on tfjs; --engine onnx uses every core\n');
+    const { buildCache } = await import('../features/cache.js');
+    const { storeRoot } = await import('../store/index.js');
+    const spinner = progress(io, 'loading the model', opts);
+    const result = await buildCache(tf, info, {
+      data, model: opts.model, freeze: opts.freeze, out: opts.out, batchSize: run.batchSize, engine: run.engine, weights: opts.weights, seed: opts.seed, resize: opts.resize, maxPixels: opts.maxPixels,
+      ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), ...(opts.preprocess ? { preprocess: opts.preprocess } : {}), store: storeRoot(io.env), ...(shard ? { shard } : {}),
+      onProgress: (done, total) => spinner.update(`caching ${done}/${total}`),
+    }).catch((err: unknown) => {
+      spinner.fail();
+      throw err;
+    });
+    spinner.succeed(`cached ${result.images} images`);
+    if (opts.json) return printJson(io, result);
+    io.out(`${result.images} images x ${(result.bytesPerImage / 1024).toFixed(1)} KiB at ${result.boundaryLayers.join(', ')} in ${result.seconds.toFixed(1)} s: wrote ${result.folder}${result.shard ? ` (shard ${result.shard.index} of ${result.shard.count}; \`tl merge ${opts.out} --out DIR\` joins the shards)` : ''}\n`);
+  });
+  return cmd;
+}
