@@ -23,7 +23,7 @@ import { npyHeader, NPY_HEADER_BYTES } from './writers.js';
 export interface CacheOptions {
   data: string;
   model: string;
-  /** The `--freeze` count or layer name (as `tl finetune` takes it; not all or auto). */
+  /** The `--freeze` count, layer name or all (as `tl finetune` takes it; not auto or default). */
   freeze: string;
   out: string;
   batchSize: number;
@@ -81,7 +81,7 @@ export const boundaryFile = (b: number) => `boundary-${b}.npy`;
 
 export async function buildCache(tf: Tf, backend: BackendInfo, options: CacheOptions): Promise<CacheResult> {
   const started = performance.now();
-  if (options.freeze === 'all' || options.freeze === 'auto' || options.freeze === 'default') throw new UsageError(`--freeze ${options.freeze}: tl cache needs the count (or layer) the fine-tune will use, e.g. --freeze 100.`);
+  if (options.freeze === 'auto' || options.freeze === 'default') throw new UsageError(`--freeze ${options.freeze}: tl cache needs the count (or layer, or all) the fine-tune will use, e.g. --freeze 100.`);
   const source = await loadBackbone(tf, options.model, { weights: options.weights, seed: options.seed, ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.preprocess ? { preprocess: options.preprocess } : {}), ...(options.store ? { store: options.store } : {}), keepHead: false });
   const backbone = source.model;
   const size = options.inputSize ?? source.inputSize;
@@ -92,7 +92,7 @@ export async function buildCache(tf: Tf, backend: BackendInfo, options: CacheOpt
     const shard = options.shard;
     const items = shard ? all.filter((item) => shardOf(item.rel, shard.count) === shard.index) : all;
     const frozen = resolveFreeze(backbone, options.freeze, options.model);
-    if (frozen >= backbone.layers.length || frozen < 1) throw new UsageError(`--freeze ${options.freeze}: tl cache needs a cut inside ${source.name} (1 to ${backbone.layers.length - 1} layers).`);
+    if (frozen < 1) throw new UsageError(`--freeze ${options.freeze}: with nothing frozen there is no frozen part to cache.`);
     const full = attachHead(tf, backbone, { classes: Math.max(2, dataset.classes.length), dropout: 0, name: 'cache_head' });
     const cut = cutModel(tf, full, new Set(backbone.layers.slice(0, frozen).map((l) => l.name)));
     const session = options.engine === 'onnx' ? await onnxSessionFor(cut.frozen!, options.store ? { store: options.store } : {}) : null;
