@@ -2,8 +2,8 @@
 // activations at every block boundary in the upper 70% of the backbone; each depth is scored by LogME (and TransRate)
 // (how well the features a cut there hands to the trained part suit the labels). LogME alone does not pick the depth
 // to fine-tune from: it peaks where the pretrained features transfer best, while fine-tuning usually gains most from
-// training some blocks below that peak too (on the bundled sample, LogME peaks at block 15 and the best depth is
-// block 10). So the depths are then tried with short fine-tunes, coarse to fine: the LogME peak and two depths that
+// training some blocks below that peak too (on the bundled sample, LogME peaks at block 15 while the best depths of a
+// full sweep are blocks 6 to 10). So the depths are then tried with short fine-tunes, coarse to fine: the LogME peak and two depths that
 // split the boundaries below it into thirds, then the neighbours of the best of those; the depth whose short run
 // validates best is chosen. The curve (depth -> scores, probe results) goes into the run's record and report.
 import { rm } from 'node:fs/promises';
