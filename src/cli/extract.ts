@@ -64,9 +64,9 @@ export function extractCommand(io: Io): Command {
 
 export function mergeCommand(io: Io): Command {
   const cmd = new Command('merge')
-    .description('join the shards of a sharded `tl extract` or `tl cache` into what one machine writes (same bytes and row order), after checking they belong together')
+    .description('join the shards of a sharded `tl extract`, `tl cache` or `tl predict` into what one machine writes (same bytes and row order), after checking they belong together')
     .argument('<DIRS...>', 'shard folders (shard-I-of-N), or folders holding them')
-    .requiredOption('-o, --out <path>', 'the merged output: for tl extract shards a file (features.npy: its index goes beside it), for tl cache shards a folder');
+    .requiredOption('-o, --out <path>', 'the merged output: for tl extract shards a file (features.npy: its index goes beside it), for tl cache shards a folder, for tl predict shards a .jsonl file');
   addCommonOptions(cmd, { backend: false });
   cmd.action(async (dirs: string[], raw: unknown) => {
     const opts = parseOptions(commonSchema.extend({ out: z.string().min(1) }), raw);

@@ -5,10 +5,14 @@ import { z } from 'zod';
 import { numeric, parseOptions, printJson } from './common.js';
 import { addInferenceOptions, inferenceSchema, startInference } from './inference.js';
 import { downloadReporter, progress, type Io } from './io.js';
+import { UsageError } from '../errors.js';
 
 const predictSchema = inferenceSchema.extend({
   model: z.string().min(1),
   top: numeric(z.number().int().min(1).max(1000)),
+  out: z.string().min(1).optional(),
+  shard: z.union([z.string(), z.boolean()]).optional(),
+  shards: numeric(z.number().int().min(1).max(100_000)).optional(),
 });
 
 export function predictCommand(io: Io): Command {
@@ -17,15 +21,21 @@ export function predictCommand(io: Io): Command {
     .argument('<IMAGES...>', 'image files and folders (searched recursively)')
     .requiredOption('-m, --model <run|name>', 'run folder written by tl finetune, or a registry model with its top (e.g. mobilenet_v2.nsfwjs)')
     .option('-k, --top <k>', 'classes to show per image', '3')
-;
+    .option('-o, --out <file>', 'also write the predictions as JSON lines (one image per line, in input order); with --shard, the folder of the shards')
+    .option('--shard [I/N|auto]', 'only shard I of N of the images (see tl extract --shard); needs --out; `tl merge` joins the shards')
+    .option('--shards <n>', 'with --shard auto: the number of shards');
   addInferenceOptions(cmd);
   cmd.action(async (inputs: string[], raw: unknown) => {
     const opts = parseOptions(predictSchema, raw);
+    const { resolveShard } = await import('../shard/index.js');
+    const shard = resolveShard(opts.shard === true ? 'auto' : opts.shard, io.env, opts.shards);
+    if (shard && opts.out === undefined) throw new UsageError('--shard needs --out FOLDER: each shard writes FOLDER/shard-I-of-N/.');
+    if (shard && !opts.quiet && !opts.json) io.err(`shard ${shard.index}/${shard.count} (from ${shard.source})\n`);
     const { tf, run } = await startInference(io, opts);
     const { predict } = await import('../inference/predict.js');
     const spinner = progress(io, 'loading the model', opts);
     const result = await predict(tf, {
-      ...run, model: opts.model, inputs, top: opts.top,
+      ...run, model: opts.model, inputs, top: opts.top, ...(opts.out ? { out: opts.out } : {}), ...(shard ? { shard } : {}),
       onProgress: (done, total) => spinner.update(`predicting ${done}/${total}`),
       onDownload: downloadReporter(io, spinner, opts),
     });
@@ -36,6 +46,7 @@ export function predictCommand(io: Io): Command {
     for (const p of result.predictions) table.push([p.path, ...p.top.map((t) => `${t.class} ${(t.probability * 100).toFixed(1)}%`)]);
     io.out(`${table.toString()}\n`);
     for (const s of result.skipped) io.out(`skipped ${s.path}: ${s.reason}\n`);
+    if (result.file) io.out(`wrote ${result.file}\n`);
   });
   return cmd;
 }

@@ -4,12 +4,22 @@ import { ImageSource, listImages, type SkippedFile } from '../data/index.js';
 import { UsageError } from '../errors.js';
 import type { DownloadProgress } from '../weights/download.js';
 import { loadClassifier, runBatches, type RunOptions } from './index.js';
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { datasetDigest, MANIFEST, shardFolderName, shardOf, weightsDigest, type Manifest, type Shard } from '../shard/index.js';
+import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
+import { TL_VERSION } from '../version.js';
 
 export interface PredictOptions extends RunOptions {
   model: string;
   inputs: string[];
   top: number;
   onDownload?: (p: DownloadProgress) => void;
+  /** Also write the predictions as JSON lines (one image per line, in input order) to this file. */
+  out?: string;
+  /** Only this shard's images; `out` is then a folder and the shard writes `<out>/shard-I-of-N/` for `tl merge`. */
+  shard?: Shard;
 }
 
 export interface Prediction {
@@ -22,12 +32,20 @@ export interface PredictResult {
   classes: string[];
   predictions: Prediction[];
   skipped: SkippedFile[];
+  /** The JSON lines file written (with `out`). */
+  file?: string;
 }
+
+/** One image's line in predictions.jsonl. */
+const line = (p: Prediction) => `${JSON.stringify(p)}\n`;
 
 /** The `top` most probable classes of every image. */
 export async function predict(tf: Tf, options: PredictOptions): Promise<PredictResult> {
-  const { items, skipped } = await listImages(options.inputs);
-  if (items.length === 0) throw new UsageError(`No images to predict in ${options.inputs.join(', ')}${skipped.length ? ` (${skipped.map((s) => `${s.path}: ${s.reason}`).join('; ')})` : ''}.`);
+  const listed = await listImages(options.inputs);
+  const { skipped } = listed;
+  const shard = options.shard;
+  const items = shard ? listed.items.filter((item) => shardOf(item.rel, shard.count) === shard.index) : listed.items;
+  if (listed.items.length === 0) throw new UsageError(`No images to predict in ${options.inputs.join(', ')}${skipped.length ? ` (${skipped.map((s) => `${s.path}: ${s.reason}`).join('; ')})` : ''}.`);
   const im = await loadClassifier(tf, options.model, { ...(options.store ? { store: options.store } : {}), ...(options.onDownload ? { onDownload: options.onDownload } : {}) });
   try {
     const classes = im.classes!;
@@ -42,7 +60,30 @@ export async function predict(tf: Tf, options: PredictOptions): Promise<PredictR
       });
       options.onProgress?.(predictions.length, items.length);
     }
-    return { model: im.name, classes, predictions, skipped: [...skipped, ...source.skipped] };
+    let file: string | undefined;
+    if (shard && options.out) {
+      const folder = join(options.out, shardFolderName(shard.index, shard.count));
+      await mkdir(folder, { recursive: true });
+      await rm(join(folder, MANIFEST), { force: true });
+      file = join(folder, 'predictions.jsonl');
+      await writeFileAtomic(file, predictions.map(line).join(''));
+      const position = new Map(listed.items.map((item, i) => [item.path, i]));
+      const manifest: Manifest = {
+        kind: 'tl-shard', version: 1, command: 'predict', tlVersion: TL_VERSION, shard: { index: shard.index, count: shard.count },
+        key: { model: im.name, weights: weightsDigest(im.model), top: k, inputSize: im.inputSize, preprocess: im.preprocess, resize: options.resize ?? 'center-crop', maxPixels: options.maxPixels ?? 0, engine: options.engine ?? 'tfjs', images: listed.items.length, inputs: await datasetDigest(listed.items) },
+        files: await Promise.all(predictions.map(async (p) => {
+          const s = await stat(p.path);
+          return { rel: listed.items[position.get(p.path)!]!.rel, size: s.size, mtimeMs: Math.round(s.mtimeMs), position: position.get(p.path)! };
+        })),
+        skipped: source.skipped.map((k2) => ({ path: k2.path, reason: k2.reason })),
+        outputs: [{ name: basename(file), sha256: createHash('sha256').update(await readFile(file)).digest('hex') }],
+      };
+      await writeJsonAtomic(join(folder, MANIFEST), manifest);
+    } else if (options.out) {
+      file = options.out;
+      await writeFileAtomic(file, predictions.map(line).join(''));
+    }
+    return { model: im.name, classes, predictions, skipped: [...skipped, ...source.skipped], ...(file ? { file } : {}) };
   } finally {
     im.dispose();
   }

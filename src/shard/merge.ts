@@ -1,4 +1,4 @@
-// `tl merge`: joins the shards of a sharded pass into exactly what one machine writes (same bytes, same row order),
+// `tl merge`: joins the shards of a sharded pass (tl extract, tl cache, tl predict) into exactly what one machine writes (same bytes, same row order),
 // after checking that they belong together: every manifest valid, the same command, shard count and key (model,
 // weights, layer, preprocessing, split, dataset), every shard present once, every output file its manifest's.
 import { createHash } from 'node:crypto';
@@ -115,6 +115,18 @@ export async function mergeShards(inputs: string[], out: string): Promise<MergeR
   const first = shards[0]!.manifest;
   if (first.command === 'cache') return mergeCache(shards, out);
   await checkOutputPath(out);
+  if (first.command === 'predict') {
+    // One JSON line per image, in the order one machine lists the inputs.
+    const rows: { position: number; text: string }[] = [];
+    for (const { folder, manifest } of shards) {
+      const text = (await readFile(join(folder, 'predictions.jsonl'), 'utf8')).split('\n').filter((l) => l !== '');
+      if (text.length !== manifest.files.length) throw new DatasetError(`${join(folder, 'predictions.jsonl')} holds ${text.length} lines; its manifest lists ${manifest.files.length}.`);
+      manifest.files.forEach((f, r) => rows.push({ position: f.position, text: text[r]! }));
+    }
+    rows.sort((a, b) => a.position - b.position);
+    await writeFileAtomic(out, rows.map((r) => `${r.text}\n`).join(''));
+    return { command: 'predict', shards: shards.length, rows: rows.length, files: [out], skipped: shards.flatMap((s) => s.manifest.skipped) };
+  }
   const format = String(first.key['format']);
   const rows: Row[] = [];
   let rowShape: number[] | null = null;

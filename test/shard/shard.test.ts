@@ -82,6 +82,20 @@ describe('tl extract --shard and tl merge', () => {
     expect(damaged.stderr).toContain('shard-1-of-4/features.npy does not match its manifest (changed or damaged): re-run shard 1.');
   });
 
+  it('tl predict --shard: the merged predictions are the single-machine JSON lines', async () => {
+    const args = ['--model', 'mobilenet_v2.nsfwjs', '--engine', 'onnx', '--batch-size', '4'];
+    const single = join(tempDir(), 'p.jsonl');
+    const one = await runCli(['predict', data, ...args, '--out', single], env);
+    expect(one.exitCode, one.stderr).toBe(0);
+    expect(readFileSync(single, 'utf8').trim().split('\n')).toHaveLength(27);
+    const shards = tempDir();
+    for (let i = 0; i < 3; i++) expect((await runCli(['predict', data, ...args, '--shard', `${i}/3`, '--out', shards], env)).exitCode).toBe(0);
+    const merged = join(tempDir(), 'p.jsonl');
+    const m = await runCli(['merge', shards, '--out', merged], env);
+    expect(m.exitCode, m.stderr).toBe(0);
+    expect(readFileSync(merged, 'utf8')).toBe(readFileSync(single, 'utf8'));
+  });
+
   it('JSON lines shards merge to the single-machine file too', async () => {
     const single = join(tempDir(), 'f.jsonl');
     expect((await runCli(['extract', data, ...common, '--format', 'jsonl', '--out', single], env)).exitCode).toBe(0);
