@@ -2,7 +2,8 @@
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { z } from 'zod';
-import { parseOptions, printJson } from './common.js';
+import { numeric, parseOptions, printJson } from './common.js';
+import { UsageError } from '../errors.js';
 import { addInferenceOptions, inferenceSchema, startInference } from './inference.js';
 import { progress, type Io } from './io.js';
 import { printMetrics } from './metrics.js';
@@ -11,6 +12,8 @@ const evalSchema = inferenceSchema.extend({
   model: z.string().min(1),
   split: z.enum(['test', 'val', 'train', 'all']),
   out: z.string().min(1).optional(),
+  shard: z.union([z.string(), z.boolean()]).optional(),
+  shards: numeric(z.number().int().min(1).max(100_000)).optional(),
 });
 
 export function evalCommand(io: Io): Command {
@@ -19,11 +22,16 @@ export function evalCommand(io: Io): Command {
     .argument('[DATA]', "a labelled folder (default: the run's own dataset and split)")
     .requiredOption('-m, --model <run>', 'run folder written by tl finetune')
     .option('--split <split>', 'test | val | train | all (of the run\'s saved split)', 'test')
-    .option('-o, --out <dir>', 'report folder (default: <run>/eval-<split>)')
-;
+    .option('-o, --out <dir>', 'report folder (default: <run>/eval-<split>); with --shard, the folder of the shards')
+    .option('--shard [I/N|auto]', 'only shard I of N of the images (see tl extract --shard); `tl merge` computes the metrics of all shards')
+    .option('--shards <n>', 'with --shard auto: the number of shards');
   addInferenceOptions(cmd);
   cmd.action(async (data: string | undefined, raw: unknown) => {
     const opts = parseOptions(evalSchema, raw);
+    const { resolveShard, shardFolderName } = await import('../shard/index.js');
+    const shard = resolveShard(opts.shard === true ? 'auto' : opts.shard, io.env, opts.shards);
+    if (shard && opts.out === undefined) throw new UsageError('--shard needs --out FOLDER: each shard writes FOLDER/shard-I-of-N/.');
+    if (shard && !opts.quiet && !opts.json) io.err(`shard ${shard.index}/${shard.count} (from ${shard.source})\n`);
     const { tf, info, run: runOptions } = await startInference(io, opts);
     const { evaluate } = await import('../eval/index.js');
     const { writeReports, REPORT_SCHEMA_VERSION } = await import('../report/index.js');
@@ -32,7 +40,14 @@ export function evalCommand(io: Io): Command {
     const result = await evaluate(tf, {
       ...runOptions, run: opts.model, ...(data ? { data } : {}), split: opts.split,
       onProgress: (done, total) => spinner.update(`evaluating ${done}/${total}`),
+      ...(shard ? { shard, shardOut: opts.out! } : {}),
     });
+    if (shard) {
+      spinner.succeed(`evaluated ${result.metrics.count} images of shard ${shard.index} of ${shard.count}`);
+      if (opts.json) return printJson(io, { shard, images: result.metrics.count });
+      io.out(`wrote ${join(opts.out!, shardFolderName(shard.index, shard.count))}: \`tl merge ${opts.out} --out metrics.json\` computes the metrics of every shard\n`);
+      return;
+    }
     const out = opts.out ?? join(opts.model, `eval-${result.split}`);
     const files = await writeReports(out, { schemaVersion: REPORT_SCHEMA_VERSION, kind: 'eval', tlVersion: TL_VERSION, createdAt: new Date().toISOString(), backend: info.label, model: result.model, classes: result.classes, skipped: result.skipped, seconds: result.seconds, run: result.run, data: result.data, split: result.split, usedRunSplit: result.usedRunSplit, metrics: result.metrics, imagesPerSecond: result.imagesPerSecond });
     spinner.succeed(`evaluated ${result.metrics.count} images`);

@@ -64,9 +64,9 @@ export function extractCommand(io: Io): Command {
 
 export function mergeCommand(io: Io): Command {
   const cmd = new Command('merge')
-    .description('join the shards of a sharded `tl extract`, `tl cache` or `tl predict` into what one machine writes (same bytes and row order), after checking they belong together')
+    .description('join the shards of a sharded `tl extract`, `tl cache`, `tl predict` or `tl eval` into what one machine writes (for eval: the metrics of them all) (same bytes and row order), after checking they belong together')
     .argument('<DIRS...>', 'shard folders (shard-I-of-N), or folders holding them')
-    .requiredOption('-o, --out <path>', 'the merged output: for tl extract shards a file (features.npy: its index goes beside it), for tl cache shards a folder, for tl predict shards a .jsonl file');
+    .requiredOption('-o, --out <path>', 'the merged output: for tl extract shards a file (features.npy: its index goes beside it), for tl cache shards a folder, for tl predict shards a .jsonl file, for tl eval shards the metrics .json');
   addCommonOptions(cmd, { backend: false });
   cmd.action(async (dirs: string[], raw: unknown) => {
     const opts = parseOptions(commonSchema.extend({ out: z.string().min(1) }), raw);
@@ -74,6 +74,11 @@ export function mergeCommand(io: Io): Command {
     const result = await mergeShards(dirs, opts.out);
     if (opts.json) return printJson(io, result);
     io.out(`merged ${result.shards} shards, ${result.rows} rows: wrote ${result.files.join(', ')}\n`);
+    if (result.eval) {
+      const { printMetrics } = await import('./metrics.js');
+      io.out(`${result.eval.usedRunSplit ? `the run's ${result.eval.split} split` : 'every image'} of ${result.eval.data}: ${result.eval.metrics.count} images\n`);
+      printMetrics(io, result.eval.metrics);
+    }
     for (const s of result.skipped) io.out(`skipped ${s.path}: ${s.reason}\n`);
   });
   return cmd;

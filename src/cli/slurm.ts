@@ -18,7 +18,7 @@ const slurmSchema = commonSchema.extend({
 
 export function slurmCommand(io: Io): Command {
   const cmd = new Command('slurm')
-    .description('write sbatch scripts that run `tl extract`, `tl cache` or `tl predict` as a Slurm job array (one shard per task) and a merge job that runs after every task succeeded; --submit submits them')
+    .description('write sbatch scripts that run `tl extract`, `tl cache`, `tl predict` or `tl eval` as a Slurm job array (one shard per task) and a merge job that runs after every task succeeded; --submit submits them')
     .argument('<COMMAND...>', 'after --: the tl command to shard, e.g. -- extract ./data --out ./features --model resnet50')
     .requiredOption('--shards <n>', 'array tasks (shards)')
     .option('--partition <name>', '#SBATCH --partition')

@@ -108,7 +108,7 @@ export const MANIFEST = 'manifest.json';
 export const manifestSchema = z.object({
   kind: z.literal('tl-shard'),
   version: z.literal(1),
-  command: z.enum(['extract', 'cache', 'predict']),
+  command: z.enum(['extract', 'cache', 'predict', 'eval']),
   tlVersion: z.string(),
   shard: z.object({ index: z.number().int().min(0), count: z.number().int().min(1) }),
   /** Everything that must agree between shards (model, weights, layer or freeze, preprocessing, split, dataset). */

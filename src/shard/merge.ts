@@ -10,6 +10,7 @@ import { boundaryFile, CACHE_FILE, type CacheRecord } from '../features/cache.js
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { mkdir } from 'node:fs/promises';
 import { TL_VERSION } from '../version.js';
+import { computeMetrics, type Metrics } from '../eval/metrics.js';
 import { MANIFEST, manifestSchema, type Manifest } from './index.js';
 
 export interface MergeResult {
@@ -18,6 +19,8 @@ export interface MergeResult {
   rows: number;
   files: string[];
   skipped: Manifest['skipped'];
+  /** For tl eval shards: what `tl eval` returns, its metrics computed over every shard's images. */
+  eval?: { run: string; model: string; data: string; split: string; usedRunSplit: boolean; classes: string[]; metrics: Metrics };
 }
 
 const SHARD_DIR = /^shard-(\d+)-of-(\d+)$/;
@@ -114,6 +117,7 @@ export async function mergeShards(inputs: string[], out: string): Promise<MergeR
   const shards = await checkShards(inputs);
   const first = shards[0]!.manifest;
   if (first.command === 'cache') return mergeCache(shards, out);
+  if (first.command === 'eval') return mergeEval(shards, out);
   await checkOutputPath(out);
   if (first.command === 'predict') {
     // One JSON line per image, in the order one machine lists the inputs.
@@ -202,4 +206,36 @@ async function mergeCache(shards: { folder: string; manifest: Manifest }[], out:
   };
   await writeJsonAtomic(join(out, CACHE_FILE), record);
   return { command: 'cache', shards: shards.length, rows: rows.length, files: [...outputs.map((o) => join(out, o.name)), join(out, CACHE_FILE)], skipped: shards.flatMap((s) => s.manifest.skipped) };
+}
+
+/**
+ * Joins the shards of `tl eval`: every image's probabilities in the single-machine order, and the metrics computed
+ * over them all (what `tl eval` on one machine reports), written to `out` as JSON.
+ */
+async function mergeEval(shards: { folder: string; manifest: Manifest }[], out: string): Promise<MergeResult> {
+  await checkOutputPath(out);
+  const first = shards[0]!.manifest;
+  const classes = JSON.parse(String(first.key['classes'])) as string[];
+  const width = classes.length * 4;
+  const rows: { position: number; probs: Buffer; path: string; label: number }[] = [];
+  for (const { folder, manifest } of shards) {
+    const npy = await readFile(join(folder, 'probs.npy'));
+    const lines = (await readFile(join(folder, 'rows.jsonl'), 'utf8')).split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { path: string; label: number });
+    if (lines.length !== manifest.files.length) throw new DatasetError(`${join(folder, 'rows.jsonl')} holds ${lines.length} rows; its manifest lists ${manifest.files.length}.`);
+    manifest.files.forEach((f, r) => rows.push({ position: f.position, probs: npy.subarray(NPY_HEADER_BYTES + r * width, NPY_HEADER_BYTES + (r + 1) * width), path: lines[r]!.path, label: lines[r]!.label }));
+  }
+  rows.sort((a, b) => a.position - b.position);
+  const cat = Buffer.concat(rows.map((r) => r.probs));
+  const joined = new Float32Array(cat.buffer.slice(cat.byteOffset, cat.byteOffset + cat.byteLength));
+  const metrics = computeMetrics(joined, rows.map((r) => r.label), classes, { paths: rows.map((r) => r.path) });
+  const k = first.key;
+  const result = { run: String(k['run']), model: String(k['model']), data: String(k['data']), split: String(k['split']), usedRunSplit: Boolean(k['usedRunSplit']), classes, metrics };
+  await writeJsonAtomic(out, result);
+  return { command: 'eval', shards: shards.length, rows: rows.length, files: [out], skipped: unique(shards.flatMap((s) => s.manifest.skipped)), eval: result };
+}
+
+/** Skipped files once each (every shard of tl eval lists the files its scan skipped). */
+function unique(skipped: Manifest['skipped']): Manifest['skipped'] {
+  const seen = new Set<string>();
+  return skipped.filter((s) => !seen.has(s.path) && Boolean(seen.add(s.path)));
 }

@@ -46,7 +46,7 @@ function optionValue(args: string[], names: string[]): string | undefined {
 /** Writes `<out>/slurm/<command>.sbatch` (the array) and `merge.sbatch` (the merge), and returns their paths. */
 export async function writeSlurmScripts(options: SlurmOptions): Promise<SlurmScripts> {
   const [sub, ...rest] = options.command;
-  if (sub !== 'extract' && sub !== 'cache' && sub !== 'predict') throw new UsageError(`tl slurm runs tl extract, tl cache or tl predict as a job array; got '${sub ?? ''}'. Usage: tl slurm --shards N -- extract DATA --out DIR [options]`);
+  if (sub !== 'extract' && sub !== 'cache' && sub !== 'predict' && sub !== 'eval') throw new UsageError(`tl slurm runs tl extract, tl cache, tl predict or tl eval as a job array; got '${sub ?? ''}'. Usage: tl slurm --shards N -- extract DATA --out DIR [options]`);
   if (rest.some((a) => a === '--shard' || a.startsWith('--shard=') || a === '--shards')) throw new UsageError('tl slurm adds --shard itself; leave it out of the command.');
   const out = optionValue(rest, ['--out', '-o']);
   if (out === undefined) throw new UsageError('tl slurm needs the command\'s --out FOLDER: the shards go into it.');
@@ -57,7 +57,7 @@ export async function writeSlurmScripts(options: SlurmOptions): Promise<SlurmScr
   await mkdir(scripts, { recursive: true });
   await mkdir(logs, { recursive: true });
   // The merged result: extract's file beside the shards, cache's folder (what `tl finetune --features` takes).
-  const merged = sub === 'extract' ? join(folder, `features.${format}`) : sub === 'predict' ? join(folder, 'predictions.jsonl') : join(folder, 'merged');
+  const merged = sub === 'extract' ? join(folder, `features.${format}`) : sub === 'predict' ? join(folder, 'predictions.jsonl') : sub === 'eval' ? join(folder, 'metrics.json') : join(folder, 'merged');
   const header = (name: string, output: string) => [
     '#!/bin/bash',
     `#SBATCH --job-name=${name}`,

@@ -96,6 +96,24 @@ describe('tl extract --shard and tl merge', () => {
     expect(readFileSync(merged, 'utf8')).toBe(readFileSync(single, 'utf8'));
   });
 
+  it('tl eval --shard: the merged metrics are the single-machine metrics', async () => {
+    const run = join(tempDir(), 'run');
+    const t = await runCli(['finetune', data, '--model', 'mobilenet_v2.nsfwjs', '--input-size', '64', '--freeze', 'all', '--lr', '0.01', '--epochs', '3', '--batch-size', '4', '--calibrate', 'none', '--out', run], env);
+    expect(t.exitCode, t.stderr).toBe(0);
+    const { expectRunLearned } = await import('../helpers/learned.js');
+    expectRunLearned(run);
+    const args = ['--model', run, '--split', 'all', '--engine', 'onnx', '--batch-size', '4'];
+    const one = await runCli(['eval', ...args, '--out', join(tempDir(), 'report'), '--json'], env);
+    expect(one.exitCode, one.stderr).toBe(0);
+    const shards = tempDir();
+    for (let i = 0; i < 3; i++) expect((await runCli(['eval', ...args, '--shard', `${i}/3`, '--out', shards], env)).exitCode).toBe(0);
+    const merged = join(tempDir(), 'metrics.json');
+    const m = await runCli(['merge', shards, '--out', merged], env);
+    expect(m.exitCode, m.stderr).toBe(0);
+    expect(JSON.parse(readFileSync(merged, 'utf8')).metrics).toEqual((JSON.parse(one.stdout) as { metrics: unknown }).metrics);
+    expect(m.stdout).toMatch(/images 27 · accuracy/);
+  });
+
   it('JSON lines shards merge to the single-machine file too', async () => {
     const single = join(tempDir(), 'f.jsonl');
     expect((await runCli(['extract', data, ...common, '--format', 'jsonl', '--out', single], env)).exitCode).toBe(0);
