@@ -1,5 +1,5 @@
-// `npm run bench -- --choices`: how well tl's own choices do. On two datasets (the bundled Fashion-MNIST sample and
-// texture tiles cut from python3-skimage's photographs), a full sweep fine-tunes MobileNetV2 at every block boundary
+// `npm run bench -- --choices`: how well tl's own choices do. On three datasets (the bundled Fashion-MNIST sample, and
+// two cut from python3-skimage's photographs: patches of five scenes, and textures), a full sweep fine-tunes MobileNetV2 at every block boundary
 // `--freeze auto` considers (the run's defaults otherwise); then `--freeze auto` runs once. Its test accuracy is
 // compared with the sweep's best, and its time with the sweep's. `tl rank` of the two offline backbones on the
 // sample is timed too.
@@ -12,7 +12,7 @@ import { MIN_FROZEN_SHARE } from '../src/train/freeze-auto.js';
 import { finetune, type FinetuneOptions } from '../src/train/finetune.js';
 import type { FreezeAutoResult } from '../src/train/freeze-auto.js';
 import { loadPretrained } from '../src/weights/index.js';
-import { writeTextures } from '../scripts/textures.js';
+import { PHOTOS, writePhotoTiles, writeTextures } from '../scripts/textures.js';
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
 const fmt = (v: number, digits = 1) => v.toFixed(digits);
@@ -30,7 +30,11 @@ export async function choicesBench(tf: Tf, info: BackendInfo, work: string, samp
   const store = join(work, 'store');
   const textures = join(work, 'textures');
   const written = await writeTextures(textures);
+  const photos = join(work, 'photos');
+  const tiles = await writePhotoTiles(photos);
   const datasets: [string, string][] = [['Fashion-MNIST sample (bundled, 300 images, 5 classes)', sample]];
+  if (typeof tiles === 'number') datasets.push([`skimage photo tiles (${tiles} tiles of 32x32, 40 from each of ${PHOTOS.join(', ')}: which photograph a patch comes from)`, photos]);
+  else log(`photo tiles skipped: ${tiles}`);
   if (typeof written === 'number') datasets.push([`skimage textures (brick, grass, gravel: ${written} tiles of 64x64 from python3-skimage's photographs)`, textures]);
   else log(`textures skipped: ${written}`);
   const base = (data: string, out: string, extra: Partial<FinetuneOptions>): FinetuneOptions => ({
