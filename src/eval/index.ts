@@ -7,12 +7,9 @@ import { ModelNotFoundError, UsageError } from '../errors.js';
 import { loadClassifier, runBatches, type RunOptions } from '../inference/index.js';
 import { z } from 'zod';
 import { computeMetrics, type Metrics } from './metrics.js';
-import { createHash } from 'node:crypto';
-import { mkdir, rm } from 'node:fs/promises';
 import { npyHeader } from '../features/writers.js';
-import { datasetDigest, MANIFEST, shardFolderName, shardOf, weightsDigest, type Manifest, type Shard } from '../shard/index.js';
-import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
-import { TL_VERSION } from '../version.js';
+import { datasetDigest, finishShard, openShardFolder, shardOf, weightsDigest, type Shard } from '../shard/index.js';
+import { writeFileAtomic } from '../util/atomic.js';
 
 export type EvalSplit = 'test' | 'val' | 'train' | 'all';
 
@@ -113,26 +110,15 @@ export async function evaluate(tf: Tf, options: EvalOptions): Promise<EvalResult
       at += p.length;
     }
     if (shard && options.shardOut) {
-      const folder = join(options.shardOut, shardFolderName(shard.index, shard.count));
-      await mkdir(folder, { recursive: true });
-      await rm(join(folder, MANIFEST), { force: true });
+      const folder = await openShardFolder(options.shardOut, shard);
       const npy = Buffer.concat([npyHeader([labels.length, classes.length]), Buffer.from(joined.buffer, joined.byteOffset, joined.byteLength)]);
       await writeFileAtomic(join(folder, 'probs.npy'), npy);
       const rows = paths.map((path, i) => `${JSON.stringify({ path, label: labels[i] })}\n`).join('');
       await writeFileAtomic(join(folder, 'rows.jsonl'), rows);
       const position = new Map(all.map((item, i) => [item.path, i]));
       const relOf = new Map(all.map((item) => [item.path, item.rel]));
-      const manifest: Manifest = {
-        kind: 'tl-shard', version: 1, command: 'eval', tlVersion: TL_VERSION, shard: { index: shard.index, count: shard.count },
-        key: { run: options.run, model: im.name, weights: weightsDigest(im.model), classes: JSON.stringify(classes), data, split: usedRunSplit ? options.split : 'all', usedRunSplit, resize: options.resize ?? 'center-crop', maxPixels: options.maxPixels ?? 0, engine: options.engine ?? 'tfjs', images: all.length, dataset: await datasetDigest(all) },
-        files: await Promise.all(paths.map(async (path) => {
-          const s = await stat(path);
-          return { rel: relOf.get(path)!, size: s.size, mtimeMs: Math.round(s.mtimeMs), position: position.get(path)! };
-        })),
-        skipped: skipped.map((k) => ({ path: k.path, reason: k.reason })),
-        outputs: [{ name: 'probs.npy', sha256: createHash('sha256').update(npy).digest('hex') }, { name: 'rows.jsonl', sha256: createHash('sha256').update(rows).digest('hex') }],
-      };
-      await writeJsonAtomic(join(folder, MANIFEST), manifest);
+      const key = { run: options.run, model: im.name, weights: weightsDigest(im.model), classes: JSON.stringify(classes), data, split: usedRunSplit ? options.split : 'all', usedRunSplit, resize: options.resize ?? 'center-crop', maxPixels: options.maxPixels ?? 0, engine: options.engine ?? 'tfjs', images: all.length, dataset: await datasetDigest(all) };
+      await finishShard(folder, { command: 'eval', shard, key }, paths.map((path) => ({ path, rel: relOf.get(path)!, position: position.get(path)! })), skipped, ['probs.npy', 'rows.jsonl']);
     }
     const seconds = (performance.now() - started) / 1000;
     return {

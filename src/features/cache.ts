@@ -13,7 +13,7 @@ import { openDataset, type ImageItem, type ResizeMode } from '../data/index.js';
 import { onnxSessionFor } from '../engine/index.js';
 import { DatasetError, UsageError } from '../errors.js';
 import type { PreprocessMode } from '../registry/index.js';
-import { datasetDigest, frozenDigest, MANIFEST, shardFolderName, shardOf, type Manifest, type Shard } from '../shard/index.js';
+import { datasetDigest, finishShard, frozenDigest, openShardFolder, shardOf, type Shard } from '../shard/index.js';
 import { FrozenPart } from '../train/frozen-part.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { TL_VERSION } from '../version.js';
@@ -111,10 +111,12 @@ export async function buildCache(tf: Tf, backend: BackendInfo, options: CacheOpt
       await session?.close();
       cut.tail.dispose();
     }
-    const folder = shard ? join(options.out, shardFolderName(shard.index, shard.count)) : options.out;
-    await mkdir(folder, { recursive: true });
     // A previous attempt's record goes first, so a failed re-run is never taken for a complete cache or shard.
-    await rm(join(folder, shard ? MANIFEST : CACHE_FILE), { force: true });
+    const folder = shard ? await openShardFolder(options.out, shard) : options.out;
+    if (!shard) {
+      await mkdir(folder, { recursive: true });
+      await rm(join(folder, CACHE_FILE), { force: true });
+    }
     const outputs: { name: string; sha256: string }[] = [];
     for (let b = 0; b < floats.length; b++) {
       const body = Buffer.concat(chunks[b]!.map((c) => Buffer.from(c.buffer, c.byteOffset, c.byteLength)));
@@ -126,18 +128,13 @@ export async function buildCache(tf: Tf, backend: BackendInfo, options: CacheOpt
       model: source.name, frozenDigest: frozenDigest(backbone, frozen), freeze: frozen, boundaryLayers: cut.boundaryLayers, boundaryShapes: cut.boundaryShapes,
       inputSize: size, preprocess: source.preprocess, resize: options.resize, maxPixels: options.maxPixels, engine: options.engine, images: all.length, dataset: await datasetDigest(all),
     };
-    const stats = await Promise.all(done.map(async (item) => ({ item, s: await stat(item.path) })));
     if (shard) {
       const position = new Map(all.map((item, i) => [item, i]));
-      const manifest: Manifest = {
-        kind: 'tl-shard', version: 1, command: 'cache', tlVersion: TL_VERSION, shard: { index: shard.index, count: shard.count },
-        key: { ...key, boundaryLayers: JSON.stringify(key.boundaryLayers), boundaryShapes: JSON.stringify(key.boundaryShapes) },
-        files: stats.map(({ item, s }) => ({ rel: item.rel, size: s.size, mtimeMs: Math.round(s.mtimeMs), position: position.get(item)! })),
-        skipped: dataset.skipped.filter((k) => shardOf(relOf(options.data, k.path), shard.count) === shard.index).map((k) => ({ path: k.path, reason: k.reason })),
-        outputs,
-      };
-      await writeJsonAtomic(join(folder, MANIFEST), manifest);
+      const shardKey = { ...key, boundaryLayers: JSON.stringify(key.boundaryLayers), boundaryShapes: JSON.stringify(key.boundaryShapes) };
+      const skipped = dataset.skipped.filter((k) => shardOf(relOf(options.data, k.path), shard.count) === shard.index);
+      await finishShard(folder, { command: 'cache', shard, key: shardKey }, done.map((item) => ({ path: item.path, rel: item.rel, position: position.get(item)! })), skipped, outputs.map((o) => o.name));
     } else {
+      const stats = await Promise.all(done.map(async (item) => ({ item, s: await stat(item.path) })));
       const record: CacheRecord = { kind: 'tl-frozen-cache', version: 1, tlVersion: TL_VERSION, key, files: stats.map(({ item, s }) => ({ rel: item.rel, size: s.size, mtimeMs: Math.round(s.mtimeMs) })), outputs };
       await writeJsonAtomic(join(folder, CACHE_FILE), record);
     }

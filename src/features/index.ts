@@ -9,12 +9,8 @@ import { loadFeatureModel, runBatches } from '../inference/index.js';
 import type { PreprocessMode } from '../registry/index.js';
 import type { DownloadProgress } from '../weights/download.js';
 import { checkOutputPath, csvWriter, jsonlWriter, npyWriter, type FeatureWriter } from './writers.js';
-import { mkdir, rm, readFile, stat as statFile } from 'node:fs/promises';
-import { createHash } from 'node:crypto';
 import { basename, join } from 'node:path';
-import { datasetDigest, MANIFEST, shardFolderName, shardOf, weightsDigest, type Manifest, type Shard } from '../shard/index.js';
-import { TL_VERSION } from '../version.js';
-import { writeJsonAtomic } from '../util/atomic.js';
+import { datasetDigest, finishShard, openShardFolder, shardOf, weightsDigest, type Shard } from '../shard/index.js';
 
 export type FeatureFormat = 'npy' | 'csv' | 'jsonl';
 
@@ -94,9 +90,7 @@ export async function extract(tf: Tf, options: ExtractOptions): Promise<ExtractR
     // A shard writes into its own folder; a previous attempt's manifest goes first, so a failed re-run is never
     // taken for a complete shard.
     await checkOutputPath(join(options.out, 'x'));
-    folder = join(options.out, shardFolderName(shard.index, shard.count));
-    await mkdir(folder, { recursive: true });
-    await rm(join(folder, MANIFEST), { force: true });
+    folder = await openShardFolder(options.out, shard);
     options = { ...options, out: join(folder, `features.${options.format}`) };
   }
   await checkOutputPath(options.out);
@@ -106,7 +100,7 @@ export async function extract(tf: Tf, options: ExtractOptions): Promise<ExtractR
   const all = collected.items;
   const items = shard ? all.filter((item) => shardOf(item.rel, shard.count) === shard.index) : all;
   const position = new Map(all.map((item, i) => [item, i]));
-  const rows: Manifest['files'] = [];
+  const rows: { path: string; rel: string; position: number }[] = [];
   const im = await loadFeatureModel(tf, options.model, { ...(options.layer ? { layer: options.layer } : {}), ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.preprocess ? { preprocess: options.preprocess } : {}), ...(options.weights ? { weights: options.weights } : {}), seed: options.seed, ...(options.store ? { store: options.store } : {}), ...(options.onDownload ? { onDownload: options.onDownload } : {}) });
   const width = im.outputShape.reduce((a, b) => a * b, 1);
   let writer: FeatureWriter | null = null;
@@ -116,23 +110,14 @@ export async function extract(tf: Tf, options: ExtractOptions): Promise<ExtractR
     writer = options.format === 'npy' ? await npyWriter(options.out, indexPathFor(options.out), im.outputShape) : options.format === 'csv' ? await csvWriter(options.out, width) : await jsonlWriter(options.out, width);
     for await (const batch of runBatches(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? 'tfjs', ...(options.store ? { store: options.store } : {}) })) {
       await writer.write(batch.items.map((item) => ({ path: item.path, class: item.label >= 0 ? classes[item.label]! : '', split: item.split ?? splits.get(item.rel) ?? '' })), batch.outputs);
-      if (shard) for (const item of batch.items) rows.push({ rel: item.rel, size: 0, mtimeMs: 0, position: position.get(item)! });
+      if (shard) for (const item of batch.items) rows.push({ path: item.path, rel: item.rel, position: position.get(item)! });
       count += batch.items.length;
       options.onProgress?.(count, items.length);
     }
     await writer.finish();
     if (shard && folder) {
       const key = { model: im.name, weights: weightsDigest(im.model), layer: im.outputLayer, format: options.format, inputSize: im.inputSize, preprocess: im.preprocess, resize: options.resize, maxPixels: options.maxPixels, seed: options.seed, val: options.val, test: options.test, engine: options.engine ?? 'tfjs', images: all.length, dataset: await datasetDigest(all) };
-      const manifest: Manifest = {
-        kind: 'tl-shard', version: 1, command: 'extract', tlVersion: TL_VERSION, shard: { index: shard.index, count: shard.count }, key,
-        files: await Promise.all(rows.map(async (r) => {
-          const s = await statFile(all[r.position]!.path);
-          return { ...r, size: s.size, mtimeMs: Math.round(s.mtimeMs) };
-        })),
-        skipped: source.skipped.map((s) => ({ path: s.path, reason: s.reason })),
-        outputs: await Promise.all(writer.files.map(async (f) => ({ name: basename(f), sha256: createHash('sha256').update(await readFile(f)).digest('hex') }))),
-      };
-      await writeJsonAtomic(join(folder, MANIFEST), manifest);
+      await finishShard(folder, { command: 'extract', shard, key }, rows, source.skipped, writer.files.map((f) => basename(f)));
     }
   } catch (err) {
     await writer?.abort();

@@ -4,12 +4,9 @@ import { ImageSource, listImages, type SkippedFile } from '../data/index.js';
 import { UsageError } from '../errors.js';
 import type { DownloadProgress } from '../weights/download.js';
 import { loadClassifier, runBatches, type RunOptions } from './index.js';
-import { createHash } from 'node:crypto';
-import { mkdir, readFile, rm, stat } from 'node:fs/promises';
-import { basename, join } from 'node:path';
-import { datasetDigest, MANIFEST, shardFolderName, shardOf, weightsDigest, type Manifest, type Shard } from '../shard/index.js';
-import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
-import { TL_VERSION } from '../version.js';
+import { join } from 'node:path';
+import { datasetDigest, finishShard, openShardFolder, shardOf, weightsDigest, type Shard } from '../shard/index.js';
+import { writeFileAtomic } from '../util/atomic.js';
 
 export interface PredictOptions extends RunOptions {
   model: string;
@@ -62,23 +59,13 @@ export async function predict(tf: Tf, options: PredictOptions): Promise<PredictR
     }
     let file: string | undefined;
     if (shard && options.out) {
-      const folder = join(options.out, shardFolderName(shard.index, shard.count));
-      await mkdir(folder, { recursive: true });
-      await rm(join(folder, MANIFEST), { force: true });
+      const folder = await openShardFolder(options.out, shard);
       file = join(folder, 'predictions.jsonl');
       await writeFileAtomic(file, predictions.map(line).join(''));
       const position = new Map(listed.items.map((item, i) => [item.path, i]));
-      const manifest: Manifest = {
-        kind: 'tl-shard', version: 1, command: 'predict', tlVersion: TL_VERSION, shard: { index: shard.index, count: shard.count },
-        key: { model: im.name, weights: weightsDigest(im.model), top: k, inputSize: im.inputSize, preprocess: im.preprocess, resize: options.resize ?? 'center-crop', maxPixels: options.maxPixels ?? 0, engine: options.engine ?? 'tfjs', images: listed.items.length, inputs: await datasetDigest(listed.items) },
-        files: await Promise.all(predictions.map(async (p) => {
-          const s = await stat(p.path);
-          return { rel: listed.items[position.get(p.path)!]!.rel, size: s.size, mtimeMs: Math.round(s.mtimeMs), position: position.get(p.path)! };
-        })),
-        skipped: source.skipped.map((k2) => ({ path: k2.path, reason: k2.reason })),
-        outputs: [{ name: basename(file), sha256: createHash('sha256').update(await readFile(file)).digest('hex') }],
-      };
-      await writeJsonAtomic(join(folder, MANIFEST), manifest);
+      const key = { model: im.name, weights: weightsDigest(im.model), top: k, inputSize: im.inputSize, preprocess: im.preprocess, resize: options.resize ?? 'center-crop', maxPixels: options.maxPixels ?? 0, engine: options.engine ?? 'tfjs', images: listed.items.length, inputs: await datasetDigest(listed.items) };
+      const rows = predictions.map((p) => ({ path: p.path, rel: listed.items[position.get(p.path)!]!.rel, position: position.get(p.path)! }));
+      await finishShard(folder, { command: 'predict', shard, key }, rows, source.skipped, ['predictions.jsonl']);
     } else if (options.out) {
       file = options.out;
       await writeFileAtomic(file, predictions.map(line).join(''));

@@ -2,10 +2,13 @@
 // images a shard takes, which shard this process is, and the manifest each shard writes beside its outputs so that
 // `tl merge` can check the shards belong together before joining them.
 import { createHash } from 'node:crypto';
-import { stat } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { z } from 'zod';
 import type { LayerVariable, LayersModel } from '../backend/index.js';
 import { UsageError } from '../errors.js';
+import { writeJsonAtomic } from '../util/atomic.js';
+import { TL_VERSION } from '../version.js';
 
 export interface Shard {
   index: number;
@@ -120,3 +123,37 @@ export const manifestSchema = z.object({
   outputs: z.array(z.object({ name: z.string(), sha256: z.string().regex(/^[0-9a-f]{64}$/) })),
 });
 export type Manifest = z.infer<typeof manifestSchema>;
+
+/**
+ * Makes this shard's folder inside `out` and removes a previous attempt's manifest first, so that a failed re-run is
+ * never taken for a complete shard. Returns the folder.
+ */
+export async function openShardFolder(out: string, shard: Shard): Promise<string> {
+  const folder = join(out, shardFolderName(shard.index, shard.count));
+  await mkdir(folder, { recursive: true });
+  await rm(join(folder, MANIFEST), { force: true });
+  return folder;
+}
+
+/**
+ * Writes the shard's manifest, last: its rows (each image's path relative to the root, size, mtime and position in
+ * the whole pass), what it skipped, and the sha256 of each output file (named relative to the folder).
+ */
+export async function finishShard(
+  folder: string,
+  head: { command: Manifest['command']; shard: Shard; key: Manifest['key'] },
+  rows: readonly { path: string; rel: string; position: number }[],
+  skipped: readonly { path: string; reason: string }[],
+  outputs: readonly string[],
+): Promise<void> {
+  const manifest: Manifest = {
+    kind: 'tl-shard', version: 1, command: head.command, tlVersion: TL_VERSION, shard: { index: head.shard.index, count: head.shard.count }, key: head.key,
+    files: await Promise.all(rows.map(async (r) => {
+      const s = await stat(r.path);
+      return { rel: r.rel, size: s.size, mtimeMs: Math.round(s.mtimeMs), position: r.position };
+    })),
+    skipped: skipped.map((s) => ({ path: s.path, reason: s.reason })),
+    outputs: await Promise.all(outputs.map(async (name) => ({ name, sha256: createHash('sha256').update(await readFile(join(folder, name))).digest('hex') }))),
+  };
+  await writeJsonAtomic(join(folder, MANIFEST), manifest);
+}
