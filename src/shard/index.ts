@@ -95,13 +95,14 @@ export function frozenDigest(model: LayersModel, frozen: number): string {
   return digestWeights(model.layers.slice(0, frozen).flatMap((l) => l.weights));
 }
 
-/** sha256 over the dataset's files (relative path, size, modification time), in scan order. */
+/**
+ * sha256 over the dataset's file list (paths relative to the root, in scan order): shards that saw different files
+ * disagree. It reads no file (every shard computes it over the whole dataset); each shard's manifest records the size
+ * and mtime of its own files.
+ */
 export async function datasetDigest(items: readonly { path: string; rel: string }[]): Promise<string> {
   const hash = createHash('sha256');
-  for (const item of items) {
-    const s = await stat(item.path);
-    hash.update(`${item.rel}\t${s.size}\t${Math.round(s.mtimeMs)}\n`);
-  }
+  for (const item of items) hash.update(`${item.rel}\n`);
   return hash.digest('hex');
 }
 
