@@ -64,7 +64,7 @@ export function extractCommand(io: Io): Command {
 
 export function mergeCommand(io: Io): Command {
   const cmd = new Command('merge')
-    .description('join the shards of a sharded `tl extract`, `tl cache`, `tl predict` or `tl eval` into what one machine writes (for eval: the metrics of them all) (same bytes and row order), after checking they belong together')
+    .description('join the shards of a sharded `tl extract`, `tl cache`, `tl predict` or `tl eval` into what one machine writes (same bytes and row order; for eval, the metrics of all shards), after checking they belong together')
     .argument('<DIRS...>', 'shard folders (shard-I-of-N), or folders holding them')
     .requiredOption('-o, --out <path>', 'the merged output: for tl extract shards a file (features.npy: its index goes beside it), for tl cache shards a folder, for tl predict shards a .jsonl file, for tl eval shards the metrics .json');
   addCommonOptions(cmd, { backend: false });

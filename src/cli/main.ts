@@ -20,7 +20,7 @@ import { bufferIo, processIo, type Io } from './io.js';
 /** Builds the `tl` program writing through `io`. */
 export function buildProgram(io: Io): Command {
   const program = new Command('tl')
-    .description('Transfer learning on pretrained vision models: fine-tune, extract features, evaluate, predict.')
+    .description('Transfer learning on pretrained vision models: fine-tune, choose the backbone, freeze depth and learning rate, extract features, evaluate, predict, and shard the passes over images across a job array.')
     .version(TL_VERSION, '-V, --version')
     .showHelpAfterError('(run with --help for usage)')
     .enablePositionalOptions()
