@@ -1,5 +1,4 @@
 // Fine-tuning: the frozen part runs once per image in inference mode (cached), the tail trains on its outputs.
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -413,7 +412,7 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
     stepSteps: (options.stepEpochs ?? Math.max(1, Math.round(epochs / 3))) * stepsPerEpoch,
     gamma: options.gamma ?? 0.1,
   };
-  const config: Record<string, unknown> = { ...effectiveConfig(options), freeze: options.freeze === 'default' || options.freeze === 'auto' ? freeze : options.freeze, ...(freezeAuto ? { freezeAuto: summariseFreezeAuto(freezeAuto) } : {}), epochs, lr: options.lr === 'find' ? 'find' : lr, phases, optimizer: optimizer.optimizer, momentum: optimizer.momentum, nesterov: optimizer.nesterov, inputSize: size, classWeights: loss.classWeights, backend: backend.label, frozenLayers: frozenCount, bn };
+  const config: Record<string, unknown> = { ...effectiveConfig(options), freeze: options.freeze === 'default' || options.freeze === 'auto' ? freeze : options.freeze, ...(freezeAuto ? { freezeAuto } : {}), epochs, lr: options.lr === 'find' ? 'find' : lr, phases, optimizer: optimizer.optimizer, momentum: optimizer.momentum, nesterov: optimizer.nesterov, inputSize: size, classWeights: loss.classWeights, backend: backend.label, frozenLayers: frozenCount, bn };
 
   const weights = new LayerOrderWeights(tf, full, Math.min(...phases.map((p) => p.frozenLayers)));
   const frozenDigest = weights.frozenDigest();
@@ -573,11 +572,6 @@ async function checkedFeatures(options: FinetuneOptions, run: { model: string; f
     if (s.size !== f.size || Math.round(s.mtimeMs) !== f.mtimeMs) throw new UsageError(`--features ${dir}: ${item.path} changed after the cache was made.`);
   }
   return { arrays: await loadCacheArrays(dir, record), layers: k.boundaryLayers };
-}
-
-/** What config.json and the report keep of `--freeze auto`: the curve and the choice. */
-function summariseFreezeAuto(r: FreezeAutoResult): FreezeAutoResult {
-  return { ...r, depths: r.depths.map((d) => ({ ...d })) };
 }
 
 /**
