@@ -32,7 +32,7 @@ export function slurmCommand(io: Io): Command {
   addCommonOptions(cmd, { backend: false });
   cmd.action(async (command: string[], raw: unknown) => {
     const opts = parseOptions(slurmSchema, raw);
-    const { writeSlurmScripts, submit } = await import('../shard/slurm.js');
+    const { writeSlurmScripts, submit, sh } = await import('../shard/slurm.js');
     const scripts = await writeSlurmScripts({
       command, shards: opts.shards, ...(opts.partition ? { partition: opts.partition } : {}), ...(opts.time ? { time: opts.time } : {}),
       ...(opts.cpusPerTask ? { cpusPerTask: opts.cpusPerTask } : {}), ...(opts.mem ? { mem: opts.mem } : {}), extra: opts.sbatch,
@@ -42,7 +42,7 @@ export function slurmCommand(io: Io): Command {
     if (opts.json) return printJson(io, { ...scripts, jobs });
     io.out(`wrote ${scripts.array} (${opts.shards} array tasks) and ${scripts.merge}; logs in ${scripts.logs}\n`);
     if (jobs) io.out(`submitted array job ${jobs.array} and merge job ${jobs.merge} (after the array succeeds)${opts.wait ? '; the merge has ended' : ''}: ${scripts.merged}\n`);
-    else io.out(`submit with: jid=$(sbatch --parsable ${scripts.array}) && sbatch --dependency=afterok:$jid ${scripts.merge}\n`);
+    else io.out(`submit with: jid=$(sbatch --parsable ${sh(scripts.array)}) && sbatch --dependency=afterok:"$jid" ${sh(scripts.merge)}\n`);
   });
   return cmd;
 }

@@ -29,8 +29,27 @@ export interface SlurmScripts {
   logs: string;
 }
 
-/** Quotes a word for bash. */
-const sh = (word: string) => (/^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`);
+/** Quotes a word for bash (single quotes; a quote inside becomes '\''). */
+export const sh = (word: string) => (/^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`);
+
+/** Control characters (a newline ends a script line; NUL, CR, escapes and the rest have no place in one). */
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+
+/** Refuses a value that would change a generated script's lines: `what` names it in the message. */
+function scriptSafe(what: string, value: string): string {
+  if (CONTROL.test(value)) throw new UsageError(`${what} ${JSON.stringify(value)} holds a control character (a newline, tab or escape): tl slurm writes it into a script and refuses it.`);
+  return value;
+}
+
+/**
+ * A value for an `#SBATCH` line. sbatch reads those lines itself (not bash) and ends a value at white space, so only
+ * plain words are allowed there; anything else is refused rather than quoted in a way sbatch may read otherwise.
+ */
+function sbatchSafe(what: string, value: string): string {
+  scriptSafe(what, value);
+  if (!/^[\w@%+=:,./-]+$/.test(value)) throw new UsageError(`${what} ${JSON.stringify(value)}: an #SBATCH value may hold only letters, digits and @ % + = : , . / - _ (no spaces, quotes, $ or #).`, { suggestion: 'Choose a value (or an --out folder) without them.' });
+  return value;
+}
 
 /** The value of `--name VALUE` or `--name=VALUE` in `args`. */
 function optionValue(args: string[], names: string[]): string | undefined {
@@ -51,22 +70,25 @@ export async function writeSlurmScripts(options: SlurmOptions): Promise<SlurmScr
   const out = optionValue(rest, ['--out', '-o']);
   if (out === undefined) throw new UsageError('tl slurm needs the command\'s --out FOLDER: the shards go into it.');
   const format = optionValue(rest, ['--format']) ?? 'npy';
-  const folder = resolve(out);
+  // Every value that enters a script is checked before anything is written: none may add a line to it.
+  rest.forEach((a, i) => scriptSafe(`argument ${i + 2} of the command`, a));
+  scriptSafe('the working folder', process.cwd());
+  scriptSafe('the node path', options.node);
+  scriptSafe('the tl path', options.tl);
+  const folder = sbatchSafe('--out', resolve(scriptSafe('--out', out)));
   const scripts = join(folder, 'slurm');
   const logs = join(folder, 'logs');
-  await mkdir(scripts, { recursive: true });
-  await mkdir(logs, { recursive: true });
   // The merged result: extract's file beside the shards, cache's folder (what `tl finetune --features` takes).
   const merged = sub === 'extract' ? join(folder, `features.${format}`) : sub === 'predict' ? join(folder, 'predictions.jsonl') : sub === 'eval' ? join(folder, 'metrics.json') : join(folder, 'merged');
   const header = (name: string, output: string) => [
     '#!/bin/bash',
     `#SBATCH --job-name=${name}`,
     `#SBATCH --output=${output}`,
-    ...(options.partition ? [`#SBATCH --partition=${options.partition}`] : []),
-    ...(options.time ? [`#SBATCH --time=${options.time}`] : []),
+    ...(options.partition ? [`#SBATCH --partition=${sbatchSafe('--partition', options.partition)}`] : []),
+    ...(options.time ? [`#SBATCH --time=${sbatchSafe('--time', options.time)}`] : []),
     ...(options.cpusPerTask ? [`#SBATCH --cpus-per-task=${options.cpusPerTask}`] : []),
-    ...(options.mem ? [`#SBATCH --mem=${options.mem}`] : []),
-    ...(options.extra ?? []).map((e) => `#SBATCH ${e}`),
+    ...(options.mem ? [`#SBATCH --mem=${sbatchSafe('--mem', options.mem)}`] : []),
+    ...(options.extra ?? []).map((e) => `#SBATCH ${sbatchSafe('--sbatch', e)}`),
   ];
   // Relative paths in the command are the submitting folder's: the job runs there.
   const cwd = process.cwd();
@@ -87,6 +109,8 @@ export async function writeSlurmScripts(options: SlurmOptions): Promise<SlurmScr
     `exec ${sh(options.node)} ${sh(options.tl)} merge ${sh(folder)} --out ${sh(merged)}`,
     '',
   ].join('\n');
+  await mkdir(scripts, { recursive: true });
+  await mkdir(logs, { recursive: true });
   const arrayPath = join(scripts, `${sub}.sbatch`);
   const mergePath = join(scripts, 'merge.sbatch');
   await writeFileAtomic(arrayPath, array);
