@@ -57,7 +57,7 @@ export function extractCommand(io: Io): Command {
     if (opts.json) return printJson(io, result);
     io.out(`${result.count} images x ${result.shape.slice(1).join('x')} features of '${result.layer}' (${result.model}), ${result.imagesPerSecond.toFixed(1)} img/s\n`);
     for (const s of result.skipped) io.out(`skipped ${s.path}: ${s.reason}\n`);
-    io.out(`wrote ${result.files.join(', ')}${result.shard ? ` (shard ${result.shard.index} of ${result.shard.count}: ${result.shard.images} of the dataset's images; \`tl merge ${opts.out}\` joins the shards)` : ''}\n`);
+    io.out(`wrote ${result.files.join(', ')}${result.shard ? ` (shard ${result.shard.index} of ${result.shard.count}: ${result.shard.images} of the dataset's images; \`tl merge ${opts.out} --out FILE.${opts.format}\` joins the shards)` : ''}\n`);
   });
   return cmd;
 }

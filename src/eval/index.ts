@@ -7,7 +7,7 @@ import { ModelNotFoundError, UsageError } from '../errors.js';
 import { loadClassifier, runBatches, type RunOptions } from '../inference/index.js';
 import { z } from 'zod';
 import { computeMetrics, type Metrics } from './metrics.js';
-import { npyHeader } from '../features/writers.js';
+import { npyHeader } from '../util/npy.js';
 import { datasetDigest, finishShard, openShardFolder, shardOf, weightsDigest, type Shard } from '../shard/index.js';
 import { writeFileAtomic } from '../util/atomic.js';
 

@@ -18,7 +18,7 @@ import { FrozenPart } from '../train/frozen-part.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { TL_VERSION } from '../version.js';
 import { loadBackbone } from '../weights/backbone.js';
-import { npyHeader, NPY_HEADER_BYTES } from './writers.js';
+import { npyHeader, readNpy } from '../util/npy.js';
 
 export interface CacheOptions {
   data: string;
@@ -163,8 +163,9 @@ export async function readCache(folder: string): Promise<CacheRecord> {
   }
   const parsed = cacheRecordSchema.safeParse(json);
   if (!parsed.success) throw new DatasetError(`${path} is not a tl frozen-part cache record (${parsed.error.issues[0]?.path.join('.') ?? ''}: ${parsed.error.issues[0]?.message ?? ''}).`);
+  const names = parsed.data.key.boundaryShapes.map((_, b) => boundaryFile(b));
+  if (parsed.data.outputs.map((o) => o.name).join('\n') !== names.join('\n')) throw new DatasetError(`${path} lists the outputs ${parsed.data.outputs.map((o) => o.name).join(', ') || '(none)'}; its key needs ${names.join(', ')}.`);
   for (const o of parsed.data.outputs) {
-    if (!/^boundary-\d+\.npy$/.test(o.name)) throw new DatasetError(`${path} names an unexpected file (${o.name}).`);
     const bytes = await readFile(join(folder, o.name)).catch(() => null);
     if (bytes === null) throw new DatasetError(`${join(folder, o.name)} is missing.`);
     if (createHash('sha256').update(bytes).digest('hex') !== o.sha256) throw new DatasetError(`${join(folder, o.name)} does not match ${CACHE_FILE} (changed or damaged): make the cache again.`);
@@ -174,14 +175,20 @@ export async function readCache(folder: string): Promise<CacheRecord> {
 
 /** The cached arrays of each image, by path relative to the dataset root (one Float32Array per boundary tensor). */
 export async function loadCacheArrays(folder: string, record: CacheRecord): Promise<Map<string, Float32Array[]>> {
-  const floats = record.key.boundaryShapes.map((s) => s.reduce((a, b) => a * b, 1));
-  const files = await Promise.all(floats.map(async (_, b) => await readFile(join(folder, boundaryFile(b)))));
+  const shapes = record.key.boundaryShapes;
+  if (record.outputs.length !== shapes.length) throw new DatasetError(`${join(folder, CACHE_FILE)} lists ${record.outputs.length} output files for ${shapes.length} boundary tensors.`);
+  // The hash proves the file is the one the record names; the header, byte length and row count prove the record
+  // describes it (a record whose rows and files disagree would hand one image another's outputs).
+  const files = await Promise.all(shapes.map(async (shape, b) => {
+    const path = join(folder, boundaryFile(b));
+    return readNpy(await readFile(path), path, { rows: record.files.length, rowShape: shape });
+  }));
   const out = new Map<string, Float32Array[]>();
   record.files.forEach((f, r) => {
-    out.set(f.rel, floats.map((n, b) => {
-      const buf = files[b]!;
-      const start = NPY_HEADER_BYTES + r * n * 4;
-      return new Float32Array(buf.buffer.slice(buf.byteOffset + start, buf.byteOffset + start + n * 4));
+    if (out.has(f.rel)) throw new DatasetError(`${join(folder, CACHE_FILE)} lists ${f.rel} twice.`);
+    out.set(f.rel, files.map((npy) => {
+      const start = npy.body.byteOffset + r * npy.rowBytes;
+      return new Float32Array(npy.body.buffer.slice(start, start + npy.rowBytes));
     }));
   });
   return out;

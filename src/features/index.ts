@@ -89,7 +89,6 @@ export async function extract(tf: Tf, options: ExtractOptions): Promise<ExtractR
   if (shard) {
     // A shard writes into its own folder; a previous attempt's manifest goes first, so a failed re-run is never
     // taken for a complete shard.
-    await checkOutputPath(join(options.out, 'x'));
     folder = await openShardFolder(options.out, shard);
     options = { ...options, out: join(folder, `features.${options.format}`) };
   }

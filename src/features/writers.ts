@@ -6,6 +6,7 @@ import { dirname } from 'node:path';
 import { EnvironmentError } from '../errors.js';
 import { sweepStaleTemps, tempPathFor, untrackTemp } from '../util/atomic.js';
 import { notice } from '../util/notice.js';
+import { NPY_HEADER_BYTES, npyHeader } from '../util/npy.js';
 
 /**
  * Checks, before any slow work, that `path` can be written: its folder exists and is writable, and it is not itself
@@ -23,24 +24,6 @@ export async function checkOutputPath(path: string): Promise<void> {
     throw new EnvironmentError(`Cannot write ${path}: the folder ${folder} is not writable (EACCES).`, { suggestion: 'Check its permissions, or choose another --out.' });
   }
   for (const leftover of sweepStaleTemps(folder)) notice(`removed ${leftover}, left by an interrupted run`);
-}
-
-/** Fixed header size, so the row count can be filled in at the end (multiple of 64, as numpy aligns). */
-export const NPY_HEADER_BYTES = 128;
-
-/** The .npy header tl writes for a float32 array of `shape`. */
-export function npyHeader(shape: number[]): Buffer {
-  const dict = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`;
-  const body = NPY_HEADER_BYTES - 10;
-  if (dict.length + 1 > body) throw new Error(`npy header too long for shape (${shape.join(', ')})`);
-  const header = Buffer.alloc(NPY_HEADER_BYTES, 0x20);
-  header.write('\x93NUMPY', 0, 'latin1');
-  header[6] = 1;
-  header[7] = 0;
-  header.writeUInt16LE(body, 8);
-  header.write(dict, 10, 'latin1');
-  header[NPY_HEADER_BYTES - 1] = 0x0a;
-  return header;
 }
 
 /** A file written through a temp file: `finish` renames it into place, `abort` removes it. */

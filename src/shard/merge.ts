@@ -5,10 +5,13 @@ import { createHash } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatasetError, UsageError } from '../errors.js';
-import { checkOutputPath, NPY_HEADER_BYTES, npyHeader } from '../features/writers.js';
+import { checkOutputPath } from '../features/writers.js';
+import { npyHeader, npyRow, readNpy } from '../util/npy.js';
 import { boundaryFile, CACHE_FILE, type CacheRecord } from '../features/cache.js';
-import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
-import { mkdir } from 'node:fs/promises';
+import { sweepStaleTemps, writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
+import { mkdir, rm } from 'node:fs/promises';
+import { notice } from '../util/notice.js';
+import { isInside, realish } from '../util/paths.js';
 import { TL_VERSION } from '../version.js';
 import { computeMetrics, type Metrics } from '../eval/metrics.js';
 import { MANIFEST, manifestSchema, type Manifest } from './index.js';
@@ -114,6 +117,10 @@ const lines = (b: Buffer) => b.toString('utf8').replace(/\n$/, '').split('\n');
  * machine writes them (the dataset's scan order), byte for byte.
  */
 export async function mergeShards(inputs: string[], out: string): Promise<MergeResult> {
+  // The merged output never replaces what it is made from.
+  for (const input of inputs) {
+    if (isInside(realish(input), realish(out))) throw new UsageError(`--out ${out} is inside the input ${input}: the merge would write over the shards it reads.`, { suggestion: 'Choose an --out outside every input folder.' });
+  }
   const shards = await checkShards(inputs);
   const first = shards[0]!.manifest;
   if (first.command === 'cache') return mergeCache(shards, out);
@@ -138,14 +145,15 @@ export async function mergeShards(inputs: string[], out: string): Promise<MergeR
   for (const { folder, manifest } of shards) {
     const positions = manifest.files.map((f) => f.position);
     if (format === 'npy') {
-      const npy = await readFile(join(folder, 'features.npy'));
-      const shape = /'shape': \(([^)]*)\)/.exec(npy.toString('latin1', 10, NPY_HEADER_BYTES))?.[1]?.split(',').map((v) => v.trim()).filter((v) => v !== '').map(Number);
-      if (!shape || shape[0] !== positions.length) throw new DatasetError(`${join(folder, 'features.npy')} holds ${shape?.[0] ?? '?'} rows; its manifest lists ${positions.length}.`);
-      rowShape ??= shape.slice(1);
-      const width = shape.slice(1).reduce((a, b) => a * b, 1) * 4;
-      const index = lines(await readFile(join(folder, 'features.index.csv')));
+      const path = join(folder, 'features.npy');
+      // Header, byte length and the manifest's rows must agree; every shard's rows have the first shard's shape.
+      const npy = readNpy(await readFile(path), path, { rows: positions.length, ...(rowShape ? { rowShape } : {}) });
+      rowShape ??= npy.shape.slice(1);
+      const indexPath = join(folder, 'features.index.csv');
+      const index = lines(await readFile(indexPath));
+      if (index.length - 1 !== positions.length) throw new DatasetError(`${indexPath} holds ${index.length - 1} rows; its manifest lists ${positions.length}.`);
       header ??= index[0]!;
-      positions.forEach((position, r) => rows.push({ position, parts: [npy.subarray(NPY_HEADER_BYTES + r * width, NPY_HEADER_BYTES + (r + 1) * width), Buffer.from(index[r + 1]!.slice(index[r + 1]!.indexOf(',') + 1))] }));
+      positions.forEach((position, r) => rows.push({ position, parts: [npyRow(npy, r), Buffer.from(index[r + 1]!.slice(index[r + 1]!.indexOf(',') + 1))] }));
     } else {
       const text = lines(await readFile(join(folder, `features.${format}`)));
       if (format === 'csv') {
@@ -181,16 +189,21 @@ async function mergeCache(shards: { folder: string; manifest: Manifest }[], out:
   const layers = JSON.parse(String(first.key['boundaryLayers'])) as string[];
   const rows: { position: number; file: Manifest['files'][number]; parts: Buffer[] }[] = [];
   for (const { folder, manifest } of shards) {
-    const files = await Promise.all(shapes.map(async (_, b) => await readFile(join(folder, boundaryFile(b)))));
+    // Each boundary file holds exactly the manifest's rows, each of the key's shape: a row more or less would shift
+    // every image after it onto another image's outputs.
+    const files = await Promise.all(shapes.map(async (shape, b) => {
+      const path = join(folder, boundaryFile(b));
+      return readNpy(await readFile(path), path, { rows: manifest.files.length, rowShape: shape });
+    }));
     manifest.files.forEach((file, r) => {
-      rows.push({ position: file.position, file, parts: shapes.map((shape, b) => {
-        const width = shape.reduce((a, c) => a * c, 1) * 4;
-        return files[b]!.subarray(NPY_HEADER_BYTES + r * width, NPY_HEADER_BYTES + (r + 1) * width);
-      }) });
+      rows.push({ position: file.position, file, parts: files.map((npy) => npyRow(npy, r)) });
     });
   }
   rows.sort((a, b) => a.position - b.position);
   await mkdir(out, { recursive: true });
+  for (const leftover of sweepStaleTemps(out)) notice(`removed ${leftover}, left by an interrupted merge`);
+  // A previous merge's record goes first: a merge killed midway never leaves a folder that reads as a complete cache.
+  await rm(join(out, CACHE_FILE), { force: true });
   const outputs: CacheRecord['outputs'] = [];
   for (let b = 0; b < shapes.length; b++) {
     const bytes = Buffer.concat([npyHeader([rows.length, ...shapes[b]!]), ...rows.map((r) => r.parts[b]!)]);
@@ -216,13 +229,13 @@ async function mergeEval(shards: { folder: string; manifest: Manifest }[], out: 
   await checkOutputPath(out);
   const first = shards[0]!.manifest;
   const classes = JSON.parse(String(first.key['classes'])) as string[];
-  const width = classes.length * 4;
   const rows: { position: number; probs: Buffer; path: string; label: number }[] = [];
   for (const { folder, manifest } of shards) {
-    const npy = await readFile(join(folder, 'probs.npy'));
+    const npyPath = join(folder, 'probs.npy');
+    const npy = readNpy(await readFile(npyPath), npyPath, { rows: manifest.files.length, rowShape: [classes.length] });
     const lines = (await readFile(join(folder, 'rows.jsonl'), 'utf8')).split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { path: string; label: number });
     if (lines.length !== manifest.files.length) throw new DatasetError(`${join(folder, 'rows.jsonl')} holds ${lines.length} rows; its manifest lists ${manifest.files.length}.`);
-    manifest.files.forEach((f, r) => rows.push({ position: f.position, probs: npy.subarray(NPY_HEADER_BYTES + r * width, NPY_HEADER_BYTES + (r + 1) * width), path: lines[r]!.path, label: lines[r]!.label }));
+    manifest.files.forEach((f, r) => rows.push({ position: f.position, probs: npyRow(npy, r), path: lines[r]!.path, label: lines[r]!.label }));
   }
   rows.sort((a, b) => a.position - b.position);
   const cat = Buffer.concat(rows.map((r) => r.probs));

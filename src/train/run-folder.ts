@@ -1,11 +1,12 @@
 // The run folder of a fine-tune: checked before any slow work, created exclusively, locked for the run, and swept
 // of temp files that a killed run left behind.
-import { closeSync, existsSync, openSync, readFileSync, realpathSync, rmdirSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmdirSync, rmSync, statSync, writeSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { dirname, join } from 'node:path';
 import { EnvironmentError, TlError, UsageError } from '../errors.js';
 import { processAlive, sweepStaleTemps, trackTemp, untrackTemp } from '../util/atomic.js';
 import { notice } from '../util/notice.js';
+import { isInside, realish } from '../util/paths.js';
 
 const LOCK = '.tl.lock';
 
@@ -14,19 +15,6 @@ export interface RunFolder {
   dir: string;
   /** Removes the lock; `discard` also removes the folder if this run created it and wrote nothing into it. */
   release(options?: { discard?: boolean }): void;
-}
-
-/** `path` with symlinks resolved as far as it exists. */
-function realish(path: string): string {
-  const full = resolve(path);
-  let existing = full;
-  while (!existsSync(existing) && dirname(existing) !== existing) existing = dirname(existing);
-  return join(realpathSync(existing), relative(existing, full));
-}
-
-function isInside(root: string, path: string): boolean {
-  const rel = relative(root, path);
-  return rel === '' || (rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel));
 }
 
 /** Takes the folder's lock, or says which live process holds it. */

@@ -1,4 +1,5 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
@@ -59,5 +60,89 @@ describe('tl cache, its shards, and tl finetune --features', () => {
     await expect(finetune(tf, info, options({ features: single, inputSize: 96 }))).rejects.toThrow(`--features ${single} was computed with --input-size 64; this run uses 96.`);
     await expect(finetune(tf, info, options({ features: single, weights: 'random' }))).rejects.toThrow(/was computed with frozen weights of sha256 [0-9a-f]{12}; this run uses [0-9a-f]{12}/);
     await expect(finetune(tf, info, options({ features: tempDir() }))).rejects.toThrow(/is not a frozen-part cache \(no cache.json\)/);
+  });
+});
+
+/** Re-hashes an output after tampering with it, as a manifest or record someone edited would. */
+function rehash(record: string, name: string, bytes: Buffer): void {
+  const json = JSON.parse(readFileSync(record, 'utf8')) as { outputs: { name: string; sha256: string }[] };
+  json.outputs.find((o) => o.name === name)!.sha256 = createHash('sha256').update(bytes).digest('hex');
+  writeFileSync(record, JSON.stringify(json));
+}
+
+describe('what merge and --features read back agrees with its record, not only with its hash', () => {
+  it('refuses a shard whose manifest lists a row more or less than its files hold, and a truncated .npy', async () => {
+    const shards = tempDir();
+    for (let i = 0; i < 2; i++) {
+      const r = await runCli(['cache', data, ...cacheArgs, '--shard', `${i}/2`, '--out', shards], env);
+      expect(r.exitCode, r.stderr).toBe(0);
+      const e = await runCli(['extract', data, ...cacheArgs.filter((a, k) => a !== '--freeze' && cacheArgs[k - 1] !== '--freeze'), '--shard', `${i}/2`, '--out', join(shards, 'x')], env);
+      expect(e.exitCode, e.stderr).toBe(0);
+    }
+    const copy = () => {
+      const dir = join(tempDir(), 'shards');
+      cpSync(shards, dir, { recursive: true });
+      return dir;
+    };
+    // One manifest row fewer: the rows after it would land on other images' outputs.
+    const fewer = copy();
+    const manifest = join(fewer, 'shard-0-of-2', 'manifest.json');
+    const m = JSON.parse(readFileSync(manifest, 'utf8')) as { files: unknown[] };
+    const rows = m.files.length;
+    m.files.pop();
+    writeFileSync(manifest, JSON.stringify(m));
+    const r1 = await runCli(['merge', fewer, '--out', join(tempDir(), 'merged')], env);
+    expect(r1.exitCode).toBe(1);
+    expect(r1.stderr).toContain(`boundary-0.npy holds ${rows} rows; its record lists ${rows - 1}.`);
+    // A boundary file one row short, its hash updated in the manifest.
+    const short = copy();
+    const file = join(short, 'shard-1-of-2', 'boundary-1.npy');
+    const cut = readFileSync(file).subarray(0, readFileSync(file).length - 4 * 4 * 96 * 4);
+    writeFileSync(file, cut);
+    rehash(join(short, 'shard-1-of-2', 'manifest.json'), 'boundary-1.npy', cut);
+    const r2 = await runCli(['merge', short, '--out', join(tempDir(), 'merged')], env);
+    expect(r2.exitCode).toBe(1);
+    expect(r2.stderr).toMatch(/boundary-1\.npy is \d+ bytes; its header's shape \(\d+, 4, 4, 96\) needs \d+ \(truncated\)/);
+    // An extract shard's features.npy cut short in its body.
+    const feats = join(short, 'x', 'shard-0-of-2', 'features.npy');
+    const body = readFileSync(feats).subarray(0, readFileSync(feats).length - 100);
+    writeFileSync(feats, body);
+    rehash(join(short, 'x', 'shard-0-of-2', 'manifest.json'), 'features.npy', body);
+    const r3 = await runCli(['merge', join(short, 'x'), '--out', join(tempDir(), 'f.npy')], env);
+    expect(r3.exitCode).toBe(1);
+    expect(r3.stderr).toMatch(/features\.npy is \d+ bytes; its header's shape \(\d+, 1280\) needs \d+ \(truncated\)/);
+    // An --out inside an input would overwrite the shard being read.
+    const own = copy();
+    const before = readFileSync(join(own, 'shard-0-of-2', 'boundary-0.npy'));
+    const r4 = await runCli(['merge', own, '--out', join(own, 'shard-0-of-2')], env);
+    expect(r4.exitCode).toBe(2);
+    expect(r4.stderr).toContain(`--out ${join(own, 'shard-0-of-2')} is inside the input ${own}`);
+    expect(readFileSync(join(own, 'shard-0-of-2', 'boundary-0.npy')).equals(before)).toBe(true);
+    // A killed merge's temp file (its process gone) is swept by the next merge into that folder.
+    const merged = join(tempDir(), 'merged');
+    mkdirSync(merged);
+    const stale = join(merged, '.boundary-0.npy.99999999.0123abcd.tmp');
+    writeFileSync(stale, Buffer.alloc(1000));
+    const r5 = await runCli(['merge', own, '--out', merged], env);
+    expect(r5.exitCode, r5.stderr).toBe(0);
+    expect(r5.stderr).toContain(`removed ${stale}, left by an interrupted merge`);
+    expect(existsSync(stale)).toBe(false);
+  });
+
+  it('tl finetune --features refuses a boundary file shorter than its header, or a record with a row too many', async () => {
+    const half = join(tempDir(), 'cache');
+    cpSync(single, half, { recursive: true });
+    const file = join(half, 'boundary-0.npy');
+    const bytes = readFileSync(file);
+    const cut = bytes.subarray(0, 128 + Math.floor((bytes.length - 128) / 2));
+    writeFileSync(file, cut);
+    rehash(join(half, 'cache.json'), 'boundary-0.npy', cut);
+    await expect(finetune(tf, info, options({ features: half }))).rejects.toThrow(/boundary-0\.npy is \d+ bytes; its header's shape \(30, 4, 4, 576\) needs \d+ \(truncated\)/);
+    const extra = join(tempDir(), 'cache');
+    cpSync(single, extra, { recursive: true });
+    const record = JSON.parse(readFileSync(join(extra, 'cache.json'), 'utf8')) as { files: { rel: string }[] };
+    record.files.push({ ...record.files[0]!, rel: 'class0/extra.png' });
+    writeFileSync(join(extra, 'cache.json'), JSON.stringify(record));
+    await expect(finetune(tf, info, options({ features: extra }))).rejects.toThrow(/boundary-\d\.npy holds 30 rows; its record lists 31\./);
   });
 });
