@@ -14,7 +14,7 @@ export function dataCommand(io: Io): Command {
   cmd.action(async (root: string, raw: unknown) => {
     const opts = parseOptions(commonSchema.extend(dataSchema.shape).extend({ size: numeric(z.number().int().min(8).max(1024)).default(224) }), raw);
     const { openDataset, summarizeDataset } = await import('../data/index.js');
-    const dataset = await openDataset(root, { val: opts.val, test: opts.test, seed: opts.seed, size: opts.size, resize: opts.resize, maxPixels: opts.maxPixels });
+    const dataset = await openDataset(root, { val: opts.val, test: opts.test, seed: opts.seed, size: opts.size, resize: opts.resize, maxPixels: opts.maxPixels, allowConflicts: true });
     const summary = await summarizeDataset(dataset);
     if (opts.json) return printJson(io, summary);
     const table = new Table({ head: ['class', 'train', 'val', 'test', 'total'], style: { head: [], border: [] } });
@@ -26,6 +26,15 @@ export function dataCommand(io: Io): Command {
       io.out(`image size: width ${w.min}..${w.max} (median ${w.median}), height ${h.min}..${h.max} (median ${h.median})\n`);
     }
     io.out(`ignored: ${summary.ignored.hidden} hidden, ${summary.ignored.nonImage} non-image files\n`);
+    for (const o of summary.outside) io.out(`link out of the dataset: ${o.link} -> ${o.target} (${o.images} image${o.images === 1 ? '' : 's'} counted under its class)\n`);
+    if (summary.conflicts.length) {
+      io.out(`${summary.conflicts.length} image(s) under two classes, left out of the counts (tl finetune refuses the dataset until each is in one class):\n`);
+      for (const c of summary.conflicts) io.out(`  ${c.files.join(' = ')} (${c.why}; classes ${c.classes.join(', ')})\n`);
+    }
+    if (summary.duplicates.length) {
+      io.out(`${summary.duplicates.length} group(s) of identical files within a class (they may fall into different splits):\n`);
+      for (const d of summary.duplicates) io.out(`  ${d.join(' = ')}\n`);
+    }
     if (summary.skipped.length) {
       io.out(`skipped ${summary.skipped.length} file(s):\n`);
       for (const s of summary.skipped) io.out(`  ${s.path}: ${s.reason}\n`);

@@ -9,7 +9,7 @@ export { ImageSource, type Batch } from './loader.js';
 export { preprocess, preprocessPixels, PREPROCESS_MODES } from './preprocess.js';
 export { AUGMENT_LEVELS, type AugmentLevel } from './augment.js';
 export { RESIZE_MODES, type ResizeMode } from './decode.js';
-export { listImages, scanDataset, SPLITS, type ImageItem, type SkippedFile, type SplitName } from './scan.js';
+export { describeConflicts, LabelConflictError, listImages, scanDataset, SPLITS, type ImageItem, type LabelConflict, type SkippedFile, type SplitName } from './scan.js';
 export type { SplitMap } from './split.js';
 
 export interface DatasetOptions {
@@ -25,6 +25,8 @@ export interface DatasetOptions {
   onProgress?: (done: number, total: number) => void;
   /** Checked between images while decoding: true ends decoding early (the dataset is then incomplete). */
   shouldStop?: () => boolean;
+  /** Keep going when an image is under two classes (`tl data`, which lists them); otherwise that is an error. */
+  allowConflicts?: boolean;
 }
 
 export interface Dataset {
@@ -41,11 +43,14 @@ export interface Dataset {
   /** Every file skipped, at scan or decode time, with the reason. */
   skipped: SkippedFile[];
   ignored: ScanResult['ignored'];
+  conflicts: ScanResult['conflicts'];
+  duplicates: ScanResult['duplicates'];
+  outside: ScanResult['outside'];
 }
 
 /** Scans, decodes every image once (so bad files are found before training), and splits. */
 export async function openDataset(root: string, options: DatasetOptions): Promise<Dataset> {
-  const scan = await scanDataset(root);
+  const scan = await scanDataset(root, { allowConflicts: options.allowConflicts ?? false });
   const source = new ImageSource(scan.items, { size: options.size, ...(options.resize ? { resize: options.resize } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), ...(options.cacheBytes !== undefined ? { cacheBytes: options.cacheBytes } : {}) });
   const good = await source.validate(scan.items, options.onProgress, options.shouldStop);
   if (!options.shouldStop?.()) requireDecodable(root, scan, good, source.skipped);
@@ -55,7 +60,7 @@ export async function openDataset(root: string, options: DatasetOptions): Promis
     const split = splitMap[item.rel];
     if (split) splits[split].push(item);
   }
-  return { root, layout: scan.layout, layoutNotes: layoutNotes(scan, options), classes: scan.classes, splits, splitMap, seed: options.seed, source, skipped: [...scan.skipped, ...source.skipped], ignored: scan.ignored };
+  return { root, layout: scan.layout, layoutNotes: layoutNotes(scan, options), classes: scan.classes, splits, splitMap, seed: options.seed, source, skipped: [...scan.skipped, ...source.skipped], ignored: scan.ignored, conflicts: scan.conflicts, duplicates: scan.duplicates, outside: scan.outside };
 }
 
 /** In words: which folder gave each split of a pre-split layout, and what was held out of train for the others. */
@@ -110,6 +115,10 @@ export interface DatasetSummary {
   totals: Record<SplitName | 'all', number>;
   skipped: SkippedFile[];
   ignored: ScanResult['ignored'];
+  /** Images under two classes (left out of the counts), identical files within a class, links out of the root. */
+  conflicts: ScanResult['conflicts'];
+  duplicates: ScanResult['duplicates'];
+  outside: ScanResult['outside'];
   imageSize: { width: Stats; height: Stats } | null;
 }
 
@@ -142,6 +151,9 @@ export async function summarizeDataset(dataset: Dataset): Promise<DatasetSummary
     totals: { train: dataset.splits.train.length, val: dataset.splits.val.length, test: dataset.splits.test.length, all: all.length },
     skipped: dataset.skipped,
     ignored: dataset.ignored,
+    conflicts: dataset.conflicts,
+    duplicates: dataset.duplicates,
+    outside: dataset.outside,
     imageSize: dims.length ? { width: stats(dims.map((d) => d.width)), height: stats(dims.map((d) => d.height)) } : null,
   };
 }

@@ -1,8 +1,12 @@
 // Scans a folder dataset: DATA/<class>/**/<image>, or pre-split DATA/<split>/<class>/**/<image> where a split folder
 // is spelled as common datasets spell it (train/training, val/valid/validation, test/testing, any case).
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { lstat, open, readdir, realpath, stat } from 'node:fs/promises';
 import { extname, join, relative, sep } from 'node:path';
 import { DatasetError } from '../errors.js';
+import { notice } from '../util/notice.js';
+import { isInside } from '../util/paths.js';
 import { IMAGE_EXTENSIONS, sniffFormat, type ImageFormat } from './magic.js';
 
 export type SplitName = 'train' | 'val' | 'test';
@@ -31,6 +35,21 @@ export interface SkippedFile {
   reason: string;
 }
 
+/** One image under two or more classes: the same file reached through links, or files with identical bytes. */
+export interface LabelConflict {
+  /** Paths relative to the dataset root. */
+  files: string[];
+  classes: string[];
+  why: 'same file' | 'identical content';
+}
+
+/** A folder link that leads out of the dataset root, and how many images it brings in. */
+export interface OutsideLink {
+  link: string;
+  target: string;
+  images: number;
+}
+
 export interface ScanResult {
   root: string;
   layout: 'class-folders' | 'pre-split';
@@ -40,6 +59,12 @@ export interface ScanResult {
   items: ImageItem[];
   skipped: SkippedFile[];
   ignored: { hidden: number; nonImage: number };
+  /** Images under two classes (a single-label dataset cannot train on them: `scanDataset` refuses unless allowed). */
+  conflicts: LabelConflict[];
+  /** Files with identical bytes within one class (each kept; they may fall into different splits). */
+  duplicates: string[][];
+  /** Folder links out of the root, with the images they bring in. */
+  outside: OutsideLink[];
 }
 
 /** Natural sort: `class2` before `class10`. */
@@ -65,10 +90,18 @@ async function listDirs(dir: string): Promise<string[]> {
 interface WalkState {
   skipped: SkippedFile[];
   ignored: { hidden: number; nonImage: number };
-  seenDirs: Set<string>;
+  /** The dataset root's real path (links out of it are counted). */
+  rootReal: string | null;
+  outside: OutsideLink[];
 }
 
-async function checkFile(path: string, state: WalkState): Promise<ImageFormat | null> {
+/** A file found by the walk: its path as reached, and its real path (links resolved). */
+interface Found {
+  path: string;
+  real: string;
+}
+
+async function checkFile(path: string, state: WalkState): Promise<{ format: ImageFormat; size: number } | null> {
   let info;
   try {
     info = await stat(path);
@@ -111,14 +144,18 @@ async function checkFile(path: string, state: WalkState): Promise<ImageFormat | 
     return null;
   }
   const sniffed = sniffFormat(head);
-  if (sniffed.format !== null) return sniffed.format;
+  if (sniffed.format !== null) return { format: sniffed.format, size: info.size };
   // Only files that claim to be images are worth a warning; other files are counted and ignored.
   if (looksLikeImage || sniffed.what.startsWith('BMP')) state.skipped.push({ path, reason: sniffed.what });
   else state.ignored.nonImage++;
   return null;
 }
 
-async function walk(dir: string, state: WalkState, out: string[]): Promise<void> {
+/**
+ * Walks `dir` depth-first. Folder links are followed unless they lead back into a folder on the way down (a loop:
+ * skipped and listed); links out of the dataset root are followed and counted in `state.outside`.
+ */
+async function walk(dir: string, state: WalkState, out: Found[], chain: string[] = []): Promise<void> {
   let real: string;
   try {
     real = await realpath(dir);
@@ -126,11 +163,11 @@ async function walk(dir: string, state: WalkState, out: string[]): Promise<void>
     state.skipped.push({ path: dir, reason: (err as NodeJS.ErrnoException).code === 'ELOOP' ? 'symlink loop' : 'broken symlink' });
     return;
   }
-  if (state.seenDirs.has(real)) {
-    state.skipped.push({ path: dir, reason: 'symlink loop (folder already visited)' });
+  const parent = chain.at(-1);
+  if (chain.includes(real) || (parent !== undefined && isInside(real, parent))) {
+    state.skipped.push({ path: dir, reason: `symlink loop (it leads to ${real}, a folder that contains it)` });
     return;
   }
-  state.seenDirs.add(real);
   let entries;
   try {
     entries = await readdir(dir, { withFileTypes: true });
@@ -148,21 +185,54 @@ async function walk(dir: string, state: WalkState, out: string[]): Promise<void>
     let isDir = e.isDirectory();
     if (e.isSymbolicLink()) {
       isDir = await stat(path).then((s) => s.isDirectory()).catch(() => false);
+      if (isDir && state.rootReal !== null && isInside(state.rootReal, real)) {
+        const target = await realpath(path).catch(() => null);
+        if (target !== null && !isInside(state.rootReal, target)) {
+          const before = out.length;
+          await walk(path, state, out, [...chain, real]);
+          state.outside.push({ link: path, target, images: out.length - before });
+          continue;
+        }
+      }
     }
-    if (isDir) await walk(path, state, out);
-    else out.push(path);
+    if (isDir) await walk(path, state, out, [...chain, real]);
+    else out.push({ path, real: e.isSymbolicLink() ? await realpath(path).catch(() => path) : join(real, e.name) });
   }
 }
 
-/** Scans `root`; throws DatasetError when there is nothing to train on. */
-export async function scanDataset(root: string): Promise<ScanResult> {
-  const rootInfo = await stat(root).catch(() => null);
+/** sha256 of a file's bytes, streamed. */
+async function fileHash(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/** Images under two classes: the dataset is a dataset, but not one a single-label classifier can learn from. */
+export class LabelConflictError extends DatasetError {}
+
+/** The conflicts listed in one line (the first few, then how many more). */
+export function describeConflicts(conflicts: readonly LabelConflict[], root: string): string {
+  const shown = conflicts.slice(0, 4).map((c) => `${c.files.join(' = ')} (${c.why})`);
+  const more = conflicts.length > shown.length ? `, and ${conflicts.length - shown.length} more (tl data ${root} lists them all)` : '';
+  return `${conflicts.length} image${conflicts.length > 1 ? 's are' : ' is'} under two classes in ${root}: ${shown.join('; ')}${more}`;
+}
+
+/**
+ * Scans `root`; throws DatasetError when there is nothing to train on, and (unless `allowConflicts`) when an image is
+ * under two classes. Which class an image is under is decided from real paths and bytes, never from visit order.
+ */
+export async function scanDataset(root: string, options: { allowConflicts?: boolean } = {}): Promise<ScanResult> {
+  const rootInfo = await stat(root).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ELOOP') throw new DatasetError(`Dataset path ${root} is a symlink loop.`);
+    if (err.code === 'EACCES') throw new DatasetError(`Dataset folder ${root} cannot be read (permission denied).`);
+    return null;
+  });
   if (rootInfo === null) throw new DatasetError(`Dataset folder ${root} does not exist.`);
   if (!rootInfo.isDirectory()) throw new DatasetError(`Dataset path ${root} is not a folder; expected DATA/<class>/<image>.`);
 
   const top = await listDirs(root);
   const preSplit = top.length > 0 && top.every((d) => splitFolder(d) !== null) && top.some((d) => splitFolder(d) === 'train');
-  const state: WalkState = { skipped: [], ignored: { hidden: 0, nonImage: 0 }, seenDirs: new Set() };
+  const state: WalkState = { skipped: [], ignored: { hidden: 0, nonImage: 0 }, rootReal: await realpath(root), outside: [] };
   const classDirs: { split?: SplitName; cls: string; dir: string }[] = [];
   const splitFolders: Partial<Record<SplitName, string[]>> = {};
   if (preSplit) {
@@ -177,25 +247,68 @@ export async function scanDataset(root: string): Promise<ScanResult> {
   const classes = [...new Set(classDirs.map((c) => c.cls))].sort(naturalCompare);
   if (classes.length === 0) throw new DatasetError(`No class folders in ${root}; expected DATA/<class>/<image>.`);
 
-  const items: ImageItem[] = [];
-  const counts = new Map<string, number>();
+  const found: { item: ImageItem; real: string; size: number; cls: string }[] = [];
+  const byReal = new Map<string, { item: ImageItem; cls: string }>();
+  const sameFile = new Map<string, LabelConflict>();
   for (const { split, cls, dir } of classDirs) {
-    const files: string[] = [];
-    await walk(dir, state, files);
+    const files: Found[] = [];
+    await walk(dir, state, files, [state.rootReal!]);
     const label = classes.indexOf(cls);
-    const formats = await mapLimit(files, 16, (f) => checkFile(f, state));
-    files.forEach((path, i) => {
-      const format = formats[i];
-      if (!format) return;
-      items.push({ path, rel: relative(root, path).split(sep).join('/'), label, format, ...(split ? { split } : {}) });
-      counts.set(cls, (counts.get(cls) ?? 0) + 1);
+    const checked = await mapLimit(files, 16, (f) => checkFile(f.path, state));
+    files.forEach((file, i) => {
+      const ok = checked[i];
+      if (!ok) return;
+      const item: ImageItem = { path: file.path, rel: relative(root, file.path).split(sep).join('/'), label, format: ok.format, ...(split ? { split } : {}) };
+      const first = byReal.get(file.real);
+      if (first && first.cls === cls) {
+        // The same file twice in one class (a link to a folder of the class): counted once.
+        state.skipped.push({ path: file.path, reason: `the same file as ${first.item.rel} (reached through a symlink)` });
+        return;
+      }
+      if (first) {
+        const conflict = sameFile.get(file.real) ?? { files: [first.item.rel], classes: [first.cls], why: 'same file' as const };
+        conflict.files.push(item.rel);
+        if (!conflict.classes.includes(cls)) conflict.classes.push(cls);
+        sameFile.set(file.real, conflict);
+        return;
+      }
+      byReal.set(file.real, { item, cls });
+      found.push({ item, real: file.real, size: ok.size, cls });
     });
   }
+  // Identical bytes: only files whose size another file shares are read and hashed.
+  const bySize = new Map<number, typeof found>();
+  for (const f of found) bySize.set(f.size, [...(bySize.get(f.size) ?? []), f]);
+  const byHash = new Map<string, typeof found>();
+  for (const group of bySize.values()) {
+    if (group.length < 2) continue;
+    const hashes = await mapLimit(group, 8, (f) => fileHash(f.real));
+    group.forEach((f, i) => byHash.set(hashes[i]!, [...(byHash.get(hashes[i]!) ?? []), f]));
+  }
+  const conflicts: LabelConflict[] = [...sameFile.values()];
+  const duplicates: string[][] = [];
+  const conflicted = new Set<string>([...sameFile.keys()]);
+  for (const group of byHash.values()) {
+    if (group.length < 2) continue;
+    const groupClasses = [...new Set(group.map((f) => f.cls))];
+    if (groupClasses.length > 1) {
+      conflicts.push({ files: group.map((f) => f.item.rel), classes: groupClasses, why: 'identical content' });
+      for (const f of group) conflicted.add(f.real);
+    } else duplicates.push(group.map((f) => f.item.rel));
+  }
+  for (const o of state.outside) notice(`${o.link} links outside the dataset (to ${o.target}): its ${o.images} image${o.images === 1 ? '' : 's'} are counted under its class`);
+  if (conflicts.length > 0 && !options.allowConflicts) {
+    throw new LabelConflictError(`${describeConflicts(conflicts, root)}; a single-label classifier needs each image in one class.`, { suggestion: `Remove the copies from all but one class folder (tl data ${root} lists them).` });
+  }
+  // Images under two classes are left out (only `tl data` gets this far with them): which label would be a guess.
+  const items = found.filter((f) => !conflicted.has(f.real)).map((f) => f.item);
+  const counts = new Map<string, number>();
+  for (const item of items) counts.set(classes[item.label]!, (counts.get(classes[item.label]!) ?? 0) + 1);
   const empty = classes.filter((c) => !counts.get(c));
   if (items.length === 0) throw new DatasetError(`No images found in ${root} (${state.skipped.length} files skipped).`);
   if (empty.length > 0) throw new DatasetError(`Class folder${empty.length > 1 ? 's' : ''} ${empty.map((c) => `'${c}'`).join(', ')} in ${root} contain${empty.length > 1 ? '' : 's'} no usable images.`, { suggestion: 'Remove the empty folder or add images to it.' });
   if (classes.length < 2) throw new DatasetError(`Only one class ('${classes[0]}') in ${root}; a classifier needs at least two class folders.`);
-  return { root, layout: preSplit ? 'pre-split' : 'class-folders', splitFolders, classes, items, skipped: state.skipped, ignored: state.ignored };
+  return { root, layout: preSplit ? 'pre-split' : 'class-folders', splitFolders, classes, items, skipped: state.skipped, ignored: state.ignored, conflicts, duplicates, outside: state.outside };
 }
 
 /** Maps with at most `limit` calls in flight, keeping order. */
@@ -214,19 +327,19 @@ export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (it
 
 /** Image files named directly or found under folders (recursively), in order, without classes (label -1). */
 export async function listImages(paths: readonly string[]): Promise<{ items: ImageItem[]; skipped: SkippedFile[] }> {
-  const state: WalkState = { skipped: [], ignored: { hidden: 0, nonImage: 0 }, seenDirs: new Set() };
-  const files: string[] = [];
+  const state: WalkState = { skipped: [], ignored: { hidden: 0, nonImage: 0 }, rootReal: null, outside: [] };
+  const files: Found[] = [];
   for (const p of paths) {
     const info = await stat(p).catch(() => null);
     if (info === null) state.skipped.push({ path: p, reason: 'does not exist' });
     else if (info.isDirectory()) await walk(p, state, files);
-    else files.push(p);
+    else files.push({ path: p, real: p });
   }
-  const formats = await mapLimit(files, 16, (f) => checkFile(f, state));
+  const checked = await mapLimit(files, 16, (f) => checkFile(f.path, state));
   const items: ImageItem[] = [];
-  files.forEach((path, i) => {
-    const format = formats[i];
-    if (format) items.push({ path, rel: path.split(sep).join('/'), label: -1, format });
+  files.forEach((file, i) => {
+    const ok = checked[i];
+    if (ok) items.push({ path: file.path, rel: file.path.split(sep).join('/'), label: -1, format: ok.format });
   });
   return { items, skipped: state.skipped };
 }

@@ -3,7 +3,7 @@ import { stat } from 'node:fs/promises';
 import type { BackendChoice, Tf } from '../backend/index.js';
 import { atPath, DatasetError } from '../errors.js';
 import { notice } from '../util/notice.js';
-import { ImageSource, listImages, scanDataset, type ImageItem, type ResizeMode, type SkippedFile } from '../data/index.js';
+import { ImageSource, LabelConflictError, listImages, scanDataset, type ImageItem, type ResizeMode, type SkippedFile } from '../data/index.js';
 import { assignSplits } from '../data/split.js';
 import { loadFeatureModel, runBatches } from '../inference/index.js';
 import type { PreprocessMode } from '../registry/index.js';
@@ -68,7 +68,7 @@ export function indexPathFor(out: string): string {
 async function collect(options: ExtractOptions): Promise<{ items: ImageItem[]; classes: string[]; splits: Map<string, string>; skipped: SkippedFile[]; dataset: boolean }> {
   if (options.inputs.length === 1 && (await stat(options.inputs[0]!).catch(() => null))?.isDirectory()) {
     const scan = await scanDataset(options.inputs[0]!).catch((err: unknown) => {
-      if (!(err instanceof DatasetError)) throw err;
+      if (!(err instanceof DatasetError) || err instanceof LabelConflictError) throw err;
       notice(`${options.inputs[0]} is not a dataset folder (${err.message.replace(/\.$/, '')}); extracting its images without class or split`);
       return null;
     });

@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { wasmHeapBytes, type BackendInfo, type LayersModel, type LayerVariable, type Tensor, type Tf } from '../backend/index.js';
 import { applyTrainability, attachHead, cutModel, resolveFreeze, type BnMode, type Cut, type FreezeSpec } from '../cut/index.js';
-import { classesMissingFrom, openDataset, type AugmentLevel, type Batch, type Dataset, type ResizeMode } from '../data/index.js';
+import { classesMissingFrom, openDataset, SPLITS, type AugmentLevel, type Batch, type Dataset, type ResizeMode } from '../data/index.js';
 import { onnxSessionFor } from '../engine/index.js';
 import { InterruptedError, TlError, UsageError } from '../errors.js';
 import { fitTemperature, temper } from '../eval/calibration.js';
@@ -358,6 +358,8 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
   for (const note of dataset.layoutNotes) notice(note);
   const warnings = datasetWarnings(dataset, options);
   for (const w of warnings) notice(w);
+  // Said by the scan already; kept in the report.
+  for (const o of dataset.outside) warnings.push(`${o.link} links outside the dataset (to ${o.target}): its ${o.images} images are counted under its class`);
   const splitRecord = { root: dataset.root, seed: options.seed, val: options.val, test: options.test, layout: dataset.layout, files: dataset.splitMap };
 
   // `auto`: chosen from the data (freeze-auto.ts). A resumed run reads the chosen count from its config.
@@ -822,6 +824,10 @@ function datasetWarnings(dataset: Dataset, options: FinetuneOptions): string[] {
     const name = (n: number) => dataset.classes[counts.indexOf(n)]!;
     out.push(`the classes are heavily imbalanced (${most} training images of '${name(most)}', ${least} of '${name(least)}'); --class-weight balanced weighs them evenly`);
   }
+  // Identical files within a class: each one a split apart leaks a training image into validation or test.
+  const splitOf = new Map(SPLITS.flatMap((s) => dataset.splits[s].map((i) => [i.rel, s] as const)));
+  const straddle = dataset.duplicates.filter((group) => new Set(group.map((rel) => splitOf.get(rel))).size > 1);
+  if (straddle.length > 0) out.push(`${straddle.length} group(s) of identical files fall into different splits, so the validation or test metrics include images the model trained on (e.g. ${straddle[0]!.join(' = ')}; tl data lists them)`);
   return out;
 }
 

@@ -38,7 +38,7 @@ describe('dataset layouts', () => {
     const root = tempDir();
     await makeColourDataset(root, 2, 3, 16);
     const other = tempDir();
-    await makeColourDataset(other, 1, 3, 16);
+    await makeColourDataset(other, 1, 3, 20);
     await rename(join(other, 'class0'), join(root, 'test'));
     const scan = await scanDataset(root);
     expect(scan.layout).toBe('class-folders');
