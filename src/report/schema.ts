@@ -45,7 +45,11 @@ export const epochRowSchema = z.object({
 
 const calibrationEffect = z.object({ logLossBefore: z.number(), logLossAfter: z.number(), eceBefore: z.number(), eceAfter: z.number() });
 
-const calibrationSchema = z.object({ temperature: z.number().positive(), val: calibrationEffect, test: calibrationEffect.nullable() });
+/**
+ * Temperature scaling's record: the temperature fitted on the validation split, whether it was applied (folded into
+ * the classifier: `temperature` is then the fitted one, else 1) and why, and its effect on validation and test.
+ */
+const calibrationSchema = z.object({ temperature: z.number().positive(), fitted: z.number().positive(), applied: z.boolean(), reason: z.string(), val: calibrationEffect, test: calibrationEffect.nullable() });
 
 /** `--freeze auto`'s record in a run's config: every block boundary's scores, the probed ones' results, the choice. */
 export const freezeAutoSchema = z.object({

@@ -7,7 +7,7 @@ import { applyTrainability, attachHead, cutModel, resolveFreeze, type BnMode, ty
 import { classesMissingFrom, openDataset, SPLITS, type AugmentLevel, type Batch, type Dataset, type ResizeMode } from '../data/index.js';
 import { onnxSessionFor } from '../engine/index.js';
 import { InterruptedError, TlError, UsageError } from '../errors.js';
-import { fitTemperature, temper } from '../eval/calibration.js';
+import { fitTemperature, temper, temperatureDecision } from '../eval/calibration.js';
 import { computeMetrics, nonFiniteRows, type Metrics } from '../eval/metrics.js';
 import type { OnnxSession } from '../onnx/runtime.js';
 import { TrainStepCompileError } from '../onnx/train-step.js';
@@ -317,7 +317,7 @@ interface Run {
   tails: LayersModel[];
   kept: KeptOutputs;
   test: { loss: number; accuracy: number } | null;
-  calibration: { temperature: number; val: CalibrationEffect } | null;
+  calibration: Omit<Calibration, 'test'> | null;
   /** The range test still to run on the first phase (`--lr find`), and what to do with its result. */
   lrFind: { spec: LrFindSpec; found: (result: LrFindResult) => Promise<void> } | null;
   lrFindResult: (LrFindResult & { files: { json: string; svg: string } }) | null;
@@ -497,7 +497,7 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
     if (run.calibration) {
       const { temperature } = run.calibration;
       let test: CalibrationEffect | null = null;
-      if (metrics) {
+      if (metrics && run.calibration.applied) {
         const before = computeMetrics(temper(testProbs, dataset.classes.length, 1 / temperature), run.kept.labels, dataset.classes);
         test = { logLossBefore: before.logLoss, logLossAfter: metrics.logLoss, eceBefore: before.ece, eceAfter: metrics.ece };
       }
@@ -510,7 +510,7 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
       notice(hint);
     }
     const name = source.name.split(' ')[0]!;
-    const onnx = await writeTrainedModel(tf, options.out, full, { name, classes: dataset.classes, preprocess: source.preprocess, inputSize: size, temperature: calibration?.temperature ?? null });
+    const onnx = await writeTrainedModel(tf, options.out, full, { name, classes: dataset.classes, preprocess: source.preprocess, inputSize: size, temperature: calibration?.applied ? calibration.temperature : null });
     const { cacheStats } = run;
     const lookups = cacheStats.hits + cacheStats.misses;
     const result: FinetuneResult = {
@@ -684,7 +684,7 @@ async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo, mode: 't
  * Dense layer with its kernel and bias divided by T, so every consumer of the saved model (tfjs, model.onnx, tl
  * predict and eval) gets calibrated probabilities with nothing to apply. Predictions (the argmax) do not change.
  */
-async function calibrate(run: Run, frozen: FrozenPart): Promise<{ temperature: number; val: CalibrationEffect } | null> {
+async function calibrate(run: Run, frozen: FrozenPart): Promise<Omit<Calibration, 'test'> | null> {
   const { tf, dataset, options } = run;
   const kept: KeptOutputs = { probs: [], labels: [], paths: [] };
   await frozen.evaluate(dataset.splits.val, options.batchSize, undefined, kept);
@@ -700,11 +700,27 @@ async function calibrate(run: Run, frozen: FrozenPart): Promise<{ temperature: n
     notice(`not calibrated: the model's last layer '${classifier.name}' is not a softmax Dense layer`);
     return null;
   }
-  tf.tidy(() => classifier.weights.forEach((w) => w.write(tf.div(w.read(), fit.temperature))));
   const before = computeMetrics(probs, kept.labels, dataset.classes);
   const after = computeMetrics(temper(probs, k, fit.temperature), kept.labels, dataset.classes);
-  return { temperature: fit.temperature, val: { logLossBefore: before.logLoss, logLossAfter: after.logLoss, eceBefore: before.ece, eceAfter: after.ece } };
+  const val = { logLossBefore: before.logLoss, logLossAfter: after.logLoss, eceBefore: before.ece, eceAfter: after.ece };
+  const errors = kept.labels.filter((label, i) => argmax(probs, i * k, k) !== label).length;
+  const decision = temperatureDecision({ fitted: fit.temperature, images: kept.labels.length, errors, ...val });
+  if (!decision.applied) {
+    notice(`not calibrated: ${decision.reason}`);
+    return { temperature: 1, fitted: fit.temperature, ...decision, val };
+  }
+  tf.tidy(() => classifier.weights.forEach((w) => w.write(tf.div(w.read(), fit.temperature))));
+  return { temperature: fit.temperature, fitted: fit.temperature, ...decision, val };
 }
+
+/** The index of the largest of `k` values from `offset`. */
+function argmax(values: ArrayLike<number>, offset: number, k: number): number {
+  let best = 0;
+  for (let c = 1; c < k; c++) if (values[offset + c]! > values[offset + best]!) best = c;
+  return best;
+}
+
+
 
 /** Writes checkpoints/last.ckpt: every weight, the trainer's optimizer state and where the run stands. */
 async function saveLast(run: Run, phaseIndex: number, trainer: Trainer, epochsDone: number, inEpoch: RunState['partial']): Promise<void> {

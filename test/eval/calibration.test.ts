@@ -1,9 +1,9 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { onnx } from 'onnx-proto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
-import { fitTemperature, temper } from '../../src/eval/calibration.js';
+import { fitTemperature, temper, temperatureDecision } from '../../src/eval/calibration.js';
 import { loadClassifier } from '../../src/inference/index.js';
 import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
 import { expectLearned } from '../helpers/learned.js';
@@ -64,6 +64,27 @@ describe('temperature scaling', () => {
   });
 });
 
+describe('whether a fitted temperature is applied', () => {
+  const fit = { fitted: 1.6, images: 45, errors: 4, logLossBefore: 0.4, logLossAfter: 0.3, eceBefore: 0.08, eceAfter: 0.05 };
+  it('applies a temperature inside the range that lowers log-loss and does not raise ECE beyond noise', () => {
+    expect(temperatureDecision(fit)).toEqual({ applied: true, reason: 'it lowers the validation log-loss from 0.4000 to 0.3000 (ECE 0.0800 -> 0.0500) on 45 images with 4 mistakes' });
+    expect(temperatureDecision({ ...fit, eceAfter: 0.08 + 0.4 / 45 }).applied).toBe(true);
+  });
+  it('refuses one fitted on too few images, on an error-free split, at a bound of the search, or raising ECE', () => {
+    expect(temperatureDecision({ ...fit, images: 19 })).toMatchObject({ applied: false, reason: 'the validation split has 19 images; a temperature needs at least 20' });
+    expect(temperatureDecision({ ...fit, errors: 0 }).reason).toMatch(/^no validation image is misclassified/);
+    expect(temperatureDecision({ ...fit, fitted: 0.05 })).toMatchObject({ applied: false, reason: 'the fitted temperature 0.050 is at the edge of the search range [0.05, 20]' });
+    expect(temperatureDecision({ ...fit, fitted: 19.99 }).applied).toBe(false);
+    // The bundled sample's case: validation ECE 0.0696 -> 0.0887 on 45 images.
+    expect(temperatureDecision({ ...fit, eceBefore: 0.0696, eceAfter: 0.0887 })).toMatchObject({ applied: false, reason: 'a temperature of 1.600 would raise the validation ECE from 0.0696 to 0.0887 (its log-loss 0.4000 -> 0.3000)' });
+  });
+  it('a perfectly separated split drives the fit to the bound (what the decision guards against)', () => {
+    const probs = Float32Array.from({ length: 60 }, (_, i) => (i % 3 === Math.floor(i / 3) % 3 ? 0.9 : 0.05));
+    const labels = Array.from({ length: 20 }, (_, i) => i % 3);
+    expect(fitTemperature(probs, labels, 3).temperature).toBeCloseTo(0.05, 5);
+  });
+});
+
 describe('calibration in a fine-tune', () => {
   let tf: Tf;
   let info: BackendInfo;
@@ -71,10 +92,12 @@ describe('calibration in a fine-tune', () => {
   const store = tempDir();
   beforeAll(async () => {
     ({ tf, info } = await loadBackend({ choice: 'wasm' }));
-    await makeColourDataset(data, 3, 16, 32);
+    // Every sixth image under the next class's folder: a validation split (21 images) with mistakes to calibrate on.
+    await makeColourDataset(data, 3, 28, 32);
+    for (let c = 0; c < 3; c++) for (let i = 0; i < 28; i += 6) await rename(join(data, `class${c}`, `img${i}.png`), join(data, `class${(c + 1) % 3}`, `moved${c}-${i}.png`));
   });
   const options = (out: string, calibrate: 'temperature' | 'none'): FinetuneOptions => ({
-    data, model: 'mobilenet_v2.nsfwjs', store, out, freeze: 'all', epochs: 3, batchSize: 8, lr: 0.01, accumulate: 1, bn: 'frozen', dropout: 0, calibrate,
+    data, model: 'mobilenet_v2.nsfwjs', store, out, freeze: 'all', epochs: 8, batchSize: 8, lr: 0.03, accumulate: 1, bn: 'frozen', dropout: 0, calibrate,
     augment: 'none', inputSize: 64, val: 0.25, test: 0.25, seed: 3, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', featureCacheBytes: 1 << 30, workers: 1, engine: 'tfjs',
   });
 
@@ -88,6 +111,7 @@ describe('calibration in a fine-tune', () => {
     expectLearned(plain.history, 3);
     expect(plain.calibration).toBeNull();
     const c = calibrated.calibration!;
+    expect(c.applied, c.reason).toBe(true);
     expect(c.temperature).not.toBeCloseTo(1, 2);
     expect(c.val.logLossAfter).toBeLessThanOrEqual(c.val.logLossBefore + 1e-9);
     // The test metrics' log-loss before calibration is the uncalibrated run's.
@@ -117,5 +141,22 @@ describe('calibration in a fine-tune', () => {
     expect(props['tl.input']).toContain('[N, 64, 64, 3]');
     const report = await readFile(join(calibratedDir, 'report.md'), 'utf8');
     expect(report).toContain(`Calibrated with temperature ${c.temperature.toFixed(3)}`);
+  });
+
+  it('leaves a model uncalibrated when no validation image is misclassified, saying why', async () => {
+    const clean = tempDir();
+    await makeColourDataset(clean, 3, 28, 32);
+    const run = (calibrate: 'temperature' | 'none') => finetune(tf, info, { ...options(tempDir(), calibrate), data: clean, epochs: 3, lr: 0.01 });
+    const plain = await run('none');
+    const checked = await run('temperature');
+    expectLearned(checked.history, 3);
+    expect(checked.calibration).toMatchObject({ applied: false, temperature: 1 });
+    expect(checked.calibration!.fitted).toBeLessThan(0.06);
+    expect(checked.calibration!.reason).toMatch(/^no validation image is misclassified/);
+    // Nothing folded in: the same probabilities as a run that never calibrated.
+    expect(checked.metrics).toEqual(plain.metrics);
+    const props = Object.fromEntries(onnx.ModelProto.decode(await readFile(join(checked.outDir, 'model.onnx'))).metadataProps.map((p) => [p.key, p.value]));
+    expect(props['tl.temperature']).toBe('none');
+    expect(await readFile(join(checked.outDir, 'report.md'), 'utf8')).toContain('Not calibrated: no validation image is misclassified');
   });
 });

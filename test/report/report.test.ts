@@ -25,7 +25,7 @@ beforeAll(async () => {
     skipped: [{ path: 'bad.jpg', reason: 'truncated JPEG' }], seconds: 12.5, data: 'datasets/x', config: { epochs: 3, lr: 0.001, freeze: '100' },
     history: [1, 2, 3].map((epoch) => ({ epoch, loss: 1 / epoch, accuracy: 0.5 + epoch / 10, val_loss: 1.2 / epoch, val_accuracy: 0.4 + epoch / 10, lr: 0.001, seconds: 2, img_per_s: 20 })),
     phases: [{ name: 'train', first: 1, last: 3, frozenLayers: 100, lr: 0.001 }], best: { epoch: 3, monitor: 'val_loss', value: 0.4 }, stopReason: null, warnings: ['class \'rare\' has no test images: the test metrics do not cover it'], resumedFrom: null,
-    calibration: { temperature: 1.7, val: { logLossBefore: 0.61, logLossAfter: 0.52, eceBefore: 0.2, eceAfter: 0.05 }, test: { logLossBefore: 0.64, logLossAfter: 0.55, eceBefore: 0.21, eceAfter: 0.07 } },
+    calibration: { temperature: 1.7, fitted: 1.7, applied: true, reason: 'it lowers the validation log-loss', val: { logLossBefore: 0.61, logLossAfter: 0.52, eceBefore: 0.2, eceAfter: 0.05 }, test: { logLossBefore: 0.64, logLossAfter: 0.55, eceBefore: 0.21, eceAfter: 0.07 } },
     test: { loss: 0.5, accuracy: metrics.accuracy, count: 6 }, metrics, onnx: 'model.onnx', frozenLayers: 100, totalLayers: 154, trainableParams: 1000, boundaryLayers: ['block_10_project_BN'],
     cache: { enabled: true, hitRate: 0.66, spilled: 0 }, wasmHeapBytes: null, tensorsAfterEpoch: [10, 10, 10],
   };
@@ -54,7 +54,7 @@ describe('reports', () => {
     expect(md).toContain('| **bird** | 1 | 0 | 1 |');
     expect(md).toContain('## Most confident mistakes');
     expect(md).toContain("**Warning:** class 'rare' has no test images: the test metrics do not cover it.");
-    expect(md).toContain('Calibrated with temperature 1.700 (fitted on the validation split, folded into the classifier): validation log-loss 0.6100 -> 0.5200, ECE 0.2000 -> 0.0500; test log-loss 0.6400 -> 0.5500, ECE 0.2100 -> 0.0700.');
+    expect(md).toContain('Calibrated with temperature 1.700 (fitted on the validation split, folded into the classifier, applied because it lowers the validation log-loss): validation log-loss 0.6100 -> 0.5200, ECE 0.2000 -> 0.0500; test log-loss 0.6400 -> 0.5500, ECE 0.2100 -> 0.0700.');
     expect(md).toContain('bad.jpg: truncated JPEG');
   });
 

@@ -42,15 +42,17 @@ async function collectNotices<T>(fn: () => Promise<T>): Promise<{ result: T; not
 describe('-m RUN continues fine-tuning a run', () => {
   it('with its own classifier head when the classes match; --new-head and other classes start a fresh head', async () => {
     // A short first run, so that its validation loss is neither chance nor zero.
-    const first = await finetune(tf, info, options({ bn: 'train', epochs: 1, lr: 2e-4 }));
-    const trainedValLoss = first.calibration!.val.logLossAfter;
+    const first = await finetune(tf, info, options({ bn: 'train', epochs: 3, lr: 1e-3 }));
+    // The saved model's validation loss: its best epoch's (12 validation images are too few to calibrate on).
+    expect(first.calibration).toMatchObject({ applied: false, reason: 'the validation split has 12 images; a temperature needs at least 20' });
+    const trainedValLoss = first.history.find((h) => h.epoch === first.best!.epoch)!.val_loss!;
     expect(trainedValLoss).toBeLessThan(0.9 * Math.log(3));
     expect(trainedValLoss).toBeGreaterThan(0.05);
-    // One epoch at a negligible rate: the continued model validates as the run ended (its head kept, calibration included).
-    const tiny = { model: first.outDir, epochs: 1, lr: 1e-9, calibrate: 'none' as const, bn: 'frozen' as const };
+    // One epoch of plain SGD at a negligible rate: the continued model validates as the run ended (its head kept).
+    const tiny = { model: first.outDir, epochs: 1, lr: 1e-30, optimizer: 'sgd' as const, momentum: 0, calibrate: 'none' as const, bn: 'frozen' as const };
     const cont = await collectNotices(() => finetune(tf, info, options(tiny)));
     expect(cont.notices.some((n) => n.startsWith('continuing with the classifier head of mobilenet_v2_035'))).toBe(true);
-    expect(Math.abs(cont.result.history[0]!.val_loss! - trainedValLoss)).toBeLessThan(0.01 * trainedValLoss);
+    expect(Math.abs(cont.result.history[0]!.val_loss! - trainedValLoss)).toBeLessThan(1e-5 * trainedValLoss);
     const fresh = await finetune(tf, info, options({ ...tiny, newHead: true }));
     expect(Math.abs(fresh.history[0]!.val_loss! - trainedValLoss)).toBeGreaterThan(0.1 * trainedValLoss);
     const other = await collectNotices(() => finetune(tf, info, options({ ...tiny, data: twoClasses, lr: 1e-3 })));
