@@ -1,5 +1,5 @@
 // Fine-tuning: the frozen part runs once per image in inference mode (cached), the tail trains on its outputs.
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { wasmHeapBytes, type BackendInfo, type LayersModel, type LayerVariable, type Tensor, type Tf } from '../backend/index.js';
@@ -227,6 +227,16 @@ async function inRunFolder(tf: Tf, backend: BackendInfo, options: FinetuneOption
     const result = await train(tf, backend, { ...options, out: folder.dir }, () => void (wrote = true), mode);
     wrote = true;
     return result;
+  } catch (err) {
+    // A new run that failed before its first checkpoint leaves no folder that looks like a run (an interrupted one has a
+    // checkpoint, and a resumed one keeps what it had).
+    if (wrote && !options.resume && !(err instanceof InterruptedError) && !existsSync(checkpointPaths(folder.dir).last)) {
+      for (const name of ['config.json', 'split.json', 'metrics.csv']) rmSync(join(folder.dir, name), { force: true });
+      const checkpoints = join(folder.dir, 'checkpoints');
+      if (existsSync(checkpoints) && statSync(checkpoints).isDirectory()) rmSync(checkpoints, { recursive: true, force: true });
+      wrote = false;
+    }
+    throw err;
   } finally {
     folder.release({ discard: !wrote });
   }
@@ -329,8 +339,10 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
   const runStarted = performance.now();
   const headEpochs = options.headEpochs ?? 0;
   const paths = checkpointPaths(options.out);
-  // Read first: a missing or damaged checkpoint should fail before any slow work.
-  const checkpoint = options.resume ? await readCheckpoint<RunState>(paths.last) : null;
+  // Read first: a damaged checkpoint should fail before any slow work. A run stopped before its first checkpoint (killed,
+  // or its disk full) has only its config: it starts over from it.
+  const checkpoint = options.resume && existsSync(paths.last) ? await readCheckpoint<RunState>(paths.last) : null;
+  if (options.resume && checkpoint === null) notice(`${options.out} has no checkpoint (the run stopped before its first epoch ended): starting it over from its config.json`);
   if (checkpoint && checkpoint.state.version !== 1) throw new TlError('E_CHECKPOINT', `${paths.last} has checkpoint version ${String(checkpoint.state.version)}; this tl reads version 1.`);
   const source = await loadBackbone(tf, options.model, { weights: options.weights, seed: options.seed, ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.preprocess ? { preprocess: options.preprocess } : {}), ...(options.store ? { store: options.store } : {}), ...(options.onDownload ? { onDownload: options.onDownload } : {}), keepHead: !options.newHead, ...(options.arch ? { arch: options.arch } : {}) });
   const backbone = source.model;
@@ -458,7 +470,10 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
       ({ history: run.history, best: run.best, stale: run.stale, partial: run.partial } = checkpoint.state);
       run.startEpoch = checkpoint.state.epochsDone + 1;
       if (run.startEpoch > totalEpochs) {
-        throw new UsageError(`The run in ${options.out} has already trained all ${totalEpochs} epochs.`, { suggestion: `Pass --epochs with a larger number to train on.` });
+        // Trained to the end but stopped before its model and report were written: finish it (best weights, calibration,
+        // test metrics, model, report). A finished run trains on only with more epochs.
+        if (existsSync(join(options.out, 'report.json'))) throw new UsageError(`The run in ${options.out} has already trained all ${totalEpochs} epochs.`, { suggestion: `Pass --epochs with a larger number to train on.` });
+        notice(`${options.out} trained all ${totalEpochs} epochs but stopped before writing its model and report: finishing it`);
       }
     }
     if (run.best !== null && existsSync(paths.best)) {
@@ -477,7 +492,8 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
 
     for (const [phaseIndex, phase] of phases.entries()) {
       if (run.stopReason !== null) break;
-      if (phase.last < run.startEpoch) continue;
+      // The last phase always runs: with no epoch left it only finishes (best weights, calibration, test split).
+      if (phase.last < run.startEpoch && phaseIndex < phases.length - 1) continue;
       await runPhase(run, phaseIndex, phase, mode);
       run.partial = null;
       if (mode === 'lr-find') return run.lrFindResult!;
