@@ -207,10 +207,13 @@ export function finetuneCommand(io: Io, mode: 'finetune' | 'lr-find' = 'finetune
     const spinner = progress(io, 'preparing', opts);
     // First SIGINT/SIGTERM: finish the batch, write a checkpoint and the run folder, exit 130/143. Second: exit at
     // once (every file already written is whole, being written by rename).
-    const interrupt: { stop: 'SIGINT' | 'SIGTERM' | null } = { stop: null };
+    const aborter = new AbortController();
+    const interrupt: { stop: 'SIGINT' | 'SIGTERM' | null; signal: AbortSignal } = { stop: null, signal: aborter.signal };
     const onSignal = (signal: 'SIGINT' | 'SIGTERM') => {
       if (interrupt.stop !== null) process.exit(signal === 'SIGINT' ? 130 : 143);
       interrupt.stop = signal;
+      // A download in progress stops now (training stops after its batch).
+      aborter.abort(signal);
       io.err(`\n${signal}: finishing the current batch and writing the run folder (${signal === 'SIGINT' ? 'Ctrl-C' : 'signal'} again to quit at once)\n`);
     };
     const handlers = { SIGINT: () => onSignal('SIGINT'), SIGTERM: () => onSignal('SIGTERM') };

@@ -119,7 +119,7 @@ export interface FinetuneOptions {
   onProgress?: (event: ProgressEvent) => void;
   onDownload?: (p: DownloadProgress) => void;
   /** Set `stop` (e.g. on SIGINT) to end training after the current batch; the run folder is still written. */
-  interrupt?: { stop: string | null };
+  interrupt?: { stop: string | null; signal?: AbortSignal };
 }
 
 export interface ProgressEvent {
@@ -344,7 +344,7 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
   const checkpoint = options.resume && existsSync(paths.last) ? await readCheckpoint<RunState>(paths.last) : null;
   if (options.resume && checkpoint === null) notice(`${options.out} has no checkpoint (the run stopped before its first epoch ended): starting it over from its config.json`);
   if (checkpoint && checkpoint.state.version !== 1) throw new TlError('E_CHECKPOINT', `${paths.last} has checkpoint version ${String(checkpoint.state.version)}; this tl reads version 1.`);
-  const source = await loadBackbone(tf, options.model, { weights: options.weights, seed: options.seed, ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.preprocess ? { preprocess: options.preprocess } : {}), ...(options.store ? { store: options.store } : {}), ...(options.onDownload ? { onDownload: options.onDownload } : {}), keepHead: !options.newHead, ...(options.arch ? { arch: options.arch } : {}) });
+  const source = await loadBackbone(tf, options.model, { weights: options.weights, seed: options.seed, ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.preprocess ? { preprocess: options.preprocess } : {}), ...(options.store ? { store: options.store } : {}), ...(options.onDownload ? { onDownload: options.onDownload } : {}), ...(options.interrupt?.signal ? { signal: options.interrupt.signal } : {}), keepHead: !options.newHead, ...(options.arch ? { arch: options.arch } : {}) });
   const backbone = source.model;
   const size = options.inputSize ?? source.inputSize;
   let dataset: Dataset;

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { atPath, WeightsError } from '../errors.js';
+import { atPath, InterruptedError, WeightsError } from '../errors.js';
 import { checkStored, CHECK_WORDS, hashAlgorithm, recordStored } from '../store/verified.js';
 import { sweepStaleTemps, tempPathFor, untrackTemp } from '../util/atomic.js';
 import { notice } from '../util/notice.js';
@@ -25,7 +25,19 @@ export interface DownloadOptions {
   timeoutSeconds?: number;
   onProgress?: (p: DownloadProgress) => void;
   fetchImpl?: typeof fetch;
+  /**
+   * Where the file may come from, redirects included: each hop's URL is passed to it and it throws to refuse. Without
+   * it, redirects are followed as fetch follows them (files checked against a published hash).
+   */
+  allowUrl?: (url: string) => void;
+  /** Aborted (with 'SIGINT' or 'SIGTERM' as its reason) to stop the transfer at once. */
+  signal?: AbortSignal;
+  /** Counts this download's requests (redirect hops included) against a caller's limit; throws to refuse one more. */
+  onRequest?: (url: string) => void;
 }
+
+/** The most redirects one download follows. */
+const MAX_REDIRECTS = 5;
 
 /** Seconds a stalled transfer waits: $TL_DOWNLOAD_TIMEOUT, default 30. */
 export function downloadTimeoutSeconds(env: NodeJS.ProcessEnv = process.env): number {
@@ -51,13 +63,21 @@ export async function download(url: string, dest: string, options: DownloadOptio
     clearTimeout(timer);
     timer = setTimeout(() => abort.abort(), timeout);
   };
-  const stalled = () => new WeightsError(`Download of ${url} stalled: nothing received for ${timeout / 1000} s.`, { suggestion: 'Try again later, or raise TL_DOWNLOAD_TIMEOUT (seconds).' });
+  const interrupted = () => {
+    const signal = options.signal?.reason === 'SIGTERM' ? 'SIGTERM' : 'SIGINT';
+    return new InterruptedError(signal, `Interrupted by ${signal} while downloading ${url}; the partial file was removed.`);
+  };
+  const stalled = () => (options.signal?.aborted ? interrupted() : new WeightsError(`Download of ${url} stalled: nothing received for ${timeout / 1000} s.`, { suggestion: 'Try again later, or raise TL_DOWNLOAD_TIMEOUT (seconds).' }));
+  const onAbort = () => abort.abort();
+  options.signal?.addEventListener('abort', onAbort, { once: true });
   try {
+    if (options.signal?.aborted) throw interrupted();
     let response: Response;
     arm();
     try {
-      response = await fetchImpl(url, { signal: abort.signal, redirect: 'follow' });
+      response = await fetchChecked(fetchImpl, url, abort.signal, options);
     } catch (err) {
+      if (err instanceof WeightsError) throw err;
       if (abort.signal.aborted) throw stalled();
       // A file already in place that failed its check is the likelier story offline: say so first.
       const placed = check === 'missing' ? '' : `${dest} ${CHECK_WORDS[check]}${check === 'mismatch' && options.hash ? ` (expected ${hashAlgorithm(options.hash)} ${options.hash})` : ''}, and `;
@@ -68,7 +88,9 @@ export async function download(url: string, dest: string, options: DownloadOptio
     }
     if (!response.ok || response.body === null) throw new WeightsError(`Cannot download ${url}: HTTP ${response.status} ${response.statusText}`);
     const header = response.headers.get('content-length');
-    const total = header !== null && /^\d+$/.test(header.trim()) ? Number(header) : null;
+    // fetch decodes a compressed body: its Content-Length then counts the compressed bytes, not the ones received.
+    const encoded = !['', 'identity'].includes((response.headers.get('content-encoding') ?? '').trim().toLowerCase());
+    const total = header !== null && /^\d+$/.test(header.trim()) && !encoded ? Number(header) : null;
     if (total !== null && total > options.maxBytes) {
       await response.body.cancel().catch(() => {});
       throw new WeightsError(`Refused ${url}: the server announces ${total} bytes (${mib(total)}); at most ${options.maxBytes} (${mib(options.maxBytes)}) are expected.`);
@@ -117,7 +139,33 @@ export async function download(url: string, dest: string, options: DownloadOptio
     return dest;
   } finally {
     clearTimeout(timer);
+    options.signal?.removeEventListener('abort', onAbort);
     await rm(tmp, { force: true });
     untrackTemp(tmp);
+  }
+}
+
+/**
+ * The response for `url`. With `allowUrl`, redirects are followed by hand so that every hop is checked before it is
+ * requested; each request is counted with `onRequest`.
+ */
+async function fetchChecked(fetchImpl: typeof fetch, url: string, signal: AbortSignal, options: DownloadOptions): Promise<Response> {
+  let current = url;
+  for (let hop = 0; ; hop++) {
+    options.allowUrl?.(current);
+    options.onRequest?.(current);
+    const response = await fetchImpl(current, { signal, redirect: options.allowUrl ? 'manual' : 'follow' });
+    if (!options.allowUrl || response.status < 300 || response.status > 399 || response.status === 304) return response;
+    const location = response.headers.get('location');
+    await response.body?.cancel().catch(() => {});
+    if (location === null) throw new WeightsError(`Cannot download ${url}: HTTP ${response.status} without a Location.`);
+    if (hop >= MAX_REDIRECTS) throw new WeightsError(`Cannot download ${url}: more than ${MAX_REDIRECTS} redirects.`);
+    let next: string;
+    try {
+      next = new URL(location, current).href;
+    } catch {
+      throw new WeightsError(`Cannot download ${url}: it redirects to '${location}', not a URL.`);
+    }
+    current = next;
   }
 }

@@ -19,6 +19,8 @@ export interface PretrainedOptions {
   seed?: number;
   /** Progress of weight downloads (bytes, rate). */
   onDownload?: (p: DownloadProgress) => void;
+  /** Aborted on SIGINT/SIGTERM: a download in progress stops at once. */
+  signal?: AbortSignal;
 }
 
 export interface Pretrained {
@@ -50,7 +52,7 @@ export async function loadPretrained(tf: Tf, name: string, options: PretrainedOp
     throw new WeightsError(`Model '${name}' has no weight source ${options.includeTop ? 'with' : 'without'} its top.`);
   }
   try {
-    const report = await loadSource(tf, model, source, variant.family, options.store ?? storeRoot(), options.onDownload);
+    const report = await loadSource(tf, model, source, variant.family, options.store ?? storeRoot(), options.onDownload, options.signal);
     return { model, variant, source, report };
   } catch (err) {
     model.dispose();
@@ -72,7 +74,7 @@ export function renameKeras2AutoNames(weights: NamedWeights): NamedWeights {
   return out;
 }
 
-async function loadSource(tf: Tf, model: LayersModel, source: WeightSource, family: string, store: string, onDownload?: (p: DownloadProgress) => void): Promise<AssignReport> {
+async function loadSource(tf: Tf, model: LayersModel, source: WeightSource, family: string, store: string, onDownload?: (p: DownloadProgress) => void, signal?: AbortSignal): Promise<AssignReport> {
   if (source.kind === 'nsfwjs') {
     const modelJson = await extractNsfwjsModel(store, source.model);
     const grouped = groupByLayer(await readWeights(tf, modelJson));
@@ -84,5 +86,5 @@ async function loadSource(tf: Tf, model: LayersModel, source: WeightSource, fami
     }
   }
   const { loadKerasWeights } = await import('./keras.js');
-  return loadKerasWeights(tf, model, source, store, { family, ...(onDownload ? { onProgress: onDownload } : {}) });
+  return loadKerasWeights(tf, model, source, store, { family, ...(onDownload ? { onProgress: onDownload } : {}), ...(signal ? { signal } : {}) });
 }

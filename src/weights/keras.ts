@@ -42,7 +42,7 @@ export function maxKerasBytes(model: LayersModel, source: WeightSource & { kind:
 }
 
 /** Loads a variant's Keras .h5 weights (from the store, downloading when missing). */
-export async function loadKerasWeights(tf: Tf, model: LayersModel, source: WeightSource & { kind: 'keras-h5' }, store: string, options: { family: string; onProgress?: (p: DownloadProgress) => void }): Promise<AssignReport> {
-  const path = await download(source.url, kerasStorePath(store, source.url), { hash: source.hash, maxBytes: maxKerasBytes(model, source, options.family), ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+export async function loadKerasWeights(tf: Tf, model: LayersModel, source: WeightSource & { kind: 'keras-h5' }, store: string, options: { family: string; onProgress?: (p: DownloadProgress) => void; signal?: AbortSignal }): Promise<AssignReport> {
+  const path = await download(source.url, kerasStorePath(store, source.url), { hash: source.hash, maxBytes: maxKerasBytes(model, source, options.family), ...(options.onProgress ? { onProgress: options.onProgress } : {}), ...(options.signal ? { signal: options.signal } : {}) });
   return assignKerasFile(tf, model, path);
 }

@@ -3,6 +3,7 @@ import { realpathSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { NamedTensorMap, Tf } from '../backend/index.js';
+import { z } from 'zod';
 import { WeightsError } from '../errors.js';
 import { customLayers } from '../registry/layers.js';
 
@@ -69,11 +70,31 @@ export async function readModelJson(modelJsonPath: string): Promise<ModelJson> {
   } catch (err) {
     throw new WeightsError(`${modelJsonPath} is not valid JSON: ${(err as Error).message}`, { cause: err });
   }
-  if (json.modelTopology === undefined || !Array.isArray(json.weightsManifest)) {
+  if (json === null || typeof json !== 'object' || json.modelTopology === undefined || !Array.isArray(json.weightsManifest)) {
     throw new WeightsError(`${modelJsonPath} is not a tfjs LayersModel (needs modelTopology and weightsManifest).`);
+  }
+  // The manifest decides how many bytes are read and how they are decoded: checked before it is used.
+  const manifest = manifestSchema.safeParse(json.weightsManifest);
+  if (!manifest.success) {
+    const issue = manifest.error.issues[0]!;
+    const where = issue.path.map((k) => (typeof k === 'number' ? `[${k}]` : `.${String(k)}`)).join('');
+    const [g, key, w] = issue.path;
+    const name = key === 'weights' && typeof g === 'number' && typeof w === 'number' ? (json.weightsManifest[g]?.weights?.[w] as { name?: unknown } | undefined)?.name : undefined;
+    throw new WeightsError(`${modelJsonPath}: weightsManifest${where}${typeof name === 'string' ? ` (weight '${name}')` : ''}: ${issue.message}.`);
   }
   return json;
 }
+
+/** A weights manifest tl reads: float32 or int32 weights (optionally uint8/uint16/float16-quantized), shapes of non-negative integers. */
+const manifestSchema = z.array(z.object({
+  paths: z.array(z.string().min(1)),
+  weights: z.array(z.object({
+    name: z.string().min(1),
+    shape: z.array(z.number().int().min(0).max(2 ** 31)),
+    dtype: z.enum(['float32', 'int32'], { message: 'tl reads float32 or int32 weights' }),
+    quantization: z.object({ dtype: z.enum(['uint8', 'uint16', 'float16']) }).passthrough().optional(),
+  }).passthrough()),
+}).passthrough());
 
 /** Reads every weight of a LayersModel folder (float32 or uint8/float16-quantized), dequantized to float32. */
 export async function readWeights(tf: Tf, modelJsonPath: string): Promise<NamedTensorMap> {
