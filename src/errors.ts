@@ -106,5 +106,11 @@ export function environmentError(err: unknown): EnvironmentError | null {
     const target = sys.dest && sys.syscall === 'rename' ? sys.dest : sys.path;
     return new EnvironmentError(`Cannot ${verb} ${target}: ${known.what} (${sys.code}).`, { suggestion: known.suggestion, cause: err });
   }
+  // A system error that names no path (a failed write(2)) is still the environment's, not a bug: said without one.
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    const sys = e as NodeJS.ErrnoException;
+    const known = sys.code ? ENVIRONMENT[sys.code] : undefined;
+    if (known && sys.code !== 'ENOENT') return new EnvironmentError(`A file operation${sys.syscall ? ` (${sys.syscall})` : ''} failed: ${known.what} (${sys.code}).`, { suggestion: known.suggestion, cause: err });
+  }
   return null;
 }

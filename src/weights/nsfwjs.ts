@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { WeightsError } from '../errors.js';
+import { atPath, WeightsError } from '../errors.js';
 import { checkStored, CHECK_WORDS, sidecar } from '../store/verified.js';
 import { sweepStaleTemps, tempPathFor, untrackTemp } from '../util/atomic.js';
 import { notice } from '../util/notice.js';
@@ -66,9 +66,11 @@ export async function extractNsfwjsModel(storeRoot: string, model: 'mobilenet_v2
   const tmp = tempPathFor(folder);
   await mkdir(tmp);
   try {
+    // A failed write(2) names no file: the error is given the path it was writing.
     const write = async (name: string, data: Buffer) => {
-      await writeFile(join(tmp, name), data);
-      await writeFile(sidecar(join(tmp, name)), `${createHash('sha256').update(data).digest('hex')}\n`);
+      const path = join(tmp, name);
+      await writeFile(path, data).catch((err: unknown) => Promise.reject(atPath(err, path)));
+      await writeFile(sidecar(path), `${createHash('sha256').update(data).digest('hex')}\n`).catch((err: unknown) => Promise.reject(atPath(err, sidecar(path))));
     };
     for (const p of paths) await write(p, Buffer.from(require(join(source, `${p}.min.js`)) as string, 'base64'));
     await write('model.json', Buffer.from(JSON.stringify({ ...json, format: 'layers-model', generatedBy: `nsfwjs ${NSFWJS_VERSION}` })));

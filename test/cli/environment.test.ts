@@ -1,6 +1,6 @@
 // Environmental failures and run folders: one-line errors, no hangs, no collisions, no leftovers.
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -26,8 +26,8 @@ describe('environmental failures are one-line errors', () => {
     } catch (err) {
       enospc = err;
     }
-    // write(2) names no file: tl names the one it was writing.
-    expect(environmentError(enospc)).toBeNull();
+    // write(2) names no file: tl names the one it was writing, and without one still says what failed.
+    expect(environmentError(enospc)?.message).toBe('A file operation (write) failed: no space left on the device (ENOSPC).');
     const e = environmentError(new Error('wrapped', { cause: atPath(enospc, '/dev/full') }));
     expect(e?.message).toBe('Cannot write /dev/full: no space left on the device (ENOSPC).');
     expect(e?.suggestion).toMatch(/Free some disk space/);
@@ -36,24 +36,37 @@ describe('environmental failures are one-line errors', () => {
     expect(environmentError(new Error('plain'))).toBeNull();
   });
 
-  it('a full disk under --out or the model store is a one-line error (a real 256 KiB tmpfs; root only)', async (ctx) => {
-    const mnt = tempDir();
-    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', mnt]).status === 0;
-    if (!mounted) return ctx.skip('cannot mount a tmpfs here (needs root)');
+  it('a full disk under --out or the model store is a one-line error (real small tmpfs mounts; root only)', async (ctx) => {
+    // One tmpfs per case: what one failed run removes must not make room for the next.
+    const mounts: string[] = [];
+    const fullDisk = (size = '256k') => {
+      const mnt = tempDir();
+      if (spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mnt]).status !== 0) return null;
+      mounts.push(mnt);
+      return mnt;
+    };
+    if (fullDisk() === null) return ctx.skip('cannot mount a tmpfs here (needs root)');
     try {
       const home = tempDir();
-      const out = join(mnt, 'run');
+      const out = join(mounts[0]!, 'run');
       const r = await spawnTl(['finetune', data, ...quick, '--workers', '1', '--engine', 'tfjs', '--out', out], { TL_HOME: home });
       expect(r.exitCode, r.stderr).toBe(1);
       expect(r.stderr).toMatch(new RegExp(`^error: Cannot write ${out}/\\S+: no space left on the device \\(ENOSPC\\)\\.$`, 'm'));
       expect(r.stderr).not.toMatch(/internal error/);
-      const full = join(mnt, 'store');
+      // Smaller than the frozen part's ONNX graph (about 0.1 MiB).
+      const full = join(fullDisk('32k')!, 'store');
       const s = await spawnTl(['finetune', data, ...quick, '--workers', '2', '--engine', 'onnx', '--freeze', '100', '--out', join(tempDir(), 'run')], { TL_HOME: full });
       expect(s.exitCode, s.stderr).toBe(1);
       expect(s.stderr).toMatch(new RegExp(`^error: Cannot write ${full}/onnx/\\S+: no space left on the device \\(ENOSPC\\)\\.$`, 'm'));
       expect(readdirSync(join(full, 'onnx')).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+      // The first extraction of the bundled nsfwjs weights into a full store.
+      const nsfw = join(fullDisk()!, 'nsfw');
+      const n = await spawnTl(['finetune', data, '--model', 'mobilenet_v2.nsfwjs', '--input-size', '32', '--epochs', '1', '--out', join(tempDir(), 'run')], { TL_HOME: nsfw });
+      expect(n.exitCode, n.stderr).toBe(1);
+      expect(n.stderr).toMatch(new RegExp(`^error: Cannot write ${nsfw}/\\S+: no space left on the device \\(ENOSPC\\)\\.$`, 'm'));
+      expect(n.stderr).not.toMatch(/internal error/);
     } finally {
-      spawnSync('umount', [mnt]);
+      for (const mnt of mounts) spawnSync('umount', [mnt]);
     }
   }, 120_000);
 
@@ -184,9 +197,14 @@ describe('Ctrl-C while decoding', () => {
     const big = tempDir();
     const photo = join(tempDir(), 'big.jpg');
     await sharp({ create: { width: 2400, height: 2400, channels: 3, background: { r: 128, g: 128, b: 128 }, noise: { type: 'gaussian', mean: 128, sigma: 60 } } }).jpeg({ quality: 95 }).toFile(photo);
+    // Each file its own bytes (a JPEG comment segment after the start marker): copies would be one image under two classes.
+    const jpeg = readFileSync(photo);
     for (const cls of ['a', 'b']) {
       mkdirSync(join(big, cls));
-      for (let i = 0; i < 250; i++) copyFileSync(photo, join(big, cls, `${i}.jpg`));
+      for (let i = 0; i < 250; i++) {
+        const text = Buffer.from(`${cls}${String(i).padStart(4, '0')}`);
+        writeFileSync(join(big, cls, `${i}.jpg`), Buffer.concat([jpeg.subarray(0, 2), Buffer.from([0xff, 0xfe, 0, text.length + 2]), text, jpeg.subarray(2)]));
+      }
     }
     const out = join(tempDir(), 'run');
     const r = await new Promise<{ code: number | null; stderr: string; afterSignal: number }>((resolve, reject) => {
