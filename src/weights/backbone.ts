@@ -155,7 +155,8 @@ function backboneOutput(model: LayersModel): SymbolicTensor {
  */
 async function kerasFileBackbone(tf: Tf, file: string, options: BackboneOptions): Promise<Backbone> {
   await requireHdf5(file);
-  const h5 = await readKerasH5(file);
+  // Its names and config only: the weights are read once, by assignKerasFile, after their shapes are checked.
+  const h5 = await readKerasH5(file, { select: () => false });
   const arch = options.arch ?? registryModelOf(file, h5.modelConfig);
   if (arch === null && h5.modelConfig !== null) return kerasConfigBackbone(tf, file, h5.modelConfig, options);
   if (arch === null) {

@@ -8,8 +8,10 @@ export interface StoredWeight {
 }
 
 export interface KerasH5 {
-  /** Weights grouped by the layer that owns them (nested models flattened), then by short name. */
+  /** The weights read (those `select` kept), grouped by the layer that owns them (nested models flattened), then by short name. */
   layers: Map<string, Map<string, StoredWeight>>;
+  /** Every weight's shape, read or not, grouped the same way. */
+  shapes: Map<string, Map<string, number[]>>;
   /** Layer names in the file's order. */
   layerNames: string[];
   /** The `model_config` JSON of a full-model file, or null for weights-only files. */
@@ -45,15 +47,53 @@ function toFloat32(value: unknown, where: string): Float32Array {
   throw new WeightsError(`Dataset ${where} does not hold numbers.`);
 }
 
-/** Reads every weight of a Keras .h5 file. */
-export async function readKerasH5(path: string): Promise<KerasH5> {
+/** The most values one dataset may hold before it is read (1 GiB of float32; VGG's largest layer has 103 M). */
+export const MAX_DATASET_ELEMENTS = 2 ** 28;
+
+export interface ReadH5Options {
+  /**
+   * Called with each weight's owner, short name and shape before its values are read: true reads it, false skips it,
+   * and a throw refuses the file (a shape the model cannot take is refused before its bytes are read). Default: all.
+   */
+  select?: (owner: string, weight: string, shape: number[]) => boolean;
+}
+
+/** HDF5's own diagnostics (pages of `HDF5-DIAG` lines on a damaged file) are kept off the terminal while a file is read. */
+async function quietly<T>(fn: () => Promise<T>): Promise<T> {
+  const { warn, error } = console;
+  const keep = (write: (...a: unknown[]) => void) => (...args: unknown[]) => {
+    if (!/^\s*(HDF5-DIAG|#\d{3}:|major:|minor:)/.test(String(args[0] ?? ''))) write(...args);
+  };
+  console.warn = keep(warn);
+  console.error = keep(error);
+  try {
+    return await fn();
+  } finally {
+    console.warn = warn;
+    console.error = error;
+  }
+}
+
+/** Reads a Keras .h5 file: its layer names and config, every weight's shape, and the values of the weights `select` keeps. */
+export async function readKerasH5(path: string, options: ReadH5Options = {}): Promise<KerasH5> {
+  return quietly(async () => {
+    try {
+      return await readH5(path, options);
+    } catch (err) {
+      if (err instanceof WeightsError) throw err;
+      throw new WeightsError(`${path} cannot be read as a Keras weight file (damaged or truncated?): ${(err as Error).message.split('\n')[0]}`, { cause: err });
+    }
+  });
+}
+
+async function readH5(path: string, options: ReadH5Options): Promise<KerasH5> {
   const h5wasm = (await import('h5wasm/node')).default;
   await h5wasm.ready;
   let file: InstanceType<typeof h5wasm.File>;
   try {
     file = new h5wasm.File(path, 'r');
   } catch (err) {
-    throw new WeightsError(`${path} is not a readable HDF5 file: ${(err as Error).message}`, { cause: err });
+    throw new WeightsError(`${path} is not a readable HDF5 file (damaged or truncated?): ${(err as Error).message.split('\n')[0]}`, { cause: err });
   }
   try {
     const rootFile = file as unknown as H5Node;
@@ -61,6 +101,7 @@ export async function readKerasH5(path: string): Promise<KerasH5> {
     const layerNames = stringList(root, 'layer_names');
     if (layerNames === null) throw new WeightsError(`${path} is not a Keras weights file (no layer_names attribute).`);
     const layers = new Map<string, Map<string, StoredWeight>>();
+    const shapes = new Map<string, Map<string, number[]>>();
     for (const layerName of layerNames) {
       const group = root.get(layerName);
       if (group === null) throw new WeightsError(`${path}: layer '${layerName}' is listed but has no group.`);
@@ -71,14 +112,23 @@ export async function readKerasH5(path: string): Promise<KerasH5> {
         const weight = parts[parts.length - 1] as string;
         // A nested model stores its layers' weights as <inner layer>/<weight>: flatten to the inner layer.
         const owner = parts.length >= 2 ? (parts[parts.length - 2] as string) : layerName;
+        const shape = [...dataset.shape];
+        const elements = shape.reduce((a, b) => a * b, 1);
+        if (shape.some((d) => !Number.isInteger(d) || d < 0) || elements > MAX_DATASET_ELEMENTS) {
+          throw new WeightsError(`${path}: weight '${layerName}/${weightName}' has shape [${shape.join(', ')}] (${elements} values); no layer of the models tl reads has more than ${MAX_DATASET_ELEMENTS}.`);
+        }
+        if (!shapes.has(owner)) shapes.set(owner, new Map());
+        shapes.get(owner)!.set(weight, shape);
+        if (!(options.select?.(owner, weight, shape) ?? true)) continue;
         if (!layers.has(owner)) layers.set(owner, new Map());
-        layers.get(owner)!.set(weight, { shape: [...dataset.shape], data: toFloat32(dataset.value, `${layerName}/${weightName}`) });
+        layers.get(owner)!.set(weight, { shape, data: toFloat32(dataset.value, `${layerName}/${weightName}`) });
       }
     }
     const config = rootFile.attrs['model_config']?.value;
     const version = rootFile.attrs['keras_version']?.value ?? root.attrs['keras_version']?.value;
     return {
       layers,
+      shapes,
       layerNames,
       modelConfig: typeof config === 'string' ? (JSON.parse(config) as unknown) : null,
       kerasVersion: version == null ? null : String(version),

@@ -48,14 +48,28 @@ export async function requireHdf5(file: string): Promise<void> {
   const info = await stat(file).catch(() => null);
   if (info === null) throw new UsageError(`${file} does not exist.`);
   if (!info.isFile()) throw new UsageError(`${file} is not a file.`);
-  const head = Buffer.alloc(8);
+  const head = Buffer.alloc(64);
   const fd = await open(file, 'r');
   try {
-    await fd.read(head, 0, 8, 0);
+    await fd.read(head, 0, 64, 0);
   } finally {
     await fd.close();
   }
-  if (!head.equals(HDF5_MAGIC)) throw new WeightsError(`${file} is not an HDF5 file (it starts with ${JSON.stringify(head.toString('latin1').replace(/[^\x20-\x7e]/g, '.'))}); Keras weight files are .h5 (HDF5).`);
+  if (!head.subarray(0, 8).equals(HDF5_MAGIC)) throw new WeightsError(`${file} is not an HDF5 file (it starts with ${JSON.stringify(head.subarray(0, 8).toString('latin1').replace(/[^\x20-\x7e]/g, '.'))}); Keras weight files are .h5 (HDF5).`);
+  // The superblock says where the file ends: a shorter file was cut off (HDF5 would print pages of diagnostics).
+  const end = hdf5EndOfFile(head);
+  if (end !== null && end > info.size) throw new WeightsError(`${file} is truncated: ${info.size} bytes, and its HDF5 superblock says ${end}.`, { suggestion: 'Download or copy the file again.' });
+}
+
+/** The end-of-file address in an HDF5 superblock at offset 0 (format versions 0-3), or null when it cannot be read. */
+function hdf5EndOfFile(head: Buffer): number | null {
+  const version = head[8]!;
+  const sizeOfOffsets = version <= 1 ? head[13]! : head[9]!;
+  if (version > 3 || ![4, 8].includes(sizeOfOffsets)) return null;
+  // v0/v1: base, free-space and end-of-file addresses follow 24 (v1: 28) bytes; v2/v3: base, extension, end of file after 12.
+  const base = version === 0 ? 24 : version === 1 ? 28 : 12;
+  const at = (i: number) => (sizeOfOffsets === 8 ? Number(head.readBigUInt64LE(base + i * 8)) : head.readUInt32LE(base + i * 4));
+  return at(0) + at(2);
 }
 
 /**
@@ -83,8 +97,8 @@ export async function importWeights(tf: Tf, file: string, options: { model?: str
   const sha256 = await hashFile(file, 'sha256');
   // md5 only for a model whose published hash is one (reading the file again).
   let md5: string | null = null;
-  const h5 = await readKerasH5(file);
-  const hasTop = [...h5.layers.keys()].some((l) => l === 'predictions' || l === 'Predictions' || l === 'fc1000');
+  const h5 = await readKerasH5(file, { select: () => false });
+  const hasTop = [...h5.shapes.keys()].some((l) => l === 'predictions' || l === 'Predictions' || l === 'fc1000');
   let reasons: string[] = [];
   const all = candidates(file, options.model);
   const matching = all.filter((c) => c.source.includeTop === hasTop);

@@ -2,7 +2,8 @@
 import { basename, join } from 'node:path';
 import type { LayersModel, Tf } from '../backend/index.js';
 import type { WeightSource } from '../registry/index.js';
-import { assignWeights, disposeWeights, type AssignReport, type NamedWeights } from './assign.js';
+import { WeightsError } from '../errors.js';
+import { assignWeights, disposeWeights, splitWeightName, type AssignReport, type NamedWeights } from './assign.js';
 import { download, type DownloadProgress } from './download.js';
 import { readKerasH5, type KerasH5 } from './h5.js';
 
@@ -20,11 +21,27 @@ export function h5ToTensors(tf: Tf, h5: KerasH5): NamedWeights {
   return out;
 }
 
-/** Assigns the weights of a Keras .h5 file to `model` by layer name. */
+/**
+ * Assigns the weights of a Keras .h5 file to `model` by layer name. Each weight's shape is checked against the model
+ * before its values are read, and weights of layers the model does not have are never read.
+ */
 export async function assignKerasFile(tf: Tf, model: LayersModel, path: string, options: { allowMissing?: (layer: string) => boolean } = {}): Promise<AssignReport> {
-  const weights = h5ToTensors(tf, await readKerasH5(path));
+  const expected = new Map(model.layers.map((l) => [l.name, new Map(l.weights.map((w) => [splitWeightName(w.originalName).weight, w.shape]))]));
+  const h5 = await readKerasH5(path, {
+    select: (owner, weight, shape) => {
+      const want = expected.get(owner)?.get(weight);
+      if (want === undefined) return false;
+      if (want.length !== shape.length || want.some((d, i) => d !== shape[i])) {
+        throw new WeightsError(`Shape mismatch for '${owner}/${weight}' in ${path}: the model expects [${want.join(', ')}], the weights have [${shape.join(', ')}].`);
+      }
+      return true;
+    },
+  });
+  const weights = h5ToTensors(tf, h5);
   try {
-    return assignWeights(model, weights, { source: path, ...options });
+    const report = assignWeights(model, weights, { source: path, ...options });
+    for (const layer of h5.shapes.keys()) if (!expected.has(layer)) report.unused.push(layer);
+    return report;
   } finally {
     disposeWeights(weights);
   }
