@@ -10,13 +10,17 @@ export function dataOptions(cmd: Command): Command {
     .option('--test <fraction>', 'fraction of each class held out for testing', '0.15')
     .option('--seed <n>', 'seed of the split, shuffling and augmentation', '42')
     .option('--resize <mode>', 'center-crop | squash | pad', 'center-crop')
-    .option('--max-pixels <n>', 'skip images with more pixels than this', '100000000');
+    .option(...MAX_PIXELS_OPTION);
 }
+
+/** `--max-pixels`: images with more pixels are skipped (decompression bombs); every command that decodes images takes it. */
+export const MAX_PIXELS_OPTION = ['--max-pixels <n>', 'skip images with more pixels than this (decompression bombs)', '100000000'] as const;
+export const maxPixelsSchema = numeric(z.number().int().positive());
 
 export const dataSchema = z.object({
   val: numeric(z.number().min(0).max(0.9)),
   test: numeric(z.number().min(0).max(0.9)),
   seed: numeric(z.number().int()),
   resize: z.enum(['center-crop', 'squash', 'pad']),
-  maxPixels: numeric(z.number().int().positive()),
+  maxPixels: maxPixelsSchema,
 });

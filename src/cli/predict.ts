@@ -6,6 +6,7 @@ import { numeric, parseOptions, printJson } from './common.js';
 import { addInferenceOptions, inferenceSchema, startInference } from './inference.js';
 import { downloadReporter, progress, type Io } from './io.js';
 import { UsageError } from '../errors.js';
+import { MAX_PIXELS_OPTION, maxPixelsSchema } from './options.js';
 
 const predictSchema = inferenceSchema.extend({
   model: z.string().min(1),
@@ -13,6 +14,7 @@ const predictSchema = inferenceSchema.extend({
   out: z.string().min(1).optional(),
   shard: z.union([z.string(), z.boolean()]).optional(),
   shards: numeric(z.number().int().min(1).max(100_000)).optional(),
+  maxPixels: maxPixelsSchema,
 });
 
 export function predictCommand(io: Io): Command {
@@ -23,7 +25,8 @@ export function predictCommand(io: Io): Command {
     .option('-k, --top <k>', 'classes to show per image', '3')
     .option('-o, --out <file>', 'also write the predictions as JSON lines (one image per line, in input order); with --shard, the folder of the shards')
     .option('--shard [I/N|auto]', 'only shard I of N of the images (see tl extract --shard); needs --out; `tl merge` joins the shards')
-    .option('--shards <n>', 'with --shard auto: the number of shards');
+    .option('--shards <n>', 'with --shard auto: the number of shards')
+    .option(...MAX_PIXELS_OPTION);
   addInferenceOptions(cmd);
   cmd.action(async (inputs: string[], raw: unknown) => {
     const opts = parseOptions(predictSchema, raw);
@@ -35,7 +38,7 @@ export function predictCommand(io: Io): Command {
     const { predict } = await import('../inference/predict.js');
     const spinner = progress(io, 'loading the model', opts);
     const result = await predict(tf, {
-      ...run, model: opts.model, inputs, top: opts.top, ...(opts.out ? { out: opts.out } : {}), ...(shard ? { shard } : {}),
+      ...run, model: opts.model, inputs, top: opts.top, maxPixels: opts.maxPixels, ...(opts.out ? { out: opts.out } : {}), ...(shard ? { shard } : {}),
       onProgress: (done, total) => spinner.update(`predicting ${done}/${total}`),
       onDownload: downloadReporter(io, spinner, opts),
     });

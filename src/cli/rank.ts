@@ -27,8 +27,12 @@ export function rankCommand(io: Io): Command {
     const opts = parseOptions(rankSchema, raw);
     const { listModels } = await import('../registry/describe.js');
     const { storeRoot } = await import('../store/index.js');
-    const models = opts.models ? opts.models.split(',').map((m) => m.trim()).filter((m) => m.length > 0) : listModels(storeRoot(io.env)).filter((m) => m.offline !== 'no').map((m) => m.name);
+    const registry = opts.models ? [] : listModels(storeRoot(io.env));
+    const models = opts.models ? opts.models.split(',').map((m) => m.trim()).filter((m) => m.length > 0) : registry.filter((m) => m.offline !== 'no').map((m) => m.name);
+    // By default only models whose weights are here are ranked: the others are named, not silently left out.
+    const notHere = registry.filter((m) => m.offline === 'no').map((m) => m.name);
     if (models.length === 0) throw new UsageError('No model to rank: no registry model has its weights offline.', { suggestion: 'Pass --models NAME,... (weights download on first use) or place weights with `tl models import FILE`.' });
+    if (notHere.length > 0 && !opts.quiet && !opts.json) io.err(`not ranked (weights not downloaded; name them with --models to fetch them): ${notHere.join(', ')}\n`);
     const { tf, run } = await startInference(io, opts);
     const { rank } = await import('../rank/index.js');
     const spinner = progress(io, `ranking ${models.length} model${models.length === 1 ? '' : 's'}`, opts);
@@ -38,7 +42,7 @@ export function rankCommand(io: Io): Command {
       onProgress: (model, done, total) => spinner.update(`${model}: ${done}/${total} images`),
     });
     spinner.succeed(`ranked ${result.rows.length} model${result.rows.length === 1 ? '' : 's'} on ${result.images} training images`);
-    if (opts.json) return printJson(io, result);
+    if (opts.json) return printJson(io, { ...result, notRanked: notHere });
     const table = new Table({ head: ['rank', 'model', 'LogME', 'TransRate', 'LEEP', ...(opts.probe ? ['probe val acc'] : []), 'features', 'input', 'seconds'], style: { head: [], border: [] } });
     result.rows.forEach((r, i) => table.push([i + 1, r.model, r.logme.toFixed(4), r.transrate.toFixed(2), r.leep === null ? '-' : r.leep.toFixed(4), ...(opts.probe ? [r.probe ? r.probe.valAccuracy.toFixed(3) : '-'] : []), r.featureSize, r.inputSize, r.seconds.toFixed(1)]));
     io.out(`${table.toString()}\n`);

@@ -9,6 +9,7 @@ export type FreezeSpec = number | string;
 export function resolveFreeze(backbone: LayersModel, spec: FreezeSpec, modelName: string): number {
   const count = backbone.layers.length;
   if (spec === 'all') return count;
+  if (typeof spec === 'string' && /^[-+]\d+$/.test(spec.trim())) throw new UsageError(`--freeze ${spec}: a layer count is a whole number from 0 to ${count} (${modelName} has ${count} layers), or a layer name, or 'all'.`);
   if (typeof spec === 'number' || /^\d+$/.test(spec)) {
     const n = Number(spec);
     if (n < 0 || n > count) throw new UsageError(`--freeze ${n} is out of range for ${modelName}, which has ${count} layers (0..${count}, or 'all').`);

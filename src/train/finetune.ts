@@ -75,6 +75,8 @@ export interface FinetuneOptions {
   resume?: boolean;
   /** `out` is a default name: if it exists, use `out-2`, `out-3`, ... instead (the result says which). */
   uniqueOut?: boolean;
+  /** A short trial run another step deletes after reading its result (`--freeze auto`'s probes): no advice to train it on. */
+  trial?: boolean;
   /** Engine for the frozen part: `onnx` runs it on ONNX Runtime (exported once, cached in the store). */
   engine?: 'onnx' | 'tfjs';
   /** Micro-batches per optimizer step; the effective batch stays `batchSize`. */
@@ -380,7 +382,7 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
     try {
       freezeAuto = await chooseFreezeDepth(tf, backend, backbone, { preprocess: source.preprocess, inputSize: size, batchSize: options.batchSize, workers: options.workers, engine: options.engine ?? 'tfjs', ...(options.store ? { store: options.store } : {}), out: options.out }, dataset, async (freeze, out) => {
         const { onProgress: _p, lrFind: _l, patience: _pa, resume: _r, headEpochs: _h, ...rest } = options;
-        return await finetune(tf, backend, { ...rest, freeze, epochs: PROBE_EPOCHS, lr: options.lr === 'find' ? 'auto' : options.lr, calibrate: 'none', out, uniqueOut: false });
+        return await finetune(tf, backend, { ...rest, freeze, epochs: PROBE_EPOCHS, lr: options.lr === 'find' ? 'auto' : options.lr, calibrate: 'none', out, uniqueOut: false, trial: true });
       });
     } catch (err) {
       (source.withHead?.model ?? backbone).dispose();
@@ -395,6 +397,11 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
   const frozenCount = resolveFreeze(backbone, freeze, options.model);
   const layerCount = backbone.layers.length;
   const epochs = options.epochs === 'auto' ? (frozenCount < layerCount ? 3 : 10) : options.epochs;
+  if (options.epochs === 'auto' && options.augment !== 'none' && !options.resume && !options.trial) {
+    const advice = `--augment ${options.augment} shows each image differently every epoch, and ${epochs} epochs (--epochs auto) are usually too few for it to pay off: give --epochs (3-4 times as many is a common start)`;
+    warnings.push(advice);
+    notice(advice);
+  }
   const totalEpochs = headEpochs + epochs;
   if (headEpochs > 0 && frozenCount >= layerCount) {
     (source.withHead?.model ?? backbone).dispose();
@@ -520,8 +527,10 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
       calibration = { ...run.calibration, test };
     }
     const last = run.history.at(-1);
-    if (run.stopReason === null && run.best !== null && last && run.best.epoch === last.epoch && run.history.length > 1) {
-      const hint = `${run.best.monitor} was still improving at the last epoch (${last.epoch}): more epochs may help (\`tl finetune --resume ${options.out} --epochs ${totalEpochs + Math.max(1, Math.round(totalEpochs / 2))}\` trains on)`;
+    if (!options.trial && run.stopReason === null && run.best !== null && last && run.best.epoch === last.epoch && run.history.length > 1) {
+      // --epochs counts the last phase's epochs (a head phase comes on top): the hint trains about half as many again.
+      const more = Math.max(1, Math.round(totalEpochs / 2));
+      const hint = `${run.best.monitor} was still improving at the last epoch (${last.epoch}): more epochs may help (\`tl finetune --resume ${options.out} --epochs ${epochs + more}\` trains ${more} more)`;
       warnings.push(hint);
       notice(hint);
     }

@@ -1,0 +1,60 @@
+// What a classifier tl writes carries for whoever deploys it: labels, preprocessing, input layout and temperature,
+// as ONNX metadata_props (strings) and as the `tl` entry of a LayersModel's userDefinedMetadata.
+import { z } from 'zod';
+import type { PreprocessMode } from '../registry/index.js';
+
+/** Each preprocessing mode as a formula on 0-255 RGB values (what src/data/preprocess.ts computes). */
+const PREPROCESS_FORMULA: Record<PreprocessMode, string> = {
+  caffe: 'channels reordered to BGR, then minus [103.939, 116.779, 123.68]',
+  tf: 'x / 127.5 - 1',
+  torch: '(x / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]',
+  raw01: 'x / 255',
+  none: 'x (the model rescales its input itself)',
+};
+
+export interface TrainedModelMeta {
+  name: string;
+  classes: string[];
+  preprocess: PreprocessMode;
+  inputSize: number;
+  /** The calibration temperature already folded into the classifier's weights (null: not calibrated). */
+  temperature: number | null;
+}
+
+/**
+ * What a model.onnx carries for whoever deploys it (ONNX `metadata_props`, strings): the labels in output order, the
+ * preprocessing and input layout, and the temperature its outputs are already calibrated with.
+ */
+export function onnxMetadata(meta: TrainedModelMeta): Record<string, string> {
+  return {
+    'tl.model': meta.name,
+    'tl.labels': JSON.stringify(meta.classes),
+    'tl.preprocess': meta.preprocess,
+    'tl.input': `NHWC float32 [N, ${meta.inputSize}, ${meta.inputSize}, 3]: RGB pixels (0-255) resized to ${meta.inputSize}x${meta.inputSize}, then preprocessed as tl.preprocess says`,
+    'tl.preprocess.formula': PREPROCESS_FORMULA[meta.preprocess],
+    'tl.temperature': meta.temperature === null ? 'none' : String(meta.temperature),
+    'tl.output': 'softmax probabilities, one per label',
+  };
+}
+
+
+/** The `tl` entry of a LayersModel's userDefinedMetadata for the same facts. */
+export function layersMetadata(meta: TrainedModelMeta): { tl: Record<string, unknown> } {
+  return { tl: { model: meta.name, classes: meta.classes, preprocess: meta.preprocess, inputSize: meta.inputSize, ...(meta.temperature !== null ? { temperature: meta.temperature } : {}) } };
+}
+
+const tlEntrySchema = z.object({
+  model: z.string(),
+  classes: z.array(z.string()).optional(),
+  preprocess: z.enum(['caffe', 'tf', 'torch', 'raw01', 'none']),
+  inputSize: z.number().int().positive(),
+  temperature: z.number().positive().optional(),
+});
+
+/** The facts a LayersModel's userDefinedMetadata carries (checked), or null when it has no valid `tl` entry with classes. */
+export function readLayersMetadata(userDefinedMetadata: unknown): TrainedModelMeta | null {
+  const parsed = tlEntrySchema.safeParse((userDefinedMetadata as { tl?: unknown } | undefined)?.tl);
+  if (!parsed.success || parsed.data.classes === undefined) return null;
+  const t = parsed.data;
+  return { name: t.model, classes: t.classes!, preprocess: t.preprocess, inputSize: t.inputSize, temperature: t.temperature ?? null };
+}
