@@ -1,4 +1,6 @@
 // Typed errors with stable codes; only the CLI entry turns them into messages and exit codes.
+import { accessSync, constants, existsSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 
 /** Base error of tl: a stable machine-readable code and an optional suggestion for the user. */
 export class TlError extends Error {
@@ -95,10 +97,37 @@ export function atPath<E>(err: E, path: string): E {
   return err;
 }
 
+/**
+ * Why a folder could not be made, from what is on the way to it: the part of the path that is a file, or the nearest
+ * existing folder that cannot be written (a recursive mkdir reports ENOENT or ENOTDIR for both).
+ */
+function mkdirBlocker(path: string): EnvironmentError | null {
+  let at = resolve(path);
+  while (!existsSync(at) && dirname(at) !== at) at = dirname(at);
+  let info;
+  try {
+    info = statSync(at);
+  } catch {
+    return null;
+  }
+  if (!info.isDirectory()) return new EnvironmentError(`Cannot write ${path}: ${at} is a file, not a folder.`, { suggestion: 'Move the file away, or choose another path (--out, or TL_HOME for the model store).' });
+  try {
+    accessSync(at, constants.W_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'EACCES';
+    return new EnvironmentError(`Cannot write ${path}: ${at} is ${code === 'EROFS' ? 'on a read-only file system' : 'not writable'} (${code}).`, { suggestion: ENVIRONMENT[code]?.suggestion ?? ENVIRONMENT['EACCES']!.suggestion });
+  }
+  return null;
+}
+
 /** The environmental failure inside `err` (or its causes) as a one-line error naming the path, or null. */
 export function environmentError(err: unknown): EnvironmentError | null {
   for (let e = err, depth = 0; e instanceof Error && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
     const sys = e as NodeJS.ErrnoException & { dest?: string };
+    if (sys.syscall === 'mkdir' && (sys.code === 'ENOENT' || sys.code === 'ENOTDIR') && sys.path !== undefined) {
+      const blocker = mkdirBlocker(sys.path);
+      if (blocker) return blocker;
+    }
     const blocked = (sys.code === 'EEXIST' || sys.code === 'ENOTDIR') && sys.syscall === 'mkdir';
     const known = blocked ? { what: 'a file is in the way of that folder', suggestion: 'Move the file away, or choose another path.' } : sys.code ? ENVIRONMENT[sys.code] : undefined;
     if (!known || (sys.path === undefined && sys.dest === undefined)) continue;

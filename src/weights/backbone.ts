@@ -138,6 +138,13 @@ export async function fetchLayersModel(url: string, store: string, onDownload?: 
 /** Redirect hops a request may take (download follows at most 5). */
 const MAX_HOPS = 5;
 
+/** Refuses an --input-size that a model with a fixed input size cannot take (TensorFlow.js would fail deep inside). */
+function fixedInputAllows(spec: string, shape: (number | null)[], wanted: number | undefined): void {
+  const [, h, w] = shape;
+  if (wanted === undefined || (h === null && w === null)) return;
+  if (h !== wanted || w !== wanted) throw new UsageError(`--input-size ${wanted}: ${spec} takes inputs of ${h ?? 'any'} x ${w ?? 'any'} pixels only (its input layer is fixed at [${shape.map((d) => d ?? 'null').join(', ')}]).`, { suggestion: `Leave out --input-size, or give --input-size ${h ?? w}.` });
+}
+
 /** The layer feeding tl's head, or the last layer with a 4-D output for other models. */
 function backboneOutput(model: LayersModel): SymbolicTensor {
   const head = model.layers.find((l) => l.name === 'head_pool');
@@ -192,6 +199,12 @@ async function kerasConfigBackbone(tf: Tf, file: string, modelConfig: unknown, o
     loaded.dispose();
     throw err;
   }
+  try {
+    fixedInputAllows(file, loaded.inputs[0]!.shape, options.inputSize);
+  } catch (err) {
+    loaded.dispose();
+    throw err;
+  }
   const backbone = tf.model({ inputs: loaded.inputs, outputs: backboneOutput(loaded), name: `${loaded.name}_backbone` });
   const kept = new Set(backbone.layers.map((l) => l.name));
   for (const layer of loaded.layers) if (!kept.has(layer.name)) layer.dispose();
@@ -219,6 +232,12 @@ export async function loadBackbone(tf: Tf, spec: string, options: BackboneOption
     throw new UsageError(`${spec} is not a model tl wrote, so its preprocessing is unknown; pass --preprocess caffe|tf|torch|raw01|none.`);
   }
   const inputShape = loaded.inputs[0]!.shape;
+  try {
+    fixedInputAllows(spec, inputShape, options.inputSize);
+  } catch (err) {
+    loaded.dispose();
+    throw err;
+  }
   const inputSize = meta?.inputSize ?? (inputShape[1] as number | null) ?? options.inputSize ?? 224;
   const output = backboneOutput(loaded);
   const backbone = tf.model({ inputs: loaded.inputs, outputs: output, name: `${loaded.name}_backbone` });

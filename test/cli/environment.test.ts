@@ -1,6 +1,6 @@
 // Environmental failures and run folders: one-line errors, no hangs, no collisions, no leftovers.
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -69,6 +69,29 @@ describe('environmental failures are one-line errors', () => {
       for (const mnt of mounts) spawnSync('umount', [mnt]);
     }
   }, 120_000);
+
+  it('a model store on a read-only file system, or a TL_HOME that is a file, is named as such; a dataset that is a symlink loop too', async (ctx) => {
+    const file = join(tempDir(), 'home-file');
+    writeFileSync(file, 'x');
+    const f = await spawnTl(['finetune', data, ...quick, '--out', join(tempDir(), 'run')], { TL_HOME: file });
+    expect(f.exitCode).toBe(1);
+    expect(f.stderr).toMatch(new RegExp(`^error: Cannot write ${file}/\\S+: ${file} is a file, not a folder\\.$`, 'm'));
+    const loop = join(tempDir(), 'loop');
+    symlinkSync(`${loop}-2`, loop);
+    symlinkSync(loop, `${loop}-2`);
+    const l = await spawnTl(['data', loop], { TL_HOME: tempDir() });
+    expect(l.exitCode).toBe(1);
+    expect(l.stderr).toContain(`error: Dataset path ${loop} is a symlink loop.`);
+    const mnt = tempDir();
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', mnt]).status !== 0) return ctx.skip('cannot mount a read-only tmpfs here (needs root)');
+    try {
+      const r = await spawnTl(['finetune', data, ...quick, '--out', join(tempDir(), 'run')], { TL_HOME: join(mnt, 'store') });
+      expect(r.exitCode).toBe(1);
+      expect(r.stderr).toContain(`error: Cannot write ${join(mnt, 'store')}: ${mnt} is on a read-only file system (EROFS).`);
+    } finally {
+      spawnSync('umount', [mnt]);
+    }
+  });
 
   it('an ONNX Runtime failure with worker replicas running ends the process with one line, not a hang', async () => {
     // The store's onnx folder is a file: the frozen part's export fails after the replicas have started.

@@ -105,6 +105,10 @@ describe('backbones from paths and URLs', () => {
     backbone.model.dispose();
   });
 
+  it('refuses an --input-size that a model with a fixed input cannot take, naming both', async () => {
+    await expect(loadBackbone(tf, plain, { weights: 'pretrained', store, preprocess: 'tf', inputSize: 96 })).rejects.toThrow(`--input-size 96: ${plain} takes inputs of 64 x 64 pixels only (its input layer is fixed at [null, 64, 64, 3]).`);
+  });
+
   it('loads a model.json from a URL into the store', async () => {
     const backbone = await loadBackbone(tf, `${base}/model.json`, { weights: 'pretrained', store, preprocess: 'tf' });
     expect(backbone.model.layers.at(-1)!.name).toBe('out_relu');
