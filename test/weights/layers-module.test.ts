@@ -30,7 +30,8 @@ function plainLoad(dir: string, register: boolean): { status: number | null; std
 
 let tf: Tf;
 beforeAll(async () => {
-  ({ tf } = await loadBackend({ choice: 'wasm' }));
+  // The plain process runs TensorFlow.js's default Node backend (cpu): the same kernels on this side.
+  ({ tf } = await loadBackend({ choice: 'cpu' }));
 });
 
 describe('a MobileNetV3 run loads in plain TensorFlow.js', () => {
