@@ -21,6 +21,9 @@ let cached: Promise<{ ort: Ort | null; reason: string | null }> | null = null;
 
 /** onnxruntime-node, or null with the reason it does not load. */
 export function loadOrt(): Promise<{ ort: Ort | null; reason: string | null }> {
+  // ONNX Runtime 1.30 keeps a telemetry device id under ~/.cache/Microsoft and can upload usage events: tl writes
+  // nothing outside its store and sends nothing, unless the user set this variable themselves.
+  process.env['ORT_DISABLE_TELEMETRY'] ??= '1';
   cached ??= import('onnxruntime-node').then(
     (m) => ({ ort: ((m as { default?: Ort }).default ?? m) as Ort, reason: null }),
     (err: unknown) => ({ ort: null, reason: err instanceof Error ? err.message.split('\n')[0]! : String(err) }),

@@ -251,3 +251,17 @@ describe('Ctrl-C while decoding', () => {
     expect(readdirSync(join(out, '..'))).toEqual([]);
   }, 120_000);
 });
+
+describe('outside the model store', () => {
+  it('tl writes nothing into the home folder: ONNX Runtime\'s telemetry stays off', async () => {
+    const home = tempDir();
+    const { ORT_DISABLE_TELEMETRY: _unset, ...env } = process.env;
+    const r = await new Promise<{ code: number | null }>((resolve, reject) => {
+      const child = spawn(process.execPath, [BIN, 'doctor'], { env: { ...env, HOME: home, TL_HOME: tempDir() }, stdio: 'ignore' });
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code }));
+    });
+    expect(r.code).toBe(0);
+    expect(readdirSync(home, { recursive: true })).toEqual([]);
+  });
+});
