@@ -23,5 +23,5 @@ export function headline(m: Metrics): [string, string][] {
 export function calibrationLine(c: Calibration): string {
   const effect = (e: CalibrationEffect) => `log-loss ${num(e.logLossBefore)} -> ${num(e.logLossAfter)}, ECE ${num(e.eceBefore)} -> ${num(e.eceAfter)}`;
   if (!c.applied) return `Not calibrated: ${c.reason} (the temperature fitted on the validation split, ${num(c.fitted, 3)}, was not applied).`;
-  return `Calibrated with temperature ${num(c.temperature, 3)} (fitted on the validation split, folded into the classifier, applied because ${c.reason}): validation ${effect(c.val)}${c.test ? `; test ${effect(c.test)}` : ''}.`;
+  return `Calibrated with temperature ${num(c.temperature, 3)} (fitted on the validation split, folded into the classifier): validation ${effect(c.val)}${c.test ? `; test ${effect(c.test)}` : ''}.`;
 }

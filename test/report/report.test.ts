@@ -54,7 +54,7 @@ describe('reports', () => {
     expect(md).toContain('| **bird** | 1 | 0 | 1 |');
     expect(md).toContain('## Most confident mistakes');
     expect(md).toContain("**Warning:** class 'rare' has no test images: the test metrics do not cover it.");
-    expect(md).toContain('Calibrated with temperature 1.700 (fitted on the validation split, folded into the classifier, applied because it lowers the validation log-loss): validation log-loss 0.6100 -> 0.5200, ECE 0.2000 -> 0.0500; test log-loss 0.6400 -> 0.5500, ECE 0.2100 -> 0.0700.');
+    expect(md).toContain('Calibrated with temperature 1.700 (fitted on the validation split, folded into the classifier): validation log-loss 0.6100 -> 0.5200, ECE 0.2000 -> 0.0500; test log-loss 0.6400 -> 0.5500, ECE 0.2100 -> 0.0700.');
     expect(md).toContain('bad.jpg: truncated JPEG');
   });
 
