@@ -78,6 +78,8 @@ describe('what merge and --features read back agrees with its record, not only w
       expect(r.exitCode, r.stderr).toBe(0);
       const e = await runCli(['extract', data, ...cacheArgs.filter((a, k) => a !== '--freeze' && cacheArgs[k - 1] !== '--freeze'), '--shard', `${i}/2`, '--out', join(shards, 'x')], env);
       expect(e.exitCode, e.stderr).toBe(0);
+      // The shard made its --out folder itself, and says how to merge, --out included.
+      expect(e.stdout).toContain(`\`tl merge ${join(shards, 'x')} --out FILE.npy\` joins the shards`);
     }
     const copy = () => {
       const dir = join(tempDir(), 'shards');

@@ -1,0 +1,19 @@
+// npm reads the repository's own configuration on every `npm` and `npx tl`: it must hold nothing npm warns about, and
+// the dependency install scripts tl does not need (onnxruntime-node's CUDA download above all) stay unrun.
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
+describe("the repository's npm configuration", () => {
+  it('makes npm print no warning, and denies the install scripts of onnxruntime-node, core-js and protobufjs', () => {
+    const r = spawnSync('npm', ['config', 'list'], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, npm_config_loglevel: 'warn' } });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).not.toMatch(/npm warn/i);
+    const pkg = JSON.parse(readFileSync(resolve(ROOT, 'package.json'), 'utf8')) as { allowScripts?: Record<string, boolean> };
+    expect(pkg.allowScripts).toEqual({ 'onnxruntime-node': false, 'core-js': false, protobufjs: false });
+  });
+});
