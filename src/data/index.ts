@@ -25,6 +25,11 @@ export interface DatasetOptions {
   onProgress?: (done: number, total: number) => void;
   /** Checked between images while decoding: true ends decoding early (the dataset is then incomplete). */
   shouldStop?: () => boolean;
+  /**
+   * Paths (relative to the root) already known to decode, e.g. the images a frozen-part cache holds outputs for: they
+   * are not decoded to validate them. Every other image is.
+   */
+  known?: ReadonlySet<string>;
   /** Keep going when an image is under two classes (`tl data`, which lists them); otherwise that is an error. */
   allowConflicts?: boolean;
 }
@@ -52,7 +57,9 @@ export interface Dataset {
 export async function openDataset(root: string, options: DatasetOptions): Promise<Dataset> {
   const scan = await scanDataset(root, { allowConflicts: options.allowConflicts ?? false });
   const source = new ImageSource(scan.items, { size: options.size, ...(options.resize ? { resize: options.resize } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), ...(options.cacheBytes !== undefined ? { cacheBytes: options.cacheBytes } : {}) });
-  const good = await source.validate(scan.items, options.onProgress, options.shouldStop);
+  const known = options.known;
+  const checked = new Set(await source.validate(known ? scan.items.filter((i) => !known.has(i.rel)) : scan.items, options.onProgress, options.shouldStop));
+  const good = scan.items.filter((i) => checked.has(i) || known?.has(i.rel) === true);
   if (!options.shouldStop?.()) requireDecodable(root, scan, good, source.skipped);
   const splitMap = options.splitMap ?? assignSplits(good, { val: options.val, test: options.test, seed: options.seed });
   const splits: Record<SplitName, ImageItem[]> = { train: [], val: [], test: [] };

@@ -24,6 +24,20 @@ export interface Batch {
 
 export const DEFAULT_CACHE_BYTES = 2 * 1024 ** 3;
 
+export interface BatchOptions {
+  batchSize: number;
+  shuffleSeed?: number;
+  augment?: AugmentLevel;
+  augmentSeed?: number;
+  prefetch?: number;
+  skip?: number;
+  /** False for an image whose pixels the consumer does not need (its frozen-part outputs are cached): it is not decoded. */
+  needPixels?: (item: ImageItem) => boolean;
+}
+
+/** Stands for an image that was not decoded because it is not needed. */
+const NOT_NEEDED = new Uint8Array(0);
+
 /** Decodes images for a dataset, caching them when they fit. */
 export class ImageSource {
   readonly size: number;
@@ -77,7 +91,7 @@ export class ImageSource {
    * Batches of `items` in a seeded shuffled order (or as given), augmented when asked, decoded ahead of use:
    * up to `prefetch` batches are in flight while the consumer works; the first `skip` batches are left out.
    */
-  async *batches(items: readonly ImageItem[], options: { batchSize: number; shuffleSeed?: number; augment?: AugmentLevel; augmentSeed?: number; prefetch?: number; skip?: number }): AsyncGenerator<Batch> {
+  async *batches(items: readonly ImageItem[], options: BatchOptions): AsyncGenerator<Batch> {
     const order = [...items];
     if (options.shuffleSeed !== undefined) {
       const rand = prng(options.shuffleSeed);
@@ -95,7 +109,7 @@ export class ImageSource {
     const fill = () => {
       while (pending.length < prefetch && next < groups.length) {
         const index = next++;
-        pending.push(this.assemble(groups[index] as ImageItem[], index, options.augment ?? 'none', options.augmentSeed ?? 0));
+        pending.push(this.assemble(groups[index] as ImageItem[], index, options.augment ?? 'none', options.augmentSeed ?? 0, options.needPixels));
       }
     };
     fill();
@@ -106,8 +120,10 @@ export class ImageSource {
     }
   }
 
-  private async assemble(group: ImageItem[], batchIndex: number, augment: AugmentLevel, seed: number): Promise<Batch> {
+  private async assemble(group: ImageItem[], batchIndex: number, augment: AugmentLevel, seed: number, needPixels?: (item: ImageItem) => boolean): Promise<Batch> {
     const images = await mapLimit(group, this.concurrency, async (item, i) => {
+      // The consumer has this image's outputs already: its place in the batch stays zero, nothing is read.
+      if (needPixels?.(item) === false) return NOT_NEEDED;
       const pixels = await this.load(item);
       if (pixels === null || augment === 'none') return pixels;
       return augmentImage(pixels, this.size, augment, mixSeed(seed, batchIndex, i));
@@ -116,7 +132,8 @@ export class ImageSource {
     const pixels = new Uint8Array(kept.length * this.imageBytes);
     let k = 0;
     images.forEach((img) => {
-      if (img !== null) pixels.set(img, (k++) * this.imageBytes);
+      if (img !== null && img !== NOT_NEEDED) pixels.set(img, k * this.imageBytes);
+      if (img !== null) k++;
     });
     return { pixels, labels: Int32Array.from(kept.map((item) => item.label)), items: kept };
   }

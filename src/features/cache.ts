@@ -18,7 +18,7 @@ import { FrozenPart } from '../train/frozen-part.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { TL_VERSION } from '../version.js';
 import { loadBackbone } from '../weights/backbone.js';
-import { npyHeader, readNpy } from '../util/npy.js';
+import { npyHeader, readNpy, type NpyArray } from '../util/npy.js';
 
 export interface CacheOptions {
   data: string;
@@ -179,10 +179,11 @@ export async function loadCacheArrays(folder: string, record: CacheRecord): Prom
   if (record.outputs.length !== shapes.length) throw new DatasetError(`${join(folder, CACHE_FILE)} lists ${record.outputs.length} output files for ${shapes.length} boundary tensors.`);
   // The hash proves the file is the one the record names; the header, byte length and row count prove the record
   // describes it (a record whose rows and files disagree would hand one image another's outputs).
-  const files = await Promise.all(shapes.map(async (shape, b) => {
+  const files: NpyArray[] = [];
+  for (const [b, shape] of shapes.entries()) {
     const path = join(folder, boundaryFile(b));
-    return readNpy(await readFile(path), path, { rows: record.files.length, rowShape: shape });
-  }));
+    files.push(readNpy(await readFile(path), path, { rows: record.files.length, rowShape: shape }));
+  }
   const out = new Map<string, Float32Array[]>();
   record.files.forEach((f, r) => {
     if (out.has(f.rel)) throw new DatasetError(`${join(folder, CACHE_FILE)} lists ${f.rel} twice.`);

@@ -6,7 +6,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatasetError, UsageError } from '../errors.js';
 import { checkOutputPath } from '../features/writers.js';
-import { npyHeader, npyRow, readNpy } from '../util/npy.js';
+import { npyHeader, npyRow, readNpy, type NpyArray } from '../util/npy.js';
 import { boundaryFile, CACHE_FILE, type CacheRecord } from '../features/cache.js';
 import { sweepStaleTemps, writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { mkdir, rm } from 'node:fs/promises';
@@ -191,10 +191,11 @@ async function mergeCache(shards: { folder: string; manifest: Manifest }[], out:
   for (const { folder, manifest } of shards) {
     // Each boundary file holds exactly the manifest's rows, each of the key's shape: a row more or less would shift
     // every image after it onto another image's outputs.
-    const files = await Promise.all(shapes.map(async (shape, b) => {
+    const files: NpyArray[] = [];
+    for (const [b, shape] of shapes.entries()) {
       const path = join(folder, boundaryFile(b));
-      return readNpy(await readFile(path), path, { rows: manifest.files.length, rowShape: shape });
-    }));
+      files.push(readNpy(await readFile(path), path, { rows: manifest.files.length, rowShape: shape }));
+    }
     manifest.files.forEach((file, r) => {
       rows.push({ position: file.position, file, parts: files.map((npy) => npyRow(npy, r)) });
     });

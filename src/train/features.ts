@@ -26,6 +26,11 @@ export class FeatureCache {
     return this.onDisk.size;
   }
 
+  /** Whether `key` is cached (not counted). */
+  has(key: string): boolean {
+    return this.memory.has(key) || (this.fd !== null && this.onDisk.has(key));
+  }
+
   /** The cached tensors of `key`, or undefined (counted as a miss). */
   get(key: string): Float32Array[] | undefined {
     const inMemory = this.memory.get(key);

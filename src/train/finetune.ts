@@ -23,6 +23,7 @@ import { TL_VERSION } from '../version.js';
 import { loadBackbone, type Backbone } from '../weights/backbone.js';
 import type { DownloadProgress } from '../weights/download.js';
 import { readCheckpoint, toArrays, writeCheckpoint, type NamedArray } from './checkpoint.js';
+import type { CacheRecord } from '../features/cache.js';
 import { FeatureCache } from './features.js';
 import { FrozenPart, type KeptOutputs } from './frozen-part.js';
 import { OnnxTailTrainer } from './onnx-trainer.js';
@@ -350,8 +351,14 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
   const backbone = source.model;
   const size = options.inputSize ?? source.inputSize;
   let dataset: Dataset;
+  // --features: the cache's record, verified once; the images it holds outputs for are not decoded at all.
+  const cacheRecord = options.features ? await (await import('../features/cache.js')).readCache(options.features).catch((err: unknown) => {
+    (source.withHead?.model ?? backbone).dispose();
+    throw err;
+  }) : null;
   try {
     dataset = await openDataset(options.data, {
+      ...(cacheRecord ? { known: new Set(cacheRecord.files.map((f) => f.rel)) } : {}),
       val: options.val, test: options.test, seed: options.seed, size, resize: options.resize, maxPixels: options.maxPixels,
       onProgress: (done, total) => options.onProgress?.({ phase: 'decode', epoch: 0, epochs: 0, done, total }),
       shouldStop: () => Boolean(options.interrupt?.stop),
@@ -437,7 +444,7 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
 
   const weights = new LayerOrderWeights(tf, full, Math.min(...phases.map((p) => p.frozenLayers)));
   const frozenDigest = weights.frozenDigest();
-  const features = options.features ? await checkedFeatures(options, { model: source.name, frozenDigest, freeze: frozenCount, inputSize: size, preprocess: source.preprocess, headEpochs }, dataset).catch((err: unknown) => {
+  const features = cacheRecord ? await checkedFeatures(options, cacheRecord, { model: source.name, frozenDigest, freeze: frozenCount, inputSize: size, preprocess: source.preprocess, headEpochs }, dataset).catch((err: unknown) => {
     full.dispose();
     throw err;
   }) : null;
@@ -576,12 +583,11 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
  * `--features DIR`: the cache's record verified (its files' hashes) and compared with this run, field by field; every
  * image of the run must be in it, unchanged since. Returns the arrays by relative path.
  */
-async function checkedFeatures(options: FinetuneOptions, run: { model: string; frozenDigest: string; freeze: number; inputSize: number; preprocess: string; headEpochs: number }, dataset: Dataset): Promise<{ arrays: Map<string, Float32Array[]>; layers: string[] }> {
+async function checkedFeatures(options: FinetuneOptions, record: CacheRecord, run: { model: string; frozenDigest: string; freeze: number; inputSize: number; preprocess: string; headEpochs: number }, dataset: Dataset): Promise<{ arrays: Map<string, Float32Array[]>; layers: string[] }> {
   const dir = options.features!;
   if (options.augment !== 'none') throw new UsageError(`--features ${dir}: the cache holds one output per image; --augment ${options.augment} changes the images every epoch.`);
   if (run.headEpochs > 0) throw new UsageError(`--features ${dir}: a head phase cuts the whole backbone, not the cache's cut; leave out --head-epochs.`);
-  const { readCache, loadCacheArrays } = await import('../features/cache.js');
-  const record = await readCache(dir);
+  const { loadCacheArrays } = await import('../features/cache.js');
   const k = record.key;
   const differ = (what: string, cache: unknown, here: unknown) => new UsageError(`--features ${dir} was computed with ${what} ${String(cache)}; this run uses ${String(here)}.`, { suggestion: 'Make the cache again with this run\'s settings (tl cache), or train with them.' });
   if (k.model !== run.model) throw differ('model', k.model, run.model);
@@ -760,7 +766,7 @@ async function findLearningRate(run: Run, spec: LrFindSpec, trainer: Trainer, fr
   const { tf, options, dataset } = run;
   const snapshot = run.weights.snapshot();
   let pass = 0;
-  const open = () => dataset.source.batches(dataset.splits.train, { batchSize: options.batchSize, shuffleSeed: mixSeed(options.seed, 9_000 + pass), augment: options.augment, augmentSeed: mixSeed(options.seed, 9_000 + pass, 7) })[Symbol.asyncIterator]();
+  const open = () => dataset.source.batches(dataset.splits.train, { batchSize: options.batchSize, shuffleSeed: mixSeed(options.seed, 9_000 + pass), augment: options.augment, augmentSeed: mixSeed(options.seed, 9_000 + pass, 7), needPixels: frozen.needsPixels })[Symbol.asyncIterator]();
   let batches = open();
   try {
     return await rangeTest(spec, async (lr, index) => {
@@ -794,7 +800,7 @@ async function runEpoch(run: Run, phaseIndex: number, phase: PhaseInfo, epoch: n
   let lr = phase.lr;
   const total = dataset.splits.train.length;
   const phaseSteps = (phase.last - phase.first + 1) * run.stepsPerEpoch;
-  const batches = dataset.source.batches(dataset.splits.train, { batchSize: options.batchSize, shuffleSeed: mixSeed(options.seed, epoch), augment: options.augment, augmentSeed: mixSeed(options.seed, epoch, 7), skip: batchIndex });
+  const batches = dataset.source.batches(dataset.splits.train, { batchSize: options.batchSize, shuffleSeed: mixSeed(options.seed, epoch), augment: options.augment, augmentSeed: mixSeed(options.seed, epoch, 7), skip: batchIndex, needPixels: frozen.needsPixels });
   for await (const batch of batches) {
     lr = scheduledLr(phase.lr, (epoch - phase.first) * run.stepsPerEpoch + batchIndex, phaseSteps, run.schedule);
     const step = await trainer.step({ boundary: await frozen.boundary(batch), labels: batch.labels, lr, dropoutSeed: mixSeed(options.seed, epoch, batchIndex, 3) });

@@ -37,6 +37,9 @@ export class FrozenPart {
     return this.tf.tidy(() => preprocess(this.tf, this.tf.tensor4d(Float32Array.from(pixels), [n, size, size, 3]), this.preprocessMode));
   }
 
+  /** Whether `boundary` needs the image's pixels (false when its outputs are cached): what the loader may skip decoding. */
+  readonly needsPixels = (item: ImageItem): boolean => this.cut.frozen === null || this.cache === null || !this.cache.has(item.path);
+
   /** The tail's inputs for a batch, one joined array per input: from the cache, or by running the frozen part. */
   async boundary(batch: Batch): Promise<Float32Array[]> {
     const n = batch.items.length;
@@ -112,7 +115,7 @@ export class FrozenPart {
     let lossSum = 0;
     let correct = 0;
     let seen = 0;
-    for await (const batch of this.dataset.source.batches(items, { batchSize })) {
+    for await (const batch of this.dataset.source.batches(items, { batchSize, needPixels: this.needsPixels })) {
       const arrays = await this.boundary(batch);
       const inputs = this.cut.boundaryShapes.map((shape, b) => tf.tensor(arrays[b]!, [batch.items.length, ...shape]));
       const [loss, hits, probs] = tf.tidy(() => {

@@ -39,7 +39,7 @@ export async function recomputeBatchNorm(tf: Tf, cut: Cut, frozen: FrozenPart, d
   const saved = layers.map((l) => (l as unknown as { momentum: number }).momentum);
   let k = 0;
   try {
-    for await (const batch of dataset.source.batches(items, { batchSize })) {
+    for await (const batch of dataset.source.batches(items, { batchSize, needPixels: frozen.needsPixels })) {
       for (const l of layers) (l as unknown as { momentum: number }).momentum = k / (k + 1);
       const arrays = await frozen.boundary(batch);
       tf.tidy(() => {
