@@ -117,9 +117,14 @@ const lines = (b: Buffer) => b.toString('utf8').replace(/\n$/, '').split('\n');
  * machine writes them (the dataset's scan order), byte for byte.
  */
 export async function mergeShards(inputs: string[], out: string): Promise<MergeResult> {
-  // The merged output never replaces what it is made from.
+  // The merged output never replaces what it is made from: it may go beside the shards (tl slurm puts it there), not
+  // into one of them, nor be an input itself.
+  const target = realish(out);
   for (const input of inputs) {
-    if (isInside(realish(input), realish(out))) throw new UsageError(`--out ${out} is inside the input ${input}: the merge would write over the shards it reads.`, { suggestion: 'Choose an --out outside every input folder.' });
+    if (realish(input) === target) throw new UsageError(`--out ${out} is the input ${input} itself.`, { suggestion: 'Choose an --out beside or outside the shard folders.' });
+  }
+  for (const folder of await shardFolders(inputs)) {
+    if (isInside(realish(folder), target)) throw new UsageError(`--out ${out} is inside the shard ${folder}: the merge would write over the shards it reads.`, { suggestion: 'Choose an --out beside or outside the shard folders.' });
   }
   const shards = await checkShards(inputs);
   const first = shards[0]!.manifest;

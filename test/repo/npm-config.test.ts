@@ -5,12 +5,14 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { tempDir } from '../helpers/tmp.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
 describe("the repository's npm configuration", () => {
   it('makes npm print no warning, and denies the install scripts of onnxruntime-node, core-js and protobufjs', () => {
-    const r = spawnSync('npm', ['config', 'list'], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, npm_config_loglevel: 'warn' } });
+    // npm writes its logs and update check under HOME: a home of the test's, not the user's.
+    const r = spawnSync('npm', ['config', 'list'], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, HOME: tempDir(), npm_config_loglevel: 'warn', npm_config_update_notifier: 'false' } });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).not.toMatch(/npm warn/i);
     const pkg = JSON.parse(readFileSync(resolve(ROOT, 'package.json'), 'utf8')) as { allowScripts?: Record<string, boolean> };

@@ -142,7 +142,10 @@ describe('what merge and --features read back agrees with its record, not only w
     const before = readFileSync(join(own, 'shard-0-of-2', 'boundary-0.npy'));
     const r4 = await runCli(['merge', own, '--out', join(own, 'shard-0-of-2')], env);
     expect(r4.exitCode).toBe(2);
-    expect(r4.stderr).toContain(`--out ${join(own, 'shard-0-of-2')} is inside the input ${own}`);
+    expect(r4.stderr).toContain(`--out ${join(own, 'shard-0-of-2')} is inside the shard ${join(own, 'shard-0-of-2')}`);
+    const self = await runCli(['merge', own, '--out', own], env);
+    expect(self.exitCode).toBe(2);
+    expect(self.stderr).toContain(`--out ${own} is the input ${own} itself.`);
     expect(readFileSync(join(own, 'shard-0-of-2', 'boundary-0.npy')).equals(before)).toBe(true);
     // A killed merge's temp file (its process gone) is swept by the next merge into that folder.
     const merged = join(tempDir(), 'merged');
