@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runCli } from '../../src/cli/main.js';
 import { scanDataset } from '../../src/data/index.js';
-import { onNotice } from '../../src/util/notice.js';
+import { collectNotices } from '../helpers/notices.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -62,9 +62,7 @@ describe('folder links and identical files in a dataset', () => {
     const elsewhere = tempDir();
     await makeColourDataset(elsewhere, 3, 3, 16);
     symlinkSync(join(elsewhere, 'class2'), join(root, 'class0', 'more'));
-    const notices: string[] = [];
-    const stop = onNotice((n) => notices.push(n));
-    const scan = await scanDataset(root).finally(stop);
+    const { result: scan, notices } = await collectNotices(() => scanDataset(root));
     expect(countOf(scan, 0)).toBe(9);
     expect(scan.outside).toEqual([{ link: join(root, 'class0', 'more'), target: join(elsewhere, 'class2'), images: 3 }]);
     expect(notices).toContain(`${join(root, 'class0', 'more')} links outside the dataset (to ${join(elsewhere, 'class2')}): its 3 images are counted under its class`);

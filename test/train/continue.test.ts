@@ -3,9 +3,9 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
 import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
-import { onNotice } from '../../src/util/notice.js';
 import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
+import { collectNotices } from '../helpers/notices.js';
 import { tempDir } from '../helpers/tmp.js';
 
 let tf: Tf;
@@ -29,15 +29,6 @@ function options(extra: Partial<FinetuneOptions>): FinetuneOptions {
   };
 }
 
-async function collectNotices<T>(fn: () => Promise<T>): Promise<{ result: T; notices: string[] }> {
-  const notices: string[] = [];
-  const stop = onNotice((t) => notices.push(t));
-  try {
-    return { result: await fn(), notices };
-  } finally {
-    stop();
-  }
-}
 
 describe('-m RUN continues fine-tuning a run', () => {
   it('with its own classifier head when the classes match; --new-head and other classes start a fresh head', async () => {

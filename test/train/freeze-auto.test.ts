@@ -6,8 +6,8 @@ import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
 import type { FreezeAutoResult } from '../../src/train/freeze-auto.js';
 import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
+import { collectNotices } from '../helpers/notices.js';
 import { tempDir } from '../helpers/tmp.js';
-import { onNotice } from '../../src/util/notice.js';
 
 let tf: Tf;
 let info: BackendInfo;
@@ -25,9 +25,7 @@ describe('--freeze auto', () => {
       calibrate: 'none', augment: 'none', inputSize: 64, val: 0.25, test: 0, seed: 4, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', featureCacheBytes: 1 << 30, workers: 1, engine: 'onnx',
     };
     const before = tf.memory().numTensors;
-    const notices: string[] = [];
-    const stop = onNotice((n) => notices.push(n));
-    const r = await finetune(tf, info, options).finally(stop);
+    const { result: r, notices } = await collectNotices(() => finetune(tf, info, options));
     // The probes are deleted after they are read: no advice to resume one of them.
     expect(notices.filter((n) => n.includes('--resume') && n.includes('freeze-auto'))).toEqual([]);
     expect(tf.memory().numTensors).toBe(before);

@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
 import { finetune, type FinetuneOptions, type FinetuneResult } from '../../src/train/finetune.js';
-import { onNotice } from '../../src/util/notice.js';
 import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
+import { collectNotices } from '../helpers/notices.js';
 import { tempDir } from '../helpers/tmp.js';
 
 let tf: Tf;
@@ -30,15 +30,6 @@ function killedCopy(stage: 'before-model' | 'before-first-checkpoint'): string {
   return dir;
 }
 
-async function withNotices<T>(fn: () => Promise<T>): Promise<{ result: T; notices: string[] }> {
-  const notices: string[] = [];
-  const stop = onNotice((n) => notices.push(n));
-  try {
-    return { result: await fn(), notices };
-  } finally {
-    stop();
-  }
-}
 
 beforeAll(async () => {
   ({ tf, info } = await loadBackend({ choice: 'wasm' }));
@@ -50,7 +41,7 @@ beforeAll(async () => {
 describe('--resume after a run stopped at the worst moment', () => {
   it('finishes a run killed after its last checkpoint but before its model and report were written', async () => {
     const dir = killedCopy('before-model');
-    const { result, notices } = await withNotices(() => finetune(tf, info, { ...options(dir), resume: true }));
+    const { result, notices } = await collectNotices(() => finetune(tf, info, { ...options(dir), resume: true }));
     expect(notices).toContain(`${dir} trained all 3 epochs but stopped before writing its model and report: finishing it`);
     expect(result.history).toEqual(whole.history);
     expect(result.metrics).toEqual(whole.metrics);
@@ -62,7 +53,7 @@ describe('--resume after a run stopped at the worst moment', () => {
 
   it('starts over from its config a run whose first checkpoint was never written, saying so', async () => {
     const dir = killedCopy('before-first-checkpoint');
-    const { result, notices } = await withNotices(() => finetune(tf, info, { ...options(dir), resume: true }));
+    const { result, notices } = await collectNotices(() => finetune(tf, info, { ...options(dir), resume: true }));
     expect(notices).toContain(`${dir} has no checkpoint (the run stopped before its first epoch ended): starting it over from its config.json`);
     expect(result.history.map((h) => [h.loss, h.val_loss])).toEqual(whole.history.map((h) => [h.loss, h.val_loss]));
     expect(result.metrics).toEqual(whole.metrics);
