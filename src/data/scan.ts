@@ -278,12 +278,20 @@ export async function scanDataset(root: string, options: { allowConflicts?: bool
   }
   // Identical bytes: only files whose size another file shares are read and hashed.
   const bySize = new Map<number, typeof found>();
-  for (const f of found) bySize.set(f.size, [...(bySize.get(f.size) ?? []), f]);
+  for (const f of found) {
+    const group = bySize.get(f.size);
+    if (group) group.push(f);
+    else bySize.set(f.size, [f]);
+  }
   const byHash = new Map<string, typeof found>();
   for (const group of bySize.values()) {
     if (group.length < 2) continue;
     const hashes = await mapLimit(group, 8, (f) => fileHash(f.real));
-    group.forEach((f, i) => byHash.set(hashes[i]!, [...(byHash.get(hashes[i]!) ?? []), f]));
+    group.forEach((f, i) => {
+      const same = byHash.get(hashes[i]!);
+      if (same) same.push(f);
+      else byHash.set(hashes[i]!, [f]);
+    });
   }
   const conflicts: LabelConflict[] = [...sameFile.values()];
   const duplicates: string[][] = [];

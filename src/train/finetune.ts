@@ -751,8 +751,6 @@ function argmax(values: ArrayLike<number>, offset: number, k: number): number {
   return best;
 }
 
-
-
 /** Writes checkpoints/last.ckpt: every weight, the trainer's optimizer state and where the run stands. */
 async function saveLast(run: Run, phaseIndex: number, trainer: Trainer, epochsDone: number, inEpoch: RunState['partial']): Promise<void> {
   const state: RunState = { version: 1, epochsDone, partial: inEpoch, phase: phaseIndex, history: run.history, best: run.best, stale: run.stale, frozenDigest: run.frozenDigest };
