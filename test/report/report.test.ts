@@ -71,13 +71,16 @@ describe('reports', () => {
   it.skipIf(!chromium)('renders in headless Chromium with every chart drawn and no console errors', () => {
     const url = `file://${join(dir, 'report.html')}`;
     const flags = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--user-data-dir=' + tempDir()];
-    const run = spawnSync(chromium!, [...flags, '--enable-logging=stderr', '--v=0', '--virtual-time-budget=2000', '--dump-dom', url], { encoding: 'utf8', timeout: 60_000 });
+    // Chromium writes dconf and other state under HOME and XDG folders: a home of the test's, not the user's.
+    const home = tempDir();
+    const env = { ...process.env, HOME: home, XDG_CONFIG_HOME: join(home, '.config'), XDG_CACHE_HOME: join(home, '.cache'), XDG_DATA_HOME: join(home, '.local', 'share') };
+    const run = spawnSync(chromium!, [...flags, '--enable-logging=stderr', '--v=0', '--virtual-time-budget=2000', '--dump-dom', url], { encoding: 'utf8', timeout: 60_000, env });
     expect(run.status, run.stderr).toBe(0);
     const dom = run.stdout;
     for (const id of ['loss-curve', 'accuracy-curve', 'confusion-matrix', 'f1-per-class', 'reliability']) expect(dom).toMatch(new RegExp(`id="chart-${id}"[^>]*><svg[^>]*class="marks"`));
     expect(run.stderr).not.toMatch(/CONSOLE|Uncaught|Failed to load resource/);
     const png = join(dir, 'report.png');
-    execFileSync(chromium!, [...flags, '--hide-scrollbars', '--window-size=1200,2600', `--screenshot=${png}`, url], { stdio: 'ignore', timeout: 60_000 });
+    execFileSync(chromium!, [...flags, '--hide-scrollbars', '--window-size=1200,2600', `--screenshot=${png}`, url], { stdio: 'ignore', timeout: 60_000, env });
     const head = readFileSync(png).subarray(0, 8);
     expect(head.toString('latin1', 1, 4)).toBe('PNG');
     if (process.env.TL_KEEP_SCREENSHOT) writeFileSync(process.env.TL_KEEP_SCREENSHOT, readFileSync(png));
