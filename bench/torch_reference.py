@@ -5,6 +5,7 @@ BatchNorm in inference mode, as tl's default --bn frozen does. Prints one JSON d
 
   /usr/bin/python3 bench/torch_reference.py step --model mobilenet_v2 --batch-size 16 --steps 5
   /usr/bin/python3 bench/torch_reference.py finetune --model mobilenet_v2 --data DIR --epochs 10 --batch-size 16
+  /usr/bin/python3 bench/torch_reference.py finetune --model mobilenet_v2 --data DIR --cache-prefix   (the caching peer)
   /usr/bin/python3 bench/torch_reference.py extract --model resnet50 --batch-size 16 --steps 5
 """
 import argparse
@@ -87,6 +88,8 @@ def finetune_benchmark(args):
     loss_fn = torch.nn.CrossEntropyLoss()
     history = []
     start = time.perf_counter()
+    if args.cache_prefix:
+        return cached_finetune(args, model, opt, loss_fn, train, val, data, start)
     for epoch in range(1, args.epochs + 1):
         train_mode(model)
         loss_sum, seen = 0.0, 0
@@ -104,6 +107,70 @@ def finetune_benchmark(args):
                 correct += (model(x).argmax(1) == y).sum().item()
         history.append({"epoch": epoch, "loss": loss_sum / max(1, seen), "val_accuracy": correct / max(1, len(val)), "seconds": time.perf_counter() - start})
     return {"model": args.model, "images": len(data), "epochs": args.epochs, "seconds": time.perf_counter() - start, "history": history}
+
+
+def mobilenet_v2_split(model):
+    """MobileNetV2 at Keras --freeze 100 as (prefix, tail): the prefix gives block 11's input r and its expand-BN output
+    e (the two tensors that cross tl's cut); the tail finishes block 11 (ReLU6, depthwise, project, BN, residual add)
+    and runs blocks 12-16, the last conv, pooling and the classifier."""
+    block = model.features[12]
+    expand = block.conv[0]
+
+    def prefix(x):
+        r = model.features[:12](x)
+        return r, expand[1](expand[0](r))
+
+    def tail(r, e):
+        h = block.conv[3](block.conv[2](block.conv[1](expand[2](e))))
+        h = r + h if block.use_res_connect else h
+        h = model.features[13:](h)
+        return model.classifier(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(h, 1), 1))
+
+    return prefix, tail
+
+
+def cached_finetune(args, model, opt, loss_fn, train, val, data, start):
+    """The loop an expert writes when the prefix is frozen: run it once over train and validation images under no_grad
+    (model in eval mode), keep both boundary tensors, then train and validate the tail on them every epoch."""
+    if args.model != "mobilenet_v2":
+        raise SystemExit("--cache-prefix is written for mobilenet_v2")
+    prefix, tail = mobilenet_v2_split(model)
+
+    def kept(subset):
+        model.eval()
+        rs, es, ys = [], [], []
+        with torch.no_grad():
+            for x, y in torch.utils.data.DataLoader(subset, batch_size=args.batch_size, num_workers=0):
+                r, e = prefix(x)
+                rs.append(r)
+                es.append(e)
+                ys.append(y)
+        return torch.cat(rs), torch.cat(es), torch.cat(ys)
+
+    tr, te, ty = kept(train)
+    vr, ve, vy = kept(val)
+    prefix_seconds = time.perf_counter() - start
+    history = []
+    g = torch.Generator().manual_seed(0)
+    for epoch in range(1, args.epochs + 1):
+        train_mode(model)
+        order = torch.randperm(len(ty), generator=g)
+        loss_sum = 0.0
+        for i in range(0, len(ty), args.batch_size):
+            idx = order[i:i + args.batch_size]
+            opt.zero_grad()
+            loss = loss_fn(tail(tr[idx], te[idx]), ty[idx])
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * len(idx)
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for i in range(0, len(vy), args.batch_size):
+                correct += (tail(vr[i:i + args.batch_size], ve[i:i + args.batch_size]).argmax(1) == vy[i:i + args.batch_size]).sum().item()
+        history.append({"epoch": epoch, "loss": loss_sum / max(1, len(ty)), "val_accuracy": correct / max(1, len(vy)), "seconds": time.perf_counter() - start})
+    return {"model": args.model, "images": len(data), "epochs": args.epochs, "cached": True, "prefix_seconds": prefix_seconds,
+            "seconds": time.perf_counter() - start, "history": history}
 
 
 def extract_benchmark(args):
@@ -142,6 +209,7 @@ def main():
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--freeze-none", action="store_true", help="train every layer (tl's --freeze 0)")
+    parser.add_argument("--cache-prefix", action="store_true", help="finetune: run the frozen prefix once and train the tail on its kept outputs")
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
