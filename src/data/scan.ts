@@ -212,7 +212,8 @@ export class LabelConflictError extends DatasetError {}
 
 /** The conflicts listed in one line (the first few, then how many more). */
 export function describeConflicts(conflicts: readonly LabelConflict[], root: string): string {
-  const shown = conflicts.slice(0, 4).map((c) => `${c.files.join(' = ')} (${c.why})`);
+  const files = (c: LabelConflict) => (c.files.length <= 4 ? c.files.join(' = ') : `${c.files.slice(0, 3).join(' = ')} = ... (${c.files.length} files)`);
+  const shown = conflicts.slice(0, 4).map((c) => `${files(c)} (${c.why})`);
   const more = conflicts.length > shown.length ? `, and ${conflicts.length - shown.length} more (tl data ${root} lists them all)` : '';
   return `${conflicts.length} image${conflicts.length > 1 ? 's are' : ' is'} under two classes in ${root}: ${shown.join('; ')}${more}`;
 }

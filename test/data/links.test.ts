@@ -78,6 +78,10 @@ describe('folder links and identical files in a dataset', () => {
     expect(r.stderr).toContain('class0/img1.png = class1/copy.png (identical content)');
     const scan = await scanDataset(root, { allowConflicts: true });
     expect(scan.duplicates).toEqual([['class0/img2.png', 'class0/twin.png']]);
+    // One message line however many copies: a group of many files is shown by its first three and its size.
+    for (let i = 0; i < 6; i++) cpSync(join(root, 'class0', 'img3.png'), join(root, 'class1', `many${i}.png`));
+    const many = (await scanDataset(root).then(() => new Error('no error'), (e: unknown) => e)) as Error;
+    expect(many.message).toContain('class0/img3.png = class1/many0.png = class1/many1.png = ... (7 files) (identical content)');
     expect(countOf(scan, 0)).toBe(6);
   });
 });
