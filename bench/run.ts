@@ -209,7 +209,7 @@ async function trainingBench(work: string, data: string, quick: boolean): Promis
   };
 }
 
-async function finetuneBench(work: string, data: string, images: number, model: string): Promise<{ section: Section; tl: number; tlOnnx: number; torch: number | null; memory: Record<string, number> }> {
+async function finetuneBench(work: string, data: string, images: number, model: string): Promise<{ section: Section; tl: number; tlOnnx: number; torch: number | null; torchCached: number | null; memory: Record<string, number> }> {
   const cores = availableParallelism();
   const options = (out: string, extra: Partial<FinetuneOptions>) => baseOptions(data, join(work, out), { model, epochs: 10, val: 0.15, test: 0.15, workers: cores, store: join(work, 'store'), weights: 'pretrained', ...extra });
   log(`whole fine-tune: tl on ${images} images, onnx engine`);
@@ -244,6 +244,7 @@ async function finetuneBench(work: string, data: string, images: number, model: 
     tl: r.seconds,
     tlOnnx: o.seconds,
     torch: torchSeconds,
+    torchCached: cached ? (cached['seconds'] as number) : null,
     memory: { onnx: o.maxRssBytes, tfjs: r.maxRssBytes, ...(ref ? { torch: ref['max_rss_bytes'] as number } : {}) },
   };
 }
@@ -393,7 +394,7 @@ async function main(): Promise<void> {
     const e = extraction.rates;
     const summary = [
       `- Extraction on ONNX Runtime vs PyTorch: MobileNetV2 ${ratio(e['mobilenet_v2:onnx'], e['mobilenet_v2:torch'])} (goal >= 3x), ResNet50 ${ratio(e['resnet50:onnx'], e['resnet50:torch'])} (goal >= 1.5x), VGG16 ${ratio(e['vgg16:onnx'], e['vgg16:torch'])}; tfjs wasm: ${ratio(e['mobilenet_v2:tfjs'], e['mobilenet_v2:torch'])}, ${ratio(e['resnet50:tfjs'], e['resnet50:torch'])}, ${ratio(e['vgg16:tfjs'], e['vgg16:torch'])}.`,
-      `- Whole 10-epoch fine-tune, speed-up over PyTorch (PyTorch's time / tl's): ${whole.torch ? `${fmt(whole.torch / whole.tlOnnx, 2)}x on the onnx engine (${fmt(whole.tlOnnx)} s vs ${fmt(whole.torch)} s)` : 'n/a'}, ${whole.torch ? `${fmt(whole.torch / whole.tl, 2)}x` : 'n/a'} on the tfjs engine (${fmt(whole.tl)} s). Goal: >= 2x.`,
+      `- Whole 10-epoch fine-tune against the PyTorch loop that caches the frozen prefix as tl does (PyTorch's time / tl's): ${whole.torchCached ? `${fmt(whole.torchCached / whole.tlOnnx, 2)}x on the onnx engine (${fmt(whole.tlOnnx)} s vs ${fmt(whole.torchCached)} s)` : 'n/a'}. Against PyTorch's standard loop, which runs the whole network every step (not the same work): ${whole.torch ? `${fmt(whole.torch / whole.tlOnnx, 2)}x` : 'n/a'} on the onnx engine, ${whole.torch ? `${fmt(whole.torch / whole.tl, 2)}x` : 'n/a'} on the tfjs engine (${fmt(whole.tl)} s).`,
       `- Cached training step vs PyTorch's step, MobileNetV2 --freeze 100: ${ratio(s[`mobilenet_v2:100:onnx:${cores}`], s['mobilenet_v2:100:torch'])} on the onnx engine; ${ratio(s[`mobilenet_v2:100:wasm:${cores}`], s['mobilenet_v2:100:torch'])} on tfjs with ${cores} workers (${ratio(s['mobilenet_v2:100:wasm:1'], s['mobilenet_v2:100:torch'])} on one thread). Goal: >= 2x.`,
       `- Cached training step vs PyTorch's step, ResNet50 --freeze 140: ${ratio(s[`resnet50:140:onnx:${cores}`], s['resnet50:140:torch'])} on the onnx engine; ${ratio(s[`resnet50:140:wasm:${cores}`], s['resnet50:140:torch'])} on tfjs with ${cores} workers (${ratio(s['resnet50:140:wasm:1'], s['resnet50:140:torch'])} on one thread). Goal: >= 2x.`,
       `- Peak resident memory vs PyTorch's for the same training step (goal: at most PyTorch's + 30%, i.e. <= 1.30x): ${memoryRatios(training.memory, cores)}; whole fine-tune ${ratio(whole.memory['onnx'], whole.memory['torch'])} on the onnx engine, ${ratio(whole.memory['tfjs'], whole.memory['torch'])} on tfjs.`,
