@@ -58,32 +58,14 @@ export interface ReadH5Options {
   select?: (owner: string, weight: string, shape: number[]) => boolean;
 }
 
-/** HDF5's own diagnostics (pages of `HDF5-DIAG` lines on a damaged file) are kept off the terminal while a file is read. */
-async function quietly<T>(fn: () => Promise<T>): Promise<T> {
-  const { warn, error } = console;
-  const keep = (write: (...a: unknown[]) => void) => (...args: unknown[]) => {
-    if (!/^\s*(HDF5-DIAG|#\d{3}:|major:|minor:)/.test(String(args[0] ?? ''))) write(...args);
-  };
-  console.warn = keep(warn);
-  console.error = keep(error);
-  try {
-    return await fn();
-  } finally {
-    console.warn = warn;
-    console.error = error;
-  }
-}
-
 /** Reads a Keras .h5 file: its layer names and config, every weight's shape, and the values of the weights `select` keeps. */
 export async function readKerasH5(path: string, options: ReadH5Options = {}): Promise<KerasH5> {
-  return quietly(async () => {
-    try {
-      return await readH5(path, options);
-    } catch (err) {
-      if (err instanceof WeightsError) throw err;
-      throw new WeightsError(`${path} cannot be read as a Keras weight file (damaged or truncated?): ${(err as Error).message.split('\n')[0]}`, { cause: err });
-    }
-  });
+  try {
+    return await readH5(path, options);
+  } catch (err) {
+    if (err instanceof WeightsError) throw err;
+    throw new WeightsError(`${path} cannot be read as a Keras weight file (damaged or truncated?): ${(err as Error).message.split('\n')[0]}`, { cause: err });
+  }
 }
 
 async function readH5(path: string, options: ReadH5Options): Promise<KerasH5> {
