@@ -1,8 +1,9 @@
 // Compiles the trainable tail of a cut (a LayersModel whose inputs are the boundary tensors) into one ONNX graph per
 // optimizer step: forward, the chain rule layer by layer, and the optimizer update, in standard ONNX operators
-// (opset 13, no training ops). Tensors stay NHWC as Keras holds them; a convolution is its kernel taps gathered
-// side by side and one matrix product (so runtime weights need no layout changes), and its gradients are matrix
-// products of the same gathered taps, scattered back by padding.
+// (opset 13, no training ops). Tensors stay NHWC as Keras holds them. A window (convolution, depthwise, pooling)
+// reads its taps with one Gather over a constant index table; a convolution is then one matrix product (so runtime
+// weights need no layout changes), a depthwise convolution one broadcast multiply and one reduction, and their input
+// gradients gather the output gradient back through the transposed table.
 import type { onnx as P } from 'onnx-proto';
 import type { Layer, LayersModel, SymbolicTensor } from '../backend/index.js';
 import { TlError } from '../errors.js';
@@ -87,6 +88,17 @@ class Builder extends GraphBuilder {
   reshape(x: string, shape: number[]): string {
     return this.op('Reshape', [x, this.ints(shape)]);
   }
+  /** The sum of values of one shape, as a chain of Adds (ONNX Runtime threads Add; its variadic Sum runs on one). */
+  add(xs: string[]): string {
+    return xs.slice(1).reduce((acc, t) => this.op('Add', [acc, t]), xs[0]!);
+  }
+  /** A constant int64 tensor of the given shape. */
+  int64Tensor(base: string, dims: number[], values: number[]): string {
+    const name = this.fresh(base);
+    const data = BigInt64Array.from(values.map((v) => BigInt(v)));
+    this.initializers.push({ name, dims, dataType: INT64, rawData: new Uint8Array(data.buffer) });
+    return name;
+  }
 }
 
 /** Geometry of a convolution window over an NHWC input. */
@@ -128,49 +140,75 @@ function windowOf(layer: Layer, input: V, kernel: number[]): Window {
 
 const isPointwise = (win: Window) => win.kh === 1 && win.kw === 1 && win.stride.every((s) => s === 1) && win.pads.every((p) => p === 0);
 
-/** The window's taps: each a [N, ho, wo, c] slice of the padded input, in Keras kernel order (row, column). */
-function taps(g: Builder, x: string, win: Window, fill = 0): string[] {
-  if (isPointwise(win)) return [x];
-  const xp = g.pad(x, win.pads, fill);
-  const out: string[] = [];
-  const [sh, sw] = win.stride as [number, number];
-  const [dh, dw] = win.dilation as [number, number];
-  for (let i = 0; i < win.kh; i++) {
-    for (let j = 0; j < win.kw; j++) {
-      out.push(g.slice2d(xp, [i * dh, j * dw], [i * dh + (win.ho - 1) * sh + 1, j * dw + (win.wo - 1) * sw + 1], [sh, sw]));
+/**
+ * The window's taps as one tensor [N, ho, wo, K, c] (K = kh * kw, Keras kernel order): a single Gather over the
+ * flattened input with a constant index table, where padding reads an extra row of `fill` appended to the input.
+ * One pass that ONNX Runtime threads, instead of a Pad and K strided Slices.
+ */
+function gatherTaps(g: Builder, x: string, win: Window, fill = 0): string {
+  const k = win.kh * win.kw;
+  const zero = win.h * win.w;
+  const idx: number[] = [];
+  let padded = false;
+  for (let oi = 0; oi < win.ho; oi++) {
+    for (let oj = 0; oj < win.wo; oj++) {
+      for (let i = 0; i < win.kh; i++) {
+        for (let j = 0; j < win.kw; j++) {
+          const r = oi * win.stride[0]! + i * win.dilation[0]! - win.pads[0]!;
+          const c = oj * win.stride[1]! + j * win.dilation[1]! - win.pads[1]!;
+          const inside = r >= 0 && r < win.h && c >= 0 && c < win.w;
+          padded ||= !inside;
+          idx.push(inside ? r * win.w + c : zero);
+        }
+      }
     }
   }
-  return out;
+  const flat = withExtraRow(g, g.reshape(x, [0, win.h * win.w, win.c]), 3, padded, fill);
+  return g.op('Gather', [flat, g.int64Tensor('taps', [win.ho, win.wo, k], idx)], [A.int('axis', 1)]);
 }
 
-/** Spreads a [N, ho, wo, C] gradient onto the strided positions it came from: [N, (ho-1)*s+1, (wo-1)*s+1, C]. */
-function upsample(g: Builder, dy: string, win: Window, channels: number[]): string {
-  const [sh, sw] = win.stride as [number, number];
-  if (sh === 1 && sw === 1) return dy;
-  const wide = g.reshape(dy, [0, win.ho, 1, win.wo, 1, ...channels]);
-  const zeros = channels.map(() => 0);
-  const padded = g.op('Pad', [wide, g.ints([0, 0, 0, 0, 0, ...zeros, 0, 0, sh - 1, 0, sw - 1, ...zeros])]);
-  const spread = g.reshape(padded, [0, win.ho * sh, win.wo * sw, ...channels]);
-  return g.slice2d(spread, [0, 0], [(win.ho - 1) * sh + 1, (win.wo - 1) * sw + 1]);
+/**
+ * The transposed table: for each input position and tap, the output position whose window read it through that tap
+ * (or the extra zero row), [h, w, K]. Gathering a gradient [N, ho, wo, ...] with it puts each output's gradient
+ * where its taps came from; `perTap` indexes a [N, ho * wo * K, ...] tensor of per-tap gradients instead.
+ */
+function scatterIndex(win: Window, perTap: boolean): { idx: number[]; padded: boolean } {
+  const k = win.kh * win.kw;
+  const zero = win.ho * win.wo * (perTap ? k : 1);
+  const idx: number[] = [];
+  let padded = false;
+  for (let r = 0; r < win.h; r++) {
+    for (let c = 0; c < win.w; c++) {
+      for (let i = 0; i < win.kh; i++) {
+        for (let j = 0; j < win.kw; j++) {
+          const a = r + win.pads[0]! - i * win.dilation[0]!;
+          const b = c + win.pads[1]! - j * win.dilation[1]!;
+          const oi = a / win.stride[0]!;
+          const oj = b / win.stride[1]!;
+          const hit = a >= 0 && b >= 0 && Number.isInteger(oi) && Number.isInteger(oj) && oi < win.ho && oj < win.wo;
+          padded ||= !hit;
+          const o = oi * win.wo + oj;
+          idx.push(hit ? (perTap ? o * k + i * win.kw + j : o) : zero);
+        }
+      }
+    }
+  }
+  return { idx, padded };
 }
 
-/** The input gradient from per-tap gradients already spread by `upsample`: each padded into place, summed, unpadded. */
-function scatterTaps(g: Builder, tapGrads: string[], win: Window): string {
-  if (isPointwise(win)) return tapGrads[0]!;
-  const hp = win.h + win.pads[0]! + win.pads[2]!;
-  const wp = win.w + win.pads[1]! + win.pads[3]!;
-  const lh = (win.ho - 1) * win.stride[0]! + 1;
-  const lw = (win.wo - 1) * win.stride[1]! + 1;
-  const placed = tapGrads.map((t, k) => {
-    const i = Math.floor(k / win.kw);
-    const j = k % win.kw;
-    const top = i * win.dilation[0]!;
-    const left = j * win.dilation[1]!;
-    return g.pad(t, [top, left, hp - top - lh, wp - left - lw]);
-  });
-  const sum = placed.length === 1 ? placed[0]! : g.op('Sum', placed);
-  if (win.pads.every((p) => p === 0)) return sum;
-  return g.slice2d(sum, [win.pads[0]!, win.pads[1]!], [win.pads[0]! + win.h, win.pads[1]! + win.w]);
+/** Gathers `dy` ([N, rows, ...rest] once flattened) onto the input positions: [N, h, w, K, ...rest]. */
+function gatherBack(g: Builder, dy: string, win: Window, rows: number, rest: number[], perTap: boolean): string {
+  const { idx, padded } = scatterIndex(win, perTap);
+  const flat = withExtraRow(g, g.reshape(dy, [0, rows, ...rest]), 2 + rest.length, padded, 0);
+  return g.op('Gather', [flat, g.int64Tensor('scatter', [win.h, win.w, win.kh * win.kw], idx)], [A.int('axis', 1)]);
+}
+
+/** Appends one row of `fill` along axis 1 of a [N, rows, ...] value (the row padding reads), when it is needed. */
+function withExtraRow(g: Builder, x: string, rank: number, needed: boolean, fill: number): string {
+  if (!needed) return x;
+  const pads = new Array<number>(2 * rank).fill(0);
+  pads[rank + 1] = 1;
+  return g.op('Pad', [x, g.ints(pads), ...(fill === 0 ? [] : [g.f(fill)])]);
 }
 
 /** Forward and backward of an activation by name (Keras's `activation` argument or an Activation/ReLU layer). */
@@ -281,42 +319,43 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
         const kshape = layer.weights.find((w) => /(depthwise_)?kernel/.test(w.originalName))!.shape as number[];
         const win = windowOf(layer, x, kshape);
         const act = activation(g, { name: (config.activation as string | undefined) ?? 'linear' }, layer);
-        const cols = taps(g, x.name, win);
         const c = win.c;
+        const k = win.kh * win.kw;
+        const pointwise = isPointwise(win);
         let pre: string;
         let backPre: (dz: string) => string | null;
         if (!depthwise) {
           const co = kshape[3]!;
-          const rows = win.kh * win.kw * c;
-          const gathered = cols.length === 1 ? cols[0]! : g.op('Concat', cols, [A.int('axis', 3)]);
+          const rows = k * c;
+          // im2col as one Gather: [N, ho, wo, K, c] read as [N, ho, wo, K * c], in the kernel's [kh, kw, ci] order.
+          const cols = pointwise ? x.name : g.reshape(gatherTaps(g, x.name, win), [0, win.ho, win.wo, rows]);
           const k2 = g.reshape(kernel.name, [rows, co]);
-          pre = g.op('MatMul', [gathered, k2]);
+          pre = g.op('MatMul', [cols, k2]);
           backPre = (dz) => {
             const dz2 = g.reshape(dz, [-1, co]);
-            if (kernel.spec) grads.set(kernel.spec, g.reshape(g.op('Gemm', [g.reshape(gathered, [-1, rows]), dz2], [A.int('transA', 1)]), kshape));
+            if (kernel.spec) grads.set(kernel.spec, g.reshape(g.op('Gemm', [g.reshape(cols, [-1, rows]), dz2], [A.int('transA', 1)]), kshape));
             if (!upstream) return null;
-            const dcols = upsample(g, g.op('MatMul', [dz, g.op('Transpose', [k2], [A.ints('perm', [1, 0])])]), win, [rows]);
-            const split = cols.length === 1 ? [dcols] : splitChannels(g, dcols, cols.length, c);
-            return scatterTaps(g, split, win);
+            const dcols = g.op('MatMul', [dz, g.op('Transpose', [k2], [A.ints('perm', [1, 0])])]);
+            if (pointwise) return dcols;
+            // col2im: each input position sums the tap gradients of the windows that read it.
+            return g.reduceSum(gatherBack(g, dcols, win, win.ho * win.wo * k, [c], true), [3]);
           };
         } else {
           const m = kshape[3]!;
-          const tapKernel = (k: number) => g.reshape(g.op('Slice', [kernel.name, g.ints([Math.floor(k / win.kw), k % win.kw]), g.ints([Math.floor(k / win.kw) + 1, (k % win.kw) + 1]), g.ints([0, 1])]), m === 1 ? [c] : [c, m]);
-          const kernels = cols.map((_, k) => tapKernel(k));
-          const expand = (t: string) => (m === 1 ? t : g.op('Unsqueeze', [t, g.ints([4])]));
-          const products = cols.map((t, k) => g.op('Mul', [expand(t), kernels[k]!]));
-          const summed = products.length === 1 ? products[0]! : g.op('Sum', products);
+          // The kernel as [K, c] (or [K, c, m]), broadcast against the taps' last axes.
+          const kt = g.reshape(kernel.name, m === 1 ? [k, c] : [k, c, m]);
+          const tapsOf = pointwise ? g.reshape(x.name, [0, win.ho, win.wo, 1, c]) : gatherTaps(g, x.name, win);
+          const t = m === 1 ? tapsOf : g.op('Unsqueeze', [tapsOf, g.ints([5])]);
+          const summed = g.reduceSum(g.op('Mul', [t, kt]), [3]);
           pre = m === 1 ? summed : g.reshape(summed, [0, win.ho, win.wo, c * m]);
           backPre = (dz) => {
             const dz5 = m === 1 ? dz : g.reshape(dz, [0, win.ho, win.wo, c, m]);
-            if (kernel.spec) {
-              const perTap = cols.map((t) => g.reshape(g.reduceSum(g.op('Mul', [expand(t), dz5]), [0, 1, 2]), [1, c, m]));
-              grads.set(kernel.spec, g.reshape(perTap.length === 1 ? perTap[0]! : g.op('Concat', perTap, [A.int('axis', 0)]), kshape));
-            }
+            const dzTaps = g.op('Unsqueeze', [dz5, g.ints([3])]);
+            if (kernel.spec) grads.set(kernel.spec, g.reshape(g.reduceSum(g.op('Mul', [t, dzTaps]), [0, 1, 2]), kshape));
             if (!upstream) return null;
-            const spread = upsample(g, dz5, win, m === 1 ? [c] : [c, m]);
-            const tapGrads = kernels.map((k) => (m === 1 ? g.op('Mul', [spread, k]) : g.reduceSum(g.op('Mul', [spread, k]), [4])));
-            return scatterTaps(g, tapGrads, win);
+            // Each input position: the output gradients of the windows that read it, times the tap's weight.
+            const back = pointwise ? dzTaps : gatherBack(g, dz5, win, win.ho * win.wo, m === 1 ? [c] : [c, m], false);
+            return g.reduceSum(g.op('Mul', [back, kt]), m === 1 ? [3] : [3, 5]);
           };
         }
         const biased = bias ? g.op('Add', [pre, bias.name]) : pre;
@@ -420,7 +459,7 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
         break;
       }
       case 'Add':
-        y = xs.length === 1 ? x.name : g.op('Sum', xs.map((v) => v!.name));
+        y = g.add(xs.map((v) => v!.name));
         backward = (dy) => ins.map((t) => (needsGrad.get(t.id) ? dy : null));
         break;
       case 'ZeroPadding2D': {
@@ -501,19 +540,16 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
         const size = pair(config.poolSize as number | number[], 2);
         const win = windowOf(layer, x, size);
         if (cls === 'MaxPooling2D') {
-          const cols = taps(g, x.name, win, -3.4e38);
-          y = cols.length === 1 ? cols[0]! : g.op('Max', cols);
+          const cols = gatherTaps(g, x.name, win, -3.4e38);
+          y = g.op('ReduceMax', [cols], [A.ints('axes', [3]), A.int('keepdims', 0)]);
           backward = (dy) => {
             if (!upstream) return [null];
-            // The gradient goes to the first maximum of each window in row-major order, as tfjs's MaxPoolGrad routes it.
-            let taken: string | null = null;
-            const tapGrads = cols.map((t) => {
-              const hit = g.op('Equal', [t, y]);
-              const first: string = taken === null ? hit : g.op('And', [hit, g.op('Not', [taken])]);
-              taken = taken === null ? first : g.op('Or', [taken, first]);
-              return upsample(g, g.op('Mul', [dy, g.op('Cast', [first], [A.int('to', FLOAT)])]), win, [win.c]);
-            });
-            return [scatterTaps(g, tapGrads, win)];
+            // The gradient goes to the first maximum of each window in row-major order, as tfjs's MaxPoolGrad routes
+            // it (ArgMax picks the first of equal values).
+            const first = g.op('ArgMax', [cols], [A.int('axis', 3), A.int('keepdims', 0), A.int('select_last_index', 0)]);
+            const hot = g.op('OneHot', [first, g.int64s('depth', [win.kh * win.kw]), g.floats('onehot_values', [2], Float32Array.of(0, 1))], [A.int('axis', 3)]);
+            const perTap = g.op('Mul', [hot, g.op('Unsqueeze', [dy, g.ints([3])])]);
+            return [g.reduceSum(gatherBack(g, perTap, win, win.ho * win.wo * win.kh * win.kw, [win.c], true), [3])];
           };
         } else {
           // Keras divides by the window's pixels inside the image ('same' padding counts no padded zeros).
@@ -526,12 +562,10 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
             }
           }
           const inv = g.floats(`${layer.name}_inverse_counts`, [1, win.ho, win.wo, 1], counts);
-          const cols = taps(g, x.name, win);
-          y = g.op('Mul', [cols.length === 1 ? cols[0]! : g.op('Sum', cols), inv]);
+          y = g.op('Mul', [g.reduceSum(gatherTaps(g, x.name, win), [3]), inv]);
           backward = (dy) => {
             if (!upstream) return [null];
-            const spread = upsample(g, g.op('Mul', [dy, inv]), win, [win.c]);
-            return [scatterTaps(g, cols.map(() => spread), win)];
+            return [g.reduceSum(gatherBack(g, g.op('Mul', [dy, inv]), win, win.ho * win.wo, [win.c], false), [3])];
           };
         }
         break;
@@ -575,7 +609,7 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
     const entry = tape[i]!;
     const parts = pending.get(entry.output.id);
     if (!parts) continue;
-    const dy = parts.length === 1 ? parts[0]! : g.op('Sum', parts);
+    const dy = g.add(parts);
     entry.backward(dy).forEach((dx, k) => {
       if (dx === null) return;
       const id = entry.inputs[k]!.id;
@@ -665,11 +699,4 @@ function nodesOf(model: LayersModel): Map<Layer, LayerNode> {
     stack.push(...node.inputTensors);
   }
   return chosen;
-}
-
-/** Splits the last axis of a gathered-taps gradient into its taps. */
-function splitChannels(g: Builder, x: string, parts: number, c: number): string[] {
-  const outputs = Array.from({ length: parts }, () => g.fresh('tap'));
-  g.nodes.push({ opType: 'Split', input: [x, g.int64s('split', new Array<number>(parts).fill(c))], output: outputs, name: g.fresh('split'), attribute: [A.int('axis', 3)] });
-  return outputs;
 }

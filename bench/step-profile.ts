@@ -1,0 +1,123 @@
+// The cached train step alone: ms per step of a tail's compiled graph on ONNX Runtime, and (`--profile`) ONNX
+// Runtime's own profile aggregated per operator type. Random weights and boundary tensors (the step's time does not
+// depend on them). `node dist/bench/step-profile.js --model mobilenet_v2 --freeze 100`.
+import { readFileSync, rmSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { parseArgs } from 'node:util';
+import { loadBackend, type Tf } from '../src/backend/index.js';
+import { applyTrainability, attachHead, cutModel } from '../src/cut/index.js';
+import { compileTrainStep, type TrainStepGraph } from '../src/onnx/train-step.js';
+import { loadOrt } from '../src/onnx/runtime.js';
+import { buildVariant } from '../src/registry/index.js';
+import { initializeWeights } from '../src/registry/init.js';
+
+export interface StepProfile {
+  model: string;
+  freeze: number;
+  batch: number;
+  msPerStep: number;
+  nodes: number;
+  /** Kernel time per op type over the profiled steps, largest first. */
+  ops: { op: string; ms: number; share: number; calls: number; bytes: number }[];
+  /** The slowest nodes: op type, output shape and ms per step. */
+  nodes_: { op: string; shape: string; ms: number }[];
+}
+
+export async function tailGraph(tf: Tf, model: string, freeze: number, classes = 5): Promise<{ graph: TrainStepGraph; weights: Float32Array[]; states: Float32Array[]; boundaryShapes: number[][] }> {
+  const backbone = buildVariant(tf, model, { includeTop: false });
+  const full = attachHead(tf, backbone, { classes, dropout: 0, name: 'bench' });
+  initializeWeights(tf, full, 1);
+  const frozen = new Set(backbone.layers.slice(0, freeze).map((l) => l.name));
+  applyTrainability(full, frozen, 'frozen');
+  const cut = cutModel(tf, full, frozen);
+  const graph = compileTrainStep(cut.tail, { optimizer: 'adam', momentum: 0, nesterov: false, labelSmoothing: 0, weightDecay: 0 });
+  const weights = graph.trainable.map((s) => cut.tail.trainableWeights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array);
+  const states = graph.state.map((s) => cut.tail.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array);
+  return { graph, weights, states, boundaryShapes: cut.boundaryShapes };
+}
+
+export async function profileStep(tf: Tf, model: string, freeze: number, options: { batch?: number; steps?: number; profile?: boolean; threads?: number } = {}): Promise<StepProfile> {
+  const batch = options.batch ?? 16;
+  const { ort } = await loadOrt();
+  if (!ort) throw new Error('onnxruntime-node does not load');
+  const { graph, weights, boundaryShapes } = await tailGraph(tf, model, freeze);
+  const prefix = `/tmp/tl-step-profile-${process.pid}`;
+  const session = await ort.InferenceSession.create(graph.bytes, { intraOpNumThreads: options.threads ?? availableParallelism(), interOpNumThreads: 1, graphOptimizationLevel: 'all', executionProviders: ['cpu'], ...(options.profile ? { enableProfiling: true, profileFilePrefix: prefix } : {}) });
+  const T = (data: Float32Array | BigInt64Array, shape: number[]) => new ort.Tensor(data instanceof BigInt64Array ? 'int64' : 'float32', data, shape);
+  let w = graph.trainable.map((s, i) => T(weights[i]!, s.shape));
+  let slots = graph.trainable.map((s) => s.slots.map(() => T(new Float32Array(s.shape.reduce((a, b) => a * b, 1)), s.shape)));
+  const boundary = boundaryShapes.map((shape) => Float32Array.from({ length: batch * shape.reduce((a, b) => a * b, 1) }, (_, i) => Math.max(0, Math.sin(i * 0.37))));
+  const step = async (k: number) => {
+    const feeds: Record<string, import('onnxruntime-node').Tensor> = {
+      [graph.inputs.labels]: T(BigInt64Array.from({ length: batch }, (_, i) => BigInt(i % 5)), [batch]),
+      [graph.inputs.sampleWeights]: T(new Float32Array(batch).fill(1), [batch]),
+      [graph.inputs.lr]: T(Float32Array.of(1e-4), []),
+      [graph.inputs.step]: T(Float32Array.of(k), []),
+    };
+    graph.boundary.forEach((name, i) => (feeds[name] = T(boundary[i]!, [batch, ...boundaryShapes[i]!])));
+    graph.trainable.forEach((s, i) => {
+      feeds[s.input] = w[i]!;
+      s.slots.forEach((slot, j) => (feeds[slot.input] = slots[i]![j]!));
+    });
+    const out = await session.run(feeds);
+    w = graph.trainable.map((s) => out[s.output]!);
+    slots = graph.trainable.map((s) => s.slots.map((slot) => out[slot.output]!));
+  };
+  await step(1);
+  await step(2);
+  const steps = options.steps ?? 8;
+  const t0 = performance.now();
+  for (let k = 0; k < steps; k++) await step(k + 3);
+  const msPerStep = (performance.now() - t0) / steps;
+  const nodes = (await import('../src/onnx/graph.js')).onnx.ModelProto.decode(graph.bytes).graph!.node!.length;
+  let ops: StepProfile['ops'] = [];
+  let slow: StepProfile['nodes_'] = [];
+  if (options.profile) {
+    session.endProfiling();
+    const { readdirSync } = await import('node:fs');
+    const file = readdirSync('/tmp').map((f) => `/tmp/${f}`).find((f) => f.startsWith(prefix));
+    if (!file) throw new Error('ONNX Runtime wrote no profile');
+    const events = JSON.parse(readFileSync(file, 'utf8')) as { cat: string; name: string; dur: number; ts: number; args?: { op_name?: string; output_size?: string; activation_size?: string; output_type_shape?: unknown; input_type_shape?: unknown } }[];
+    rmSync(file, { force: true });
+    const byOp = new Map<string, { us: number; calls: number; bytes: number }>();
+    const byNode = new Map<string, { op: string; shape: string; us: number }>();
+    // The two warm-up runs first touch every buffer of the arena: only the timed runs count.
+    const runsEnd = events.filter((e) => e.name === 'model_run').map((e) => e.ts + e.dur).sort((a, b) => a - b);
+    const after = runsEnd[1] ?? 0;
+    for (const e of events) {
+      if (e.ts < after) continue;
+      if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time') || !e.args?.op_name) continue;
+      const r = byOp.get(e.args.op_name) ?? { us: 0, calls: 0, bytes: 0 };
+      r.us += e.dur;
+      r.calls += 1;
+      r.bytes += Number(e.args.output_size ?? 0) + Number(e.args.activation_size ?? 0);
+      byOp.set(e.args.op_name, r);
+      const n = byNode.get(e.name) ?? { op: e.args.op_name, shape: `${JSON.stringify(e.args.input_type_shape)} -> ${JSON.stringify(e.args.output_type_shape)}`, us: 0 };
+      n.us += e.dur;
+      byNode.set(e.name, n);
+    }
+    const runs = steps;
+    const total = [...byOp.values()].reduce((a, r) => a + r.us, 0);
+    slow = [...byNode.values()].map((n) => ({ op: n.op, shape: n.shape.replace(/"float":|"int64":|[{}]/g, ''), ms: n.us / 1000 / runs })).sort((a, b) => b.ms - a.ms).slice(0, 20);
+    ops = [...byOp.entries()].map(([op, r]) => ({ op, ms: r.us / 1000 / runs, share: r.us / total, calls: r.calls / runs, bytes: r.bytes / runs })).sort((a, b) => b.ms - a.ms);
+  }
+  await session.release();
+  return { model, freeze, batch, msPerStep, nodes, ops, nodes_: slow };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { model: { type: 'string', default: 'mobilenet_v2' }, freeze: { type: 'string', default: '100' }, steps: { type: 'string', default: '8' }, profile: { type: 'boolean', default: false }, json: { type: 'boolean', default: false }, nodes: { type: 'boolean', default: false } } });
+  const { tf } = await loadBackend({ choice: 'wasm' });
+  const r = await profileStep(tf, values.model, Number(values.freeze), { steps: Number(values.steps), profile: values.profile });
+  if (values.json) return void process.stdout.write(`${JSON.stringify(r)}\n`);
+  process.stdout.write(`${r.model} --freeze ${r.freeze}, batch ${r.batch}: ${r.msPerStep.toFixed(1)} ms per step (${((1000 * r.batch) / r.msPerStep).toFixed(1)} img/s), ${r.nodes} nodes\n`);
+  if (values.nodes) for (const n of r.nodes_) process.stdout.write(`${n.ms.toFixed(2).padStart(7)} ms ${n.op} ${n.shape}\n`);
+  for (const o of r.ops.slice(0, 25)) process.stdout.write(`${o.op.padEnd(18)} ${o.ms.toFixed(2).padStart(8)} ms ${(100 * o.share).toFixed(1).padStart(5)}% ${o.calls.toFixed(0).padStart(5)} calls ${(o.bytes / 2 ** 20).toFixed(0).padStart(6)} MiB\n`);
+}
+
+if (process.argv[1]?.endsWith('step-profile.js')) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  });
+}
