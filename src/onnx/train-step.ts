@@ -291,6 +291,19 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
   let logits: V | null = null;
 
   const nodes = nodesOf(tail);
+  // A convolution whose only reader is a frozen BatchNormalization takes the normalization into its kernel and bias
+  // (a per-channel scale of a small weight tensor instead of a multiply over the whole activation, forward and back);
+  // the normalization layer then passes its input through.
+  const readers = new Map<number, Layer[]>();
+  for (const [layer, node] of nodes) for (const t of node.inputTensors) readers.set(t.id, [...(readers.get(t.id) ?? []), layer]);
+  const folded = new Set<Layer>();
+  const frozenNormAfter = (out: SymbolicTensor, activationName: string): Layer | null => {
+    const next = readers.get(out.id);
+    if (activationName !== 'linear' || out.id === tail.outputs[0]!.id || next?.length !== 1) return null;
+    const bn = next[0]!;
+    const axis = (bn.getConfig() as { axis?: number }).axis ?? -1;
+    return bn.getClassName() === 'BatchNormalization' && !bn.trainable && (axis === -1 || axis === out.shape.length - 1) ? bn : null;
+  };
   for (const layer of tail.layers) {
     const cls = layer.getClassName();
     if (cls === 'InputLayer') continue;
@@ -318,10 +331,20 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
         hasWeights = kernel.spec !== null || bias?.spec !== null;
         const kshape = layer.weights.find((w) => /(depthwise_)?kernel/.test(w.originalName))!.shape as number[];
         const win = windowOf(layer, x, kshape);
-        const act = activation(g, { name: (config.activation as string | undefined) ?? 'linear' }, layer);
+        const actName = (config.activation as string | undefined) ?? 'linear';
+        const act = activation(g, { name: actName }, layer);
         const c = win.c;
         const k = win.kh * win.kw;
         const pointwise = isPointwise(win);
+        const outChannels = kshape[3]! * (depthwise ? c : 1);
+        const norm = frozenNormAfter(out, actName);
+        const affine = norm ? bnAffine(norm, outChannels) : null;
+        if (norm) folded.add(norm);
+        // The normalization's scale against the kernel [kh, kw, ci, co] (depthwise: [kh, kw, c, m]) and the output.
+        const scaleK = affine ? g.floats(`${layer.name}_folded_scale`, depthwise ? [c, kshape[3]!] : [outChannels], affine.scale) : null;
+        const scaleOut = affine ? (depthwise ? g.floats(`${layer.name}_folded_scale_out`, [outChannels], affine.scale) : scaleK!) : null;
+        const scaled = (w: string, scale: string | null) => (scale ? g.op('Mul', [w, scale]) : w);
+        const kernelGrad = (grad: string) => scaled(g.reshape(grad, kshape), scaleK);
         let pre: string;
         let backPre: (dz: string) => string | null;
         if (!depthwise) {
@@ -329,11 +352,11 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
           const rows = k * c;
           // im2col as one Gather: [N, ho, wo, K, c] read as [N, ho, wo, K * c], in the kernel's [kh, kw, ci] order.
           const cols = pointwise ? x.name : g.reshape(gatherTaps(g, x.name, win), [0, win.ho, win.wo, rows]);
-          const k2 = g.reshape(kernel.name, [rows, co]);
+          const k2 = scaled(g.reshape(kernel.name, [rows, co]), scaleK);
           pre = g.op('MatMul', [cols, k2]);
           backPre = (dz) => {
             const dz2 = g.reshape(dz, [-1, co]);
-            if (kernel.spec) grads.set(kernel.spec, g.reshape(g.op('Gemm', [g.reshape(cols, [-1, rows]), dz2], [A.int('transA', 1)]), kshape));
+            if (kernel.spec) grads.set(kernel.spec, kernelGrad(g.op('Gemm', [g.reshape(cols, [-1, rows]), dz2], [A.int('transA', 1)])));
             if (!upstream) return null;
             const dcols = g.op('MatMul', [dz, g.op('Transpose', [k2], [A.ints('perm', [1, 0])])]);
             if (pointwise) return dcols;
@@ -343,7 +366,7 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
         } else {
           const m = kshape[3]!;
           // The kernel as [K, c] (or [K, c, m]), broadcast against the taps' last axes.
-          const kt = g.reshape(kernel.name, m === 1 ? [k, c] : [k, c, m]);
+          const kt = g.reshape(scaled(g.reshape(kernel.name, [k, c, m]), scaleK), m === 1 ? [k, c] : [k, c, m]);
           const tapsOf = pointwise ? g.reshape(x.name, [0, win.ho, win.wo, 1, c]) : gatherTaps(g, x.name, win);
           const t = m === 1 ? tapsOf : g.op('Unsqueeze', [tapsOf, g.ints([5])]);
           const summed = g.reduceSum(g.op('Mul', [t, kt]), [3]);
@@ -351,18 +374,20 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
           backPre = (dz) => {
             const dz5 = m === 1 ? dz : g.reshape(dz, [0, win.ho, win.wo, c, m]);
             const dzTaps = g.op('Unsqueeze', [dz5, g.ints([3])]);
-            if (kernel.spec) grads.set(kernel.spec, g.reshape(g.reduceSum(g.op('Mul', [t, dzTaps]), [0, 1, 2]), kshape));
+            if (kernel.spec) grads.set(kernel.spec, kernelGrad(g.reduceSum(g.op('Mul', [t, dzTaps]), [0, 1, 2])));
             if (!upstream) return null;
             // Each input position: the output gradients of the windows that read it, times the tap's weight.
             const back = pointwise ? dzTaps : gatherBack(g, dz5, win, win.ho * win.wo, m === 1 ? [c] : [c, m], false);
             return g.reduceSum(g.op('Mul', [back, kt]), m === 1 ? [3] : [3, 5]);
           };
         }
-        const biased = bias ? g.op('Add', [pre, bias.name]) : pre;
+        const shift = affine ? g.floats(`${layer.name}_folded_shift`, [outChannels], affine.shift) : null;
+        const offset = bias && shift ? g.op('Add', [g.op('Mul', [bias.name, scaleOut!]), shift]) : (bias?.name ?? shift);
+        const biased = offset ? g.op('Add', [pre, offset]) : pre;
         y = act.forward(biased);
         backward = (dy) => {
           const dz = act.backward(dy, biased, y);
-          if (bias?.spec) grads.set(bias.spec, g.reduceSum(dz, [0, 1, 2]));
+          if (bias?.spec) grads.set(bias.spec, scaled(g.reduceSum(dz, [0, 1, 2]), scaleOut));
           return [backPre(dz)];
         };
         break;
@@ -432,6 +457,12 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
             const meanOf = (t: string) => g.op('ReduceMean', [t], [A.ints('axes', axes), A.int('keepdims', 1)]);
             return [g.op('Mul', [rstd, g.op('Sub', [g.op('Sub', [dxhat, meanOf(dxhat)]), g.op('Mul', [xhat, meanOf(g.op('Mul', [dxhat, xhat]))])])])];
           };
+          break;
+        }
+        if (folded.has(layer)) {
+          // Already applied by the convolution before it.
+          y = x.name;
+          backward = (dy) => [upstream ? dy : null];
           break;
         }
         const { scale, shift } = bnAffine(layer, c);
