@@ -211,6 +211,11 @@ function withExtraRow(g: Builder, x: string, rank: number, needed: boolean, fill
   return g.op('Pad', [x, g.ints(pads), ...(fill === 0 ? [] : [g.f(fill)])]);
 }
 
+/** `dy` where `mask` holds and 0 elsewhere: one pass over the gradient (a multiply by the cast mask takes two). */
+function passWhere(g: Builder, mask: string, dy: string): string {
+  return g.op('Where', [mask, dy, g.f(0)]);
+}
+
 /** Forward and backward of an activation by name (Keras's `activation` argument or an Activation/ReLU layer). */
 function activation(g: Builder, kind: { name: string; max?: number | null }, layer: Layer) {
   switch (kind.name) {
@@ -218,19 +223,19 @@ function activation(g: Builder, kind: { name: string; max?: number | null }, lay
       return { forward: (x: string) => x, backward: (dy: string) => dy };
     case 'relu':
       if (kind.max === undefined || kind.max === null) {
-        return { forward: (x: string) => g.op('Relu', [x]), backward: (dy: string, x: string) => g.op('Mul', [dy, g.op('Cast', [g.op('Greater', [x, g.f(0)])], [A.int('to', FLOAT)])]) };
+        return { forward: (x: string) => g.op('Relu', [x]), backward: (dy: string, x: string) => passWhere(g, g.op('Greater', [x, g.f(0)]), dy) };
       }
       // tfjs's ReLU layer with a maximum is relu then clipByValue: its gradient passes where 0 < x <= max (blocked at
       // an exact 0, as pretrained networks' dead channels produce).
       return {
         forward: (x: string) => g.op('Clip', [x, g.f(0), g.f(kind.max!)]),
-        backward: (dy: string, x: string) => g.op('Mul', [dy, g.op('Cast', [g.op('And', [g.op('Greater', [x, g.f(0)]), g.op('Not', [g.op('Greater', [x, g.f(kind.max!)])])])], [A.int('to', FLOAT)])]),
+        backward: (dy: string, x: string) => passWhere(g, g.op('And', [g.op('Greater', [x, g.f(0)]), g.op('LessOrEqual', [x, g.f(kind.max!)])]), dy),
       };
     case 'relu6':
       // tfjs-layers' relu6 activation is minimum(6, relu(x)): its gradient passes where 0 < x < 6.
       return {
         forward: (x: string) => g.op('Clip', [x, g.f(0), g.f(6)]),
-        backward: (dy: string, x: string) => g.op('Mul', [dy, g.op('Cast', [g.op('And', [g.op('Greater', [x, g.f(0)]), g.op('Less', [x, g.f(6)])])], [A.int('to', FLOAT)])]),
+        backward: (dy: string, x: string) => passWhere(g, g.op('And', [g.op('Greater', [x, g.f(0)]), g.op('Less', [x, g.f(6)])]), dy),
       };
     case 'sigmoid':
       return {
@@ -671,7 +676,8 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
       addOutput(s.output, spec.shape);
       return s;
     };
-    let updated: string;
+    // The new weight is w - step, written straight to the graph output (no copy through an Identity).
+    let stepOf: string;
     if (options.optimizer === 'adam') {
       const m = slot('m');
       const v = slot('v');
@@ -679,22 +685,22 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
       g.node('Add', [g.op('Mul', [v.input, g.f(b2)]), g.op('Mul', [g.op('Mul', [grad, grad]), g.f(1 - b2)])], 'v', [], v.output);
       const mHat = g.op('Div', [m.output, oneMinusB1t]);
       const vHat = g.op('Div', [v.output, oneMinusB2t]);
-      updated = g.op('Sub', [w, g.op('Mul', [g.op('Div', [mHat, g.op('Add', [g.op('Sqrt', [vHat]), g.f(eps)])]), lr])]);
+      stepOf = g.op('Mul', [g.op('Div', [mHat, g.op('Add', [g.op('Sqrt', [vHat]), g.f(eps)])]), lr]);
     } else if (options.optimizer === 'rmsprop') {
       const ms = slot('ms');
       const mom = slot('mom');
       g.node('Add', [g.op('Mul', [ms.input, g.f(0.9)]), g.op('Mul', [g.op('Mul', [grad, grad]), g.f(1 - 0.9)])], 'ms', [], ms.output);
       g.node('Add', [g.op('Mul', [mom.input, g.f(options.momentum)]), g.op('Div', [g.op('Mul', [grad, lr]), g.op('Sqrt', [g.op('Add', [ms.output, g.f(eps)])])])], 'mom', [], mom.output);
-      updated = g.op('Sub', [w, mom.output]);
+      stepOf = mom.output;
     } else if (options.momentum > 0 || options.nesterov) {
       const accum = slot('accum');
       g.node('Add', [g.op('Mul', [accum.input, g.f(options.momentum)]), grad], 'accum', [], accum.output);
       const direction = options.nesterov ? g.op('Add', [grad, g.op('Mul', [accum.output, g.f(options.momentum)])]) : accum.output;
-      updated = g.op('Sub', [w, g.op('Mul', [direction, lr])]);
+      stepOf = g.op('Mul', [direction, lr]);
     } else {
-      updated = g.op('Sub', [w, g.op('Mul', [grad, lr])]);
+      stepOf = g.op('Mul', [grad, lr]);
     }
-    g.node('Identity', [updated], 'updated', [], spec.output);
+    g.node('Sub', [w, stepOf], 'updated', [], spec.output);
     addOutput(spec.output, spec.shape);
     sums.push(g.reduceSum(spec.output, spec.shape.map((_, i) => i)));
   }
