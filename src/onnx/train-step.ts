@@ -347,7 +347,8 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
         if (norm) folded.add(norm);
         // The normalization's scale against the kernel [kh, kw, ci, co] (depthwise: [kh, kw, c, m]) and the output.
         const scaleK = affine ? g.floats(`${layer.name}_folded_scale`, depthwise ? [c, kshape[3]!] : [outChannels], affine.scale) : null;
-        const scaleOut = affine ? (depthwise ? g.floats(`${layer.name}_folded_scale_out`, [outChannels], affine.scale) : scaleK!) : null;
+        // (Made only where a bias needs it: an unused initializer is a warning on every session.)
+        const scaleOut = affine && bias ? (depthwise ? g.floats(`${layer.name}_folded_scale_out`, [outChannels], affine.scale) : scaleK!) : null;
         const scaled = (w: string, scale: string | null) => (scale ? g.op('Mul', [w, scale]) : w);
         const kernelGrad = (grad: string) => scaled(g.reshape(grad, kshape), scaleK);
         let pre: string;

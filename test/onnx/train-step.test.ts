@@ -3,6 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type LayersModel, type SymbolicTensor, type Tf } from '../../src/backend/index.js';
 import { compileTrainStep, TrainStepCompileError, type TrainStepOptions } from '../../src/onnx/train-step.js';
 import { OnnxTrainer } from '../../src/onnx/trainer.js';
+import { onnx } from '../../src/onnx/graph.js';
 import { buildVariant } from '../../src/registry/index.js';
 import { applyTrainability, attachHead, cutModel } from '../../src/cut/index.js';
 import { applyWeightDecay, createOptimizer } from '../../src/train/optim.js';
@@ -129,6 +130,15 @@ describe('gradient rules against tfjs autodiff', () => {
       const gate = L().conv2d({ filters: 5, kernelSize: 1, activation: 'sigmoid' }).apply(x) as SymbolicTensor;
       return L().multiply().apply([cat, gate]) as SymbolicTensor;
     }],
+    ['frozen BatchNormalization folded into a biased DepthwiseConv2D (multiplier 2) and a biased Conv2D; not into a conv another layer reads too', [6, 6, 3], (x) => {
+      const dw = L().depthwiseConv2d({ kernelSize: 3, depthMultiplier: 2, padding: 'same' }).apply(x) as SymbolicTensor;
+      const a = L().batchNormalization({ trainable: false }).apply(dw) as SymbolicTensor;
+      const conv = L().conv2d({ filters: 6, kernelSize: 3, padding: 'same' }).apply(L().reLU({ maxValue: 6 }).apply(a) as SymbolicTensor) as SymbolicTensor;
+      const b = L().batchNormalization({ trainable: false }).apply(conv) as SymbolicTensor;
+      const shared = L().conv2d({ filters: 6, kernelSize: 1 }).apply(b) as SymbolicTensor;
+      const c = L().batchNormalization({ trainable: false }).apply(shared) as SymbolicTensor;
+      return L().add().apply([c, shared]) as SymbolicTensor;
+    }],
     ['a residual Add with the shortcut used twice', [6, 6, 4], (x) => {
       const a = L().conv2d({ filters: 4, kernelSize: 1, activation: 'relu' }).apply(x) as SymbolicTensor;
       const b = L().conv2d({ filters: 4, kernelSize: 3, padding: 'same' }).apply(a) as SymbolicTensor;
@@ -143,6 +153,21 @@ describe('gradient rules against tfjs autodiff', () => {
       model.dispose();
     });
   }
+
+  it('a frozen BatchNormalization becomes a scale on the kernel before it, and the graph holds no unused constant', () => {
+    const model = small([6, 6, 3], (x) => {
+      const dw = L().depthwiseConv2d({ kernelSize: 3, padding: 'same', useBias: false }).apply(x) as SymbolicTensor;
+      return L().batchNormalization({ trainable: false }).apply(dw) as SymbolicTensor;
+    }, 2);
+    const nodes = onnx.ModelProto.decode(compileTrainStep(model, SGD).bytes).graph!;
+    const read = new Set(nodes.node!.flatMap((n) => n.input!));
+    expect(nodes.initializer!.map((t) => t.name).filter((name) => !read.has(name!))).toEqual([]);
+    // The normalization's scale is applied to the kernel (the folded constant), not as a layer of its own.
+    const names = nodes.initializer!.map((t) => t.name!);
+    expect(names.filter((name) => name.includes('folded_scale')).length).toBe(1);
+    expect(names.filter((name) => name.startsWith('batch_normalization'))).toEqual([]);
+    model.dispose();
+  });
 
   it('Conv2D 3x3 dilation 2 (tfjs has no gradient for it: checked against the zero-inserted 5x5 kernel)', async () => {
     const dilated = small([9, 9, 2], (x) => L().conv2d({ filters: 3, kernelSize: 3, dilationRate: 2, padding: 'same', activation: 'relu', name: 'conv' }).apply(x) as SymbolicTensor, 6);
