@@ -2,7 +2,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { choicesBench } from './choices.js';
-import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
+import { availableParallelism, cpus, homedir, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -95,9 +95,9 @@ async function decodeBench(tf: Tf, work: string, count: number): Promise<Section
   };
 }
 
-function torch(args: string[]): Record<string, unknown> | null {
-  if (!existsSync(PYTHON)) return null;
-  const r = spawnSync(PYTHON, [join(ROOT, 'bench', 'torch_reference.py'), ...args], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+function torch(args: string[], python = PYTHON): Record<string, unknown> | null {
+  if (!existsSync(python)) return null;
+  const r = spawnSync(python, [join(ROOT, 'bench', 'torch_reference.py'), ...args], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
   if (r.status !== 0) {
     log(`torch reference unavailable: ${(r.stderr || r.error?.message || '').trim().split('\n').pop()}`);
     return null;
@@ -336,6 +336,122 @@ function memoryRatios(memory: Record<string, number>, cores: number): string {
 }
 
 /**
+ * The current PyTorch release from PyPI, in a virtual environment the bench makes for itself (`TL_BENCH_TORCH_VENV`,
+ * default `~/.cache/tl-bench/torch-venv`; about 5 GiB, as PyPI's Linux wheel brings its CUDA libraries): its python, or
+ * null with a message where it cannot be installed. It is never a dependency of tl or of its tests.
+ */
+function pypiTorch(): string | null {
+  const venv = process.env['TL_BENCH_TORCH_VENV'] ?? join(homedir(), '.cache', 'tl-bench', 'torch-venv');
+  const python = join(venv, 'bin', 'python');
+  const works = () => spawnSync(python, ['-c', 'import torch, torchvision'], { stdio: 'ignore' }).status === 0;
+  if (existsSync(python) && works()) return python;
+  log(`installing the current PyTorch from PyPI into ${venv} (once)`);
+  const made = spawnSync(PYTHON, ['-m', 'venv', venv], { encoding: 'utf8' });
+  const pip = made.status === 0 ? spawnSync(python, ['-m', 'pip', 'install', '-q', 'torch', 'torchvision'], { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] }) : made;
+  if (pip.status !== 0 || !works()) {
+    log(`PyPI's PyTorch unavailable: ${(pip.stderr || pip.error?.message || 'python3 -m venv failed').trim().split('\n').pop()}`);
+    return null;
+  }
+  return python;
+}
+
+/** The CPU's vector extensions that matter to these kernels, from /proc/cpuinfo (Linux). */
+function vectorExtensions(): string {
+  const flags = existsSync('/proc/cpuinfo') ? (/^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '').trim().split(/\s+/) : [];
+  const wanted = flags.filter((f) => /^(avx|avx2|fma|avx512\w*|avx_vnni|amx\w*|f16c)$/.test(f)).sort();
+  return wanted.length > 0 ? wanted.join(', ') : 'unknown';
+}
+
+/**
+ * `--profile`: where one cached train step spends its time, for MobileNetV2 --freeze 100 and ResNet50 --freeze 140 at
+ * batch 16: tl's step (ONNX Runtime's profiler per op type) beside the caching PyTorch loop's step on the same tail
+ * (torch.profiler's self CPU time per operator), and the step's achieved GFLOP/s against the machine's matrix-product
+ * peak (the best of ONNX Runtime's and PyTorch's GEMM at large and at the tail's own shapes).
+ */
+async function profileSection(tf: Tf, cores: number): Promise<Section> {
+  const { profileStep, gemmPeak } = await import('./step-profile.js');
+  const shapes: [number, number, number][] = [[1024, 1024, 1024], [2048, 2048, 2048], [784, 4608, 512], [784, 576, 96]];
+  const ortGemm = await gemmPeak(shapes, { threads: cores });
+  // The peers: Debian's PyTorch and the current release from PyPI, each running bench/torch_reference.py.
+  const pythons = [{ label: 'Debian', python: PYTHON }, { label: 'PyPI', python: pypiTorch() }]
+    .map((p) => ({ ...p, version: p.python ? (torch(['gemm', '--steps', '1', '--shapes', '8,8,8'], p.python)?.['torch'] as string | undefined) : undefined }))
+    .filter((p): p is { label: string; python: string; version: string } => p.python !== null && p.version !== undefined);
+  const gemmOf = (python: string) => (torch(['gemm', '--threads', String(cores), '--steps', '10', '--shapes', shapes.map((s) => s.join(',')).join(';')], python)?.['gemm'] ?? null) as { shape: number[]; gflops: number }[] | null;
+  const torchGemm = pythons.map((p) => gemmOf(p.python));
+  const peak = Math.max(...ortGemm.map((g) => g.gflops), ...torchGemm.flatMap((list) => (list ?? []).map((g) => g.gflops)));
+  const lines: string[] = [
+    `Matrix products (GFLOP/s, best of 10, ${cores} threads; ONNX Runtime's MatMul with both operands fed at run time, as the train step's weights are):`,
+    '',
+    ...table(['M x K x N', 'ONNX Runtime', ...pythons.map((p) => `PyTorch ${p.version}`)], shapes.map((shape, i) => [shape.join(' x '), fmt(ortGemm[i]!.gflops, 0), ...torchGemm.map((list) => (list ? fmt(list[i]!.gflops, 0) : 'n/a'))])),
+    '',
+    `The machine's measured peak below is the best of these: ${fmt(peak, 0)} GFLOP/s. A step's FLOPs are 3 x the forward multiply-adds x 2 of its convolutions and dense layers (forward, weight gradient, input gradient); elementwise work is not counted.`,
+    '',
+  ];
+  const rows: (string | number)[][] = [];
+  const details: string[] = [];
+  for (const [model, freeze] of [['mobilenet_v2', 100], ['resnet50', 140]] as const) {
+    // As training runs it: the chunk of steps per run that the onnx trainer takes for this tail at batch 16.
+    const { chunkSize } = await import('../src/train/onnx-trainer.js');
+    const { tailGraph } = await import('./step-profile.js');
+    const k = chunkSize((await tailGraph(tf, model, freeze)).boundaryShapes, 16);
+    const timed = await profileStep(tf, model, freeze, { steps: 4 * k, threads: cores, chunk: k });
+    const plain = await profileStep(tf, model, freeze, { steps: 12, threads: cores });
+    const profiled = await profileStep(tf, model, freeze, { steps: 4, threads: cores, profile: true });
+    type Peer = { ms_per_step: number; torch: string; ops: { op: string; ms: number; calls: number }[]; profiled_ms_total: number };
+    const peers = pythons.map((p) => torch(['tailstep', '--model', model, '--threads', String(cores), '--steps', '12', '--profile'], p.python) as Peer | null);
+    const gflops = timed.stepFlops / timed.msPerStep / 1e6;
+    rows.push([`${model} --freeze ${freeze}`, `${fmt(timed.msPerStep)} (${k} per run; one per run: ${fmt(plain.msPerStep)})`, fmt(gflops, 0), `${fmt((100 * gflops) / peak, 0)}%`, plain.nodes, ...peers.flatMap((peer) => (peer ? [fmt(peer.ms_per_step), `${fmt(peer.ms_per_step / timed.msPerStep, 2)}x`, fmt(timed.stepFlops / peer.ms_per_step / 1e6, 0)] : ['n/a', 'n/a', 'n/a'])), fmt(timed.stepFlops / 1e9, 1)]);
+    const kernels = profiled.ops.reduce((a, o) => a + o.ms, 0);
+    details.push(
+      `### ${model} --freeze ${freeze}: tl's step per operator type`,
+      '',
+      `ONNX Runtime's profiler, ${profiled.nodes} nodes; kernels sum to ${fmt(kernels)} ms of ${fmt(profiled.msPerStep)} ms per profiled step (the rest is the run's own overhead between kernels and the profiler's). MiB: bytes each op type writes per step.`,
+      '',
+      ...table(['op', 'ms per step', 'share', 'calls', 'MiB written'], profiled.ops.slice(0, 12).map((o) => [o.op, fmt(o.ms, 2), `${fmt(100 * o.share)}%`, fmt(o.calls, 0), fmt(o.bytes / 2 ** 20, 0)])),
+      '',
+      '*Slowest nodes:*',
+      '',
+      ...table(['op', 'shapes', 'ms per step'], profiled.nodes_.slice(0, 8).map((n) => [n.op, `\`${n.shape}\``, fmt(n.ms, 2)])),
+      '',
+    );
+    for (const peer of peers) {
+      if (!peer) continue;
+      details.push(
+        `### ${model} --freeze ${freeze}: the caching PyTorch loop's step per operator (torch ${peer.torch})`,
+        '',
+        `torch.profiler, self CPU time; the operators sum to ${fmt(peer.profiled_ms_total)} ms per step.`,
+        '',
+        ...table(['operator', 'ms per step', 'calls'], peer.ops.slice(0, 12).map((o) => [`\`${o.op}\``, fmt(o.ms, 2), fmt(o.calls, 0)])),
+        '',
+      );
+    }
+  }
+  return {
+    title: 'Where the train step spends its time',
+    lines: [
+      ...lines,
+      `The cached step (batch 16, Adam, BatchNorm in inference mode, random weights; the boundary tensors fed as the feature cache feeds them) against the caching PyTorch loop's step on the same tail (\`bench/torch_reference.py tailstep\`). tl runs as training runs it: a chunk of steps per ONNX Runtime run (an ONNX Loop whose carried values are the weights and Adam's slots), beside one step per run:`,
+      '',
+      ...table(['tail', 'tl ms/step', 'tl GFLOP/s', 'of peak', 'tl graph nodes', ...pythons.flatMap((p) => [`PyTorch ${p.version} ms/step`, `tl speed vs ${p.version}`, `${p.version} GFLOP/s`]), 'GFLOP per step'], rows),
+      '',
+      ...details,
+    ],
+  };
+}
+
+/** Writes one section into BENCHMARKS.md in place of its previous run, with its own date and machine. */
+async function writeSection(out: string, section: Section, command: string, cores: number): Promise<void> {
+  const measured = `Measured by \`${command}\` on ${new Date().toISOString().slice(0, 10)}: ${cpus()[0]?.model ?? 'unknown CPU'} (${vectorExtensions()}), ${cores} cores, Node ${process.version}.`;
+  const text = [`## ${section.title}`, '', measured, '', ...section.lines, ''].join('\n');
+  const current = existsSync(out) ? readFileSync(out, 'utf8') : '# Benchmarks\n';
+  const start = current.indexOf(`## ${section.title}`);
+  const next = start < 0 ? -1 : current.indexOf('\n## ', start + 3);
+  const merged = start < 0 ? `${current.trimEnd()}\n\n${text}` : `${current.slice(0, start)}${text}${next < 0 ? '' : current.slice(next + 1)}`;
+  await writeFileAtomic(out, merged);
+  log(`wrote the section "${section.title}" of ${out}`);
+}
+
+/**
  * `--choices`: only the section on tl's own choices (slow: two sweeps of fine-tunes), written into the existing
  * BENCHMARKS.md in place of that section's previous run, with its own date and machine.
  */
@@ -345,23 +461,20 @@ async function runChoices(out: string): Promise<void> {
   try {
     const cores = availableParallelism();
     const section = await choicesBench(tf, info, work, join(ROOT, 'datasets', 'fashion-mnist-sample'), cores);
-    const measured = `Measured by \`npm run bench -- --choices\` on ${new Date().toISOString().slice(0, 10)}: ${cpus()[0]?.model ?? 'unknown CPU'}, ${cores} cores, Node ${process.version}.`;
-    const text = [`## ${section.title}`, '', measured, '', ...section.lines, ''].join('\n');
-    const current = existsSync(out) ? readFileSync(out, 'utf8') : '# Benchmarks\n';
-    const start = current.indexOf(`## ${section.title}`);
-    const next = start < 0 ? -1 : current.indexOf('\n## ', start + 3);
-    const merged = start < 0 ? `${current.trimEnd()}\n\n${text}` : `${current.slice(0, start)}${text}${next < 0 ? '' : current.slice(next + 1)}`;
-    await writeFileAtomic(out, merged);
-    log(`wrote the section "${section.title}" of ${out}`);
+    await writeSection(out, section, 'npm run bench -- --choices', cores);
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, choices: { type: 'boolean', default: false }, out: { type: 'string', default: join(ROOT, 'BENCHMARKS.md') }, one: { type: 'string' } } });
+  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, choices: { type: 'boolean', default: false }, profile: { type: 'boolean', default: false }, out: { type: 'string', default: join(ROOT, 'BENCHMARKS.md') }, one: { type: 'string' } } });
   if (values.one !== undefined) return runOne(values.one);
   if (values.choices) return runChoices(values.out);
+  if (values.profile) {
+    const { tf } = await loadBackend({ choice: 'wasm' });
+    return writeSection(values.out, await profileSection(tf, availableParallelism()), 'npm run bench -- --profile', availableParallelism());
+  }
   const quick = values.quick;
   const { tf, info } = await loadBackend({ choice: 'wasm' });
   const work = mkdtempSync(join(tmpdir(), 'tl-bench-'));
@@ -387,6 +500,7 @@ async function main(): Promise<void> {
     const whole = await finetuneBench(work, data, images, 'mobilenet_v2.nsfwjs');
     sections.push(whole.section);
     if (!quick) sections.push(await choicesBench(tf, info, work, join(ROOT, 'datasets', 'fashion-mnist-sample'), availableParallelism()));
+    sections.push(await profileSection(tf, availableParallelism()));
 
     const s = training.steps;
     const cores = availableParallelism();
@@ -404,7 +518,7 @@ async function main(): Promise<void> {
     const header = [
       '# Benchmarks',
       '',
-      `Measured by \`npm run bench${quick ? ' -- --quick' : ''}\` on ${new Date().toISOString().slice(0, 10)}: ${cpu}, ${cores} cores, ${fmt(totalmem() / 2 ** 30, 0)} GiB, Node ${process.version}, TensorFlow.js ${tf.version.tfjs} (${info.label}). All figures come from this one run, except a section that gives its own date (\`npm run bench -- --choices\` re-measures that one alone); the machine is shared and noisy, so compare ratios within a run.`,
+      `Measured by \`npm run bench${quick ? ' -- --quick' : ''}\` on ${new Date().toISOString().slice(0, 10)}: ${cpu} (${vectorExtensions()}), ${cores} cores, ${fmt(totalmem() / 2 ** 30, 0)} GiB, Node ${process.version}, TensorFlow.js ${tf.version.tfjs} (${info.label}). All figures come from this one run, except a section that gives its own date (\`npm run bench -- --choices\` re-measures that one alone); the machine is shared and noisy, so compare ratios within a run.`,
       '',
       '## Summary',
       '',
@@ -414,7 +528,7 @@ async function main(): Promise<void> {
     sections.push({
       title: 'Where tl falls short, and why',
       lines: [
-        `PyTorch runs every convolution on all ${cores} cores (oneDNN). tl's onnx engine compiles the trainable tail into one ONNX graph per phase (forward, gradients, optimizer update) and runs it on ONNX Runtime's CPU library with every core; its weights are graph inputs, so ONNX Runtime cannot prepack them as it does an exported model's, and the depthwise gradients are written as one slice-and-multiply per kernel tap, which is memory-bound: MobileNetV2's tail gains less over PyTorch than ResNet50's, whose work is large matrix products. The tfjs engine trains on TensorFlow.js's wasm backend, one thread per replica, with gradients built from forward kernels.`,
+        `PyTorch runs every convolution on all ${cores} cores (oneDNN). tl's onnx engine compiles the trainable tail into one ONNX graph per phase (forward, gradients, optimizer update) and runs it on ONNX Runtime's CPU library with every core; its weights are graph inputs, so ONNX Runtime cannot prepack them as it does an exported model's. A depthwise convolution has no plain-ONNX form that ONNX Runtime runs fast with runtime weights and both gradients: tl gathers its 9 taps into one tensor and multiplies and reduces it (forward, weight gradient, input gradient), each a pass over 9x the activation, which is memory-bound (see the profile section): MobileNetV2's tail is further from PyTorch than ResNet50's, whose work is large matrix products. The tfjs engine trains on TensorFlow.js's wasm backend, one thread per replica, with gradients built from forward kernels.`,
         '',
         `The feature cache removes the frozen part from every epoch after the first, so the whole fine-tune is mostly the training step of the tail; ONNX Runtime makes the first epoch's frozen pass ${ratio(e['mobilenet_v2:onnx'], e['mobilenet_v2:tfjs'])} faster than tfjs (MobileNetV2 extraction).`,
       ],

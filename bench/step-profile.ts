@@ -4,7 +4,7 @@
 import { readFileSync, rmSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
-import { loadBackend, type Tf } from '../src/backend/index.js';
+import { loadBackend, type LayersModel, type Tf } from '../src/backend/index.js';
 import { applyTrainability, attachHead, cutModel } from '../src/cut/index.js';
 import { compileTrainStep, type TrainStepGraph } from '../src/onnx/train-step.js';
 import { loadOrt } from '../src/onnx/runtime.js';
@@ -17,13 +17,36 @@ export interface StepProfile {
   batch: number;
   msPerStep: number;
   nodes: number;
+  /** 3 x the forward FLOPs of the batch through the tail's convolutions and dense layers. */
+  stepFlops: number;
+  /** Steps per run (the Loop form when above 1). */
+  chunk: number;
   /** Kernel time per op type over the profiled steps, largest first. */
   ops: { op: string; ms: number; share: number; calls: number; bytes: number }[];
   /** The slowest nodes: op type, output shape and ms per step. */
   nodes_: { op: string; shape: string; ms: number }[];
 }
 
-export async function tailGraph(tf: Tf, model: string, freeze: number, classes = 5): Promise<{ graph: TrainStepGraph; weights: Float32Array[]; states: Float32Array[]; boundaryShapes: number[][] }> {
+/**
+ * Multiply-adds of one image through the tail's convolutions and dense layers, times 2 (FLOPs); a train step does
+ * about three times that per image (forward, the weight gradient, the input gradient).
+ */
+function forwardFlops(tail: LayersModel): number {
+  let flops = 0;
+  for (const layer of tail.layers) {
+    const cls = layer.getClassName();
+    const kernel = layer.weights.find((w) => /kernel/.test(w.originalName))?.shape as number[] | undefined;
+    if (!kernel) continue;
+    const outShape = layer.outputShape as number[];
+    const outputs = outShape.slice(1).reduce((a, b) => a * (b ?? 1), 1);
+    if (cls === 'Conv2D') flops += 2 * outputs * kernel[0]! * kernel[1]! * kernel[2]!;
+    else if (cls === 'DepthwiseConv2D') flops += 2 * outputs * kernel[0]! * kernel[1]!;
+    else if (cls === 'Dense') flops += 2 * outputs * kernel[0]!;
+  }
+  return flops;
+}
+
+export async function tailGraph(tf: Tf, model: string, freeze: number, classes = 5): Promise<{ graph: TrainStepGraph; weights: Float32Array[]; states: Float32Array[]; boundaryShapes: number[][]; flopsPerImage: number }> {
   const backbone = buildVariant(tf, model, { includeTop: false });
   const full = attachHead(tf, backbone, { classes, dropout: 0, name: 'bench' });
   initializeWeights(tf, full, 1);
@@ -33,14 +56,14 @@ export async function tailGraph(tf: Tf, model: string, freeze: number, classes =
   const graph = compileTrainStep(cut.tail, { optimizer: 'adam', momentum: 0, nesterov: false, labelSmoothing: 0, weightDecay: 0 });
   const weights = graph.trainable.map((s) => cut.tail.trainableWeights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array);
   const states = graph.state.map((s) => cut.tail.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array);
-  return { graph, weights, states, boundaryShapes: cut.boundaryShapes };
+  return { graph, weights, states, boundaryShapes: cut.boundaryShapes, flopsPerImage: forwardFlops(cut.tail) };
 }
 
-export async function profileStep(tf: Tf, model: string, freeze: number, options: { batch?: number; steps?: number; profile?: boolean; threads?: number } = {}): Promise<StepProfile> {
+export async function profileStep(tf: Tf, model: string, freeze: number, options: { batch?: number; steps?: number; profile?: boolean; threads?: number; chunk?: number } = {}): Promise<StepProfile> {
   const batch = options.batch ?? 16;
   const { ort } = await loadOrt();
   if (!ort) throw new Error('onnxruntime-node does not load');
-  const { graph, weights, boundaryShapes } = await tailGraph(tf, model, freeze);
+  const { graph, weights, boundaryShapes, flopsPerImage } = await tailGraph(tf, model, freeze);
   const prefix = `/tmp/tl-step-profile-${process.pid}`;
   const session = await ort.InferenceSession.create(graph.bytes, { intraOpNumThreads: options.threads ?? availableParallelism(), interOpNumThreads: 1, graphOptimizationLevel: 'all', executionProviders: ['cpu'], ...(options.profile ? { enableProfiling: true, profileFilePrefix: prefix } : {}) });
   const T = (data: Float32Array | BigInt64Array, shape: number[]) => new ort.Tensor(data instanceof BigInt64Array ? 'int64' : 'float32', data, shape);
@@ -63,6 +86,47 @@ export async function profileStep(tf: Tf, model: string, freeze: number, options
     w = graph.trainable.map((s) => out[s.output]!);
     slots = graph.trainable.map((s) => s.slots.map((slot) => out[slot.output]!));
   };
+  if ((options.chunk ?? 1) > 1) {
+    // K steps per run: the Loop form, its carried values fed back run after run.
+    const K = options.chunk!;
+    const { compileTrainLoop } = await import('../src/onnx/train-loop.js');
+    const loop = compileTrainLoop(graph);
+    const ls = await ort.InferenceSession.create(loop.bytes, { intraOpNumThreads: options.threads ?? availableParallelism(), interOpNumThreads: 1, graphOptimizationLevel: 'all', executionProviders: ['cpu'] });
+    const tile = (data: Float32Array) => {
+      const out = new Float32Array(K * data.length);
+      for (let k = 0; k < K; k++) out.set(data, k * data.length);
+      return out;
+    };
+    const fixed: Record<string, import('onnxruntime-node').Tensor> = {
+      [loop.trips]: T(BigInt64Array.of(BigInt(K)), []),
+      [loop.stacked[graph.inputs.labels]!]: T(BigInt64Array.from({ length: K * batch }, (_, i) => BigInt(i % 5)), [K, batch]),
+      [loop.stacked[graph.inputs.sampleWeights]!]: T(new Float32Array(K * batch).fill(1), [K, batch]),
+      [loop.stacked[graph.inputs.lr]!]: T(new Float32Array(K).fill(1e-4), [K]),
+    };
+    graph.boundary.forEach((name, i) => (fixed[loop.stacked[name]!] = T(tile(boundary[i]!), [K, batch, ...boundaryShapes[i]!])));
+    let carried: Record<string, import('onnxruntime-node').Tensor> = {};
+    graph.trainable.forEach((spec, i) => {
+      carried[loop.initial[spec.input]!] = w[i]!;
+      spec.slots.forEach((slot, j) => (carried[loop.initial[slot.input]!] = slots[i]![j]!));
+    });
+    const run = async (k: number) => {
+      const out = await ls.run({ ...fixed, ...carried, [loop.firstStep]: T(Float32Array.of(k), []) });
+      const next: typeof carried = {};
+      graph.trainable.forEach((spec) => {
+        next[loop.initial[spec.input]!] = out[loop.final[spec.output]!]!;
+        spec.slots.forEach((slot) => (next[loop.initial[slot.input]!] = out[loop.final[slot.output]!]!));
+      });
+      carried = next;
+    };
+    await run(1);
+    const runs = Math.max(1, Math.round((options.steps ?? 8) / K));
+    const t0 = performance.now();
+    for (let r = 0; r < runs; r++) await run(1 + K * (r + 1));
+    const msPerStep = (performance.now() - t0) / (runs * K);
+    await ls.release();
+    await session.release();
+    return { model, freeze, batch, msPerStep, nodes: 0, stepFlops: 3 * batch * flopsPerImage, ops: [], nodes_: [], chunk: K };
+  }
   await step(1);
   await step(2);
   const steps = options.steps ?? 8;
@@ -102,15 +166,43 @@ export async function profileStep(tf: Tf, model: string, freeze: number, options
     ops = [...byOp.entries()].map(([op, r]) => ({ op, ms: r.us / 1000 / runs, share: r.us / total, calls: r.calls / runs, bytes: r.bytes / runs })).sort((a, b) => b.ms - a.ms);
   }
   await session.release();
-  return { model, freeze, batch, msPerStep, nodes, ops, nodes_: slow };
+  return { model, freeze, batch, msPerStep, nodes, stepFlops: 3 * batch * flopsPerImage, ops, nodes_: slow, chunk: 1 };
+}
+
+/** ONNX Runtime's MatMul with both operands fed at run time (as the train step's weights are): best GFLOP/s per shape. */
+export async function gemmPeak(shapes: [number, number, number][], options: { runs?: number; threads?: number } = {}): Promise<{ shape: [number, number, number]; gflops: number }[]> {
+  const { ort } = await loadOrt();
+  if (!ort) throw new Error('onnxruntime-node does not load');
+  const { onnx, FLOAT } = await import('../src/onnx/graph.js');
+  const out: { shape: [number, number, number]; gflops: number }[] = [];
+  for (const [m, k, n] of shapes) {
+    const info = (name: string, dims: number[]) => ({ name, type: { tensorType: { elemType: FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } } } });
+    const proto = onnx.ModelProto.create({
+      irVersion: 7,
+      opsetImport: [{ domain: '', version: 13 }],
+      graph: { name: 'gemm', node: [{ opType: 'MatMul', input: ['a', 'b'], output: ['c'] }], input: [info('a', [m, k]), info('b', [k, n])], output: [info('c', [m, n])] },
+    });
+    const session = await ort.InferenceSession.create(onnx.ModelProto.encode(proto).finish(), { intraOpNumThreads: options.threads ?? availableParallelism(), interOpNumThreads: 1, executionProviders: ['cpu'] });
+    const feeds = { a: new ort.Tensor('float32', Float32Array.from({ length: m * k }, (_, i) => Math.sin(i)), [m, k]), b: new ort.Tensor('float32', Float32Array.from({ length: k * n }, (_, i) => Math.cos(i)), [k, n]) };
+    await session.run(feeds);
+    let best = Infinity;
+    for (let r = 0; r < (options.runs ?? 10); r++) {
+      const t = performance.now();
+      await session.run(feeds);
+      best = Math.min(best, performance.now() - t);
+    }
+    await session.release();
+    out.push({ shape: [m, k, n], gflops: (2 * m * k * n) / (best / 1000) / 1e9 });
+  }
+  return out;
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { model: { type: 'string', default: 'mobilenet_v2' }, freeze: { type: 'string', default: '100' }, steps: { type: 'string', default: '8' }, profile: { type: 'boolean', default: false }, json: { type: 'boolean', default: false }, nodes: { type: 'boolean', default: false } } });
+  const { values } = parseArgs({ options: { model: { type: 'string', default: 'mobilenet_v2' }, freeze: { type: 'string', default: '100' }, steps: { type: 'string', default: '8' }, profile: { type: 'boolean', default: false }, json: { type: 'boolean', default: false }, nodes: { type: 'boolean', default: false }, chunk: { type: 'string', default: '1' } } });
   const { tf } = await loadBackend({ choice: 'wasm' });
-  const r = await profileStep(tf, values.model, Number(values.freeze), { steps: Number(values.steps), profile: values.profile });
+  const r = await profileStep(tf, values.model, Number(values.freeze), { steps: Number(values.steps), profile: values.profile, chunk: Number(values.chunk) });
   if (values.json) return void process.stdout.write(`${JSON.stringify(r)}\n`);
-  process.stdout.write(`${r.model} --freeze ${r.freeze}, batch ${r.batch}: ${r.msPerStep.toFixed(1)} ms per step (${((1000 * r.batch) / r.msPerStep).toFixed(1)} img/s), ${r.nodes} nodes\n`);
+  process.stdout.write(`${r.model} --freeze ${r.freeze}, batch ${r.batch}: ${r.msPerStep.toFixed(1)} ms per step (${((1000 * r.batch) / r.msPerStep).toFixed(1)} img/s, ${(r.stepFlops / r.msPerStep / 1e6).toFixed(0)} GFLOP/s), ${r.nodes} nodes\n`);
   if (values.nodes) for (const n of r.nodes_) process.stdout.write(`${n.ms.toFixed(2).padStart(7)} ms ${n.op} ${n.shape}\n`);
   for (const o of r.ops.slice(0, 25)) process.stdout.write(`${o.op.padEnd(18)} ${o.ms.toFixed(2).padStart(8)} ms ${(100 * o.share).toFixed(1).padStart(5)}% ${o.calls.toFixed(0).padStart(5)} calls ${(o.bytes / 2 ** 20).toFixed(0).padStart(6)} MiB\n`);
 }

@@ -7,6 +7,8 @@ BatchNorm in inference mode, as tl's default --bn frozen does. Prints one JSON d
   /usr/bin/python3 bench/torch_reference.py finetune --model mobilenet_v2 --data DIR --epochs 10 --batch-size 16
   /usr/bin/python3 bench/torch_reference.py finetune --model mobilenet_v2 --data DIR --cache-prefix   (the caching peer)
   /usr/bin/python3 bench/torch_reference.py extract --model resnet50 --batch-size 16 --steps 5
+  /usr/bin/python3 bench/torch_reference.py tailstep --model resnet50 --steps 10 --profile   (the caching peer's step)
+  /usr/bin/python3 bench/torch_reference.py gemm --shapes "1024,1024,1024;784,4608,512"
 """
 import argparse
 import json
@@ -129,12 +131,88 @@ def mobilenet_v2_split(model):
     return prefix, tail
 
 
+def resnet50_split(model):
+    """ResNet50 at Keras --freeze 140 as (prefix, tail): the prefix gives conv4_block6's shortcut input and its third
+    conv's output (the two tensors that cross tl's cut); the tail applies that block's last BatchNorm, the residual add
+    and ReLU, then conv5, pooling and the classifier."""
+    block = model.layer3[5]
+
+    def prefix(x):
+        x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        x = model.layer3[:5](model.layer2(model.layer1(x)))
+        h = block.relu(block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x))))))
+        return x, block.conv3(h)
+
+    def tail(x, c):
+        h = model.layer4(block.relu(block.bn3(c) + x))
+        return model.fc(torch.flatten(model.avgpool(h), 1))
+
+    return prefix, tail
+
+
+def split(name, model):
+    return {"mobilenet_v2": mobilenet_v2_split, "resnet50": resnet50_split}[name](model)
+
+
+def tail_step_benchmark(args):
+    """The cached train step alone, as the caching loop runs it: the tail trained on kept boundary tensors (the prefix
+    run once under no_grad), Adam, BatchNorm in inference mode. With --profile, torch.profiler's self CPU time per
+    operator over the timed steps."""
+    model = build(args.model, 5)
+    prefix, tail = split(args.model, model)
+    model.eval()
+    with torch.no_grad():
+        boundary = prefix(torch.randn(args.batch_size, 3, args.size, args.size))
+    train_mode(model)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    y = torch.randint(0, 5, (args.batch_size,))
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(tail(*boundary), y)
+        loss.backward()
+        opt.step()
+
+    step()
+    step()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    seconds = time.perf_counter() - start
+    result = {"model": args.model, "batch_size": args.batch_size, "ms_per_step": 1000 * seconds / args.steps, "img_per_s": args.steps * args.batch_size / seconds}
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(args.steps):
+                step()
+        ops = [{"op": e.key, "ms": e.self_cpu_time_total / 1000 / args.steps, "calls": e.count / args.steps} for e in prof.key_averages()]
+        ops.sort(key=lambda o: -o["ms"])
+        result["ops"] = [o for o in ops if o["ms"] > 0][:15]
+        result["profiled_ms_total"] = sum(o["ms"] for o in ops)
+    return result
+
+
+def gemm_benchmark(args):
+    """Matrix products at the given M,K,N shapes: GFLOP/s of torch.mm (best of --steps)."""
+    out = []
+    for shape in args.shapes.split(";"):
+        m, k, n = (int(v) for v in shape.split(","))
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        torch.mm(a, b)
+        best = float("inf")
+        for _ in range(args.steps):
+            t = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - t)
+        out.append({"shape": [m, k, n], "gflops": 2 * m * k * n / best / 1e9})
+    return {"gemm": out}
+
+
 def cached_finetune(args, model, opt, loss_fn, train, val, data, start):
     """The loop an expert writes when the prefix is frozen: run it once over train and validation images under no_grad
     (model in eval mode), keep both boundary tensors, then train and validate the tail on them every epoch."""
-    if args.model != "mobilenet_v2":
-        raise SystemExit("--cache-prefix is written for mobilenet_v2")
-    prefix, tail = mobilenet_v2_split(model)
+    prefix, tail = split(args.model, model)
 
     def kept(subset):
         model.eval()
@@ -199,7 +277,7 @@ def extract_benchmark(args):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["step", "finetune", "extract"])
+    parser.add_argument("mode", choices=["step", "finetune", "extract", "tailstep", "gemm"])
     parser.add_argument("--model", default="mobilenet_v2")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--size", type=int, default=224)
@@ -209,11 +287,13 @@ def main():
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--freeze-none", action="store_true", help="train every layer (tl's --freeze 0)")
+    parser.add_argument("--profile", action="store_true", help="tailstep: torch.profiler's time per operator")
+    parser.add_argument("--shapes", default="1024,1024,1024", help="gemm: M,K,N;M,K,N;...")
     parser.add_argument("--cache-prefix", action="store_true", help="finetune: run the frozen prefix once and train the tail on its kept outputs")
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    result = {"step": step_benchmark, "finetune": finetune_benchmark, "extract": extract_benchmark}[args.mode](args)
+    result = {"step": step_benchmark, "finetune": finetune_benchmark, "extract": extract_benchmark, "tailstep": tail_step_benchmark, "gemm": gemm_benchmark}[args.mode](args)
     # Peak resident memory of this process (Linux reports kilobytes).
     max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     result.update({"torch": torch.__version__, "threads": torch.get_num_threads(), "max_rss_bytes": max_rss})

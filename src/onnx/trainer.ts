@@ -1,6 +1,9 @@
 // Runs a compiled train step on ONNX Runtime: the weights and optimizer slots stay ONNX Runtime tensors that are fed
-// back step after step; only the batch, the labels and the scalars are made per step.
+// back step after step; only the batch, the labels and the scalars are made per step. In loop mode (on the CPU) the
+// session holds the step as the body of an ONNX Loop, and `steps` runs a chunk of equal-sized batches in one run: the
+// weights and slots pass from step to step inside ONNX Runtime and are copied out once per chunk.
 import { OnnxSession } from './runtime.js';
+import { compileTrainLoop, type TrainLoopGraph } from './train-loop.js';
 import type { TrainStepGraph } from './train-step.js';
 
 type OrtTensor = import('onnxruntime-node').Tensor;
@@ -30,9 +33,9 @@ export class OnnxTrainer {
   private weights: OrtTensor[];
   private slots: OrtTensor[][];
   private states: OrtTensor[];
-  private steps = 0;
+  private stepCount = 0;
 
-  private constructor(private readonly session: OnnxSession, private readonly graph: TrainStepGraph, weights: Float32Array[], states: Float32Array[]) {
+  private constructor(private readonly session: OnnxSession, private readonly graph: TrainStepGraph, weights: Float32Array[], states: Float32Array[], private readonly loop: TrainLoopGraph | null) {
     this.weights = graph.trainable.map((spec, i) => session.tensor('float32', weights[i]!, spec.shape));
     this.states = graph.state.map((s, i) => session.tensor('float32', states[i]!, s.shape));
     this.slots = graph.trainable.map((spec) => spec.slots.map(() => session.tensor('float32', new Float32Array(spec.shape.reduce((a, b) => a * b, 1)), spec.shape)));
@@ -42,24 +45,89 @@ export class OnnxTrainer {
    * Opens a session over `graph` with the initial values of its trainable weights (in `graph.trainable` order) and of
    * the state it updates (in `graph.state` order).
    */
-  static async open(graph: TrainStepGraph, weights: Float32Array[], options: { threads?: number; states?: Float32Array[] } = {}): Promise<OnnxTrainer> {
-    return new OnnxTrainer(await OnnxSession.open(graph.bytes, { ...(options.threads ? { threads: options.threads } : {}) }), graph, weights, options.states ?? []);
+  static async open(graph: TrainStepGraph, weights: Float32Array[], options: { threads?: number; states?: Float32Array[]; loop?: boolean } = {}): Promise<OnnxTrainer> {
+    const threads = options.threads ? { threads: options.threads } : {};
+    if (options.loop && graph.trainable.every((s) => s.gradient === null)) {
+      const loop = compileTrainLoop(graph);
+      const session = await OnnxSession.open(loop.bytes, threads);
+      // Control flow on a GPU provider runs its body node by node through the CPU: there the plain step is kept.
+      if (session.device === 'cpu') return new OnnxTrainer(session, graph, weights, options.states ?? [], loop);
+      await session.close();
+    }
+    return new OnnxTrainer(await OnnxSession.open(graph.bytes, threads), graph, weights, options.states ?? [], null);
+  }
+
+  /** Whether `steps` runs a chunk in one ONNX Runtime run. */
+  get chunked(): boolean {
+    return this.loop !== null;
   }
 
   /** Optimizer steps taken (Adam's bias correction counts them). */
   get iterations(): number {
-    return this.steps;
+    return this.stepCount;
+  }
+
+  /**
+   * Optimizer steps on a chunk of batches of one size, in order. In loop mode one run does them all; the weights
+   * after the chunk are those after its last step (each step's `weightsFinite` says whether that step's were finite).
+   */
+  async steps(batches: TrainBatch[]): Promise<TrainStepResult[]> {
+    if (this.loop === null) {
+      const out: TrainStepResult[] = [];
+      for (const b of batches) out.push(await this.step(b));
+      return out;
+    }
+    if (batches.length === 0) return [];
+    const g = this.graph;
+    const loop = this.loop;
+    const k = batches.length;
+    const n = batches[0]!.labels.length;
+    if (batches.some((b) => b.labels.length !== n)) throw new Error('OnnxTrainer.steps: the batches of a chunk differ in size');
+    const stack = (parts: Float32Array[]) => {
+      if (parts.length === 1) return parts[0]!;
+      const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+      let at = 0;
+      for (const p of parts) {
+        out.set(p, at);
+        at += p.length;
+      }
+      return out;
+    };
+    const feeds: Record<string, OrtTensor> = {
+      [loop.trips]: this.session.tensor('int64', BigInt64Array.of(BigInt(k)), []),
+      [loop.firstStep]: this.session.tensor('float32', Float32Array.of(this.stepCount + 1), []),
+      [loop.stacked[g.inputs.labels]!]: this.session.tensor('int64', BigInt64Array.from(batches.flatMap((b) => Array.from(b.labels, (v) => BigInt(v)))), [k, n]),
+      [loop.stacked[g.inputs.sampleWeights]!]: this.session.tensor('float32', stack(batches.map((b) => b.sampleWeights)), [k, n]),
+      [loop.stacked[g.inputs.lr]!]: this.session.tensor('float32', Float32Array.from(batches, (b) => b.lr), [k]),
+    };
+    g.boundary.forEach((name, i) => (feeds[loop.stacked[name]!] = this.session.tensor('float32', stack(batches.map((b) => b.boundary[i]!.data)), [k, ...batches[0]!.boundary[i]!.shape])));
+    g.masks.forEach((m, i) => (feeds[loop.stacked[m.input]!] = this.session.tensor('float32', stack(batches.map((b) => b.masks[i]!)), [k, n, ...m.shape.slice(1)])));
+    g.trainable.forEach((spec, i) => {
+      feeds[loop.initial[spec.input]!] = this.weights[i]!;
+      spec.slots.forEach((slot, j) => (feeds[loop.initial[slot.input]!] = this.slots[i]![j]!));
+    });
+    g.state.forEach((s, i) => (feeds[loop.initial[s.input]!] = this.states[i]!));
+    const out = await this.session.runNamed(feeds);
+    this.weights = g.trainable.map((spec) => out[loop.final[spec.output]!]!);
+    this.states = g.state.map((s) => out[loop.final[s.output]!]!);
+    this.slots = g.trainable.map((spec) => spec.slots.map((slot) => out[loop.final[slot.output]!]!));
+    this.stepCount += k;
+    const loss = out[loop.outputs.loss]!.data as Float32Array;
+    const correct = out[loop.outputs.correct]!.data as Float32Array;
+    const sums = out[loop.outputs.weightsSum]!.data as Float32Array;
+    return Array.from({ length: k }, (_, i) => ({ loss: loss[i]!, correct: correct[i]!, weightsFinite: Number.isFinite(sums[i]!), gradients: null }));
   }
 
   /** One optimizer step on a batch. */
   async step(batch: TrainBatch): Promise<TrainStepResult> {
+    if (this.loop !== null) return (await this.steps([batch]))[0]!;
     const g = this.graph;
     const n = batch.labels.length;
     const feeds: Record<string, OrtTensor> = {
       [g.inputs.labels]: this.session.tensor('int64', BigInt64Array.from(batch.labels, (v) => BigInt(v)), [n]),
       [g.inputs.sampleWeights]: this.session.tensor('float32', batch.sampleWeights, [n]),
       [g.inputs.lr]: this.session.tensor('float32', Float32Array.of(batch.lr), []),
-      [g.inputs.step]: this.session.tensor('float32', Float32Array.of(this.steps + 1), []),
+      [g.inputs.step]: this.session.tensor('float32', Float32Array.of(this.stepCount + 1), []),
     };
     g.boundary.forEach((name, i) => (feeds[name] = this.session.tensor('float32', batch.boundary[i]!.data, batch.boundary[i]!.shape)));
     g.masks.forEach((m, i) => (feeds[m.input] = this.session.tensor('float32', batch.masks[i]!, [n, ...m.shape.slice(1)])));
@@ -72,7 +140,7 @@ export class OnnxTrainer {
     this.weights = g.trainable.map((spec) => out[spec.output]!);
     this.states = g.state.map((s) => out[s.output]!);
     this.slots = g.trainable.map((spec) => spec.slots.map((slot) => out[slot.output]!));
-    this.steps++;
+    this.stepCount++;
     const gradients = g.trainable.every((spec) => spec.gradient !== null) ? g.trainable.map((spec) => out[spec.gradient!]!.data as Float32Array) : null;
     return { loss: (out[g.outputs.loss]!.data as Float32Array)[0]!, correct: (out[g.outputs.correct]!.data as Float32Array)[0]!, weightsFinite: Number.isFinite((out[g.outputs.weightsSum]!.data as Float32Array)[0]!), gradients };
   }
@@ -82,7 +150,7 @@ export class OnnxTrainer {
     this.states = this.graph.state.map((s, i) => this.session.tensor('float32', states[i]!, s.shape));
     this.weights = this.graph.trainable.map((spec, i) => this.session.tensor('float32', weights[i]!, spec.shape));
     this.slots = this.graph.trainable.map((spec, i) => spec.slots.map((_, k) => this.session.tensor('float32', slots[i]?.[k] ?? new Float32Array(spec.shape.reduce((a, b) => a * b, 1)), spec.shape)));
-    this.steps = steps;
+    this.stepCount = steps;
   }
 
   /** Replaces the state the step updates (BatchNorm moving statistics), in `graph.state` order. */

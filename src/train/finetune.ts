@@ -35,7 +35,7 @@ import { balancedClassWeights, scheduledLr, type OptimizerConfig, type Optimizer
 import { openRunFolder } from './run-folder.js';
 import { writeMetricsCsv, writeRunRecords, writeTrainedModel, type EpochRow } from './run-output.js';
 import { TfjsTrainer } from './tfjs-trainer.js';
-import type { Trainer } from './trainer.js';
+import type { StepInput, Trainer } from './trainer.js';
 
 export type { EpochRow } from './run-output.js';
 
@@ -799,27 +799,49 @@ async function runEpoch(run: Run, phaseIndex: number, phase: PhaseInfo, epoch: n
   const total = dataset.splits.train.length;
   const phaseSteps = (phase.last - phase.first + 1) * run.stepsPerEpoch;
   const batches = dataset.source.batches(dataset.splits.train, { batchSize: options.batchSize, shuffleSeed: mixSeed(options.seed, epoch), augment: options.augment, augmentSeed: mixSeed(options.seed, epoch, 7), skip: batchIndex, needPixels: frozen.needsPixels });
-  for await (const batch of batches) {
-    lr = scheduledLr(phase.lr, (epoch - phase.first) * run.stepsPerEpoch + batchIndex, phaseSteps, run.schedule);
-    const step = await trainer.step({ boundary: await frozen.boundary(batch), labels: batch.labels, lr, dropoutSeed: mixSeed(options.seed, epoch, batchIndex, 3) });
-    // Clipped probabilities can hide a divergence from the loss (a clamp turns NaN into a bound), so weights are checked too.
-    const diverged = !Number.isFinite(step.loss) ? `the loss became ${step.loss}` : trainer.weightsFinite() ? null : 'the weights became NaN or infinite';
-    if (diverged !== null) {
-      run.stopReason = `${diverged} in epoch ${epoch} after ${seen + batch.items.length} images; training stopped and the ${run.best ? `best epoch's (${run.best.epoch})` : 'initial'} weights were kept`;
-      return;
+  // Batches of one size go to the trainer in chunks where it takes them (the onnx engine runs a chunk in one run).
+  const chunk = trainer.steps && trainer.chunkFor ? trainer.chunkFor(options.batchSize) : 1;
+  let pending: Batch[] = [];
+  /** Trains the pending batches; false when the epoch stops (divergence, interruption). */
+  const flush = async (): Promise<boolean> => {
+    const group = pending;
+    pending = [];
+    if (group.length === 0) return true;
+    const inputs: StepInput[] = [];
+    for (const [i, batch] of group.entries()) {
+      const lrOf = scheduledLr(phase.lr, (epoch - phase.first) * run.stepsPerEpoch + batchIndex + i, phaseSteps, run.schedule);
+      inputs.push({ boundary: await frozen.boundary(batch), labels: batch.labels, lr: lrOf, dropoutSeed: mixSeed(options.seed, epoch, batchIndex + i, 3) });
     }
-    batchIndex++;
-    seen += batch.items.length;
-    lossSum += step.loss * batch.items.length;
-    correct += step.correct;
+    const results = group.length > 1 ? await trainer.steps!(inputs) : [await trainer.step(inputs[0]!)].map((r) => ({ ...r, finite: trainer.weightsFinite() }));
+    for (const [i, batch] of group.entries()) {
+      const step = results[i]!;
+      lr = inputs[i]!.lr;
+      // Clipped probabilities can hide a divergence from the loss (a clamp turns NaN into a bound), so weights are checked too.
+      const diverged = !Number.isFinite(step.loss) ? `the loss became ${step.loss}` : step.finite ? null : 'the weights became NaN or infinite';
+      if (diverged !== null) {
+        run.stopReason = `${diverged} in epoch ${epoch} after ${seen + batch.items.length} images; training stopped and the ${run.best ? `best epoch's (${run.best.epoch})` : 'initial'} weights were kept`;
+        return false;
+      }
+      batchIndex++;
+      seen += batch.items.length;
+      lossSum += step.loss * batch.items.length;
+      correct += step.correct;
+      const elapsed = (performance.now() - started) / 1000;
+      options.onProgress?.({ phase: 'train', stage: phase.name, epoch, epochs: run.totalEpochs, done: seen, total, loss: lossSum / seen, accuracy: correct / seen, imagesPerSecond: seen / elapsed, etaSeconds: (elapsed / seen) * (total - seen) });
+    }
     if (options.interrupt?.stop) {
       run.stopReason = `interrupted by ${options.interrupt.stop} in epoch ${epoch} after ${seen} of ${total} images`;
       await saveLast(run, phaseIndex, trainer, epoch - 1, { batches: batchIndex, seen, lossSum, correct, seconds: (performance.now() - started) / 1000 });
-      return;
+      return false;
     }
-    const elapsed = (performance.now() - started) / 1000;
-    options.onProgress?.({ phase: 'train', stage: phase.name, epoch, epochs: run.totalEpochs, done: seen, total, loss: lossSum / seen, accuracy: correct / seen, imagesPerSecond: seen / elapsed, etaSeconds: (elapsed / seen) * (total - seen) });
+    return true;
+  };
+  for await (const batch of batches) {
+    if (pending.length > 0 && pending[0]!.labels.length !== batch.labels.length && !(await flush())) return;
+    pending.push(batch);
+    if (pending.length >= chunk && !(await flush())) return;
   }
+  if (!(await flush())) return;
   // Validation, the best weights and the checkpoint read the tfjs variables.
   trainer.syncWeights();
   const trainSeconds = (performance.now() - started) / 1000;

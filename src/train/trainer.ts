@@ -30,6 +30,10 @@ export interface Trainer {
   /** Restores a checkpoint's optimizer state (iteration count and slots); null starts fresh. */
   loadOptimizerState(state: NamedArray[] | null): Promise<void>;
   step(input: StepInput): Promise<{ loss: number; correct: number }>;
+  /** How many batches of this size `steps` takes at once (engines without it step one batch at a time). */
+  chunkFor?(batchSize: number): number;
+  /** Steps on batches of one size, in order; `finite`: whether the weights after that step are. */
+  steps?(inputs: StepInput[]): Promise<{ loss: number; correct: number; finite: boolean }[]>;
   /** Whether every trainable weight is finite after the last step. */
   weightsFinite(): boolean;
   syncWeights(): void;

@@ -375,6 +375,50 @@ describe('the step reports whether every updated weight is finite', () => {
   });
 });
 
+describe('a chunk of steps in one run (the Loop form)', () => {
+  it('equals the same steps run one by one: Adam, dropout masks, per-step rates, --bn train statistics, a flagged overflow', async () => {
+    const input = tf.input({ shape: [6, 6, 3] });
+    const conv = L().conv2d({ filters: 4, kernelSize: 3, padding: 'same' }).apply(input) as SymbolicTensor;
+    const bn = L().batchNormalization({ momentum: 0.9 }).apply(conv) as SymbolicTensor;
+    const pooled = L().globalAveragePooling2d({}).apply(L().reLU({ maxValue: 6 }).apply(bn) as SymbolicTensor) as SymbolicTensor;
+    const dropped = L().dropout({ rate: 0.5 }).apply(pooled) as SymbolicTensor;
+    const model = tf.model({ inputs: input, outputs: L().dense({ units: 3, activation: 'softmax' }).apply(dropped) as SymbolicTensor });
+    randomize(model, 21);
+    applyTrainability(model, new Set(), 'train');
+    const graph = compileTrainStep(model, { optimizer: 'adam', momentum: 0, nesterov: false, labelSmoothing: 0, weightDecay: 0.01 });
+    expect(graph.state.length).toBe(2);
+    const weights = graph.trainable.map((s) => model.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array);
+    const states = graph.state.map((s) => model.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array);
+    const batches = [0, 1, 2, 3, 4].map((k) => {
+      const c = batchFor(model, 4, 3, 30 + k);
+      return { boundary: c.inputs, labels: c.labels, sampleWeights: Float32Array.of(1, 0.5, 2, 1), masks: [Float32Array.from({ length: 16 }, (_, i) => ((i + k) % 3 === 0 ? 0 : 2))], lr: 1e-2 * (k + 1) };
+    });
+    const one = await OnnxTrainer.open(graph, weights, { threads: 1, states });
+    const chunked = await OnnxTrainer.open(graph, weights, { threads: 1, states, loop: true });
+    expect([one.chunked, chunked.chunked]).toEqual([false, true]);
+    const single: Awaited<ReturnType<OnnxTrainer['step']>>[] = [];
+    for (const b of batches) single.push(await one.step(b));
+    // One step first, so that the chunk starts at step 2 (Adam's bias correction counts from the trainer's steps).
+    const together = [await chunked.step(batches[0]!), ...(await chunked.steps(batches.slice(1)))];
+    expect(chunked.iterations).toBe(5);
+    together.forEach((r, k) => {
+      expect(r.loss, `loss ${k}`).toBeCloseTo(single[k]!.loss, 5);
+      expect(r.correct).toBe(single[k]!.correct);
+      expect(r.weightsFinite).toBe(true);
+    });
+    const pairs = [[one.currentWeights(), chunked.currentWeights()], [one.currentStates(), chunked.currentStates()], [one.currentSlots().flat(), chunked.currentSlots().flat()]] as const;
+    for (const [a, b] of pairs) a.forEach((w, i) => expect(maxRel(b[i]!, w), `tensor ${i}`).toBeLessThan(1e-5));
+    // A chunk whose third step overflows: each step's own flag, not only the last one's.
+    const flags = (await chunked.steps([1, 2, 3, 4].map((k) => ({ ...batches[k]!, lr: k >= 3 ? 3e38 : 1e-3 })))).map((r) => r.weightsFinite);
+    expect(flags.slice(0, 2)).toEqual([true, true]);
+    expect(flags.slice(2)).toContain(false);
+    await expect(chunked.steps([batches[0]!, { ...batches[1]!, labels: batches[1]!.labels.slice(0, 3) }])).rejects.toThrow('differ in size');
+    await one.close();
+    await chunked.close();
+    model.dispose();
+  });
+});
+
 describe('optimizer steps against tfjs', () => {
   const configs: [string, Partial<TrainStepOptions>][] = [
     ['adam', { optimizer: 'adam' }],
