@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { loadBackend, type LayersModel, type Tf } from '../src/backend/index.js';
 import { applyTrainability, attachHead, cutModel } from '../src/cut/index.js';
 import { compileTrainStep, type TrainStepGraph } from '../src/onnx/train-step.js';
+import { OnnxTrainer } from '../src/onnx/trainer.js';
 import { loadOrt } from '../src/onnx/runtime.js';
 import { buildVariant } from '../src/registry/index.js';
 import { initializeWeights } from '../src/registry/init.js';
@@ -87,44 +88,18 @@ export async function profileStep(tf: Tf, model: string, freeze: number, options
     slots = graph.trainable.map((s) => s.slots.map((slot) => out[slot.output]!));
   };
   if ((options.chunk ?? 1) > 1) {
-    // K steps per run: the Loop form, its carried values fed back run after run.
+    // K steps per run, as the onnx trainer runs them (the Loop form).
     const K = options.chunk!;
-    const { compileTrainLoop } = await import('../src/onnx/train-loop.js');
-    const loop = compileTrainLoop(graph);
-    const ls = await ort.InferenceSession.create(loop.bytes, { intraOpNumThreads: options.threads ?? availableParallelism(), interOpNumThreads: 1, graphOptimizationLevel: 'all', executionProviders: ['cpu'] });
-    const tile = (data: Float32Array) => {
-      const out = new Float32Array(K * data.length);
-      for (let k = 0; k < K; k++) out.set(data, k * data.length);
-      return out;
-    };
-    const fixed: Record<string, import('onnxruntime-node').Tensor> = {
-      [loop.trips]: T(BigInt64Array.of(BigInt(K)), []),
-      [loop.stacked[graph.inputs.labels]!]: T(BigInt64Array.from({ length: K * batch }, (_, i) => BigInt(i % 5)), [K, batch]),
-      [loop.stacked[graph.inputs.sampleWeights]!]: T(new Float32Array(K * batch).fill(1), [K, batch]),
-      [loop.stacked[graph.inputs.lr]!]: T(new Float32Array(K).fill(1e-4), [K]),
-    };
-    graph.boundary.forEach((name, i) => (fixed[loop.stacked[name]!] = T(tile(boundary[i]!), [K, batch, ...boundaryShapes[i]!])));
-    let carried: Record<string, import('onnxruntime-node').Tensor> = {};
-    graph.trainable.forEach((spec, i) => {
-      carried[loop.initial[spec.input]!] = w[i]!;
-      spec.slots.forEach((slot, j) => (carried[loop.initial[slot.input]!] = slots[i]![j]!));
-    });
-    const run = async (k: number) => {
-      const out = await ls.run({ ...fixed, ...carried, [loop.firstStep]: T(Float32Array.of(k), []) });
-      const next: typeof carried = {};
-      graph.trainable.forEach((spec) => {
-        next[loop.initial[spec.input]!] = out[loop.final[spec.output]!]!;
-        spec.slots.forEach((slot) => (next[loop.initial[slot.input]!] = out[loop.final[slot.output]!]!));
-      });
-      carried = next;
-    };
-    await run(1);
+    await session.release();
+    const trainer = await OnnxTrainer.open(graph, weights, { threads: options.threads ?? availableParallelism(), loop: true });
+    const one = { boundary: boundary.map((data, i) => ({ data, shape: [batch, ...boundaryShapes[i]!] })), labels: Int32Array.from({ length: batch }, (_, i) => i % 5), sampleWeights: new Float32Array(batch).fill(1), masks: [], lr: 1e-4 };
+    const chunk = Array.from({ length: K }, () => one);
+    await trainer.steps(chunk);
     const runs = Math.max(1, Math.round((options.steps ?? 8) / K));
     const t0 = performance.now();
-    for (let r = 0; r < runs; r++) await run(1 + K * (r + 1));
+    for (let r = 0; r < runs; r++) await trainer.steps(chunk);
     const msPerStep = (performance.now() - t0) / (runs * K);
-    await ls.release();
-    await session.release();
+    await trainer.close();
     return { model, freeze, batch, msPerStep, nodes: 0, stepFlops: 3 * batch * flopsPerImage, ops: [], nodes_: [], chunk: K };
   }
   await step(1);

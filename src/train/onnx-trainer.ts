@@ -80,7 +80,7 @@ export class OnnxTailTrainer implements Trainer {
 
   /**
    * Batches of `batchSize` images that one run takes: up to 8 while their boundary tensors (stacked for the run) stay
-   * within 128 MiB (ResNet50 --freeze 140 at batch 16: 4; MobileNetV2 --freeze 100: 8); 1 where the session runs the
+   * within 128 MiB (ResNet50 --freeze 140 at batch 16: 5; MobileNetV2 --freeze 100: 8); 1 where the session runs the
    * plain step.
    */
   chunkFor(batchSize: number): number {
