@@ -2,6 +2,7 @@
 // back step after step; only the batch, the labels and the scalars are made per step. In loop mode (on the CPU) the
 // session holds the step as the body of an ONNX Loop, and `steps` runs a chunk of equal-sized batches in one run: the
 // weights and slots pass from step to step inside ONNX Runtime and are copied out once per chunk.
+import { concatFloat32 } from '../util/arrays.js';
 import { OnnxSession } from './runtime.js';
 import { compileTrainLoop, type TrainLoopGraph } from './train-loop.js';
 import type { TrainStepGraph } from './train-step.js';
@@ -83,16 +84,8 @@ export class OnnxTrainer {
     const k = batches.length;
     const n = batches[0]!.labels.length;
     if (batches.some((b) => b.labels.length !== n)) throw new Error('OnnxTrainer.steps: the batches of a chunk differ in size');
-    const stack = (parts: Float32Array[]) => {
-      if (parts.length === 1) return parts[0]!;
-      const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-      let at = 0;
-      for (const p of parts) {
-        out.set(p, at);
-        at += p.length;
-      }
-      return out;
-    };
+    // A chunk of one batch feeds its arrays as they are.
+    const stack = (parts: Float32Array[]) => (parts.length === 1 ? parts[0]! : concatFloat32(parts));
     const feeds: Record<string, OrtTensor> = {
       [loop.trips]: this.session.tensor('int64', BigInt64Array.of(BigInt(k)), []),
       [loop.firstStep]: this.session.tensor('float32', Float32Array.of(this.stepCount + 1), []),

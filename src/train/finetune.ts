@@ -36,6 +36,7 @@ import { openRunFolder } from './run-folder.js';
 import { writeMetricsCsv, writeRunRecords, writeTrainedModel, type EpochRow } from './run-output.js';
 import { TfjsTrainer } from './tfjs-trainer.js';
 import type { StepInput, Trainer } from './trainer.js';
+import { concatFloat32 } from '../util/arrays.js';
 
 export type { EpochRow } from './run-output.js';
 
@@ -512,7 +513,7 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
       run.partial = null;
       if (mode === 'lr-find') return run.lrFindResult!;
     }
-    const testProbs = concat(run.kept.probs);
+    const testProbs = concatFloat32(run.kept.probs);
     const broken = nonFiniteRows(testProbs, dataset.classes.length);
     if (broken > 0) {
       // The kept weights give NaN (weights that never fit, or a divergence before any good epoch): say so, no metrics.
@@ -719,7 +720,7 @@ async function calibrate(run: Run, frozen: FrozenPart): Promise<Omit<Calibration
   const { tf, dataset, options } = run;
   const kept: KeptOutputs = { probs: [], labels: [], paths: [] };
   await frozen.evaluate(dataset.splits.val, options.batchSize, undefined, kept);
-  const probs = concat(kept.probs);
+  const probs = concatFloat32(kept.probs);
   const k = dataset.classes.length;
   if (nonFiniteRows(probs, k) > 0) {
     notice('not calibrated: the model gives NaN or infinite probabilities on the validation split');
@@ -910,12 +911,3 @@ function effectiveConfig(options: FinetuneOptions): Omit<FinetuneOptions, 'onPro
   return config;
 }
 
-function concat(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
