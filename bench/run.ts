@@ -394,10 +394,9 @@ async function profileSection(tf: Tf, cores: number): Promise<Section & { ratios
   for (const [model, freeze] of [['mobilenet_v2', 100], ['resnet50', 140]] as const) {
     // As training runs it: the chunk of steps per run that the onnx trainer takes for this tail at batch 16.
     const { chunkSize } = await import('../src/train/onnx-trainer.js');
-    const { tailGraph } = await import('./step-profile.js');
-    const k = chunkSize((await tailGraph(tf, model, freeze)).boundaryShapes, 16);
-    const timed = await profileStep(tf, model, freeze, { steps: 4 * k, threads: cores, chunk: k });
     const plain = await profileStep(tf, model, freeze, { steps: 12, threads: cores });
+    const k = chunkSize(plain.boundaryShapes, 16);
+    const timed = await profileStep(tf, model, freeze, { steps: 4 * k, threads: cores, chunk: k });
     const profiled = await profileStep(tf, model, freeze, { steps: 4, threads: cores, profile: true });
     type Peer = { ms_per_step: number; torch: string; ops: { op: string; ms: number; calls: number }[]; profiled_ms_total: number };
     const peers = pythons.map((p) => torch(['tailstep', '--model', model, '--threads', String(cores), '--steps', '12', '--profile'], p.python) as Peer | null);

@@ -22,6 +22,8 @@ export interface StepProfile {
   stepFlops: number;
   /** Steps per run (the Loop form when above 1). */
   chunk: number;
+  /** The tail's boundary tensors' shapes, without the batch axis. */
+  boundaryShapes: number[][];
   /** Kernel time per op type over the profiled steps, largest first. */
   ops: { op: string; ms: number; share: number; calls: number; bytes: number }[];
   /** The slowest nodes: op type, output shape and ms per step. */
@@ -100,7 +102,7 @@ export async function profileStep(tf: Tf, model: string, freeze: number, options
     for (let r = 0; r < runs; r++) await trainer.steps(chunk);
     const msPerStep = (performance.now() - t0) / (runs * K);
     await trainer.close();
-    return { model, freeze, batch, msPerStep, nodes: 0, stepFlops: 3 * batch * flopsPerImage, ops: [], nodes_: [], chunk: K };
+    return { model, freeze, batch, msPerStep, nodes: 0, stepFlops: 3 * batch * flopsPerImage, ops: [], nodes_: [], chunk: K, boundaryShapes };
   }
   await step(1);
   await step(2);
@@ -141,7 +143,7 @@ export async function profileStep(tf: Tf, model: string, freeze: number, options
     ops = [...byOp.entries()].map(([op, r]) => ({ op, ms: r.us / 1000 / runs, share: r.us / total, calls: r.calls / runs, bytes: r.bytes / runs })).sort((a, b) => b.ms - a.ms);
   }
   await session.release();
-  return { model, freeze, batch, msPerStep, nodes, stepFlops: 3 * batch * flopsPerImage, ops, nodes_: slow, chunk: 1 };
+  return { model, freeze, batch, msPerStep, nodes, stepFlops: 3 * batch * flopsPerImage, ops, nodes_: slow, chunk: 1, boundaryShapes };
 }
 
 /** ONNX Runtime's MatMul with both operands fed at run time (as the train step's weights are): best GFLOP/s per shape. */
