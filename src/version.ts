@@ -3,14 +3,17 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** tl's package folder and version (walking up from this module, whether it runs from src/ or dist/src/). */
+/**
+ * tl's package folder and version: the nearest package.json above this module (from src/ or dist/src/) that
+ * declares the `tl` bin, so neither a rename of the package nor a package.json in between changes the answer.
+ */
 function findPackage(start: string): { root: string | null; version: string } {
   let dir = start;
   for (;;) {
     const candidate = join(dir, 'package.json');
     try {
-      const pkg = JSON.parse(readFileSync(candidate, 'utf8')) as { name?: string; version?: string };
-      if (pkg.name === 'tl' && typeof pkg.version === 'string') return { root: dir, version: pkg.version };
+      const pkg = JSON.parse(readFileSync(candidate, 'utf8')) as { bin?: Record<string, string>; version?: string };
+      if (typeof pkg.bin?.['tl'] === 'string' && typeof pkg.version === 'string') return { root: dir, version: pkg.version };
     } catch {
       // not here; keep walking up
     }

@@ -1,14 +1,23 @@
 // `tl doctor`: what runs here and why.
 import { Command } from 'commander';
 import Table from 'cli-table3';
+import { z } from 'zod';
 import { addCommonOptions, backendSchema, commonSchema, formatBytes, parseOptions, printJson } from './common.js';
 import type { Io } from './io.js';
 
 export function doctorCommand(io: Io): Command {
   const cmd = new Command('doctor').description('report backends, GPU libraries, wasm features and the model store');
   addCommonOptions(cmd, { backend: true });
+  cmd.option('--add-cuda', "add onnxruntime-node's CUDA 12 provider to this installation (downloaded from NuGet), then check it");
   cmd.action(async (raw: unknown) => {
-    const opts = parseOptions(commonSchema.extend({ backend: backendSchema.optional() }), raw);
+    const opts = parseOptions(commonSchema.extend({ backend: backendSchema.optional(), addCuda: z.boolean().optional() }), raw);
+    if (opts.addCuda) {
+      const { addCudaProvider } = await import('../onnx/cuda-install.js');
+      const result = await addCudaProvider((text) => io.err(text), io.env);
+      io.out(`CUDA provider: ${result.downloaded ? 'installed' : 'already installed'} in ${result.folder}\n`);
+      io.out(result.unusable === null ? 'cuda: usable (a session ran on CUDA); --device auto now picks it\n' : `cuda: not usable here: ${result.unusable}\n`);
+      return;
+    }
     const { runDoctor } = await import('../doctor/index.js');
     const { backendChoiceFromEnv } = await import('../backend/index.js');
     const report = await runDoctor({ env: io.env, choice: opts.backend ?? backendChoiceFromEnv(io.env) });

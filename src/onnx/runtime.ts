@@ -58,10 +58,13 @@ export function setDevice(device: Device): void {
   preferred = device;
 }
 
+/** How a user adds the CUDA provider to this installation. */
+export const ADD_CUDA_HINT = 'add it with `tl doctor --add-cuda`: NVIDIA driver, CUDA 12 and cuDNN 9 needed; see the README';
+
 /** Why the CUDA provider cannot be used, or null when it can. */
 export function cudaUnusable(): string | null {
   const cuda = cudaProvider();
-  if (cuda.library === null) return "onnxruntime-node's CUDA provider is not installed (ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node; see the README)";
+  if (cuda.library === null) return `onnxruntime-node's CUDA provider is not installed (${ADD_CUDA_HINT})`;
   if (!cuda.usable) return 'no NVIDIA driver is loaded (/proc/driver/nvidia/version is missing)';
   return null;
 }
@@ -93,20 +96,22 @@ export function ortThreads(): number {
 }
 
 /**
- * Why a WebGPU session cannot be created here, or null when it can. Probed in a child process: Dawn writes its
- * warnings (e.g. a missing Vulkan loader) straight to the process's stderr, and they are the better reason.
+ * Why a session on `provider` alone cannot be created and run here, or null when it can. Probed in a child process:
+ * Dawn writes its warnings (e.g. a missing Vulkan loader) straight to the process's stderr, and they are the better
+ * reason; a CUDA provider whose libraries do not load cannot take the caller down with it.
  */
-async function probeWebGpu(): Promise<string | null> {
+export async function probeProvider(provider: 'webgpu' | 'cuda'): Promise<string | null> {
   const { GraphBuilder, onnx, OPSET, FLOAT } = await import('./graph.js');
   const g = new GraphBuilder();
   g.node('Identity', ['x'], 'y', [], 'y');
   const value = (name: string) => ({ name, type: { tensorType: { elemType: FLOAT, shape: { dim: [{ dimValue: 1 }] } } } });
   const bytes = onnx.ModelProto.encode(onnx.ModelProto.create({ irVersion: 7, opsetImport: [{ domain: '', version: OPSET }], graph: { name: 'probe', node: g.nodes, input: [value('x')], output: [value('y')] } })).finish();
   const script = `const ort = require(${JSON.stringify(createRequire(import.meta.url).resolve('onnxruntime-node'))});
-ort.InferenceSession.create(Buffer.from(process.argv[1], 'base64'), { executionProviders: ['webgpu'] })
-  .then((s) => s.release()).then(() => console.log(JSON.stringify({ ok: true })), (e) => console.log(JSON.stringify({ ok: false, error: String(e && e.message) })));`;
+ort.InferenceSession.create(Buffer.from(process.argv[1], 'base64'), { executionProviders: [process.argv[2]] })
+  .then(async (s) => { await s.run({ x: new ort.Tensor('float32', new Float32Array([1]), [1]) }); await s.release(); })
+  .then(() => console.log(JSON.stringify({ ok: true })), (e) => console.log(JSON.stringify({ ok: false, error: String(e && e.message) })));`;
   const { spawnSync } = await import('node:child_process');
-  const r = spawnSync(process.execPath, ['-e', script, Buffer.from(bytes).toString('base64')], { encoding: 'utf8', timeout: 20_000 });
+  const r = spawnSync(process.execPath, ['-e', script, Buffer.from(bytes).toString('base64'), provider], { encoding: 'utf8', timeout: 60_000 });
   let result: { ok: boolean; error?: string } | null = null;
   try {
     result = JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as { ok: boolean; error?: string };
@@ -123,8 +128,8 @@ ort.InferenceSession.create(Buffer.from(process.argv[1], 'base64'), { executionP
 export async function ortInfo(): Promise<OrtInfo> {
   const { ort, reason } = await loadOrt();
   if (!ort) return { available: false, version: null, providers: [], threads: 0, reason };
-  const cuda = cudaUnusable();
-  const webgpu = await probeWebGpu();
+  const cuda = cudaUnusable() ?? (await probeProvider('cuda'));
+  const webgpu = await probeProvider('webgpu');
   const providers = ['cpu: usable', cuda === null ? 'cuda: usable' : `cuda: not usable (${cuda})`, webgpu === null ? 'webgpu: usable (--device webgpu)' : `webgpu: not usable (${webgpu})`];
   return { available: true, version: ort.env.versions.node ?? ort.env.versions.common, providers, threads: ortThreads(), reason: null };
 }
