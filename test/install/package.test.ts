@@ -130,8 +130,9 @@ describe('the published package', () => {
       console.log(`Node.js ${node!.version}: tl --version, a one-epoch fine-tune on ONNX Runtime: ok`);
     }
 
-    // npx of the same tarball installs it into npx's own cache and runs its one bin.
-    const npx = run('npx', ['--yes', '--package', tarball, '--', 'tl', '--version'], env, work);
+    // npx of the same tarball (as `npx tl-cli ...` of the published one) installs it into npx's own cache and runs
+    // the package's one bin, `tl`.
+    const npx = run('npx', ['--yes', tarball, '--version'], env, work);
     expect(npx.status, said(npx)).toBe(0);
     expect(npx.stdout.trim()).toBe(PKG.version);
   }, 900_000);
