@@ -35,7 +35,8 @@ function askNpm(args: string[]): SpawnSyncReturns<string> {
 const REGISTRY = askNpm(['config', 'get', 'registry']).stdout.trim();
 /** The install needs the registry; where it does not answer, the test says so and skips. */
 const ping = askNpm(['ping', '--fetch-retries=0', '--fetch-timeout=20000']);
-const unreachable = ping.status === 0 ? null : (ping.stderr.split('\n').filter((l) => /^npm error /.test(l) && !/A complete log/.test(l)).pop() ?? (ping.status === null ? 'npm ping had no answer in 30 s' : `npm ping: exit ${String(ping.status)}`));
+const pingErrors = ping.stderr.split('\n').filter((l) => /^npm error /.test(l) && !/A complete log/.test(l));
+const unreachable = ping.status === 0 ? null : (pingErrors.find((l) => /request to|reason:|E[A-Z]{4,}/.test(l)) ?? pingErrors.pop() ?? (ping.status === null ? 'npm ping had no answer in 30 s' : `npm ping: exit ${String(ping.status)}`));
 if (unreachable !== null) console.log(`skipped: the install test needs the npm registry (${REGISTRY}), which does not answer: ${unreachable}`);
 
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, cwd: string, timeout = 300_000): SpawnSyncReturns<string> {
