@@ -70,7 +70,7 @@ export function mergeCommand(io: Io): Command {
   addCommonOptions(cmd, { backend: false });
   cmd.action(async (dirs: string[], raw: unknown) => {
     const opts = parseOptions(commonSchema.extend({ out: z.string().min(1) }), raw);
-    const { mergeShards } = await import('../shard/merge.js');
+    const { mergeShards } = await import('../merge/index.js');
     const result = await mergeShards(dirs, opts.out);
     if (opts.json) return printJson(io, result);
     io.out(`merged ${result.shards} shards, ${result.rows} rows: wrote ${result.files.join(', ')}\n`);

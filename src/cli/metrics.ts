@@ -1,6 +1,6 @@
 // Terminal rendering of metrics: the headline and the per-class table.
 import Table from 'cli-table3';
-import type { Metrics } from '../eval/metrics.js';
+import type { Metrics } from '../metrics/classification.js';
 import { headline } from '../report/headline.js';
 import type { Io } from './io.js';
 

@@ -6,7 +6,7 @@ import { ImageSource, scanDataset, type ImageItem, type SkippedFile } from '../d
 import { ModelNotFoundError, UsageError } from '../errors.js';
 import { loadClassifier, runBatches, type RunOptions } from '../inference/index.js';
 import { z } from 'zod';
-import { computeMetrics, type Metrics } from './metrics.js';
+import { computeMetrics, type Metrics } from '../metrics/classification.js';
 import { npyHeader } from '../util/npy.js';
 import { datasetDigest, finishShard, openShardFolder, shardOf, weightsDigest, type Shard } from '../shard/index.js';
 import { writeFileAtomic } from '../util/atomic.js';

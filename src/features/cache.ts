@@ -14,7 +14,7 @@ import { onnxSessionFor } from '../engine/index.js';
 import { DatasetError, UsageError } from '../errors.js';
 import type { PreprocessMode } from '../registry/index.js';
 import { datasetDigest, finishShard, frozenDigest, openShardFolder, shardOf, type Shard } from '../shard/index.js';
-import { FrozenPart } from '../train/frozen-part.js';
+import { FrozenPart } from '../frozen/part.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { TL_VERSION } from '../version.js';
 import { loadBackbone } from '../weights/backbone.js';

@@ -3,7 +3,7 @@ import type { BackendChoice, Tf } from '../backend/index.js';
 import { ImageSource, openDataset, type ResizeMode, type SkippedFile } from '../data/index.js';
 import { loadRankingModel, runBatches } from '../inference/index.js';
 import { linearProbe, type ProbeResult } from './probe.js';
-import { leep, logme, transrate } from './scores.js';
+import { leep, logme, transrate } from '../metrics/transferability.js';
 
 export interface RankOptions {
   data: string;

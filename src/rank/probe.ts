@@ -6,7 +6,7 @@ import type { Tensor, Tf } from '../backend/index.js';
 import { initializeWeights } from '../registry/init.js';
 import { TfjsTrainer } from '../train/tfjs-trainer.js';
 import { mixSeed } from '../util/random.js';
-import type { Features } from './scores.js';
+import type { Features } from '../metrics/transferability.js';
 
 export interface ProbeResult {
   valAccuracy: number;

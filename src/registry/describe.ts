@@ -1,8 +1,7 @@
 // What `tl models` shows: the registry as rows, and one model's layer table.
 import { existsSync } from 'node:fs';
 import type { Tf } from '../backend/index.js';
-import { kerasStorePath } from '../weights/keras.js';
-import { nsfwjsFolder } from '../weights/nsfwjs.js';
+import { kerasStorePath, nsfwjsFolder } from '../store/paths.js';
 import { FAMILIES, buildVariant, layerTable, resolveVariant, type LayerRow } from './index.js';
 import type { Variant, WeightSource } from './types.js';
 

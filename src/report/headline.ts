@@ -1,5 +1,5 @@
 // The headline numbers of a report, shared by the terminal, Markdown and HTML (no heavy imports here).
-import type { Metrics } from '../eval/metrics.js';
+import type { Metrics } from '../metrics/classification.js';
 import type { Calibration, CalibrationEffect } from './schema.js';
 
 export const pct = (v: number | null | undefined) => (v === null || v === undefined ? '–' : `${(v * 100).toFixed(1)}%`);

@@ -12,7 +12,7 @@ import type { BackendInfo, LayersModel, SymbolicTensor, Tf } from '../backend/in
 import { blockBoundaries, type Depth } from '../cut/depths.js';
 import type { Dataset } from '../data/index.js';
 import { runBatches, type InferenceModel } from '../inference/index.js';
-import { logme, transrate } from '../rank/scores.js';
+import { logme, transrate } from '../metrics/transferability.js';
 import type { PreprocessMode } from '../registry/index.js';
 
 export interface DepthScore extends Depth {

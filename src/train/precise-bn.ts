@@ -5,7 +5,7 @@ import type { Layer, LayersModel, Tensor, Tf } from '../backend/index.js';
 import type { Cut } from '../cut/index.js';
 import type { Dataset, ImageItem } from '../data/index.js';
 import { mixSeed } from '../util/random.js';
-import type { FrozenPart } from './frozen-part.js';
+import type { FrozenPart } from '../frozen/part.js';
 
 /** Training images the statistics are averaged over (fvcore's default is 200 batches; a few hundred images suffice). */
 export const PRECISE_BN_IMAGES = 512;

@@ -9,7 +9,8 @@ import { buildVariant, FAMILIES, resolveVariant, type Variant, type WeightSource
 import { hashAlgorithm, hashFile, recordStored } from '../store/verified.js';
 import { tempPathFor, trackTemp, untrackTemp } from '../util/atomic.js';
 import { readKerasH5 } from './h5.js';
-import { assignKerasFile, kerasStorePath, maxKerasBytes } from './keras.js';
+import { kerasStorePath } from '../store/paths.js';
+import { assignKerasFile, maxKerasBytes } from './keras.js';
 
 type KerasSource = WeightSource & { kind: 'keras-h5' };
 

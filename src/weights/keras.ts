@@ -3,14 +3,10 @@ import { basename, join } from 'node:path';
 import type { LayersModel, Tf } from '../backend/index.js';
 import type { WeightSource } from '../registry/index.js';
 import { WeightsError } from '../errors.js';
+import { kerasStorePath } from '../store/paths.js';
 import { assignWeights, disposeWeights, splitWeightName, type AssignReport, type NamedWeights } from './assign.js';
 import { download, type DownloadProgress } from './download.js';
 import { readKerasH5, type KerasH5 } from './h5.js';
-
-/** Where a Keras weight file lives in the store. */
-export function kerasStorePath(store: string, url: string): string {
-  return join(store, 'weights', 'keras', basename(new URL(url).pathname));
-}
 
 /** Converts a read .h5 file into tensors grouped by layer. */
 export function h5ToTensors(tf: Tf, h5: KerasH5): NamedWeights {

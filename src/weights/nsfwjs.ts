@@ -5,12 +5,12 @@ import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { atPath, WeightsError } from '../errors.js';
+import { nsfwjsFolder, NSFWJS_VERSION } from '../store/paths.js';
 import { checkStored, CHECK_WORDS, sidecar } from '../store/verified.js';
 import { sweepStaleTemps, tempPathFor, untrackTemp } from '../util/atomic.js';
 import { notice } from '../util/notice.js';
 
 const require = createRequire(import.meta.url);
-export const NSFWJS_VERSION = '4.4.0';
 
 /** The installed nsfwjs package folder. */
 function packageDir(): string {
@@ -27,11 +27,6 @@ function packageDir(): string {
     dir = parent;
   }
   return dir;
-}
-
-/** Folder in the store holding the extracted model.json and shards. */
-export function nsfwjsFolder(storeRoot: string, model: string): string {
-  return join(storeRoot, 'weights', `nsfwjs-${NSFWJS_VERSION}`, model);
 }
 
 /** The first file of an extracted folder that fails its recorded hash, with why, or null when all pass. */

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { computeMetrics } from '../../src/eval/metrics.js';
+import { computeMetrics } from '../../src/metrics/classification.js';
 
 describe('computeMetrics, by hand', () => {
   // 3 classes; class 'c' is never predicted.

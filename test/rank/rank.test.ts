@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../src/cli/main.js';
 import type { RankResult } from '../../src/rank/index.js';
-import { logme, transrate } from '../../src/rank/scores.js';
+import { logme, transrate } from '../../src/metrics/transferability.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
 

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { leep, logme, transrate, type Features } from '../../src/rank/scores.js';
+import { leep, logme, transrate, type Features } from '../../src/metrics/transferability.js';
 import { randomArray } from '../helpers/tensors.js';
 
 const REFERENCE = fileURLToPath(new URL('../fixtures/rank_reference.py', import.meta.url));

@@ -3,7 +3,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { computeMetrics } from '../../src/eval/metrics.js';
+import { computeMetrics } from '../../src/metrics/classification.js';
 import { reportSchema, writeReports, type FinetuneReport } from '../../src/report/index.js';
 import { tempDir } from '../helpers/tmp.js';
 

@@ -5,7 +5,7 @@ import { loadBackend, type Tf } from '../../src/backend/index.js';
 import { runCli } from '../../src/cli/main.js';
 import { buildVariant, resolveVariant } from '../../src/registry/index.js';
 import { loadPretrained } from '../../src/weights/index.js';
-import { kerasStorePath } from '../../src/weights/keras.js';
+import { kerasStorePath } from '../../src/store/paths.js';
 import { writeKerasFile } from '../helpers/keras-h5.js';
 import { tempDir } from '../helpers/tmp.js';
 

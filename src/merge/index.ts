@@ -13,8 +13,8 @@ import { mkdir, rm } from 'node:fs/promises';
 import { notice } from '../util/notice.js';
 import { isInside, realish } from '../util/paths.js';
 import { TL_VERSION } from '../version.js';
-import { computeMetrics, type Metrics } from '../eval/metrics.js';
-import { MANIFEST, manifestSchema, type Manifest } from './index.js';
+import { computeMetrics, type Metrics } from '../metrics/classification.js';
+import { MANIFEST, manifestSchema, type Manifest } from '../shard/index.js';
 
 export interface MergeResult {
   command: Manifest['command'];

@@ -7,7 +7,7 @@ import type { OnnxSession } from '../onnx/runtime.js';
 import type { PreprocessMode } from '../registry/index.js';
 import { crossEntropy } from '../replicas/gradients.js';
 import type { ReplicaPool } from '../replicas/pool.js';
-import type { FeatureCache } from './features.js';
+import type { FeatureCache } from './cache.js';
 
 /** Test-split outputs kept for the full metrics. */
 export interface KeptOutputs {
