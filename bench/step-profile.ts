@@ -9,6 +9,7 @@ import { applyTrainability, attachHead, cutModel } from '../src/cut/index.js';
 import { compileTrainStep, type TrainStepGraph } from '../src/onnx/train-step.js';
 import { OnnxTrainer } from '../src/onnx/trainer.js';
 import { loadOrt } from '../src/onnx/runtime.js';
+import { nchwcTarget } from '../src/train/onnx-trainer.js';
 import { buildVariant } from '../src/registry/index.js';
 import { initializeWeights } from '../src/registry/init.js';
 
@@ -22,6 +23,8 @@ export interface StepProfile {
   stepFlops: number;
   /** Steps per run (the Loop form when above 1). */
   chunk: number;
+  /** How depthwise windows were lowered: ONNX Runtime's NCHWc kernels or gathered taps. */
+  lowering: 'nchwc' | 'gather';
   /** The tail's boundary tensors' shapes, without the batch axis. */
   boundaryShapes: number[][];
   /** Kernel time per op type over the profiled steps, largest first. */
@@ -49,24 +52,27 @@ function forwardFlops(tail: LayersModel): number {
   return flops;
 }
 
-export async function tailGraph(tf: Tf, model: string, freeze: number, classes = 5): Promise<{ graph: TrainStepGraph; weights: Float32Array[]; states: Float32Array[]; boundaryShapes: number[][]; flopsPerImage: number }> {
+export async function tailGraph(tf: Tf, model: string, freeze: number, options: { classes?: number; batch?: number; lowering?: 'nchwc' | 'gather' } = {}): Promise<{ graph: TrainStepGraph; weights: Float32Array[]; states: Float32Array[]; boundaryShapes: number[][]; flopsPerImage: number }> {
+  const classes = options.classes ?? 5;
   const backbone = buildVariant(tf, model, { includeTop: false });
   const full = attachHead(tf, backbone, { classes, dropout: 0, name: 'bench' });
   initializeWeights(tf, full, 1);
   const frozen = new Set(backbone.layers.slice(0, freeze).map((l) => l.name));
   applyTrainability(full, frozen, 'frozen');
   const cut = cutModel(tf, full, frozen);
-  const graph = compileTrainStep(cut.tail, { optimizer: 'adam', momentum: 0, nesterov: false, labelSmoothing: 0, weightDecay: 0 });
+  const nchwc = options.lowering === 'gather' ? null : await nchwcTarget(options.batch ?? 16);
+  const graph = compileTrainStep(cut.tail, { optimizer: 'adam', momentum: 0, nesterov: false, labelSmoothing: 0, weightDecay: 0, nchwc });
   const weights = graph.trainable.map((s) => cut.tail.trainableWeights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array);
   const states = graph.state.map((s) => cut.tail.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array);
   return { graph, weights, states, boundaryShapes: cut.boundaryShapes, flopsPerImage: forwardFlops(cut.tail) };
 }
 
-export async function profileStep(tf: Tf, model: string, freeze: number, options: { batch?: number; steps?: number; profile?: boolean; threads?: number; chunk?: number } = {}): Promise<StepProfile> {
+export async function profileStep(tf: Tf, model: string, freeze: number, options: { batch?: number; steps?: number; profile?: boolean; threads?: number; chunk?: number; lowering?: 'nchwc' | 'gather' } = {}): Promise<StepProfile> {
   const batch = options.batch ?? 16;
   const { ort } = await loadOrt();
   if (!ort) throw new Error('onnxruntime-node does not load');
-  const { graph, weights, boundaryShapes, flopsPerImage } = await tailGraph(tf, model, freeze);
+  const { graph, weights, boundaryShapes, flopsPerImage } = await tailGraph(tf, model, freeze, { batch, ...(options.lowering ? { lowering: options.lowering } : {}) });
+  const lowering = graph.nchwcLayers.length > 0 ? 'nchwc' : 'gather';
   const prefix = `/tmp/tl-step-profile-${process.pid}`;
   const session = await ort.InferenceSession.create(graph.bytes, { intraOpNumThreads: options.threads ?? availableParallelism(), interOpNumThreads: 1, graphOptimizationLevel: 'all', executionProviders: ['cpu'], ...(options.profile ? { enableProfiling: true, profileFilePrefix: prefix } : {}) });
   const T = (data: Float32Array | BigInt64Array, shape: number[]) => new ort.Tensor(data instanceof BigInt64Array ? 'int64' : 'float32', data, shape);
@@ -102,7 +108,7 @@ export async function profileStep(tf: Tf, model: string, freeze: number, options
     for (let r = 0; r < runs; r++) await trainer.steps(chunk);
     const msPerStep = (performance.now() - t0) / (runs * K);
     await trainer.close();
-    return { model, freeze, batch, msPerStep, nodes: 0, stepFlops: 3 * batch * flopsPerImage, ops: [], nodes_: [], chunk: K, boundaryShapes };
+    return { model, freeze, batch, msPerStep, nodes: 0, stepFlops: 3 * batch * flopsPerImage, ops: [], nodes_: [], chunk: K, boundaryShapes, lowering };
   }
   await step(1);
   await step(2);
@@ -143,7 +149,7 @@ export async function profileStep(tf: Tf, model: string, freeze: number, options
     ops = [...byOp.entries()].map(([op, r]) => ({ op, ms: r.us / 1000 / runs, share: r.us / total, calls: r.calls / runs, bytes: r.bytes / runs })).sort((a, b) => b.ms - a.ms);
   }
   await session.release();
-  return { model, freeze, batch, msPerStep, nodes, stepFlops: 3 * batch * flopsPerImage, ops, nodes_: slow, chunk: 1, boundaryShapes };
+  return { model, freeze, batch, msPerStep, nodes, stepFlops: 3 * batch * flopsPerImage, ops, nodes_: slow, chunk: 1, boundaryShapes, lowering };
 }
 
 /** ONNX Runtime's MatMul with both operands fed at run time (as the train step's weights are): best GFLOP/s per shape. */
@@ -175,11 +181,14 @@ export async function gemmPeak(shapes: [number, number, number][], options: { ru
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { model: { type: 'string', default: 'mobilenet_v2' }, freeze: { type: 'string', default: '100' }, steps: { type: 'string', default: '8' }, profile: { type: 'boolean', default: false }, json: { type: 'boolean', default: false }, nodes: { type: 'boolean', default: false }, chunk: { type: 'string', default: '1' } } });
+  const { values } = parseArgs({ options: { model: { type: 'string', default: 'mobilenet_v2' }, freeze: { type: 'string', default: '100' }, steps: { type: 'string', default: '8' }, profile: { type: 'boolean', default: false }, json: { type: 'boolean', default: false }, nodes: { type: 'boolean', default: false }, chunk: { type: 'string', default: '1' }, lowering: { type: 'string' } } });
   const { tf } = await loadBackend({ choice: 'wasm' });
-  const r = await profileStep(tf, values.model, Number(values.freeze), { steps: Number(values.steps), profile: values.profile, chunk: Number(values.chunk) });
+  const given = values.lowering;
+  if (given !== undefined && given !== 'nchwc' && given !== 'gather') throw new Error(`--lowering ${given}: nchwc or gather`);
+  const lowering = given === undefined ? {} : { lowering: given as 'nchwc' | 'gather' };
+  const r = await profileStep(tf, values.model, Number(values.freeze), { steps: Number(values.steps), profile: values.profile, chunk: Number(values.chunk), ...lowering });
   if (values.json) return void process.stdout.write(`${JSON.stringify(r)}\n`);
-  process.stdout.write(`${r.model} --freeze ${r.freeze}, batch ${r.batch}: ${r.msPerStep.toFixed(1)} ms per step (${((1000 * r.batch) / r.msPerStep).toFixed(1)} img/s, ${(r.stepFlops / r.msPerStep / 1e6).toFixed(0)} GFLOP/s), ${r.nodes} nodes\n`);
+  process.stdout.write(`${r.model} --freeze ${r.freeze}, batch ${r.batch}, ${r.lowering}: ${r.msPerStep.toFixed(1)} ms per step (${((1000 * r.batch) / r.msPerStep).toFixed(1)} img/s, ${(r.stepFlops / r.msPerStep / 1e6).toFixed(0)} GFLOP/s), ${r.nodes} nodes\n`);
   if (values.nodes) for (const n of r.nodes_) process.stdout.write(`${n.ms.toFixed(2).padStart(7)} ms ${n.op} ${n.shape}\n`);
   for (const o of r.ops.slice(0, 25)) process.stdout.write(`${o.op.padEnd(18)} ${o.ms.toFixed(2).padStart(8)} ms ${(100 * o.share).toFixed(1).padStart(5)}% ${o.calls.toFixed(0).padStart(5)} calls ${(o.bytes / 2 ** 20).toFixed(0).padStart(6)} MiB\n`);
 }

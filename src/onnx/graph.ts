@@ -19,12 +19,13 @@ export class OnnxExportError extends TlError {
   }
 }
 
-export type Attr = { name: string; i?: number; f?: number; s?: Uint8Array; ints?: number[]; type: number };
+export type Attr = { name: string; i?: number; f?: number; s?: Uint8Array; ints?: number[]; g?: P.IGraphProto; type: number };
 
 export const A = {
   int: (name: string, i: number): Attr => ({ name, i, type: onnx.AttributeProto.AttributeType.INT }),
   float: (name: string, f: number): Attr => ({ name, f, type: onnx.AttributeProto.AttributeType.FLOAT }),
   ints: (name: string, ints: number[]): Attr => ({ name, ints, type: onnx.AttributeProto.AttributeType.INTS }),
+  graph: (name: string, g: P.IGraphProto): Attr => ({ name, g, type: onnx.AttributeProto.AttributeType.GRAPH }),
 };
 
 export class GraphBuilder {
@@ -32,8 +33,11 @@ export class GraphBuilder {
   readonly initializers: P.ITensorProto[] = [];
   private counter = 0;
 
+  /** `prefix` keeps a subgraph's names apart from its outer graph's (ONNX names are unique across scopes). */
+  constructor(private readonly prefix = '') {}
+
   fresh(base: string): string {
-    return `${base}__${this.counter++}`;
+    return `${this.prefix}${base}__${this.counter++}`;
   }
 
   node(op: string, inputs: string[], base: string, attrs: Attr[] = [], output?: string): string {

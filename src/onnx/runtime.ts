@@ -124,6 +124,37 @@ ort.InferenceSession.create(Buffer.from(process.argv[1], 'base64'), { executionP
   return warning ? `${reason}; ${warning}` : reason;
 }
 
+let nchwcBlock: Promise<number> | null = null;
+
+/**
+ * The channel block of ONNX Runtime's NCHWc kernels on this CPU (16 with AVX-512, 8 with AVX2), or 0 where its CPU
+ * provider has none: ReorderInput pads 4 channels up to one block.
+ */
+export function nchwcBlockSize(): Promise<number> {
+  nchwcBlock ??= (async () => {
+    const { ort } = await loadOrt();
+    if (!ort) return 0;
+    const { onnx, OPSET, FLOAT, A } = await import('./graph.js');
+    const value = (name: string, dims: number[]) => ({ name, type: { tensorType: { elemType: FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } } } });
+    const domain = 'com.microsoft.nchwc';
+    const bytes = onnx.ModelProto.encode(onnx.ModelProto.create({
+      irVersion: 7,
+      opsetImport: [{ domain: '', version: OPSET }, { domain, version: 1 }],
+      graph: { name: 'nchwc_probe', node: [{ opType: 'ReorderInput', domain, input: ['x'], output: ['y'], name: 'reorder', attribute: [A.int('channels_last', 1)] }], input: [value('x', [1, 1, 1, 4])], output: [{ name: 'y' }] },
+    })).finish();
+    try {
+      const session = await ort.InferenceSession.create(bytes, { executionProviders: ['cpu'], intraOpNumThreads: 1 });
+      const out = await session.run({ x: new ort.Tensor('float32', Float32Array.of(1, 2, 3, 4), [1, 1, 1, 4]) });
+      await session.release();
+      const block = out['y']!.dims[1]!;
+      return block >= 4 && block % 4 === 0 ? block : 0;
+    } catch {
+      return 0;
+    }
+  })();
+  return nchwcBlock;
+}
+
 /** What `tl doctor` reports about ONNX Runtime. */
 export async function ortInfo(): Promise<OrtInfo> {
   const { ort, reason } = await loadOrt();

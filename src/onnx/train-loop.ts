@@ -78,6 +78,7 @@ export function compileTrainLoop(step: TrainStepGraph): TrainLoopGraph {
     input: [scalar(trips, INT64), scalar(firstStep, FLOAT), ...perStep.map((name) => ({ name: stacked[name]!, type: stackedType(name) })), ...carried.map((c) => ({ name: initial[c.input]!, type: typeOf.get(c.input)! }))],
     output: [...carried.map((c) => ({ name: final[c.output]!, type: outputType.get(c.output)! })), vector(perStepOut.loss), vector(perStepOut.correct), vector(perStepOut.weightsSum)],
   };
-  const proto = onnx.ModelProto.create({ irVersion: model.irVersion ?? 7, producerName: 'tl', opsetImport: [{ domain: '', version: OPSET }], graph: outer });
+  // The body's operator domains (ONNX Runtime's NCHWc kernels) are imported by the model that holds it.
+  const proto = onnx.ModelProto.create({ irVersion: model.irVersion ?? 7, producerName: 'tl', opsetImport: model.opsetImport?.length ? model.opsetImport : [{ domain: '', version: OPSET }], graph: outer });
   return { bytes: onnx.ModelProto.encode(proto).finish(), trips, firstStep, stacked, initial, final, outputs: perStepOut };
 }

@@ -84,6 +84,7 @@ export class OnnxTrainer {
     const k = batches.length;
     const n = batches[0]!.labels.length;
     if (batches.some((b) => b.labels.length !== n)) throw new Error('OnnxTrainer.steps: the batches of a chunk differ in size');
+    this.checkBatch(n);
     // A chunk of one batch feeds its arrays as they are.
     const stack = (parts: Float32Array[]) => (parts.length === 1 ? parts[0]! : concatFloat32(parts));
     const feeds: Record<string, OrtTensor> = {
@@ -116,6 +117,7 @@ export class OnnxTrainer {
     if (this.loop !== null) return (await this.steps([batch]))[0]!;
     const g = this.graph;
     const n = batch.labels.length;
+    this.checkBatch(n);
     const feeds: Record<string, OrtTensor> = {
       [g.inputs.labels]: this.session.tensor('int64', BigInt64Array.from(batch.labels, (v) => BigInt(v)), [n]),
       [g.inputs.sampleWeights]: this.session.tensor('float32', batch.sampleWeights, [n]),
@@ -136,6 +138,11 @@ export class OnnxTrainer {
     this.stepCount++;
     const gradients = g.trainable.every((spec) => spec.gradient !== null) ? g.trainable.map((spec) => out[spec.gradient!]!.data as Float32Array) : null;
     return { loss: (out[g.outputs.loss]!.data as Float32Array)[0]!, correct: (out[g.outputs.correct]!.data as Float32Array)[0]!, weightsFinite: Number.isFinite((out[g.outputs.weightsSum]!.data as Float32Array)[0]!), gradients };
+  }
+
+  /** A batch larger than the graph folds (see NchwcTarget) would lose images from the weight gradient: refused. */
+  private checkBatch(n: number): void {
+    if (this.graph.maxBatch !== null && n > this.graph.maxBatch) throw new Error(`OnnxTrainer: a batch of ${n} images; the step was compiled for at most ${this.graph.maxBatch}`);
   }
 
   /** Replaces the weights, the optimizer slots (each in `spec.slots` order; empty: zeros) and the step count. */

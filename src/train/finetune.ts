@@ -633,7 +633,7 @@ function classifier(tf: Tf, source: Backbone, classes: string[], options: Finetu
 async function openOnnxTrainer(run: Run, phase: PhaseInfo, cut: Cut): Promise<Trainer | null> {
   if (run.options.engine !== 'onnx') return null;
   try {
-    return await OnnxTailTrainer.open(run.tf, cut.tail, { optimizer: run.optimizer, loss: run.loss, weightDecay: run.options.weightDecay ?? 0, boundaryShapes: cut.boundaryShapes });
+    return await OnnxTailTrainer.open(run.tf, cut.tail, { optimizer: run.optimizer, loss: run.loss, weightDecay: run.options.weightDecay ?? 0, boundaryShapes: cut.boundaryShapes, batchSize: run.options.batchSize });
   } catch (err) {
     if (!(err instanceof TrainStepCompileError)) throw err;
     notice(`the ${phase.name} phase trains on TensorFlow.js: ${err.message}`);

@@ -2,7 +2,8 @@
 // slots live in ONNX Runtime; `syncWeights` mirrors them into the tfjs variables (for validation, the best weights,
 // the saved model) and the optimizer state is given in tfjs's own names, so checkpoints are the same on either engine.
 import type { LayersModel, LayerVariable, Tf } from '../backend/index.js';
-import { compileTrainStep, type TrainStepGraph } from '../onnx/train-step.js';
+import { compileTrainStep, type NchwcTarget, type TrainStepGraph } from '../onnx/train-step.js';
+import { nchwcBlockSize, resolvedDevice } from '../onnx/runtime.js';
 import { OnnxTrainer, type TrainBatch } from '../onnx/trainer.js';
 import type { LossConfig } from '../replicas/gradients.js';
 import { mixSeed } from '../util/random.js';
@@ -17,6 +18,16 @@ const SLOT_SUFFIX = { m: 'm', v: 'v', accum: 'momentum', ms: 'rms', mom: 'moment
 export function chunkSize(boundaryShapes: number[][], batchSize: number): number {
   const bytes = 4 * batchSize * boundaryShapes.reduce((a, shape) => a + shape.reduce((x, y) => x * y, 1), 0);
   return Math.max(1, Math.min(8, Math.floor((128 * 2 ** 20) / Math.max(1, bytes))));
+}
+
+/**
+ * The NCHWc lowering where sessions run on the CPU and ONNX Runtime has those kernels (x86-64 with AVX2 or AVX-512);
+ * elsewhere (GPU providers, other CPUs) null, the portable lowering.
+ */
+export async function nchwcTarget(batchSize: number): Promise<NchwcTarget | null> {
+  if (resolvedDevice() !== 'cpu') return null;
+  const block = await nchwcBlockSize();
+  return block > 0 ? { block, batch: batchSize } : null;
 }
 
 export class OnnxTailTrainer implements Trainer {
@@ -43,9 +54,13 @@ export class OnnxTailTrainer implements Trainer {
     });
   }
 
-  /** Compiles `tail` (throws TrainStepCompileError naming a layer it cannot differentiate) and opens a session. */
-  static async open(tf: Tf, tail: LayersModel, config: { optimizer: OptimizerConfig; loss: LossConfig; weightDecay: number; boundaryShapes: number[][]; threads?: number }): Promise<OnnxTailTrainer> {
-    const graph = compileTrainStep(tail, { optimizer: config.optimizer.optimizer, momentum: config.optimizer.momentum, nesterov: config.optimizer.nesterov, labelSmoothing: config.loss.labelSmoothing, weightDecay: config.weightDecay });
+  /**
+   * Compiles `tail` for batches of up to `batchSize` images (throws TrainStepCompileError naming a layer it cannot
+   * differentiate) and opens a session.
+   */
+  static async open(tf: Tf, tail: LayersModel, config: { optimizer: OptimizerConfig; loss: LossConfig; weightDecay: number; boundaryShapes: number[][]; batchSize: number; threads?: number }): Promise<OnnxTailTrainer> {
+    const nchwc = await nchwcTarget(config.batchSize);
+    const graph = compileTrainStep(tail, { optimizer: config.optimizer.optimizer, momentum: config.optimizer.momentum, nesterov: config.optimizer.nesterov, labelSmoothing: config.loss.labelSmoothing, weightDecay: config.weightDecay, nchwc });
     const weights = graph.trainable.map((spec) => tail.trainableWeights.find((w) => w.originalName === spec.variable)!.read().dataSync() as Float32Array);
     const states = graph.state.map((s) => tail.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array);
     const trainer = await OnnxTrainer.open(graph, weights, { ...(config.threads ? { threads: config.threads } : {}), states, loop: true });

@@ -4,6 +4,7 @@ import { loadBackend, type LayersModel, type SymbolicTensor, type Tf } from '../
 import { compileTrainStep, TrainStepCompileError, type TrainStepOptions } from '../../src/onnx/train-step.js';
 import { OnnxTrainer } from '../../src/onnx/trainer.js';
 import { onnx } from '../../src/onnx/graph.js';
+import { nchwcBlockSize } from '../../src/onnx/runtime.js';
 import { buildVariant } from '../../src/registry/index.js';
 import { applyTrainability, attachHead, cutModel } from '../../src/cut/index.js';
 import { applyWeightDecay, createOptimizer } from '../../src/train/optim.js';
@@ -12,9 +13,26 @@ import { randomize as randomizeWeights } from '../helpers/models.js';
 import { randomArray } from '../helpers/tensors.js';
 
 let tf: Tf;
+/** ONNX Runtime's NCHWc block on this CPU (0: none, and the nchwc cases skip). */
+let block = 0;
 beforeAll(async () => {
   ({ tf } = await loadBackend({ choice: 'wasm' }));
+  block = await nchwcBlockSize();
 });
+
+/** Both lowerings of windows: gathered taps (any provider) and ONNX Runtime's NCHWc CPU kernels for depthwise layers. */
+const LOWERINGS = ['gather', 'nchwc'] as const;
+type Lowering = (typeof LOWERINGS)[number];
+
+/** The compile options of a lowering for batches of up to `batch` images; false: this CPU cannot run it (skip). */
+function lowering(kind: Lowering, batch: number, skip: () => void): Partial<TrainStepOptions> {
+  if (kind === 'gather') return {};
+  if (block === 0) {
+    console.log('skipped: ONNX Runtime has no NCHWc kernels on this CPU');
+    skip();
+  }
+  return { nchwc: { block, batch } };
+}
 
 const SGD: TrainStepOptions = { optimizer: 'sgd', momentum: 0, nesterov: false, labelSmoothing: 0, weightDecay: 0, emitGradients: true };
 
@@ -145,14 +163,32 @@ describe('gradient rules against tfjs autodiff', () => {
       return L().add().apply([a, b]) as SymbolicTensor;
     }],
   ];
-  for (const [name, shape, body] of cases) {
-    it(name, async () => {
-      const model = small(shape, body, 5);
-      const errors = await gradientErrors(model, batchFor(model, 3, 3, 1), plainLoss);
-      for (const [w, e] of Object.entries(errors)) expect(e, w).toBeLessThan(1e-4);
-      model.dispose();
-    });
+  for (const kind of LOWERINGS) {
+    for (const [name, shape, body] of cases) {
+      it(`${name} (${kind})`, async (t) => {
+        // Batches of 3 in a step that takes up to 5: the NCHWc weight gradient pads the batch it folds.
+        const options = lowering(kind, 5, () => t.skip());
+        const model = small(shape, body, 5);
+        const errors = await gradientErrors(model, batchFor(model, 3, 3, 1), plainLoss, options);
+        for (const [w, e] of Object.entries(errors)) expect(e, w).toBeLessThan(1e-4);
+        model.dispose();
+      });
+    }
   }
+
+  it('depthwise layers of multiplier 1 run on the NCHWc kernels, stride 2 and odd sizes included; multiplier 2 keeps the gathered taps', async (t) => {
+    const options = lowering('nchwc', 4, () => t.skip());
+    const model = small([9, 9, 8], (x) => {
+      const a = L().depthwiseConv2d({ kernelSize: 3, strides: 2, padding: 'same', name: 'dw_stride2' }).apply(x) as SymbolicTensor;
+      const b = L().depthwiseConv2d({ kernelSize: 3, padding: 'valid', name: 'dw_valid' }).apply(a) as SymbolicTensor;
+      return L().depthwiseConv2d({ kernelSize: 3, depthMultiplier: 2, padding: 'same', name: 'dw_multiplier2' }).apply(b) as SymbolicTensor;
+    }, 3);
+    const graph = compileTrainStep(model, { ...SGD, ...options });
+    expect(graph.nchwcLayers).toEqual(['dw_stride2', 'dw_valid']);
+    expect(graph.maxBatch).toBe(4);
+    expect(compileTrainStep(model, SGD).nchwcLayers).toEqual([]);
+    model.dispose();
+  });
 
   it('a frozen BatchNormalization becomes a scale on the kernel before it, and the graph holds no unused constant', () => {
     const model = small([6, 6, 3], (x) => {
@@ -314,15 +350,17 @@ describe('registry tails against tfjs autodiff (random weights, random BatchNorm
     ['mobilenet_v2_035', 64, 100, 'frozen'], ['mobilenet_v2_035', 32, 0, 'frozen'], ['resnet50', 64, 140, 'frozen'], ['vgg16', 32, 11, 'frozen'],
     ['mobilenet_v3_small', 64, 0, 'frozen'], ['mobilenet_v3_large', 64, 150, 'frozen'], ['mobilenet_025', 64, 40, 'frozen'], ['mobilenet_v2_035', 64, 100, 'train'],
   ];
-  for (const [name, size, freeze, bn] of tails) {
-    it(`${name} --freeze ${freeze} --bn ${bn} at ${size} px`, async () => {
+  for (const [kind, [name, size, freeze, bn]] of LOWERINGS.flatMap((kind) => tails.map((t) => [kind, t] as const))) {
+    it(`${name} --freeze ${freeze} --bn ${bn} at ${size} px (${kind})`, async (t) => {
+      const n = bn === 'train' ? 4 : 2;
+      const options = lowering(kind, n, () => t.skip());
       const backbone = buildVariant(tf, name, { includeTop: false, inputSize: size });
       const full = attachHead(tf, backbone, { classes: 4, dropout: 0, name: 'full' });
       randomize(full, 7);
       const frozen = new Set(backbone.layers.slice(0, freeze).map((l) => l.name));
       applyTrainability(full, frozen, bn);
       const cut = cutModel(tf, full, frozen);
-      const errors = await gradientErrors(cut.tail, batchFor(cut.tail, bn === 'train' ? 4 : 2, 4, 3), plainLoss);
+      const errors = await gradientErrors(cut.tail, batchFor(cut.tail, n, 4, 3), plainLoss, options);
       const worst = Object.entries(errors).sort((a, b) => b[1] - a[1])[0]!;
       expect(worst[1], worst[0]).toBeLessThan(1e-4);
       if (cut.tail !== full) cut.tail.dispose();
@@ -332,7 +370,8 @@ describe('registry tails against tfjs autodiff (random weights, random BatchNorm
 });
 
 describe('a pretrained tail (real weights: dead channels, saturated ReLU6)', () => {
-  it('mobilenet_v2.nsfwjs --freeze 100 at 96 px: gradients equal tfjs autodiff', async () => {
+  it.for(LOWERINGS)('mobilenet_v2.nsfwjs --freeze 100 at 96 px: gradients equal tfjs autodiff (%s)', { timeout: 60_000 }, async (kind, ctx) => {
+    const options = lowering(kind, 8, () => ctx.skip());
     const { loadPretrained } = await import('../../src/weights/index.js');
     const { tempDir } = await import('../helpers/tmp.js');
     const pretrained = await loadPretrained(tf, 'mobilenet_v2.nsfwjs', { includeTop: false, inputSize: 96, store: tempDir() });
@@ -345,12 +384,12 @@ describe('a pretrained tail (real weights: dead channels, saturated ReLU6)', () 
       const y = cut.frozen!.predict(tf.randomUniform([8, 96, 96, 3], 0, 1, 'float32', 5));
       return (Array.isArray(y) ? y : [y]).map((t) => ({ data: t.dataSync() as Float32Array, shape: t.shape as number[] }));
     });
-    const errors = await gradientErrors(cut.tail, { inputs: boundary, labels: Int32Array.from({ length: 8 }, (_, i) => i % 5) }, plainLoss);
+    const errors = await gradientErrors(cut.tail, { inputs: boundary, labels: Int32Array.from({ length: 8 }, (_, i) => i % 5) }, plainLoss, options);
     const worst = Object.entries(errors).sort((a, b) => b[1] - a[1])[0]!;
     expect(worst[1], worst[0]).toBeLessThan(1e-4);
     cut.tail.dispose();
     full.dispose();
-  }, 60_000);
+  });
 });
 
 describe('the step reports whether every updated weight is finite', () => {
