@@ -5,9 +5,20 @@ import type { Cut } from '../cut/index.js';
 import { preprocess, preprocessPixels, type Batch, type Dataset, type ImageItem } from '../data/index.js';
 import type { OnnxSession } from '../onnx/runtime.js';
 import type { PreprocessMode } from '../registry/index.js';
-import { crossEntropy } from '../replicas/gradients.js';
 import type { ReplicaPool } from '../replicas/pool.js';
+import { argmax } from '../util/arrays.js';
 import type { FeatureCache } from './cache.js';
+
+/** Keras clips probabilities to [1e-7, 1 - 1e-7] before the log of its cross-entropy. */
+const PROB_MIN = 1e-7;
+
+/** The tail's forward pass elsewhere than TensorFlow.js (ONNX Runtime's compiled graph, see onnx/tail.ts). */
+export interface TailRunner {
+  /** Reads the tail's current weights (called before each evaluation). */
+  refresh(): void;
+  /** The probabilities [n, classes] of a batch's boundary arrays. */
+  predict(boundary: Float32Array[], n: number): Promise<Float32Array>;
+}
 
 /** Test-split outputs kept for the full metrics. */
 export interface KeptOutputs {
@@ -28,6 +39,7 @@ export class FrozenPart {
     private readonly cache: FeatureCache | null,
     private readonly pool: ReplicaPool | null,
     private readonly onnx: OnnxSession | null,
+    private readonly tail: TailRunner | null = null,
   ) {
     this.floats = cut.boundaryShapes.map((s) => s.reduce((a, b) => a * b, 1));
   }
@@ -109,31 +121,45 @@ export class FrozenPart {
     });
   }
 
-  /** Loss and accuracy of the tail (its tfjs variables, in inference mode) over `items`. */
+  /**
+   * Loss and accuracy of the tail in inference mode over `items` (Keras's cross-entropy of probabilities clipped to
+   * [1e-7, 1 - 1e-7]): on ONNX Runtime where the run has the tail's compiled forward pass, else on TensorFlow.js, with
+   * the weights its tfjs variables hold now.
+   */
   async evaluate(items: ImageItem[], batchSize: number, onProgress?: (done: number, total: number) => void, keep?: KeptOutputs): Promise<{ loss: number; accuracy: number }> {
-    const tf = this.tf;
+    const k = this.dataset.classes.length;
+    this.tail?.refresh();
     let lossSum = 0;
     let correct = 0;
     let seen = 0;
     for await (const batch of this.dataset.source.batches(items, { batchSize, needPixels: this.needsPixels })) {
+      const n = batch.items.length;
       const arrays = await this.boundary(batch);
-      const inputs = this.cut.boundaryShapes.map((shape, b) => tf.tensor(arrays[b]!, [batch.items.length, ...shape]));
-      const [loss, hits, probs] = tf.tidy(() => {
-        const probs = this.cut.tail.predict(inputs.length === 1 ? inputs[0]! : inputs, { batchSize: batch.items.length }) as Tensor;
-        const labels = tf.tensor1d(batch.labels, 'int32');
-        return [tf.mul(crossEntropy(tf, probs, tf.oneHot(labels, this.dataset.classes.length)), batch.items.length), tf.sum(tf.cast(tf.equal(tf.argMax(probs, -1), labels), 'float32')), probs];
+      const probs = this.tail ? await this.tail.predict(arrays, n) : await this.tfjsProbs(arrays, n);
+      batch.labels.forEach((label, i) => {
+        lossSum -= Math.log(Math.min(Math.max(probs[i * k + label]!, PROB_MIN), 1 - PROB_MIN));
+        if (argmax(probs, i * k, k) === label) correct++;
       });
-      lossSum += (await loss.data())[0]!;
-      correct += (await hits.data())[0]!;
       if (keep) {
-        keep.probs.push((await probs.data()) as Float32Array);
+        keep.probs.push(probs);
         keep.labels.push(...batch.labels);
         keep.paths.push(...batch.items.map((i) => i.path));
       }
-      tf.dispose([loss, hits, probs, ...inputs]);
-      seen += batch.items.length;
+      seen += n;
       onProgress?.(seen, items.length);
     }
     return { loss: lossSum / Math.max(1, seen), accuracy: correct / Math.max(1, seen) };
+  }
+
+  /** The tail's probabilities on TensorFlow.js (its variables, in inference mode). */
+  private async tfjsProbs(arrays: Float32Array[], n: number): Promise<Float32Array> {
+    const tf = this.tf;
+    const probs = tf.tidy(() => {
+      const inputs = this.cut.boundaryShapes.map((shape, b) => tf.tensor(arrays[b]!, [n, ...shape]));
+      return this.cut.tail.predict(inputs.length === 1 ? inputs[0]! : inputs, { batchSize: n }) as Tensor;
+    });
+    const data = (await probs.data()) as Float32Array;
+    probs.dispose();
+    return data;
   }
 }

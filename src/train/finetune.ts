@@ -26,7 +26,8 @@ import { readCheckpoint, toArrays, writeCheckpoint, type NamedArray } from './ch
 import type { CacheRecord } from '../features/cache.js';
 import { FeatureCache } from '../frozen/cache.js';
 import { FrozenPart, type KeptOutputs } from '../frozen/part.js';
-import { OnnxTailTrainer } from './onnx-trainer.js';
+import { OnnxTail } from '../onnx/tail.js';
+import { nchwcTarget, OnnxTailTrainer } from './onnx-trainer.js';
 import { preciseBnSample, recomputeBatchNorm, setBatchNormMomentum } from './precise-bn.js';
 import { digestWeights } from '../shard/index.js';
 import { chooseFreezeDepth, PROBE_EPOCHS, type FreezeAutoResult } from './freeze-auto.js';
@@ -36,7 +37,7 @@ import { openRunFolder } from './run-folder.js';
 import { writeMetricsCsv, writeRunRecords, writeTrainedModel, type EpochRow } from './run-output.js';
 import { TfjsTrainer } from './tfjs-trainer.js';
 import type { StepInput, Trainer } from './trainer.js';
-import { concatFloat32 } from '../util/arrays.js';
+import { argmax, concatFloat32 } from '../util/arrays.js';
 
 export type { EpochRow } from './run-output.js';
 
@@ -641,6 +642,18 @@ async function openOnnxTrainer(run: Run, phase: PhaseInfo, cut: Cut): Promise<Tr
   }
 }
 
+/** The tail's forward pass on ONNX Runtime for evaluation when the run uses it and the tail compiles; null otherwise. */
+async function openOnnxTail(run: Run, cut: Cut): Promise<OnnxTail | null> {
+  if (run.options.engine !== 'onnx') return null;
+  try {
+    return await OnnxTail.open(cut.tail, { boundaryShapes: cut.boundaryShapes, nchwc: await nchwcTarget(run.options.batchSize) });
+  } catch (err) {
+    // The trainer has said why the phase trains on TensorFlow.js: the tail is evaluated there too.
+    if (err instanceof TrainStepCompileError) return null;
+    throw err;
+  }
+}
+
 /** One phase: cut the model at its freeze setting, open what computes the boundary and the steps, train its epochs. */
 async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo, mode: 'train' | 'lr-find'): Promise<void> {
   const { tf, options, dataset, full, backbone } = run;
@@ -662,6 +675,7 @@ async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo, mode: 't
   let pool: ReplicaPool | null = null;
   let session: OnnxSession | null = null;
   let trainer: Trainer | null = null;
+  let tail: OnnxTail | null = null;
   try {
     trainer = await openOnnxTrainer(run, phase, cut);
     pool = trainer === null && options.workers > 1 ? await ReplicaPool.start(cut.tail, { count: options.workers - 1, backend: run.backend.name, bn: run.bn }) : null;
@@ -670,7 +684,8 @@ async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo, mode: 't
     trainer ??= tfjsTrainer();
     phase.engine = trainer.engine;
     session = cut.frozen && options.engine === 'onnx' && !run.features ? await onnxSessionFor(cut.frozen, options.store ? { store: options.store } : {}) : null;
-    const frozen = new FrozenPart(tf, cut, run.source.preprocess, dataset, cache, pool, session);
+    tail = await openOnnxTail(run, cut);
+    const frozen = new FrozenPart(tf, cut, run.source.preprocess, dataset, cache, pool, session, tail);
     if (phaseIndex === 0 && run.lrFind !== null) {
       // The range test trains this phase's trainer on this phase's batches (filling the frozen-part cache the epochs
       // then read); the weights go back to where they were and a fresh trainer (no optimizer state) takes over.
@@ -707,6 +722,7 @@ async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo, mode: 't
     await pool?.close();
     await session?.close();
     await trainer?.close();
+    await tail?.close();
     cache?.dispose();
   }
 }
@@ -743,13 +759,6 @@ async function calibrate(run: Run, frozen: FrozenPart): Promise<Omit<Calibration
   }
   tf.tidy(() => classifier.weights.forEach((w) => w.write(tf.div(w.read(), fit.temperature))));
   return { temperature: fit.temperature, fitted: fit.temperature, ...decision, val };
-}
-
-/** The index of the largest of `k` values from `offset`. */
-function argmax(values: ArrayLike<number>, offset: number, k: number): number {
-  let best = 0;
-  for (let c = 1; c < k; c++) if (values[offset + c]! > values[offset + best]!) best = c;
-  return best;
 }
 
 /** Writes checkpoints/last.ckpt: every weight, the trainer's optimizer state and where the run stands. */

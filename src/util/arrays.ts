@@ -10,3 +10,10 @@ export function concatFloat32(parts: Float32Array[]): Float32Array {
   }
   return out;
 }
+
+/** The index of the largest of the `k` values from `offset` (the first of equal ones). */
+export function argmax(values: ArrayLike<number>, offset: number, k: number): number {
+  let best = 0;
+  for (let c = 1; c < k; c++) if (values[offset + c]! > values[offset + best]!) best = c;
+  return best;
+}

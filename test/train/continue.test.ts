@@ -40,7 +40,9 @@ describe('-m RUN continues fine-tuning a run', () => {
     expect(trainedValLoss).toBeLessThan(0.9 * Math.log(3));
     expect(trainedValLoss).toBeGreaterThan(0.05);
     // One epoch of plain SGD at a negligible rate: the continued model validates as the run ended (its head kept).
-    const tiny = { model: first.outDir, epochs: 1, lr: 1e-30, optimizer: 'sgd' as const, momentum: 0, calibrate: 'none' as const, bn: 'frozen' as const };
+    // With the first run's --bn train, both evaluate the same graph: this random network on near-constant images
+    // amplifies rounding through its BatchNorm layers, so folding them (--bn frozen) moves its loss by ~3e-3.
+    const tiny = { model: first.outDir, epochs: 1, lr: 1e-30, optimizer: 'sgd' as const, momentum: 0, calibrate: 'none' as const, bn: 'train' as const };
     const cont = await collectNotices(() => finetune(tf, info, options(tiny)));
     expect(cont.notices.some((n) => n.startsWith('continuing with the classifier head of mobilenet_v2_035'))).toBe(true);
     expect(Math.abs(cont.result.history[0]!.val_loss! - trainedValLoss)).toBeLessThan(1e-5 * trainedValLoss);
