@@ -95,8 +95,7 @@ export async function buildCache(tf: Tf, backend: BackendInfo, options: CacheOpt
     if (frozen < 1) throw new UsageError(`--freeze ${options.freeze}: with nothing frozen there is no frozen part to cache.`);
     const full = attachHead(tf, backbone, { classes: Math.max(2, dataset.classes.length), dropout: 0, name: 'cache_head' });
     const cut = cutModel(tf, full, new Set(backbone.layers.slice(0, frozen).map((l) => l.name)));
-    const session = options.engine === 'onnx' ? await onnxSessionFor(cut.frozen!, options.store ? { store: options.store } : {}) : null;
-    const part = new FrozenPart(tf, cut, source.preprocess, dataset, null, null, session);
+    const part = new FrozenPart(tf, cut, source.preprocess, dataset, null, null, options.engine === 'onnx' ? () => onnxSessionFor(cut.frozen!, options.store ? { store: options.store } : {}) : null);
     const floats = cut.boundaryShapes.map((s) => s.reduce((a, b) => a * b, 1));
     const chunks: Float32Array[][] = cut.boundaryShapes.map(() => []);
     const done: ImageItem[] = [];
@@ -108,7 +107,7 @@ export async function buildCache(tf: Tf, backend: BackendInfo, options: CacheOpt
         options.onProgress?.(done.length, items.length);
       }
     } finally {
-      await session?.close();
+      await part.close();
       cut.tail.dispose();
     }
     // A previous attempt's record goes first, so a failed re-run is never taken for a complete cache or shard.

@@ -30,6 +30,7 @@ export interface KeptOutputs {
 export class FrozenPart {
   private readonly floats: number[];
   private frozenLoaded: Promise<void> | null = null;
+  private session: Promise<OnnxSession> | null = null;
 
   constructor(
     private readonly tf: Tf,
@@ -38,7 +39,8 @@ export class FrozenPart {
     private readonly dataset: Dataset,
     private readonly cache: FeatureCache | null,
     private readonly pool: ReplicaPool | null,
-    private readonly onnx: OnnxSession | null,
+    /** Opens the frozen part's ONNX Runtime session (null: it runs on TensorFlow.js); opened when first needed. */
+    private readonly openOnnx: (() => Promise<OnnxSession>) | null,
     private readonly tail: TailRunner | null = null,
   ) {
     this.floats = cut.boundaryShapes.map((s) => s.reduce((a, b) => a * b, 1));
@@ -47,6 +49,24 @@ export class FrozenPart {
   private pixelsTensor(pixels: Uint8Array, n: number): Tensor {
     const size = this.dataset.source.size;
     return this.tf.tidy(() => preprocess(this.tf, this.tf.tensor4d(Float32Array.from(pixels), [n, size, size, 3]), this.preprocessMode));
+  }
+
+  /**
+   * Closes the frozen part's ONNX Runtime session when the cache holds the outputs of every one of `items` (its arena
+   * is a few hundred MB that later epochs do not need); a later miss opens it again.
+   */
+  async releaseIfCached(items: readonly ImageItem[]): Promise<void> {
+    if (this.session === null || this.cache === null || !items.every((item) => this.cache!.has(item.path))) return;
+    const session = this.session;
+    this.session = null;
+    await (await session).close();
+  }
+
+  /** Closes the frozen part's session, if open. */
+  async close(): Promise<void> {
+    const session = this.session;
+    this.session = null;
+    if (session) await (await session).close();
   }
 
   /** Whether `boundary` needs the image's pixels (false when its outputs are cached): what the loader may skip decoding. */
@@ -85,7 +105,10 @@ export class FrozenPart {
   private async runFrozen(pixels: Uint8Array, m: number): Promise<Float32Array[]> {
     const frozen = this.cut.frozen!;
     const size = this.dataset.source.size;
-    if (this.onnx) return this.onnx.run([{ data: preprocessPixels(pixels, this.preprocessMode), shape: [m, size, size, 3] }]);
+    if (this.openOnnx) {
+      this.session ??= this.openOnnx();
+      return (await this.session).run([{ data: preprocessPixels(pixels, this.preprocessMode), shape: [m, size, size, 3] }]);
+    }
     const perImage = size * size * 3;
     const parts = this.pool ? Math.min(m, this.pool.size + 1) : 1;
     const counts = Array.from({ length: parts }, (_, i) => Math.floor(m / parts) + (i < m % parts ? 1 : 0));

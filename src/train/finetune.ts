@@ -9,7 +9,6 @@ import { onnxSessionFor } from '../engine/index.js';
 import { InterruptedError, TlError, UsageError } from '../errors.js';
 import { fitTemperature, temper, temperatureDecision } from '../eval/calibration.js';
 import { computeMetrics, nonFiniteRows, type Metrics } from '../metrics/classification.js';
-import type { OnnxSession } from '../onnx/runtime.js';
 import { TrainStepCompileError } from '../onnx/train-step.js';
 import type { PreprocessMode } from '../registry/index.js';
 import { initializeWeights } from '../registry/init.js';
@@ -673,7 +672,7 @@ async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo, mode: 't
   // Everything that keeps the process alive (worker threads, ONNX sessions) is closed in the finally below, whichever
   // of them failed to start. Replicas compute tfjs gradients and run a tfjs frozen part: ONNX Runtime needs neither.
   let pool: ReplicaPool | null = null;
-  let session: OnnxSession | null = null;
+  let frozen: FrozenPart | null = null;
   let trainer: Trainer | null = null;
   let tail: OnnxTail | null = null;
   try {
@@ -683,9 +682,10 @@ async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo, mode: 't
     const tfjsTrainer = () => new TfjsTrainer(tf, cut.tail, { optimizer: run.optimizer, lr: phase.lr, loss: run.loss, weightDecay: options.weightDecay ?? 0, accumulate: options.accumulate, classes: dataset.classes.length, boundaryShapes: cut.boundaryShapes, pool });
     trainer ??= tfjsTrainer();
     phase.engine = trainer.engine;
-    session = cut.frozen && options.engine === 'onnx' && !run.features ? await onnxSessionFor(cut.frozen, options.store ? { store: options.store } : {}) : null;
+    const frozenCut = cut.frozen;
+    const openSession = frozenCut && options.engine === 'onnx' && !run.features ? () => onnxSessionFor(frozenCut, options.store ? { store: options.store } : {}) : null;
     tail = await openOnnxTail(run, cut);
-    const frozen = new FrozenPart(tf, cut, run.source.preprocess, dataset, cache, pool, session, tail);
+    frozen = new FrozenPart(tf, cut, run.source.preprocess, dataset, cache, pool, openSession, tail);
     if (phaseIndex === 0 && run.lrFind !== null) {
       // The range test trains this phase's trainer on this phase's batches (filling the frozen-part cache the epochs
       // then read); the weights go back to where they were and a fresh trainer (no optimizer state) takes over.
@@ -705,6 +705,10 @@ async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo, mode: 't
     for (let epoch = Math.max(phase.first, run.startEpoch); epoch <= phase.last && run.stopReason === null; epoch++) {
       await runEpoch(run, phaseIndex, phase, epoch, trainer, frozen, cut);
     }
+    // The weights are in the tfjs variables (each epoch syncs them): the trainer's memory goes before the test split
+    // may need the frozen part's session again.
+    await trainer.close();
+    trainer = null;
     if (run.stopReason !== null || phaseIndex === run.phases.length - 1) {
       // Like Keras's restore_best_weights: the saved model is the best epoch's (the current weights when nothing
       // was validated or training was interrupted before validation; the initial ones after a divergence in
@@ -720,7 +724,7 @@ async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo, mode: 't
     run.cacheStats.misses += cache?.misses ?? 0;
     run.cacheStats.spilled = Math.max(run.cacheStats.spilled, cache?.spilled ?? 0);
     await pool?.close();
-    await session?.close();
+    await frozen?.close();
     await trainer?.close();
     await tail?.close();
     cache?.dispose();
@@ -857,6 +861,7 @@ async function runEpoch(run: Run, phaseIndex: number, phase: PhaseInfo, epoch: n
   const trainSeconds = (performance.now() - started) / 1000;
   if (run.bn === 'train' && (await recomputeBatchNorm(tf, cut, frozen, dataset, preciseBnSample(dataset.splits.train, options.seed), options.batchSize)) > 0) trainer.reloadStates();
   const val = dataset.splits.val.length > 0 ? await frozen.evaluate(dataset.splits.val, options.batchSize, (done, n) => options.onProgress?.({ phase: 'validate', stage: phase.name, epoch, epochs: run.totalEpochs, done, total: n })) : null;
+  await frozen.releaseIfCached([...dataset.splits.train, ...dataset.splits.val]);
   run.history.push({ epoch, loss: lossSum / seen, accuracy: correct / seen, val_loss: val?.loss ?? null, val_accuracy: val?.accuracy ?? null, lr, seconds: (performance.now() - started) / 1000, img_per_s: seen / trainSeconds });
   options.onProgress?.({ phase: 'epoch', stage: phase.name, epoch, epochs: run.totalEpochs, done: total, total, row: run.history.at(-1)! });
   await writeMetricsCsv(options.out, run.history);
