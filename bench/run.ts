@@ -395,7 +395,7 @@ async function profileSection(tf: Tf, cores: number): Promise<Section & { ratios
     // As training runs it: the chunk of steps per run that the onnx trainer takes for this tail at batch 16.
     const { chunkSize } = await import('../src/train/onnx-trainer.js');
     const plain = await profileStep(tf, model, freeze, { steps: 12, threads: cores });
-    const k = chunkSize(plain.boundaryShapes, 16);
+    const k = chunkSize(plain.carriedBytes, plain.boundaryShapes, 16);
     const timed = await profileStep(tf, model, freeze, { steps: 4 * k, threads: cores, chunk: k });
     const profiled = await profileStep(tf, model, freeze, { steps: 4, threads: cores, profile: true });
     type Peer = { ms_per_step: number; torch: string; ops: { op: string; ms: number; calls: number }[]; profiled_ms_total: number };

@@ -9,7 +9,7 @@ import { applyTrainability, attachHead, cutModel } from '../src/cut/index.js';
 import { compileTrainStep, type TrainStepGraph } from '../src/onnx/train-step.js';
 import { OnnxTrainer } from '../src/onnx/trainer.js';
 import { loadOrt } from '../src/onnx/runtime.js';
-import { nchwcTarget } from '../src/train/onnx-trainer.js';
+import { carriedBytes, nchwcTarget } from '../src/train/onnx-trainer.js';
 import { buildVariant } from '../src/registry/index.js';
 import { initializeWeights } from '../src/registry/init.js';
 
@@ -27,6 +27,8 @@ export interface StepProfile {
   lowering: 'nchwc' | 'gather';
   /** The tail's boundary tensors' shapes, without the batch axis. */
   boundaryShapes: number[][];
+  /** Bytes the step carries to the next (weights, optimizer slots, moving statistics). */
+  carriedBytes: number;
   /** Kernel time per op type over the profiled steps, largest first. */
   ops: { op: string; ms: number; share: number; calls: number; bytes: number }[];
   /** The slowest nodes: op type, output shape and ms per step. */
@@ -108,7 +110,7 @@ export async function profileStep(tf: Tf, model: string, freeze: number, options
     for (let r = 0; r < runs; r++) await trainer.steps(chunk);
     const msPerStep = (performance.now() - t0) / (runs * K);
     await trainer.close();
-    return { model, freeze, batch, msPerStep, nodes: 0, stepFlops: 3 * batch * flopsPerImage, ops: [], nodes_: [], chunk: K, boundaryShapes, lowering };
+    return { model, freeze, batch, msPerStep, nodes: 0, stepFlops: 3 * batch * flopsPerImage, ops: [], nodes_: [], chunk: K, boundaryShapes, lowering, carriedBytes: carriedBytes(graph) };
   }
   await step(1);
   await step(2);
@@ -149,7 +151,7 @@ export async function profileStep(tf: Tf, model: string, freeze: number, options
     ops = [...byOp.entries()].map(([op, r]) => ({ op, ms: r.us / 1000 / runs, share: r.us / total, calls: r.calls / runs, bytes: r.bytes / runs })).sort((a, b) => b.ms - a.ms);
   }
   await session.release();
-  return { model, freeze, batch, msPerStep, nodes, stepFlops: 3 * batch * flopsPerImage, ops, nodes_: slow, chunk: 1, boundaryShapes, lowering };
+  return { model, freeze, batch, msPerStep, nodes, stepFlops: 3 * batch * flopsPerImage, ops, nodes_: slow, chunk: 1, boundaryShapes, lowering, carriedBytes: carriedBytes(graph) };
 }
 
 /** ONNX Runtime's MatMul with both operands fed at run time (as the train step's weights are): best GFLOP/s per shape. */

@@ -289,6 +289,7 @@ export function finetuneCommand(io: Io, mode: 'finetune' | 'lr-find' = 'finetune
         onDownload: downloadReporter(io, spinner, opts),
         onProgress: (e) => {
           if (e.phase === 'decode') return spinner.update(`decoding images ${e.done}/${e.total}`);
+          if (e.phase === 'features') return spinner.update(`frozen part ${bar(e.done / e.total)} ${e.done}/${e.total} images`);
           if (e.phase === 'lr-find') return spinner.update(`range test ${bar(e.done / e.total)} step ${e.done}/${e.total} loss ${e.loss?.toFixed(4)}`);
         },
       }).catch((err: unknown) => {
@@ -305,6 +306,7 @@ export function finetuneCommand(io: Io, mode: 'finetune' | 'lr-find' = 'finetune
     }
     let result: Awaited<ReturnType<typeof finetune>>;
     let decodingSaid = false;
+    let featuresSaid = false;
     const epochSeconds: number[] = [];
     try {
       result = await finetune(backend.tf, backend.info, {
@@ -317,6 +319,11 @@ export function finetuneCommand(io: Io, mode: 'finetune' | 'lr-find' = 'finetune
             if (!decodingSaid && !io.isTTY && !opts.quiet && !opts.json) io.err(`decoding ${e.total} images\n`);
             decodingSaid = true;
             return spinner.update(`decoding images ${e.done}/${e.total}`);
+          }
+          if (e.phase === 'features') {
+            if (!featuresSaid && !io.isTTY && !opts.quiet && !opts.json) io.err(`computing the frozen part's outputs for ${e.total} images\n`);
+            featuresSaid = true;
+            return spinner.update(`frozen part ${bar(e.done / e.total)} ${e.done}/${e.total} images (once, before training)`);
           }
           if (e.phase === 'validate') return spinner.update(`${epochLabel(e)} validating ${e.done}/${e.total}`);
           if (e.phase === 'epoch') {
@@ -362,7 +369,7 @@ export function finetuneCommand(io: Io, mode: 'finetune' | 'lr-find' = 'finetune
       printMetrics(io, result.metrics);
     }
     if (result.calibration) io.out(`${calibrationLine(result.calibration)}\n`);
-    io.out(`frozen ${result.frozenLayers}/${result.totalLayers} backbone layers, ${result.trainableParams} trainable parameters, feature cache ${result.cache.enabled ? `hit rate ${(result.cache.hitRate * 100).toFixed(0)}%` : 'off'}\n`);
+    io.out(`frozen ${result.frozenLayers}/${result.totalLayers} backbone layers, ${result.trainableParams} trainable parameters, feature cache ${result.cache.enabled ? `hit rate ${(result.cache.hitRate * 100).toFixed(0)}%` : 'off'}${result.frozenPass ? ` (frozen part run once over ${result.frozenPass.images} images in ${result.frozenPass.seconds.toFixed(1)} s)` : ''}\n`);
     if (result.best) io.out(`saved the weights of epoch ${result.best.epoch} (best ${result.best.monitor} ${result.best.value.toFixed(4)})\n`);
     if (result.stopReason && !diverged && !stopped) io.out(`${result.stopReason}\n`);
     if (result.skipped.length) io.out(`skipped ${result.skipped.length} file(s); see ${out}/report.json\n`);

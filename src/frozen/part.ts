@@ -18,6 +18,8 @@ export interface TailRunner {
   refresh(): void;
   /** The probabilities [n, classes] of a batch's boundary arrays. */
   predict(boundary: Float32Array[], n: number): Promise<Float32Array>;
+  /** Each training BatchNormalization's batch mean and variance over a batch, by moving statistic's variable name. */
+  batchStatistics(boundary: Float32Array[], n: number): Promise<Map<string, Float32Array>>;
 }
 
 /** Test-split outputs kept for the full metrics. */
@@ -31,6 +33,8 @@ export class FrozenPart {
   private readonly floats: number[];
   private frozenLoaded: Promise<void> | null = null;
   private session: Promise<OnnxSession> | null = null;
+  /** Where `evaluate` runs the tail: ONNX Runtime's compiled forward pass once set, TensorFlow.js until then. */
+  tail: TailRunner | null = null;
 
   constructor(
     private readonly tf: Tf,
@@ -41,7 +45,6 @@ export class FrozenPart {
     private readonly pool: ReplicaPool | null,
     /** Opens the frozen part's ONNX Runtime session (null: it runs on TensorFlow.js); opened when first needed. */
     private readonly openOnnx: (() => Promise<OnnxSession>) | null,
-    private readonly tail: TailRunner | null = null,
   ) {
     this.floats = cut.boundaryShapes.map((s) => s.reduce((a, b) => a * b, 1));
   }
@@ -49,6 +52,23 @@ export class FrozenPart {
   private pixelsTensor(pixels: Uint8Array, n: number): Tensor {
     const size = this.dataset.source.size;
     return this.tf.tidy(() => preprocess(this.tf, this.tf.tensor4d(Float32Array.from(pixels), [n, size, size, 3]), this.preprocessMode));
+  }
+
+  /**
+   * Runs the frozen part over the `items` the cache lacks, in batches, filling the cache (the outputs every epoch then
+   * reads); returns how many images it ran. `shouldStop` is asked between batches.
+   */
+  async fill(items: readonly ImageItem[], batchSize: number, options: { onProgress?: (done: number, total: number) => void; shouldStop?: () => boolean } = {}): Promise<number> {
+    if (this.cut.frozen === null || this.cache === null) return 0;
+    const missing = items.filter((item) => !this.cache!.has(item.path));
+    let done = 0;
+    for await (const batch of this.dataset.source.batches(missing, { batchSize, needPixels: this.needsPixels })) {
+      if (options.shouldStop?.()) break;
+      await this.boundary(batch);
+      done += batch.items.length;
+      options.onProgress?.(done, missing.length);
+    }
+    return done;
   }
 
   /**

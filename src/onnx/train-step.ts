@@ -113,6 +113,8 @@ class TailGraph {
   readonly masks: TrainStepGraph['masks'] = [];
   readonly grads = new Map<string, string>();
   readonly nchwcLayers: string[] = [];
+  /** Batch statistics given out (`stats` mode): the moving statistic's variable and its output. */
+  readonly statistics: { variable: string; shape: number[]; output: string }[] = [];
 
   private static dims(shape: number[]) {
     return { dim: shape.map((d) => (d < 0 ? { dimParam: 'N' } : { dimValue: d })) };
@@ -135,7 +137,7 @@ class TailGraph {
  * Emits the tail's forward pass through the rule table: its output's value, the boundary inputs, and the tape of
  * backward passes (last layer last) with the tensors each reads and writes.
  */
-function emitForward(tail: LayersModel, graph: TailGraph, mode: 'train' | 'infer', nchwc: NchwcTarget | null) {
+function emitForward(tail: LayersModel, graph: TailGraph, mode: RuleContext['mode'], nchwc: NchwcTarget | null) {
   const { g } = graph;
   const values = new Map<number, Value>();
   const needsGrad = new Map<number, boolean>();
@@ -196,6 +198,13 @@ function emitForward(tail: LayersModel, graph: TailGraph, mode: 'train' | 'infer
         graph.state.push(entry);
         if (mode === 'train') graph.addOutput(entry.output, shape);
         return entry;
+      },
+      statistic: (short, value) => {
+        const w = layer.weights.find((v) => shortName(v.originalName) === short)!;
+        const output = `${layer.name}_batch_${short}`;
+        g.node('Identity', [value], 'statistic', [], output);
+        graph.statistics.push({ variable: w.originalName, shape: w.shape as number[], output });
+        graph.addOutput(output, w.shape as number[]);
       },
       mask: () => {
         const input = graph.addInput(`mask_${layer.name}`, outShape);
@@ -340,6 +349,58 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
     outputs: { loss: 'loss', correct: 'correct', weightsSum: 'weights_sum' },
     nchwcLayers: graph.nchwcLayers,
   };
+}
+
+/** The batch statistics of a tail's training BatchNormalization layers, for precise BatchNorm. */
+export interface StatisticsGraph {
+  bytes: Uint8Array;
+  boundary: string[];
+  trainable: Pick<TrainableSpec, 'variable' | 'shape' | 'input'>[];
+  /** Each training BatchNormalization's moving statistic (its variable) and the output holding the batch's. */
+  statistics: { variable: string; shape: number[]; output: string }[];
+}
+
+/**
+ * The tail's forward pass as the train step runs it (BatchNormalization on batch statistics) but without dropout,
+ * giving out each training BatchNormalization's batch mean and (biased) variance, as tfjs's training-mode call
+ * computes them: what precise BatchNorm averages over training batches.
+ */
+export function compileBatchStatistics(tail: LayersModel, options: { nchwc?: NchwcTarget | null } = {}): StatisticsGraph {
+  const graph = new TailGraph();
+  const { boundary } = emitForward(tail, graph, 'stats', options.nchwc ?? null);
+  // The classifier after the last BatchNormalization is computed for nothing: it is cut from the graph here.
+  pruneTo(graph, new Set(graph.statistics.map((s) => s.output)), new Set(boundary));
+  return {
+    bytes: graph.encode(`${tail.name}_batch_statistics`),
+    boundary,
+    trainable: graph.trainable.filter((t) => graph.inputs.some((i) => i.name === t.input)).map(({ variable, shape, input }) => ({ variable, shape, input })),
+    statistics: graph.statistics,
+  };
+}
+
+/**
+ * Drops the nodes, initializers and inputs (but `keepInputs`) that none of `outputs` depends on; the graph's outputs
+ * become those.
+ */
+function pruneTo(graph: TailGraph, outputs: Set<string>, keepInputs: Set<string>): void {
+  const { g } = graph;
+  const needed = new Set(outputs);
+  const keep: typeof g.nodes = [];
+  for (let i = g.nodes.length - 1; i >= 0; i--) {
+    const node = g.nodes[i]!;
+    if (!(node.output ?? []).some((o) => needed.has(o))) continue;
+    keep.push(node);
+    for (const input of node.input ?? []) needed.add(input);
+    // A subgraph (If) reads outer values by name: they are needed too.
+    for (const attr of node.attribute ?? []) for (const sub of attr.g ? [attr.g] : []) for (const n of sub.node ?? []) for (const input of n.input ?? []) needed.add(input);
+  }
+  g.nodes.splice(0, g.nodes.length, ...keep.reverse());
+  const initializers = g.initializers.filter((t) => needed.has(t.name!));
+  g.initializers.splice(0, g.initializers.length, ...initializers);
+  const inputs = graph.inputs.filter((v) => needed.has(v.name!) || keepInputs.has(v.name!));
+  graph.inputs.splice(0, graph.inputs.length, ...inputs);
+  const outs = graph.outputs.filter((v) => outputs.has(v.name!));
+  graph.outputs.splice(0, graph.outputs.length, ...outs);
 }
 
 /**

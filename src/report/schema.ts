@@ -85,6 +85,8 @@ export const finetuneReportSchema = z.object({
   trainableParams: z.number().int(),
   boundaryLayers: z.array(z.string()),
   cache: z.object({ enabled: z.boolean(), hitRate: z.number(), spilled: z.number().int() }),
+  /** The frozen part's outputs computed once before training: images and seconds (absent from earlier reports). */
+  frozenPass: z.object({ images: z.number().int(), seconds: z.number() }).nullable().optional(),
   wasmHeapBytes: z.number().nullable(),
   tensorsAfterEpoch: z.array(z.number().int()),
 });

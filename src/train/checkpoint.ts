@@ -18,15 +18,17 @@ interface Header<S> {
   groups: Record<string, { name: string; shape: number[]; dtype: 'float32' | 'int32' }[]>;
 }
 
-/** Reads tensors' values (e.g. a model's weights or an optimizer's state) into plain arrays. */
+/**
+ * Reads tensors' values (e.g. a model's weights or an optimizer's state) into plain arrays: tensors never change, so
+ * their data is taken as it is, not copied.
+ */
 export async function toArrays(named: { name: string; tensor: Tensor }[]): Promise<NamedArray[]> {
   return Promise.all(
-    named.map(async ({ name, tensor }) => ({
-      name,
-      shape: tensor.shape as number[],
-      dtype: tensor.dtype === 'int32' ? ('int32' as const) : ('float32' as const),
-      data: tensor.dtype === 'int32' ? Int32Array.from(await tensor.data()) : Float32Array.from(await tensor.data()),
-    })),
+    named.map(async ({ name, tensor }) => {
+      const data = await tensor.data();
+      const int = tensor.dtype === 'int32';
+      return { name, shape: tensor.shape as number[], dtype: int ? ('int32' as const) : ('float32' as const), data: int ? (data instanceof Int32Array ? data : Int32Array.from(data)) : data instanceof Float32Array ? data : Float32Array.from(data) };
+    }),
   );
 }
 
@@ -41,17 +43,12 @@ export async function writeCheckpoint<S>(path: string, state: S, groups: Record<
   const json = Buffer.from(JSON.stringify(header), 'utf8');
   const headerBytes = 8 + 4 + json.length;
   const pad = (4 - (headerBytes % 4)) % 4;
-  const dataBytes = Object.values(groups).flat().reduce((n, a) => n + a.data.byteLength, 0);
-  const out = Buffer.alloc(headerBytes + pad + dataBytes);
-  out.write(MAGIC, 0, 'latin1');
-  out.writeUInt32LE(json.length, 8);
-  json.copy(out, 12);
-  let at = headerBytes + pad;
-  for (const a of Object.values(groups).flat()) {
-    out.set(new Uint8Array(a.data.buffer, a.data.byteOffset, a.data.byteLength), at);
-    at += a.data.byteLength;
-  }
-  await writeFileAtomic(path, out);
+  const head = Buffer.alloc(headerBytes + pad);
+  head.write(MAGIC, 0, 'latin1');
+  head.writeUInt32LE(json.length, 8);
+  json.copy(head, 12);
+  // Written array by array: a checkpoint of ResNet50's conv5 and its Adam slots is 180 MB, not assembled in memory.
+  await writeFileAtomic(path, [head, ...Object.values(groups).flat().map((a) => new Uint8Array(a.data.buffer, a.data.byteOffset, a.data.byteLength))]);
 }
 
 /** Reads a checkpoint written by `writeCheckpoint`; a damaged or foreign file is a clear error naming it. */

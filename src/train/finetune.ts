@@ -9,7 +9,7 @@ import { onnxSessionFor } from '../engine/index.js';
 import { InterruptedError, TlError, UsageError } from '../errors.js';
 import { fitTemperature, temper, temperatureDecision } from '../eval/calibration.js';
 import { computeMetrics, nonFiniteRows, type Metrics } from '../metrics/classification.js';
-import { TrainStepCompileError } from '../onnx/train-step.js';
+import { TrainStepCompileError, type TrainStepGraph } from '../onnx/train-step.js';
 import type { PreprocessMode } from '../registry/index.js';
 import { initializeWeights } from '../registry/init.js';
 import type { LossConfig } from '../replicas/gradients.js';
@@ -26,7 +26,7 @@ import type { CacheRecord } from '../features/cache.js';
 import { FeatureCache } from '../frozen/cache.js';
 import { FrozenPart, type KeptOutputs } from '../frozen/part.js';
 import { OnnxTail } from '../onnx/tail.js';
-import { nchwcTarget, OnnxTailTrainer } from './onnx-trainer.js';
+import { nchwcTarget, OnnxTailTrainer, type TailTrainerConfig } from './onnx-trainer.js';
 import { preciseBnSample, recomputeBatchNorm, setBatchNormMomentum } from './precise-bn.js';
 import { digestWeights } from '../shard/index.js';
 import { chooseFreezeDepth, PROBE_EPOCHS, type FreezeAutoResult } from './freeze-auto.js';
@@ -127,7 +127,8 @@ export interface FinetuneOptions {
 }
 
 export interface ProgressEvent {
-  phase: 'decode' | 'train' | 'validate' | 'epoch' | 'lr-find';
+  /** `features`: the frozen part's outputs computed once, before a phase trains on them. */
+  phase: 'decode' | 'features' | 'train' | 'validate' | 'epoch' | 'lr-find';
   /** Which training phase the epoch belongs to (train, validate and epoch events). */
   stage?: PhaseInfo['name'];
   /** The finished epoch's metrics (phase `epoch`). */
@@ -169,6 +170,8 @@ export interface FinetuneResult {
   trainableParams: number;
   boundaryLayers: string[];
   cache: { enabled: boolean; hitRate: number; spilled: number };
+  /** The frozen part's outputs computed before training: how many images, in how many seconds (null: none). */
+  frozenPass: { images: number; seconds: number } | null;
   /** The epoch whose weights were saved (the best by `monitor`), and its value. */
   best: { epoch: number; monitor: string; value: number } | null;
   /** Why training ended before the last epoch, if it did. */
@@ -337,6 +340,8 @@ interface Run {
   lrFindResult: (LrFindResult & { files: { json: string; svg: string } }) | null;
   /** `--features`: each image's boundary arrays (by path relative to the root) and the cut they were computed at. */
   features: { arrays: Map<string, Float32Array[]>; layers: string[] } | null;
+  /** The frozen part's pass over the images before training (summed over phases). */
+  frozenPass: FinetuneResult['frozenPass'];
 }
 
 async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, writing: () => void, mode: 'train' | 'lr-find'): Promise<FinetuneResult | (LrFindResult & { files: { json: string; svg: string } })> {
@@ -454,7 +459,7 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
     monitor: options.monitor ?? 'val_loss', paths, weights, frozenDigest, checkpoint, startEpoch: 1,
     history: [], best: null, bestWeights: [], stale: 0, partial: null, stopReason: null, tensorsAfterEpoch: [],
     cacheStats: { enabled: false, hits: 0, misses: 0, spilled: 0 }, boundaryLayers: [], tails: [], kept: { probs: [], labels: [], paths: [] }, test: null, calibration: null,
-    lrFind: null, lrFindResult: null, features,
+    lrFind: null, lrFindResult: null, features, frozenPass: null,
   };
   if (options.lr === 'find') {
     run.lrFind = {
@@ -557,6 +562,7 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
       trainableParams: countTrainable(full, backbone, frozenCount, bn),
       boundaryLayers: run.boundaryLayers,
       cache: { enabled: cacheStats.enabled, hitRate: lookups === 0 ? 0 : cacheStats.hits / lookups, spilled: cacheStats.spilled },
+      frozenPass: run.frozenPass,
       best: run.best,
       stopReason: run.stopReason,
       resumedFrom,
@@ -629,16 +635,41 @@ function classifier(tf: Tf, source: Backbone, classes: string[], options: Finetu
   return full;
 }
 
-/** ONNX Runtime's trainer for a phase when asked for and the tail compiles; null (saying why) when it does not. */
-async function openOnnxTrainer(run: Run, phase: PhaseInfo, cut: Cut): Promise<Trainer | null> {
+/** The phase's train step compiled for ONNX Runtime when the run uses it; null (saying why) when the tail does not compile. */
+async function compileOnnxStep(run: Run, phase: PhaseInfo, cut: Cut): Promise<TrainStepGraph | null> {
   if (run.options.engine !== 'onnx') return null;
   try {
-    return await OnnxTailTrainer.open(run.tf, cut.tail, { optimizer: run.optimizer, loss: run.loss, weightDecay: run.options.weightDecay ?? 0, boundaryShapes: cut.boundaryShapes, batchSize: run.options.batchSize });
+    return await OnnxTailTrainer.compile(cut.tail, trainerConfig(run, cut));
   } catch (err) {
     if (!(err instanceof TrainStepCompileError)) throw err;
     notice(`the ${phase.name} phase trains on TensorFlow.js: ${err.message}`);
     return null;
   }
+}
+
+function trainerConfig(run: Run, cut: Cut): TailTrainerConfig {
+  return { optimizer: run.optimizer, loss: run.loss, weightDecay: run.options.weightDecay ?? 0, boundaryShapes: cut.boundaryShapes, batchSize: run.options.batchSize };
+}
+
+/**
+ * The frozen part's outputs for every training and validation image, computed before the phase trains (as a PyTorch
+ * loop that caches its frozen prefix does); its session is then closed, so that it and the trainer's never hold
+ * their memory at the same time.
+ */
+async function fillCache(run: Run, frozen: FrozenPart, phase: PhaseInfo): Promise<void> {
+  const { options, dataset } = run;
+  const items = [...dataset.splits.train, ...dataset.splits.val];
+  const started = performance.now();
+  const images = await frozen.fill(items, options.batchSize, {
+    onProgress: (done, total) => options.onProgress?.({ phase: 'features', stage: phase.name, epoch: Math.max(phase.first, run.startEpoch), epochs: run.totalEpochs, done, total }),
+    shouldStop: () => Boolean(options.interrupt?.stop),
+  });
+  if (options.interrupt?.stop) {
+    const signal = options.interrupt.stop === 'SIGTERM' ? 'SIGTERM' : 'SIGINT';
+    throw new InterruptedError(signal, `Interrupted by ${signal} while computing the frozen part's outputs, before the ${phase.name} phase trained; \`tl finetune --resume ${options.out}\` takes the run up again.`);
+  }
+  if (images > 0) run.frozenPass = { images: (run.frozenPass?.images ?? 0) + images, seconds: (run.frozenPass?.seconds ?? 0) + (performance.now() - started) / 1000 };
+  await frozen.releaseIfCached(items);
 }
 
 /** The tail's forward pass on ONNX Runtime for evaluation when the run uses it and the tail compiles; null otherwise. */
@@ -676,26 +707,26 @@ async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo, mode: 't
   let trainer: Trainer | null = null;
   let tail: OnnxTail | null = null;
   try {
-    trainer = await openOnnxTrainer(run, phase, cut);
-    pool = trainer === null && options.workers > 1 ? await ReplicaPool.start(cut.tail, { count: options.workers - 1, backend: run.backend.name, bn: run.bn }) : null;
-    const onnx = trainer !== null;
-    const tfjsTrainer = () => new TfjsTrainer(tf, cut.tail, { optimizer: run.optimizer, lr: phase.lr, loss: run.loss, weightDecay: options.weightDecay ?? 0, accumulate: options.accumulate, classes: dataset.classes.length, boundaryShapes: cut.boundaryShapes, pool });
-    trainer ??= tfjsTrainer();
-    phase.engine = trainer.engine;
+    const compiled = await compileOnnxStep(run, phase, cut);
+    pool = compiled === null && options.workers > 1 ? await ReplicaPool.start(cut.tail, { count: options.workers - 1, backend: run.backend.name, bn: run.bn }) : null;
     const frozenCut = cut.frozen;
     const openSession = frozenCut && options.engine === 'onnx' && !run.features ? () => onnxSessionFor(frozenCut, options.store ? { store: options.store } : {}) : null;
-    tail = await openOnnxTail(run, cut);
-    frozen = new FrozenPart(tf, cut, run.source.preprocess, dataset, cache, pool, openSession, tail);
+    frozen = new FrozenPart(tf, cut, run.source.preprocess, dataset, cache, pool, openSession);
+    if (cache !== null && phase.last >= run.startEpoch) await fillCache(run, frozen, phase);
+    const openTrainer = async (): Promise<Trainer> => (compiled ? await OnnxTailTrainer.open(tf, cut.tail, trainerConfig(run, cut), compiled) : new TfjsTrainer(tf, cut.tail, { optimizer: run.optimizer, lr: phase.lr, loss: run.loss, weightDecay: options.weightDecay ?? 0, accumulate: options.accumulate, classes: dataset.classes.length, boundaryShapes: cut.boundaryShapes, pool }));
+    trainer = await openTrainer();
+    phase.engine = trainer.engine;
+    tail = compiled ? await openOnnxTail(run, cut) : null;
+    frozen.tail = tail;
     if (phaseIndex === 0 && run.lrFind !== null) {
-      // The range test trains this phase's trainer on this phase's batches (filling the frozen-part cache the epochs
-      // then read); the weights go back to where they were and a fresh trainer (no optimizer state) takes over.
+      // The range test trains this phase's trainer on this phase's batches; the weights go back to where they were
+      // and a fresh trainer (no optimizer state) takes over.
       const { spec, found } = run.lrFind;
       run.lrFind = null;
       const result = await findLearningRate(run, spec, trainer, frozen);
       await trainer.close();
       trainer = null;
-      trainer = onnx ? await openOnnxTrainer(run, phase, cut) : tfjsTrainer();
-      trainer ??= tfjsTrainer();
+      trainer = await openTrainer();
       await found(result);
       if (mode === 'lr-find') return;
     }

@@ -14,8 +14,23 @@ import { slotKey, type StepInput, type Trainer } from './trainer.js';
 /** tfjs's name for each slot kind (`<variable>/<suffix>`), in the order its getWeights lists them. */
 const SLOT_SUFFIX = { m: 'm', v: 'v', accum: 'momentum', ms: 'rms', mom: 'momentum' } as const;
 
-/** Batches per run for boundary tensors of these shapes (without the batch axis): see `OnnxTailTrainer.chunkFor`. */
-export function chunkSize(boundaryShapes: number[][], batchSize: number): number {
+/** Carried state above which a step runs alone: see `chunkSize`. */
+const LOOP_STATE_BYTES = 64 * 2 ** 20;
+
+/** Bytes of what a step carries to the next: trainable weights with their optimizer slots, and moving statistics. */
+export function carriedBytes(graph: TrainStepGraph): number {
+  const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+  return 4 * (graph.trainable.reduce((a, spec) => a + size(spec.shape) * (1 + spec.slots.length), 0) + graph.state.reduce((a, s) => a + size(s.shape), 0));
+}
+
+/**
+ * Batches per ONNX Runtime run (the Loop form above 1): up to 8 while their boundary tensors, stacked for the run,
+ * stay within 128 MiB. 1 when the step carries more than 64 MiB: the Loop holds what it carries about twice more
+ * (ResNet50 --freeze 140's 180 MB of weights and Adam slots cost 500 MB more in chunks of 5, for 9% of its step
+ * time), while MobileNetV2 --freeze 100's 22 MB gain about 4% at little memory.
+ */
+export function chunkSize(carried: number, boundaryShapes: number[][], batchSize: number): number {
+  if (carried > LOOP_STATE_BYTES) return 1;
   const bytes = 4 * batchSize * boundaryShapes.reduce((a, shape) => a + shape.reduce((x, y) => x * y, 1), 0);
   return Math.max(1, Math.min(8, Math.floor((128 * 2 ** 20) / Math.max(1, bytes))));
 }
@@ -28,6 +43,16 @@ export async function nchwcTarget(batchSize: number): Promise<NchwcTarget | null
   if (resolvedDevice() !== 'cpu') return null;
   const block = await nchwcBlockSize();
   return block > 0 ? { block, batch: batchSize } : null;
+}
+
+export interface TailTrainerConfig {
+  optimizer: OptimizerConfig;
+  loss: LossConfig;
+  weightDecay: number;
+  boundaryShapes: number[][];
+  /** The largest batch a step takes. */
+  batchSize: number;
+  threads?: number;
 }
 
 export class OnnxTailTrainer implements Trainer {
@@ -55,15 +80,20 @@ export class OnnxTailTrainer implements Trainer {
   }
 
   /**
-   * Compiles `tail` for batches of up to `batchSize` images (throws TrainStepCompileError naming a layer it cannot
-   * differentiate) and opens a session.
+   * Compiles `tail`'s train step for batches of up to `batchSize` images; throws TrainStepCompileError naming a layer
+   * it cannot differentiate.
    */
-  static async open(tf: Tf, tail: LayersModel, config: { optimizer: OptimizerConfig; loss: LossConfig; weightDecay: number; boundaryShapes: number[][]; batchSize: number; threads?: number }): Promise<OnnxTailTrainer> {
+  static async compile(tail: LayersModel, config: TailTrainerConfig): Promise<TrainStepGraph> {
     const nchwc = await nchwcTarget(config.batchSize);
-    const graph = compileTrainStep(tail, { optimizer: config.optimizer.optimizer, momentum: config.optimizer.momentum, nesterov: config.optimizer.nesterov, labelSmoothing: config.loss.labelSmoothing, weightDecay: config.weightDecay, nchwc });
+    return compileTrainStep(tail, { optimizer: config.optimizer.optimizer, momentum: config.optimizer.momentum, nesterov: config.optimizer.nesterov, labelSmoothing: config.loss.labelSmoothing, weightDecay: config.weightDecay, nchwc });
+  }
+
+  /** Compiles `tail` (see `compile`), or takes its compiled `graph`, and opens a session with the tail's weights. */
+  static async open(tf: Tf, tail: LayersModel, config: TailTrainerConfig, compiled?: TrainStepGraph): Promise<OnnxTailTrainer> {
+    const graph = compiled ?? (await OnnxTailTrainer.compile(tail, config));
     const weights = graph.trainable.map((spec) => tail.trainableWeights.find((w) => w.originalName === spec.variable)!.read().dataSync() as Float32Array);
     const states = graph.state.map((s) => tail.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array);
-    const trainer = await OnnxTrainer.open(graph, weights, { ...(config.threads ? { threads: config.threads } : {}), states, loop: true });
+    const trainer = await OnnxTrainer.open(graph, weights, { ...(config.threads ? { threads: config.threads } : {}), states, loop: chunkSize(carriedBytes(graph), config.boundaryShapes, config.batchSize) > 1 });
     return new OnnxTailTrainer(tf, tail, graph, trainer, config.loss, config.boundaryShapes);
   }
 
@@ -93,14 +123,10 @@ export class OnnxTailTrainer implements Trainer {
     return { loss: r.loss, correct: r.correct };
   }
 
-  /**
-   * Batches of `batchSize` images that one run takes: up to 8 while their boundary tensors (stacked for the run) stay
-   * within 128 MiB (ResNet50 --freeze 140 at batch 16: 5; MobileNetV2 --freeze 100: 8); 1 where the session runs the
-   * plain step.
-   */
+  /** Batches of `batchSize` images that one run takes (see `chunkSize`); 1 where the session runs the plain step. */
   chunkFor(batchSize: number): number {
     if (!this.trainer.chunked) return 1;
-    return chunkSize(this.boundaryShapes, batchSize);
+    return chunkSize(carriedBytes(this.graph), this.boundaryShapes, batchSize);
   }
 
   /** Steps on batches of one size, in order, in one run where the session allows; each step's own finiteness. */
@@ -136,7 +162,8 @@ export class OnnxTailTrainer implements Trainer {
     const out: NamedArray[] = [{ name: 'iter', shape: [], dtype: 'int32', data: Int32Array.of(this.trainer.iterations) }];
     kinds.forEach((kind, k) => {
       this.graph.trainable.forEach((spec, i) => {
-        out.push({ name: `${spec.variable}/${SLOT_SUFFIX[kind]}`, shape: spec.shape, dtype: 'float32', data: Float32Array.from(slots[i]![k]!) });
+        // The slots' arrays are ONNX Runtime's outputs of a finished run: the next run replaces them, never writes them.
+        out.push({ name: `${spec.variable}/${SLOT_SUFFIX[kind]}`, shape: spec.shape, dtype: 'float32', data: slots[i]![k]! });
       });
     });
     return out;

@@ -36,6 +36,28 @@ export function preciseBnSample(items: readonly ImageItem[], seed: number): Imag
 export async function recomputeBatchNorm(tf: Tf, cut: Cut, frozen: FrozenPart, dataset: Dataset, items: ImageItem[], batchSize: number): Promise<number> {
   const layers = trainingBatchNorms(cut.tail);
   if (layers.length === 0 || items.length === 0) return 0;
+  if (frozen.tail) {
+    // On ONNX Runtime: the batch statistics of each batch, averaged (what the momentum schedule below amounts to),
+    // without TensorFlow.js's training-mode pass (which grows its wasm heap by the tail's activations).
+    const tail = frozen.tail;
+    tail.refresh();
+    const sums = new Map<string, Float64Array>();
+    let k = 0;
+    for await (const batch of dataset.source.batches(items, { batchSize, needPixels: frozen.needsPixels })) {
+      const stats = await tail.batchStatistics(await frozen.boundary(batch), batch.items.length);
+      for (const [name, values] of stats) {
+        const sum = sums.get(name) ?? new Float64Array(values.length);
+        values.forEach((v, i) => (sum[i] = sum[i]! + v));
+        sums.set(name, sum);
+      }
+      k++;
+    }
+    const byName = new Map(cut.tail.weights.map((w) => [w.originalName, w]));
+    tf.tidy(() => {
+      for (const [name, sum] of sums) byName.get(name)!.write(tf.tensor(Float32Array.from(sum, (v) => v / k), byName.get(name)!.shape as number[]));
+    });
+    return layers.length;
+  }
   const saved = layers.map((l) => (l as unknown as { momentum: number }).momentum);
   let k = 0;
   try {

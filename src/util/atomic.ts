@@ -71,8 +71,8 @@ export function sweepStaleTemps(dir: string): string[] {
   return removed;
 }
 
-/** Writes `data` to `path` atomically, creating the folder. */
-export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+/** Writes `data` (or its chunks, in order) to `path` atomically, creating the folder. */
+export async function writeFileAtomic(path: string, data: string | Uint8Array | Iterable<Uint8Array>): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
   const tmp = tempPathFor(path);
   try {

@@ -57,6 +57,36 @@ describe('the tail on ONNX Runtime', () => {
     }
   }
 
+  for (const lowering of ['gather', 'nchwc'] as const) {
+    it(`gives each training BatchNormalization's batch mean and variance as tfjs's training-mode pass computes them (${lowering})`, async (ctx) => {
+      if (lowering === 'nchwc' && block === 0) {
+        console.log('skipped: ONNX Runtime has no NCHWc kernels on this CPU');
+        ctx.skip();
+      }
+      const { full, cut } = tailOf('mobilenet_v2_035', 64, 100, 'train');
+      const inputs = cut.boundaryShapes.map((s, i) => tf.randomUniform([6, ...s], 0, 3, 'float32', 60 + i));
+      const tail = await OnnxTail.open(cut.tail, { boundaryShapes: cut.boundaryShapes, nchwc: lowering === 'nchwc' ? { block, batch: 8 } : null });
+      tail.refresh();
+      const ours = await tail.batchStatistics(inputs.map((x) => x.dataSync() as Float32Array), 6);
+      // tfjs: a training-mode call at momentum 0 leaves the batch statistics in the moving averages.
+      const norms = cut.tail.layers.filter((l) => l.getClassName() === 'BatchNormalization' && l.trainable);
+      for (const l of norms) (l as unknown as { momentum: number }).momentum = 0;
+      tf.tidy(() => void cut.tail.apply(inputs.length === 1 ? inputs[0]! : inputs, { training: true }));
+      const moving = cut.tail.weights.filter((w) => /moving_(mean|variance)/.test(w.originalName));
+      expect(moving.length).toBe(2 * norms.length);
+      expect([...ours.keys()].sort()).toEqual(moving.map((w) => w.originalName).sort());
+      for (const w of moving) {
+        const expected = w.read().dataSync() as Float32Array;
+        const scale = Math.max(...Array.from(expected, Math.abs));
+        expect(maxDiff(ours.get(w.originalName)!, expected) / scale, w.originalName).toBeLessThan(1e-4);
+      }
+      await tail.close();
+      tf.dispose(inputs);
+      cut.tail.dispose();
+      full.dispose();
+    }, 60_000);
+  }
+
   it('reads the weights when refreshed: a changed classifier changes nothing until then, and everything after', async () => {
     const { full, cut } = tailOf('mobilenet_v2_035', 64, 100, 'frozen');
     const inputs = cut.boundaryShapes.map((s, i) => tf.randomUniform([3, ...s], 0, 3, 'float32', 40 + i));

@@ -27,14 +27,19 @@ export interface RuleContext {
   needs: boolean[];
   /** Whether the layer produces the tail's output. */
   isFinal: boolean;
-  /** `train`: the step's forward pass (batch statistics, dropout); `infer`: inference mode. */
-  mode: 'train' | 'infer';
+  /**
+   * `train`: the step's forward pass (batch statistics, dropout); `infer`: inference mode; `stats`: batch statistics
+   * without dropout, each training BatchNormalization's batch mean and variance given out (precise BatchNorm).
+   */
+  mode: 'train' | 'infer' | 'stats';
   /** The NCHWc kernels' block and fold, or null for the portable lowering. */
   nchwc: NchwcTarget | null;
   weight(short: string): WeightRef;
   grad(weight: WeightRef, value: string): void;
   /** A moving statistic of a BatchNormalization that trains: its graph input and the name of its updated output. */
   state(short: string): { input: string; output: string };
+  /** A batch statistic of a training BatchNormalization (`stats` mode): `value` becomes the graph output for it. */
+  statistic(short: string, value: string): void;
   /** A Dropout layer's mask: a graph input of its output's shape, already scaled by 1 / (1 - rate). */
   mask(): string;
   /**
@@ -247,14 +252,14 @@ function batchNormalization(ctx: RuleContext): RuleResult {
   const gamma = (config.scale as boolean | undefined) !== false ? ctx.weight('gamma') : null;
   const beta = (config.center as boolean | undefined) !== false ? ctx.weight('beta') : null;
   const trains = gamma?.trains === true || beta?.trains === true;
-  const movingMean = ctx.state('moving_mean');
-  const movingVariance = ctx.state('moving_variance');
   const affine = (xhat: string) => {
     const scaled = gamma ? g.op('Mul', [xhat, gamma.name]) : xhat;
     return beta ? g.op('Add', [scaled, beta.name]) : scaled;
   };
   if (ctx.mode === 'infer') {
     // Inference mode: the moving statistics normalise.
+    const movingMean = ctx.state('moving_mean');
+    const movingVariance = ctx.state('moving_variance');
     const rstd = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [movingVariance.input, g.f(eps)])])]);
     return { y: affine(g.op('Mul', [g.op('Sub', [x.name, movingMean.input]), rstd])), trains, backward: () => [null] };
   }
@@ -266,9 +271,14 @@ function batchNormalization(ctx: RuleContext): RuleResult {
   const rstd = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [variance, g.f(eps)])])]);
   const xhat = g.op('Mul', [centred, rstd]);
   const y = affine(xhat);
+  if (ctx.mode === 'stats') {
+    ctx.statistic('moving_mean', g.reshape(mean, [c]));
+    ctx.statistic('moving_variance', g.reshape(variance, [c]));
+    return { y, trains, backward: () => [null] };
+  }
   const update = (entry: { input: string; output: string }, batch: string) => g.node('Sub', [entry.input, g.op('Mul', [g.op('Sub', [entry.input, g.reshape(batch, [c])]), g.f(1 - momentum)])], 'moving', [], entry.output);
-  update(movingMean, mean);
-  update(movingVariance, variance);
+  update(ctx.state('moving_mean'), mean);
+  update(ctx.state('moving_variance'), variance);
   return {
     y,
     trains,
@@ -314,7 +324,7 @@ function globalAveragePooling(ctx: RuleContext): RuleResult {
 
 function dropout(ctx: RuleContext): RuleResult {
   const x = ctx.xs[0]!;
-  if (((ctx.config.rate as number | undefined) ?? 0) === 0 || ctx.mode === 'infer') return { y: x.name, backward: (dy) => [upstream(ctx) ? dy : null] };
+  if (((ctx.config.rate as number | undefined) ?? 0) === 0 || ctx.mode !== 'train') return { y: x.name, backward: (dy) => [upstream(ctx) ? dy : null] };
   const mask = ctx.mask();
   return { y: ctx.g.op('Mul', [x.name, mask]), backward: (dy) => [upstream(ctx) ? ctx.g.op('Mul', [dy, mask]) : null] };
 }
