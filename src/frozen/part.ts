@@ -92,8 +92,12 @@ export class FrozenPart {
   /** Whether `boundary` needs the image's pixels (false when its outputs are cached): what the loader may skip decoding. */
   readonly needsPixels = (item: ImageItem): boolean => this.cut.frozen === null || this.cache === null || !this.cache.has(item.path);
 
-  /** The tail's inputs for a batch, one joined array per input: from the cache, or by running the frozen part. */
-  async boundary(batch: Batch): Promise<Float32Array[]> {
+  /**
+   * The tail's inputs for a batch, one joined array per input: from the cache, or by running the frozen part. With
+   * `into`, each is written into its array from image `at` on and returned as a view there (a chunk of batches then
+   * lies end to end in one buffer, which the trainer feeds without copying).
+   */
+  async boundary(batch: Batch, into?: { arrays: Float32Array[]; at: number }): Promise<Float32Array[]> {
     const n = batch.items.length;
     if (this.cut.frozen === null) {
       const x = this.pixelsTensor(batch.pixels, n);
@@ -115,7 +119,7 @@ export class FrozenPart {
       });
     }
     return this.floats.map((floats, b) => {
-      const joined = new Float32Array(n * floats);
+      const joined = into ? into.arrays[b]!.subarray(into.at * floats, (into.at + n) * floats) : new Float32Array(n * floats);
       perImage.forEach((t, i) => joined.set(t![b]!, i * floats));
       return joined;
     });

@@ -88,8 +88,12 @@ export class OnnxTrainer {
     const n = batches[0]!.labels.length;
     if (batches.some((b) => b.labels.length !== n)) throw new Error('OnnxTrainer.steps: the batches of a chunk differ in size');
     this.checkBatch(n);
-    // A chunk of one batch feeds its arrays as they are.
-    const stack = (parts: Float32Array[]) => (parts.length === 1 ? parts[0]! : concatFloat32(parts));
+    // Parts that already lie end to end in one buffer (a chunk's boundary, see FrozenPart.boundary) are fed as one view.
+    const stack = (parts: Float32Array[]) => {
+      const first = parts[0]!;
+      const adjacent = parts.every((p, i) => p.buffer === first.buffer && p.byteOffset === first.byteOffset + i * first.byteLength && p.length === first.length);
+      return adjacent ? new Float32Array(first.buffer, first.byteOffset, first.length * parts.length) : concatFloat32(parts);
+    };
     const feeds: Record<string, OrtTensor> = {
       [loop.trips]: this.session.tensor('int64', BigInt64Array.of(BigInt(k)), []),
       [loop.firstStep]: this.session.tensor('float32', Float32Array.of(this.stepCount + 1), []),

@@ -853,9 +853,12 @@ async function runEpoch(run: Run, phaseIndex: number, phase: PhaseInfo, epoch: n
     pending = [];
     if (group.length === 0) return true;
     const inputs: StepInput[] = [];
+    // A chunk's batches (all of one size) are joined end to end into one buffer per tail input.
+    const n = group[0]!.items.length;
+    const stacked = group.length > 1 && cut.frozen !== null ? { arrays: cut.boundaryShapes.map((shape) => new Float32Array(group.length * n * shape.reduce((a, b) => a * b, 1))), at: 0 } : undefined;
     for (const [i, batch] of group.entries()) {
       const lrOf = scheduledLr(phase.lr, (epoch - phase.first) * run.stepsPerEpoch + batchIndex + i, phaseSteps, run.schedule);
-      inputs.push({ boundary: await frozen.boundary(batch), labels: batch.labels, lr: lrOf, dropoutSeed: mixSeed(options.seed, epoch, batchIndex + i, 3) });
+      inputs.push({ boundary: await frozen.boundary(batch, stacked && { ...stacked, at: i * n }), labels: batch.labels, lr: lrOf, dropoutSeed: mixSeed(options.seed, epoch, batchIndex + i, 3) });
     }
     const results = group.length > 1 ? await trainer.steps!(inputs) : [await trainer.step(inputs[0]!)].map((r) => ({ ...r, finite: trainer.weightsFinite() }));
     for (const [i, batch] of group.entries()) {

@@ -6,6 +6,7 @@ import { compileTrainStep, type NchwcTarget, type TrainStepGraph } from '../onnx
 import { nchwcBlockSize, resolvedDevice } from '../onnx/runtime.js';
 import { OnnxTrainer, type TrainBatch } from '../onnx/trainer.js';
 import type { LossConfig } from '../replicas/gradients.js';
+import { dropoutMask } from '../util/dropout.js';
 import { mixSeed } from '../util/random.js';
 import type { NamedArray } from './checkpoint.js';
 import type { OptimizerConfig } from './optim.js';
@@ -111,7 +112,7 @@ export class OnnxTailTrainer implements Trainer {
   private batchOf({ boundary, labels, lr, dropoutSeed }: StepInput): TrainBatch {
     const n = labels.length;
     const seed = mixSeed(mixSeed(dropoutSeed, 0), 0);
-    const masks = this.dropouts.map((d) => this.tf.tidy(() => this.tf.dropout(this.tf.ones([n, ...d.shape]), d.rate, undefined, mixSeed(seed, d.index)).dataSync() as Float32Array));
+    const masks = this.dropouts.map((d) => dropoutMask(n * d.shape.reduce((a, b) => a * b, 1), d.rate, mixSeed(seed, d.index)));
     const sampleWeights = Float32Array.from(labels, (l) => this.loss.classWeights?.[l] ?? 1);
     return { boundary: boundary.map((data, b) => ({ data, shape: [n, ...this.boundaryShapes[b]!] })), labels, sampleWeights, masks, lr };
   }

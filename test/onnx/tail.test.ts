@@ -108,3 +108,18 @@ describe('the tail on ONNX Runtime', () => {
     full.dispose();
   });
 });
+
+describe('dropout masks', () => {
+  it('are the masks tf.dropout draws for the same seed, value for value', async () => {
+    const { dropoutMask } = await import('../../src/util/dropout.js');
+    for (const [rate, count, seed] of [[0.2, 16 * 1280, 7], [0.5, 1000, 123456789], [0.7, 333, 0], [1 / 3, 4096, 2 ** 31 - 1]] as const) {
+      const expected = tf.tidy(() => tf.dropout(tf.ones([count]), rate, undefined, seed).dataSync() as Float32Array);
+      const ours = dropoutMask(count, rate, seed);
+      expect(Array.from(ours)).toEqual(Array.from(expected));
+      // Roughly the rate dropped, and each kept value is 1 / (1 - rate) as float32.
+      const dropped = ours.filter((v) => v === 0).length / count;
+      expect(Math.abs(dropped - rate)).toBeLessThan(0.06);
+    }
+    expect(Array.from(dropoutMask(5, 0, 1))).toEqual([1, 1, 1, 1, 1]);
+  });
+});
