@@ -9,7 +9,7 @@ import { applyTrainability, attachHead, cutModel } from '../src/cut/index.js';
 import { compileTrainStep, type TrainStepGraph } from '../src/onnx/train-step.js';
 import { OnnxTrainer } from '../src/onnx/trainer.js';
 import { loadOrt } from '../src/onnx/runtime.js';
-import { carriedBytes, nchwcTarget } from '../src/train/onnx-trainer.js';
+import { carriedBytes, chunkSize, nchwcTarget } from '../src/train/onnx-trainer.js';
 import { buildVariant } from '../src/registry/index.js';
 import { initializeWeights } from '../src/registry/init.js';
 
@@ -67,6 +67,33 @@ export async function tailGraph(tf: Tf, model: string, freeze: number, options: 
   const weights = graph.trainable.map((s) => cut.tail.trainableWeights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array);
   const states = graph.state.map((s) => cut.tail.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array);
   return { graph, weights, states, boundaryShapes: cut.boundaryShapes, flopsPerImage: forwardFlops(cut.tail) };
+}
+
+/**
+ * A tail's train step held open for repeated timing (as training runs it: `chunk` steps per ONNX Runtime run, the
+ * Loop form above 1), so that its timings can alternate with a peer's.
+ */
+export async function openStepTimer(tf: Tf, model: string, freeze: number, options: { batch?: number; threads?: number } = {}): Promise<{ chunk: number; boundaryShapes: number[][]; stepFlops: number; msPerStep: (steps: number) => Promise<number>; close: () => Promise<void> }> {
+  const batch = options.batch ?? 16;
+  const { graph, weights, boundaryShapes, flopsPerImage } = await tailGraph(tf, model, freeze, { batch });
+  const chunk = chunkSize(carriedBytes(graph), boundaryShapes, batch);
+  const trainer = await OnnxTrainer.open(graph, weights, { threads: options.threads ?? availableParallelism(), loop: chunk > 1 });
+  const boundary = boundaryShapes.map((shape) => Float32Array.from({ length: batch * shape.reduce((a, b) => a * b, 1) }, (_, i) => Math.max(0, Math.sin(i * 0.37))));
+  const one = { boundary: boundary.map((data, i) => ({ data, shape: [batch, ...boundaryShapes[i]!] })), labels: Int32Array.from({ length: batch }, (_, i) => i % 5), sampleWeights: new Float32Array(batch).fill(1), masks: [], lr: 1e-4 };
+  const runOf = Array.from({ length: chunk }, () => one);
+  await trainer.steps(runOf);
+  return {
+    chunk,
+    boundaryShapes,
+    stepFlops: 3 * batch * flopsPerImage,
+    msPerStep: async (steps) => {
+      const runs = Math.max(1, Math.round(steps / chunk));
+      const t0 = performance.now();
+      for (let r = 0; r < runs; r++) await trainer.steps(runOf);
+      return (performance.now() - t0) / (runs * chunk);
+    },
+    close: () => trainer.close(),
+  };
 }
 
 export async function profileStep(tf: Tf, model: string, freeze: number, options: { batch?: number; steps?: number; profile?: boolean; threads?: number; chunk?: number; lowering?: 'nchwc' | 'gather' } = {}): Promise<StepProfile> {

@@ -158,15 +158,16 @@ def tail_step_benchmark(args):
     """The cached train step alone, as the caching loop runs it: the tail trained on kept boundary tensors (the prefix
     run once under no_grad), Adam, BatchNorm in inference mode. With --profile, torch.profiler's self CPU time per
     operator over the timed steps."""
-    model = build(args.model, 5)
+    device = torch.device(args.device)
+    model = build(args.model, 5).to(device)
     prefix, tail = split(args.model, model)
     model.eval()
     with torch.no_grad():
-        boundary = prefix(torch.randn(args.batch_size, 3, args.size, args.size))
+        boundary = prefix(torch.randn(args.batch_size, 3, args.size, args.size, device=device))
     train_mode(model)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
-    y = torch.randint(0, 5, (args.batch_size,))
+    y = torch.randint(0, 5, (args.batch_size,), device=device)
 
     def step():
         opt.zero_grad()
@@ -176,11 +177,13 @@ def tail_step_benchmark(args):
 
     step()
     step()
+    sync(device)
     start = time.perf_counter()
     for _ in range(args.steps):
         step()
+    sync(device)
     seconds = time.perf_counter() - start
-    result = {"model": args.model, "batch_size": args.batch_size, "ms_per_step": 1000 * seconds / args.steps, "img_per_s": args.steps * args.batch_size / seconds}
+    result = {"model": args.model, "batch_size": args.batch_size, "device": args.device, "torch": torch.__version__, "ms_per_step": 1000 * seconds / args.steps, "img_per_s": args.steps * args.batch_size / seconds}
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
         with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -264,15 +267,24 @@ def extract_benchmark(args):
         body = torch.nn.Sequential(net.features, torch.nn.AdaptiveAvgPool2d(1))
     else:
         raise SystemExit(f"unknown model {args.model}")
-    body.eval()
-    x = torch.randn(args.batch_size, 3, args.size, args.size)
+    device = torch.device(args.device)
+    body.eval().to(device)
+    x = torch.randn(args.batch_size, 3, args.size, args.size, device=device)
     with torch.no_grad():
         body(x)
+        sync(device)
         start = time.perf_counter()
         for _ in range(args.steps):
             body(x)
+        sync(device)
         seconds = time.perf_counter() - start
-    return {"model": args.model, "batch_size": args.batch_size, "img_per_s": args.steps * args.batch_size / seconds}
+    return {"model": args.model, "batch_size": args.batch_size, "device": args.device, "torch": torch.__version__, "img_per_s": args.steps * args.batch_size / seconds}
+
+
+def sync(device):
+    """Waits for the device's queued work (a CUDA timing must not stop the clock before the kernels end)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main():
@@ -289,6 +301,7 @@ def main():
     parser.add_argument("--freeze-none", action="store_true", help="train every layer (tl's --freeze 0)")
     parser.add_argument("--profile", action="store_true", help="tailstep: torch.profiler's time per operator")
     parser.add_argument("--shapes", default="1024,1024,1024", help="gemm: M,K,N;M,K,N;...")
+    parser.add_argument("--device", default="cpu", help="extract, tailstep: cpu or cuda")
     parser.add_argument("--cache-prefix", action="store_true", help="finetune: run the frozen prefix once and train the tail on its kept outputs")
     args = parser.parse_args()
     torch.manual_seed(0)
