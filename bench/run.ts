@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
-import { loadBackend, type Tf } from '../src/backend/index.js';
+import { loadBackend, wasmHeapBytes, type Tf } from '../src/backend/index.js';
 import { ImageSource, preprocess } from '../src/data/index.js';
 import { listImages } from '../src/data/scan.js';
 import { extract } from '../src/features/index.js';
@@ -109,6 +109,8 @@ function torch(args: string[], python = PYTHON): Record<string, unknown> | null 
 interface IsolatedRun {
   history: FinetuneResult['history'];
   frozenPass: FinetuneResult['frozenPass'];
+  /** The sampled peak of resident memory and what JavaScript's buffers and the wasm heap held then. */
+  peak?: { rssBytes: number; arrayBufferBytes: number; wasmHeapBytes: number; phase: string };
   classes: number;
   wasmHeapBytes: number | null;
   maxRssBytes: number;
@@ -144,15 +146,46 @@ function lastLoss(run: IsolatedRun, what: string, timingOnly?: string): string {
 async function runOne(spec: string): Promise<void> {
   const { backend, options } = JSON.parse(spec) as { backend: 'wasm' | 'cpu'; options: FinetuneOptions };
   const { tf, info } = await loadBackend({ choice: backend });
+  // Memory every 20 ms, with the phase the run was in: at the peak, what JavaScript's buffers (the feature cache, the
+  // step's inputs and outputs) and TensorFlow.js's wasm heap held; the rest is native (ONNX Runtime, Node.js, libraries).
+  let phase = 'loading';
+  let peak: NonNullable<IsolatedRun['peak']> = { rssBytes: 0, arrayBufferBytes: 0, wasmHeapBytes: 0, phase };
+  const sample = () => {
+    const m = process.memoryUsage();
+    if (m.rss > peak.rssBytes) peak = { rssBytes: m.rss, arrayBufferBytes: m.arrayBuffers, wasmHeapBytes: wasmHeapBytes() ?? 0, phase };
+  };
+  const timer = setInterval(sample, 20);
   const t0 = performance.now();
-  const r = await finetune(tf, info, options);
+  const r = await finetune(tf, info, { ...options, onProgress: (e) => (phase = e.phase === 'features' ? 'frozen pass' : e.phase === 'train' || e.phase === 'validate' || e.phase === 'epoch' ? 'epochs' : e.phase) });
   const seconds = (performance.now() - t0) / 1000;
+  sample();
+  clearInterval(timer);
   // resourceUsage reports kilobytes.
-  const out: IsolatedRun = { history: r.history, frozenPass: r.frozenPass, classes: r.classes.length, wasmHeapBytes: r.wasmHeapBytes, maxRssBytes: process.resourceUsage().maxRSS * 1024, seconds };
+  const out: IsolatedRun = { history: r.history, frozenPass: r.frozenPass, classes: r.classes.length, wasmHeapBytes: r.wasmHeapBytes, maxRssBytes: process.resourceUsage().maxRSS * 1024, seconds, peak };
   process.stdout.write(`${JSON.stringify(out)}\n`);
 }
 
 const gib = (bytes: number | null | undefined) => (bytes ? fmt(bytes / 2 ** 30, 2) : '-');
+
+/** Rows of the memory breakdown: each isolated run's sampled peak, split by what held it. */
+const breakdown: (string | number)[][] = [];
+function addBreakdown(label: string, run: IsolatedRun, peer: number | null): void {
+  const p = run.peak;
+  if (!p) return;
+  const rest = p.rssBytes - p.arrayBufferBytes - p.wasmHeapBytes;
+  breakdown.push([label, gib(run.maxRssBytes), p.phase, gib(p.arrayBufferBytes), gib(p.wasmHeapBytes), gib(rest), peer ? gib(peer) : '-', peer ? `${fmt(run.maxRssBytes / peer, 2)}x` : '-']);
+}
+
+function memorySection(): Section {
+  return {
+    title: 'Memory breakdown',
+    lines: [
+      'Each tl run above, sampled every 20 ms in its own process: its peak resident memory (the operating system\'s count), the phase it was in at the sampled peak, and what held memory then: JavaScript\'s buffers (the feature cache, the decoded images, each step\'s inputs and the weights and optimizer slots copied out of ONNX Runtime, and copies not yet garbage-collected), TensorFlow.js\'s wasm heap (the Keras model: every weight, and the tfjs engine\'s activations), and the rest (ONNX Runtime\'s sessions and arenas, V8\'s heap, Node.js and its libraries). PyTorch is the same work\'s peer (the step\'s for the throughput rows, the caching loop\'s for the whole fine-tune).',
+      '',
+      ...table(['run', 'peak resident (GiB)', 'phase at the peak', 'JavaScript buffers (GiB)', 'wasm heap (GiB)', 'ONNX Runtime, V8 and the rest (GiB)', 'PyTorch (GiB)', 'tl / PyTorch'], breakdown),
+    ],
+  };
+}
 
 function baseOptions(data: string, out: string, extra: Partial<FinetuneOptions>): FinetuneOptions {
   return {
@@ -168,6 +201,7 @@ async function trainingBench(work: string, data: string, quick: boolean): Promis
   const cores = availableParallelism();
   const configs: [string, number][] = [['mobilenet_v2', 100], ['resnet50', 140], ['mobilenet_v2', 0]];
   for (const [model, freeze] of configs) {
+    const runsOfConfig: [string, IsolatedRun][] = [];
     // tfjs on every row but --freeze 0 (where it trains the whole network on wasm: minutes per epoch); ONNX Runtime on all.
     const engines: [string, number][] = [...(freeze > 0 ? ([['wasm', 1], ['wasm', cores]] as [string, number][]) : []), ['onnx', cores], ...(model === 'mobilenet_v2' && freeze > 0 && !quick ? ([['cpu', cores]] as [string, number][]) : [])];
     for (const [engineName, workers] of engines) {
@@ -188,9 +222,11 @@ async function trainingBench(work: string, data: string, quick: boolean): Promis
       steps[`${model}:${freeze}:${engineName}:${workers}`] = cachedRate;
       steps[`${model}:${freeze}:${engineName}:${workers}:uncached`] = uncachedRate;
       memory[`${model}:${freeze}:${engineName}:${workers}`] = r.maxRssBytes;
+      runsOfConfig.push([`${model} --freeze ${freeze}, ${label}, ${workers} thread(s)`, r]);
       rows.push([`${model} --freeze ${freeze}`, engineName === 'onnx' ? 'tl onnx (compiled train step)' : `tl ${engineName}`, workers, fmt(uncachedRate), Number.isNaN(cachedRate) ? '-' : fmt(cachedRate), gib(r.maxRssBytes), engineName === 'onnx' ? '-' : gib(r.wasmHeapBytes), lastLoss(r, `${model} --freeze ${freeze} on ${label}`, engineName === 'cpu' ? 'one epoch on a few images, timing only' : undefined)]);
     }
     const ref = torch(['step', '--model', model, '--batch-size', '16', '--steps', quick ? '2' : '5', ...(freeze === 0 ? ['--freeze-none'] : [])]);
+    for (const [label, run] of runsOfConfig) addBreakdown(label, run, ref ? (ref['max_rss_bytes'] as number) : null);
     if (ref) {
       steps[`${model}:${freeze}:torch`] = ref['img_per_s'] as number;
       memory[`${model}:${freeze}:torch`] = ref['max_rss_bytes'] as number;
@@ -205,11 +241,11 @@ async function trainingBench(work: string, data: string, quick: boolean): Promis
       lines: [
         'Two classes of Fashion-MNIST at 224x224. MobileNetV2 rows start from `mobilenet_v2.nsfwjs` (pretrained weights that install from npm); ResNet50 has no pretrained weights offline and starts from random ones with its trainable BatchNorm layers training (`--bn train`), since pinned random statistics cannot learn. The last column shows that each run learned. PyTorch steps on random tensors (its step time does not depend on the data) with random weights.',
         '',
-        'tl: the frozen part runs once over the images (decoding them), then every epoch reads its outputs from the cache and runs only the tail; the step with frozen forward is that pass and the first epoch together, the cached step the epochs. `tl onnx` runs the frozen part and the compiled train step on ONNX Runtime with every core; `tl wasm` trains on TensorFlow.js (one thread, or replicas in worker threads). PyTorch runs its standard loop (frozen layers with `requires_grad=False`, BatchNorm in eval mode), so every step runs the whole network. With `--freeze 0` there is nothing to cache: every step is the whole network on both sides. The `tensorflow` backend (tfjs-node) is not installable here.',
+        'tl: the frozen part runs once over the images (decoding them), then every epoch reads its outputs from the cache and runs only the tail; the first rate column is that pass and the first epoch together (decoding, session start and warm-up included: for these few images it understates the uncached step, which the summary takes from the profile section\'s warm timings), the second the epochs\'. `tl onnx` runs the frozen part and the compiled train step on ONNX Runtime with every core; `tl wasm` trains on TensorFlow.js (one thread, or replicas in worker threads). PyTorch runs its standard loop (frozen layers with `requires_grad=False`, BatchNorm in eval mode), so every step runs the whole network. With `--freeze 0` there is nothing to cache: every step is the whole network on both sides. The `tensorflow` backend (tfjs-node) is not installable here.',
         '',
         'Each tl configuration runs in its own Node process; peak resident memory is that process\'s (`process.resourceUsage().maxRSS`: the model, the decoded images, the feature cache, ONNX Runtime\'s arenas, worker threads), PyTorch\'s is its process\'s `ru_maxrss` for the same step. The wasm heap is the part of tl\'s resident memory that TensorFlow.js\'s wasm backend holds (its limit is 4 GiB).',
         '',
-        ...table(['model', 'engine', 'threads', 'img/s, step with frozen forward', 'img/s, cached step', 'peak resident (GiB)', 'of which wasm heap (GiB)', 'last epoch train loss (ln 2 = 0.693)'], rows),
+        ...table(['model', 'engine', 'threads', 'img/s, frozen pass and first epoch (decoding included)', 'img/s, cached step', 'peak resident (GiB)', 'of which wasm heap (GiB)', 'last epoch train loss (ln 2 = 0.693)'], rows),
       ],
     },
     steps,
@@ -244,6 +280,8 @@ async function finetuneBench(work: string, data: string, images: number, model: 
   const torchSeconds = ref ? (ref['seconds'] as number) : null;
   const torchHistory = ref ? (ref['history'] as { loss: number; val_accuracy: number }[]) : [];
   const cachedHistory = cached ? (cached['history'] as { loss: number; val_accuracy: number }[]) : [];
+  addBreakdown(`whole fine-tune, onnx engine (the median run)`, o, cached ? (cached['max_rss_bytes'] as number) : null);
+  addBreakdown(`whole fine-tune, tfjs engine`, r, cached ? (cached['max_rss_bytes'] as number) : null);
   const epochs = (r: IsolatedRun) => `${r.frozenPass ? `frozen part once over ${r.frozenPass.images} images in ${fmt(r.frozenPass.seconds)} s, then ` : ''}${fmt(r.history.reduce((a, e) => a + e.seconds, 0) / Math.max(1, r.history.length))} s per epoch`;
   const result = (run: IsolatedRun, what: string) => `${lastLoss(run, what)} / ${fmt(100 * (run.history.at(-1)!.val_accuracy ?? 0))}%`;
   const rows: (string | number)[][] = [
@@ -389,7 +427,7 @@ function vectorExtensions(): string {
  * (torch.profiler's self CPU time per operator), and the step's achieved GFLOP/s against the machine's matrix-product
  * peak (the best of ONNX Runtime's and PyTorch's GEMM at large and at the tail's own shapes).
  */
-async function profileSection(tf: Tf, cores: number): Promise<Section & { ratios: string[] }> {
+async function profileSection(tf: Tf, cores: number): Promise<Section & { ratios: string[]; uncached: string[] }> {
   const { profileStep, gemmPeak, openStepTimer } = await import('./step-profile.js');
   const shapes: [number, number, number][] = [[1024, 1024, 1024], [2048, 2048, 2048], [784, 4608, 512], [784, 576, 96]];
   const ortGemm = await gemmPeak(shapes, { threads: cores });
@@ -411,6 +449,7 @@ async function profileSection(tf: Tf, cores: number): Promise<Section & { ratios
   const rows: (string | number)[][] = [];
   const details: string[] = [];
   const ratios: string[] = [];
+  const uncached: string[] = [];
   const ROUNDS = 3;
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   for (const [model, freeze] of [['mobilenet_v2', 100], ['resnet50', 140]] as const) {
@@ -421,14 +460,23 @@ async function profileSection(tf: Tf, cores: number): Promise<Section & { ratios
     type Peer = { ms_per_step: number; torch: string; ops?: { op: string; ms: number; calls: number }[]; profiled_ms_total?: number };
     const tlTimes: number[] = [];
     const peerTimes: number[][] = pythons.map(() => []);
+    // The uncached step (every step with --augment): the frozen part's forward pass and the step, against PyTorch's
+    // standard step (the whole network), in the same rounds.
+    const uncachedTimes: number[] = [];
+    const standardTimes: number[] = [];
     for (let round = 0; round < ROUNDS; round++) {
-      tlTimes.push(await timer.msPerStep(Math.max(8, 2 * k)));
+      const step = await timer.msPerStep(Math.max(8, 2 * k));
+      tlTimes.push(step);
+      uncachedTimes.push(step + (await timer.frozenMsPerBatch(4)));
       pythons.forEach((p, i) => {
         const r = torch(['tailstep', '--model', model, '--threads', String(cores), '--steps', '12'], p.python) as Peer | null;
         if (r) peerTimes[i]!.push(r.ms_per_step);
       });
+      const standard = torch(['step', '--model', model, '--batch-size', '16', '--threads', String(cores), '--steps', '4']);
+      if (standard) standardTimes.push((1000 * 16) / (standard['img_per_s'] as number));
     }
     await timer.close();
+    if (standardTimes.length === ROUNDS) uncached.push(`${model === 'mobilenet_v2' ? 'MobileNetV2' : 'ResNet50'} --freeze ${freeze} ${fmt(median(standardTimes.map((t, r) => t / uncachedTimes[r]!)), 2)}x (${fmt(median(uncachedTimes))} against ${fmt(median(standardTimes))} ms per batch of 16)`);
     const tlMs = median(tlTimes);
     const ratioOf = (i: number) => (peerTimes[i]!.length === ROUNDS ? median(peerTimes[i]!.map((t, r) => t / tlTimes[r]!)) : null);
     const plain = await profileStep(tf, model, freeze, { steps: 12, threads: cores });
@@ -464,10 +512,13 @@ async function profileSection(tf: Tf, cores: number): Promise<Section & { ratios
   }
   return {
     ratios,
+    uncached,
     title: 'Where the train step spends its time',
     lines: [
       ...lines,
       `The cached step (batch 16, Adam, BatchNorm in inference mode, random weights; the boundary tensors fed as the feature cache feeds them) against the caching PyTorch loop's step on the same tail (\`bench/torch_reference.py tailstep\`), timed in ${ROUNDS} rounds that alternate tl and each PyTorch (medians; the speed ratio is the median of the rounds' ratios). tl runs as training runs it: a chunk of steps per ONNX Runtime run (an ONNX Loop whose carried values are the weights and Adam's slots) where the step carries at most 64 MiB, one step per run otherwise. Nodes: the step graph's, and how its depthwise layers are lowered (nchwc: ONNX Runtime's blocked-channel kernels; gather: gathered taps).`,
+      '',
+      `The uncached step (the frozen part's forward pass on ONNX Runtime, then the step; as every step runs with \`--augment\`) against PyTorch ${pythons[0]?.version ?? ''}'s standard step, which runs the whole network, in the same rounds (PyTorch's time / tl's): ${uncached.join(', ') || 'n/a'}.`,
       '',
       ...table(['tail', 'tl ms/step', 'tl GFLOP/s', 'of peak', 'tl graph nodes (lowering)', ...pythons.flatMap((p) => [`PyTorch ${p.version} ms/step`, `tl speed vs ${p.version}`, `${p.version} GFLOP/s`]), 'GFLOP per step'], rows),
       '',
@@ -570,6 +621,7 @@ async function main(): Promise<void> {
     const whole = await finetuneBench(work, data, images, 'mobilenet_v2.nsfwjs');
     sections.push(whole.section);
     if (!quick && !values['keep-choices']) sections.push(await choicesBench(tf, info, work, join(ROOT, 'datasets', 'fashion-mnist-sample'), availableParallelism()));
+    sections.push(memorySection());
     const profile = await profileSection(tf, availableParallelism());
     sections.push(profile);
 
@@ -581,7 +633,7 @@ async function main(): Promise<void> {
       `- Extraction on ONNX Runtime vs PyTorch: MobileNetV2 ${ratio(e['mobilenet_v2:onnx'], e['mobilenet_v2:torch'])} (goal >= 3x), ResNet50 ${ratio(e['resnet50:onnx'], e['resnet50:torch'])} (goal >= 1.5x), VGG16 ${ratio(e['vgg16:onnx'], e['vgg16:torch'])}; tfjs wasm: ${ratio(e['mobilenet_v2:tfjs'], e['mobilenet_v2:torch'])}, ${ratio(e['resnet50:tfjs'], e['resnet50:torch'])}, ${ratio(e['vgg16:tfjs'], e['vgg16:torch'])}.`,
       `- Whole 10-epoch fine-tune against the PyTorch loop that caches the frozen prefix as tl does (PyTorch's time / tl's, median of 3 alternating rounds): ${whole.cachedRatio ? `${fmt(whole.cachedRatio, 2)}x on the onnx engine (${fmt(whole.tlOnnx)} s vs ${fmt(whole.torchCached!)} s)` : 'n/a'}. Goal: >= 1.2x. Against PyTorch's standard loop, which runs the whole network every step (not the same work): ${whole.torch ? `${fmt(whole.torch / whole.tlOnnx, 2)}x` : 'n/a'} on the onnx engine (goal: >= 3x), ${whole.torch ? `${fmt(whole.torch / whole.tl, 2)}x` : 'n/a'} on the tfjs engine (${fmt(whole.tl)} s).`,
       `- Cached training step (the tail alone) vs the caching PyTorch loop's step on the same tail (PyTorch's time / tl's): ${profile.ratios.join('; ')}. Goal: >= 1x.`,
-      `- Uncached step (the frozen part and the tail, as every step is with --augment) vs PyTorch's standard step, which also runs the whole network: MobileNetV2 --freeze 100 ${ratio(s[`mobilenet_v2:100:onnx:${cores}:uncached`], s['mobilenet_v2:100:torch'])}, ResNet50 --freeze 140 ${ratio(s[`resnet50:140:onnx:${cores}:uncached`], s['resnet50:140:torch'])} on the onnx engine. Goal: >= 1.5x.`,
+      `- Uncached step (the frozen part's forward pass and the tail's step, as every step is with --augment; both warm, no decoding) vs PyTorch's standard step, which also runs the whole network, in the profile section's alternating rounds: ${profile.uncached.join(', ') || 'n/a'} on the onnx engine. Goal: >= 1.5x.`,
       `- Peak resident memory vs PyTorch's for the same training step (goal: at most PyTorch's + 30%, i.e. <= 1.30x): ${memoryRatios(training.memory, cores)}; whole fine-tune ${ratio(whole.memory['onnx'], whole.memory['torchCached'])} on the onnx engine against the caching loop (the same work), ${ratio(whole.memory['tfjs'], whole.memory['torchCached'])} on tfjs.`,
       `- Training step with everything trainable (MobileNetV2 --freeze 0) vs PyTorch's: ${ratio(s[`mobilenet_v2:0:onnx:${cores}`], s['mobilenet_v2:0:torch'])} on the onnx engine. Goal: >= 1x.`,
     ];

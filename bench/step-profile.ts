@@ -54,7 +54,7 @@ function forwardFlops(tail: LayersModel): number {
   return flops;
 }
 
-export async function tailGraph(tf: Tf, model: string, freeze: number, options: { classes?: number; batch?: number; lowering?: 'nchwc' | 'gather' } = {}): Promise<{ graph: TrainStepGraph; weights: Float32Array[]; states: Float32Array[]; boundaryShapes: number[][]; flopsPerImage: number }> {
+export async function tailGraph(tf: Tf, model: string, freeze: number, options: { classes?: number; batch?: number; lowering?: 'nchwc' | 'gather' } = {}): Promise<{ graph: TrainStepGraph; weights: Float32Array[]; states: Float32Array[]; boundaryShapes: number[][]; flopsPerImage: number; frozen: LayersModel | null }> {
   const classes = options.classes ?? 5;
   const backbone = buildVariant(tf, model, { includeTop: false });
   const full = attachHead(tf, backbone, { classes, dropout: 0, name: 'bench' });
@@ -66,16 +66,22 @@ export async function tailGraph(tf: Tf, model: string, freeze: number, options: 
   const graph = compileTrainStep(cut.tail, { optimizer: 'adam', momentum: 0, nesterov: false, labelSmoothing: 0, weightDecay: 0, nchwc });
   const weights = graph.trainable.map((s) => cut.tail.trainableWeights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array);
   const states = graph.state.map((s) => cut.tail.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array);
-  return { graph, weights, states, boundaryShapes: cut.boundaryShapes, flopsPerImage: forwardFlops(cut.tail) };
+  return { graph, weights, states, boundaryShapes: cut.boundaryShapes, flopsPerImage: forwardFlops(cut.tail), frozen: cut.frozen };
 }
 
 /**
  * A tail's train step held open for repeated timing (as training runs it: `chunk` steps per ONNX Runtime run, the
  * Loop form above 1), so that its timings can alternate with a peer's.
  */
-export async function openStepTimer(tf: Tf, model: string, freeze: number, options: { batch?: number; threads?: number } = {}): Promise<{ chunk: number; boundaryShapes: number[][]; stepFlops: number; msPerStep: (steps: number) => Promise<number>; close: () => Promise<void> }> {
+export async function openStepTimer(tf: Tf, model: string, freeze: number, options: { batch?: number; threads?: number } = {}): Promise<{ chunk: number; boundaryShapes: number[][]; stepFlops: number; msPerStep: (steps: number) => Promise<number>; frozenMsPerBatch: (batches: number) => Promise<number>; close: () => Promise<void> }> {
   const batch = options.batch ?? 16;
-  const { graph, weights, boundaryShapes, flopsPerImage } = await tailGraph(tf, model, freeze, { batch });
+  const { graph, weights, boundaryShapes, flopsPerImage, frozen } = await tailGraph(tf, model, freeze, { batch });
+  // The frozen part as training runs it on ONNX Runtime (exported, BatchNorm folded), for the uncached step.
+  const { exportOnnx } = await import('../src/onnx/export.js');
+  const { OnnxSession } = await import('../src/onnx/runtime.js');
+  const frozenSession = frozen ? await OnnxSession.open(exportOnnx(frozen), { threads: options.threads ?? availableParallelism() }) : null;
+  const pixels = Float32Array.from({ length: batch * 224 * 224 * 3 }, (_, i) => Math.sin(i * 0.11));
+  if (frozenSession) await frozenSession.run([{ data: pixels, shape: [batch, 224, 224, 3] }]);
   const chunk = chunkSize(carriedBytes(graph), boundaryShapes, batch);
   const trainer = await OnnxTrainer.open(graph, weights, { threads: options.threads ?? availableParallelism(), loop: chunk > 1 });
   const boundary = boundaryShapes.map((shape) => Float32Array.from({ length: batch * shape.reduce((a, b) => a * b, 1) }, (_, i) => Math.max(0, Math.sin(i * 0.37))));
@@ -92,7 +98,16 @@ export async function openStepTimer(tf: Tf, model: string, freeze: number, optio
       for (let r = 0; r < runs; r++) await trainer.steps(runOf);
       return (performance.now() - t0) / (runs * chunk);
     },
-    close: () => trainer.close(),
+    frozenMsPerBatch: async (batches) => {
+      if (!frozenSession) return 0;
+      const t0 = performance.now();
+      for (let r = 0; r < batches; r++) await frozenSession.run([{ data: pixels, shape: [batch, 224, 224, 3] }]);
+      return (performance.now() - t0) / batches;
+    },
+    close: async () => {
+      await trainer.close();
+      await frozenSession?.close();
+    },
   };
 }
 
