@@ -7,9 +7,9 @@ import { parseArgs } from 'node:util';
 import { loadBackend, type LayersModel, type Tf } from '../src/backend/index.js';
 import { applyTrainability, attachHead, cutModel } from '../src/cut/index.js';
 import { compileTrainStep, type TrainStepGraph } from '../src/onnx/train-step.js';
-import { OnnxTrainer } from '../src/onnx/trainer.js';
+import { StepSession } from '../src/onnx/step-session.js';
 import { loadOrt } from '../src/onnx/runtime.js';
-import { carriedBytes, chunkSize, nchwcTarget } from '../src/train/onnx-trainer.js';
+import { carriedBytes, chunkSize, nchwcTarget } from '../src/step/onnx.js';
 import { buildVariant } from '../src/registry/index.js';
 import { initializeWeights } from '../src/registry/init.js';
 
@@ -83,7 +83,7 @@ export async function openStepTimer(tf: Tf, model: string, freeze: number, optio
   const pixels = Float32Array.from({ length: batch * 224 * 224 * 3 }, (_, i) => Math.sin(i * 0.11));
   if (frozenSession) await frozenSession.run([{ data: pixels, shape: [batch, 224, 224, 3] }]);
   const chunk = chunkSize(carriedBytes(graph), boundaryShapes, batch);
-  const trainer = await OnnxTrainer.open(graph, weights, { threads: options.threads ?? availableParallelism(), loop: chunk > 1 });
+  const trainer = await StepSession.open(graph, weights, { threads: options.threads ?? availableParallelism(), loop: chunk > 1 });
   const boundary = boundaryShapes.map((shape) => Float32Array.from({ length: batch * shape.reduce((a, b) => a * b, 1) }, (_, i) => Math.max(0, Math.sin(i * 0.37))));
   const one = { boundary: boundary.map((data, i) => ({ data, shape: [batch, ...boundaryShapes[i]!] })), labels: Int32Array.from({ length: batch }, (_, i) => i % 5), sampleWeights: new Float32Array(batch).fill(1), masks: [], lr: 1e-4 };
   const runOf = Array.from({ length: chunk }, () => one);
@@ -143,7 +143,7 @@ export async function profileStep(tf: Tf, model: string, freeze: number, options
     // K steps per run, as the onnx trainer runs them (the Loop form).
     const K = options.chunk!;
     await session.release();
-    const trainer = await OnnxTrainer.open(graph, weights, { threads: options.threads ?? availableParallelism(), loop: true });
+    const trainer = await StepSession.open(graph, weights, { threads: options.threads ?? availableParallelism(), loop: true });
     const one = { boundary: boundary.map((data, i) => ({ data, shape: [batch, ...boundaryShapes[i]!] })), labels: Int32Array.from({ length: batch }, (_, i) => i % 5), sampleWeights: new Float32Array(batch).fill(1), masks: [], lr: 1e-4 };
     const chunk = Array.from({ length: K }, () => one);
     await trainer.steps(chunk);

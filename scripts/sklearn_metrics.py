@@ -1,4 +1,4 @@
-"""Writes test/eval/sklearn-expected.json: a fixed example and scikit-learn's metrics of it.
+"""Writes test/metrics/sklearn-expected.json: a fixed example and scikit-learn's metrics of it.
 
 Run with /usr/bin/python3 (Debian python3-sklearn); the output is committed, so tests do not need Python.
 """
@@ -41,4 +41,4 @@ out = {
     "weighted": {"precision": weighted[0], "recall": weighted[1], "f1": weighted[2]},
     "confusion": confusion_matrix(labels, pred, labels=labels_all).tolist(),
 }
-json.dump(out, open(sys.argv[1] if len(sys.argv) > 1 else "test/eval/sklearn-expected.json", "w"), indent=1)
+json.dump(out, open(sys.argv[1] if len(sys.argv) > 1 else "test/metrics/sklearn-expected.json", "w"), indent=1)

@@ -4,21 +4,21 @@
 // into exactly the single-machine folder; `tl finetune --features DIR` trains the tail from it without running the
 // frozen part.
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { z } from 'zod';
 import type { BackendInfo, Tf } from '../backend/index.js';
 import { attachHead, cutModel, resolveFreeze } from '../cut/index.js';
 import { openDataset, type ImageItem, type ResizeMode } from '../data/index.js';
 import { onnxSessionFor } from '../engine/index.js';
 import { DatasetError, UsageError } from '../errors.js';
+import { boundaryFile, CACHE_FILE, type CacheRecord } from '../frozen/folder.js';
 import type { PreprocessMode } from '../registry/index.js';
 import { datasetDigest, finishShard, frozenDigest, openShardFolder, shardOf, type Shard } from '../shard/index.js';
 import { FrozenPart } from '../frozen/part.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { TL_VERSION } from '../version.js';
 import { loadBackbone } from '../weights/backbone.js';
-import { npyHeader, readNpy, type NpyArray } from '../util/npy.js';
+import { npyHeader } from '../util/npy.js';
 
 export interface CacheOptions {
   data: string;
@@ -39,34 +39,6 @@ export interface CacheOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
-export const CACHE_FILE = 'cache.json';
-
-/** cache.json: what the cache holds and what it was computed with (`tl finetune --features` checks every field). */
-export const cacheRecordSchema = z.object({
-  kind: z.literal('tl-frozen-cache'),
-  version: z.literal(1),
-  tlVersion: z.string(),
-  key: z.object({
-    model: z.string(),
-    frozenDigest: z.string().regex(/^[0-9a-f]{64}$/),
-    freeze: z.number().int().min(1),
-    boundaryLayers: z.array(z.string()),
-    boundaryShapes: z.array(z.array(z.number().int())),
-    inputSize: z.number().int(),
-    preprocess: z.string(),
-    resize: z.string(),
-    maxPixels: z.number(),
-    engine: z.string(),
-    images: z.number().int(),
-    dataset: z.string(),
-  }),
-  /** One row per image, in the .npy files' order. */
-  files: z.array(z.object({ rel: z.string(), size: z.number().int(), mtimeMs: z.number() })),
-  /** Output files with their sha256 (checked before trusting them). */
-  outputs: z.array(z.object({ name: z.string(), sha256: z.string().regex(/^[0-9a-f]{64}$/) })),
-});
-export type CacheRecord = z.infer<typeof cacheRecordSchema>;
-
 export interface CacheResult {
   folder: string;
   images: number;
@@ -75,9 +47,6 @@ export interface CacheResult {
   seconds: number;
   shard?: Shard & { folder: string };
 }
-
-/** One boundary tensor's file. */
-export const boundaryFile = (b: number) => `boundary-${b}.npy`;
 
 export async function buildCache(tf: Tf, backend: BackendInfo, options: CacheOptions): Promise<CacheResult> {
   const started = performance.now();
@@ -147,49 +116,4 @@ export async function buildCache(tf: Tf, backend: BackendInfo, options: CacheOpt
 function relOf(root: string, path: string): string {
   const r = path.startsWith(root) ? path.slice(root.length).replace(/^[/\\]+/, '') : path;
   return r.split('\\').join('/');
-}
-
-/** Reads and verifies a cache folder (cache.json valid, every file its record's); returns the record. */
-export async function readCache(folder: string): Promise<CacheRecord> {
-  const path = join(folder, CACHE_FILE);
-  const text = await readFile(path, 'utf8').catch(() => null);
-  if (text === null) throw new UsageError(`${folder} is not a frozen-part cache (no ${CACHE_FILE}): make one with tl cache, or tl merge the shards of one.`);
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    throw new DatasetError(`${path} is not valid JSON.`);
-  }
-  const parsed = cacheRecordSchema.safeParse(json);
-  if (!parsed.success) throw new DatasetError(`${path} is not a tl frozen-part cache record (${parsed.error.issues[0]?.path.join('.') ?? ''}: ${parsed.error.issues[0]?.message ?? ''}).`);
-  const names = parsed.data.key.boundaryShapes.map((_, b) => boundaryFile(b));
-  if (parsed.data.outputs.map((o) => o.name).join('\n') !== names.join('\n')) throw new DatasetError(`${path} lists the outputs ${parsed.data.outputs.map((o) => o.name).join(', ') || '(none)'}; its key needs ${names.join(', ')}.`);
-  for (const o of parsed.data.outputs) {
-    const bytes = await readFile(join(folder, o.name)).catch(() => null);
-    if (bytes === null) throw new DatasetError(`${join(folder, o.name)} is missing.`);
-    if (createHash('sha256').update(bytes).digest('hex') !== o.sha256) throw new DatasetError(`${join(folder, o.name)} does not match ${CACHE_FILE} (changed or damaged): make the cache again.`);
-  }
-  return parsed.data;
-}
-
-/** The cached arrays of each image, by path relative to the dataset root (one Float32Array per boundary tensor). */
-export async function loadCacheArrays(folder: string, record: CacheRecord): Promise<Map<string, Float32Array[]>> {
-  const shapes = record.key.boundaryShapes;
-  if (record.outputs.length !== shapes.length) throw new DatasetError(`${join(folder, CACHE_FILE)} lists ${record.outputs.length} output files for ${shapes.length} boundary tensors.`);
-  // The hash proves the file is the one the record names; the header, byte length and row count prove the record
-  // describes it (a record whose rows and files disagree would hand one image another's outputs).
-  const files: NpyArray[] = [];
-  for (const [b, shape] of shapes.entries()) {
-    const path = join(folder, boundaryFile(b));
-    files.push(readNpy(await readFile(path), path, { rows: record.files.length, rowShape: shape }));
-  }
-  const out = new Map<string, Float32Array[]>();
-  record.files.forEach((f, r) => {
-    if (out.has(f.rel)) throw new DatasetError(`${join(folder, CACHE_FILE)} lists ${f.rel} twice.`);
-    out.set(f.rel, files.map((npy) => {
-      const start = npy.body.byteOffset + r * npy.rowBytes;
-      return new Float32Array(npy.body.buffer.slice(start, start + npy.rowBytes));
-    }));
-  });
-  return out;
 }

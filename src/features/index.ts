@@ -8,7 +8,8 @@ import { assignSplits } from '../data/split.js';
 import { loadFeatureModel, runBatches } from '../inference/index.js';
 import type { PreprocessMode } from '../registry/index.js';
 import type { DownloadProgress } from '../weights/download.js';
-import { checkOutputPath, csvWriter, jsonlWriter, npyWriter, type FeatureWriter } from './writers.js';
+import { checkOutputPath } from '../util/atomic.js';
+import { csvWriter, jsonlWriter, npyWriter, type FeatureWriter } from './writers.js';
 import { basename, join } from 'node:path';
 import { datasetDigest, finishShard, openShardFolder, shardOf, weightsDigest, type Shard } from '../shard/index.js';
 

@@ -1,30 +1,8 @@
 // Streaming writers for extracted features: .npy (float32, numpy's format 1.0), CSV and JSON lines. Each writes
 // to a temp file beside its target and renames it on `finish`, so a target is never half-written.
-import { constants } from 'node:fs';
-import { access, open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import { EnvironmentError } from '../errors.js';
-import { sweepStaleTemps, tempPathFor, untrackTemp } from '../util/atomic.js';
-import { notice } from '../util/notice.js';
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { tempPathFor, untrackTemp } from '../util/atomic.js';
 import { NPY_HEADER_BYTES, npyHeader } from '../util/npy.js';
-
-/**
- * Checks, before any slow work, that `path` can be written: its folder exists and is writable, and it is not itself
- * a folder. Removes temp files that a killed run left beside it.
- */
-export async function checkOutputPath(path: string): Promise<void> {
-  const folder = dirname(path);
-  const info = await stat(folder).catch(() => null);
-  if (info === null) throw new EnvironmentError(`Cannot write ${path}: the folder ${folder} does not exist.`, { suggestion: `Create it first (mkdir -p ${folder}), or choose another --out.` });
-  if (!info.isDirectory()) throw new EnvironmentError(`Cannot write ${path}: ${folder} is a file, not a folder.`, { suggestion: 'Choose another --out.' });
-  if ((await stat(path).catch(() => null))?.isDirectory()) throw new EnvironmentError(`Cannot write ${path}: it is a folder.`, { suggestion: 'Give a file name, e.g. --out features.npy.' });
-  try {
-    await access(folder, constants.W_OK);
-  } catch {
-    throw new EnvironmentError(`Cannot write ${path}: the folder ${folder} is not writable (EACCES).`, { suggestion: 'Check its permissions, or choose another --out.' });
-  }
-  for (const leftover of sweepStaleTemps(folder)) notice(`removed ${leftover}, left by an interrupted run`);
-}
 
 /** A file written through a temp file: `finish` renames it into place, `abort` removes it. */
 class AtomicFile {

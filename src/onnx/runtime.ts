@@ -171,7 +171,7 @@ export class OnnxSession {
 
   /**
    * Opens `model` (bytes or a file path) with `threads` intra-op threads on `device` (default: the process's, see
-   * setDevice); `memoryPattern: false` turns off ONNX Runtime's per-shape memory plan (see OnnxTrainer). A provider that fails at session creation falls back to the CPU with a notice; an explicit `cuda`
+   * setDevice); `memoryPattern: false` turns off ONNX Runtime's per-shape memory plan (see StepSession). A provider that fails at session creation falls back to the CPU with a notice; an explicit `cuda`
    * whose provider or driver is missing is an error saying which.
    */
   static async open(model: Uint8Array | string, options: { threads?: number; device?: Device; memoryPattern?: boolean } = {}): Promise<OnnxSession> {

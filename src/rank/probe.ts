@@ -4,7 +4,7 @@
 // fine-tune of that model would reach on these features.
 import type { Tensor, Tf } from '../backend/index.js';
 import { initializeWeights } from '../registry/init.js';
-import { TfjsTrainer } from '../train/tfjs-trainer.js';
+import { TfjsTrainer } from '../step/tfjs.js';
 import { mixSeed } from '../util/random.js';
 import type { Features } from '../metrics/transferability.js';
 

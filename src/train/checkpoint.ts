@@ -1,40 +1,14 @@
 // Checkpoints: named float32 tensors plus a JSON state in one file, written atomically (temp file, rename).
 import { readFile } from 'node:fs/promises';
-import type { Tensor, Tf } from '../backend/index.js';
 import { TlError } from '../errors.js';
+import type { NamedArray } from '../step/index.js';
 import { writeFileAtomic } from '../util/atomic.js';
 
 const MAGIC = 'TLCKPT01';
 
-export interface NamedArray {
-  name: string;
-  shape: number[];
-  dtype: 'float32' | 'int32';
-  data: Float32Array | Int32Array;
-}
-
 interface Header<S> {
   state: S;
   groups: Record<string, { name: string; shape: number[]; dtype: 'float32' | 'int32' }[]>;
-}
-
-/**
- * Reads tensors' values (e.g. a model's weights or an optimizer's state) into plain arrays: tensors never change, so
- * their data is taken as it is, not copied.
- */
-export async function toArrays(named: { name: string; tensor: Tensor }[]): Promise<NamedArray[]> {
-  return Promise.all(
-    named.map(async ({ name, tensor }) => {
-      const data = await tensor.data();
-      const int = tensor.dtype === 'int32';
-      return { name, shape: tensor.shape as number[], dtype: int ? ('int32' as const) : ('float32' as const), data: int ? (data instanceof Int32Array ? data : Int32Array.from(data)) : data instanceof Float32Array ? data : Float32Array.from(data) };
-    }),
-  );
-}
-
-/** Tensors from arrays read back; the caller disposes them. */
-export function toTensors(tf: Tf, arrays: NamedArray[]): { name: string; tensor: Tensor }[] {
-  return arrays.map((a) => ({ name: a.name, tensor: tf.tensor(a.data, a.shape, a.dtype) }));
 }
 
 /** Writes `state` and groups of arrays to `path` atomically. */

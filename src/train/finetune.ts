@@ -7,7 +7,7 @@ import { applyTrainability, attachHead, cutModel, resolveFreeze, type BnMode, ty
 import { classesMissingFrom, openDataset, SPLITS, type AugmentLevel, type Batch, type Dataset, type ResizeMode } from '../data/index.js';
 import { onnxSessionFor } from '../engine/index.js';
 import { InterruptedError, TlError, UsageError } from '../errors.js';
-import { fitTemperature, temper, temperatureDecision } from '../eval/calibration.js';
+import { fitTemperature, temper, temperatureDecision } from '../metrics/calibration.js';
 import { computeMetrics, nonFiniteRows, type Metrics } from '../metrics/classification.js';
 import { TrainStepCompileError, type TrainStepGraph } from '../onnx/train-step.js';
 import type { PreprocessMode } from '../registry/index.js';
@@ -21,21 +21,21 @@ import { notice } from '../util/notice.js';
 import { TL_VERSION } from '../version.js';
 import { loadBackbone, type Backbone } from '../weights/backbone.js';
 import type { DownloadProgress } from '../weights/download.js';
-import { readCheckpoint, toArrays, writeCheckpoint, type NamedArray } from './checkpoint.js';
-import type { CacheRecord } from '../features/cache.js';
+import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
+import { loadCacheArrays, readCache, type CacheRecord } from '../frozen/folder.js';
 import { FeatureCache } from '../frozen/cache.js';
 import { FrozenPart, type KeptOutputs } from '../frozen/part.js';
 import { OnnxTail } from '../onnx/tail.js';
-import { nchwcTarget, OnnxTailTrainer, type TailTrainerConfig } from './onnx-trainer.js';
+import { nchwcTarget, OnnxTrainer, type TailTrainerConfig } from '../step/onnx.js';
 import { preciseBnSample, recomputeBatchNorm, setBatchNormMomentum } from './precise-bn.js';
 import { digestWeights } from '../shard/index.js';
 import { chooseFreezeDepth, PROBE_EPOCHS, type FreezeAutoResult } from './freeze-auto.js';
 import { LR_FIND_DEFAULTS, rangeTest, writeLrFind, type LrFindResult, type LrFindSpec } from './lr-find.js';
-import { balancedClassWeights, scheduledLr, type OptimizerConfig, type OptimizerName, type ScheduleConfig, type ScheduleName } from './optim.js';
+import { balancedClassWeights, scheduledLr, type OptimizerConfig, type OptimizerName, type ScheduleConfig, type ScheduleName } from '../step/optim.js';
 import { openRunFolder } from './run-folder.js';
 import { writeMetricsCsv, writeRunRecords, writeTrainedModel, type EpochRow } from './run-output.js';
-import { TfjsTrainer } from './tfjs-trainer.js';
-import type { StepInput, Trainer } from './trainer.js';
+import { TfjsTrainer } from '../step/tfjs.js';
+import { toArrays, type NamedArray, type StepInput, type Trainer } from '../step/index.js';
 import { argmax, concatFloat32 } from '../util/arrays.js';
 
 export type { EpochRow } from './run-output.js';
@@ -358,7 +358,7 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
   const size = options.inputSize ?? source.inputSize;
   let dataset: Dataset;
   // --features: the cache's record, verified once; the images it holds outputs for are not decoded at all.
-  const cacheRecord = options.features ? await (await import('../features/cache.js')).readCache(options.features).catch((err: unknown) => {
+  const cacheRecord = options.features ? await readCache(options.features).catch((err: unknown) => {
     (source.withHead?.model ?? backbone).dispose();
     throw err;
   }) : null;
@@ -594,7 +594,6 @@ async function checkedFeatures(options: FinetuneOptions, record: CacheRecord, ru
   const dir = options.features!;
   if (options.augment !== 'none') throw new UsageError(`--features ${dir}: the cache holds one output per image; --augment ${options.augment} changes the images every epoch.`);
   if (run.headEpochs > 0) throw new UsageError(`--features ${dir}: a head phase cuts the whole backbone, not the cache's cut; leave out --head-epochs.`);
-  const { loadCacheArrays } = await import('../features/cache.js');
   const k = record.key;
   const differ = (what: string, cache: unknown, here: unknown) => new UsageError(`--features ${dir} was computed with ${what} ${String(cache)}; this run uses ${String(here)}.`, { suggestion: 'Make the cache again with this run\'s settings (tl cache), or train with them.' });
   if (k.model !== run.model) throw differ('model', k.model, run.model);
@@ -639,7 +638,7 @@ function classifier(tf: Tf, source: Backbone, classes: string[], options: Finetu
 async function compileOnnxStep(run: Run, phase: PhaseInfo, cut: Cut): Promise<TrainStepGraph | null> {
   if (run.options.engine !== 'onnx') return null;
   try {
-    return await OnnxTailTrainer.compile(cut.tail, trainerConfig(run, cut));
+    return await OnnxTrainer.compile(cut.tail, trainerConfig(run, cut));
   } catch (err) {
     if (!(err instanceof TrainStepCompileError)) throw err;
     notice(`the ${phase.name} phase trains on TensorFlow.js: ${err.message}`);
@@ -713,7 +712,7 @@ async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo, mode: 't
     const openSession = frozenCut && options.engine === 'onnx' && !run.features ? () => onnxSessionFor(frozenCut, options.store ? { store: options.store } : {}) : null;
     frozen = new FrozenPart(tf, cut, run.source.preprocess, dataset, cache, pool, openSession);
     if (cache !== null && phase.last >= run.startEpoch) await fillCache(run, frozen, phase);
-    const openTrainer = async (): Promise<Trainer> => (compiled ? await OnnxTailTrainer.open(tf, cut.tail, trainerConfig(run, cut), compiled) : new TfjsTrainer(tf, cut.tail, { optimizer: run.optimizer, lr: phase.lr, loss: run.loss, weightDecay: options.weightDecay ?? 0, accumulate: options.accumulate, classes: dataset.classes.length, boundaryShapes: cut.boundaryShapes, pool }));
+    const openTrainer = async (): Promise<Trainer> => (compiled ? await OnnxTrainer.open(tf, cut.tail, trainerConfig(run, cut), compiled) : new TfjsTrainer(tf, cut.tail, { optimizer: run.optimizer, lr: phase.lr, loss: run.loss, weightDecay: options.weightDecay ?? 0, accumulate: options.accumulate, classes: dataset.classes.length, boundaryShapes: cut.boundaryShapes, pool }));
     trainer = await openTrainer();
     phase.engine = trainer.engine;
     tail = compiled ? await openOnnxTail(run, cut) : null;

@@ -2,10 +2,11 @@
 // are tracked while they live and removed when the process exits (signals included); those a killed process left
 // behind carry its pid, so a later run can tell them from a live one's and remove them.
 import { randomBytes } from 'node:crypto';
-import { readdirSync, rmSync } from 'node:fs';
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { constants, readdirSync, rmSync } from 'node:fs';
+import { access, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { atPath } from '../errors.js';
+import { atPath, EnvironmentError } from '../errors.js';
+import { notice } from './notice.js';
 
 const live = new Set<string>();
 let exitHookInstalled = false;
@@ -89,4 +90,22 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array | 
 /** Writes a JSON document atomically. */
 export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
   await writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+/**
+ * Checks, before any slow work, that `path` can be written: its folder exists and is writable, and it is not itself
+ * a folder. Removes temp files that a killed run left beside it.
+ */
+export async function checkOutputPath(path: string): Promise<void> {
+  const folder = dirname(path);
+  const info = await stat(folder).catch(() => null);
+  if (info === null) throw new EnvironmentError(`Cannot write ${path}: the folder ${folder} does not exist.`, { suggestion: `Create it first (mkdir -p ${folder}), or choose another --out.` });
+  if (!info.isDirectory()) throw new EnvironmentError(`Cannot write ${path}: ${folder} is a file, not a folder.`, { suggestion: 'Choose another --out.' });
+  if ((await stat(path).catch(() => null))?.isDirectory()) throw new EnvironmentError(`Cannot write ${path}: it is a folder.`, { suggestion: 'Give a file name, e.g. --out features.npy.' });
+  try {
+    await access(folder, constants.W_OK);
+  } catch {
+    throw new EnvironmentError(`Cannot write ${path}: the folder ${folder} is not writable (EACCES).`, { suggestion: 'Check its permissions, or choose another --out.' });
+  }
+  for (const leftover of sweepStaleTemps(folder)) notice(`removed ${leftover}, left by an interrupted run`);
 }

@@ -2,12 +2,12 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type LayersModel, type SymbolicTensor, type Tf } from '../../src/backend/index.js';
 import { compileTrainStep, TrainStepCompileError, type TrainStepOptions } from '../../src/onnx/train-step.js';
-import { OnnxTrainer } from '../../src/onnx/trainer.js';
+import { StepSession } from '../../src/onnx/step-session.js';
 import { onnx } from '../../src/onnx/graph.js';
 import { nchwcBlockSize } from '../../src/onnx/runtime.js';
 import { buildVariant } from '../../src/registry/index.js';
 import { applyTrainability, attachHead, cutModel } from '../../src/cut/index.js';
-import { applyWeightDecay, createOptimizer } from '../../src/train/optim.js';
+import { applyWeightDecay, createOptimizer } from '../../src/step/optim.js';
 import { shardGradients, type LossConfig } from '../../src/replicas/gradients.js';
 import { randomize as randomizeWeights } from '../helpers/models.js';
 import { randomArray } from '../helpers/tensors.js';
@@ -79,7 +79,7 @@ async function gradientErrors(tail: LayersModel, c: Case, loss: LossConfig, opti
   expect(tf.memory().numTensors).toBe(before);
 
   expect(graph.trainable.map((s) => s.variable).sort()).toEqual([...refByName.keys()].sort());
-  const trainer = await OnnxTrainer.open(graph, graph.trainable.map((s) => tail.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array), { threads: 2, states: statesBefore });
+  const trainer = await StepSession.open(graph, graph.trainable.map((s) => tail.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array), { threads: 2, states: statesBefore });
   const sampleWeights = Float32Array.from(c.labels, (l) => loss.classWeights?.[l] ?? 1);
   const result = await trainer.step({ boundary: c.inputs, labels: c.labels, sampleWeights, masks: [], lr: 0 });
   const states = trainer.currentStates();
@@ -223,7 +223,7 @@ describe('gradient rules against tfjs autodiff', () => {
     const expected = new Float32Array(3 * 3 * 6);
     for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) for (let k = 0; k < 6; k++) expected[(i * 3 + j) * 6 + k] = g5[((2 * i) * 5 + 2 * j) * 6 + k]!;
     const graph = compileTrainStep(dilated, SGD);
-    const trainer = await OnnxTrainer.open(graph, graph.trainable.map((s) => dilated.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array), { threads: 1 });
+    const trainer = await StepSession.open(graph, graph.trainable.map((s) => dilated.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array), { threads: 1 });
     const r = await trainer.step({ boundary: c.inputs, labels: c.labels, sampleWeights: new Float32Array(3).fill(1), masks: [], lr: 0 });
     await trainer.close();
     expect(maxRel(r.gradients![0]!, expected)).toBeLessThan(1e-4);
@@ -275,7 +275,7 @@ describe('gradient rules against tfjs autodiff', () => {
       return tf.neg(tf.mean(tf.sum(tf.mul(tf.oneHot(tf.tensor1d(c.labels, 'int32'), 3), tf.log(tf.clipByValue(p, 1e-7, 1 - 1e-7))), -1))) as ReturnType<Tf['scalar']>;
     }, vars);
     const graph = compileTrainStep(model, SGD);
-    const trainer = await OnnxTrainer.open(graph, graph.trainable.map((s) => model.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array), { threads: 1 });
+    const trainer = await StepSession.open(graph, graph.trainable.map((s) => model.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array), { threads: 1 });
     const r = await trainer.step({ boundary: c.inputs, labels: c.labels, sampleWeights: new Float32Array(3).fill(1), masks: [], lr: 0 });
     await trainer.close();
     expect(r.loss).toBeCloseTo(value.dataSync()[0]!, 5);
@@ -326,7 +326,7 @@ describe('gradient rules against tfjs autodiff', () => {
     }, model.trainableWeights.map((w) => w.read() as ReturnType<Tf['variable']>));
     const graph = compileTrainStep(model, SGD);
     expect(graph.masks.map((m) => m.shape)).toEqual([[-1, 5]]);
-    const trainer = await OnnxTrainer.open(graph, graph.trainable.map((s) => model.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array), { threads: 1 });
+    const trainer = await StepSession.open(graph, graph.trainable.map((s) => model.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array), { threads: 1 });
     const r = await trainer.step({ boundary: [{ data: x, shape: [4, 6] }], labels, sampleWeights: new Float32Array(4).fill(1), masks: [mask], lr: 0 });
     await trainer.close();
     model.trainableWeights.forEach((w) => {
@@ -396,7 +396,7 @@ describe('the step reports whether every updated weight is finite', () => {
   it('true after an ordinary step, false once a weight overflows', async () => {
     const model = small([5, 5, 3], (x) => L().conv2d({ filters: 4, kernelSize: 3, activation: 'relu' }).apply(x) as SymbolicTensor, 12);
     const graph = compileTrainStep(model, { ...SGD, emitGradients: false });
-    const trainer = await OnnxTrainer.open(graph, graph.trainable.map((s) => model.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array), { threads: 1 });
+    const trainer = await StepSession.open(graph, graph.trainable.map((s) => model.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array), { threads: 1 });
     const c = batchFor(model, 3, 3, 2);
     const step = (lr: number) => trainer.step({ boundary: c.inputs, labels: c.labels, sampleWeights: new Float32Array(3).fill(1), masks: [], lr });
     expect((await step(0.01)).weightsFinite).toBe(true);
@@ -432,10 +432,10 @@ describe('a chunk of steps in one run (the Loop form)', () => {
       const c = batchFor(model, 4, 3, 30 + k);
       return { boundary: c.inputs, labels: c.labels, sampleWeights: Float32Array.of(1, 0.5, 2, 1), masks: [Float32Array.from({ length: 16 }, (_, i) => ((i + k) % 3 === 0 ? 0 : 2))], lr: 1e-2 * (k + 1) };
     });
-    const one = await OnnxTrainer.open(graph, weights, { threads: 1, states });
-    const chunked = await OnnxTrainer.open(graph, weights, { threads: 1, states, loop: true });
+    const one = await StepSession.open(graph, weights, { threads: 1, states });
+    const chunked = await StepSession.open(graph, weights, { threads: 1, states, loop: true });
     expect([one.chunked, chunked.chunked]).toEqual([false, true]);
-    const single: Awaited<ReturnType<OnnxTrainer['step']>>[] = [];
+    const single: Awaited<ReturnType<StepSession['step']>>[] = [];
     for (const b of batches) single.push(await one.step(b));
     // One step first, so that the chunk starts at step 2 (Adam's bias correction counts from the trainer's steps).
     const together = [await chunked.step(batches[0]!), ...(await chunked.steps(batches.slice(1)))];
@@ -471,7 +471,7 @@ describe('optimizer steps against tfjs', () => {
       const model = small([5, 5, 3], (x) => L().conv2d({ filters: 4, kernelSize: 3, activation: 'relu' }).apply(x) as SymbolicTensor, 9);
       const options = { ...SGD, emitGradients: false, ...config };
       const graph = compileTrainStep(model, options);
-      const trainer = await OnnxTrainer.open(graph, graph.trainable.map((s) => model.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array), { threads: 1 });
+      const trainer = await StepSession.open(graph, graph.trainable.map((s) => model.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array), { threads: 1 });
       const optimizer = createOptimizer(tf, { optimizer: options.optimizer, momentum: options.momentum, nesterov: options.nesterov }, 0.01);
       const before = tf.memory().numTensors;
       for (let s = 0; s < 5; s++) {

@@ -5,7 +5,7 @@ import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.
 import { TlError } from '../../src/errors.js';
 import { readCheckpoint, writeCheckpoint } from '../../src/train/checkpoint.js';
 import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
-import { balancedClassWeights, scheduledLr } from '../../src/train/optim.js';
+import { balancedClassWeights, scheduledLr } from '../../src/step/optim.js';
 import { trainingLoss } from '../../src/replicas/gradients.js';
 import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { onnx } from 'onnx-proto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
-import { fitTemperature, temper, temperatureDecision } from '../../src/eval/calibration.js';
+import { fitTemperature, temper, temperatureDecision } from '../../src/metrics/calibration.js';
 import { loadClassifier } from '../../src/inference/index.js';
 import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
 import { expectLearned } from '../helpers/learned.js';

@@ -1,5 +1,6 @@
-// What the phase and epoch loop needs from whatever computes a training step: the loop never knows which engine it is.
-import type { NamedArray } from './checkpoint.js';
+// What computes an optimizer step, whichever engine it is (TensorFlow.js: tfjs.ts; ONNX Runtime: onnx.ts): the interface
+// the phase and epoch loop uses, the arrays weights and optimizer slots travel as, and the optimizers (optim.ts).
+import type { Tensor, Tf } from '../backend/index.js';
 
 /** One optimizer step's inputs: the batch's boundary arrays (one joined array per tail input) and its labels. */
 export interface StepInput {
@@ -41,4 +42,31 @@ export interface Trainer {
   reloadStates(): void;
   optimizerState(): Promise<NamedArray[]>;
   close(): Promise<void>;
+}
+
+/** A named array of a weight or an optimizer slot (what checkpoints hold, on either engine). */
+export interface NamedArray {
+  name: string;
+  shape: number[];
+  dtype: 'float32' | 'int32';
+  data: Float32Array | Int32Array;
+}
+
+/**
+ * Reads tensors' values (e.g. a model's weights or an optimizer's state) into plain arrays: tensors never change, so
+ * their data is taken as it is, not copied.
+ */
+export async function toArrays(named: { name: string; tensor: Tensor }[]): Promise<NamedArray[]> {
+  return Promise.all(
+    named.map(async ({ name, tensor }) => {
+      const data = await tensor.data();
+      const int = tensor.dtype === 'int32';
+      return { name, shape: tensor.shape as number[], dtype: int ? ('int32' as const) : ('float32' as const), data: int ? (data instanceof Int32Array ? data : Int32Array.from(data)) : data instanceof Float32Array ? data : Float32Array.from(data) };
+    }),
+  );
+}
+
+/** Tensors from arrays read back; the caller disposes them. */
+export function toTensors(tf: Tf, arrays: NamedArray[]): { name: string; tensor: Tensor }[] {
+  return arrays.map((a) => ({ name: a.name, tensor: tf.tensor(a.data, a.shape, a.dtype) }));
 }

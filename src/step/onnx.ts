@@ -4,13 +4,12 @@
 import type { LayersModel, LayerVariable, Tf } from '../backend/index.js';
 import { compileTrainStep, type NchwcTarget, type TrainStepGraph } from '../onnx/train-step.js';
 import { nchwcBlockSize, resolvedDevice } from '../onnx/runtime.js';
-import { OnnxTrainer, type TrainBatch } from '../onnx/trainer.js';
+import { StepSession, type TrainBatch } from '../onnx/step-session.js';
 import type { LossConfig } from '../replicas/gradients.js';
 import { dropoutMask } from '../util/dropout.js';
 import { mixSeed } from '../util/random.js';
-import type { NamedArray } from './checkpoint.js';
 import type { OptimizerConfig } from './optim.js';
-import { slotKey, type StepInput, type Trainer } from './trainer.js';
+import { slotKey, type NamedArray, type StepInput, type Trainer } from './index.js';
 
 /** tfjs's name for each slot kind (`<variable>/<suffix>`), in the order its getWeights lists them. */
 const SLOT_SUFFIX = { m: 'm', v: 'v', accum: 'momentum', ms: 'rms', mom: 'momentum' } as const;
@@ -56,7 +55,7 @@ export interface TailTrainerConfig {
   threads?: number;
 }
 
-export class OnnxTailTrainer implements Trainer {
+export class OnnxTrainer implements Trainer {
   readonly engine = 'onnx' as const;
   private readonly variables: LayerVariable[];
   private readonly stateVariables: LayerVariable[];
@@ -68,7 +67,7 @@ export class OnnxTailTrainer implements Trainer {
     private readonly tf: Tf,
     tail: LayersModel,
     private readonly graph: TrainStepGraph,
-    private readonly trainer: OnnxTrainer,
+    private readonly trainer: StepSession,
     private readonly loss: LossConfig,
     private readonly boundaryShapes: number[][],
   ) {
@@ -90,12 +89,12 @@ export class OnnxTailTrainer implements Trainer {
   }
 
   /** Compiles `tail` (see `compile`), or takes its compiled `graph`, and opens a session with the tail's weights. */
-  static async open(tf: Tf, tail: LayersModel, config: TailTrainerConfig, compiled?: TrainStepGraph): Promise<OnnxTailTrainer> {
-    const graph = compiled ?? (await OnnxTailTrainer.compile(tail, config));
+  static async open(tf: Tf, tail: LayersModel, config: TailTrainerConfig, compiled?: TrainStepGraph): Promise<OnnxTrainer> {
+    const graph = compiled ?? (await OnnxTrainer.compile(tail, config));
     const weights = graph.trainable.map((spec) => tail.trainableWeights.find((w) => w.originalName === spec.variable)!.read().dataSync() as Float32Array);
     const states = graph.state.map((s) => tail.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array);
-    const trainer = await OnnxTrainer.open(graph, weights, { ...(config.threads ? { threads: config.threads } : {}), states, loop: chunkSize(carriedBytes(graph), config.boundaryShapes, config.batchSize) > 1 });
-    return new OnnxTailTrainer(tf, tail, graph, trainer, config.loss, config.boundaryShapes);
+    const trainer = await StepSession.open(graph, weights, { ...(config.threads ? { threads: config.threads } : {}), states, loop: chunkSize(carriedBytes(graph), config.boundaryShapes, config.batchSize) > 1 });
+    return new OnnxTrainer(tf, tail, graph, trainer, config.loss, config.boundaryShapes);
   }
 
   async loadOptimizerState(state: NamedArray[] | null): Promise<void> {

@@ -4,9 +4,8 @@ import type { LayersModel, Tensor, Tf } from '../backend/index.js';
 import type { ReplicaPool, Shard, ShardResult } from '../replicas/pool.js';
 import { shardGradients, type LossConfig } from '../replicas/gradients.js';
 import { mixSeed } from '../util/random.js';
-import { toArrays, toTensors, type NamedArray } from './checkpoint.js';
 import { applyWeightDecay, createOptimizer, disposeOptimizer, setLearningRate, type Optimizer, type OptimizerConfig } from './optim.js';
-import { slotKey, type StepInput, type Trainer } from './trainer.js';
+import { slotKey, toArrays, toTensors, type NamedArray, type StepInput, type Trainer } from './index.js';
 
 export interface TfjsTrainerOptions {
   optimizer: OptimizerConfig;

@@ -30,7 +30,7 @@ export interface TrainStepResult {
 }
 
 /** One compiled train step over an ONNX Runtime session, holding the weights and optimizer state it updates. */
-export class OnnxTrainer {
+export class StepSession {
   private weights: OrtTensor[];
   private slots: OrtTensor[][];
   private states: OrtTensor[];
@@ -46,7 +46,7 @@ export class OnnxTrainer {
    * Opens a session over `graph` with the initial values of its trainable weights (in `graph.trainable` order) and of
    * the state it updates (in `graph.state` order).
    */
-  static async open(graph: TrainStepGraph, weights: Float32Array[], options: { threads?: number; states?: Float32Array[]; loop?: boolean } = {}): Promise<OnnxTrainer> {
+  static async open(graph: TrainStepGraph, weights: Float32Array[], options: { threads?: number; states?: Float32Array[]; loop?: boolean } = {}): Promise<StepSession> {
     // Without ONNX Runtime's memory pattern, which plans a block per input shape (an epoch's short last batch is a
     // second one): the train step's session then held about half the memory (268 against 516 MiB for MobileNetV2
     // --freeze 100 in chunks of 8), at the same speed.
@@ -55,10 +55,10 @@ export class OnnxTrainer {
       const loop = compileTrainLoop(graph);
       const session = await OnnxSession.open(loop.bytes, threads);
       // Control flow on a GPU provider runs its body node by node through the CPU: there the plain step is kept.
-      if (session.device === 'cpu') return new OnnxTrainer(session, graph, weights, options.states ?? [], loop);
+      if (session.device === 'cpu') return new StepSession(session, graph, weights, options.states ?? [], loop);
       await session.close();
     }
-    return new OnnxTrainer(await OnnxSession.open(graph.bytes, threads), graph, weights, options.states ?? [], null);
+    return new StepSession(await OnnxSession.open(graph.bytes, threads), graph, weights, options.states ?? [], null);
   }
 
   /** Whether `steps` runs a chunk in one ONNX Runtime run. */
@@ -86,7 +86,7 @@ export class OnnxTrainer {
     const loop = this.loop;
     const k = batches.length;
     const n = batches[0]!.labels.length;
-    if (batches.some((b) => b.labels.length !== n)) throw new Error('OnnxTrainer.steps: the batches of a chunk differ in size');
+    if (batches.some((b) => b.labels.length !== n)) throw new Error('StepSession.steps: the batches of a chunk differ in size');
     this.checkBatch(n);
     // Parts that already lie end to end in one buffer (a chunk's boundary, see FrozenPart.boundary) are fed as one view.
     const stack = (parts: Float32Array[]) => {
@@ -149,7 +149,7 @@ export class OnnxTrainer {
 
   /** A batch larger than the graph folds (see NchwcTarget) would lose images from the weight gradient: refused. */
   private checkBatch(n: number): void {
-    if (this.graph.maxBatch !== null && n > this.graph.maxBatch) throw new Error(`OnnxTrainer: a batch of ${n} images; the step was compiled for at most ${this.graph.maxBatch}`);
+    if (this.graph.maxBatch !== null && n > this.graph.maxBatch) throw new Error(`StepSession: a batch of ${n} images; the step was compiled for at most ${this.graph.maxBatch}`);
   }
 
   /** Replaces the weights, the optimizer slots (each in `spec.slots` order; empty: zeros) and the step count. */
