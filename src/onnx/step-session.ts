@@ -75,7 +75,9 @@ export class StepSession {
    * Optimizer steps on a chunk of batches of one size, in order. In loop mode one run does them all; the weights
    * after the chunk are those after its last step (each step's `weightsFinite` says whether that step's were finite).
    */
-  async steps(batches: TrainBatch[]): Promise<TrainStepResult[]> {
+  async steps(given: TrainBatch[]): Promise<TrainStepResult[]> {
+    given.forEach((b) => this.checkBatch(b.labels.length));
+    const batches = given.map((b) => this.padded(b));
     if (this.loop === null) {
       const out: TrainStepResult[] = [];
       for (const b of batches) out.push(await this.step(b));
@@ -87,7 +89,6 @@ export class StepSession {
     const k = batches.length;
     const n = batches[0]!.labels.length;
     if (batches.some((b) => b.labels.length !== n)) throw new Error('StepSession.steps: the batches of a chunk differ in size');
-    this.checkBatch(n);
     // Parts that already lie end to end in one buffer (a chunk's boundary, see FrozenPart.boundary) are fed as one view.
     const stack = (parts: Float32Array[]) => {
       const first = parts[0]!;
@@ -120,11 +121,12 @@ export class StepSession {
   }
 
   /** One optimizer step on a batch. */
-  async step(batch: TrainBatch): Promise<TrainStepResult> {
-    if (this.loop !== null) return (await this.steps([batch]))[0]!;
+  async step(given: TrainBatch): Promise<TrainStepResult> {
+    if (this.loop !== null) return (await this.steps([given]))[0]!;
+    this.checkBatch(given.labels.length);
+    const batch = this.padded(given);
     const g = this.graph;
     const n = batch.labels.length;
-    this.checkBatch(n);
     const feeds: Record<string, OrtTensor> = {
       [g.inputs.labels]: this.session.tensor('int64', BigInt64Array.from(batch.labels, (v) => BigInt(v)), [n]),
       [g.inputs.sampleWeights]: this.session.tensor('float32', batch.sampleWeights, [n]),
@@ -150,6 +152,25 @@ export class StepSession {
   /** A batch larger than the graph folds (see NchwcTarget) would lose images from the weight gradient: refused. */
   private checkBatch(n: number): void {
     if (this.graph.maxBatch !== null && n > this.graph.maxBatch) throw new Error(`StepSession: a batch of ${n} images; the step was compiled for at most ${this.graph.maxBatch}`);
+  }
+
+  /** A short batch for a graph of fixed batch size: zero rows of sample weight 0 after the images (see fixedBatch). */
+  private padded(batch: TrainBatch): TrainBatch {
+    const size = this.graph.fixedBatch;
+    const n = batch.labels.length;
+    if (size === null || n === size) return batch;
+    const grow = <T extends Float32Array | Int32Array>(a: T, make: (length: number) => T): T => {
+      const out = make((a.length / n) * size);
+      out.set(a);
+      return out;
+    };
+    return {
+      boundary: batch.boundary.map((b) => ({ data: grow(b.data, (l) => new Float32Array(l)), shape: [size, ...b.shape.slice(1)] })),
+      labels: grow(batch.labels, (l) => new Int32Array(l)),
+      sampleWeights: grow(batch.sampleWeights, (l) => new Float32Array(l)),
+      masks: batch.masks.map((m) => grow(m, (l) => new Float32Array(l))),
+      lr: batch.lr,
+    };
   }
 
   /** Replaces the weights, the optimizer slots (each in `spec.slots` order; empty: zeros) and the step count. */

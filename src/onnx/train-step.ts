@@ -53,6 +53,12 @@ export interface TrainStepGraph {
   boundary: string[];
   /** The largest batch the graph takes (null: any). */
   maxBatch: number | null;
+  /**
+   * The one batch size the graph takes, where it has one: a short batch is padded to it with zero rows of sample
+   * weight 0, which add nothing to the loss, the count correct or any gradient (rows meet only in training-mode
+   * BatchNormalization, which a graph with a fixed batch has none of).
+   */
+  fixedBatch: number | null;
   /** Dropout layers' mask inputs: each the layer output's shape, already scaled by 1 / (1 - rate). */
   masks: { layer: string; input: string; shape: number[] }[];
   trainable: TrainableSpec[];
@@ -241,7 +247,10 @@ function emitForward(tail: LayersModel, graph: TailGraph, mode: RuleContext['mod
 export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): TrainStepGraph {
   const graph = new TailGraph();
   const { g } = graph;
-  const nchwc = options.nchwc ?? null;
+  // Without training-mode BatchNormalization the rows of a batch never meet, so the NCHWc weight gradient's fold can
+  // take a fixed batch (short batches padded by the trainer) instead of padding the activations in the graph.
+  const trainingNorm = tail.layers.some((l) => l.getClassName() === 'BatchNormalization' && l.trainable);
+  const nchwc = options.nchwc ? { ...options.nchwc, exact: !trainingNorm } : null;
   const { boundary, tape, probs: probsValue, outputTensor } = emitForward(tail, graph, 'train', nchwc);
 
   // Loss: Keras's categorical cross-entropy of clipped probabilities, smoothed targets, per-image weights, mean.
@@ -255,14 +264,17 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
   if (options.labelSmoothing > 0) target = g.op('Add', [g.op('Mul', [target, g.f(1 - options.labelSmoothing)]), g.f(options.labelSmoothing / classes)]);
   const clipped = g.op('Clip', [probs, g.f(PROB_MIN), g.f(PROB_MAX)]);
   const perImage = g.op('Neg', [g.reduceSum(g.op('Mul', [target, g.op('Log', [clipped])]), [1])]);
-  g.node('ReduceMean', [g.op('Mul', [perImage, sampleWeights])], 'loss', [A.int('keepdims', 0)], 'loss');
+  // The batch's images are its rows of positive weight (a padded row has weight 0; class weights are positive): the
+  // loss is their mean, as Keras's over a batch of that size.
+  const real = g.op('Greater', [sampleWeights, g.f(0)]);
+  const count = g.reduceSum(g.op('Cast', [real], [A.int('to', FLOAT)]), [0]);
+  g.node('Div', [g.reduceSum(g.op('Mul', [perImage, sampleWeights]), [0]), count], 'loss', [], 'loss');
   const predicted = g.op('ArgMax', [probs], [A.int('axis', 1), A.int('keepdims', 0)]);
-  g.node('ReduceSum', [g.op('Cast', [g.op('Equal', [predicted, labels])], [A.int('to', FLOAT)])], 'correct', [A.int('keepdims', 0)], 'correct');
+  g.node('ReduceSum', [g.op('Cast', [g.op('And', [g.op('Equal', [predicted, labels]), real])], [A.int('to', FLOAT)])], 'correct', [A.int('keepdims', 0)], 'correct');
   graph.addOutput('loss', []);
   graph.addOutput('correct', []);
 
   // d loss / d probs through the clip (tfjs passes the gradient where min <= p <= max), then the softmax.
-  const count = g.op('Cast', [g.op('Gather', [g.op('Shape', [labels]), g.int64s('zero', [0])])], [A.int('to', FLOAT)]);
   const weightPerImage = g.op('Unsqueeze', [g.op('Div', [sampleWeights, count]), g.ints([1])]);
   const inRange = g.op('Cast', [g.op('And', [g.op('Not', [g.op('Less', [probs, g.f(PROB_MIN)])]), g.op('Not', [g.op('Greater', [probs, g.f(PROB_MAX)])])])], [A.int('to', FLOAT)]);
   const dProbs = g.op('Mul', [g.op('Neg', [g.op('Div', [g.op('Mul', [target, weightPerImage]), clipped])]), inRange]);
@@ -342,6 +354,7 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
     bytes: graph.encode(`${tail.name}_train_step`),
     boundary,
     maxBatch: hasFold ? nchwc.batch : null,
+    fixedBatch: hasFold && nchwc.exact ? nchwc.batch : null,
     masks: graph.masks,
     trainable: graph.trainable,
     state: graph.state,

@@ -186,8 +186,18 @@ describe('gradient rules against tfjs autodiff', () => {
     const graph = compileTrainStep(model, { ...SGD, ...options });
     expect(graph.nchwcLayers).toEqual(['dw_stride2', 'dw_valid']);
     expect(graph.maxBatch).toBe(4);
+    // No training-mode BatchNorm: a fixed batch, short ones padded by the trainer, nothing padded in the graph.
+    const ops = (bytes: Uint8Array) => onnx.ModelProto.decode(bytes).graph!.node!.map((n) => n.opType);
+    expect(graph.fixedBatch).toBe(4);
+    expect(ops(graph.bytes).filter((op) => op === 'If' || op === 'Shape')).toEqual([]);
     expect(compileTrainStep(model, SGD).nchwcLayers).toEqual([]);
     model.dispose();
+    // With a BatchNormalization that trains, rows meet in its statistics: any batch up to 4, padded in the graph.
+    const withNorm = small([9, 9, 8], (x) => L().batchNormalization({}).apply(L().depthwiseConv2d({ kernelSize: 3, padding: 'same', name: 'dw' }).apply(x) as SymbolicTensor) as SymbolicTensor, 3, 'train');
+    const normGraph = compileTrainStep(withNorm, { ...SGD, ...options });
+    expect([normGraph.fixedBatch, normGraph.maxBatch]).toEqual([null, 4]);
+    expect(ops(normGraph.bytes).filter((op) => op === 'If').length).toBe(2);
+    withNorm.dispose();
   });
 
   it('a frozen BatchNormalization becomes a scale on the kernel before it, and the graph holds no unused constant', () => {

@@ -16,6 +16,11 @@ export interface NchwcTarget {
    * group count is fixed in the graph, so a smaller batch is padded with zero images (which add nothing to it).
    */
   batch: number;
+  /**
+   * Every batch has exactly `batch` images (the trainer pads short ones with zero rows of weight 0): the fold needs no
+   * padding, which copies the activations it pads.
+   */
+  exact?: boolean;
 }
 
 const along = (win: Window, axis: 0 | 1) => ({
@@ -78,6 +83,7 @@ export function depthwiseNchwc(g: StepBuilder, x: string, win: Window, kernel: s
       // dW[i, j] = sum over images and outputs of x_padded[s * o + d * i] * dz[o]: the images, padded to the fixed
       // batch, folded into the channels; dz is the kernel (dilated by the stride), the output stride the dilation.
       const padBatch = (t: string) => {
+        if (target.exact) return t;
         const missing = g.op('Sub', [g.ints([target.batch]), g.op('Gather', [g.op('Shape', [t]), g.ints([0])], [A.int('axis', 0)])]);
         const full = g.op('Equal', [g.op('ReduceSum', [missing], [A.int('keepdims', 0)]), g.int64Tensor('zero', [], [0])]);
         // A full batch (every batch but an epoch's last) passes as it is: a Pad by zero would still copy it.
