@@ -39,7 +39,7 @@ export async function choicesBench(tf: Tf, info: BackendInfo, work: string, samp
   else log(`textures skipped: ${written}`);
   const base = (data: string, out: string, extra: Partial<FinetuneOptions>): FinetuneOptions => ({
     data, model: 'mobilenet_v2.nsfwjs', out: join(work, out), freeze: 'default', epochs: 'auto', batchSize: 16, lr: 'auto', accumulate: 1, bn: 'auto', dropout: 0.2, augment: 'none',
-    val: 0.15, test: 0.15, seed: 42, resize: 'center-crop', maxPixels: 1e8, weights: 'pretrained', featureCacheBytes: 2 ** 31, workers, engine: 'onnx', calibrate: 'temperature', store, ...extra,
+    val: 0.15, test: 0.15, seed: 42, resize: 'center-crop', maxPixels: 1e8, weights: 'pretrained', workers, engine: 'onnx', calibrate: 'temperature', store, ...extra,
   });
   const backbone = await loadPretrained(tf, 'mobilenet_v2.nsfwjs', { includeTop: false, store });
   const depths = blockBoundaries(backbone.model).filter((d) => d.freeze >= MIN_FROZEN_SHARE * backbone.model.layers.length);

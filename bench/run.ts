@@ -190,7 +190,7 @@ function memorySection(): Section {
 function baseOptions(data: string, out: string, extra: Partial<FinetuneOptions>): FinetuneOptions {
   return {
     data, model: 'mobilenet_v2', out, freeze: 100, epochs: 3, batchSize: 16, lr: 'auto', accumulate: 1, bn: 'frozen', dropout: 0.2, augment: 'none',
-    val: 0, test: 0, seed: 42, resize: 'center-crop', maxPixels: 1e8, weights: 'random', featureCacheBytes: 2 ** 31, workers: 1, ...extra,
+    val: 0, test: 0, seed: 42, resize: 'center-crop', maxPixels: 1e8, weights: 'random', workers: 1, ...extra,
   };
 }
 

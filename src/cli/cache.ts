@@ -1,21 +1,19 @@
 // `tl cache DATA --model M --freeze K --out DIR`: the frozen part's outputs for every image, for `tl finetune --features`.
 import { Command } from 'commander';
 import { z } from 'zod';
-import { numeric, parseOptions, printJson } from './common.js';
+import { addOptions, numeric, parseOptions, printJson } from './common.js';
+import { schemaOf } from '../util/options.js';
 import { addInferenceOptions, inferenceSchema, startInference } from './inference.js';
 import { progress, type Io } from './io.js';
 import { dataOptions, dataSchema } from './options.js';
-import { DEFAULT_MODEL } from './finetune.js';
+import { DEFAULT_MODEL, MODEL_INPUT_OPTIONS, SHARD_OPTIONS } from '../options/shared.js';
 
 const cacheSchema = inferenceSchema.extend(dataSchema.shape).extend({
   model: z.string().min(1),
   freeze: z.union([z.number().int().min(1).transform(String), z.string().min(1)]),
   out: z.string().min(1),
-  inputSize: numeric(z.number().int().min(32).max(1024)).optional(),
-  preprocess: z.enum(['caffe', 'tf', 'torch', 'raw01', 'none']).optional(),
-  weights: z.enum(['pretrained', 'random']),
-  shard: z.union([z.string(), z.boolean()]).optional(),
-  shards: numeric(z.number().int().min(1).max(100_000)).optional(),
+  ...schemaOf(MODEL_INPUT_OPTIONS).shape,
+  ...schemaOf(SHARD_OPTIONS).shape,
 });
 
 export function cacheCommand(io: Io): Command {
@@ -25,11 +23,7 @@ export function cacheCommand(io: Io): Command {
     .option('-m, --model <name|path>', 'registry model, tl run folder, or tfjs model folder', DEFAULT_MODEL)
     .requiredOption('--freeze <n|layer>', 'the freeze point of the fine-tune that will use the cache (layers 0..n-1, or up to a layer)')
     .requiredOption('-o, --out <dir>', 'the cache folder (with --shard: the folder of the shards)')
-    .option('--input-size <px>', "input size (default: the model's)")
-    .option('--preprocess <mode>', "caffe | tf | torch | raw01 | none (default: the model's)")
-    .option('--weights <source>', 'pretrained | random', 'pretrained')
-    .option('--shard [I/N|auto]', 'only shard I of N of the images (see tl extract --shard); the shard writes <out>/shard-I-of-N/ for tl merge')
-    .option('--shards <n>', 'with --shard auto: the number of shards');
+  addOptions(cmd, { ...MODEL_INPUT_OPTIONS, ...SHARD_OPTIONS });
   dataOptions(cmd);
   addInferenceOptions(cmd);
   cmd.action(async (data: string, raw: unknown) => {

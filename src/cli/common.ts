@@ -3,30 +3,27 @@ import { Option, type Command } from 'commander';
 import { z } from 'zod';
 import type { BackendInfo } from '../backend/index.js';
 import { BACKEND_NAMES } from '../backend/names.js';
-import { UsageError } from '../errors.js';
+import { choicesOf, defaultOf, type OptionSpec, type OptionTable } from '../util/options.js';
 import type { Io } from './io.js';
 
 export const backendSchema = z.enum(['auto', ...BACKEND_NAMES]);
 
-const DECIMAL = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
+export { numeric, numericOrAuto, parseOptions } from '../util/options.js';
 
-/**
- * A number given as a number or a decimal string ("16", "1e-3"); anything else ("0x10", "", "two") is refused with
- * what was received, where `z.coerce` would read hex, blanks as 0 and words as NaN.
- */
-export function numeric<T extends z.ZodNumber>(inner: T) {
-  return z.preprocess(
-    (v) => (typeof v === 'string' && DECIMAL.test(v.trim()) ? Number(v) : v),
-    z.number({ error: (issue) => (issue.code === 'invalid_type' ? `expected a number, received ${JSON.stringify(issue.input)}` : undefined) }).pipe(inner),
-  );
+/** Adds a table's options as flags, with help that states each one's choices and default from its schema. */
+export function addOptions(cmd: Command, table: OptionTable): Command {
+  for (const spec of Object.values(table)) cmd.option(spec.flag, helpOf(spec));
+  return cmd;
 }
 
-/** `auto` or a number (as `numeric`); anything else says what was received. */
-export function numericOrAuto<T extends z.ZodNumber>(inner: T) {
-  return z.preprocess(
-    (v) => (v === 'auto' ? v : typeof v === 'string' && DECIMAL.test(v.trim()) ? Number(v) : v),
-    z.union([z.literal('auto'), inner], { error: (issue) => `expected "auto" or a ${typeof issue.input === "number" ? "whole " : ""}number, received ${JSON.stringify(issue.input)}` }),
-  );
+/** An option's help: what it does, its choices where the text does not name them all, its default. */
+export function helpOf(spec: OptionSpec): string {
+  const choices = choicesOf(spec);
+  const parts = [choices.length > 0 && !choices.every((c) => new RegExp(`(^|[ (:|])${c}([ ),;|]|$)`).test(spec.help)) ? choices.join(' | ') : '', ''];
+  const value = defaultOf(spec);
+  if (value !== undefined && value !== false) parts[1] = `default: ${String(value)}`;
+  const extra = parts.filter(Boolean).join('; ');
+  return extra ? `${spec.help} (${extra})` : spec.help;
 }
 
 export const commonSchema = z.object({
@@ -46,30 +43,12 @@ export function addCommonOptions(cmd: Command, opts: { backend: boolean }): Comm
   return cmd;
 }
 
-/** Validates commander's option bag with a zod schema; failures are usage errors (exit 2). */
-export function parseOptions<S extends z.ZodType>(schema: S, raw: unknown): z.infer<S> {
-  const parsed = schema.safeParse(raw);
-  if (parsed.success) return parsed.data;
-  const issue = parsed.error.issues[0];
-  const where = issue?.path.length ? `--${issue.path.map(String).join('.').replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}` : 'options';
-  throw new UsageError(`Invalid ${where}: ${issue?.message ?? 'invalid value'}`);
-}
-
 /** The one line every computing command prints first (on stderr, so stdout stays parseable). */
 export function announceBackend(io: Io, info: BackendInfo, opts: { quiet?: boolean }, engine?: { label: string; name?: string }, training = false): void {
   if (opts.quiet) return;
   const what = training && engine?.name === 'onnx' ? 'inference and training engine' : 'inference engine';
   io.err(`backend: ${info.label}${engine ? `; ${what}: ${engine.label}` : ''}\n`);
 }
-
-/** Adds --engine (ONNX Runtime or TensorFlow.js) and --device (where ONNX Runtime runs). */
-export function addEngineOption(cmd: Command, what: string): Command {
-  cmd.addOption(new Option('--engine <name>', `engine for ${what}: auto (ONNX Runtime when it loads) | onnx | tfjs`).choices(['auto', 'onnx', 'tfjs']).default('auto'));
-  return cmd.addOption(new Option('--device <name>', 'where ONNX Runtime runs: auto (CUDA when its provider and a driver load, else cpu) | cpu | cuda | webgpu').choices(['auto', 'cpu', 'cuda', 'webgpu']).default('auto'));
-}
-
-export const engineSchema = z.enum(['auto', 'onnx', 'tfjs']);
-export const deviceSchema = z.enum(['auto', 'cpu', 'cuda', 'webgpu']);
 
 /** Writes a JSON document as the whole of stdout. */
 export function printJson(io: Io, value: unknown): void {

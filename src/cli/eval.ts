@@ -2,7 +2,9 @@
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { z } from 'zod';
-import { numeric, parseOptions, printJson } from './common.js';
+import { addOptions, numeric, parseOptions, printJson } from './common.js';
+import { SHARD_OPTIONS } from '../options/shared.js';
+import { schemaOf } from '../util/options.js';
 import { UsageError } from '../errors.js';
 import { addInferenceOptions, inferenceSchema, startInference } from './inference.js';
 import { progress, type Io } from './io.js';
@@ -12,8 +14,7 @@ const evalSchema = inferenceSchema.extend({
   model: z.string().min(1),
   split: z.enum(['test', 'val', 'train', 'all']),
   out: z.string().min(1).optional(),
-  shard: z.union([z.string(), z.boolean()]).optional(),
-  shards: numeric(z.number().int().min(1).max(100_000)).optional(),
+  ...schemaOf(SHARD_OPTIONS).shape,
 });
 
 export function evalCommand(io: Io): Command {
@@ -23,8 +24,7 @@ export function evalCommand(io: Io): Command {
     .requiredOption('-m, --model <run>', 'run folder written by tl finetune')
     .option('--split <split>', 'test | val | train | all (of the run\'s saved split)', 'test')
     .option('-o, --out <dir>', 'report folder (default: <run>/eval-<split>); with --shard, the folder of the shards')
-    .option('--shard [I/N|auto]', 'only shard I of N of the images (see tl extract --shard); `tl merge` computes the metrics of all shards')
-    .option('--shards <n>', 'with --shard auto: the number of shards');
+  addOptions(cmd, SHARD_OPTIONS);
   addInferenceOptions(cmd);
   cmd.action(async (data: string | undefined, raw: unknown) => {
     const opts = parseOptions(evalSchema, raw);

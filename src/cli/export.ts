@@ -1,7 +1,8 @@
 // `tl export RUN|NAME --format onnx|tfjs --out PATH`.
 import { Command } from 'commander';
 import { z } from 'zod';
-import { addCommonOptions, announceBackend, backendSchema, commonSchema, formatBytes, parseOptions, printJson, numeric } from './common.js';
+import { addCommonOptions, addOptions, announceBackend, backendSchema, commonSchema, formatBytes, parseOptions, printJson } from './common.js';
+import { INPUT_SIZE, WEIGHTS } from '../options/shared.js';
 import { progress, type Io } from './io.js';
 
 const exportSchema = commonSchema.extend({
@@ -9,8 +10,8 @@ const exportSchema = commonSchema.extend({
   format: z.enum(['onnx', 'tfjs']),
   out: z.string().min(1),
   top: z.boolean().default(true),
-  weights: z.enum(['pretrained', 'random']),
-  inputSize: numeric(z.number().int().min(32).max(1024)).optional(),
+  weights: WEIGHTS.schema,
+  inputSize: INPUT_SIZE.schema,
 });
 
 export function exportCommand(io: Io): Command {
@@ -19,9 +20,8 @@ export function exportCommand(io: Io): Command {
     .argument('<MODEL>', 'run folder, tfjs model folder, or registry model name')
     .option('--format <format>', 'onnx | tfjs', 'onnx')
     .requiredOption('-o, --out <path>', 'output file (onnx) or folder (tfjs)')
-    .option('--no-top', 'registry models: without the ImageNet top')
-    .option('--weights <source>', 'registry models: pretrained | random', 'pretrained')
-    .option('--input-size <px>', "registry models: input size (default: the model's)");
+    .option('--no-top', 'registry models: without the ImageNet top');
+  addOptions(cmd, { weights: WEIGHTS, inputSize: INPUT_SIZE });
   addCommonOptions(cmd, { backend: true });
   cmd.action(async (model: string, raw: unknown) => {
     const opts = parseOptions(exportSchema, raw);

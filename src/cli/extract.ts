@@ -1,11 +1,12 @@
 // `tl extract DATA|IMAGES...`: features of a pretrained model's feature layer for every image.
 import { Command } from 'commander';
 import { z } from 'zod';
-import { addCommonOptions, commonSchema, parseOptions, printJson, numeric } from './common.js';
+import { addCommonOptions, addOptions, commonSchema, parseOptions, printJson, numeric } from './common.js';
 import { addInferenceOptions, inferenceSchema, startInference } from './inference.js';
 import { downloadReporter, progress, type Io } from './io.js';
 import { dataOptions, dataSchema } from './options.js';
-import { DEFAULT_MODEL } from './finetune.js';
+import { DEFAULT_MODEL, MODEL_INPUT_OPTIONS, SHARD_OPTIONS } from '../options/shared.js';
+import { schemaOf } from '../util/options.js';
 import { UsageError } from '../errors.js';
 
 const extractSchema = inferenceSchema.extend(dataSchema.shape).extend({
@@ -13,11 +14,8 @@ const extractSchema = inferenceSchema.extend(dataSchema.shape).extend({
   layer: z.string().min(1).optional(),
   out: z.string().min(1).optional(),
   format: z.enum(['npy', 'csv', 'jsonl']),
-  inputSize: numeric(z.number().int().min(32).max(1024)).optional(),
-  preprocess: z.enum(['caffe', 'tf', 'torch', 'raw01', 'none']).optional(),
-  weights: z.enum(['pretrained', 'random']),
-  shard: z.union([z.string(), z.boolean()]).optional(),
-  shards: numeric(z.number().int().min(1).max(100_000)).optional(),
+  ...schemaOf(MODEL_INPUT_OPTIONS).shape,
+  ...schemaOf(SHARD_OPTIONS).shape,
 });
 
 export function extractCommand(io: Io): Command {
@@ -28,11 +26,7 @@ export function extractCommand(io: Io): Command {
     .option('--layer <name>', "layer whose output to write (default: the pooled features, Keras's pooling='avg')")
     .option('-o, --out <file>', 'output file (default: features.<format>); with npy the index goes to <name>.index.csv')
     .option('--format <format>', 'npy | csv | jsonl', 'npy')
-    .option('--input-size <px>', "input size (default: the model's)")
-    .option('--preprocess <mode>', "caffe | tf | torch | raw01 | none (default: the model's)")
-    .option('--weights <source>', 'pretrained | random', 'pretrained')
-    .option('--shard [I/N|auto]', 'only shard I of N (by a hash of each path relative to the dataset root); --out is then a folder and the shard writes <out>/shard-I-of-N/ with a manifest for `tl merge`; auto (or no value): from SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX')
-    .option('--shards <n>', 'with --shard auto under a Kubernetes Indexed Job: the number of shards (its completions)');
+  addOptions(cmd, { ...MODEL_INPUT_OPTIONS, ...SHARD_OPTIONS });
   dataOptions(cmd);
   addInferenceOptions(cmd);
   cmd.action(async (inputs: string[], raw: unknown) => {

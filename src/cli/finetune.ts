@@ -1,73 +1,30 @@
 // `tl finetune DATA`: fine-tune a pretrained model on a folder dataset.
 import { readFile } from 'node:fs/promises';
-import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import Table from 'cli-table3';
 import { z } from 'zod';
 import { InterruptedError, TlError, UsageError } from '../errors.js';
-import { savedOptionsSchema, type SavedOptions } from '../train/config.js';
-import { addCommonOptions, addEngineOption, announceBackend, backendSchema, commonSchema, deviceSchema, engineSchema, numeric, numericOrAuto, parseOptions, printJson } from './common.js';
-import { dataOptions, dataSchema } from './options.js';
+import { FINETUNE_OPTIONS, finetuneSchema, RESUMABLE, savedSettingsSchema } from '../options/finetune.js';
+import { flagOfKey } from '../util/options.js';
+import { addCommonOptions, addOptions, announceBackend, backendSchema, commonSchema, parseOptions, printJson } from './common.js';
 import type { FinetuneOptions, ProgressEvent } from '../train/finetune.js';
 import { downloadReporter, progress, type Io } from './io.js';
 import { printMetrics } from './metrics.js';
 import { calibrationLine } from '../report/headline.js';
 
-export const DEFAULT_MODEL = 'mobilenet_v2.nsfwjs';
-
-const finetuneSchema = commonSchema.extend(dataSchema.shape).extend({
-  backend: backendSchema.optional(),
-  engine: engineSchema,
-  device: deviceSchema,
-  model: z.string().min(1),
-  freeze: z.union([z.number().int().min(0).transform(String), z.string().regex(/^(all|\d+|[\w./-]+)$/, 'expected a layer count, a layer name, or all')]),
-  epochs: numericOrAuto(z.number().int().min(1).max(10_000)),
-  headEpochs: numeric(z.number().int().min(0).max(10_000)),
-  batchSize: numeric(z.number().int().min(1).max(4096)),
-  lr: z.union([z.literal('find'), numericOrAuto(z.number().positive().max(10))]),
-  minLr: numeric(z.number().positive().max(10)).optional(),
-  maxLr: numeric(z.number().positive().max(1000)).optional(),
-  lrFindSteps: numeric(z.number().int().min(10).max(10_000)).optional(),
-  finetuneLr: numeric(z.number().positive().max(10)).optional(),
-  optimizer: z.enum(['adam', 'sgd', 'rmsprop']),
-  momentum: numeric(z.number().min(0).max(0.999)).optional(),
-  nesterov: z.boolean().default(false),
-  schedule: z.enum(['constant', 'cosine', 'step']),
-  warmupEpochs: numeric(z.number().min(0).max(10_000)),
-  stepEpochs: numeric(z.number().int().min(1)).optional(),
-  gamma: numeric(z.number().positive().max(1)),
-  weightDecay: numeric(z.number().min(0).max(1)),
-  labelSmoothing: numeric(z.number().min(0).max(0.99)),
-  classWeight: z.enum(['none', 'balanced']),
-  accumulate: numeric(z.number().int().min(1).max(1024)),
-  bn: z.enum(['frozen', 'train', 'auto']),
-  bnMomentum: numeric(z.number().min(0).max(0.9999)).optional(),
-  headHidden: numeric(z.number().int().min(1)).optional(),
-  dropout: numeric(z.number().min(0).max(0.95)),
-  augment: z.enum(['none', 'light', 'standard']),
-  inputSize: numeric(z.number().int().min(32).max(1024)).optional(),
-  preprocess: z.enum(['caffe', 'tf', 'torch', 'raw01', 'none']).optional(),
-  weights: z.enum(['pretrained', 'random']),
-  out: z.string().optional(),
-  featureCacheMb: numeric(z.number().int().min(0)),
-  workers: z.union([z.literal('auto'), numeric(z.number().int().min(1).max(64))]),
-  monitor: z.enum(['val_loss', 'val_accuracy']),
-  patience: numeric(z.number().int().min(1)).optional(),
-  calibrate: z.enum(['temperature', 'none']),
-  newHead: z.boolean().default(false),
-  arch: z.string().min(1).optional(),
-  features: z.string().min(1).optional(),
-});
+/** The command line's own options: backend, output, --config and --resume are not settings of the run. */
+const cliSchema = finetuneSchema.extend(commonSchema.shape).extend({ backend: backendSchema.optional() });
 
 /** A --config file: any option by its camelCase name (as in `tl finetune --help`, e.g. batchSize), and data. */
-const configFileSchema = finetuneSchema.partial().extend({ data: z.string().min(1).optional() }).strict();
+const configFileSchema = cliSchema.partial().extend({ data: z.string().min(1).optional() }).strict();
 
-/** Options a resumed run may change; every other one is fixed by the run's config.json. */
-const RESUME_OVERRIDES = new Set(['epochs', 'patience', 'workers', 'featureCacheMb', 'backend', 'engine', 'device', 'json', 'quiet']);
+/** What `--resume` may change: the settings the table marks, and how this process runs and prints. */
+const RESUME_CHANGES = new Set([...RESUMABLE, 'backend', 'json', 'quiet']);
+const RESUME_FLAGS = [...RESUME_CHANGES].map(flagOfKey).join(', ');
 
 /** Reads and validates a --config file; problems name the file and the key. */
-async function readConfigFile(path: string): Promise<z.infer<typeof configFileSchema>> {
+async function readConfigFile(path: string): Promise<Record<string, unknown>> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -81,7 +38,8 @@ async function readConfigFile(path: string): Promise<z.infer<typeof configFileSc
     throw new UsageError(`--config ${path} is not valid JSON: ${(err as Error).message}.`);
   }
   const parsed = configFileSchema.safeParse(json);
-  if (parsed.success) return parsed.data;
+  // The file's own values: defaults are filled in once, when they meet the flags given.
+  if (parsed.success) return json as Record<string, unknown>;
   const issue = parsed.error.issues[0]!;
   const keys = issue.code === 'unrecognized_keys' ? ` '${issue.keys.join("', '")}'` : '';
   const where = issue.path.length ? ` key '${issue.path.map(String).join('.')}'` : '';
@@ -89,7 +47,7 @@ async function readConfigFile(path: string): Promise<z.infer<typeof configFileSc
 }
 
 /** The options of the run in `dir`, from its config.json. */
-async function readRunOptions(dir: string): Promise<SavedOptions> {
+async function readRunOptions(dir: string): Promise<z.output<typeof savedSettingsSchema>> {
   const path = join(dir, 'config.json');
   let json: unknown;
   try {
@@ -97,7 +55,7 @@ async function readRunOptions(dir: string): Promise<SavedOptions> {
   } catch (err) {
     throw new UsageError(`--resume ${dir}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); is it a folder tl finetune wrote?`);
   }
-  const parsed = savedOptionsSchema.safeParse(json);
+  const parsed = savedSettingsSchema.safeParse(json);
   if (!parsed.success) throw new UsageError(`--resume ${dir}: ${path} is not a tl run config (${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}).`);
   return parsed.data;
 }
@@ -136,64 +94,26 @@ function defaultOutDir(model: string, data: string, prefix = ''): string {
 export function finetuneCommand(io: Io, mode: 'finetune' | 'lr-find' = 'finetune'): Command {
   const cmd = new Command(mode)
     .description(mode === 'finetune' ? 'fine-tune a pretrained model on DATA/<class>/<image> and write the model, metrics and report' : "the learning-rate range test on the run `tl finetune` would start (same options): the loss curve over exponentially growing rates and a suggested --lr, with lr-find.svg in the run folder")
-    .argument('[DATA]', 'dataset folder (or "data" in --config, or the resumed run\'s)')
-    .option('-m, --model <name|path|url>', 'registry model (see `tl models`), a run folder tl wrote, a tfjs model folder, a Keras .h5 file (weights or full model) of a registry architecture, or a model.json URL', DEFAULT_MODEL)
-    .option('--arch <name>', 'with a Keras .h5 file as --model: the registry architecture it holds, when neither its file name nor its model config tells')
-    .option('--freeze <n|layer|all|default>', "freeze layers 0..N-1 of the backbone (Keras indices), up to a named layer, or 'all' (head only); default: the model's published fine-tuning point (mobilenet_v2 100, inception_v3 249, resnet conv5; see `tl models info`), else all", 'default')
-    .option('--epochs <n|auto>', 'training epochs (of the second phase, with --head-epochs); auto: 3 when backbone layers train, 10 for the head alone', 'auto')
-    .option('--head-epochs <n>', 'first train the head alone (whole backbone frozen) for n epochs, then --epochs at --freeze and --finetune-lr', '0')
-    .option('--batch-size <n>', 'images per optimizer step', '16')
-    .option('--lr <rate|auto|find>', 'learning rate; auto: 0.001 for the head alone (and the head phase), 0.0001 when backbone layers train; find: the suggestion of a learning-rate range test (see `tl lr-find`)', 'auto')
-    .option('--min-lr <rate>', 'range test (--lr find, tl lr-find): first rate', '1e-7')
-    .option('--max-lr <rate>', 'range test: last rate', '10')
-    .option('--lr-find-steps <n>', 'range test: steps (the rate grows exponentially from --min-lr to --max-lr)', '100')
-    .option('--finetune-lr <rate>', 'learning rate of the second phase (default: --lr / 10)')
-    .option('--optimizer <name>', 'adam | sgd | rmsprop', 'adam')
-    .option('--momentum <m>', 'momentum of sgd (default 0.9) and rmsprop (default 0)')
-    .option('--nesterov', 'Nesterov momentum (sgd)')
-    .option('--schedule <name>', 'learning-rate schedule per phase: constant | cosine (decay to 0) | step', 'constant')
-    .option('--warmup-epochs <n>', 'linear warmup at the start of each phase (fractions allowed)', '0')
-    .option('--step-epochs <n>', 'step schedule: decay every n epochs (default: a third of --epochs)')
-    .option('--gamma <g>', 'step schedule: multiply the rate by g at each step', '0.1')
-    .option('--weight-decay <wd>', 'decoupled weight decay on the trainable weights (AdamW with adam)', '0')
-    .option('--label-smoothing <s>', 'targets become (1-s) one-hot + s/classes', '0')
-    .option('--class-weight <mode>', 'none | balanced (weigh each class by n / (classes x its images), for imbalanced folders)', 'none')
-    .option('--accumulate <k>', 'split each batch into k micro-batches and accumulate gradients (saves memory)', '1')
-    .option('--bn <mode>', 'BatchNormalization layers in the trainable part: frozen (inference mode, the Keras advice for pretrained weights) | train (batch statistics; moving statistics recomputed over training images before each validation) | auto (train with --weights random, else frozen)', 'auto')
-    .option('--bn-momentum <m>', "momentum of BatchNormalization's moving averages (default: the architecture's, e.g. 0.999 for MobileNetV2)")
-    .option('--new-head', 'with a run as --model: train a new classifier head even when its classes match (by default a run continues with its own head)')
-    .option('--head-hidden <units>', 'add a hidden dense layer to the head')
-    .option('--dropout <rate>', 'dropout before the classifier', '0.2')
-    .option('--augment <level>', 'training augmentation: none | light | standard (none lets the frozen part be cached)', 'none')
-    .option('--input-size <px>', "input size (default: the model's)")
-    .option('--preprocess <mode>', "caffe | tf | torch | raw01 | none (default: the model's)")
-    .option('--weights <source>', 'pretrained | random', 'pretrained')
-    .option('--workers <n|auto>', 'threads computing gradients (data-parallel replicas of the trainable part); auto: one per core on wasm and cpu, 1 on tensorflow', 'auto')
-    .option('--monitor <metric>', 'val_loss | val_accuracy: picks the best epoch, whose weights are saved', 'val_loss')
-    .option('--patience <epochs>', 'stop early after this many epochs (of the last phase) without improvement of --monitor')
-    .option('--calibrate <method>', 'temperature: after training, fit a temperature on the validation split and fold it into the classifier (predictions unchanged, probabilities calibrated) | none', 'temperature')
-    .option('--features <dir>', 'train the tail from a frozen-part cache (`tl cache`, or `tl merge` of its shards) instead of running the frozen part; it must match the model, weights, --freeze, input size, preprocessing, resize and images')
-    .option('--feature-cache-mb <n>', 'memory for cached frozen-part outputs; beyond it they spill to disk', '2048')
-    .option('-o, --out <dir>', 'run folder (default: models/<model>-<dataset>-<time>)')
+    .argument('[DATA]', 'dataset folder (or "data" in --config, or the resumed run\'s)');
+  addOptions(cmd, FINETUNE_OPTIONS);
+  cmd
     .option('--config <file.json>', 'options from a JSON file, keys in camelCase ("batchSize"); flags given here override it')
-    .option('--resume <run>', "continue the run in this folder from its last checkpoint, with its config (only --epochs, --patience, --workers, --feature-cache-mb and --backend may change)");
-  dataOptions(cmd);
-  addEngineOption(cmd, 'the frozen part');
+    .option('--resume <run>', `continue the run in this folder from its last checkpoint, with its config (only ${RESUME_FLAGS} may change)`);
   addCommonOptions(cmd, { backend: true });
   cmd.action(async (dataArg: string | undefined, raw: Record<string, unknown>) => {
-    const fromCli = Object.fromEntries(Object.entries(raw).filter(([key]) => cmd.getOptionValueSource(key) === 'cli'));
-    const resumeDir = typeof raw.resume === 'string' ? raw.resume : undefined;
-    if (resumeDir && raw.config !== undefined) throw new UsageError('--resume and --config cannot be combined: a resumed run keeps its own config.');
-    const fromFile = typeof raw.config === 'string' ? await readConfigFile(raw.config) : {};
-    const { config: _config, resume: _resume, ...defaults } = raw;
-    const opts = parseOptions(finetuneSchema, { ...defaults, ...fromFile, ...fromCli });
-    let saved: SavedOptions | null = null;
+    // Commander sets no defaults: `raw` holds the flags given, and the schema fills in the rest once.
+    const { config: configPath, resume: resumeArg, ...fromCli } = raw;
+    const resumeDir = typeof resumeArg === 'string' ? resumeArg : undefined;
+    if (resumeDir && configPath !== undefined) throw new UsageError('--resume and --config cannot be combined: a resumed run keeps its own config.');
+    const fromFile = typeof configPath === 'string' ? await readConfigFile(configPath) : {};
+    const opts = parseOptions(cliSchema, { ...fromFile, ...fromCli });
+    let saved: z.output<typeof savedSettingsSchema> | null = null;
     if (resumeDir) {
-      const fixed = Object.keys(fromCli).filter((k) => !RESUME_OVERRIDES.has(k) && k !== 'resume');
-      if (fixed.length > 0) throw new UsageError(`--resume keeps the run's own settings; --${fixed[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} cannot change (allowed: --epochs, --patience, --workers, --feature-cache-mb, --backend, --engine, --device).`);
+      const fixed = Object.keys(fromCli).filter((k) => !RESUME_CHANGES.has(k));
+      if (fixed.length > 0) throw new UsageError(`--resume keeps the run's own settings; ${flagOfKey(fixed[0]!)} cannot change (allowed: ${RESUME_FLAGS}).`);
       saved = await readRunOptions(resumeDir);
     }
-    const data = dataArg ?? fromFile.data ?? saved?.data;
+    const data = dataArg ?? (fromFile.data as string | undefined) ?? saved?.data;
     if (data === undefined) throw new UsageError('Missing DATA: give a dataset folder, "data" in --config, or --resume RUN.');
     const { loadBackend, backendChoiceFromEnv } = await import('../backend/index.js');
     const backend = await loadBackend({ choice: opts.backend ?? backendChoiceFromEnv(io.env) });
@@ -221,65 +141,11 @@ export function finetuneCommand(io: Io, mode: 'finetune' | 'lr-find' = 'finetune
       process.on('SIGINT', handlers.SIGINT);
       process.on('SIGTERM', handlers.SIGTERM);
     }
-    const workers = opts.workers === 'auto' ? (backend.info.name === 'tensorflow' ? 1 : availableParallelism()) : opts.workers;
-    const given = (key: string) => key in fromCli;
+    // A resumed run: its own settings, with what --resume may change; a new one: the settings as given.
+    const given = Object.fromEntries(Object.keys(fromCli).filter((k) => RESUMABLE.includes(k)).map((k) => [k, opts[k as keyof typeof opts]]));
     const options: FinetuneOptions = saved
-      ? {
-          ...saved,
-          data,
-          out,
-          resume: true,
-          ...(given('epochs') ? { epochs: opts.epochs } : {}),
-          ...(given('patience') ? { patience: opts.patience } : {}),
-          ...(given('workers') ? { workers } : {}),
-          ...(given('featureCacheMb') ? { featureCacheBytes: opts.featureCacheMb * 1024 * 1024 } : {}),
-          engine: engine.name,
-        }
-      : {
-          data,
-          model: opts.model,
-          out,
-          freeze: opts.freeze,
-          epochs: opts.epochs,
-          headEpochs: opts.headEpochs,
-          batchSize: opts.batchSize,
-          lr: mode === 'lr-find' ? 'find' : opts.lr,
-          lrFind: { ...(opts.minLr ? { minLr: opts.minLr } : {}), ...(opts.maxLr ? { maxLr: opts.maxLr } : {}), ...(opts.lrFindSteps ? { steps: opts.lrFindSteps } : {}) },
-          ...(opts.finetuneLr ? { finetuneLr: opts.finetuneLr } : {}),
-          optimizer: opts.optimizer,
-          ...(opts.momentum !== undefined ? { momentum: opts.momentum } : {}),
-          nesterov: opts.nesterov,
-          schedule: opts.schedule,
-          warmupEpochs: opts.warmupEpochs,
-          ...(opts.stepEpochs ? { stepEpochs: opts.stepEpochs } : {}),
-          gamma: opts.gamma,
-          weightDecay: opts.weightDecay,
-          labelSmoothing: opts.labelSmoothing,
-          classWeight: opts.classWeight,
-          accumulate: opts.accumulate,
-          bn: opts.bn,
-          ...(opts.bnMomentum !== undefined ? { bnMomentum: opts.bnMomentum } : {}),
-          ...(opts.headHidden ? { headHidden: opts.headHidden } : {}),
-          dropout: opts.dropout,
-          augment: opts.augment,
-          ...(opts.inputSize ? { inputSize: opts.inputSize } : {}),
-          ...(opts.preprocess ? { preprocess: opts.preprocess } : {}),
-          val: opts.val,
-          test: opts.test,
-          seed: opts.seed,
-          resize: opts.resize,
-          maxPixels: opts.maxPixels,
-          weights: opts.weights,
-          featureCacheBytes: opts.featureCacheMb * 1024 * 1024,
-          monitor: opts.monitor,
-          ...(opts.patience ? { patience: opts.patience } : {}),
-          calibrate: opts.calibrate,
-          ...(opts.newHead ? { newHead: true } : {}),
-          ...(opts.arch ? { arch: opts.arch } : {}),
-          ...(opts.features ? { features: opts.features } : {}),
-          workers,
-          engine: engine.name,
-        };
+      ? { ...saved, ...given, data, out, resume: true, engine: engine.name }
+      : { ...opts, data, out, lr: mode === 'lr-find' ? 'find' : opts.lr, engine: engine.name };
     if (mode === 'lr-find') {
       const { lrFind } = await import('../train/finetune.js');
       const { textPlot } = await import('../train/lr-find.js');

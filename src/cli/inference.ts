@@ -4,20 +4,23 @@ import type { Command } from 'commander';
 import { z } from 'zod';
 import type { BackendChoice, BackendInfo, Tf } from '../backend/index.js';
 import type { EngineInfo } from '../engine/index.js';
-import { addCommonOptions, addEngineOption, announceBackend, backendSchema, commonSchema, deviceSchema, engineSchema, numeric } from './common.js';
+import { engineOptions } from '../options/shared.js';
+import { schemaOf } from '../util/options.js';
+import { addCommonOptions, addOptions, announceBackend, backendSchema, commonSchema, numeric } from './common.js';
+
+const ENGINE_OPTIONS = engineOptions('the forward passes');
 import type { Io } from './io.js';
 
 /** Adds --batch-size, --workers, --engine and the common options. */
 export function addInferenceOptions(cmd: Command): Command {
   cmd.option('--batch-size <n>', 'images per forward pass', '32').option('--workers <n|auto>', 'threads running the model on the tfjs engine; auto: one per core on wasm and cpu', 'auto');
-  addEngineOption(cmd, 'the forward passes');
+  addOptions(cmd, ENGINE_OPTIONS);
   return addCommonOptions(cmd, { backend: true });
 }
 
 export const inferenceSchema = commonSchema.extend({
   backend: backendSchema.optional(),
-  engine: engineSchema,
-  device: deviceSchema,
+  ...schemaOf(ENGINE_OPTIONS).shape,
   batchSize: numeric(z.number().int().min(1).max(4096)),
   workers: z.union([z.literal('auto'), numeric(z.number().int().min(1).max(64))]),
 });

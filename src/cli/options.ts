@@ -1,26 +1,12 @@
-// Option groups shared by several commands (dataset splitting and decoding).
+// Option groups shared by several commands (dataset splitting and decoding), as flags and as a schema.
 import type { Command } from 'commander';
-import { z } from 'zod';
-import { numeric } from './common.js';
+import { DATA_OPTIONS } from '../options/shared.js';
+import { schemaOf } from '../util/options.js';
+import { addOptions } from './common.js';
 
 /** Adds the dataset options: split fractions, seed, resize mode, pixel limit. */
 export function dataOptions(cmd: Command): Command {
-  return cmd
-    .option('--val <fraction>', 'fraction of each class held out for validation', '0.15')
-    .option('--test <fraction>', 'fraction of each class held out for testing', '0.15')
-    .option('--seed <n>', 'seed of the split, shuffling and augmentation', '42')
-    .option('--resize <mode>', 'center-crop | squash | pad', 'center-crop')
-    .option(...MAX_PIXELS_OPTION);
+  return addOptions(cmd, DATA_OPTIONS);
 }
 
-/** `--max-pixels`: images with more pixels are skipped (decompression bombs); every command that decodes images takes it. */
-export const MAX_PIXELS_OPTION = ['--max-pixels <n>', 'skip images with more pixels than this (decompression bombs)', '100000000'] as const;
-export const maxPixelsSchema = numeric(z.number().int().positive());
-
-export const dataSchema = z.object({
-  val: numeric(z.number().min(0).max(0.9)),
-  test: numeric(z.number().min(0).max(0.9)),
-  seed: numeric(z.number().int()),
-  resize: z.enum(['center-crop', 'squash', 'pad']),
-  maxPixels: maxPixelsSchema,
-});
+export const dataSchema = schemaOf(DATA_OPTIONS);

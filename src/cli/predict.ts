@@ -2,19 +2,19 @@
 import { Command } from 'commander';
 import Table from 'cli-table3';
 import { z } from 'zod';
-import { numeric, parseOptions, printJson } from './common.js';
+import { addOptions, numeric, parseOptions, printJson } from './common.js';
 import { addInferenceOptions, inferenceSchema, startInference } from './inference.js';
 import { downloadReporter, progress, type Io } from './io.js';
 import { UsageError } from '../errors.js';
-import { MAX_PIXELS_OPTION, maxPixelsSchema } from './options.js';
+import { DATA_OPTIONS, SHARD_OPTIONS } from '../options/shared.js';
+import { schemaOf } from '../util/options.js';
 
 const predictSchema = inferenceSchema.extend({
   model: z.string().min(1),
   top: numeric(z.number().int().min(1).max(1000)),
   out: z.string().min(1).optional(),
-  shard: z.union([z.string(), z.boolean()]).optional(),
-  shards: numeric(z.number().int().min(1).max(100_000)).optional(),
-  maxPixels: maxPixelsSchema,
+  ...schemaOf(SHARD_OPTIONS).shape,
+  maxPixels: DATA_OPTIONS.maxPixels.schema,
 });
 
 export function predictCommand(io: Io): Command {
@@ -24,9 +24,7 @@ export function predictCommand(io: Io): Command {
     .requiredOption('-m, --model <run|name>', 'run folder written by tl finetune, or a registry model with its top (e.g. mobilenet_v2.nsfwjs)')
     .option('-k, --top <k>', 'classes to show per image', '3')
     .option('-o, --out <file>', 'also write the predictions as JSON lines (one image per line, in input order); with --shard, the folder of the shards')
-    .option('--shard [I/N|auto]', 'only shard I of N of the images (see tl extract --shard); needs --out; `tl merge` joins the shards')
-    .option('--shards <n>', 'with --shard auto: the number of shards')
-    .option(...MAX_PIXELS_OPTION);
+  addOptions(cmd, { ...SHARD_OPTIONS, maxPixels: DATA_OPTIONS.maxPixels });
   addInferenceOptions(cmd);
   cmd.action(async (inputs: string[], raw: unknown) => {
     const opts = parseOptions(predictSchema, raw);

@@ -2,7 +2,8 @@
 import { Command } from 'commander';
 import Table from 'cli-table3';
 import { z } from 'zod';
-import { numeric, parseOptions, printJson } from './common.js';
+import { addOptions, parseOptions, printJson } from './common.js';
+import { INPUT_SIZE } from '../options/shared.js';
 import { addInferenceOptions, inferenceSchema, startInference } from './inference.js';
 import { progress, type Io } from './io.js';
 import { dataOptions, dataSchema } from './options.js';
@@ -10,7 +11,7 @@ import { UsageError } from '../errors.js';
 
 const rankSchema = inferenceSchema.extend(dataSchema.shape).extend({
   models: z.string().min(1).optional(),
-  inputSize: numeric(z.number().int().min(32).max(1024)).optional(),
+  inputSize: INPUT_SIZE.schema,
   probe: z.boolean().default(false),
 });
 
@@ -19,8 +20,8 @@ export function rankCommand(io: Io): Command {
     .description('score how well each pretrained model suits a dataset (LogME, TransRate, LEEP) from one pass over its training images')
     .argument('<DATA>', 'dataset folder (one subfolder per class)')
     .option('--models <a,b,...>', 'registry models or model paths to score (default: every registry model whose weights are offline)')
-    .option('--input-size <px>', "input size for every model (default: each model's own; LEEP needs the model's own)")
     .option('--probe', 'also train a linear head on each model\'s features and report its validation accuracy');
+  addOptions(cmd, { inputSize: { ...INPUT_SIZE, help: "input size for every model (default: each model's own; LEEP needs the model's own)" } });
   dataOptions(cmd);
   addInferenceOptions(cmd);
   cmd.action(async (data: string, raw: unknown) => {

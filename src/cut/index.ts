@@ -23,7 +23,8 @@ export function resolveFreeze(backbone: LayersModel, spec: FreezeSpec, modelName
   return index + 1;
 }
 
-export type BnMode = 'frozen' | 'train';
+export const BN_MODES = ['frozen', 'train'] as const;
+export type BnMode = (typeof BN_MODES)[number];
 
 const inferencePinned = new WeakSet<Layer>();
 

@@ -2,7 +2,9 @@
 import sharp from 'sharp';
 import { prng } from '../util/random.js';
 
-export type AugmentLevel = 'none' | 'light' | 'standard';
+import type { AugmentLevel } from './modes.js';
+
+export type { AugmentLevel } from './modes.js';
 export const AUGMENT_LEVELS: readonly AugmentLevel[] = ['none', 'light', 'standard'];
 
 interface Params {

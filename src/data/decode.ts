@@ -2,7 +2,9 @@
 import sharp from 'sharp';
 
 /** How an image is fitted to the square input. */
-export type ResizeMode = 'center-crop' | 'squash' | 'pad';
+import type { ResizeMode } from './modes.js';
+
+export type { ResizeMode } from './modes.js';
 export const RESIZE_MODES: readonly ResizeMode[] = ['center-crop', 'squash', 'pad'];
 
 export interface DecodeOptions {

@@ -11,10 +11,12 @@ import { CHECK_WORDS, readStored, writeStored } from '../store/verified.js';
 import { sweepStaleTemps } from '../util/atomic.js';
 import { notice } from '../util/notice.js';
 
-export type EngineChoice = 'auto' | 'onnx' | 'tfjs';
+import type { EngineChoice, EngineName } from './names.js';
+
+export type { EngineChoice, EngineName } from './names.js';
 
 export interface EngineInfo {
-  name: 'onnx' | 'tfjs';
+  name: EngineName;
   /** e.g. `onnxruntime 1.30.0 (cpu, 2 threads)`. */
   label: string;
   /** Why `auto` did not pick ONNX Runtime, if it did not. */

@@ -2,7 +2,8 @@
 import type { LayersModel, Tf } from '../backend/index.js';
 
 /** How pixels are mapped to the network's input range. */
-export type PreprocessMode = 'caffe' | 'tf' | 'torch' | 'raw01' | 'none';
+export const PREPROCESS_MODES = ['caffe', 'tf', 'torch', 'raw01', 'none'] as const;
+export type PreprocessMode = (typeof PREPROCESS_MODES)[number];
 
 /** Where a variant's weights come from. */
 export type WeightSource =

@@ -1,8 +1,10 @@
 // Optimizers, learning-rate schedules and decoupled weight decay for the trainable part.
 import type { Tensor, Tf } from '../backend/index.js';
 
-export type OptimizerName = 'adam' | 'sgd' | 'rmsprop';
-export type ScheduleName = 'constant' | 'cosine' | 'step';
+export const OPTIMIZERS = ['adam', 'sgd', 'rmsprop'] as const;
+export type OptimizerName = (typeof OPTIMIZERS)[number];
+export const SCHEDULES = ['constant', 'cosine', 'step'] as const;
+export type ScheduleName = (typeof SCHEDULES)[number];
 
 export interface OptimizerConfig {
   optimizer: OptimizerName;

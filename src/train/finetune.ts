@@ -1,6 +1,7 @@
 // Fine-tuning: the frozen part runs once per image in inference mode (cached), the tail trains on its outputs.
 import { existsSync, rmSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { wasmHeapBytes, type BackendInfo, type LayersModel, type LayerVariable, type Tensor, type Tf } from '../backend/index.js';
 import { applyTrainability, attachHead, cutModel, resolveFreeze, type BnMode, type Cut, type FreezeSpec } from '../cut/index.js';
@@ -30,7 +31,7 @@ import { nchwcTarget, OnnxTrainer, type TailTrainerConfig } from '../step/onnx.j
 import { preciseBnSample, recomputeBatchNorm, setBatchNormMomentum } from './precise-bn.js';
 import { digestWeights } from '../shard/index.js';
 import { chooseFreezeDepth, PROBE_EPOCHS, type FreezeAutoResult } from './freeze-auto.js';
-import { LR_FIND_DEFAULTS, rangeTest, writeLrFind, type LrFindResult, type LrFindSpec } from './lr-find.js';
+import { rangeTest, writeLrFind, type LrFindResult, type LrFindSpec } from './lr-find.js';
 import { balancedClassWeights, scheduledLr, type OptimizerConfig, type OptimizerName, type ScheduleConfig, type ScheduleName } from '../step/optim.js';
 import { openRunFolder } from './run-folder.js';
 import { writeMetricsCsv, writeRunRecords, writeTrainedModel, type EpochRow } from './run-output.js';
@@ -38,93 +39,44 @@ import { TfjsTrainer } from '../step/tfjs.js';
 import { toArrays, type NamedArray, type StepInput, type Trainer } from '../step/index.js';
 import { argmax, concatFloat32 } from '../util/arrays.js';
 import { writeFileAtomic } from '../util/atomic.js';
+import { parseOptions } from '../util/options.js';
+import { settingsSchema, type Settings, type SettingsInput } from '../options/finetune.js';
 
 export type { EpochRow } from './run-output.js';
 
-export interface FinetuneOptions {
+/** How a run is driven, besides its settings (options/finetune.ts): its data and folder, callbacks, interruption. */
+export interface RunControl {
   data: string;
-  model: string;
   out: string;
-  /** `default` is the registry's fine-tuning point for the model (the head alone where it has none). */
-  freeze: FreezeSpec | 'default';
-  /** `auto`: 3 when backbone layers train (they start from a published recipe's pretrained weights), 10 for the head alone. */
-  epochs: number | 'auto';
-  /** Epochs that first train the head alone (the whole backbone frozen) before `epochs` at the `freeze` setting. */
-  headEpochs?: number;
-  batchSize: number;
-  /** Learning rate; `auto` is 1e-3 when only the head trains and 1e-4 when backbone layers train too. */
-  /** `find`: the learning-rate range test on the first phase picks it (see lr-find.ts). */
-  lr: number | 'auto' | 'find';
-  /** The range test's rates and steps (with `lr: 'find'`, and `lrFind()`). */
-  lrFind?: Partial<LrFindSpec>;
-  /** Learning rate of the second phase of a two-phase run (default lr / 10). */
-  finetuneLr?: number;
-  optimizer?: OptimizerName;
-  /** SGD and RMSprop momentum (default 0.9 for SGD, 0 for RMSprop). */
-  momentum?: number;
-  nesterov?: boolean;
-  schedule?: ScheduleName;
-  /** Epochs of linear warmup at the start of each phase. */
-  warmupEpochs?: number;
-  /** Step schedule: multiply the rate by `gamma` every `stepEpochs` epochs. */
-  stepEpochs?: number;
-  gamma?: number;
-  /** Decoupled weight decay (Keras 3's `weight_decay`). */
-  weightDecay?: number;
-  labelSmoothing?: number;
-  /** `balanced` weighs each image's loss by n / (classes x images of its class) over the training split. */
-  classWeight?: 'none' | 'balanced';
   /** Continue the run in `out` from its last checkpoint. */
   resume?: boolean;
   /** `out` is a default name: if it exists, use `out-2`, `out-3`, ... instead (the result says which). */
   uniqueOut?: boolean;
   /** A short trial run another step deletes after reading its result (`--freeze auto`'s probes): no advice to train it on. */
   trial?: boolean;
-  /** Engine for the frozen part: `onnx` runs it on ONNX Runtime (exported once, cached in the store). */
-  engine?: 'onnx' | 'tfjs';
-  /** Micro-batches per optimizer step; the effective batch stays `batchSize`. */
-  accumulate: number;
-  /** `auto`: `train` when the weights are random (BatchNorm layers that train learn their statistics), else `frozen`. */
-  bn: BnMode | 'auto';
-  /** Momentum of every BatchNormalization layer's moving averages (default: the architecture's, 0.999 for MobileNetV2). */
-  bnMomentum?: number;
-  headHidden?: number;
-  dropout: number;
-  augment: AugmentLevel;
-  inputSize?: number;
-  /** The registry architecture of a Keras `.h5` file given as `model`, when its name and config do not tell. */
-  arch?: string;
-  /** With a run as `model`: train a fresh classifier head even when the run's classes match the dataset's. */
-  newHead?: boolean;
-  /** Overrides the backbone's preprocessing (needed for tfjs models tl did not write). */
-  preprocess?: PreprocessMode;
-  val: number;
-  test: number;
-  seed: number;
-  resize: ResizeMode;
-  maxPixels: number;
-  weights: 'pretrained' | 'random';
-  /** Bytes of frozen-part outputs kept in memory; beyond it they go to a file in the run folder. */
-  featureCacheBytes: number;
-  /** Threads that compute gradients (this one plus worker replicas of the tail); 1 trains on this thread only. */
-  workers: number;
-  /** Validation metric that picks the best epoch (whose weights the saved model gets) and drives early stopping. */
-  monitor?: 'val_loss' | 'val_accuracy';
-  /** Stop after this many epochs of the last phase without improvement of `monitor`; undefined trains every epoch. */
-  patience?: number;
-  /** After training, fit a temperature on the validation split and fold it into the classifier (default temperature). */
-  calibrate?: 'temperature' | 'none';
-  /**
-   * A frozen-part cache folder (`tl cache`, or `tl merge` of its shards) to train the tail from instead of running the
-   * frozen part: it must have been computed with this model, weights, freeze, input size, preprocessing and resize,
-   * over these images.
-   */
-  features?: string;
   store?: string;
   onProgress?: (event: ProgressEvent) => void;
   onDownload?: (p: DownloadProgress) => void;
   /** Set `stop` (e.g. on SIGINT) to end training after the current batch; the run folder is still written. */
   interrupt?: { stop: string | null; signal?: AbortSignal };
+}
+
+/** What `finetune()` takes: settings (each one left out takes its default from options/finetune.ts) and the control. */
+export type FinetuneOptions = SettingsInput & RunControl;
+
+/** The options once parsed: every setting given or defaulted, within its limits; `--workers auto` resolved. */
+type RunOptions = Omit<Settings, 'workers'> & { workers: number } & RunControl;
+
+/**
+ * Parses the settings with their one schema (defaults and limits; a bad value is a usage error naming its flag) and
+ * resolves `--workers auto`: one per core on wasm and cpu, 1 on tensorflow (which threads itself).
+ */
+function resolveOptions(options: FinetuneOptions, backend: BackendInfo): RunOptions {
+  const { data, out, resume, uniqueOut, trial, store, onProgress, onDownload, interrupt } = options;
+  const control: RunControl = { data, out, ...(resume !== undefined ? { resume } : {}), ...(uniqueOut !== undefined ? { uniqueOut } : {}), ...(trial !== undefined ? { trial } : {}), ...(store !== undefined ? { store } : {}), ...(onProgress ? { onProgress } : {}), ...(onDownload ? { onDownload } : {}), ...(interrupt ? { interrupt } : {}) };
+  const settings = parseOptions(settingsSchema, options);
+  const workers = settings.workers === 'auto' ? (backend.name === 'tensorflow' ? 1 : availableParallelism()) : settings.workers;
+  return { ...settings, workers, ...control };
 }
 
 export interface ProgressEvent {
@@ -213,7 +165,7 @@ export function checkpointPaths(out: string): { last: string; best: string } {
 
 /** Fine-tunes a registry model on a folder dataset and writes the run folder (locked while the run lasts). */
 export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOptions): Promise<FinetuneResult> {
-  return (await inRunFolder(tf, backend, options, 'train')) as FinetuneResult;
+  return (await inRunFolder(tf, backend, resolveOptions(options, backend), 'train')) as FinetuneResult;
 }
 
 /**
@@ -221,10 +173,10 @@ export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOp
  * cache, trainer), the test run on it, its curve written to the run folder (lr-find.json, lr-find.svg); nothing trains.
  */
 export async function lrFind(tf: Tf, backend: BackendInfo, options: FinetuneOptions): Promise<LrFindResult & { files: { json: string; svg: string } }> {
-  return (await inRunFolder(tf, backend, { ...options, lr: 'find' }, 'lr-find')) as LrFindResult & { files: { json: string; svg: string } };
+  return (await inRunFolder(tf, backend, resolveOptions({ ...options, lr: 'find' }, backend), 'lr-find')) as LrFindResult & { files: { json: string; svg: string } };
 }
 
-async function inRunFolder(tf: Tf, backend: BackendInfo, options: FinetuneOptions, mode: 'train' | 'lr-find'): Promise<unknown> {
+async function inRunFolder(tf: Tf, backend: BackendInfo, options: RunOptions, mode: 'train' | 'lr-find'): Promise<unknown> {
   if (options.batchSize % options.accumulate !== 0) {
     throw new UsageError(`--batch-size ${options.batchSize} must be a multiple of --accumulate ${options.accumulate}.`);
   }
@@ -302,7 +254,7 @@ class LayerOrderWeights {
 interface Run {
   tf: Tf;
   backend: BackendInfo;
-  options: FinetuneOptions;
+  options: RunOptions;
   source: Backbone;
   dataset: Dataset;
   full: LayersModel;
@@ -358,9 +310,9 @@ function writeLater(run: Run, path: string, chunks: Uint8Array[]): void {
   run.writes.catch(() => undefined);
 }
 
-async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, writing: () => void, mode: 'train' | 'lr-find'): Promise<FinetuneResult | (LrFindResult & { files: { json: string; svg: string } })> {
+async function train(tf: Tf, backend: BackendInfo, options: RunOptions, writing: () => void, mode: 'train' | 'lr-find'): Promise<FinetuneResult | (LrFindResult & { files: { json: string; svg: string } })> {
   const runStarted = performance.now();
-  const headEpochs = options.headEpochs ?? 0;
+  const { headEpochs } = options;
   const paths = checkpointPaths(options.out);
   // Read first: a damaged checkpoint should fail before any slow work. A run stopped before its first checkpoint (killed,
   // or its disk full) has only its config: it starts over from it.
@@ -407,8 +359,8 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
   let freezeAuto: FreezeAutoResult | null = null;
   if (options.freeze === 'auto') {
     try {
-      freezeAuto = await chooseFreezeDepth(tf, backend, backbone, { preprocess: source.preprocess, inputSize: size, batchSize: options.batchSize, workers: options.workers, engine: options.engine ?? 'tfjs', ...(options.store ? { store: options.store } : {}), out: options.out }, dataset, async (freeze, out) => {
-        const { onProgress: _p, lrFind: _l, patience: _pa, resume: _r, headEpochs: _h, ...rest } = options;
+      freezeAuto = await chooseFreezeDepth(tf, backend, backbone, { preprocess: source.preprocess, inputSize: size, batchSize: options.batchSize, workers: options.workers, engine: options.engine, ...(options.store ? { store: options.store } : {}), out: options.out }, dataset, async (freeze, out) => {
+        const { onProgress: _p, patience: _pa, resume: _r, headEpochs: _h, ...rest } = options;
         return await finetune(tf, backend, { ...rest, freeze, epochs: PROBE_EPOCHS, lr: options.lr === 'find' ? 'auto' : options.lr, calibrate: 'none', out, uniqueOut: false, trial: true });
       });
     } catch (err) {
@@ -448,17 +400,17 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
           { name: 'finetune', first: headEpochs + 1, last: totalEpochs, frozenLayers: frozenCount, lr: options.finetuneLr ?? lr / 10 },
         ]
       : [{ name: 'train', first: 1, last: totalEpochs, frozenLayers: frozenCount, lr }];
-  const optimizer: OptimizerConfig = { optimizer: options.optimizer ?? 'adam', momentum: options.momentum ?? (options.optimizer === 'sgd' ? 0.9 : 0), nesterov: options.nesterov ?? false };
+  const optimizer: OptimizerConfig = { optimizer: options.optimizer, momentum: options.momentum ?? (options.optimizer === 'sgd' ? 0.9 : 0), nesterov: options.nesterov };
   const loss: LossConfig = {
-    labelSmoothing: options.labelSmoothing ?? 0,
+    labelSmoothing: options.labelSmoothing,
     classWeights: options.classWeight === 'balanced' ? balancedClassWeights(dataset.splits.train.map((i) => i.label), dataset.classes.length) : null,
   };
   const stepsPerEpoch = Math.ceil(dataset.splits.train.length / options.batchSize);
   const schedule: ScheduleConfig = {
-    schedule: options.schedule ?? 'constant',
-    warmupSteps: Math.round((options.warmupEpochs ?? 0) * stepsPerEpoch),
+    schedule: options.schedule,
+    warmupSteps: Math.round(options.warmupEpochs * stepsPerEpoch),
     stepSteps: (options.stepEpochs ?? Math.max(1, Math.round(epochs / 3))) * stepsPerEpoch,
-    gamma: options.gamma ?? 0.1,
+    gamma: options.gamma,
   };
   const config: Record<string, unknown> = { ...effectiveConfig(options), freeze: options.freeze === 'default' || options.freeze === 'auto' ? freeze : options.freeze, ...(freezeAuto ? { freezeAuto } : {}), epochs, lr: options.lr === 'find' ? 'find' : lr, phases, optimizer: optimizer.optimizer, momentum: optimizer.momentum, nesterov: optimizer.nesterov, inputSize: size, classWeights: loss.classWeights, backend: backend.label, frozenLayers: frozenCount, bn };
 
@@ -470,14 +422,14 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
   }) : null;
   const run: Run = {
     tf, backend, options, source, dataset, full, backbone, phases, bn, optimizer, loss, schedule, stepsPerEpoch, totalEpochs,
-    monitor: options.monitor ?? 'val_loss', paths, weights, frozenDigest, checkpoint, startEpoch: 1,
+    monitor: options.monitor, paths, weights, frozenDigest, checkpoint, startEpoch: 1,
     history: [], best: null, bestWeights: [], stale: 0, partial: null, stopReason: null, tensorsAfterEpoch: [],
     cacheStats: { enabled: false, hits: 0, misses: 0, spilled: 0 }, boundaryLayers: [], tails: [], kept: { probs: [], labels: [], paths: [] }, test: null, calibration: null,
     lrFind: null, lrFindResult: null, features, frozenPass: null, writes: Promise.resolve(),
   };
   if (options.lr === 'find') {
     run.lrFind = {
-      spec: { ...LR_FIND_DEFAULTS, ...options.lrFind },
+      spec: { minLr: options.minLr, maxLr: options.maxLr, steps: options.lrFindSteps },
       // The suggestion becomes the first phase's rate (a later phase's is a tenth of it, as with --lr), and the record.
       found: async (result) => {
         phases[0]!.lr = result.suggestion;
@@ -608,7 +560,7 @@ async function train(tf: Tf, backend: BackendInfo, options: FinetuneOptions, wri
  * `--features DIR`: the cache's record verified (its files' hashes) and compared with this run, field by field; every
  * image of the run must be in it, unchanged since. Returns the arrays by relative path.
  */
-async function checkedFeatures(options: FinetuneOptions, record: CacheRecord, run: { model: string; frozenDigest: string; freeze: number; inputSize: number; preprocess: string; headEpochs: number }, dataset: Dataset): Promise<{ arrays: Map<string, Float32Array[]>; layers: string[] }> {
+async function checkedFeatures(options: RunOptions, record: CacheRecord, run: { model: string; frozenDigest: string; freeze: number; inputSize: number; preprocess: string; headEpochs: number }, dataset: Dataset): Promise<{ arrays: Map<string, Float32Array[]>; layers: string[] }> {
   const dir = options.features!;
   if (options.augment !== 'none') throw new UsageError(`--features ${dir}: the cache holds one output per image; --augment ${options.augment} changes the images every epoch.`);
   if (run.headEpochs > 0) throw new UsageError(`--features ${dir}: a head phase cuts the whole backbone, not the cache's cut; leave out --head-epochs.`);
@@ -635,7 +587,7 @@ async function checkedFeatures(options: FinetuneOptions, record: CacheRecord, ru
  * The model that trains: a run's own classifier when `--model` is a run whose classes are the dataset's (continuing
  * means continuing with its head), else the backbone with a new head (initialised from the seed).
  */
-function classifier(tf: Tf, source: Backbone, classes: string[], options: FinetuneOptions): LayersModel {
+function classifier(tf: Tf, source: Backbone, classes: string[], options: RunOptions): LayersModel {
   const previous = source.withHead;
   if (previous && previous.classes.length === classes.length && previous.classes.every((c, i) => c === classes[i])) {
     if (!options.resume) notice(`continuing with the classifier head of ${source.name} (its classes are the dataset's); --new-head trains a fresh one`);
@@ -665,7 +617,7 @@ async function compileOnnxStep(run: Run, phase: PhaseInfo, cut: Cut): Promise<Tr
 }
 
 function trainerConfig(run: Run, cut: Cut): TailTrainerConfig {
-  return { optimizer: run.optimizer, loss: run.loss, weightDecay: run.options.weightDecay ?? 0, boundaryShapes: cut.boundaryShapes, batchSize: run.options.batchSize };
+  return { optimizer: run.optimizer, loss: run.loss, weightDecay: run.options.weightDecay, boundaryShapes: cut.boundaryShapes, batchSize: run.options.batchSize };
 }
 
 /**
@@ -711,7 +663,7 @@ async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo, mode: 't
   run.boundaryLayers = cut.frozen ? cut.boundaryLayers : [];
   const useCache = cut.frozen !== null && options.augment === 'none';
   run.cacheStats.enabled ||= useCache;
-  const cache = useCache ? new FeatureCache(cut.boundaryShapes, options.featureCacheBytes, options.out) : null;
+  const cache = useCache ? new FeatureCache(cut.boundaryShapes, options.featureCacheMb * 2 ** 20, options.out) : null;
   if (run.features && cache) {
     // The cut must be the one the cache was computed at; then every image's boundary comes from it.
     if (JSON.stringify(cut.boundaryLayers) !== JSON.stringify(run.features.layers)) throw new UsageError(`--features ${options.features}: the cache holds the outputs of ${run.features.layers.join(', ')}; this run's cut is at ${cut.boundaryLayers.join(', ')}.`);
@@ -730,7 +682,7 @@ async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo, mode: 't
     const openSession = frozenCut && options.engine === 'onnx' && !run.features ? () => onnxSessionFor(frozenCut, options.store ? { store: options.store } : {}) : null;
     frozen = new FrozenPart(tf, cut, run.source.preprocess, dataset, cache, pool, openSession);
     if (cache !== null && phase.last >= run.startEpoch) await fillCache(run, frozen, phase);
-    const openTrainer = async (): Promise<Trainer> => (compiled ? await OnnxTrainer.open(tf, cut.tail, trainerConfig(run, cut), compiled) : new TfjsTrainer(tf, cut.tail, { optimizer: run.optimizer, lr: phase.lr, loss: run.loss, weightDecay: options.weightDecay ?? 0, accumulate: options.accumulate, classes: dataset.classes.length, boundaryShapes: cut.boundaryShapes, pool }));
+    const openTrainer = async (): Promise<Trainer> => (compiled ? await OnnxTrainer.open(tf, cut.tail, trainerConfig(run, cut), compiled) : new TfjsTrainer(tf, cut.tail, { optimizer: run.optimizer, lr: phase.lr, loss: run.loss, weightDecay: options.weightDecay, accumulate: options.accumulate, classes: dataset.classes.length, boundaryShapes: cut.boundaryShapes, pool }));
     trainer = await openTrainer();
     phase.engine = trainer.engine;
     tail = compiled ? await openOnnxTail(run, cut) : null;
@@ -763,7 +715,7 @@ async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo, mode: 't
       // epoch 1). The test split then goes through this phase's cut: its frozen part on the replicas or ONNX Runtime.
       const interrupted = run.stopReason?.startsWith('interrupted') === true;
       if (run.best !== null || (run.stopReason !== null && !interrupted)) run.weights.restore(run.bestWeights);
-      if ((options.calibrate ?? 'temperature') === 'temperature' && !interrupted && dataset.splits.val.length > 0) run.calibration = await calibrate(run, frozen);
+      if (options.calibrate === 'temperature' && !interrupted && dataset.splits.val.length > 0) run.calibration = await calibrate(run, frozen);
       // An interrupted run stops promptly: its test split is evaluated when it is resumed and finishes.
       if (dataset.splits.test.length > 0 && !interrupted) run.test = await frozen.evaluate(dataset.splits.test, options.batchSize, undefined, run.kept);
     }
@@ -914,6 +866,11 @@ async function runEpoch(run: Run, phaseIndex: number, phase: PhaseInfo, epoch: n
   if (run.bn === 'train' && (await recomputeBatchNorm(tf, cut, frozen, dataset, preciseBnSample(dataset.splits.train, options.seed), options.batchSize)) > 0) trainer.reloadStates();
   const val = dataset.splits.val.length > 0 ? await frozen.evaluate(dataset.splits.val, options.batchSize, (done, n) => options.onProgress?.({ phase: 'validate', stage: phase.name, epoch, epochs: run.totalEpochs, done, total: n })) : null;
   await frozen.releaseIfCached([...dataset.splits.train, ...dataset.splits.val]);
+  // Weights can grow past what the validation pass can carry while the training loss (clipped) still reads finite.
+  if (val !== null && !Number.isFinite(val.loss)) {
+    run.stopReason = `the validation loss became ${val.loss} in epoch ${epoch} after ${seen} images; training stopped and the ${run.best ? `best epoch's (${run.best.epoch})` : 'initial'} weights were kept`;
+    return;
+  }
   run.history.push({ epoch, loss: lossSum / seen, accuracy: correct / seen, val_loss: val?.loss ?? null, val_accuracy: val?.accuracy ?? null, lr, seconds: (performance.now() - started) / 1000, img_per_s: seen / trainSeconds });
   options.onProgress?.({ phase: 'epoch', stage: phase.name, epoch, epochs: run.totalEpochs, done: total, total, row: run.history.at(-1)! });
   await writeMetricsCsv(options.out, run.history);
@@ -940,7 +897,7 @@ async function runEpoch(run: Run, phaseIndex: number, phase: PhaseInfo, epoch: n
 const IMBALANCE = 10;
 
 /** Classes that a split misses (so its metrics do not cover them) and heavy imbalance, in words. */
-function datasetWarnings(dataset: Dataset, options: FinetuneOptions): string[] {
+function datasetWarnings(dataset: Dataset, options: RunOptions): string[] {
   const out: string[] = [];
   if (dataset.splits.val.length > 0 || options.val > 0) {
     for (const c of classesMissingFrom(dataset, 'val')) out.push(`class '${c}' has no validation images: validation loss, early stopping and the best epoch do not cover it`);
@@ -972,8 +929,8 @@ function countTrainable(full: LayersModel, backbone: LayersModel, frozenCount: n
 }
 
 /** The options as saved with a run (everything but callbacks). */
-function effectiveConfig(options: FinetuneOptions): Omit<FinetuneOptions, 'onProgress' | 'onDownload' | 'interrupt' | 'resume' | 'store'> {
-  const { onProgress: _onProgress, onDownload: _onDownload, interrupt: _interrupt, resume: _resume, store: _store, ...config } = options;
+function effectiveConfig(options: RunOptions): Omit<RunOptions, 'onProgress' | 'onDownload' | 'interrupt' | 'resume' | 'store' | 'uniqueOut' | 'trial'> {
+  const { onProgress: _onProgress, onDownload: _onDownload, interrupt: _interrupt, resume: _resume, store: _store, uniqueOut: _uniqueOut, trial: _trial, ...config } = options;
   return config;
 }
 

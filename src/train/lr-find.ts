@@ -12,7 +12,6 @@ export interface LrFindSpec {
   steps: number;
 }
 
-export const LR_FIND_DEFAULTS: LrFindSpec = { minLr: 1e-7, maxLr: 10, steps: 100 };
 
 export interface LrFindResult {
   /** One point per step taken: the rate, the batch's loss and the smoothed loss. */

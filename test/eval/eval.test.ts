@@ -21,7 +21,7 @@ beforeAll(async () => {
   await makeColourDataset(data, 3, 14, 32);
   trained = await finetune(tf, info, {
     data, model: 'mobilenet_v2.nsfwjs', out: run, freeze: 'all', epochs: 3, batchSize: 8, lr: 0.01, accumulate: 1, bn: 'frozen', dropout: 0,
-    augment: 'none', inputSize: 64, val: 0.2, test: 0.3, seed: 4, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', featureCacheBytes: 1 << 30, workers: 1, store,
+    augment: 'none', inputSize: 64, val: 0.2, test: 0.3, seed: 4, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', workers: 1, store,
   });
 }, 120_000);
 
@@ -74,7 +74,7 @@ describe('tl eval (wasm)', () => {
   it('fine-tuning on ONNX Runtime (frozen part and compiled train step) gives the metrics of tfjs to float32 noise', async () => {
     const common = {
       data, model: 'mobilenet_v2.nsfwjs', freeze: 100, epochs: 2, batchSize: 8, lr: 1e-3, optimizer: 'sgd' as const, accumulate: 1, bn: 'frozen' as const, dropout: 0,
-      augment: 'none' as const, inputSize: 64, val: 0.2, test: 0.3, seed: 4, resize: 'squash' as const, maxPixels: 1e8, weights: 'pretrained' as const, featureCacheBytes: 1 << 30, workers: 1, store,
+      augment: 'none' as const, inputSize: 64, val: 0.2, test: 0.3, seed: 4, resize: 'squash' as const, maxPixels: 1e8, weights: 'pretrained' as const, workers: 1, store,
     };
     const before = tf.memory().numTensors;
     const a = await finetune(tf, info, { ...common, out: tempDir(), engine: 'tfjs' });

@@ -98,7 +98,7 @@ describe('calibration in a fine-tune', () => {
   });
   const options = (out: string, calibrate: 'temperature' | 'none'): FinetuneOptions => ({
     data, model: 'mobilenet_v2.nsfwjs', store, out, freeze: 'all', epochs: 8, batchSize: 8, lr: 0.03, accumulate: 1, bn: 'frozen', dropout: 0, calibrate,
-    augment: 'none', inputSize: 64, val: 0.25, test: 0.25, seed: 3, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', featureCacheBytes: 1 << 30, workers: 1, engine: 'tfjs',
+    augment: 'none', inputSize: 64, val: 0.25, test: 0.25, seed: 3, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', workers: 1, engine: 'tfjs',
   });
 
   it('folds the temperature into the saved classifier: same predictions, tempered probabilities, in tfjs and model.onnx', async () => {

@@ -26,6 +26,8 @@ const LAYERS: string[][] = [
   ['frozen', 'inference'],
   // What computes an optimizer step; the commands' cores that only run models.
   ['step', 'features', 'export', 'eval', 'merge'],
+  // The options of the commands that train, each written once (flags, limits, defaults, config.json's schema).
+  ['options'],
   // The commands' cores that train.
   ['train', 'rank'],
   // The command line.

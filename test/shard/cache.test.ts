@@ -26,7 +26,7 @@ beforeAll(async () => {
 
 const options = (extra: Partial<FinetuneOptions>): FinetuneOptions => ({
   data, model: 'mobilenet_v2.nsfwjs', store: home, out: tempDir(), freeze: 100, epochs: 5, batchSize: 6, lr: 3e-4, accumulate: 1, bn: 'frozen', dropout: 0,
-  calibrate: 'none', augment: 'none', inputSize: 64, val: 0.2, test: 0.2, seed: 2, resize: 'center-crop', maxPixels: 1e8, weights: 'pretrained', featureCacheBytes: 1 << 30, workers: 1, engine: 'onnx', ...extra,
+  calibrate: 'none', augment: 'none', inputSize: 64, val: 0.2, test: 0.2, seed: 2, resize: 'center-crop', maxPixels: 1e8, weights: 'pretrained', workers: 1, engine: 'onnx', ...extra,
 });
 
 describe('tl cache, its shards, and tl finetune --features', () => {

@@ -18,7 +18,7 @@ beforeAll(async () => {
 function options(extra: Partial<FinetuneOptions>): FinetuneOptions {
   return {
     data, model: 'mobilenet_v2_035', out: tempDir(), freeze: 100, epochs: 4, batchSize: 12, lr: 1e-3, accumulate: 1, bn: 'auto', dropout: 0, calibrate: 'none',
-    augment: 'none', inputSize: 64, val: 0.25, test: 0, seed: 5, resize: 'squash', maxPixels: 1e8, weights: 'random', featureCacheBytes: 1 << 30, workers: 1, engine: 'onnx', ...extra,
+    augment: 'none', inputSize: 64, val: 0.25, test: 0, seed: 5, resize: 'squash', maxPixels: 1e8, weights: 'random', workers: 1, engine: 'onnx', ...extra,
   };
 }
 

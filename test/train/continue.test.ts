@@ -25,7 +25,7 @@ beforeAll(async () => {
 function options(extra: Partial<FinetuneOptions>): FinetuneOptions {
   return {
     data, model: 'mobilenet_v2_035', out: tempDir(), freeze: 100, epochs: 3, batchSize: 8, lr: 1e-3, accumulate: 1, bn: 'frozen', dropout: 0,
-    augment: 'none', inputSize: 64, val: 0.25, test: 0, seed: 2, resize: 'squash', maxPixels: 1e8, weights: 'random', bnMomentum: 0.9, featureCacheBytes: 1 << 30, workers: 1, engine: 'onnx', ...extra,
+    augment: 'none', inputSize: 64, val: 0.25, test: 0, seed: 2, resize: 'squash', maxPixels: 1e8, weights: 'random', bnMomentum: 0.9, workers: 1, engine: 'onnx', ...extra,
   };
 }
 

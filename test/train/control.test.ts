@@ -93,7 +93,7 @@ describe('checkpoints', () => {
 function options(out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions {
   return {
     data, model: 'mobilenet_v2.nsfwjs', out, freeze: 100, headEpochs: 1, epochs: 2, batchSize: 4, lr: 'auto', accumulate: 1, bn: 'frozen', dropout: 0.2,
-    augment: 'light', inputSize: 64, val: 0.2, test: 0.2, seed: 5, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', featureCacheBytes: 1 << 30, workers: 2, store, ...extra,
+    augment: 'light', inputSize: 64, val: 0.2, test: 0.2, seed: 5, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', workers: 2, store, ...extra,
   };
 }
 

@@ -22,7 +22,7 @@ describe('--freeze auto', () => {
   it('scores the block boundaries, fine-tunes the best few briefly, trains at the one that validates best, and records the curve', async () => {
     const options: FinetuneOptions = {
       data, model: 'mobilenet_v2.nsfwjs', store, out: tempDir(), freeze: 'auto', epochs: 3, batchSize: 6, lr: 3e-4, accumulate: 1, bn: 'frozen', dropout: 0,
-      calibrate: 'none', augment: 'none', inputSize: 64, val: 0.25, test: 0, seed: 4, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', featureCacheBytes: 1 << 30, workers: 1, engine: 'onnx',
+      calibrate: 'none', augment: 'none', inputSize: 64, val: 0.25, test: 0, seed: 4, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', workers: 1, engine: 'onnx',
     };
     const before = tf.memory().numTensors;
     const { result: r, notices } = await collectNotices(() => finetune(tf, info, options));

@@ -22,7 +22,7 @@ const store = tempDir();
 
 const options = (out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions => ({
   data, model: 'mobilenet_v2.nsfwjs', store, out, freeze: 'all', epochs: 3, batchSize: 8, lr: 0.01, accumulate: 1, bn: 'frozen', dropout: 0, calibrate: 'none',
-  augment: 'none', inputSize: 64, val: 0.25, test: 0.25, seed: 4, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', featureCacheBytes: 1 << 30, workers: 1, engine: 'onnx', ...extra,
+  augment: 'none', inputSize: 64, val: 0.25, test: 0.25, seed: 4, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', workers: 1, engine: 'onnx', ...extra,
 });
 
 beforeAll(async () => {

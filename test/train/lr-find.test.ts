@@ -50,8 +50,8 @@ describe('--lr find and tl lr-find', () => {
     await makeColourDataset(data, 3, 12, 32);
   });
   const options = (out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions => ({
-    data, model: 'mobilenet_v2.nsfwjs', store, out, freeze: 100, epochs: 3, batchSize: 6, lr: 'find', lrFind: { steps: 40, minLr: 1e-6, maxLr: 1 }, accumulate: 1, bn: 'frozen', dropout: 0,
-    calibrate: 'none', augment: 'none', inputSize: 64, val: 0.2, test: 0, seed: 8, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', featureCacheBytes: 1 << 30, workers: 1, engine: 'onnx', ...extra,
+    data, model: 'mobilenet_v2.nsfwjs', store, out, freeze: 100, epochs: 3, batchSize: 6, lr: 'find', lrFindSteps: 40, minLr: 1e-6, maxLr: 1, accumulate: 1, bn: 'frozen', dropout: 0,
+    calibrate: 'none', augment: 'none', inputSize: 64, val: 0.2, test: 0, seed: 8, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', workers: 1, engine: 'onnx', ...extra,
   });
 
   // On tfjs the range test moves the model's own variables; on ONNX Runtime its copies.

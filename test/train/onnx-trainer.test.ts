@@ -19,7 +19,7 @@ beforeAll(async () => {
 
 const options = (out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions => ({
   data, model: 'mobilenet_v2.nsfwjs', out, freeze: 100, epochs: 3, batchSize: 6, lr: 1e-3, optimizer: 'sgd', accumulate: 1, bn: 'frozen', dropout: 0.2, calibrate: 'none',
-  augment: 'none', inputSize: 48, val: 0.2, test: 0.2, seed: 5, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', featureCacheBytes: 1 << 28, workers: 1, store, ...extra,
+  augment: 'none', inputSize: 48, val: 0.2, test: 0.2, seed: 5, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', workers: 1, store, ...extra,
 });
 
 const close = (x: number, y: number) => Math.abs(x - y) / Math.max(1e-6, Math.abs(y));

@@ -28,7 +28,7 @@ describe('fine-tuning the pretrained mobilenet_v2.nsfwjs on the bundled sample, 
     const r = await finetune(tf, info, {
       data: SAMPLE, model: 'mobilenet_v2.nsfwjs', out, freeze: 100, epochs: 3, batchSize: 16, lr: 'auto', accumulate: 1, bn: 'frozen',
       dropout: 0.2, augment: 'none', inputSize: 96, val: 0.15, test: 0.15, seed: 42, resize: 'center-crop', maxPixels: 1e8,
-      weights: 'pretrained', featureCacheBytes: 1 << 30, workers: 1, store, engine,
+      weights: 'pretrained', workers: 1, store, engine,
     });
     expect(r.phases.map((p) => p.engine)).toEqual([engine]);
     accuracy[engine] = r.test!.accuracy;

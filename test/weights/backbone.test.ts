@@ -80,7 +80,7 @@ afterAll(async () => {
 
 const options = (model: string, out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions => ({
   data, model, out, freeze: 'all', epochs: 1, batchSize: 4, lr: 'auto', accumulate: 1, bn: 'frozen', dropout: 0, augment: 'none', inputSize: 64,
-  val: 0, test: 0, seed: 1, resize: 'squash', maxPixels: 1e8, weights: 'random', featureCacheBytes: 1 << 28, workers: 1, store, ...extra,
+  val: 0, test: 0, seed: 1, resize: 'squash', maxPixels: 1e8, weights: 'random', workers: 1, store, ...extra,
 });
 
 describe('backbones from paths and URLs', () => {

@@ -1,0 +1,9 @@
+// The dataset pipeline's modes as values (for option schemas) without loading the image decoder.
+
+/** How an image becomes the input size. */
+export const RESIZE_MODES = ['center-crop', 'squash', 'pad'] as const;
+export type ResizeMode = (typeof RESIZE_MODES)[number];
+
+/** Training augmentation levels. */
+export const AUGMENT_LEVELS = ['none', 'light', 'standard'] as const;
+export type AugmentLevel = (typeof AUGMENT_LEVELS)[number];

@@ -1,0 +1,43 @@
+// Options several commands take, each written once: the dataset's split and decoding, the model's input, the engine.
+import { z } from 'zod';
+import { RESIZE_MODES } from '../data/modes.js';
+import { ENGINES } from '../engine/names.js';
+import { DEVICES } from '../onnx/runtime.js';
+import { PREPROCESS_MODES } from '../registry/types.js';
+import { numeric, option } from '../util/options.js';
+
+/** The model a command uses when none is given. */
+export const DEFAULT_MODEL = 'mobilenet_v2.nsfwjs';
+
+/** Split fractions, seed, resize mode, pixel limit: every command that reads a labelled dataset. */
+export const DATA_OPTIONS = {
+  val: option('--val <fraction>', 'fraction of each class held out for validation', numeric(z.number().min(0).max(0.9)).default(0.15)),
+  test: option('--test <fraction>', 'fraction of each class held out for testing', numeric(z.number().min(0).max(0.9)).default(0.15)),
+  seed: option('--seed <n>', 'seed of the split, shuffling and augmentation', numeric(z.number().int()).default(42)),
+  resize: option('--resize <mode>', 'how an image becomes the input size', z.enum(RESIZE_MODES).default('center-crop')),
+  maxPixels: option('--max-pixels <n>', 'skip images with more pixels than this (decompression bombs)', numeric(z.number().int().positive()).default(100_000_000)),
+};
+
+/** The input size of a model (a registry model's own when not given). */
+export const INPUT_SIZE = option('--input-size <px>', "input size (default: the model's)", numeric(z.number().int().min(32).max(1024)).optional());
+/** The preprocessing of a model (a registry model's own when not given). */
+export const PREPROCESS = option('--preprocess <mode>', "pixel scaling (default: the model's)", z.enum(PREPROCESS_MODES).optional());
+/** A registry model's weights. */
+export const WEIGHTS = option('--weights <source>', 'registry models: pretrained weights or random ones', z.enum(['pretrained', 'random']).default('pretrained'));
+
+/** --engine and --device, for a command whose `what` runs on them. */
+export function engineOptions(what: string) {
+  return {
+    engine: option('--engine <name>', `engine for ${what}: auto (ONNX Runtime when it loads) | onnx | tfjs`, z.enum(['auto', ...ENGINES]).default('auto'), { resumable: true }),
+    device: option('--device <name>', 'where ONNX Runtime runs: auto (CUDA when its provider and a driver load, else cpu) | cpu | cuda | webgpu', z.enum(DEVICES as readonly ['auto', 'cpu', 'cuda', 'webgpu']).default('auto'), { resumable: true }),
+  };
+}
+
+/** The model's input: size, preprocessing, weights (extract, cache). */
+export const MODEL_INPUT_OPTIONS = { inputSize: INPUT_SIZE, preprocess: PREPROCESS, weights: WEIGHTS };
+
+/** One shard of a job array's work (extract, cache, predict, eval). */
+export const SHARD_OPTIONS = {
+  shard: option('--shard [I/N|auto]', 'only shard I of N of the images (by a hash of each path relative to the dataset root); --out is then a folder and the shard writes <out>/shard-I-of-N/ with a manifest for `tl merge`; auto (or no value): from SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX', z.union([z.string(), z.boolean()]).optional()),
+  shards: option('--shards <n>', 'with --shard auto under a Kubernetes Indexed Job: the number of shards (its completions)', numeric(z.number().int().min(1).max(100_000)).optional()),
+};
