@@ -11,11 +11,8 @@ interface Header<S> {
   groups: Record<string, { name: string; shape: number[]; dtype: 'float32' | 'int32' }[]>;
 }
 
-/**
- * A checkpoint's bytes, in order: the header (`state`, serialized now) and each array's bytes (views, not copies:
- * arrays of tensors and of ONNX Runtime's outputs never change).
- */
-export function checkpointChunks<S>(state: S, groups: Record<string, NamedArray[]>): Uint8Array[] {
+/** Writes `state` and groups of arrays to `path` atomically. */
+export async function writeCheckpoint<S>(path: string, state: S, groups: Record<string, NamedArray[]>): Promise<void> {
   const header: Header<S> = { state, groups: Object.fromEntries(Object.entries(groups).map(([k, list]) => [k, list.map(({ name, shape, dtype }) => ({ name, shape, dtype }))])) };
   const json = Buffer.from(JSON.stringify(header), 'utf8');
   const headerBytes = 8 + 4 + json.length;
@@ -25,12 +22,7 @@ export function checkpointChunks<S>(state: S, groups: Record<string, NamedArray[
   head.writeUInt32LE(json.length, 8);
   json.copy(head, 12);
   // Written array by array: a checkpoint of ResNet50's conv5 and its Adam slots is 180 MB, not assembled in memory.
-  return [head, ...Object.values(groups).flat().map((a) => new Uint8Array(a.data.buffer, a.data.byteOffset, a.data.byteLength))];
-}
-
-/** Writes `state` and groups of arrays to `path` atomically. */
-export async function writeCheckpoint<S>(path: string, state: S, groups: Record<string, NamedArray[]>): Promise<void> {
-  await writeFileAtomic(path, checkpointChunks(state, groups));
+  await writeFileAtomic(path, [head, ...Object.values(groups).flat().map((a) => new Uint8Array(a.data.buffer, a.data.byteOffset, a.data.byteLength))]);
 }
 
 /** Reads a checkpoint written by `writeCheckpoint`; a damaged or foreign file is a clear error naming it. */

@@ -22,7 +22,7 @@ import { notice } from '../util/notice.js';
 import { TL_VERSION } from '../version.js';
 import { loadBackbone, type Backbone } from '../weights/backbone.js';
 import type { DownloadProgress } from '../weights/download.js';
-import { checkpointChunks, readCheckpoint } from './checkpoint.js';
+import { readCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { loadCacheArrays, readCache, type CacheRecord } from '../frozen/folder.js';
 import { FeatureCache } from '../frozen/cache.js';
 import { FrozenPart, type KeptOutputs } from '../frozen/part.js';
@@ -38,7 +38,6 @@ import { writeMetricsCsv, writeRunRecords, writeTrainedModel, type EpochRow } fr
 import { TfjsTrainer } from '../step/tfjs.js';
 import { toArrays, type NamedArray, type StepInput, type Trainer } from '../step/index.js';
 import { argmax, concatFloat32 } from '../util/arrays.js';
-import { writeFileAtomic } from '../util/atomic.js';
 import { parseOptions } from '../util/options.js';
 import { settingsSchema, type Settings, type SettingsInput } from '../options/finetune.js';
 
@@ -295,19 +294,6 @@ interface Run {
   features: { arrays: Map<string, Float32Array[]>; layers: string[] } | null;
   /** The frozen part's pass over the images before training (summed over phases). */
   frozenPass: FinetuneResult['frozenPass'];
-  /** Checkpoint files being written while training goes on, in order (see `writeLater`). */
-  writes: Promise<void>;
-}
-
-/**
- * Writes a checkpoint while the next epoch trains: its bytes are taken now, the file is written after the ones before
- * it (so the last one written is the latest). `run.writes` is awaited before the run writes its model and report,
- * before an interruption's checkpoint, and on every way out of the run.
- */
-function writeLater(run: Run, path: string, chunks: Uint8Array[]): void {
-  run.writes = run.writes.then(() => writeFileAtomic(path, chunks));
-  // A failure surfaces where the writes are awaited, not as an unhandled rejection in between.
-  run.writes.catch(() => undefined);
 }
 
 async function train(tf: Tf, backend: BackendInfo, options: RunOptions, writing: () => void, mode: 'train' | 'lr-find'): Promise<FinetuneResult | (LrFindResult & { files: { json: string; svg: string } })> {
@@ -425,7 +411,7 @@ async function train(tf: Tf, backend: BackendInfo, options: RunOptions, writing:
     monitor: options.monitor, paths, weights, frozenDigest, checkpoint, startEpoch: 1,
     history: [], best: null, bestWeights: [], stale: 0, partial: null, stopReason: null, tensorsAfterEpoch: [],
     cacheStats: { enabled: false, hits: 0, misses: 0, spilled: 0 }, boundaryLayers: [], tails: [], kept: { probs: [], labels: [], paths: [] }, test: null, calibration: null,
-    lrFind: null, lrFindResult: null, features, frozenPass: null, writes: Promise.resolve(),
+    lrFind: null, lrFindResult: null, features, frozenPass: null,
   };
   if (options.lr === 'find') {
     run.lrFind = {
@@ -514,8 +500,6 @@ async function train(tf: Tf, backend: BackendInfo, options: RunOptions, writing:
       notice(hint);
     }
     const name = source.name.split(' ')[0]!;
-    // The last checkpoints are on disk before the model and the report say the run is done.
-    await run.writes;
     const onnx = await writeTrainedModel(tf, options.out, full, { name, classes: dataset.classes, preprocess: source.preprocess, inputSize: size, temperature: calibration?.applied ? calibration.temperature : null });
     const { cacheStats } = run;
     const lookups = cacheStats.hits + cacheStats.misses;
@@ -546,8 +530,6 @@ async function train(tf: Tf, backend: BackendInfo, options: RunOptions, writing:
     await writeReports(options.out, { schemaVersion: REPORT_SCHEMA_VERSION, kind: 'finetune', tlVersion: TL_VERSION, createdAt: new Date().toISOString(), backend: backend.label, model: source.name, data: options.data, config, seconds: (performance.now() - runStarted) / 1000, ...rest });
     return result;
   } finally {
-    // Nothing is written into the run folder after the run returns or fails (a failure's own error is the one said).
-    await run.writes.catch(() => undefined);
     tf.dispose(run.bestWeights);
     // tfjs counts a layer's references per application: tail layers were applied twice (full and tail), frozen
     // layers once, so each tail is disposed and the frozen containers (which own nothing of their own) are not.
@@ -765,13 +747,12 @@ async function calibrate(run: Run, frozen: FrozenPart): Promise<Omit<Calibration
   return { temperature: fit.temperature, fitted: fit.temperature, ...decision, val };
 }
 
-/** Writes checkpoints/last.ckpt (in the background unless `now`): every weight, the optimizer state, where the run stands. */
-async function saveLast(run: Run, phaseIndex: number, trainer: Trainer, epochsDone: number, inEpoch: RunState['partial'], now = false): Promise<void> {
-  const state: RunState = { version: 1, epochsDone, partial: inEpoch, phase: phaseIndex, history: [...run.history], best: run.best, stale: run.stale, frozenDigest: run.frozenDigest };
+/** Writes checkpoints/last.ckpt: every weight, the trainer's optimizer state and where the run stands. */
+async function saveLast(run: Run, phaseIndex: number, trainer: Trainer, epochsDone: number, inEpoch: RunState['partial']): Promise<void> {
+  const state: RunState = { version: 1, epochsDone, partial: inEpoch, phase: phaseIndex, history: run.history, best: run.best, stale: run.stale, frozenDigest: run.frozenDigest };
   trainer.syncWeights();
   const optimizer = await trainer.optimizerState();
-  writeLater(run, run.paths.last, checkpointChunks(state, { weights: await run.weights.arrays(), optimizer }));
-  if (now) await run.writes;
+  await writeCheckpoint(run.paths.last, state, { weights: await run.weights.arrays(), optimizer });
 }
 
 /** The range test on the first phase's trainer and batches (shuffled anew each pass); the weights are restored. */
@@ -849,7 +830,7 @@ async function runEpoch(run: Run, phaseIndex: number, phase: PhaseInfo, epoch: n
     }
     if (options.interrupt?.stop) {
       run.stopReason = `interrupted by ${options.interrupt.stop} in epoch ${epoch} after ${seen} of ${total} images`;
-      await saveLast(run, phaseIndex, trainer, epoch - 1, { batches: batchIndex, seen, lossSum, correct, seconds: (performance.now() - started) / 1000 }, true);
+      await saveLast(run, phaseIndex, trainer, epoch - 1, { batches: batchIndex, seen, lossSum, correct, seconds: (performance.now() - started) / 1000 });
       return false;
     }
     return true;
@@ -881,7 +862,7 @@ async function runEpoch(run: Run, phaseIndex: number, phase: PhaseInfo, epoch: n
     run.best = { epoch, monitor, value };
     tf.dispose(run.bestWeights);
     run.bestWeights = run.weights.snapshot();
-    writeLater(run, run.paths.best, checkpointChunks({ epoch }, { weights: await run.weights.arrays() }));
+    await writeCheckpoint(run.paths.best, { epoch }, { weights: await run.weights.arrays() });
     run.stale = 0;
   } else if (value !== null && options.patience !== undefined && phaseIndex === run.phases.length - 1 && ++run.stale >= options.patience) {
     // Early stopping watches the last phase only: the head phase is short and always runs whole.

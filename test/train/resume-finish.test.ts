@@ -70,10 +70,9 @@ describe('--resume after a run stopped at the worst moment', () => {
     expect(readFileSync(join(dir, 'checkpoints'), 'utf8')).toBe('not a folder');
   });
 
-  it('a checkpoint written while training goes on that cannot be written fails the run, naming it', async () => {
+  it('a checkpoint that cannot be written fails the run, naming it, with no model or report that says it saved', async () => {
     const dir = join(tempDir(), 'run');
-    // At epoch 2's end its last.ckpt cannot replace the file (a non-empty folder stands there): written in the
-    // background, the failure must still end the run, not a model and report that say it saved.
+    // At epoch 2's end its last.ckpt cannot replace the file (a non-empty folder stands there).
     const onProgress = (e: { phase: string; epoch: number }) => {
       if (e.phase !== 'epoch' || e.epoch !== 2) return;
       const last = join(dir, 'checkpoints', 'last.ckpt');
