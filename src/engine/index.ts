@@ -73,7 +73,7 @@ export async function exportedGraph(model: LayersModel, store = storeRoot()): Pr
 }
 
 /** An ONNX Runtime session over `model` (exported and cached first). */
-export async function onnxSessionFor(model: LayersModel, options: { store?: string; threads?: number } = {}): Promise<OnnxSession> {
+export async function onnxSessionFor(model: LayersModel, options: { store?: string; threads?: number; spinning?: boolean } = {}): Promise<OnnxSession> {
   const { bytes } = await exportedGraph(model, options.store);
-  return OnnxSession.open(bytes, { ...(options.threads ? { threads: options.threads } : {}) });
+  return OnnxSession.open(bytes, { ...(options.threads ? { threads: options.threads } : {}), ...(options.spinning === false ? { spinning: false } : {}) });
 }

@@ -171,13 +171,16 @@ export class OnnxSession {
 
   /**
    * Opens `model` (bytes or a file path) with `threads` intra-op threads on `device` (default: the process's, see
-   * setDevice); `memoryPattern: false` turns off ONNX Runtime's per-shape memory plan (see StepSession). A provider that fails at session creation falls back to the CPU with a notice; an explicit `cuda`
-   * whose provider or driver is missing is an error saying which.
+   * setDevice); `memoryPattern: false` turns off ONNX Runtime's per-shape memory plan (see StepSession);
+   * `spinning: false` parks the intra-op threads as soon as a run ends instead of letting them spin for the next one
+   * (for sessions that take turns with another: their spinning threads would take the cores the other runs on). A
+   * provider that fails at session creation falls back to the CPU with a notice; an explicit `cuda` whose provider or
+   * driver is missing is an error saying which.
    */
-  static async open(model: Uint8Array | string, options: { threads?: number; device?: Device; memoryPattern?: boolean } = {}): Promise<OnnxSession> {
+  static async open(model: Uint8Array | string, options: { threads?: number; device?: Device; memoryPattern?: boolean; spinning?: boolean } = {}): Promise<OnnxSession> {
     const { ort, reason } = await loadOrt();
     if (!ort) throw new BackendError(`ONNX Runtime is not available: ${reason}`);
-    const base = { intraOpNumThreads: options.threads ?? ortThreads(), interOpNumThreads: 1, graphOptimizationLevel: 'all' as const, enableMemPattern: options.memoryPattern ?? true };
+    const base = { intraOpNumThreads: options.threads ?? ortThreads(), interOpNumThreads: 1, graphOptimizationLevel: 'all' as const, enableMemPattern: options.memoryPattern ?? true, ...(options.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}) };
     const create = (executionProviders: string[]) => (typeof model === 'string' ? ort.InferenceSession.create(model, { ...base, executionProviders }) : ort.InferenceSession.create(model, { ...base, executionProviders }));
     const requested = options.device ?? preferred;
     if (requested === 'cuda' && cudaUnusable() !== null) throw new BackendError(`--device cuda: ${cudaUnusable()!}.`, { suggestion: 'Use --device cpu, or install the CUDA provider.' });

@@ -24,7 +24,7 @@ export class OnnxTail {
     const graph = compileTailForward(tail, { nchwc: options.nchwc });
     const byName = new Map(tail.weights.map((w) => [w.originalName, w]));
     const variables = [...graph.trainable, ...graph.state].map((s) => byName.get(s.variable)!);
-    const session = await OnnxSession.open(graph.bytes, options.threads ? { threads: options.threads } : {});
+    const session = await OnnxSession.open(graph.bytes, { ...(options.threads ? { threads: options.threads } : {}), spinning: false });
     return new OnnxTail(session, graph, variables, options.boundaryShapes, tail, { nchwc: options.nchwc, ...(options.threads ? { threads: options.threads } : {}) });
   }
 
@@ -52,7 +52,7 @@ export class OnnxTail {
   async batchStatistics(boundary: Float32Array[], n: number): Promise<Map<string, Float32Array>> {
     this.statistics ??= (async () => {
       const graph = compileBatchStatistics(this.tail, { nchwc: this.options.nchwc });
-      return { graph, session: await OnnxSession.open(graph.bytes, this.options.threads ? { threads: this.options.threads } : {}) };
+      return { graph, session: await OnnxSession.open(graph.bytes, { ...(this.options.threads ? { threads: this.options.threads } : {}), spinning: false }) };
     })();
     const { graph, session } = await this.statistics;
     if (this.values.length === 0 && this.variables.length > 0) this.refresh();

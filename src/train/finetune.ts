@@ -661,7 +661,7 @@ async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo, mode: 't
     const compiled = await compileOnnxStep(run, phase, cut);
     pool = compiled === null && options.workers > 1 ? await ReplicaPool.start(cut.tail, { count: options.workers - 1, backend: run.backend.name, bn: run.bn }) : null;
     const frozenCut = cut.frozen;
-    const openSession = frozenCut && options.engine === 'onnx' && !run.features ? () => onnxSessionFor(frozenCut, options.store ? { store: options.store } : {}) : null;
+    const openSession = frozenCut && options.engine === 'onnx' && !run.features ? () => onnxSessionFor(frozenCut, { ...(options.store ? { store: options.store } : {}), spinning: false }) : null;
     frozen = new FrozenPart(tf, cut, run.source.preprocess, dataset, cache, pool, openSession);
     if (cache !== null && phase.last >= run.startEpoch) await fillCache(run, frozen, phase);
     const openTrainer = async (): Promise<Trainer> => (compiled ? await OnnxTrainer.open(tf, cut.tail, trainerConfig(run, cut), compiled) : new TfjsTrainer(tf, cut.tail, { optimizer: run.optimizer, lr: phase.lr, loss: run.loss, weightDecay: options.weightDecay, accumulate: options.accumulate, classes: dataset.classes.length, boundaryShapes: cut.boundaryShapes, pool }));
