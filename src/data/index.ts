@@ -113,6 +113,38 @@ export function classesMissingFrom(dataset: Dataset, split: SplitName): string[]
   return dataset.classes.filter((_, label) => !have.has(label));
 }
 
+/** Ratio of the largest to the smallest class in the training split above which --class-weight is suggested. */
+const IMBALANCE = 10;
+
+/**
+ * What a user should know before training on the dataset: classes a split misses (so its metrics do not cover them),
+ * heavy imbalance (unless the classes are weighted), and identical files that straddle splits.
+ */
+export function datasetWarnings(dataset: Dataset, asked: { val: number; test: number; classWeighted: boolean }): string[] {
+  const out: string[] = [];
+  if (dataset.splits.val.length > 0 || asked.val > 0) {
+    for (const c of classesMissingFrom(dataset, 'val')) out.push(`class '${c}' has no validation images: validation loss, early stopping and the best epoch do not cover it`);
+  }
+  if (dataset.splits.test.length > 0 || asked.test > 0) {
+    for (const c of classesMissingFrom(dataset, 'test')) out.push(`class '${c}' has no test images: the test metrics do not cover it`);
+  }
+  const counts = dataset.classes.map((_, label) => dataset.splits.train.filter((i) => i.label === label).length);
+  dataset.classes.forEach((c, label) => {
+    if (counts[label] === 0) out.push(`class '${c}' has no training images: the model cannot learn it`);
+  });
+  const most = Math.max(...counts);
+  const least = Math.min(...counts);
+  if (!asked.classWeighted && least > 0 && most / least >= IMBALANCE) {
+    const name = (n: number) => dataset.classes[counts.indexOf(n)]!;
+    out.push(`the classes are heavily imbalanced (${most} training images of '${name(most)}', ${least} of '${name(least)}'); --class-weight balanced weighs them evenly`);
+  }
+  // Identical files within a class: each one a split apart leaks a training image into validation or test.
+  const splitOf = new Map(SPLITS.flatMap((s) => dataset.splits[s].map((i) => [i.rel, s] as const)));
+  const straddle = dataset.duplicates.filter((group) => new Set(group.map((rel) => splitOf.get(rel))).size > 1);
+  if (straddle.length > 0) out.push(`${straddle.length} group(s) of identical files fall into different splits, so the validation or test metrics include images the model trained on (e.g. ${straddle[0]!.join(' = ')}; tl data lists them)`);
+  return out;
+}
+
 export interface DatasetSummary {
   root: string;
   layout: ScanResult['layout'];

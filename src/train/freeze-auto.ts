@@ -14,6 +14,9 @@ import type { Dataset } from '../data/index.js';
 import { runBatches, type InferenceModel } from '../inference/index.js';
 import { logme, transrate } from '../metrics/transferability.js';
 import type { PreprocessMode } from '../registry/index.js';
+import { notice } from '../util/notice.js';
+import type { Backbone } from '../weights/backbone.js';
+import type { FinetuneOptions, RunOptions } from './types.js';
 
 export interface DepthScore extends Depth {
   logme: number;
@@ -114,4 +117,19 @@ export async function chooseFreezeDepth(
   }
   const winner = scored.filter((d) => d.probe).reduce(better);
   return { depths: scored, chosen: winner.freeze, probeEpochs: PROBE_EPOCHS, scoreSeconds, seconds: (performance.now() - started) / 1000 };
+}
+
+/**
+ * `--freeze auto` for a run: the depth chosen with probes that are short fine-tunes of the run's own settings
+ * (`finetune` runs each), said in a notice.
+ */
+export async function freezeAutoFor(tf: Tf, backend: BackendInfo, options: RunOptions, source: Backbone, dataset: Dataset, finetune: (options: FinetuneOptions) => Promise<{ history: { val_loss: number | null; val_accuracy: number | null }[] }>): Promise<FreezeAutoResult> {
+  const setting = { preprocess: source.preprocess, inputSize: options.inputSize ?? source.inputSize, batchSize: options.batchSize, workers: options.workers, engine: options.engine, ...(options.store ? { store: options.store } : {}), out: options.out };
+  const result = await chooseFreezeDepth(tf, backend, source.model, setting, dataset, async (freeze, out) => {
+    const { onProgress: _p, patience: _pa, resume: _r, headEpochs: _h, ...rest } = options;
+    return await finetune({ ...rest, freeze, epochs: PROBE_EPOCHS, lr: options.lr === 'find' ? 'auto' : options.lr, calibrate: 'none', out, uniqueOut: false, trial: true });
+  });
+  const chosen = result.depths.find((d) => d.freeze === result.chosen)!;
+  notice(`--freeze auto: ${chosen.freeze} (after ${chosen.layer}; of ${result.depths.length} block boundaries scored by LogME in ${result.scoreSeconds.toFixed(1)} s, the best ${result.depths.filter((d) => d.probe).length} fine-tuned for ${result.probeEpochs} epochs each: validation accuracy ${chosen.probe!.valAccuracy.toFixed(3)}; ${result.seconds.toFixed(0)} s in all)`);
+  return result;
 }

@@ -3,8 +3,15 @@
 // and suggest the rate where it falls fastest, before it diverges. It runs on the training engine of the first phase
 // (the same trainer, frozen-part cache and batches as the run itself); the weights are restored afterwards.
 import { join } from 'node:path';
+import type { Batch } from '../data/index.js';
+import type { FrozenPart } from '../frozen/part.js';
 import { renderSvg } from '../report/charts.js';
+import type { Trainer } from '../step/index.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
+import { notice } from '../util/notice.js';
+import { mixSeed } from '../util/random.js';
+import { writeRunRecords } from './run-output.js';
+import type { Run } from './types.js';
 
 export interface LrFindSpec {
   minLr: number;
@@ -163,4 +170,52 @@ export async function writeLrFind(out: string, result: LrFindResult): Promise<{ 
   await writeJsonAtomic(json, result);
   await writeFileAtomic(svg, await renderSvg(lrFindSpec(result)));
   return { json, svg };
+}
+
+/**
+ * `--lr find`: the range test to run on the first phase, and what its result sets. The suggestion becomes the first
+ * phase's rate (a later phase's is a tenth of it, as with --lr) and goes into config.json with the test's record.
+ */
+export function lrFindStep(run: Run, config: Record<string, unknown>, splitRecord: unknown, mode: 'train' | 'lr-find'): NonNullable<Run['lrFind']> {
+  const { options, phases } = run;
+  return {
+    spec: { minLr: options.minLr, maxLr: options.maxLr, steps: options.lrFindSteps },
+    found: async (result) => {
+      phases[0]!.lr = result.suggestion;
+      if (phases[1]) phases[1].lr = options.finetuneLr ?? result.suggestion / 10;
+      config.lr = result.suggestion;
+      config.lrFind = { suggestion: result.suggestion, minLr: result.spec.minLr, maxLr: result.spec.maxLr, steps: result.lrs.length, stoppedEarly: result.stoppedEarly };
+      const files = await writeLrFind(options.out, result);
+      run.lrFindResult = { ...result, files };
+      if (mode === 'train') await writeRunRecords(options.out, config, splitRecord);
+      notice(`--lr find: ${result.suggestion.toExponential(2)} (steepest descent of the loss over a range test of ${result.lrs.length} steps${result.stoppedEarly ? `, ended when ${result.stoppedEarly}` : ''}; curve in ${files.svg})`);
+    },
+  };
+}
+
+/** The range test on the first phase's trainer and batches (shuffled anew each pass); the weights are restored. */
+export async function findLearningRate(run: Run, spec: LrFindSpec, trainer: Trainer, frozen: FrozenPart): Promise<LrFindResult> {
+  const { tf, options, dataset } = run;
+  const snapshot = run.weights.snapshot();
+  let pass = 0;
+  const open = () => dataset.source.batches(dataset.splits.train, { batchSize: options.batchSize, shuffleSeed: mixSeed(options.seed, 9_000 + pass), augment: options.augment, augmentSeed: mixSeed(options.seed, 9_000 + pass, 7), needPixels: frozen.needsPixels })[Symbol.asyncIterator]();
+  let batches = open();
+  try {
+    return await rangeTest(spec, async (lr, index) => {
+      let next = await batches.next();
+      if (next.done) {
+        pass++;
+        batches = open();
+        next = await batches.next();
+      }
+      const batch = next.value as Batch;
+      const step = await trainer.step({ boundary: await frozen.boundary(batch), labels: batch.labels, lr, dropoutSeed: mixSeed(options.seed, 9_000, index, 3) });
+      options.onProgress?.({ phase: 'lr-find', epoch: 0, epochs: 0, done: index + 1, total: spec.steps, loss: step.loss });
+      return step.loss;
+    });
+  } finally {
+    await batches.return?.(undefined);
+    run.weights.restore(snapshot);
+    tf.dispose(snapshot);
+  }
 }

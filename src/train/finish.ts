@@ -1,0 +1,89 @@
+// The end of a run: test metrics, the calibration's effect on them, advice, the trained model and the reports.
+import { wasmHeapBytes } from '../backend/index.js';
+import { temper } from '../metrics/calibration.js';
+import { computeMetrics, nonFiniteRows } from '../metrics/classification.js';
+import { REPORT_SCHEMA_VERSION, writeReports } from '../report/index.js';
+import type { Calibration, CalibrationEffect } from '../report/schema.js';
+import { concatFloat32 } from '../util/arrays.js';
+import { notice } from '../util/notice.js';
+import { TL_VERSION } from '../version.js';
+import { countTrainable } from './head.js';
+import type { RunPlan } from './plan.js';
+import { writeTrainedModel } from './run-output.js';
+import type { FinetuneResult, Run } from './types.js';
+
+/** Test metrics (none when the kept weights give non-finite outputs) and what calibration changed on them. */
+function testMetrics(run: Run, warnings: string[]): Pick<FinetuneResult, 'metrics' | 'calibration'> {
+  const { dataset } = run;
+  const testProbs = concatFloat32(run.kept.probs);
+  const broken = nonFiniteRows(testProbs, dataset.classes.length);
+  if (broken > 0) {
+    // The kept weights give NaN (weights that never fit, or a divergence before any good epoch): say so, no metrics.
+    warnings.push(`the model's outputs are not finite for ${broken} of ${run.kept.labels.length} test images, so there are no test metrics`);
+    notice(warnings.at(-1)!);
+    run.test = null;
+  }
+  const metrics = run.test ? computeMetrics(testProbs, run.kept.labels, dataset.classes, { paths: run.kept.paths }) : null;
+  // One test loss: the metrics' log-loss (the tail's own cross-entropy clips differently).
+  if (run.test && metrics) run.test.loss = metrics.logLoss;
+  if (!run.calibration) return { metrics, calibration: null };
+  const { temperature } = run.calibration;
+  let test: CalibrationEffect | null = null;
+  if (metrics && run.calibration.applied) {
+    const before = computeMetrics(temper(testProbs, dataset.classes.length, 1 / temperature), run.kept.labels, dataset.classes);
+    test = { logLossBefore: before.logLoss, logLossAfter: metrics.logLoss, eceBefore: before.ece, eceAfter: metrics.ece };
+  }
+  const calibration: Calibration = { ...run.calibration, test };
+  return { metrics, calibration };
+}
+
+/** Advice when the monitored value still improved at the last epoch. */
+function moreEpochsHint(run: Run, epochs: number): string | null {
+  const last = run.history.at(-1);
+  if (run.options.trial || run.stopReason !== null || run.best === null || !last || run.best.epoch !== last.epoch || run.history.length <= 1) return null;
+  // --epochs counts the last phase's epochs (a head phase comes on top): the hint trains about half as many again.
+  const more = Math.max(1, Math.round(run.totalEpochs / 2));
+  return `${run.best.monitor} was still improving at the last epoch (${last.epoch}): more epochs may help (\`tl finetune --resume ${run.options.out} --epochs ${epochs + more}\` trains ${more} more)`;
+}
+
+/** Writes the model and the reports, and returns the run's result. */
+export async function finishRun(run: Run, plan: RunPlan, facts: { frozenCount: number; inputSize: number; warnings: string[]; resumedFrom: FinetuneResult['resumedFrom']; started: number }): Promise<FinetuneResult> {
+  const { tf, options, source, dataset, full, backbone } = run;
+  const { warnings } = facts;
+  const { metrics, calibration } = testMetrics(run, warnings);
+  const hint = moreEpochsHint(run, plan.epochs);
+  if (hint !== null) {
+    warnings.push(hint);
+    notice(hint);
+  }
+  const name = source.name.split(' ')[0]!;
+  const onnx = await writeTrainedModel(tf, options.out, full, { name, classes: dataset.classes, preprocess: source.preprocess, inputSize: facts.inputSize, temperature: calibration?.applied ? calibration.temperature : null });
+  const { cacheStats } = run;
+  const lookups = cacheStats.hits + cacheStats.misses;
+  const result: FinetuneResult = {
+    outDir: options.out,
+    classes: dataset.classes,
+    history: run.history,
+    phases: run.phases,
+    test: run.test ? { ...run.test, count: dataset.splits.test.length } : null,
+    frozenLayers: facts.frozenCount,
+    totalLayers: backbone.layers.length,
+    trainableParams: countTrainable(full, backbone, facts.frozenCount, run.bn),
+    boundaryLayers: run.boundaryLayers,
+    cache: { enabled: cacheStats.enabled, hitRate: lookups === 0 ? 0 : cacheStats.hits / lookups, spilled: cacheStats.spilled },
+    frozenPass: run.frozenPass,
+    best: run.best,
+    stopReason: run.stopReason,
+    resumedFrom: facts.resumedFrom,
+    calibration,
+    onnx,
+    metrics,
+    tensorsAfterEpoch: run.tensorsAfterEpoch,
+    wasmHeapBytes: wasmHeapBytes(),
+    skipped: dataset.skipped,
+    warnings,
+  };
+  const { outDir: _outDir, ...rest } = result;
+  await writeReports(options.out, { schemaVersion: REPORT_SCHEMA_VERSION, kind: 'finetune', tlVersion: TL_VERSION, createdAt: new Date().toISOString(), backend: run.backend.label, model: source.name, data: options.data, config: plan.config, seconds: (performance.now() - facts.started) / 1000, ...rest });
+  return result;
+}
