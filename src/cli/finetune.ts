@@ -8,8 +8,8 @@ import { InterruptedError, TlError, UsageError } from '../errors.js';
 import { FINETUNE_OPTIONS, finetuneSchema, RESUMABLE, savedSettingsSchema } from '../options/finetune.js';
 import { flagOfKey } from '../util/options.js';
 import { addCommonOptions, addOptions, announceBackend, backendSchema, commonSchema, parseOptions, printJson } from './common.js';
-import type { FinetuneOptions, ProgressEvent } from '../train/finetune.js';
-import { downloadReporter, progress, type Io } from './io.js';
+import type { FinetuneOptions, FinetuneResult, ProgressEvent } from '../train/finetune.js';
+import { downloadReporter, progress, type Io, type Progress } from './io.js';
 import { printMetrics } from './metrics.js';
 import { calibrationLine } from '../report/headline.js';
 
@@ -87,6 +87,153 @@ function defaultOutDir(model: string, data: string, prefix = ''): string {
   return `models/${prefix}${model.replace(/[^\w.-]/g, '_')}-${dataset}-${stamp}`;
 }
 
+type CliOptions = z.output<typeof cliSchema>;
+
+/** What a command line asks for: the parsed options, the run's options (its own config when resuming), where it goes. */
+interface Asked {
+  opts: CliOptions;
+  options: FinetuneOptions;
+  resumeDir: string | undefined;
+  backend: Awaited<ReturnType<typeof import('../backend/index.js').loadBackend>>;
+}
+
+/** Flags, --config and --resume merged and checked; the backend loaded and the engine resolved (both announced). */
+async function readAsked(io: Io, dataArg: string | undefined, raw: Record<string, unknown>, mode: 'finetune' | 'lr-find'): Promise<Asked> {
+  // Commander sets no defaults: `raw` holds the flags given, and the schema fills in the rest once.
+  const { config: configPath, resume: resumeArg, ...fromCli } = raw;
+  const resumeDir = typeof resumeArg === 'string' ? resumeArg : undefined;
+  if (resumeDir && configPath !== undefined) throw new UsageError('--resume and --config cannot be combined: a resumed run keeps its own config.');
+  const fromFile = typeof configPath === 'string' ? await readConfigFile(configPath) : {};
+  const opts = parseOptions(cliSchema, { ...fromFile, ...fromCli });
+  let saved: z.output<typeof savedSettingsSchema> | null = null;
+  if (resumeDir) {
+    const fixed = Object.keys(fromCli).filter((k) => !RESUME_CHANGES.has(k));
+    if (fixed.length > 0) throw new UsageError(`--resume keeps the run's own settings; ${flagOfKey(fixed[0]!)} cannot change (allowed: ${RESUME_FLAGS}).`);
+    saved = await readRunOptions(resumeDir);
+  }
+  const data = dataArg ?? (fromFile.data as string | undefined) ?? saved?.data;
+  if (data === undefined) throw new UsageError('Missing DATA: give a dataset folder, "data" in --config, or --resume RUN.');
+  const { loadBackend, backendChoiceFromEnv } = await import('../backend/index.js');
+  const backend = await loadBackend({ choice: opts.backend ?? backendChoiceFromEnv(io.env) });
+  const { resolveEngine } = await import('../engine/index.js');
+  // Checkpoints are the same on both engines, so a resumed run may change engine.
+  const engine = await resolveEngine(saved && !('engine' in fromCli) ? saved.engine ?? opts.engine : opts.engine, opts.device);
+  announceBackend(io, backend.info, opts, engine, true);
+  if (mode === 'lr-find' && resumeDir) throw new UsageError('tl lr-find starts from the model, not from a run: --resume does not apply.');
+  const out = resumeDir ?? opts.out ?? defaultOutDir(opts.model, data, mode === 'lr-find' ? 'lr-find-' : '');
+  // A resumed run: its own settings, with what --resume may change; a new one: the settings as given.
+  const given = Object.fromEntries(Object.keys(fromCli).filter((k) => RESUMABLE.includes(k)).map((k) => [k, opts[k as keyof typeof opts]]));
+  const options: FinetuneOptions = saved
+    ? { ...saved, ...given, data, out, resume: true, engine: engine.name }
+    : { ...opts, data, out, lr: mode === 'lr-find' ? 'find' : opts.lr, engine: engine.name };
+  return { opts, options, resumeDir, backend };
+}
+
+/**
+ * Runs `fn` with SIGINT/SIGTERM handled (on a real process): the first finishes the batch, writes a checkpoint and the
+ * run folder, and exits 130/143; the second exits at once (every file already written is whole, being written by rename).
+ */
+async function withInterrupt<T>(io: Io, fn: (interrupt: { stop: 'SIGINT' | 'SIGTERM' | null; signal: AbortSignal }) => Promise<T>): Promise<T> {
+  const aborter = new AbortController();
+  const interrupt: { stop: 'SIGINT' | 'SIGTERM' | null; signal: AbortSignal } = { stop: null, signal: aborter.signal };
+  const onSignal = (signal: 'SIGINT' | 'SIGTERM') => {
+    if (interrupt.stop !== null) process.exit(signal === 'SIGINT' ? 130 : 143);
+    interrupt.stop = signal;
+    // A download in progress stops now (training stops after its batch).
+    aborter.abort(signal);
+    io.err(`\n${signal}: finishing the current batch and writing the run folder (${signal === 'SIGINT' ? 'Ctrl-C' : 'signal'} again to quit at once)\n`);
+  };
+  const handlers = { SIGINT: () => onSignal('SIGINT'), SIGTERM: () => onSignal('SIGTERM') };
+  if (io.errStream) {
+    process.on('SIGINT', handlers.SIGINT);
+    process.on('SIGTERM', handlers.SIGTERM);
+  }
+  try {
+    return await fn(interrupt);
+  } finally {
+    process.off('SIGINT', handlers.SIGINT);
+    process.off('SIGTERM', handlers.SIGTERM);
+  }
+}
+
+/** `tl lr-find`: the range test, its curve as text and the suggestion. */
+async function runLrFind(io: Io, { opts, options, backend }: Asked, spinner: Progress): Promise<void> {
+  const { lrFind } = await import('../train/finetune.js');
+  const { textPlot } = await import('../train/lr-find.js');
+  const found = await lrFind(backend.tf, backend.info, {
+    ...options,
+    uniqueOut: opts.out === undefined,
+    onDownload: downloadReporter(io, spinner, opts),
+    onProgress: (e) => {
+      if (e.phase === 'decode') return spinner.update(`decoding images ${e.done}/${e.total}`);
+      if (e.phase === 'features') return spinner.update(`frozen part ${bar(e.done / e.total)} ${e.done}/${e.total} images`);
+      if (e.phase === 'lr-find') return spinner.update(`range test ${bar(e.done / e.total)} step ${e.done}/${e.total} loss ${e.loss?.toFixed(4)}`);
+    },
+  }).catch((err: unknown) => {
+    spinner.fail();
+    throw err;
+  });
+  spinner.succeed(`range test: ${found.lrs.length} steps`);
+  if (opts.json) return printJson(io, found);
+  io.out(`${textPlot(found)}\n`);
+  if (found.stoppedEarly) io.out(`stopped early: ${found.stoppedEarly}\n`);
+  io.out(`suggested --lr ${Number(found.suggestion.toPrecision(2))} (the steepest descent of the smoothed loss, before its minimum)\n`);
+  io.out(`wrote ${found.files.svg} and ${found.files.json}\n`);
+}
+
+/** Progress of a run on the spinner, and each finished epoch as a line that stays. */
+function trainingProgress(io: Io, opts: CliOptions, spinner: Progress): (e: ProgressEvent) => void {
+  let decodingSaid = false;
+  let featuresSaid = false;
+  const epochSeconds: number[] = [];
+  return (e) => {
+    if (e.phase === 'decode') {
+      if (!decodingSaid && !io.isTTY && !opts.quiet && !opts.json) io.err(`decoding ${e.total} images\n`);
+      decodingSaid = true;
+      return spinner.update(`decoding images ${e.done}/${e.total}`);
+    }
+    if (e.phase === 'features') {
+      if (!featuresSaid && !io.isTTY && !opts.quiet && !opts.json) io.err(`computing the frozen part's outputs for ${e.total} images\n`);
+      featuresSaid = true;
+      return spinner.update(`frozen part ${bar(e.done / e.total)} ${e.done}/${e.total} images (once, before training)`);
+    }
+    if (e.phase === 'validate') return spinner.update(`${epochLabel(e)} validating ${e.done}/${e.total}`);
+    if (e.phase === 'epoch') {
+      const r = e.row!;
+      epochSeconds.push(r.seconds);
+      // Each finished epoch stays on screen: above the spinner on a terminal, as a line elsewhere.
+      if (!opts.quiet && !opts.json) (io.isTTY ? spinner.log : io.err)(`${epochLine(e)}\n`);
+      return;
+    }
+    // The run's ETA: this epoch's, then the remaining epochs at the pace so far.
+    const perEpoch = epochSeconds.length > 0 ? epochSeconds.reduce((a, b) => a + b, 0) / epochSeconds.length : (e.etaSeconds ?? 0) + (e.done / (e.imagesPerSecond || 1));
+    const runEta = (e.etaSeconds ?? 0) + perEpoch * (e.epochs - e.epoch);
+    spinner.update(`${epochLabel(e)} ${bar(e.done / e.total)} ${e.done}/${e.total} loss ${e.loss?.toFixed(4)} acc ${e.accuracy?.toFixed(3)} ${e.imagesPerSecond?.toFixed(1)} img/s · epoch ETA ${duration(e.etaSeconds ?? 0)} · run ETA ${duration(runEta)}`);
+  };
+}
+
+/** The finished run in words: the epochs' table, phases, engines, test metrics, calibration, what was saved. */
+function printRun(io: Io, result: FinetuneResult, showStop: boolean): void {
+  const out = result.outDir;
+  const table = new Table({ head: ['epoch', 'loss', 'acc', 'val loss', 'val acc', 's', 'img/s'], style: { head: [], border: [] } });
+  for (const r of result.history) table.push([r.epoch, r.loss.toFixed(4), r.accuracy.toFixed(3), r.val_loss?.toFixed(4) ?? '-', r.val_accuracy?.toFixed(3) ?? '-', r.seconds.toFixed(1), r.img_per_s.toFixed(1)]);
+  io.out(`${table.toString()}\n`);
+  if (result.resumedFrom) io.out(`resumed at epoch ${result.resumedFrom.epoch}${result.resumedFrom.batches ? ` after ${result.resumedFrom.batches} batches` : ''} from ${out}/checkpoints/last.ckpt\n`);
+  if (result.phases.length > 1) io.out(`${result.phases.map((p) => `${p.name} phase: epochs ${p.first}-${p.last}, ${p.frozenLayers} layers frozen, lr ${p.lr}`).join('; ')}\n`);
+  const trainedOn = [...new Set(result.phases.flatMap((p) => (p.engine ? [p.engine === 'onnx' ? 'ONNX Runtime' : 'TensorFlow.js'] : [])))];
+  if (trainedOn.length > 0) io.out(`trained on ${trainedOn.join(' and ')}\n`);
+  if (result.metrics) {
+    io.out(`test split (${result.test!.count} images):\n`);
+    printMetrics(io, result.metrics);
+  }
+  if (result.calibration) io.out(`${calibrationLine(result.calibration)}\n`);
+  io.out(`frozen ${result.frozenLayers}/${result.totalLayers} backbone layers, ${result.trainableParams} trainable parameters, feature cache ${result.cache.enabled ? `hit rate ${(result.cache.hitRate * 100).toFixed(0)}%` : 'off'}${result.frozenPass ? ` (frozen part run once over ${result.frozenPass.images} images in ${result.frozenPass.seconds.toFixed(1)} s)` : ''}\n`);
+  if (result.best) io.out(`saved the weights of epoch ${result.best.epoch} (best ${result.best.monitor} ${result.best.value.toFixed(4)})\n`);
+  if (result.stopReason && showStop) io.out(`${result.stopReason}\n`);
+  if (result.skipped.length) io.out(`skipped ${result.skipped.length} file(s); see ${out}/report.json\n`);
+  io.out(`wrote ${out} (report: ${out}/report.html)\n`);
+}
+
 /**
  * `tl finetune`, and `tl lr-find` (the same options: the range test runs on the run `tl finetune` would start, then
  * stops; `tl finetune --lr find` runs it and trains at its suggestion).
@@ -101,147 +248,28 @@ export function finetuneCommand(io: Io, mode: 'finetune' | 'lr-find' = 'finetune
     .option('--resume <run>', `continue the run in this folder from its last checkpoint, with its config (only ${RESUME_FLAGS} may change)`);
   addCommonOptions(cmd, { backend: true });
   cmd.action(async (dataArg: string | undefined, raw: Record<string, unknown>) => {
-    // Commander sets no defaults: `raw` holds the flags given, and the schema fills in the rest once.
-    const { config: configPath, resume: resumeArg, ...fromCli } = raw;
-    const resumeDir = typeof resumeArg === 'string' ? resumeArg : undefined;
-    if (resumeDir && configPath !== undefined) throw new UsageError('--resume and --config cannot be combined: a resumed run keeps its own config.');
-    const fromFile = typeof configPath === 'string' ? await readConfigFile(configPath) : {};
-    const opts = parseOptions(cliSchema, { ...fromFile, ...fromCli });
-    let saved: z.output<typeof savedSettingsSchema> | null = null;
-    if (resumeDir) {
-      const fixed = Object.keys(fromCli).filter((k) => !RESUME_CHANGES.has(k));
-      if (fixed.length > 0) throw new UsageError(`--resume keeps the run's own settings; ${flagOfKey(fixed[0]!)} cannot change (allowed: ${RESUME_FLAGS}).`);
-      saved = await readRunOptions(resumeDir);
-    }
-    const data = dataArg ?? (fromFile.data as string | undefined) ?? saved?.data;
-    if (data === undefined) throw new UsageError('Missing DATA: give a dataset folder, "data" in --config, or --resume RUN.');
-    const { loadBackend, backendChoiceFromEnv } = await import('../backend/index.js');
-    const backend = await loadBackend({ choice: opts.backend ?? backendChoiceFromEnv(io.env) });
-    const { resolveEngine } = await import('../engine/index.js');
-    // Checkpoints are the same on both engines, so a resumed run may change engine.
-    const engine = await resolveEngine(saved && !('engine' in fromCli) ? saved.engine ?? opts.engine : opts.engine, opts.device);
-    announceBackend(io, backend.info, opts, engine, true);
-    const { finetune } = await import('../train/finetune.js');
-    if (mode === 'lr-find' && resumeDir) throw new UsageError('tl lr-find starts from the model, not from a run: --resume does not apply.');
-    let out = resumeDir ?? opts.out ?? defaultOutDir(opts.model, data, mode === 'lr-find' ? 'lr-find-' : '');
+    const asked = await readAsked(io, dataArg, raw, mode);
+    const { opts, options, resumeDir, backend } = asked;
     const spinner = progress(io, 'preparing', opts);
-    // First SIGINT/SIGTERM: finish the batch, write a checkpoint and the run folder, exit 130/143. Second: exit at
-    // once (every file already written is whole, being written by rename).
-    const aborter = new AbortController();
-    const interrupt: { stop: 'SIGINT' | 'SIGTERM' | null; signal: AbortSignal } = { stop: null, signal: aborter.signal };
-    const onSignal = (signal: 'SIGINT' | 'SIGTERM') => {
-      if (interrupt.stop !== null) process.exit(signal === 'SIGINT' ? 130 : 143);
-      interrupt.stop = signal;
-      // A download in progress stops now (training stops after its batch).
-      aborter.abort(signal);
-      io.err(`\n${signal}: finishing the current batch and writing the run folder (${signal === 'SIGINT' ? 'Ctrl-C' : 'signal'} again to quit at once)\n`);
-    };
-    const handlers = { SIGINT: () => onSignal('SIGINT'), SIGTERM: () => onSignal('SIGTERM') };
-    if (io.errStream) {
-      process.on('SIGINT', handlers.SIGINT);
-      process.on('SIGTERM', handlers.SIGTERM);
-    }
-    // A resumed run: its own settings, with what --resume may change; a new one: the settings as given.
-    const given = Object.fromEntries(Object.keys(fromCli).filter((k) => RESUMABLE.includes(k)).map((k) => [k, opts[k as keyof typeof opts]]));
-    const options: FinetuneOptions = saved
-      ? { ...saved, ...given, data, out, resume: true, engine: engine.name }
-      : { ...opts, data, out, lr: mode === 'lr-find' ? 'find' : opts.lr, engine: engine.name };
-    if (mode === 'lr-find') {
-      const { lrFind } = await import('../train/finetune.js');
-      const { textPlot } = await import('../train/lr-find.js');
-      const found = await lrFind(backend.tf, backend.info, {
-        ...options,
-        uniqueOut: opts.out === undefined,
-        onDownload: downloadReporter(io, spinner, opts),
-        onProgress: (e) => {
-          if (e.phase === 'decode') return spinner.update(`decoding images ${e.done}/${e.total}`);
-          if (e.phase === 'features') return spinner.update(`frozen part ${bar(e.done / e.total)} ${e.done}/${e.total} images`);
-          if (e.phase === 'lr-find') return spinner.update(`range test ${bar(e.done / e.total)} step ${e.done}/${e.total} loss ${e.loss?.toFixed(4)}`);
-        },
-      }).catch((err: unknown) => {
+    if (mode === 'lr-find') return runLrFind(io, asked, spinner);
+    const { finetune } = await import('../train/finetune.js');
+    const { result, stopped } = await withInterrupt(io, async (interrupt) => {
+      const onProgress = trainingProgress(io, opts, spinner);
+      const uniqueOut = resumeDir === undefined && opts.out === undefined;
+      const run = await finetune(backend.tf, backend.info, { ...options, interrupt, uniqueOut, onDownload: downloadReporter(io, spinner, opts), onProgress }).catch((err: unknown) => {
         spinner.fail();
         throw err;
       });
-      spinner.succeed(`range test: ${found.lrs.length} steps`);
-      if (opts.json) return printJson(io, found);
-      io.out(`${textPlot(found)}\n`);
-      if (found.stoppedEarly) io.out(`stopped early: ${found.stoppedEarly}\n`);
-      io.out(`suggested --lr ${Number(found.suggestion.toPrecision(2))} (the steepest descent of the smoothed loss, before its minimum)\n`);
-      io.out(`wrote ${found.files.svg} and ${found.files.json}\n`);
-      return;
-    }
-    let result: Awaited<ReturnType<typeof finetune>>;
-    let decodingSaid = false;
-    let featuresSaid = false;
-    const epochSeconds: number[] = [];
-    try {
-      result = await finetune(backend.tf, backend.info, {
-        ...options,
-        interrupt,
-        uniqueOut: resumeDir === undefined && opts.out === undefined,
-        onDownload: downloadReporter(io, spinner, opts),
-        onProgress: (e) => {
-          if (e.phase === 'decode') {
-            if (!decodingSaid && !io.isTTY && !opts.quiet && !opts.json) io.err(`decoding ${e.total} images\n`);
-            decodingSaid = true;
-            return spinner.update(`decoding images ${e.done}/${e.total}`);
-          }
-          if (e.phase === 'features') {
-            if (!featuresSaid && !io.isTTY && !opts.quiet && !opts.json) io.err(`computing the frozen part's outputs for ${e.total} images\n`);
-            featuresSaid = true;
-            return spinner.update(`frozen part ${bar(e.done / e.total)} ${e.done}/${e.total} images (once, before training)`);
-          }
-          if (e.phase === 'validate') return spinner.update(`${epochLabel(e)} validating ${e.done}/${e.total}`);
-          if (e.phase === 'epoch') {
-            const r = e.row!;
-            epochSeconds.push(r.seconds);
-            // Each finished epoch stays on screen: above the spinner on a terminal, as a line elsewhere.
-            if (!opts.quiet && !opts.json) (io.isTTY ? spinner.log : io.err)(`${epochLine(e)}\n`);
-            return;
-          }
-          // The run's ETA: this epoch's, then the remaining epochs at the pace so far.
-          const perEpoch = epochSeconds.length > 0 ? epochSeconds.reduce((a, b) => a + b, 0) / epochSeconds.length : (e.etaSeconds ?? 0) + (e.done / (e.imagesPerSecond || 1));
-          const runEta = (e.etaSeconds ?? 0) + perEpoch * (e.epochs - e.epoch);
-          spinner.update(`${epochLabel(e)} ${bar(e.done / e.total)} ${e.done}/${e.total} loss ${e.loss?.toFixed(4)} acc ${e.accuracy?.toFixed(3)} ${e.imagesPerSecond?.toFixed(1)} img/s · epoch ETA ${duration(e.etaSeconds ?? 0)} · run ETA ${duration(runEta)}`);
-        },
-      });
-    } catch (err) {
-      spinner.fail();
-      throw err;
-    } finally {
-      process.off('SIGINT', handlers.SIGINT);
-      process.off('SIGTERM', handlers.SIGTERM);
-    }
-    out = result.outDir;
-    const stopped = interrupt.stop;
+      return { result: run, stopped: interrupt.stop };
+    });
+    const out = result.outDir;
     const diverged = result.stopReason !== null && !result.stopReason.startsWith('early stopping') && stopped === null;
     if (diverged) spinner.fail(`stopped after ${result.history.length} epochs`);
     else spinner.succeed(`trained ${result.history.length} epochs`);
-    if (opts.json) {
-      printJson(io, result);
-      if (stopped) throw new InterruptedError(stopped, `${result.stopReason}; the model and a partial report are in ${out}.`);
-      if (diverged) throw new TlError('E_DIVERGED', `Training diverged: ${result.stopReason}.`, { suggestion: 'Lower --lr; the run folder holds the kept model and report.' });
-      return;
-    }
-    const table = new Table({ head: ['epoch', 'loss', 'acc', 'val loss', 'val acc', 's', 'img/s'], style: { head: [], border: [] } });
-    for (const r of result.history) table.push([r.epoch, r.loss.toFixed(4), r.accuracy.toFixed(3), r.val_loss?.toFixed(4) ?? '-', r.val_accuracy?.toFixed(3) ?? '-', r.seconds.toFixed(1), r.img_per_s.toFixed(1)]);
-    io.out(`${table.toString()}\n`);
-    if (result.resumedFrom) io.out(`resumed at epoch ${result.resumedFrom.epoch}${result.resumedFrom.batches ? ` after ${result.resumedFrom.batches} batches` : ''} from ${out}/checkpoints/last.ckpt\n`);
-    if (result.phases.length > 1) io.out(`${result.phases.map((p) => `${p.name} phase: epochs ${p.first}-${p.last}, ${p.frozenLayers} layers frozen, lr ${p.lr}`).join('; ')}\n`);
-    const trainedOn = [...new Set(result.phases.flatMap((p) => (p.engine ? [p.engine === 'onnx' ? 'ONNX Runtime' : 'TensorFlow.js'] : [])))];
-    if (trainedOn.length > 0) io.out(`trained on ${trainedOn.join(' and ')}\n`);
-    if (result.metrics) {
-      io.out(`test split (${result.test!.count} images):\n`);
-      printMetrics(io, result.metrics);
-    }
-    if (result.calibration) io.out(`${calibrationLine(result.calibration)}\n`);
-    io.out(`frozen ${result.frozenLayers}/${result.totalLayers} backbone layers, ${result.trainableParams} trainable parameters, feature cache ${result.cache.enabled ? `hit rate ${(result.cache.hitRate * 100).toFixed(0)}%` : 'off'}${result.frozenPass ? ` (frozen part run once over ${result.frozenPass.images} images in ${result.frozenPass.seconds.toFixed(1)} s)` : ''}\n`);
-    if (result.best) io.out(`saved the weights of epoch ${result.best.epoch} (best ${result.best.monitor} ${result.best.value.toFixed(4)})\n`);
-    if (result.stopReason && !diverged && !stopped) io.out(`${result.stopReason}\n`);
-    if (result.skipped.length) io.out(`skipped ${result.skipped.length} file(s); see ${out}/report.json\n`);
-    io.out(`wrote ${out} (report: ${out}/report.html)\n`);
-    if (diverged) throw new TlError('E_DIVERGED', `Training diverged: ${result.stopReason}.`, { suggestion: 'Lower --lr; the run folder holds the kept model and report.' });
+    if (opts.json) printJson(io, result);
+    else printRun(io, result, !diverged && !stopped);
     if (stopped) throw new InterruptedError(stopped, `${result.stopReason}; the model and a partial report are in ${out}.`);
+    if (diverged) throw new TlError('E_DIVERGED', `Training diverged: ${result.stopReason}.`, { suggestion: 'Lower --lr; the run folder holds the kept model and report.' });
   });
   return cmd;
 }

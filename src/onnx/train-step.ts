@@ -240,20 +240,11 @@ function emitForward(tail: LayersModel, graph: TailGraph, mode: RuleContext['mod
 }
 
 /**
- * Compiles one training step of `tail` (its last layer a softmax classifier) for the given optimizer. Frozen layers
- * inside the tail (BatchNormalization with `--bn frozen`) become constants; every trainable weight is a graph input
- * with an updated output.
+ * Keras's categorical cross-entropy of clipped probabilities (smoothed targets, per-image weights, the mean over the
+ * batch's real rows) as the `loss` and `correct` outputs, and its gradient with respect to the logits.
  */
-export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): TrainStepGraph {
-  const graph = new TailGraph();
+function emitLoss(graph: TailGraph, probsValue: { name: string; shape: number[] }, options: TrainStepOptions): { inputs: TrainStepGraph['inputs']; dLogits: string } {
   const { g } = graph;
-  // Without training-mode BatchNormalization the rows of a batch never meet, so the NCHWc weight gradient's fold can
-  // take a fixed batch (short batches padded by the trainer) instead of padding the activations in the graph.
-  const trainingNorm = tail.layers.some((l) => l.getClassName() === 'BatchNormalization' && l.trainable);
-  const nchwc = options.nchwc ? { ...options.nchwc, exact: !trainingNorm } : null;
-  const { boundary, tape, probs: probsValue, outputTensor } = emitForward(tail, graph, 'train', nchwc);
-
-  // Loss: Keras's categorical cross-entropy of clipped probabilities, smoothed targets, per-image weights, mean.
   const probs = probsValue.name;
   const classes = probsValue.shape[1]!;
   const labels = graph.addInput('labels', [-1], INT64);
@@ -279,28 +270,72 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
   const inRange = g.op('Cast', [g.op('And', [g.op('Not', [g.op('Less', [probs, g.f(PROB_MIN)])]), g.op('Not', [g.op('Greater', [probs, g.f(PROB_MAX)])])])], [A.int('to', FLOAT)]);
   const dProbs = g.op('Mul', [g.op('Neg', [g.op('Div', [g.op('Mul', [target, weightPerImage]), clipped])]), inRange]);
   const dLogits = g.op('Mul', [probs, g.op('Sub', [dProbs, g.reduceSum(g.op('Mul', [dProbs, probs]), [1], true)])]);
+  return { inputs: { labels, sampleWeights, lr, step }, dLogits };
+}
 
-  // The chain rule, last layer first; a tensor used by several layers gets the sum of their gradients.
-  const pending = new Map<number, string[]>([[outputTensor.id, [dLogits]]]);
+/** The chain rule over the tape, last layer first; a tensor used by several layers gets the sum of their gradients. */
+function backpropagate(graph: TailGraph, tape: ReturnType<typeof emitForward>['tape'], outputId: number, dLogits: string): void {
+  const pending = new Map<number, string[]>([[outputId, [dLogits]]]);
   for (let i = tape.length - 1; i >= 0; i--) {
     const entry = tape[i]!;
     const parts = pending.get(entry.output.id);
     if (!parts) continue;
-    const dy = g.add(parts);
+    const dy = graph.g.add(parts);
     entry.backward(dy).forEach((dx, k) => {
       if (dx === null) return;
       const id = entry.inputs[k]!.id;
       pending.set(id, [...(pending.get(id) ?? []), dx]);
     });
   }
+}
 
-  // The optimizer update, exactly as tfjs applies it (after tl's decoupled weight decay).
+const ADAM = { b1: 0.9, b2: 0.999, eps: 1e-7 };
+
+/**
+ * The step of one weight under the optimizer (what the update subtracts), with the optimizer's slots as graph inputs
+ * and outputs, exactly as tfjs applies it.
+ */
+function optimizerStep(graph: TailGraph, spec: TrainableSpec, grad: string, options: TrainStepOptions, at: { lr: string; oneMinusB1t: string; oneMinusB2t: string }): string {
+  const { g } = graph;
+  const { lr } = at;
+  const eps = ADAM.eps;
+  const slot = (kind: TrainableSpec['slots'][number]['kind']) => {
+    const s = { kind, input: graph.addInput(`${spec.input}_${kind}`, spec.shape), output: `${spec.input}_${kind}_new` };
+    spec.slots.push(s);
+    graph.addOutput(s.output, spec.shape);
+    return s;
+  };
+  if (options.optimizer === 'adam') {
+    const m = slot('m');
+    const v = slot('v');
+    g.node('Add', [g.op('Mul', [m.input, g.f(ADAM.b1)]), g.op('Mul', [grad, g.f(1 - ADAM.b1)])], 'm', [], m.output);
+    g.node('Add', [g.op('Mul', [v.input, g.f(ADAM.b2)]), g.op('Mul', [g.op('Mul', [grad, grad]), g.f(1 - ADAM.b2)])], 'v', [], v.output);
+    const mHat = g.op('Div', [m.output, at.oneMinusB1t]);
+    const vHat = g.op('Div', [v.output, at.oneMinusB2t]);
+    return g.op('Mul', [g.op('Div', [mHat, g.op('Add', [g.op('Sqrt', [vHat]), g.f(eps)])]), lr]);
+  }
+  if (options.optimizer === 'rmsprop') {
+    const ms = slot('ms');
+    const mom = slot('mom');
+    g.node('Add', [g.op('Mul', [ms.input, g.f(0.9)]), g.op('Mul', [g.op('Mul', [grad, grad]), g.f(1 - 0.9)])], 'ms', [], ms.output);
+    g.node('Add', [g.op('Mul', [mom.input, g.f(options.momentum)]), g.op('Div', [g.op('Mul', [grad, lr]), g.op('Sqrt', [g.op('Add', [ms.output, g.f(eps)])])])], 'mom', [], mom.output);
+    return mom.output;
+  }
+  if (options.momentum > 0 || options.nesterov) {
+    const accum = slot('accum');
+    g.node('Add', [g.op('Mul', [accum.input, g.f(options.momentum)]), grad], 'accum', [], accum.output);
+    const direction = options.nesterov ? g.op('Add', [grad, g.op('Mul', [accum.output, g.f(options.momentum)])]) : accum.output;
+    return g.op('Mul', [direction, lr]);
+  }
+  return g.op('Mul', [grad, lr]);
+}
+
+/** Every trainable weight's update (after tl's decoupled weight decay), and `weights_sum`, finite only if all of them are. */
+function emitUpdates(graph: TailGraph, options: TrainStepOptions, lr: string, step: string): void {
+  const { g } = graph;
   const lrDecay = options.weightDecay > 0 ? g.op('Sub', [g.f(1), g.op('Mul', [lr, g.f(options.weightDecay)])]) : null;
-  const b1 = 0.9;
-  const b2 = 0.999;
-  const eps = 1e-7;
-  const oneMinusB1t = options.optimizer === 'adam' ? g.op('Sub', [g.f(1), g.op('Pow', [g.f(b1), step])]) : '';
-  const oneMinusB2t = options.optimizer === 'adam' ? g.op('Sub', [g.f(1), g.op('Pow', [g.f(b2), step])]) : '';
+  const oneMinusB1t = options.optimizer === 'adam' ? g.op('Sub', [g.f(1), g.op('Pow', [g.f(ADAM.b1), step])]) : '';
+  const oneMinusB2t = options.optimizer === 'adam' ? g.op('Sub', [g.f(1), g.op('Pow', [g.f(ADAM.b2), step])]) : '';
   const sums: string[] = [];
   for (const spec of graph.trainable) {
     const grad = graph.grads.get(spec.input);
@@ -311,36 +346,8 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
       graph.addOutput(spec.gradient, spec.shape);
     }
     const w = lrDecay ? g.op('Mul', [spec.input, lrDecay]) : spec.input;
-    const slot = (kind: TrainableSpec['slots'][number]['kind']) => {
-      const s = { kind, input: graph.addInput(`${spec.input}_${kind}`, spec.shape), output: `${spec.input}_${kind}_new` };
-      spec.slots.push(s);
-      graph.addOutput(s.output, spec.shape);
-      return s;
-    };
+    const stepOf = optimizerStep(graph, spec, grad, options, { lr, oneMinusB1t, oneMinusB2t });
     // The new weight is w - step, written straight to the graph output (no copy through an Identity).
-    let stepOf: string;
-    if (options.optimizer === 'adam') {
-      const m = slot('m');
-      const v = slot('v');
-      g.node('Add', [g.op('Mul', [m.input, g.f(b1)]), g.op('Mul', [grad, g.f(1 - b1)])], 'm', [], m.output);
-      g.node('Add', [g.op('Mul', [v.input, g.f(b2)]), g.op('Mul', [g.op('Mul', [grad, grad]), g.f(1 - b2)])], 'v', [], v.output);
-      const mHat = g.op('Div', [m.output, oneMinusB1t]);
-      const vHat = g.op('Div', [v.output, oneMinusB2t]);
-      stepOf = g.op('Mul', [g.op('Div', [mHat, g.op('Add', [g.op('Sqrt', [vHat]), g.f(eps)])]), lr]);
-    } else if (options.optimizer === 'rmsprop') {
-      const ms = slot('ms');
-      const mom = slot('mom');
-      g.node('Add', [g.op('Mul', [ms.input, g.f(0.9)]), g.op('Mul', [g.op('Mul', [grad, grad]), g.f(1 - 0.9)])], 'ms', [], ms.output);
-      g.node('Add', [g.op('Mul', [mom.input, g.f(options.momentum)]), g.op('Div', [g.op('Mul', [grad, lr]), g.op('Sqrt', [g.op('Add', [ms.output, g.f(eps)])])])], 'mom', [], mom.output);
-      stepOf = mom.output;
-    } else if (options.momentum > 0 || options.nesterov) {
-      const accum = slot('accum');
-      g.node('Add', [g.op('Mul', [accum.input, g.f(options.momentum)]), grad], 'accum', [], accum.output);
-      const direction = options.nesterov ? g.op('Add', [grad, g.op('Mul', [accum.output, g.f(options.momentum)])]) : accum.output;
-      stepOf = g.op('Mul', [direction, lr]);
-    } else {
-      stepOf = g.op('Mul', [grad, lr]);
-    }
     g.node('Sub', [w, stepOf], 'updated', [], spec.output);
     graph.addOutput(spec.output, spec.shape);
     sums.push(g.reduceSum(spec.output, spec.shape.map((_, i) => i)));
@@ -348,7 +355,23 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
   // One number that is finite only if every updated weight is (NaN and infinities propagate through the sum).
   g.node('Sum', sums.length > 0 ? sums : [g.f(0)], 'weights_sum', [], 'weights_sum');
   graph.addOutput('weights_sum', []);
+}
 
+/**
+ * Compiles one training step of `tail` (its last layer a softmax classifier) for the given optimizer. Frozen layers
+ * inside the tail (BatchNormalization with `--bn frozen`) become constants; every trainable weight is a graph input
+ * with an updated output.
+ */
+export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): TrainStepGraph {
+  const graph = new TailGraph();
+  // Without training-mode BatchNormalization the rows of a batch never meet, so the NCHWc weight gradient's fold can
+  // take a fixed batch (short batches padded by the trainer) instead of padding the activations in the graph.
+  const trainingNorm = tail.layers.some((l) => l.getClassName() === 'BatchNormalization' && l.trainable);
+  const nchwc = options.nchwc ? { ...options.nchwc, exact: !trainingNorm } : null;
+  const { boundary, tape, probs, outputTensor } = emitForward(tail, graph, 'train', nchwc);
+  const { inputs, dLogits } = emitLoss(graph, probs, options);
+  backpropagate(graph, tape, outputTensor.id, dLogits);
+  emitUpdates(graph, options, inputs.lr, inputs.step);
   const hasFold = graph.nchwcLayers.length > 0 && nchwc !== null;
   return {
     bytes: graph.encode(`${tail.name}_train_step`),
@@ -358,7 +381,7 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
     masks: graph.masks,
     trainable: graph.trainable,
     state: graph.state,
-    inputs: { labels, sampleWeights, lr, step },
+    inputs,
     outputs: { loss: 'loss', correct: 'correct', weightsSum: 'weights_sum' },
     nchwcLayers: graph.nchwcLayers,
   };

@@ -207,13 +207,11 @@ function asPair(v: number | [number, number] | undefined): [number, number] {
 
 let registered = false;
 
-/** Registers tl's training kernels for the wasm backend; safe to call more than once. */
-export function registerWasmTrainingKernels(tf: Tf): void {
-  if (registered) return;
-  const bu = tf.backend_util;
-  const originalBatchMatMul = tf.getKernel('BatchMatMul', 'wasm');
+type KernelRun = (kernel: string, inputs: Record<string, TensorInfo | undefined>, body: (t: Record<string, Tensor>) => Tensor) => Tensor;
 
-  const run = (kernel: string, inputs: Record<string, TensorInfo | undefined>, body: (t: Record<string, Tensor>) => Tensor): Tensor => {
+/** Runs a kernel's body as tf ops on its inputs, inside a tidy. */
+function kernelRunner(tf: Tf): KernelRun {
+  return (kernel, inputs, body) => {
     // Inputs from other kernels may be bare TensorInfos; wrap them so tf ops accept them, and release the wrappers.
     const owned: Tensor[] = [];
     const tensors: Record<string, Tensor> = {};
@@ -232,8 +230,13 @@ export function registerWasmTrainingKernels(tf: Tf): void {
       for (const t of owned) t.dispose();
     }
   };
+}
 
-  const configs: KernelConfig[] = [
+/** The gradient kernels wasm lacks (convolutions, depthwise convolutions, max pooling), as compositions of tf ops. */
+function gradientKernels(tf: Tf): KernelConfig[] {
+  const bu = tf.backend_util;
+  const run = kernelRunner(tf);
+  return [
     {
       kernelName: 'Conv2DBackpropFilter',
       backendName: 'wasm',
@@ -295,28 +298,37 @@ export function registerWasmTrainingKernels(tf: Tf): void {
       },
     },
   ];
-  if (originalBatchMatMul !== undefined) {
-    configs.push({
-      kernelName: 'BatchMatMul',
-      backendName: 'wasm',
-      setupFunc: originalBatchMatMul.setupFunc,
-      kernelFunc: (args) => {
-        const { transposeA, transposeB } = args.attrs as unknown as { transposeA: boolean; transposeB: boolean };
-        if (!transposeA && !transposeB) return originalBatchMatMul.kernelFunc(args);
-        // Transposing an operand first is 10-25x faster than wasm's transposed BatchMatMul.
-        const { a, b } = args.inputs as { a: Tensor; b: Tensor };
-        const swap = (t: Tensor): Tensor => tf.transpose(t, [...t.shape.keys()].map((k, _, all) => (k < all.length - 2 ? k : all.length * 2 - 3 - k)));
-        const aT = transposeA ? swap(a) : a;
-        const bT = transposeB ? swap(b) : b;
-        try {
-          return originalBatchMatMul.kernelFunc({ ...args, inputs: { a: aT, b: bT }, attrs: { ...args.attrs, transposeA: false, transposeB: false } });
-        } finally {
-          if (aT !== a) aT.dispose();
-          if (bT !== b) bT.dispose();
-        }
-      },
-    });
-  }
+}
+
+/** wasm's BatchMatMul with transposed operands transposed first (10-25x faster than its transposed kernel). */
+function batchMatMulKernel(tf: Tf, originalBatchMatMul: NonNullable<ReturnType<Tf['getKernel']>>): KernelConfig {
+  return {
+    kernelName: 'BatchMatMul',
+    backendName: 'wasm',
+    setupFunc: originalBatchMatMul.setupFunc,
+    kernelFunc: (args) => {
+      const { transposeA, transposeB } = args.attrs as unknown as { transposeA: boolean; transposeB: boolean };
+      if (!transposeA && !transposeB) return originalBatchMatMul.kernelFunc(args);
+      // Transposing an operand first is 10-25x faster than wasm's transposed BatchMatMul.
+      const { a, b } = args.inputs as { a: Tensor; b: Tensor };
+      const swap = (t: Tensor): Tensor => tf.transpose(t, [...t.shape.keys()].map((k, _, all) => (k < all.length - 2 ? k : all.length * 2 - 3 - k)));
+      const aT = transposeA ? swap(a) : a;
+      const bT = transposeB ? swap(b) : b;
+      try {
+        return originalBatchMatMul.kernelFunc({ ...args, inputs: { a: aT, b: bT }, attrs: { ...args.attrs, transposeA: false, transposeB: false } });
+      } finally {
+        if (aT !== a) aT.dispose();
+        if (bT !== b) bT.dispose();
+      }
+    },
+  };
+}
+
+/** Registers tl's training kernels for the wasm backend; safe to call more than once. */
+export function registerWasmTrainingKernels(tf: Tf): void {
+  if (registered) return;
+  const originalBatchMatMul = tf.getKernel('BatchMatMul', 'wasm');
+  const configs = [...gradientKernels(tf), ...(originalBatchMatMul !== undefined ? [batchMatMulKernel(tf, originalBatchMatMul)] : [])];
   for (const config of configs) {
     if (tf.getKernel(config.kernelName, 'wasm') !== undefined) tf.unregisterKernel(config.kernelName, 'wasm');
     tf.registerKernel(config);
