@@ -1,7 +1,7 @@
 // `tl cache DATA --model M --freeze K --out DIR`: the frozen part's outputs for every image, for `tl finetune --features`.
 import { Command } from 'commander';
 import { z } from 'zod';
-import { addOptions, numeric, parseOptions, printJson } from './common.js';
+import { addOptions, parseOptions, printJson } from './common.js';
 import { schemaOf } from '../util/options.js';
 import { addInferenceOptions, inferenceSchema, startInference } from './inference.js';
 import { progress, type Io } from './io.js';

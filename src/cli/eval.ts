@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { z } from 'zod';
-import { addOptions, numeric, parseOptions, printJson } from './common.js';
+import { addOptions, parseOptions, printJson } from './common.js';
 import { SHARD_OPTIONS } from '../options/shared.js';
 import { schemaOf } from '../util/options.js';
 import { UsageError } from '../errors.js';

@@ -30,7 +30,8 @@ export function exportCommand(io: Io): Command {
     announceBackend(io, backend.info, opts);
     const { exportModel } = await import('../export/index.js');
     const spinner = progress(io, `exporting ${model}`, opts);
-    const result = await exportModel(backend.tf, { model, format: opts.format, out: opts.out, includeTop: opts.top, weights: opts.weights, ...(opts.inputSize ? { inputSize: opts.inputSize } : {}) });
+    const { storeRoot } = await import('../store/index.js');
+    const result = await exportModel(backend.tf, { model, format: opts.format, out: opts.out, includeTop: opts.top, weights: opts.weights, ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), store: storeRoot(io.env) });
     spinner.succeed(`exported ${model}`);
     if (opts.json) return printJson(io, result);
     io.out(`wrote ${result.out} (${opts.format}, ${formatBytes(result.bytes)}, ${result.layers} layers, input ${JSON.stringify(result.inputShape)}${result.checked ? ', opened by ONNX Runtime' : ''})\n`);

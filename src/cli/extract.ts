@@ -1,7 +1,7 @@
 // `tl extract DATA|IMAGES...`: features of a pretrained model's feature layer for every image.
 import { Command } from 'commander';
 import { z } from 'zod';
-import { addCommonOptions, addOptions, commonSchema, parseOptions, printJson, numeric } from './common.js';
+import { addCommonOptions, addOptions, commonSchema, parseOptions, printJson } from './common.js';
 import { addInferenceOptions, inferenceSchema, startInference } from './inference.js';
 import { downloadReporter, progress, type Io } from './io.js';
 import { dataOptions, dataSchema } from './options.js';

@@ -123,9 +123,11 @@ async function readAsked(io: Io, dataArg: string | undefined, raw: Record<string
   const out = resumeDir ?? opts.out ?? defaultOutDir(opts.model, data, mode === 'lr-find' ? 'lr-find-' : '');
   // A resumed run: its own settings, with what --resume may change; a new one: the settings as given.
   const given = Object.fromEntries(Object.keys(fromCli).filter((k) => RESUMABLE.includes(k)).map((k) => [k, opts[k as keyof typeof opts]]));
+  const { storeRoot } = await import('../store/index.js');
+  const store = storeRoot(io.env);
   const options: FinetuneOptions = saved
-    ? { ...saved, ...given, data, out, resume: true, engine: engine.name }
-    : { ...opts, data, out, lr: mode === 'lr-find' ? 'find' : opts.lr, engine: engine.name };
+    ? { ...saved, ...given, data, out, resume: true, engine: engine.name, store }
+    : { ...opts, data, out, lr: mode === 'lr-find' ? 'find' : opts.lr, engine: engine.name, store };
   return { opts, options, resumeDir, backend };
 }
 

@@ -26,12 +26,13 @@ export const inferenceSchema = commonSchema.extend({
 });
 
 /** Loads the backend and the engine, says which run, and returns the run options every such command takes. */
-export async function startInference(io: Io, opts: z.infer<typeof inferenceSchema>): Promise<{ tf: Tf; info: BackendInfo; engine: EngineInfo; run: { batchSize: number; workers: number; backend: BackendChoice; engine: 'onnx' | 'tfjs' } }> {
+export async function startInference(io: Io, opts: z.infer<typeof inferenceSchema>): Promise<{ tf: Tf; info: BackendInfo; engine: EngineInfo; run: { batchSize: number; workers: number; backend: BackendChoice; engine: 'onnx' | 'tfjs'; store: string } }> {
   const { loadBackend, backendChoiceFromEnv } = await import('../backend/index.js');
   const { resolveEngine } = await import('../engine/index.js');
+  const { storeRoot } = await import('../store/index.js');
   const backend = await loadBackend({ choice: opts.backend ?? backendChoiceFromEnv(io.env) });
   const engine = await resolveEngine(opts.engine, opts.device);
   announceBackend(io, backend.info, opts, engine);
   const workers = opts.workers === 'auto' ? (backend.info.name === 'tensorflow' ? 1 : availableParallelism()) : opts.workers;
-  return { tf: backend.tf, info: backend.info, engine, run: { batchSize: opts.batchSize, workers, backend: backend.info.name, engine: engine.name } };
+  return { tf: backend.tf, info: backend.info, engine, run: { batchSize: opts.batchSize, workers, backend: backend.info.name, engine: engine.name, store: storeRoot(io.env) } };
 }

@@ -10,7 +10,7 @@ import type { BackendInfo, Tf } from '../backend/index.js';
 import { attachHead, cutModel, resolveFreeze } from '../cut/index.js';
 import { openDataset, type ImageItem, type ResizeMode } from '../data/index.js';
 import { onnxSessionFor } from '../engine/index.js';
-import { DatasetError, UsageError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import { boundaryFile, CACHE_FILE, type CacheRecord } from '../frozen/folder.js';
 import type { PreprocessMode } from '../registry/index.js';
 import { datasetDigest, finishShard, frozenDigest, openShardFolder, shardOf, type Shard } from '../shard/index.js';

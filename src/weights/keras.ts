@@ -1,5 +1,4 @@
 // Keras HDF5 weights for registry variants: fetched into the store, hash-checked, then assigned by layer name.
-import { basename, join } from 'node:path';
 import type { LayersModel, Tf } from '../backend/index.js';
 import type { WeightSource } from '../registry/index.js';
 import { WeightsError } from '../errors.js';

@@ -7,7 +7,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { atPath, environmentError, TlError } from '../../src/errors.js';
 import { openRunFolder } from '../../src/train/run-folder.js';
 import { onNotice } from '../../src/util/notice.js';
-import { BIN, spawnTl } from '../helpers/cli.js';
+import { BIN, runTl, spawnTl } from '../helpers/cli.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -49,19 +49,19 @@ describe('environmental failures are one-line errors', () => {
     try {
       const home = tempDir();
       const out = join(mounts[0]!, 'run');
-      const r = await spawnTl(['finetune', data, ...quick, '--workers', '1', '--engine', 'tfjs', '--out', out], { TL_HOME: home });
+      const r = await runTl(['finetune', data, ...quick, '--workers', '1', '--engine', 'tfjs', '--out', out], { TL_HOME: home });
       expect(r.exitCode, r.stderr).toBe(1);
       expect(r.stderr).toMatch(new RegExp(`^error: Cannot write ${out}/\\S+: no space left on the device \\(ENOSPC\\)\\.$`, 'm'));
       expect(r.stderr).not.toMatch(/internal error/);
       // Smaller than the frozen part's ONNX graph (about 0.1 MiB).
       const full = join(fullDisk('32k')!, 'store');
-      const s = await spawnTl(['finetune', data, ...quick, '--workers', '2', '--engine', 'onnx', '--freeze', '100', '--out', join(tempDir(), 'run')], { TL_HOME: full });
+      const s = await runTl(['finetune', data, ...quick, '--workers', '2', '--engine', 'onnx', '--freeze', '100', '--out', join(tempDir(), 'run')], { TL_HOME: full });
       expect(s.exitCode, s.stderr).toBe(1);
       expect(s.stderr).toMatch(new RegExp(`^error: Cannot write ${full}/onnx/\\S+: no space left on the device \\(ENOSPC\\)\\.$`, 'm'));
       expect(readdirSync(join(full, 'onnx')).filter((f) => f.endsWith('.tmp'))).toEqual([]);
       // The first extraction of the bundled nsfwjs weights into a full store.
       const nsfw = join(fullDisk()!, 'nsfw');
-      const n = await spawnTl(['finetune', data, '--model', 'mobilenet_v2.nsfwjs', '--input-size', '32', '--epochs', '1', '--out', join(tempDir(), 'run')], { TL_HOME: nsfw });
+      const n = await runTl(['finetune', data, '--model', 'mobilenet_v2.nsfwjs', '--input-size', '32', '--epochs', '1', '--out', join(tempDir(), 'run')], { TL_HOME: nsfw });
       expect(n.exitCode, n.stderr).toBe(1);
       expect(n.stderr).toMatch(new RegExp(`^error: Cannot write ${nsfw}/\\S+: no space left on the device \\(ENOSPC\\)\\.$`, 'm'));
       expect(n.stderr).not.toMatch(/internal error/);
@@ -73,19 +73,19 @@ describe('environmental failures are one-line errors', () => {
   it('a model store on a read-only file system, or a TL_HOME that is a file, is named as such; a dataset that is a symlink loop too', async (ctx) => {
     const file = join(tempDir(), 'home-file');
     writeFileSync(file, 'x');
-    const f = await spawnTl(['finetune', data, ...quick, '--out', join(tempDir(), 'run')], { TL_HOME: file });
+    const f = await runTl(['finetune', data, ...quick, '--out', join(tempDir(), 'run')], { TL_HOME: file });
     expect(f.exitCode).toBe(1);
     expect(f.stderr).toMatch(new RegExp(`^error: Cannot write ${file}/\\S+: ${file} is a file, not a folder\\.$`, 'm'));
     const loop = join(tempDir(), 'loop');
     symlinkSync(`${loop}-2`, loop);
     symlinkSync(loop, `${loop}-2`);
-    const l = await spawnTl(['data', loop], { TL_HOME: tempDir() });
+    const l = await runTl(['data', loop], { TL_HOME: tempDir() });
     expect(l.exitCode).toBe(1);
     expect(l.stderr).toContain(`error: Dataset path ${loop} is a symlink loop.`);
     const mnt = tempDir();
     if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', mnt]).status !== 0) return ctx.skip('cannot mount a read-only tmpfs here (needs root)');
     try {
-      const r = await spawnTl(['finetune', data, ...quick, '--out', join(tempDir(), 'run')], { TL_HOME: join(mnt, 'store') });
+      const r = await runTl(['finetune', data, ...quick, '--out', join(tempDir(), 'run')], { TL_HOME: join(mnt, 'store') });
       expect(r.exitCode).toBe(1);
       expect(r.stderr).toContain(`error: Cannot write ${join(mnt, 'store')}: ${mnt} is on a read-only file system (EROFS).`);
     } finally {
@@ -107,11 +107,11 @@ describe('environmental failures are one-line errors', () => {
   it('--out naming a file, or a folder inside the dataset, is refused before any work', async () => {
     const file = join(tempDir(), 'taken');
     writeFileSync(file, 'x');
-    const a = await spawnTl(['finetune', data, ...quick, '--out', file], { TL_HOME: tempDir() });
+    const a = await runTl(['finetune', data, ...quick, '--out', file], { TL_HOME: tempDir() });
     expect(a.exitCode).toBe(1);
     expect(a.stderr).toContain(`error: --out ${file} is a file, not a folder.`);
     const inside = join(data, 'runs', 'r1');
-    const b = await spawnTl(['finetune', data, ...quick, '--out', inside], { TL_HOME: tempDir() });
+    const b = await runTl(['finetune', data, ...quick, '--out', inside], { TL_HOME: tempDir() });
     expect(b.exitCode).toBe(2);
     expect(b.stderr).toContain(`error: --out ${inside} is inside the dataset folder ${data}`);
     expect(existsSync(join(data, 'runs'))).toBe(false);
@@ -162,7 +162,7 @@ describe('environmental failures are one-line errors', () => {
     const dir = tempDir();
     const stale = join(dir, '.f.npy.2147483646.deadbeef.tmp');
     writeFileSync(stale, 'partial');
-    const r = await spawnTl(['extract', data, '--model', 'mobilenet_v2_035', '--weights', 'random', '--input-size', '32', '--workers', '1', '--out', join(dir, 'f.npy')]);
+    const r = await runTl(['extract', data, '--model', 'mobilenet_v2_035', '--weights', 'random', '--input-size', '32', '--workers', '1', '--out', join(dir, 'f.npy')]);
     expect(r.exitCode, r.stderr).toBe(0);
     expect(existsSync(stale)).toBe(false);
     expect(r.stderr).toContain(`notice: removed ${stale}, left by an interrupted run`);
@@ -170,7 +170,7 @@ describe('environmental failures are one-line errors', () => {
 
   it('tl extract into a missing folder fails at once, naming it', async () => {
     const out = join(tempDir(), 'missing', 'f.npy');
-    const r = await spawnTl(['extract', data, '--model', 'mobilenet_v2_035', '--weights', 'random', '--input-size', '32', '--out', out]);
+    const r = await runTl(['extract', data, '--model', 'mobilenet_v2_035', '--weights', 'random', '--input-size', '32', '--out', out]);
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toContain(`error: Cannot write ${out}: the folder ${join(out, '..')} does not exist.`);
   });

@@ -2,7 +2,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
-import { BIN, spawnTl } from '../helpers/cli.js';
+import { BIN, runTl } from '../helpers/cli.js';
 import { expectRunLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -13,10 +13,10 @@ beforeAll(async () => {
   await makeColourDataset(data, 2, 10, 40);
 });
 
-describe('tl finetune (spawned bin/tl.js)', () => {
+describe('tl finetune', () => {
   it('writes a loadable model, labels, split, metrics.csv and report.json', async () => {
     const out = join(tempDir(), 'run');
-    const r = await spawnTl(['finetune', data, '--input-size', '48', '--epochs', '3', '--batch-size', '4', '--out', out, '--json'], { TL_HOME: home });
+    const r = await runTl(['finetune', data, '--input-size', '48', '--epochs', '3', '--batch-size', '4', '--out', out, '--json'], { TL_HOME: home });
     expect(r.stderr).toMatch(/^backend: wasm/);
     expect(r.exitCode).toBe(0);
     expectRunLearned(out);
@@ -36,7 +36,7 @@ describe('tl finetune (spawned bin/tl.js)', () => {
 
   it('--epochs auto is 3 when backbone layers train and 10 for the head alone; a model without a recipe trains its head', async () => {
     const partial = join(tempDir(), 'run');
-    const r = await spawnTl(['finetune', data, '--input-size', '32', '--batch-size', '4', '--lr', '3e-4', '--calibrate', 'none', '--out', partial], { TL_HOME: home });
+    const r = await runTl(['finetune', data, '--input-size', '32', '--batch-size', '4', '--lr', '3e-4', '--calibrate', 'none', '--out', partial], { TL_HOME: home });
     expect(r.exitCode, r.stderr).toBe(0);
     expect(JSON.parse(readFileSync(join(partial, 'config.json'), 'utf8'))).toMatchObject({ epochs: 3, freeze: 100 });
     expectRunLearned(partial);
@@ -50,7 +50,7 @@ describe('tl finetune (spawned bin/tl.js)', () => {
     await saveLayersModel(tf, pretrained.model, plain);
     pretrained.model.dispose();
     const head = join(tempDir(), 'run');
-    const h = await spawnTl(['finetune', data, '--model', plain, '--preprocess', 'raw01', '--input-size', '64', '--batch-size', '2', '--out', head], { TL_HOME: home });
+    const h = await runTl(['finetune', data, '--model', plain, '--preprocess', 'raw01', '--input-size', '64', '--batch-size', '2', '--out', head], { TL_HOME: home });
     expect(h.exitCode, h.stderr).toBe(0);
     expect(h.stderr).toContain(`notice: --freeze all (the head alone): ${plain}`);
     expect(h.stderr).toContain('has no default fine-tuning point');
@@ -59,7 +59,7 @@ describe('tl finetune (spawned bin/tl.js)', () => {
   });
 
   it('an unknown model fails with the list of known models, exit 1', async () => {
-    const r = await spawnTl(['finetune', data, '--model', 'resnet51'], { TL_HOME: home });
+    const r = await runTl(['finetune', data, '--model', 'resnet51'], { TL_HOME: home });
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toMatch(/Unknown model 'resnet51'. Known models: .*resnet50/);
   });
@@ -68,7 +68,7 @@ describe('tl finetune (spawned bin/tl.js)', () => {
     const small = tempDir();
     await makeColourDataset(small, 2, 9, 32);
     const out = join(tempDir(), 'r');
-    const r = await spawnTl(['finetune', small, '--model', 'resnet50', '--weights', 'random', '--freeze', '140', '--batch-size', '16', '--epochs', '5', '--lr', '1e-3', '--val', '0', '--test', '0', '--out', out, '--json'], { TL_HOME: home });
+    const r = await runTl(['finetune', small, '--model', 'resnet50', '--weights', 'random', '--freeze', '140', '--batch-size', '16', '--epochs', '5', '--lr', '1e-3', '--val', '0', '--test', '0', '--out', out, '--json'], { TL_HOME: home });
     expect(r.exitCode, r.stderr).toBe(0);
     expectRunLearned(out);
     const result = JSON.parse(r.stdout) as { frozenLayers: number; boundaryLayers: string[]; wasmHeapBytes: number };
@@ -112,7 +112,7 @@ describe('tl finetune interrupted (spawned)', () => {
   }
 });
 
-describe('tl finetune --resume and --config (spawned)', () => {
+describe('tl finetune --resume and --config', () => {
   const colour = tempDir();
   beforeAll(async () => {
     await makeColourDataset(colour, 3, 12, 32);
@@ -124,7 +124,7 @@ describe('tl finetune --resume and --config (spawned)', () => {
   for (const engine of ['onnx', 'tfjs'] as const) it(`a run interrupted by SIGINT and resumed gives the metrics of an uninterrupted run (${engine})`, async () => {
     const args = [...common, '--engine', engine];
     const whole = join(tempDir(), 'whole');
-    const r = await spawnTl(['finetune', colour, ...args, '--out', whole], { TL_HOME: home });
+    const r = await runTl(['finetune', colour, ...args, '--out', whole], { TL_HOME: home });
     expect(r.exitCode, r.stderr).toBe(0);
     expectRunLearned(whole);
 
@@ -145,7 +145,7 @@ describe('tl finetune --resume and --config (spawned)', () => {
     const partial = columns(cut);
     expect(partial.length).toBeLessThan(7);
 
-    const resumed = await spawnTl(['finetune', '--resume', cut, '--json'], { TL_HOME: home });
+    const resumed = await runTl(['finetune', '--resume', cut, '--json'], { TL_HOME: home });
     expect(resumed.exitCode, resumed.stderr).toBe(0);
     const result = JSON.parse(resumed.stdout) as { resumedFrom: { epoch: number } };
     expect(result.resumedFrom.epoch).toBe(partial.length);
@@ -153,13 +153,13 @@ describe('tl finetune --resume and --config (spawned)', () => {
     expect(JSON.parse(readFileSync(join(cut, 'report.json'), 'utf8')).test).toEqual(JSON.parse(readFileSync(join(whole, 'report.json'), 'utf8')).test);
 
     // A finished run trains on only when asked for more epochs; its settings cannot change.
-    const again = await spawnTl(['finetune', '--resume', cut], { TL_HOME: home });
+    const again = await runTl(['finetune', '--resume', cut], { TL_HOME: home });
     expect(again.exitCode).toBe(2);
     expect(again.stderr).toMatch(/has already trained all 6 epochs/);
-    const changed = await spawnTl(['finetune', '--resume', cut, '--lr', '0.1'], { TL_HOME: home });
+    const changed = await runTl(['finetune', '--resume', cut, '--lr', '0.1'], { TL_HOME: home });
     expect(changed.exitCode).toBe(2);
     expect(changed.stderr).toMatch(/--lr cannot change/);
-    const more = await spawnTl(['finetune', '--resume', cut, '--epochs', '6', '--json'], { TL_HOME: home });
+    const more = await runTl(['finetune', '--resume', cut, '--epochs', '6', '--json'], { TL_HOME: home });
     expect(more.exitCode, more.stderr).toBe(0);
     expect((JSON.parse(more.stdout) as { history: unknown[] }).history).toHaveLength(7);
   });
@@ -169,22 +169,22 @@ describe('tl finetune --resume and --config (spawned)', () => {
     const file = join(dir, 'cfg.json');
     const out = join(dir, 'run');
     writeFileSync(file, JSON.stringify({ data: colour, model: 'mobilenet_v2.nsfwjs', inputSize: 48, epochs: 2, batchSize: 6, freeze: 'all', optimizer: 'sgd', lr: 0.01, labelSmoothing: 0.1 }));
-    const r = await spawnTl(['finetune', '--config', file, '--epochs', '4', '--out', out, '--json'], { TL_HOME: home });
+    const r = await runTl(['finetune', '--config', file, '--epochs', '4', '--out', out, '--json'], { TL_HOME: home });
     expect(r.exitCode, r.stderr).toBe(0);
     expectRunLearned(out);
     const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as Record<string, unknown>;
     expect(config).toMatchObject({ data: colour, model: 'mobilenet_v2.nsfwjs', epochs: 4, batchSize: 6, freeze: 'all', optimizer: 'sgd', momentum: 0.9, labelSmoothing: 0.1, inputSize: 48 });
 
     writeFileSync(file, JSON.stringify({ epochs: 2, batchsize: 4 }));
-    const bad = await spawnTl(['finetune', colour, '--config', file], { TL_HOME: home });
+    const bad = await runTl(['finetune', colour, '--config', file], { TL_HOME: home });
     expect(bad.exitCode).toBe(2);
     expect(bad.stderr).toContain(`--config ${file}: 'batchsize'`);
     writeFileSync(file, JSON.stringify({ epochs: 'many' }));
-    const wrong = await spawnTl(['finetune', colour, '--config', file], { TL_HOME: home });
+    const wrong = await runTl(['finetune', colour, '--config', file], { TL_HOME: home });
     expect(wrong.exitCode).toBe(2);
     expect(wrong.stderr).toContain(`--config ${file}: key 'epochs'`);
     writeFileSync(file, '{"epochs": 2,');
-    const broken = await spawnTl(['finetune', colour, '--config', file], { TL_HOME: home });
+    const broken = await runTl(['finetune', colour, '--config', file], { TL_HOME: home });
     expect(broken.stderr).toContain(`--config ${file} is not valid JSON`);
   });
 });

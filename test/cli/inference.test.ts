@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { spawnTl } from '../helpers/cli.js';
+import { runTl } from '../helpers/cli.js';
 import { expectRunLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -12,7 +12,7 @@ const run = join(tempDir(), 'run');
 
 beforeAll(async () => {
   await makeColourDataset(data, 2, 10, 32);
-  const r = await spawnTl(['finetune', data, '--input-size', '48', '--freeze', 'all', '--lr', '0.01', '--epochs', '4', '--batch-size', '4', '--out', run, '--quiet'], { TL_HOME: home });
+  const r = await runTl(['finetune', data, '--input-size', '48', '--freeze', 'all', '--lr', '0.01', '--epochs', '4', '--batch-size', '4', '--out', run, '--quiet'], { TL_HOME: home });
   expect(r.exitCode, r.stderr).toBe(0);
   expectRunLearned(run);
 }, 120_000);
@@ -20,7 +20,7 @@ beforeAll(async () => {
 describe('tl eval, predict, extract (spawned)', () => {
   it('finetune wrote report.json, report.md and report.html; eval writes its own beside the run', async () => {
     for (const f of ['report.json', 'report.md', 'report.html']) expect(existsSync(join(run, f)), f).toBe(true);
-    const r = await spawnTl(['eval', '--model', run], { TL_HOME: home });
+    const r = await runTl(['eval', '--model', run], { TL_HOME: home });
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/^backend: wasm/);
     expect(r.stdout).toMatch(/the run's test split of .*: \d+ images/);
@@ -32,7 +32,7 @@ describe('tl eval, predict, extract (spawned)', () => {
   });
 
   it('predict --json lists the top classes of each image', async () => {
-    const r = await spawnTl(['predict', '--model', run, join(data, 'class0', 'img0.png'), join(data, 'class1'), '--top', '2', '--json'], { TL_HOME: home });
+    const r = await runTl(['predict', '--model', run, join(data, 'class0', 'img0.png'), join(data, 'class1'), '--top', '2', '--json'], { TL_HOME: home });
     expect(r.exitCode, r.stderr).toBe(0);
     const result = JSON.parse(r.stdout) as { predictions: { path: string; top: { class: string }[] }[] };
     expect(result.predictions).toHaveLength(11);
@@ -41,7 +41,7 @@ describe('tl eval, predict, extract (spawned)', () => {
 
   it('extract --format jsonl streams one line per image', async () => {
     const out = join(tempDir(), 'f.jsonl');
-    const r = await spawnTl(['extract', data, '--model', run, '--format', 'jsonl', '--out', out], { TL_HOME: home });
+    const r = await runTl(['extract', data, '--model', run, '--format', 'jsonl', '--out', out], { TL_HOME: home });
     expect(r.exitCode, r.stderr).toBe(0);
     // --engine auto picks ONNX Runtime, which onnxruntime-node ships for this platform.
     expect(r.stderr).toMatch(/^backend: wasm \(simd, 1 thread\); inference engine: onnxruntime 1\.30\.0 \(cpu, \d+ threads\)/);
@@ -52,20 +52,20 @@ describe('tl eval, predict, extract (spawned)', () => {
 
   it('export writes an ONNX file that ONNX Runtime opens, and a tfjs folder', async () => {
     const dir = tempDir();
-    const onnx = await spawnTl(['export', run, '--out', join(dir, 'm.onnx'), '--json'], { TL_HOME: home });
+    const onnx = await runTl(['export', run, '--out', join(dir, 'm.onnx'), '--json'], { TL_HOME: home });
     expect(onnx.exitCode, onnx.stderr).toBe(0);
     expect(JSON.parse(onnx.stdout)).toMatchObject({ format: 'onnx', checked: true, inputShape: [null, 48, 48, 3] });
     expect(existsSync(join(run, 'model.onnx'))).toBe(true);
-    const tfjs = await spawnTl(['export', 'mobilenet_v2_035', '--no-top', '--weights', 'random', '--input-size', '64', '--format', 'tfjs', '--out', join(dir, 'tfjs')], { TL_HOME: home });
+    const tfjs = await runTl(['export', 'mobilenet_v2_035', '--no-top', '--weights', 'random', '--input-size', '64', '--format', 'tfjs', '--out', join(dir, 'tfjs')], { TL_HOME: home });
     expect(tfjs.exitCode, tfjs.stderr).toBe(0);
     expect(existsSync(join(dir, 'tfjs', 'model.json'))).toBe(true);
   });
 
   it('bad input: one line naming what is wrong', async () => {
-    const noRun = await spawnTl(['eval', '--model', data], { TL_HOME: home });
+    const noRun = await runTl(['eval', '--model', data], { TL_HOME: home });
     expect(noRun.exitCode).toBe(2);
     expect(noRun.stderr).toContain(`error: ${data} has no split.json, so its held-out images are unknown; pass a DATA folder to evaluate on.`);
-    const missing = await spawnTl(['predict', '--model', run, join(data, 'nope.png')], { TL_HOME: home });
+    const missing = await runTl(['predict', '--model', run, join(data, 'nope.png')], { TL_HOME: home });
     expect(missing.exitCode).toBe(2);
     expect(missing.stderr).toContain(`No images to predict in ${join(data, 'nope.png')} (${join(data, 'nope.png')}: does not exist)`);
   });

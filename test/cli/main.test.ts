@@ -1,12 +1,20 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { runCli } from '../../src/cli/main.js';
-import { spawnTl } from '../helpers/cli.js';
+import { runTl } from '../helpers/cli.js';
+import { tempDir } from '../helpers/tmp.js';
+
+/** The commands README documents, each with its line in `tl --help`. */
+const COMMANDS = ['finetune', 'lr-find', 'extract', 'cache', 'merge', 'slurm', 'rank', 'eval', 'predict', 'export', 'models', 'store', 'data', 'doctor'];
 
 describe('tl CLI (in-process)', () => {
   it('--help lists every command', async () => {
     const r = await runCli(['--help']);
     expect(r.exitCode).toBe(0);
-    for (const name of ['doctor']) expect(r.stdout).toContain(name);
+    const listed = [...r.stdout.matchAll(/^ {2}([a-z][a-z-]*)\b/gm)].map((m) => m[1]!).filter((name) => name !== 'help');
+    expect(listed.sort()).toEqual([...COMMANDS].sort());
+    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+    for (const name of COMMANDS) expect(readme, `README names tl ${name}`).toContain(`tl ${name}`);
   });
 
   it('an unknown option is a usage error with exit 2', async () => {
@@ -29,18 +37,20 @@ describe('tl CLI (in-process)', () => {
   });
 });
 
-describe('tl CLI (spawned bin/tl.js)', () => {
+describe('tl CLI, version and environment', () => {
   it('--version prints the package version', async () => {
-    const r = await spawnTl(['--version']);
+    const r = await runTl(['--version']);
     expect(r.exitCode).toBe(0);
-    expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    expect(r.stdout.trim()).toBe(pkg.version);
   });
 
   it('doctor --json keeps stdout pure JSON and honours TL_BACKEND', async () => {
-    const r = await spawnTl(['doctor', '--json'], { TL_BACKEND: 'cpu', TL_HOME: '/tmp/tl-doctor-test' });
+    const home = tempDir();
+    const r = await runTl(['doctor', '--json'], { TL_BACKEND: 'cpu', TL_HOME: home });
     expect(r.exitCode).toBe(0);
     const report = JSON.parse(r.stdout) as { store: { path: string }; active: { name: string } };
-    expect(report.store.path).toBe('/tmp/tl-doctor-test');
+    expect(report.store.path).toBe(home);
     expect(report.active.name).toBe('cpu');
     expect(r.stderr).toBe('');
   });

@@ -1,6 +1,13 @@
-// Runs the built bin/tl.js as a child process.
+// Runs tl: in this process (`runTl`, what most tests need), or the built bin/tl.js as a child process (`spawnTl`, for
+// what only a process shows: signals, exit codes of a real exit, hangs, the environment it starts with).
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { runCli } from '../../src/cli/main.js';
+
+/** Runs tl in this process with `env` added to this process's environment; stdout and stderr are buffered. */
+export function runTl(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+  return runCli(args, { ...process.env, ...env });
+}
 
 export const BIN = fileURLToPath(new URL('../../bin/tl.js', import.meta.url));
 

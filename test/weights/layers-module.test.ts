@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type Tensor, type Tf } from '../../src/backend/index.js';
 import { loadLayersModelFromFolder } from '../../src/weights/tfjs.js';
-import { spawnTl } from '../helpers/cli.js';
+import { runTl } from '../helpers/cli.js';
 import { expectRunLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -40,7 +40,7 @@ describe('a MobileNetV3 run loads in plain TensorFlow.js', () => {
     await makeColourDataset(data, 2, 10, 32);
     const out = join(tempDir(), 'run');
     // No pretrained MobileNetV3 installs offline: from random weights, its last blocks train (BatchNorm included).
-    const r = await spawnTl(['finetune', data, '--model', 'mobilenet_v3_small', '--weights', 'random', '--input-size', '64', '--freeze', '150', '--epochs', '6', '--lr', '3e-3', '--batch-size', '4', '--out', out], { TL_HOME: tempDir() });
+    const r = await runTl(['finetune', data, '--model', 'mobilenet_v3_small', '--weights', 'random', '--input-size', '64', '--freeze', '150', '--epochs', '6', '--lr', '3e-3', '--batch-size', '4', '--out', out], { TL_HOME: tempDir() });
     expect(r.exitCode, r.stderr).toBe(0);
     expectRunLearned(out);
     expect(existsSync(join(out, 'model', 'tl-layers.mjs'))).toBe(true);
@@ -61,7 +61,7 @@ describe('a MobileNetV3 run loads in plain TensorFlow.js', () => {
     const data = tempDir();
     await makeColourDataset(data, 2, 10, 32);
     const out = join(tempDir(), 'run');
-    const r = await spawnTl(['finetune', data, '--model', 'mobilenet_v2.nsfwjs', '--input-size', '32', '--freeze', 'all', '--epochs', '5', '--lr', '0.01', '--batch-size', '4', '--out', out], { TL_HOME: tempDir() });
+    const r = await runTl(['finetune', data, '--model', 'mobilenet_v2.nsfwjs', '--input-size', '32', '--freeze', 'all', '--epochs', '5', '--lr', '0.01', '--batch-size', '4', '--out', out], { TL_HOME: tempDir() });
     expect(r.exitCode, r.stderr).toBe(0);
     expectRunLearned(out);
     expect(existsSync(join(out, 'model', 'tl-layers.mjs'))).toBe(false);
