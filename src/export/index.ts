@@ -1,18 +1,13 @@
 // `tl export`: a run or registry model as ONNX (one .onnx file) or as a TensorFlow.js LayersModel folder.
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { LayersModel, Tf } from '../backend/index.js';
-import { ModelNotFoundError } from '../errors.js';
+import type { Tf } from '../backend/index.js';
 import { exportOnnx } from '../onnx/export.js';
-import { onnxMetadata, readLayersMetadata, type TrainedModelMeta } from '../onnx/metadata.js';
+import { onnxMetadata, readLayersMetadata, type TrainedModelMeta } from '../registry/metadata.js';
 import { OnnxSession } from '../onnx/runtime.js';
-import { resolveVariant } from '../registry/index.js';
-import { storeRoot } from '../store/index.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
-import { modelJsonAt } from '../weights/backbone.js';
-import { loadPretrained } from '../weights/index.js';
+import { resolveModel } from '../weights/resolve.js';
 import { saveLayersModel } from '../weights/save.js';
-import { loadLayersModelFromFolder, readModelJson } from '../weights/tfjs.js';
 
 export interface ExportOptions {
   model: string;
@@ -38,24 +33,14 @@ export interface ExportResult {
 
 /** Writes `options.model` in `options.format`. */
 export async function exportModel(tf: Tf, options: ExportOptions): Promise<ExportResult> {
-  let model: LayersModel;
-  let metadata: Record<string, unknown> | undefined;
+  const r = await resolveModel(tf, options.model, { top: options.includeTop ?? true, weights: options.weights ?? 'pretrained', ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.store ? { store: options.store } : {}) });
+  const { model } = r;
   // Labels, preprocessing, input size and temperature travel with every export (ONNX metadata_props; the tfjs
   // folder's model.json metadata and a labels.json beside it), as in the run's own model.onnx.
-  let meta: TrainedModelMeta | null;
-  const local = modelJsonAt(options.model);
-  if (local) {
-    model = await loadLayersModelFromFolder(tf, local);
-    metadata = (await readModelJson(local)).userDefinedMetadata;
-    meta = readLayersMetadata(metadata);
-  } else {
-    if (/[/\\]/.test(options.model)) throw new ModelNotFoundError(`No model at ${options.model}: expected a tl run folder, a folder with model.json, or a model.json file.`);
-    const { variant } = resolveVariant(options.model);
-    const p = await loadPretrained(tf, options.model, { includeTop: options.includeTop ?? true, weights: options.weights ?? 'pretrained', ...(options.inputSize ? { inputSize: options.inputSize } : {}), store: options.store ?? storeRoot() });
-    model = p.model;
-    metadata = { tl: { model: variant.name, preprocess: variant.preprocess, inputSize: options.inputSize ?? variant.inputSize, ...(options.includeTop !== false && variant.topLabels ? { classes: [...variant.topLabels] } : {}) } };
-    meta = readLayersMetadata(metadata);
-  }
+  const metadata: Record<string, unknown> | undefined = r.source.kind === 'registry'
+    ? { tl: { model: r.name, preprocess: r.preprocess, inputSize: r.inputSize, ...(r.classes ? { classes: r.classes } : {}) } }
+    : r.userDefinedMetadata;
+  const meta: TrainedModelMeta | null = readLayersMetadata(metadata);
   try {
     let bytes: number;
     let checked = false;

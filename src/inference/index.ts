@@ -1,16 +1,12 @@
 // Models for inference (classifiers and feature extractors) and running them over images in batches.
-import { dirname } from 'node:path';
 import type { BackendChoice, LayersModel, SymbolicTensor, Tf } from '../backend/index.js';
 import { preprocess, preprocessPixels, type ImageItem, type ImageSource, type ResizeMode } from '../data/index.js';
 import { onnxSessionFor } from '../engine/index.js';
-import { ModelNotFoundError, UsageError, WeightsError } from '../errors.js';
+import { UsageError, WeightsError } from '../errors.js';
 import { resolveVariant, type PreprocessMode } from '../registry/index.js';
-import { storeRoot } from '../store/index.js';
 import { ReplicaPool } from '../replicas/pool.js';
-import { fetchLayersModel, modelJsonAt } from '../weights/backbone.js';
+import { modelSource, resolveModel } from '../weights/resolve.js';
 import type { DownloadProgress } from '../weights/download.js';
-import { loadPretrained } from '../weights/index.js';
-import { loadLayersModelFromFolder, readModelJson } from '../weights/tfjs.js';
 
 export interface InferenceModel {
   /** Image batch [n, size, size, 3] (preprocessed) -> one output. */
@@ -35,26 +31,6 @@ export interface InferenceOptions {
   onDownload?: (p: DownloadProgress) => void;
 }
 
-interface TlMetadata {
-  model?: string;
-  classes?: string[];
-  preprocess?: PreprocessMode;
-  inputSize?: number;
-}
-
-async function loadFromPath(tf: Tf, spec: string, options: InferenceOptions): Promise<{ model: LayersModel; meta: TlMetadata | undefined; preprocess: PreprocessMode; name: string }> {
-  const isUrl = /^https?:\/\//.test(spec);
-  const local = isUrl ? await fetchLayersModel(spec, options.store ?? storeRoot(), options.onDownload) : modelJsonAt(spec);
-  if (local === null) throw new ModelNotFoundError(`No model at ${spec}: expected a tl run folder, a folder with model.json, or a model.json file.`);
-  const meta = (await readModelJson(local)).userDefinedMetadata?.['tl'] as TlMetadata | undefined;
-  const preprocess = options.preprocess ?? meta?.preprocess;
-  if (preprocess === undefined) throw new UsageError(`${spec} is not a model tl wrote, so its preprocessing is unknown; pass --preprocess caffe|tf|torch|raw01|none.`);
-  const model = await loadLayersModelFromFolder(tf, local);
-  return { model, meta, preprocess, name: meta?.model ? `${meta.model} (from ${isUrl ? spec : dirname(dirname(local))})` : spec };
-}
-
-const isPath = (spec: string) => /^https?:\/\//.test(spec) || /[/\\]/.test(spec) || spec.endsWith('.json') || modelJsonAt(spec) !== null;
-
 function wrap(tf: Tf, owner: LayersModel, output: SymbolicTensor, base: Omit<InferenceModel, 'model' | 'outputLayer' | 'outputShape' | 'dispose'>): InferenceModel {
   const model = output === owner.outputs[0] ? owner : tf.model({ inputs: owner.inputs, outputs: output, name: `${owner.name}_out` });
   return {
@@ -67,23 +43,23 @@ function wrap(tf: Tf, owner: LayersModel, output: SymbolicTensor, base: Omit<Inf
   };
 }
 
+const want = (options: InferenceOptions) => ({ ...(options.store ? { store: options.store } : {}), ...(options.preprocess ? { preprocess: options.preprocess } : {}), ...(options.onDownload ? { onDownload: options.onDownload } : {}) });
+
 /** A classifier: a run folder tl wrote (its classes), or a registry model with its top (e.g. ImageNet). */
 export async function loadClassifier(tf: Tf, spec: string, options: InferenceOptions = {}): Promise<InferenceModel> {
-  if (isPath(spec)) {
-    const { model, meta, preprocess, name } = await loadFromPath(tf, spec, options);
-    const units = model.outputs[0]!.shape.at(-1) as number;
-    const classes = meta?.classes ?? Array.from({ length: units }, (_, i) => `class_${i}`);
-    if (classes.length !== units) {
-      model.dispose();
-      throw new WeightsError(`${spec}: the model has ${units} outputs but its metadata names ${classes.length} classes.`);
-    }
-    const inputSize = meta?.inputSize ?? (model.inputs[0]!.shape[1] as number | null) ?? 224;
-    return wrap(tf, model, model.outputs[0]!, { name, preprocess, inputSize, classes });
+  const r = await resolveModel(tf, spec, { top: true, ...want(options) });
+  const { model } = r;
+  if (r.headless) {
+    model.dispose();
+    throw new UsageError(`${spec} holds a backbone without a classifier, so it has no classes to predict.`, { suggestion: 'Fine-tune it first (tl finetune --model ...), then pass the run folder.' });
   }
-  const { variant } = resolveVariant(spec);
-  const p = await loadPretrained(tf, spec, { includeTop: true, weights: 'pretrained', store: options.store ?? storeRoot(), ...(options.onDownload ? { onDownload: options.onDownload } : {}) });
-  const classes = variant.topLabels ? [...variant.topLabels] : Array.from({ length: variant.topClasses }, (_, i) => `class_${i}`);
-  return wrap(tf, p.model, p.model.outputs[0]!, { name: variant.name, preprocess: options.preprocess ?? variant.preprocess, inputSize: variant.inputSize, classes });
+  const units = model.outputs[0]!.shape.at(-1) as number;
+  const classes = r.classes ?? Array.from({ length: units }, (_, i) => `class_${i}`);
+  if (classes.length !== units) {
+    model.dispose();
+    throw new WeightsError(`${spec}: the model has ${units} outputs but its metadata names ${classes.length} classes.`);
+  }
+  return wrap(tf, model, model.outputs[0]!, { name: r.name, preprocess: r.preprocess, inputSize: r.inputSize, classes });
 }
 
 /**
@@ -93,12 +69,13 @@ export async function loadClassifier(tf: Tf, spec: string, options: InferenceOpt
  * classifier was trained there.
  */
 export async function loadRankingModel(tf: Tf, spec: string, options: InferenceOptions & { inputSize?: number } = {}): Promise<{ model: InferenceModel; featureSize: number; sourceClasses: number }> {
-  const resolved = isPath(spec) ? null : resolveVariant(spec).variant;
+  const source = modelSource(spec);
+  const resolved = source.kind === 'registry' ? resolveVariant(spec).variant : null;
   if (!resolved || resolved.head !== 'nsfwjs' || (options.inputSize !== undefined && options.inputSize !== resolved.inputSize)) {
     const model = await loadFeatureModel(tf, spec, options);
     return { model, featureSize: model.outputShape.reduce((a, b) => a * b, 1), sourceClasses: 0 };
   }
-  const p = await loadPretrained(tf, spec, { includeTop: true, weights: 'pretrained', store: options.store ?? storeRoot(), ...(options.onDownload ? { onDownload: options.onDownload } : {}) });
+  const p = await resolveModel(tf, spec, { top: true, ...want(options) });
   try {
     const last = [...p.model.layers].reverse().find((l) => !Array.isArray(l.output) && (l.output as SymbolicTensor).shape.length === 4 && l.getClassName() !== 'AveragePooling2D');
     if (!last) throw new WeightsError(`${spec} has no feature map to pool.`);
@@ -107,7 +84,7 @@ export async function loadRankingModel(tf: Tf, spec: string, options: InferenceO
     const model = tf.model({ inputs: p.model.inputs, outputs: joined, name: `${p.model.name}_rank` });
     const featureSize = pooled.shape[1] as number;
     const sourceClasses = p.model.outputs[0]!.shape[1] as number;
-    return { model: { name: resolved.name, preprocess: options.preprocess ?? resolved.preprocess, inputSize: resolved.inputSize, classes: null, model, outputLayer: last.name, outputShape: [featureSize + sourceClasses], dispose: () => p.model.dispose() }, featureSize, sourceClasses };
+    return { model: { name: p.name, preprocess: p.preprocess, inputSize: p.inputSize, classes: null, model, outputLayer: last.name, outputShape: [featureSize + sourceClasses], dispose: () => p.model.dispose() }, featureSize, sourceClasses };
   } catch (err) {
     p.model.dispose();
     throw err;
@@ -119,22 +96,13 @@ export async function loadRankingModel(tf: Tf, spec: string, options: InferenceO
  * Keras's `pooling='avg'`; `head_pool` in a tl run), or the output of `layer`.
  */
 export async function loadFeatureModel(tf: Tf, spec: string, options: InferenceOptions & { layer?: string; inputSize?: number; weights?: 'pretrained' | 'random'; seed?: number } = {}): Promise<InferenceModel> {
-  let owner: LayersModel;
-  let base: Omit<InferenceModel, 'model' | 'outputLayer' | 'outputShape' | 'dispose'>;
-  if (isPath(spec)) {
-    const loaded = await loadFromPath(tf, spec, options);
-    owner = loaded.model;
-    base = { name: loaded.name, preprocess: loaded.preprocess, inputSize: loaded.meta?.inputSize ?? (owner.inputs[0]!.shape[1] as number | null) ?? 224, classes: null };
-  } else {
-    const { variant } = resolveVariant(spec);
-    const p = await loadPretrained(tf, spec, { includeTop: false, weights: options.weights ?? 'pretrained', ...(options.seed !== undefined ? { seed: options.seed } : {}), ...(options.inputSize ? { inputSize: options.inputSize } : {}), store: options.store ?? storeRoot(), ...(options.onDownload ? { onDownload: options.onDownload } : {}) });
-    owner = p.model;
-    base = { name: variant.name, preprocess: options.preprocess ?? variant.preprocess, inputSize: options.inputSize ?? variant.inputSize, classes: null };
-  }
+  const r = await resolveModel(tf, spec, { top: false, ...want(options), ...(options.weights ? { weights: options.weights } : {}), ...(options.seed !== undefined ? { seed: options.seed } : {}), ...(options.inputSize ? { inputSize: options.inputSize } : {}) });
+  const owner = r.model;
+  const base = { name: r.name, preprocess: r.preprocess, inputSize: r.inputSize, classes: null };
   try {
     if (options.layer !== undefined) {
       const layer = owner.layers.find((l) => l.name === options.layer);
-      if (!layer) throw new UsageError(`--layer ${options.layer}: no layer of that name in ${base.name}.`, { suggestion: `Run \`tl models info ${isPath(spec) ? '<registry name>' : spec}\` to list its layers.` });
+      if (!layer) throw new UsageError(`--layer ${options.layer}: no layer of that name in ${base.name}.`, { suggestion: `Run \`tl models info ${r.source.kind === 'registry' ? spec : '<registry name>'}\` to list its layers.` });
       return wrap(tf, owner, layer.output as SymbolicTensor, base);
     }
     const head = owner.layers.find((l) => l.name === 'head_pool');

@@ -1,7 +1,8 @@
 // What a classifier tl writes carries for whoever deploys it: labels, preprocessing, input layout and temperature,
 // as ONNX metadata_props (strings) and as the `tl` entry of a LayersModel's userDefinedMetadata.
 import { z } from 'zod';
-import type { PreprocessMode } from '../registry/index.js';
+import { WeightsError } from '../errors.js';
+import { PREPROCESS_MODES, type PreprocessMode } from './types.js';
 
 /** Each preprocessing mode as a formula on 0-255 RGB values (what src/data/preprocess.ts computes). */
 const PREPROCESS_FORMULA: Record<PreprocessMode, string> = {
@@ -43,13 +44,31 @@ export function layersMetadata(meta: TrainedModelMeta): { tl: Record<string, unk
   return { tl: { model: meta.name, classes: meta.classes, preprocess: meta.preprocess, inputSize: meta.inputSize, ...(meta.temperature !== null ? { temperature: meta.temperature } : {}) } };
 }
 
+/** The `tl` entry of a LayersModel's userDefinedMetadata: the one schema every reader checks it with. */
 const tlEntrySchema = z.object({
   model: z.string(),
   classes: z.array(z.string()).optional(),
-  preprocess: z.enum(['caffe', 'tf', 'torch', 'raw01', 'none']),
+  preprocess: z.enum(PREPROCESS_MODES),
   inputSize: z.number().int().positive(),
   temperature: z.number().positive().optional(),
 });
+
+export type TlEntry = z.infer<typeof tlEntrySchema>;
+
+/**
+ * The `tl` entry of a LayersModel's userDefinedMetadata, checked: null when there is none (a model tl did not write).
+ * One that is there but malformed is an error naming `where`, never trusted through a cast.
+ */
+export function readTlEntry(userDefinedMetadata: unknown, where: string): TlEntry | null {
+  const entry = (userDefinedMetadata as { tl?: unknown } | undefined)?.tl;
+  if (entry === undefined) return null;
+  const parsed = tlEntrySchema.safeParse(entry);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new WeightsError(`${where}: its tl metadata is malformed (${issue.path.join('.') || 'tl'}: ${issue.message}).`, { suggestion: 'Export or train the model again with tl.' });
+  }
+  return parsed.data;
+}
 
 /** The facts a LayersModel's userDefinedMetadata carries (checked), or null when it has no valid `tl` entry with classes. */
 export function readLayersMetadata(userDefinedMetadata: unknown): TrainedModelMeta | null {

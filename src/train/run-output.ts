@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import type { LayersModel, Tf } from '../backend/index.js';
 import { exportOnnx, OnnxExportError } from '../onnx/export.js';
-import { layersMetadata, onnxMetadata, type TrainedModelMeta } from '../onnx/metadata.js';
+import { layersMetadata, onnxMetadata, type TrainedModelMeta } from '../registry/metadata.js';
 import { seedDropout } from '../replicas/gradients.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { saveLayersModel } from '../weights/save.js';
