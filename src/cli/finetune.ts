@@ -1,6 +1,6 @@
 // `tl finetune DATA`: fine-tune a pretrained model on a folder dataset.
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { runFile } from '../data/index.js';
 import { Command } from 'commander';
 import Table from 'cli-table3';
 import { z } from 'zod';
@@ -48,7 +48,7 @@ async function readConfigFile(path: string): Promise<Record<string, unknown>> {
 
 /** The options of the run in `dir`, from its config.json. */
 async function readRunOptions(dir: string): Promise<z.output<typeof savedSettingsSchema>> {
-  const path = join(dir, 'config.json');
+  const path = runFile(dir, 'config');
   let json: unknown;
   try {
     json = JSON.parse(await readFile(path, 'utf8'));

@@ -6,6 +6,7 @@ import { mapLimit, scanDataset, SPLITS, type ImageItem, type ScanResult, type Sk
 import { assignSplits, type SplitMap } from './split.js';
 
 export { ImageSource, type Batch } from './loader.js';
+export { readSplitRecord, RUN_FILES, runFile, splitRecordSchema, type SplitRecord } from './run-files.js';
 export { preprocess, preprocessPixels, PREPROCESS_MODES } from './preprocess.js';
 export { AUGMENT_LEVELS, type AugmentLevel } from './augment.js';
 export { RESIZE_MODES, type ResizeMode } from './decode.js';

@@ -9,8 +9,8 @@ import { notice } from '../util/notice.js';
 import { isInside } from '../util/paths.js';
 import { IMAGE_EXTENSIONS, sniffFormat, type ImageFormat } from './magic.js';
 
-export type SplitName = 'train' | 'val' | 'test';
-export const SPLITS: readonly SplitName[] = ['train', 'val', 'test'];
+export const SPLITS = ['train', 'val', 'test'] as const;
+export type SplitName = (typeof SPLITS)[number];
 
 /** Folder names read as a split (compared in lower case): Keras, Kaggle, Roboflow and torchvision spellings. */
 const SPLIT_FOLDERS: Record<string, SplitName> = { train: 'train', training: 'train', val: 'val', valid: 'val', validation: 'val', test: 'test', testing: 'test' };

@@ -1,11 +1,10 @@
 // `tl eval`: metrics of a fine-tuned run on its own held-out split (or on another labelled folder).
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Tf } from '../backend/index.js';
-import { ImageSource, scanDataset, type ImageItem, type SkippedFile } from '../data/index.js';
+import { ImageSource, readSplitRecord, scanDataset, type ImageItem, type SkippedFile } from '../data/index.js';
 import { ModelNotFoundError, UsageError } from '../errors.js';
 import { loadClassifier, runBatches, type RunOptions } from '../inference/index.js';
-import { z } from 'zod';
 import { computeMetrics, type Metrics } from '../metrics/classification.js';
 import { npyHeader } from '../util/npy.js';
 import { datasetDigest, finishShard, openShardFolder, shardOf, weightsDigest, type Shard } from '../shard/index.js';
@@ -41,29 +40,14 @@ export interface EvalResult {
   imagesPerSecond: number;
 }
 
-const splitRecordSchema = z.object({ root: z.string(), files: z.record(z.string(), z.enum(['train', 'val', 'test'])) });
-type SplitRecord = z.infer<typeof splitRecordSchema>;
-
 /** Evaluates the run in `options.run` and returns its metrics (the caller writes the report). */
 export async function evaluate(tf: Tf, options: EvalOptions): Promise<EvalResult> {
   const started = performance.now();
   const info = await stat(options.run).catch(() => null);
   if (info === null) throw new ModelNotFoundError(`No run at ${options.run}: the folder does not exist.`, { suggestion: 'Pass the folder tl finetune wrote (it prints "wrote <folder>" at the end).' });
   if (!info.isDirectory()) throw new UsageError(`--model ${options.run} is a file; tl eval takes the run folder tl finetune wrote.`);
-  let record: SplitRecord | null = null;
-  const splitFile = join(options.run, 'split.json');
-  const text = await readFile(splitFile, 'utf8').catch(() => null);
-  if (text !== null) {
-    const parsed = splitRecordSchema.safeParse((() => {
-      try {
-        return JSON.parse(text) as unknown;
-      } catch {
-        return null;
-      }
-    })());
-    if (!parsed.success) throw new UsageError(`${splitFile} is damaged (not the split record tl finetune writes).`, { suggestion: 'Pass a DATA folder to evaluate on it whole.' });
-    record = parsed.data;
-  } else if (options.data === undefined) {
+  const record = await readSplitRecord(options.run, 'Pass a DATA folder to evaluate on it whole.');
+  if (record === null && options.data === undefined) {
     throw new UsageError(`${options.run} has no split.json, so its held-out images are unknown; pass a DATA folder to evaluate on.`);
   }
   const data = options.data ?? record!.root;

@@ -2,9 +2,9 @@
 // runs once per image in inference mode (cached) and the tail trains on its outputs (phase.ts, epoch.ts); what
 // happens around the steps is in callbacks.ts.
 import { existsSync, rmSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import type { BackendInfo, Tf } from '../backend/index.js';
 import { resolveFreeze } from '../cut/index.js';
+import { runFile } from '../data/index.js';
 import { InterruptedError, UsageError } from '../errors.js';
 import { notice } from '../util/notice.js';
 import { setBatchNormMomentum } from './precise-bn.js';
@@ -51,8 +51,8 @@ async function inRunFolder(tf: Tf, backend: BackendInfo, options: RunOptions, mo
     // A new run that failed before its first checkpoint leaves no folder that looks like a run (an interrupted one has a
     // checkpoint, and a resumed one keeps what it had).
     if (wrote && !options.resume && !(err instanceof InterruptedError) && !existsSync(checkpointPaths(folder.dir).last)) {
-      for (const name of ['config.json', 'split.json', 'metrics.csv']) rmSync(join(folder.dir, name), { force: true });
-      const checkpoints = join(folder.dir, 'checkpoints');
+      for (const name of ['config', 'split', 'metrics'] as const) rmSync(runFile(folder.dir, name), { force: true });
+      const checkpoints = runFile(folder.dir, 'checkpoints');
       if (existsSync(checkpoints) && statSync(checkpoints).isDirectory()) rmSync(checkpoints, { recursive: true, force: true });
       wrote = false;
     }

@@ -1,8 +1,7 @@
 // Taking a run up again from its checkpoint: the same images and frozen weights, then its weights, history, best
 // epoch and where in the epoch it stopped.
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readSplitRecord, runFile } from '../data/index.js';
 import { TlError, UsageError } from '../errors.js';
 import { notice } from '../util/notice.js';
 import { readCheckpoint } from './checkpoint.js';
@@ -12,7 +11,7 @@ import type { Run } from './types.js';
 export async function restoreRun(run: Run): Promise<{ epoch: number; batches: number } | null> {
   const { tf, options, checkpoint, weights, paths, dataset } = run;
   if (checkpoint) {
-    const saved = JSON.parse(await readFile(join(options.out, 'split.json'), 'utf8').catch(() => 'null')) as { files?: unknown } | null;
+    const saved = await readSplitRecord(options.out, 'Start a new run: the record of which image went to which split is lost.');
     if (saved && JSON.stringify(saved.files) !== JSON.stringify(dataset.splitMap)) {
       throw new UsageError(`The images in ${options.data} differ from those the run in ${options.out} started with, so it cannot be resumed exactly.`, { suggestion: 'Restore the dataset, or start a new run.' });
     }
@@ -25,7 +24,7 @@ export async function restoreRun(run: Run): Promise<{ epoch: number; batches: nu
     if (run.startEpoch > run.totalEpochs) {
       // Trained to the end but stopped before its model and report were written: finish it (best weights, calibration,
       // test metrics, model, report). A finished run trains on only with more epochs.
-      if (existsSync(join(options.out, 'report.json'))) throw new UsageError(`The run in ${options.out} has already trained all ${run.totalEpochs} epochs.`, { suggestion: `Pass --epochs with a larger number to train on.` });
+      if (existsSync(runFile(options.out, 'report'))) throw new UsageError(`The run in ${options.out} has already trained all ${run.totalEpochs} epochs.`, { suggestion: `Pass --epochs with a larger number to train on.` });
       notice(`${options.out} trained all ${run.totalEpochs} epochs but stopped before writing its model and report: finishing it`);
     }
   }

@@ -3,6 +3,7 @@
 import { closeSync, existsSync, openSync, readFileSync, rmdirSync, rmSync, statSync, writeSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { runFile } from '../data/index.js';
 import { EnvironmentError, TlError, UsageError } from '../errors.js';
 import { processAlive, sweepStaleTemps, trackTemp, untrackTemp } from '../util/atomic.js';
 import { notice } from '../util/notice.js';
@@ -77,7 +78,7 @@ export async function openRunFolder(out: string, options: { data: string; unique
     created = true;
   }
   lock(dir);
-  for (const sub of [dir, join(dir, 'checkpoints'), join(dir, 'model')]) {
+  for (const sub of [dir, runFile(dir, 'checkpoints'), runFile(dir, 'model')]) {
     for (const path of sweepStaleTemps(sub)) notice(`removed ${path}, left by an interrupted run`);
   }
   return {

@@ -1,6 +1,6 @@
 // What a run writes into its folder besides checkpoints: the metrics table after every epoch, then the model (tfjs
 // LayersModel and model.onnx), its labels and the reports. Every file is written to a temp file and renamed.
-import { join } from 'node:path';
+import { runFile } from '../data/index.js';
 import type { LayersModel, Tf } from '../backend/index.js';
 import { exportOnnx, OnnxExportError } from '../onnx/export.js';
 import { layersMetadata, onnxMetadata, type TrainedModelMeta } from '../registry/metadata.js';
@@ -23,13 +23,13 @@ export interface EpochRow {
 export async function writeMetricsCsv(out: string, rows: EpochRow[]): Promise<void> {
   const columns: (keyof EpochRow)[] = ['epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'lr', 'seconds', 'img_per_s'];
   const fmt = (v: number | null) => (v === null ? '' : Number.isInteger(v) ? String(v) : v.toPrecision(6));
-  await writeFileAtomic(join(out, 'metrics.csv'), `${columns.join(',')}\n${rows.map((r) => columns.map((c) => fmt(r[c])).join(',')).join('\n')}\n`);
+  await writeFileAtomic(runFile(out, 'metrics'), `${columns.join(',')}\n${rows.map((r) => columns.map((c) => fmt(r[c])).join(',')).join('\n')}\n`);
 }
 
 /** config.json (the effective configuration) and split.json (which file went to which split). */
 export async function writeRunRecords(out: string, config: unknown, split: unknown): Promise<void> {
-  await writeJsonAtomic(join(out, 'config.json'), config);
-  await writeJsonAtomic(join(out, 'split.json'), split);
+  await writeJsonAtomic(runFile(out, 'config'), config);
+  await writeJsonAtomic(runFile(out, 'split'), split);
 }
 
 /**
@@ -38,9 +38,9 @@ export async function writeRunRecords(out: string, config: unknown, split: unkno
  */
 export async function writeTrainedModel(tf: Tf, out: string, model: LayersModel, meta: TrainedModelMeta): Promise<string> {
   seedDropout(model, null);
-  await saveLayersModel(tf, model, join(out, 'model'), layersMetadata(meta));
-  await writeJsonAtomic(join(out, 'labels.json'), meta.classes);
-  const onnxFile = join(out, 'model.onnx');
+  await saveLayersModel(tf, model, runFile(out, 'model'), layersMetadata(meta));
+  await writeJsonAtomic(runFile(out, 'labels'), meta.classes);
+  const onnxFile = runFile(out, 'onnx');
   try {
     await writeFileAtomic(onnxFile, exportOnnx(model, { name: meta.name, metadata: onnxMetadata(meta) }));
     return onnxFile;

@@ -1,9 +1,8 @@
 // What a fine-tune takes and returns, and what a run carries from one step of its sequence to the next.
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
 import type { BackendInfo, LayersModel, Tensor, Tf } from '../backend/index.js';
 import type { BnMode } from '../cut/index.js';
-import type { Dataset } from '../data/index.js';
+import { runFile, type Dataset } from '../data/index.js';
 import type { KeptOutputs } from '../frozen/part.js';
 import type { Metrics } from '../metrics/classification.js';
 import type { LossConfig } from '../replicas/gradients.js';
@@ -144,7 +143,7 @@ export interface RunState {
 
 /** The run folder's checkpoints: the last state (every epoch and on interruption) and the best weights. */
 export function checkpointPaths(out: string): { last: string; best: string } {
-  return { last: join(out, 'checkpoints', 'last.ckpt'), best: join(out, 'checkpoints', 'best.ckpt') };
+  return { last: runFile(out, 'lastCheckpoint'), best: runFile(out, 'bestCheckpoint') };
 }
 
 /** What stays fixed for the whole run, and what the phases carry from one to the next. */

@@ -2,8 +2,8 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { beforeAll, describe, expect, it } from 'vitest';
-import { loadBackend, type Tensor, type Tf } from '../../src/backend/index.js';
+import { describe, expect, it } from 'vitest';
+import { loadBackend, type Tensor } from '../../src/backend/index.js';
 import { loadLayersModelFromFolder } from '../../src/weights/tfjs.js';
 import { runTl } from '../helpers/cli.js';
 import { expectRunLearned } from '../helpers/learned.js';
@@ -28,11 +28,6 @@ function plainLoad(dir: string, register: boolean): { status: number | null; std
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-let tf: Tf;
-beforeAll(async () => {
-  // The plain process runs TensorFlow.js's default Node backend (cpu): the same kernels on this side.
-  ({ tf } = await loadBackend({ choice: 'cpu' }));
-});
 
 describe('a MobileNetV3 run loads in plain TensorFlow.js', () => {
   it('with the tl-layers.mjs written beside it, and gives the predictions tl gives', async () => {
@@ -51,6 +46,9 @@ describe('a MobileNetV3 run loads in plain TensorFlow.js', () => {
     const loaded = plainLoad(out, true);
     expect(loaded.status, loaded.stderr).toBe(0);
     const plain = JSON.parse(loaded.stdout.trim().split('\n').pop()!) as number[];
+    // The plain process runs TensorFlow.js's default Node backend (cpu): the same kernels on this side (the run in this
+    // process left wasm active).
+    const { tf } = await loadBackend({ choice: 'cpu' });
     const model = await loadLayersModelFromFolder(tf, join(out, 'model', 'model.json'));
     const ours = tf.tidy(() => Array.from((model.predict(tf.fill([1, 64, 64, 3], 100)) as Tensor).dataSync()));
     model.dispose();
