@@ -3,13 +3,13 @@ import { Command } from 'commander';
 import { z } from 'zod';
 import { addOptions, parseOptions, printJson } from './common.js';
 import { schemaOf } from '../util/options.js';
-import { addInferenceOptions, inferenceSchema, startInference } from './inference.js';
+import { addInferenceOptions, inferenceSchema, shardFor, startInference } from './inference.js';
 import { progress, type Io } from './io.js';
 import { dataOptions, dataSchema } from './options.js';
-import { DEFAULT_MODEL, MODEL_INPUT_OPTIONS, SHARD_OPTIONS } from '../options/shared.js';
+import { ANY_MODEL, MODEL_INPUT_OPTIONS, SHARD_OPTIONS } from '../options/shared.js';
 
 const cacheSchema = inferenceSchema.extend(dataSchema.shape).extend({
-  model: z.string().min(1),
+  model: ANY_MODEL.schema,
   freeze: z.union([z.number().int().min(1).transform(String), z.string().min(1)]),
   out: z.string().min(1),
   ...schemaOf(MODEL_INPUT_OPTIONS).shape,
@@ -20,17 +20,14 @@ export function cacheCommand(io: Io): Command {
   const cmd = new Command('cache')
     .description("compute the frozen part's outputs at --freeze for every image (what tl finetune caches) into a folder that `tl finetune --features` trains from; shardable across a job array")
     .argument('<DATA>', 'dataset folder (one subfolder per class)')
-    .option('-m, --model <name|path>', 'registry model, tl run folder, or tfjs model folder', DEFAULT_MODEL)
     .requiredOption('--freeze <n|layer>', 'the freeze point of the fine-tune that will use the cache (layers 0..n-1, or up to a layer)')
-    .requiredOption('-o, --out <dir>', 'the cache folder (with --shard: the folder of the shards)')
-  addOptions(cmd, { ...MODEL_INPUT_OPTIONS, ...SHARD_OPTIONS });
+    .requiredOption('-o, --out <dir>', 'the cache folder (with --shard: the folder of the shards)');
+  addOptions(cmd, { model: ANY_MODEL, ...MODEL_INPUT_OPTIONS, ...SHARD_OPTIONS });
   dataOptions(cmd);
   addInferenceOptions(cmd);
   cmd.action(async (data: string, raw: unknown) => {
     const opts = parseOptions(cacheSchema, raw);
-    const { resolveShard } = await import('../shard/index.js');
-    const shard = resolveShard(opts.shard === true ? 'auto' : opts.shard, io.env, opts.shards);
-    if (shard && !opts.quiet && !opts.json) io.err(`shard ${shard.index}/${shard.count} (from ${shard.source})\n`);
+    const shard = await shardFor(io, opts);
     const { tf, info, run } = await startInference(io, opts);
     if (run.workers > 1 && run.engine !== 'onnx' && !opts.quiet && !opts.json) io.err('notice: tl cache runs the frozen part in this thread on tfjs; --engine onnx uses every core\n');
     const { buildCache } = await import('../features/cache.js');

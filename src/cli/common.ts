@@ -21,7 +21,8 @@ export function helpOf(spec: OptionSpec): string {
   const choices = choicesOf(spec);
   const parts = [choices.length > 0 && !choices.every((c) => new RegExp(`(^|[ (:|])${c}([ ),;|]|$)`).test(spec.help)) ? choices.join(' | ') : '', ''];
   const value = defaultOf(spec);
-  if (value !== undefined && value !== false) parts[1] = `default: ${String(value)}`;
+  // A `--no-x` switch is on unless given: its default goes without saying.
+  if (value !== undefined && value !== false && !spec.flag.startsWith('--no-')) parts[1] = `default: ${String(value)}`;
   const extra = parts.filter(Boolean).join('; ');
   return extra ? `${spec.help} (${extra})` : spec.help;
 }

@@ -1,18 +1,19 @@
 // `tl data DATA`: what a dataset holds before training on it.
 import { Command } from 'commander';
 import Table from 'cli-table3';
-import { z } from 'zod';
-import { addCommonOptions, commonSchema, parseOptions, printJson, numeric } from './common.js';
+import { DATA_CHECK_OPTIONS } from '../options/commands.js';
+import { schemaOf } from '../util/options.js';
+import { addCommonOptions, addOptions, commonSchema, parseOptions, printJson } from './common.js';
 import { dataOptions, dataSchema } from './options.js';
 import type { Io } from './io.js';
 
 export function dataCommand(io: Io): Command {
   const cmd = new Command('data').description('summarise a folder dataset: classes, split counts, skipped files, image sizes').argument('<DATA>', 'dataset folder (DATA/<class>/<image>)');
   dataOptions(cmd);
-  cmd.option('--size <px>', 'decode size used to validate images', '224');
+  addOptions(cmd, DATA_CHECK_OPTIONS);
   addCommonOptions(cmd, { backend: false });
   cmd.action(async (root: string, raw: unknown) => {
-    const opts = parseOptions(commonSchema.extend(dataSchema.shape).extend({ size: numeric(z.number().int().min(8).max(1024)).default(224) }), raw);
+    const opts = parseOptions(commonSchema.extend(dataSchema.shape).extend(schemaOf(DATA_CHECK_OPTIONS).shape), raw);
     const { openDataset, summarizeDataset } = await import('../data/index.js');
     const dataset = await openDataset(root, { val: opts.val, test: opts.test, seed: opts.seed, size: opts.size, resize: opts.resize, maxPixels: opts.maxPixels, allowConflicts: true });
     const summary = await summarizeDataset(dataset);

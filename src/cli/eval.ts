@@ -3,17 +3,16 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { z } from 'zod';
 import { addOptions, parseOptions, printJson } from './common.js';
+import { EVAL_OPTIONS } from '../options/commands.js';
 import { SHARD_OPTIONS } from '../options/shared.js';
 import { schemaOf } from '../util/options.js';
-import { UsageError } from '../errors.js';
-import { addInferenceOptions, inferenceSchema, startInference } from './inference.js';
+import { addInferenceOptions, inferenceSchema, shardFor, startInference } from './inference.js';
 import { progress, type Io } from './io.js';
 import { printMetrics } from './metrics.js';
 
 const evalSchema = inferenceSchema.extend({
   model: z.string().min(1),
-  split: z.enum(['test', 'val', 'train', 'all']),
-  out: z.string().min(1).optional(),
+  ...schemaOf(EVAL_OPTIONS).shape,
   ...schemaOf(SHARD_OPTIONS).shape,
 });
 
@@ -21,17 +20,13 @@ export function evalCommand(io: Io): Command {
   const cmd = new Command('eval')
     .description("metrics of a fine-tuned run on its held-out test split (or another labelled folder); writes report.json, .md, .html")
     .argument('[DATA]', "a labelled folder (default: the run's own dataset and split)")
-    .requiredOption('-m, --model <run>', 'run folder written by tl finetune')
-    .option('--split <split>', 'test | val | train | all (of the run\'s saved split)', 'test')
-    .option('-o, --out <dir>', 'report folder (default: <run>/eval-<split>); with --shard, the folder of the shards')
-  addOptions(cmd, SHARD_OPTIONS);
+    .requiredOption('-m, --model <run>', 'run folder written by tl finetune');
+  addOptions(cmd, { ...EVAL_OPTIONS, ...SHARD_OPTIONS });
   addInferenceOptions(cmd);
   cmd.action(async (data: string | undefined, raw: unknown) => {
     const opts = parseOptions(evalSchema, raw);
-    const { resolveShard, shardFolderName } = await import('../shard/index.js');
-    const shard = resolveShard(opts.shard === true ? 'auto' : opts.shard, io.env, opts.shards);
-    if (shard && opts.out === undefined) throw new UsageError('--shard needs --out FOLDER: each shard writes FOLDER/shard-I-of-N/.');
-    if (shard && !opts.quiet && !opts.json) io.err(`shard ${shard.index}/${shard.count} (from ${shard.source})\n`);
+    const { shardFolderName } = await import('../shard/index.js');
+    const shard = await shardFor(io, opts);
     const { tf, info, run: runOptions } = await startInference(io, opts);
     const { evaluate } = await import('../eval/index.js');
     const { writeReports, REPORT_SCHEMA_VERSION } = await import('../report/index.js');

@@ -2,14 +2,15 @@
 import { Command } from 'commander';
 import { z } from 'zod';
 import { addCommonOptions, addOptions, announceBackend, backendSchema, commonSchema, formatBytes, parseOptions, printJson } from './common.js';
+import { EXPORT_OPTIONS } from '../options/commands.js';
 import { INPUT_SIZE, WEIGHTS } from '../options/shared.js';
+import { schemaOf } from '../util/options.js';
 import { progress, type Io } from './io.js';
 
 const exportSchema = commonSchema.extend({
   backend: backendSchema.optional(),
-  format: z.enum(['onnx', 'tfjs']),
+  ...schemaOf(EXPORT_OPTIONS).shape,
   out: z.string().min(1),
-  top: z.boolean().default(true),
   weights: WEIGHTS.schema,
   inputSize: INPUT_SIZE.schema,
 });
@@ -17,11 +18,9 @@ const exportSchema = commonSchema.extend({
 export function exportCommand(io: Io): Command {
   const cmd = new Command('export')
     .description('write a run or registry model as ONNX (opset 13, NHWC input, checked with ONNX Runtime) or a TensorFlow.js LayersModel')
-    .argument('<MODEL>', 'run folder, tfjs model folder, or registry model name')
-    .option('--format <format>', 'onnx | tfjs', 'onnx')
-    .requiredOption('-o, --out <path>', 'output file (onnx) or folder (tfjs)')
-    .option('--no-top', 'registry models: without the ImageNet top');
-  addOptions(cmd, { weights: WEIGHTS, inputSize: INPUT_SIZE });
+    .argument('<MODEL>', 'run folder, tfjs model folder or URL, Keras .h5 file, or registry model name')
+    .requiredOption('-o, --out <path>', 'output file (onnx) or folder (tfjs)');
+  addOptions(cmd, { ...EXPORT_OPTIONS, weights: WEIGHTS, inputSize: INPUT_SIZE });
   addCommonOptions(cmd, { backend: true });
   cmd.action(async (model: string, raw: unknown) => {
     const opts = parseOptions(exportSchema, raw);

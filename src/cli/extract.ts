@@ -2,18 +2,15 @@
 import { Command } from 'commander';
 import { z } from 'zod';
 import { addCommonOptions, addOptions, commonSchema, parseOptions, printJson } from './common.js';
-import { addInferenceOptions, inferenceSchema, startInference } from './inference.js';
+import { addInferenceOptions, inferenceSchema, shardFor, startInference } from './inference.js';
 import { downloadReporter, progress, type Io } from './io.js';
 import { dataOptions, dataSchema } from './options.js';
-import { DEFAULT_MODEL, MODEL_INPUT_OPTIONS, SHARD_OPTIONS } from '../options/shared.js';
+import { EXTRACT_OPTIONS } from '../options/commands.js';
+import { MODEL_INPUT_OPTIONS, SHARD_OPTIONS } from '../options/shared.js';
 import { schemaOf } from '../util/options.js';
-import { UsageError } from '../errors.js';
 
 const extractSchema = inferenceSchema.extend(dataSchema.shape).extend({
-  model: z.string().min(1),
-  layer: z.string().min(1).optional(),
-  out: z.string().min(1).optional(),
-  format: z.enum(['npy', 'csv', 'jsonl']),
+  ...schemaOf(EXTRACT_OPTIONS).shape,
   ...schemaOf(MODEL_INPUT_OPTIONS).shape,
   ...schemaOf(SHARD_OPTIONS).shape,
 });
@@ -21,20 +18,13 @@ const extractSchema = inferenceSchema.extend(dataSchema.shape).extend({
 export function extractCommand(io: Io): Command {
   const cmd = new Command('extract')
     .description('write the features of a model layer for every image: .npy (+ index CSV), CSV or JSON lines, streamed')
-    .argument('<INPUTS...>', 'a dataset folder (class and split go into the index) or image files and folders')
-    .option('-m, --model <name|path>', 'registry model, tl run folder, or tfjs model folder', DEFAULT_MODEL)
-    .option('--layer <name>', "layer whose output to write (default: the pooled features, Keras's pooling='avg')")
-    .option('-o, --out <file>', 'output file (default: features.<format>); with npy the index goes to <name>.index.csv')
-    .option('--format <format>', 'npy | csv | jsonl', 'npy')
-  addOptions(cmd, { ...MODEL_INPUT_OPTIONS, ...SHARD_OPTIONS });
+    .argument('<INPUTS...>', 'a dataset folder (class and split go into the index) or image files and folders');
+  addOptions(cmd, { ...EXTRACT_OPTIONS, ...MODEL_INPUT_OPTIONS, ...SHARD_OPTIONS });
   dataOptions(cmd);
   addInferenceOptions(cmd);
   cmd.action(async (inputs: string[], raw: unknown) => {
     const opts = parseOptions(extractSchema, raw);
-    const { resolveShard } = await import('../shard/index.js');
-    const shard = resolveShard(opts.shard === true ? 'auto' : opts.shard, io.env, opts.shards);
-    if (shard && opts.out === undefined) throw new UsageError('--shard needs --out FOLDER: each shard writes FOLDER/shard-I-of-N/.');
-    if (shard && !opts.quiet && !opts.json) io.err(`shard ${shard.index}/${shard.count} (from ${shard.source})\n`);
+    const shard = await shardFor(io, opts);
     const { tf, run } = await startInference(io, opts);
     const { extract } = await import('../features/index.js');
     const spinner = progress(io, 'loading the model', opts);

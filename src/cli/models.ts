@@ -2,7 +2,8 @@
 import { Command } from 'commander';
 import Table from 'cli-table3';
 import { z } from 'zod';
-import { addCommonOptions, backendSchema, commonSchema, parseOptions, printJson } from './common.js';
+import { TOP } from '../options/shared.js';
+import { addCommonOptions, addOptions, backendSchema, commonSchema, parseOptions, printJson } from './common.js';
 import type { Io } from './io.js';
 
 export function modelsCommand(io: Io): Command {
@@ -22,11 +23,11 @@ export function modelsCommand(io: Io): Command {
 
   const info = new Command('info')
     .description("one model's layers (index, name, class, params, output shape) and weight sources")
-    .argument('<NAME>', 'registry model name')
-    .option('--no-top', 'describe the model without its ImageNet top');
+    .argument('<NAME>', 'registry model name');
+  addOptions(info, { top: TOP });
   addCommonOptions(info, { backend: true });
   info.action(async (name: string, raw: unknown) => {
-    const opts = parseOptions(commonSchema.extend({ backend: backendSchema.optional(), top: z.boolean().default(true) }), raw);
+    const opts = parseOptions(commonSchema.extend({ backend: backendSchema.optional(), top: TOP.schema }), raw);
     const { loadBackend, backendChoiceFromEnv } = await import('../backend/index.js');
     const { modelInfo } = await import('../registry/describe.js');
     const { storeRoot } = await import('../store/index.js');

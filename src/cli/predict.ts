@@ -2,17 +2,16 @@
 import { Command } from 'commander';
 import Table from 'cli-table3';
 import { z } from 'zod';
-import { addOptions, numeric, parseOptions, printJson } from './common.js';
-import { addInferenceOptions, inferenceSchema, startInference } from './inference.js';
+import { addOptions, parseOptions, printJson } from './common.js';
+import { addInferenceOptions, inferenceSchema, shardFor, startInference } from './inference.js';
 import { downloadReporter, progress, type Io } from './io.js';
-import { UsageError } from '../errors.js';
+import { PREDICT_OPTIONS } from '../options/commands.js';
 import { DATA_OPTIONS, SHARD_OPTIONS } from '../options/shared.js';
 import { schemaOf } from '../util/options.js';
 
 const predictSchema = inferenceSchema.extend({
   model: z.string().min(1),
-  top: numeric(z.number().int().min(1).max(1000)),
-  out: z.string().min(1).optional(),
+  ...schemaOf(PREDICT_OPTIONS).shape,
   ...schemaOf(SHARD_OPTIONS).shape,
   maxPixels: DATA_OPTIONS.maxPixels.schema,
 });
@@ -21,17 +20,12 @@ export function predictCommand(io: Io): Command {
   const cmd = new Command('predict')
     .description('class probabilities for images, from a fine-tuned run or a registry classifier')
     .argument('<IMAGES...>', 'image files and folders (searched recursively)')
-    .requiredOption('-m, --model <run|name>', 'run folder written by tl finetune, or a registry model with its top (e.g. mobilenet_v2.nsfwjs)')
-    .option('-k, --top <k>', 'classes to show per image', '3')
-    .option('-o, --out <file>', 'also write the predictions as JSON lines (one image per line, in input order); with --shard, the folder of the shards')
-  addOptions(cmd, { ...SHARD_OPTIONS, maxPixels: DATA_OPTIONS.maxPixels });
+    .requiredOption('-m, --model <run|name>', 'run folder written by tl finetune, or a registry model with its top (e.g. mobilenet_v2.nsfwjs)');
+  addOptions(cmd, { ...PREDICT_OPTIONS, ...SHARD_OPTIONS, maxPixels: DATA_OPTIONS.maxPixels });
   addInferenceOptions(cmd);
   cmd.action(async (inputs: string[], raw: unknown) => {
     const opts = parseOptions(predictSchema, raw);
-    const { resolveShard } = await import('../shard/index.js');
-    const shard = resolveShard(opts.shard === true ? 'auto' : opts.shard, io.env, opts.shards);
-    if (shard && opts.out === undefined) throw new UsageError('--shard needs --out FOLDER: each shard writes FOLDER/shard-I-of-N/.');
-    if (shard && !opts.quiet && !opts.json) io.err(`shard ${shard.index}/${shard.count} (from ${shard.source})\n`);
+    const shard = await shardFor(io, opts);
     const { tf, run } = await startInference(io, opts);
     const { predict } = await import('../inference/predict.js');
     const spinner = progress(io, 'loading the model', opts);

@@ -1,8 +1,9 @@
 // `tl store` and `tl store prune`: what the model store holds, and removing what can be rebuilt or fetched again.
 import { Command } from 'commander';
 import Table from 'cli-table3';
-import { z } from 'zod';
-import { addCommonOptions, commonSchema, numeric, parseOptions, printJson } from './common.js';
+import { PRUNE_OPTIONS } from '../options/commands.js';
+import { defaultOf, schemaOf } from '../util/options.js';
+import { addCommonOptions, addOptions, commonSchema, parseOptions, printJson } from './common.js';
 import type { Io } from './io.js';
 
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
@@ -20,18 +21,15 @@ export function storeCommand(io: Io): Command {
     if (opts.json) return printJson(io, { root, bytes: total, entries });
     const table = new Table({ head: ['kind', 'entry', 'size', 'last used', 'if removed'], style: { head: [], border: [] } });
     for (const e of entries) table.push([e.kind, e.name, mib(e.bytes), e.lastUsed.slice(0, 10), e.rebuilds ? 'rebuilt by tl' : 'downloaded again']);
-    io.out(`${root}: ${entries.length} entries, ${mib(total)}\n${entries.length ? `${table.toString()}\n` : ''}\`tl store prune\` removes ONNX graphs unused for 30 days (--onnx: all of them; --weights: downloaded weights too).\n`);
+    io.out(`${root}: ${entries.length} entries, ${mib(total)}\n${entries.length ? `${table.toString()}\n` : ''}\`tl store prune\` removes ONNX graphs unused for ${String(defaultOf(PRUNE_OPTIONS.olderThan))} days (--onnx: all of them; --weights: downloaded weights too).\n`);
   });
 
   const prune = new Command('prune')
-    .description('remove cached ONNX graphs unused for --older-than days (and, with --weights, downloaded weights)')
-    .option('--older-than <days>', 'ONNX graphs not used for this many days', '30')
-    .option('--onnx', 'every cached ONNX graph (exported again when needed)')
-    .option('--weights', 'downloaded Keras and URL weights too (fetched again when needed: that needs the network)')
-    .option('--dry-run', 'say what would be removed, remove nothing');
+    .description('remove cached ONNX graphs unused for --older-than days (and, with --weights, downloaded weights)');
+  addOptions(prune, PRUNE_OPTIONS);
   addCommonOptions(prune, { backend: false });
   prune.action(async (raw: unknown) => {
-    const opts = parseOptions(commonSchema.extend({ olderThan: numeric(z.number().min(0)), onnx: z.boolean().default(false), weights: z.boolean().default(false), dryRun: z.boolean().default(false) }), raw);
+    const opts = parseOptions(commonSchema.extend(schemaOf(PRUNE_OPTIONS).shape), raw);
     const { storeRoot } = await import('../store/index.js');
     const { pruneStore } = await import('../store/inventory.js');
     const result = await pruneStore(storeRoot(io.env), { olderThanDays: opts.olderThan, allOnnx: opts.onnx, weights: opts.weights, dryRun: opts.dryRun });

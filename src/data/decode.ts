@@ -14,7 +14,7 @@ export interface DecodeOptions {
   maxPixels: number;
 }
 
-export const DEFAULT_MAX_PIXELS = 100_000_000;
+export { DEFAULT_MAX_PIXELS } from './modes.js';
 
 const FIT: Record<ResizeMode, 'cover' | 'fill' | 'contain'> = { 'center-crop': 'cover', squash: 'fill', pad: 'contain' };
 

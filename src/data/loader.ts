@@ -3,6 +3,7 @@
 import { availableParallelism } from 'node:os';
 import { mixSeed, prng } from '../util/random.js';
 import { augmentImage, type AugmentLevel } from './augment.js';
+import { DEFAULT_RESIZE } from './modes.js';
 import { DEFAULT_MAX_PIXELS, decodeFailureReason, decodeImage, type DecodeOptions, type ResizeMode } from './decode.js';
 import { mapLimit, type ImageItem, type SkippedFile } from './scan.js';
 
@@ -50,7 +51,7 @@ export class ImageSource {
 
   constructor(items: readonly ImageItem[], options: ImageSourceOptions) {
     this.size = options.size;
-    this.decode = { size: options.size, resize: options.resize ?? 'center-crop', maxPixels: options.maxPixels ?? DEFAULT_MAX_PIXELS };
+    this.decode = { size: options.size, resize: options.resize ?? DEFAULT_RESIZE, maxPixels: options.maxPixels ?? DEFAULT_MAX_PIXELS };
     this.concurrency = options.concurrency ?? Math.max(2, availableParallelism());
     this.cacheEnabled = items.length * this.imageBytes <= (options.cacheBytes ?? DEFAULT_CACHE_BYTES);
   }

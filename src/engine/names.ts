@@ -4,3 +4,5 @@
 export const ENGINES = ['onnx', 'tfjs'] as const;
 export type EngineName = (typeof ENGINES)[number];
 export type EngineChoice = 'auto' | EngineName;
+/** What a command's core runs a model on when its caller names no engine (the command line always resolves one). */
+export const CORE_ENGINE: EngineName = 'tfjs';

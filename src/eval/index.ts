@@ -1,4 +1,6 @@
 // `tl eval`: metrics of a fine-tuned run on its own held-out split (or on another labelled folder).
+import { DEFAULT_RESIZE } from '../data/modes.js';
+import { CORE_ENGINE } from '../engine/names.js';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Tf } from '../backend/index.js';
@@ -10,7 +12,8 @@ import { npyHeader } from '../util/npy.js';
 import { datasetDigest, finishShard, openShardFolder, shardOf, weightsDigest, type Shard } from '../shard/index.js';
 import { writeFileAtomic } from '../util/atomic.js';
 
-export type EvalSplit = 'test' | 'val' | 'train' | 'all';
+export const EVAL_SPLITS = ['test', 'val', 'train', 'all'] as const;
+export type EvalSplit = (typeof EVAL_SPLITS)[number];
 
 export interface EvalOptions extends RunOptions {
   run: string;
@@ -78,7 +81,7 @@ export async function evaluate(tf: Tf, options: EvalOptions): Promise<EvalResult
     const probs: Float32Array[] = [];
     const labels: number[] = [];
     const paths: string[] = [];
-    for await (const batch of runBatches(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? 'tfjs', ...(options.store ? { store: options.store } : {}) })) {
+    for await (const batch of runBatches(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? CORE_ENGINE, ...(options.store ? { store: options.store } : {}) })) {
       probs.push(batch.outputs);
       for (const item of batch.items) {
         labels.push(item.label);
@@ -101,7 +104,7 @@ export async function evaluate(tf: Tf, options: EvalOptions): Promise<EvalResult
       await writeFileAtomic(join(folder, 'rows.jsonl'), rows);
       const position = new Map(all.map((item, i) => [item.path, i]));
       const relOf = new Map(all.map((item) => [item.path, item.rel]));
-      const key = { run: options.run, model: im.name, weights: weightsDigest(im.model), classes: JSON.stringify(classes), data, split: usedRunSplit ? options.split : 'all', usedRunSplit, resize: options.resize ?? 'center-crop', maxPixels: options.maxPixels ?? 0, engine: options.engine ?? 'tfjs', images: all.length, dataset: await datasetDigest(all) };
+      const key = { run: options.run, model: im.name, weights: weightsDigest(im.model), classes: JSON.stringify(classes), data, split: usedRunSplit ? options.split : 'all', usedRunSplit, resize: options.resize ?? DEFAULT_RESIZE, maxPixels: options.maxPixels ?? 0, engine: options.engine ?? CORE_ENGINE, images: all.length, dataset: await datasetDigest(all) };
       await finishShard(folder, { command: 'eval', shard, key }, paths.map((path) => ({ path, rel: relOf.get(path)!, position: position.get(path)! })), skipped, ['probs.npy', 'rows.jsonl']);
     }
     const seconds = (performance.now() - started) / 1000;

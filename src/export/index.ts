@@ -10,9 +10,11 @@ import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { resolveModel } from '../weights/resolve.js';
 import { saveLayersModel } from '../weights/save.js';
 
+export const EXPORT_FORMATS = ['onnx', 'tfjs'] as const;
+
 export interface ExportOptions {
   model: string;
-  format: 'onnx' | 'tfjs';
+  format: (typeof EXPORT_FORMATS)[number];
   out: string;
   /** Registry models: with the ImageNet top (default) or without. */
   includeTop?: boolean;
@@ -23,7 +25,7 @@ export interface ExportOptions {
 
 export interface ExportResult {
   out: string;
-  format: 'onnx' | 'tfjs';
+  format: (typeof EXPORT_FORMATS)[number];
   bytes: number;
   layers: number;
   inputShape: (number | null)[];

@@ -3,6 +3,7 @@
 // were computed with). Sharded (`--shard I/N`), each shard writes its images and a manifest; `tl merge` joins them
 // into exactly the single-machine folder; `tl finetune --features DIR` trains the tail from it without running the
 // frozen part.
+import type { EngineName } from '../engine/names.js';
 import { createHash } from 'node:crypto';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -27,7 +28,7 @@ export interface CacheOptions {
   freeze: string;
   out: string;
   batchSize: number;
-  engine: 'onnx' | 'tfjs';
+  engine: EngineName;
   inputSize?: number;
   preprocess?: PreprocessMode;
   weights: 'pretrained' | 'random';

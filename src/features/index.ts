@@ -1,4 +1,6 @@
 // `tl extract`: a pretrained model's features for every image, streamed to .npy (+ index CSV), CSV or JSON lines.
+import type { EngineName } from '../engine/names.js';
+import { CORE_ENGINE } from '../engine/names.js';
 import { stat } from 'node:fs/promises';
 import type { BackendChoice, Tf } from '../backend/index.js';
 import { atPath, DatasetError } from '../errors.js';
@@ -13,7 +15,8 @@ import { csvWriter, jsonlWriter, npyWriter, type FeatureWriter } from './writers
 import { basename, join } from 'node:path';
 import { datasetDigest, finishShard, openShardFolder, shardOf, weightsDigest, type Shard } from '../shard/index.js';
 
-export type FeatureFormat = 'npy' | 'csv' | 'jsonl';
+export const FEATURE_FORMATS = ['npy', 'csv', 'jsonl'] as const;
+export type FeatureFormat = (typeof FEATURE_FORMATS)[number];
 
 export interface ExtractOptions {
   /** A dataset folder (class folders: class and split go in the index), or image files and folders. */
@@ -26,7 +29,7 @@ export interface ExtractOptions {
   workers: number;
   backend: BackendChoice;
   /** Inference engine (default tfjs); `onnx` runs the model on ONNX Runtime. */
-  engine?: 'onnx' | 'tfjs';
+  engine?: EngineName;
   val: number;
   test: number;
   seed: number;
@@ -108,7 +111,7 @@ export async function extract(tf: Tf, options: ExtractOptions): Promise<ExtractR
   const source = new ImageSource(items, { size: im.inputSize, resize: options.resize, maxPixels: options.maxPixels, cacheBytes: 0 });
   try {
     writer = options.format === 'npy' ? await npyWriter(options.out, indexPathFor(options.out), im.outputShape) : options.format === 'csv' ? await csvWriter(options.out, width) : await jsonlWriter(options.out, width);
-    for await (const batch of runBatches(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? 'tfjs', ...(options.store ? { store: options.store } : {}) })) {
+    for await (const batch of runBatches(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? CORE_ENGINE, ...(options.store ? { store: options.store } : {}) })) {
       await writer.write(batch.items.map((item) => ({ path: item.path, class: item.label >= 0 ? classes[item.label]! : '', split: item.split ?? splits.get(item.rel) ?? '' })), batch.outputs);
       if (shard) for (const item of batch.items) rows.push({ path: item.path, rel: item.rel, position: position.get(item)! });
       count += batch.items.length;
@@ -116,7 +119,7 @@ export async function extract(tf: Tf, options: ExtractOptions): Promise<ExtractR
     }
     await writer.finish();
     if (shard && folder) {
-      const key = { model: im.name, weights: weightsDigest(im.model), layer: im.outputLayer, format: options.format, inputSize: im.inputSize, preprocess: im.preprocess, resize: options.resize, maxPixels: options.maxPixels, seed: options.seed, val: options.val, test: options.test, engine: options.engine ?? 'tfjs', images: all.length, dataset: await datasetDigest(all) };
+      const key = { model: im.name, weights: weightsDigest(im.model), layer: im.outputLayer, format: options.format, inputSize: im.inputSize, preprocess: im.preprocess, resize: options.resize, maxPixels: options.maxPixels, seed: options.seed, val: options.val, test: options.test, engine: options.engine ?? CORE_ENGINE, images: all.length, dataset: await datasetDigest(all) };
       await finishShard(folder, { command: 'extract', shard, key }, rows, source.skipped, writer.files.map((f) => basename(f)));
     }
   } catch (err) {

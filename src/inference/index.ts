@@ -1,4 +1,5 @@
 // Models for inference (classifiers and feature extractors) and running them over images in batches.
+import type { EngineName } from '../engine/names.js';
 import type { BackendChoice, LayersModel, SymbolicTensor, Tf } from '../backend/index.js';
 import { preprocess, preprocessPixels, type ImageItem, type ImageSource, type ResizeMode } from '../data/index.js';
 import { onnxSessionFor } from '../engine/index.js';
@@ -128,7 +129,7 @@ export interface RunOptions {
   workers: number;
   backend: BackendChoice;
   /** Inference engine (default tfjs); `onnx` runs the model on ONNX Runtime. */
-  engine?: 'onnx' | 'tfjs';
+  engine?: EngineName;
   resize?: ResizeMode;
   maxPixels?: number;
   store?: string;
@@ -146,7 +147,7 @@ export interface OutputBatch {
  * Runs `model` over `items` in batches (decoded ahead; files that fail are skipped and recorded in
  * `source.skipped`); with `workers` > 1, worker threads take shares of every batch.
  */
-export async function* runBatches(tf: Tf, im: InferenceModel, source: ImageSource, items: readonly ImageItem[], options: { batchSize: number; workers?: number; backend?: BackendChoice; engine?: 'onnx' | 'tfjs'; store?: string }): AsyncGenerator<OutputBatch> {
+export async function* runBatches(tf: Tf, im: InferenceModel, source: ImageSource, items: readonly ImageItem[], options: { batchSize: number; workers?: number; backend?: BackendChoice; engine?: EngineName; store?: string }): AsyncGenerator<OutputBatch> {
   const width = im.outputShape.reduce((a, b) => a * b, 1);
   const size = source.size;
   const perImage = size * size * 3;

@@ -1,4 +1,6 @@
 // `tl predict`: class probabilities for images from a fine-tuned run or a registry classifier.
+import { DEFAULT_RESIZE } from '../data/modes.js';
+import { CORE_ENGINE } from '../engine/names.js';
 import type { Tf } from '../backend/index.js';
 import { ImageSource, listImages, type SkippedFile } from '../data/index.js';
 import { UsageError } from '../errors.js';
@@ -49,7 +51,7 @@ export async function predict(tf: Tf, options: PredictOptions): Promise<PredictR
     const k = Math.min(options.top, classes.length);
     const source = new ImageSource(items, { size: im.inputSize, ...(options.resize ? { resize: options.resize } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), cacheBytes: 0 });
     const predictions: Prediction[] = [];
-    for await (const batch of runBatches(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? 'tfjs', ...(options.store ? { store: options.store } : {}) })) {
+    for await (const batch of runBatches(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? CORE_ENGINE, ...(options.store ? { store: options.store } : {}) })) {
       batch.items.forEach((item, i) => {
         const row = Array.from(batch.outputs.subarray(i * batch.width, (i + 1) * batch.width));
         const order = row.map((p, c) => [p, c] as const).sort((a, b) => b[0] - a[0]).slice(0, k);
@@ -63,7 +65,7 @@ export async function predict(tf: Tf, options: PredictOptions): Promise<PredictR
       file = join(folder, 'predictions.jsonl');
       await writeFileAtomic(file, predictions.map(line).join(''));
       const position = new Map(listed.items.map((item, i) => [item.path, i]));
-      const key = { model: im.name, weights: weightsDigest(im.model), top: k, inputSize: im.inputSize, preprocess: im.preprocess, resize: options.resize ?? 'center-crop', maxPixels: options.maxPixels ?? 0, engine: options.engine ?? 'tfjs', images: listed.items.length, inputs: await datasetDigest(listed.items) };
+      const key = { model: im.name, weights: weightsDigest(im.model), top: k, inputSize: im.inputSize, preprocess: im.preprocess, resize: options.resize ?? DEFAULT_RESIZE, maxPixels: options.maxPixels ?? 0, engine: options.engine ?? CORE_ENGINE, images: listed.items.length, inputs: await datasetDigest(listed.items) };
       const rows = predictions.map((p) => ({ path: p.path, rel: listed.items[position.get(p.path)!]!.rel, position: position.get(p.path)! }));
       await finishShard(folder, { command: 'predict', shard, key }, rows, source.skipped, ['predictions.jsonl']);
     } else if (options.out) {

@@ -1,10 +1,10 @@
 // Options several commands take, each written once: the dataset's split and decoding, the model's input, the engine.
 import { z } from 'zod';
-import { RESIZE_MODES } from '../data/modes.js';
+import { DEFAULT_MAX_PIXELS, DEFAULT_RESIZE, RESIZE_MODES } from '../data/modes.js';
 import { ENGINES } from '../engine/names.js';
 import { DEVICES } from '../onnx/runtime.js';
 import { PREPROCESS_MODES } from '../registry/types.js';
-import { numeric, option } from '../util/options.js';
+import { numeric, numericOrAuto, option } from '../util/options.js';
 
 /** The model a command uses when none is given. */
 export const DEFAULT_MODEL = 'mobilenet_v2.nsfwjs';
@@ -14,8 +14,8 @@ export const DATA_OPTIONS = {
   val: option('--val <fraction>', 'fraction of each class held out for validation', numeric(z.number().min(0).max(0.9)).default(0.15)),
   test: option('--test <fraction>', 'fraction of each class held out for testing', numeric(z.number().min(0).max(0.9)).default(0.15)),
   seed: option('--seed <n>', 'seed of the split, shuffling and augmentation', numeric(z.number().int()).default(42)),
-  resize: option('--resize <mode>', 'how an image becomes the input size', z.enum(RESIZE_MODES).default('center-crop')),
-  maxPixels: option('--max-pixels <n>', 'skip images with more pixels than this (decompression bombs)', numeric(z.number().int().positive()).default(100_000_000)),
+  resize: option('--resize <mode>', 'how an image becomes the input size', z.enum(RESIZE_MODES).default(DEFAULT_RESIZE)),
+  maxPixels: option('--max-pixels <n>', 'skip images with more pixels than this (decompression bombs)', numeric(z.number().int().positive()).default(DEFAULT_MAX_PIXELS)),
 };
 
 /** The input size of a model (a registry model's own when not given). */
@@ -24,6 +24,9 @@ export const INPUT_SIZE = option('--input-size <px>', "input size (default: the 
 export const PREPROCESS = option('--preprocess <mode>', "pixel scaling (default: the model's)", z.enum(PREPROCESS_MODES).optional());
 /** A registry model's weights. */
 export const WEIGHTS = option('--weights <source>', 'registry models: pretrained weights or random ones', z.enum(['pretrained', 'random']).default('pretrained'));
+
+/** A registry model with the classifier it was published with (ImageNet's), or without it. */
+export const TOP = option('--no-top', 'registry models: without the ImageNet top', z.boolean().default(true));
 
 /** --engine and --device, for a command whose `what` runs on them. */
 export function engineOptions(what: string) {
@@ -41,3 +44,12 @@ export const SHARD_OPTIONS = {
   shard: option('--shard [I/N|auto]', 'only shard I of N of the images (by a hash of each path relative to the dataset root); --out is then a folder and the shard writes <out>/shard-I-of-N/ with a manifest for `tl merge`; auto (or no value): from SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX', z.union([z.string(), z.boolean()]).optional()),
   shards: option('--shards <n>', 'with --shard auto under a Kubernetes Indexed Job: the number of shards (its completions)', numeric(z.number().int().min(1).max(100_000)).optional()),
 };
+
+/** How a command that runs a model over images batches and threads it (extract, cache, predict, eval, rank). */
+export const INFERENCE_OPTIONS = {
+  batchSize: option('--batch-size <n>', 'images per forward pass', numeric(z.number().int().min(1).max(4096)).default(32)),
+  workers: option('--workers <n|auto>', 'threads running the model on the tfjs engine; auto: one per core on wasm and cpu', numericOrAuto(z.number().int().min(1).max(64)).default('auto')),
+};
+
+/** `--model` of a command that takes any model and defaults to the bundled one (extract, cache). */
+export const ANY_MODEL = option('-m, --model <name|path>', 'registry model, tl run folder, tfjs model folder or URL, or Keras .h5 file', z.string().min(1).default(DEFAULT_MODEL));

@@ -1,4 +1,5 @@
 // `tl rank`: which pretrained model to start from, scored from one forward pass over the training split.
+import type { EngineName } from '../engine/names.js';
 import type { BackendChoice, Tf } from '../backend/index.js';
 import { ImageSource, openDataset, type ResizeMode, type SkippedFile } from '../data/index.js';
 import { loadRankingModel, runBatches } from '../inference/index.js';
@@ -11,7 +12,7 @@ export interface RankOptions {
   batchSize: number;
   workers: number;
   backend: BackendChoice;
-  engine: 'onnx' | 'tfjs';
+  engine: EngineName;
   /** The split `tl finetune` would make with the same fractions and seed; only its training images are scored. */
   val: number;
   test: number;

@@ -1,5 +1,6 @@
 // What computes an optimizer step, whichever engine it is (TensorFlow.js: tfjs.ts; ONNX Runtime: onnx.ts): the interface
 // the phase and epoch loop uses, the arrays weights and optimizer slots travel as, and the optimizers (optim.ts).
+import type { EngineName } from '../engine/names.js';
 import type { Tensor, Tf } from '../backend/index.js';
 
 /** One optimizer step's inputs: the batch's boundary arrays (one joined array per tail input) and its labels. */
@@ -27,7 +28,7 @@ export function slotKey(name: string): string {
  * tfjs's optimizers order it and named by `slotKey`, so a checkpoint written by one engine resumes on the other.
  */
 export interface Trainer {
-  readonly engine: 'onnx' | 'tfjs';
+  readonly engine: EngineName;
   /** Restores a checkpoint's optimizer state (iteration count and slots); null starts fresh. */
   loadOptimizerState(state: NamedArray[] | null): Promise<void>;
   step(input: StepInput): Promise<{ loss: number; correct: number }>;

@@ -6,6 +6,7 @@
 // full sweep are blocks 6 to 10). So the depths are then tried with short fine-tunes, coarse to fine: the LogME peak and two depths that
 // split the boundaries below it into thirds, then the neighbours of the best of those; the depth whose short run
 // validates best is chosen. The curve (depth -> scores, probe results) goes into the run's record and report.
+import type { EngineName } from '../engine/names.js';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BackendInfo, LayersModel, SymbolicTensor, Tf } from '../backend/index.js';
@@ -47,7 +48,7 @@ export async function chooseFreezeDepth(
   tf: Tf,
   backend: BackendInfo,
   backbone: LayersModel,
-  setting: { preprocess: PreprocessMode; inputSize: number; batchSize: number; workers: number; engine: 'onnx' | 'tfjs'; store?: string; out: string },
+  setting: { preprocess: PreprocessMode; inputSize: number; batchSize: number; workers: number; engine: EngineName; store?: string; out: string },
   dataset: Dataset,
   probe: ProbeRun,
 ): Promise<FreezeAutoResult> {

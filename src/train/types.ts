@@ -1,4 +1,5 @@
 // What a fine-tune takes and returns, and what a run carries from one step of its sequence to the next.
+import type { EngineName } from '../engine/names.js';
 import { availableParallelism } from 'node:os';
 import type { BackendInfo, LayersModel, Tensor, Tf } from '../backend/index.js';
 import type { BnMode } from '../cut/index.js';
@@ -86,7 +87,7 @@ export interface PhaseInfo {
   frozenLayers: number;
   lr: number;
   /** What trained it: ONNX Runtime (a compiled train step) or TensorFlow.js; set when the phase starts. */
-  engine?: 'onnx' | 'tfjs';
+  engine?: EngineName;
 }
 
 export interface FinetuneResult {

@@ -6,7 +6,8 @@ import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../src/cli/main.js';
 import { FINETUNE_OPTIONS, RESUMABLE, savedSettingsSchema } from '../../src/options/finetune.js';
-import { DATA_OPTIONS, MODEL_INPUT_OPTIONS, SHARD_OPTIONS } from '../../src/options/shared.js';
+import { DATA_CHECK_OPTIONS, EVAL_OPTIONS, EXPORT_OPTIONS, EXTRACT_OPTIONS, PREDICT_OPTIONS, PRUNE_OPTIONS } from '../../src/options/commands.js';
+import { DATA_OPTIONS, INFERENCE_OPTIONS, MODEL_INPUT_OPTIONS, SHARD_OPTIONS, TOP } from '../../src/options/shared.js';
 import { defaultOf, flagOfKey, longFlag } from '../../src/util/options.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -22,11 +23,10 @@ function* sources(dir: string): Generator<string> {
 }
 
 /**
- * Flags of the table that other commands also declare for an option of their own (another default or rule):
- * inference's --batch-size 32 and --workers, each command's --model and --out, tl cache's required --freeze, tl slurm's
- * required --shards (the array's size), tl store prune's --weights switch (prune downloaded weights too).
+ * Flags of the tables that commands also declare as required options of their own (no default to restate): tl eval's
+ * and predict's --model, the --out of export, cache and merge, tl cache's --freeze, tl slurm's --shards (the array's size).
  */
-const SAME_FLAG_OTHER_OPTION = new Set(['--model', '--out', '--batch-size', '--workers', '--freeze', '--shards', '--weights']);
+const SAME_FLAG_OTHER_OPTION = new Set(['--model', '--out', '--freeze', '--shards']);
 
 /** Where the settings of tl finetune are used: its core and its command (other commands' cores have their own). */
 const SETTINGS_USERS = /^(train\/|cli\/finetune\.ts$)/;
@@ -34,7 +34,8 @@ const SETTINGS_USERS = /^(train\/|cli\/finetune\.ts$)/;
 describe('the options table', () => {
   it('declares each flag once: no command and no core writes a flag, a default or a limit of the table again', () => {
     const tables = { ...FINETUNE_OPTIONS, ...DATA_OPTIONS, ...MODEL_INPUT_OPTIONS, ...SHARD_OPTIONS };
-    const flags = [...new Set(Object.values(tables).map(longFlag))];
+    const everyTable = [FINETUNE_OPTIONS, DATA_OPTIONS, MODEL_INPUT_OPTIONS, SHARD_OPTIONS, INFERENCE_OPTIONS, EXTRACT_OPTIONS, EVAL_OPTIONS, PREDICT_OPTIONS, EXPORT_OPTIONS, DATA_CHECK_OPTIONS, PRUNE_OPTIONS, { top: TOP }];
+    const flags = [...new Set(everyTable.flatMap((t) => Object.values(t).map(longFlag)))];
     const found: string[] = [];
     for (const file of sources(SRC)) {
       const rel = relative(SRC, file);
@@ -45,6 +46,8 @@ describe('the options table', () => {
         // A commander declaration: .option('--x ...'), .requiredOption(...), new Option(...).
         if (new RegExp(`(option|Option)\\(\\s*['"\`](-\\w, )?${flag}\\b`).test(text)) found.push(`${rel} declares ${flag}`);
       }
+      // Commander sets no defaults: a third argument to .option() would be a second one beside the schema's.
+      for (const m of text.matchAll(/\.option\(\s*'[^']*',\s*(?:'[^']*'|"[^"]*"|`[^`]*`),\s*['"\d]/g)) found.push(`${rel} gives commander a default: ${m[0]}`);
       // A default restated where the parsed settings are used: `options.gamma ?? 0.1` (they carry every default).
       if (SETTINGS_USERS.test(rel)) for (const [key, spec] of Object.entries(tables)) {
         if (defaultOf(spec) !== undefined && new RegExp(`options\\.${key}\\s*\\?\\?`).test(text)) found.push(`${rel} restates the default of ${flagOfKey(key)}`);

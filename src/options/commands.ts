@@ -1,0 +1,47 @@
+// The options of the commands that run models, each written once with its default and limits (flags and help come
+// from these tables; src/options/shared.ts holds those several commands share).
+import { z } from 'zod';
+import { EVAL_SPLITS } from '../eval/index.js';
+import { EXPORT_FORMATS } from '../export/index.js';
+import { FEATURE_FORMATS } from '../features/index.js';
+import { numeric, option } from '../util/options.js';
+import { ANY_MODEL, TOP } from './shared.js';
+
+/** tl extract's own. */
+export const EXTRACT_OPTIONS = {
+  model: ANY_MODEL,
+  layer: option('--layer <name>', "layer whose output to write (default: the pooled features, Keras's pooling='avg')", z.string().min(1).optional()),
+  out: option('-o, --out <file>', 'output file (default: features.<format>); with npy the index goes to <name>.index.csv', z.string().min(1).optional()),
+  format: option('--format <format>', 'file format', z.enum(FEATURE_FORMATS).default('npy')),
+};
+
+/** tl eval's own (besides the required --model). */
+export const EVAL_OPTIONS = {
+  split: option('--split <split>', "which of the run's saved splits", z.enum(EVAL_SPLITS).default('test')),
+  out: option('-o, --out <dir>', 'report folder (default: <run>/eval-<split>); with --shard, the folder of the shards', z.string().min(1).optional()),
+};
+
+/** tl predict's own (besides the required --model). */
+export const PREDICT_OPTIONS = {
+  top: option('-k, --top <k>', 'classes to show per image', numeric(z.number().int().min(1).max(1000)).default(3)),
+  out: option('-o, --out <file>', 'also write the predictions as JSON lines (one image per line, in input order); with --shard, the folder of the shards', z.string().min(1).optional()),
+};
+
+/** tl export's own (besides the required --out). */
+export const EXPORT_OPTIONS = {
+  format: option('--format <format>', 'what to write', z.enum(EXPORT_FORMATS).default('onnx')),
+  top: TOP,
+};
+
+/** tl data's own. */
+export const DATA_CHECK_OPTIONS = {
+  size: option('--size <px>', 'decode size used to validate images', numeric(z.number().int().min(8).max(1024)).default(224)),
+};
+
+/** tl store prune's own. */
+export const PRUNE_OPTIONS = {
+  olderThan: option('--older-than <days>', 'ONNX graphs not used for this many days', numeric(z.number().min(0)).default(30)),
+  onnx: option('--onnx', 'every cached ONNX graph (exported again when needed)', z.boolean().default(false)),
+  weights: option('--weights', 'downloaded Keras and URL weights too (fetched again when needed: that needs the network)', z.boolean().default(false)),
+  dryRun: option('--dry-run', 'say what would be removed, remove nothing', z.boolean().default(false)),
+};
