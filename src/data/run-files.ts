@@ -1,10 +1,10 @@
 // The files of a run folder, named once, with the schemas of the records tl reads back from one: split.json (which
 // image went to which split) and labels.json. config.json's schema is the settings' own (options/finetune.ts); the
 // model's metadata has its schema in registry/metadata.ts.
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { UsageError } from '../errors.js';
+import { readJsonFile } from '../util/json-file.js';
 import { SPLITS } from './scan.js';
 
 /** Each file of a run folder, relative to it. */
@@ -39,15 +39,5 @@ export type SplitRecord = z.infer<typeof splitRecordSchema>;
 /** A run's split.json, checked; null when the run has none. A damaged one is an error naming it. */
 export async function readSplitRecord(dir: string, suggestion: string): Promise<SplitRecord | null> {
   const path = runFile(dir, 'split');
-  const text = await readFile(path, 'utf8').catch(() => null);
-  if (text === null) return null;
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = null;
-  }
-  const parsed = splitRecordSchema.safeParse(json);
-  if (!parsed.success) throw new UsageError(`${path} is damaged (not the split record tl finetune writes).`, { suggestion });
-  return parsed.data;
+  return readJsonFile(path, splitRecordSchema, () => new UsageError(`${path} is damaged (not the split record tl finetune writes).`, { suggestion }));
 }

@@ -10,6 +10,7 @@ import { npyHeader, npyRow, readNpy, type NpyArray } from '../util/npy.js';
 import { boundaryFile, CACHE_FILE, type CacheRecord } from '../frozen/folder.js';
 import { sweepStaleTemps, writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { mkdir, rm } from 'node:fs/promises';
+import { readJsonFile } from '../util/json-file.js';
 import { notice } from '../util/notice.js';
 import { isInside, realish } from '../util/paths.js';
 import { TL_VERSION } from '../version.js';
@@ -47,17 +48,7 @@ async function shardFolders(inputs: string[]): Promise<string[]> {
 
 async function readManifest(folder: string): Promise<Manifest | null> {
   const path = join(folder, MANIFEST);
-  const text = await readFile(path, 'utf8').catch(() => null);
-  if (text === null) return null;
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    throw new DatasetError(`${path} is not valid JSON (a damaged shard: re-run it).`);
-  }
-  const parsed = manifestSchema.safeParse(json);
-  if (!parsed.success) throw new DatasetError(`${path} is not a tl shard manifest (${parsed.error.issues[0]?.path.join('.') ?? ''}: ${parsed.error.issues[0]?.message ?? ''}).`);
-  return parsed.data;
+  return readJsonFile(path, manifestSchema, (fault) => new DatasetError(fault.kind === 'syntax' ? `${path} is not valid JSON (a damaged shard: re-run it).` : `${path} is not a tl shard manifest (${fault.issue}).`));
 }
 
 /** Checks the shards belong together and are complete; returns them by index with their folders. */

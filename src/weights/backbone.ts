@@ -3,8 +3,7 @@
 import type { LayersModel, SymbolicTensor, Tf } from '../backend/index.js';
 import { WeightsError } from '../errors.js';
 import type { PreprocessMode } from '../registry/index.js';
-import type { DownloadProgress } from './download.js';
-import { resolveModel } from './resolve.js';
+import { resolveModel, type ModelWant } from './resolve.js';
 
 /** A backbone (no classifier) and what its inputs expect. */
 export interface Backbone {
@@ -22,20 +21,8 @@ export interface Backbone {
   withHead?: { model: LayersModel; classes: string[] };
 }
 
-export interface BackboneOptions {
-  weights: 'pretrained' | 'random';
-  inputSize?: number;
-  preprocess?: PreprocessMode;
-  seed?: number;
-  store?: string;
-  onDownload?: (p: DownloadProgress) => void;
-  /** Aborted on SIGINT/SIGTERM: a download in progress stops at once. */
-  signal?: AbortSignal;
-  /** Keep the classifier of a run tl wrote (see Backbone.withHead). */
-  keepHead?: boolean;
-  /** The registry architecture of a Keras `.h5` file given as the model (when neither its name nor its config says). */
-  arch?: string;
-}
+/** What the resolver takes (weights required), and whether to keep the classifier of a run tl wrote (see Backbone.withHead). */
+export type BackboneOptions = Omit<ModelWant, 'top' | 'weights'> & { weights: 'pretrained' | 'random'; keepHead?: boolean };
 
 /** The layer feeding tl's head, or the last layer with a 4-D output for other models. */
 function backboneOutput(model: LayersModel): SymbolicTensor {

@@ -77,4 +77,17 @@ describe('the layers of src/', () => {
     expect(imports).toBeGreaterThan(300);
     expect(violations).toEqual([]);
   });
+
+  it("are README's module map, layer by layer", () => {
+    const readme = readFileSync(resolve(SRC, '../README.md'), 'utf8');
+    const section = readme.slice(readme.indexOf('## Development'));
+    // The numbered list: each item's folders are the backticked `name/` it names before any explanation in brackets.
+    const items = [...section.matchAll(/^(\d+)\. ([\s\S]*?)(?=^\d+\. |^\S|^$)/gm)].map((m) => m[2]!);
+    const mapped = items.map((text) => [...text.replace(/\([^()]*(\([^()]*\)[^()]*)*\)/g, '').matchAll(/`([a-z]+)\/`/g)].map((m) => m[1]!));
+    // Layer 0 is src/ itself (errors.ts, version.ts), written with util/ in README's first item.
+    const layers = LAYERS.map((folders) => folders.filter((f) => f !== '.'));
+    layers[1] = [...layers[0]!, ...layers[1]!];
+    layers.shift();
+    expect(mapped.map((folders) => [...folders].sort())).toEqual(layers.map((folders) => [...folders].sort()));
+  });
 });
