@@ -156,7 +156,7 @@ async function runOne(spec: string): Promise<void> {
   };
   const timer = setInterval(sample, 20);
   const t0 = performance.now();
-  const r = await finetune(tf, info, { ...options, onProgress: (e) => (phase = e.phase === 'features' ? 'frozen pass' : e.phase === 'train' || e.phase === 'validate' || e.phase === 'epoch' ? 'epochs' : e.phase) });
+  const r = await finetune(tf, info, { ...options, onProgress: (e) => (phase = e.phase === 'frozen' ? 'frozen pass' : e.phase === 'train' || e.phase === 'validate' || e.phase === 'epoch' ? 'epochs' : e.phase) });
   const seconds = (performance.now() - t0) / 1000;
   sample();
   clearInterval(timer);

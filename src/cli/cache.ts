@@ -1,9 +1,9 @@
-// `tl cache DATA --model M --freeze K --out DIR`: the frozen part's outputs for every image, for `tl finetune --features`.
+// `tl cache DATA --model M --freeze K --out DIR`: the frozen part's outputs for every image, for `tl finetune --cache`.
 import { Command } from 'commander';
 import { z } from 'zod';
 import { addOptions, parseOptions, printJson } from './common.js';
 import { schemaOf } from '../util/options.js';
-import { addInferenceOptions, inferenceSchema, shardFor, startInference } from './inference.js';
+import { addInferenceOptions, inferenceSchema, shardFor, startInference } from './run-model.js';
 import { progress, type Io } from './io.js';
 import { dataOptions, dataSchema } from './options.js';
 import { ANY_MODEL, MODEL_INPUT_OPTIONS, SHARD_OPTIONS } from '../options/shared.js';
@@ -18,7 +18,7 @@ const cacheSchema = inferenceSchema.extend(dataSchema.shape).extend({
 
 export function cacheCommand(io: Io): Command {
   const cmd = new Command('cache')
-    .description("compute the frozen part's outputs at --freeze for every image (what tl finetune caches) into a folder that `tl finetune --features` trains from; shardable across a job array")
+    .description("compute the frozen part's outputs at --freeze for every image (what tl finetune caches) into a folder that `tl finetune --cache` trains from; shardable across a job array")
     .argument('<DATA>', 'dataset folder (one subfolder per class)')
     .requiredOption('--freeze <n|layer>', 'the freeze point of the fine-tune that will use the cache (layers 0..n-1, or up to a layer)')
     .requiredOption('-o, --out <dir>', 'the cache folder (with --shard: the folder of the shards)');
@@ -30,7 +30,7 @@ export function cacheCommand(io: Io): Command {
     const shard = await shardFor(io, opts);
     const { tf, info, run } = await startInference(io, opts);
     if (run.workers > 1 && run.engine !== 'onnx' && !opts.quiet && !opts.json) io.err('notice: tl cache runs the frozen part in this thread on tfjs; --engine onnx uses every core\n');
-    const { buildCache } = await import('../features/cache.js');
+    const { buildCache } = await import('../frozen/build.js');
     const { storeRoot } = await import('../store/index.js');
     const spinner = progress(io, 'loading the model', opts);
     const result = await buildCache(tf, info, {

@@ -6,9 +6,9 @@ import { addOptions, parseOptions, printJson } from './common.js';
 import { EVAL_OPTIONS } from '../options/commands.js';
 import { SHARD_OPTIONS } from '../options/shared.js';
 import { schemaOf } from '../util/options.js';
-import { addInferenceOptions, inferenceSchema, shardFor, startInference } from './inference.js';
+import { addInferenceOptions, inferenceSchema, shardFor, startInference } from './run-model.js';
 import { progress, type Io } from './io.js';
-import { printMetrics } from './metrics.js';
+import { printMetrics } from './print-metrics.js';
 
 const evalSchema = inferenceSchema.extend({
   model: z.string().min(1),

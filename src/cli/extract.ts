@@ -2,7 +2,7 @@
 import { Command } from 'commander';
 import { z } from 'zod';
 import { addCommonOptions, addOptions, commonSchema, parseOptions, printJson } from './common.js';
-import { addInferenceOptions, inferenceSchema, shardFor, startInference } from './inference.js';
+import { addInferenceOptions, inferenceSchema, shardFor, startInference } from './run-model.js';
 import { downloadReporter, progress, type Io } from './io.js';
 import { dataOptions, dataSchema } from './options.js';
 import { EXTRACT_OPTIONS } from '../options/commands.js';
@@ -59,7 +59,7 @@ export function mergeCommand(io: Io): Command {
     if (opts.json) return printJson(io, result);
     io.out(`merged ${result.shards} shards, ${result.rows} rows: wrote ${result.files.join(', ')}\n`);
     if (result.eval) {
-      const { printMetrics } = await import('./metrics.js');
+      const { printMetrics } = await import('./print-metrics.js');
       io.out(`${result.eval.usedRunSplit ? `the run's ${result.eval.split} split` : 'every image'} of ${result.eval.data}: ${result.eval.metrics.count} images\n`);
       printMetrics(io, result.eval.metrics);
     }

@@ -1,16 +1,16 @@
 // `tl finetune DATA`: fine-tune a pretrained model on a folder dataset.
 import { readFile } from 'node:fs/promises';
 import { runFile } from '../data/index.js';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import Table from 'cli-table3';
 import { z } from 'zod';
 import { InterruptedError, TlError, UsageError } from '../errors.js';
-import { FINETUNE_OPTIONS, finetuneSchema, RESUMABLE, savedSettingsSchema } from '../options/finetune.js';
+import { currentKeys, FINETUNE_OPTIONS, finetuneSchema, RENAMED, RESUMABLE, savedSettingsSchema } from '../options/finetune.js';
 import { flagOfKey } from '../util/options.js';
 import { addCommonOptions, addOptions, announceBackend, backendSchema, commonSchema, parseOptions, printJson } from './common.js';
 import type { FinetuneOptions, FinetuneResult, ProgressEvent } from '../train/finetune.js';
 import { downloadReporter, progress, type Io, type Progress } from './io.js';
-import { printMetrics } from './metrics.js';
+import { printMetrics } from './print-metrics.js';
 import { calibrationLine } from '../report/headline.js';
 
 /** The command line's own options: backend, output, --config and --resume are not settings of the run. */
@@ -37,6 +37,8 @@ async function readConfigFile(path: string): Promise<Record<string, unknown>> {
   } catch (err) {
     throw new UsageError(`--config ${path} is not valid JSON: ${(err as Error).message}.`);
   }
+  // Options renamed since are read under their new names.
+  if (typeof json === 'object' && json !== null && !Array.isArray(json)) json = currentKeys(json as Record<string, unknown>);
   const parsed = configFileSchema.safeParse(json);
   // The file's own values: defaults are filled in once, when they meet the flags given.
   if (parsed.success) return json as Record<string, unknown>;
@@ -102,6 +104,8 @@ async function readAsked(io: Io, dataArg: string | undefined, raw: Record<string
   // Commander sets no defaults: `raw` holds the flags given, and the schema fills in the rest once.
   const { config: configPath, resume: resumeArg, ...fromCli } = raw;
   const resumeDir = typeof resumeArg === 'string' ? resumeArg : undefined;
+  const renamed = Object.keys(fromCli).find((key) => key in RENAMED);
+  if (renamed !== undefined) throw new UsageError(`${flagOfKey(renamed)} is now ${flagOfKey(RENAMED[renamed]!)} (same meaning).`);
   if (resumeDir && configPath !== undefined) throw new UsageError('--resume and --config cannot be combined: a resumed run keeps its own config.');
   const fromFile = typeof configPath === 'string' ? await readConfigFile(configPath) : {};
   const opts = parseOptions(cliSchema, { ...fromFile, ...fromCli });
@@ -168,7 +172,7 @@ async function runLrFind(io: Io, { opts, options, backend }: Asked, spinner: Pro
     onDownload: downloadReporter(io, spinner, opts),
     onProgress: (e) => {
       if (e.phase === 'decode') return spinner.update(`decoding images ${e.done}/${e.total}`);
-      if (e.phase === 'features') return spinner.update(`frozen part ${bar(e.done / e.total)} ${e.done}/${e.total} images`);
+      if (e.phase === 'frozen') return spinner.update(`frozen part ${bar(e.done / e.total)} ${e.done}/${e.total} images`);
       if (e.phase === 'lr-find') return spinner.update(`range test ${bar(e.done / e.total)} step ${e.done}/${e.total} loss ${e.loss?.toFixed(4)}`);
     },
   }).catch((err: unknown) => {
@@ -186,7 +190,7 @@ async function runLrFind(io: Io, { opts, options, backend }: Asked, spinner: Pro
 /** Progress of a run on the spinner, and each finished epoch as a line that stays. */
 function trainingProgress(io: Io, opts: CliOptions, spinner: Progress): (e: ProgressEvent) => void {
   let decodingSaid = false;
-  let featuresSaid = false;
+  let frozenSaid = false;
   const epochSeconds: number[] = [];
   return (e) => {
     if (e.phase === 'decode') {
@@ -194,9 +198,9 @@ function trainingProgress(io: Io, opts: CliOptions, spinner: Progress): (e: Prog
       decodingSaid = true;
       return spinner.update(`decoding images ${e.done}/${e.total}`);
     }
-    if (e.phase === 'features') {
-      if (!featuresSaid && !io.isTTY && !opts.quiet && !opts.json) io.err(`computing the frozen part's outputs for ${e.total} images\n`);
-      featuresSaid = true;
+    if (e.phase === 'frozen') {
+      if (!frozenSaid && !io.isTTY && !opts.quiet && !opts.json) io.err(`computing the frozen part's outputs for ${e.total} images\n`);
+      frozenSaid = true;
       return spinner.update(`frozen part ${bar(e.done / e.total)} ${e.done}/${e.total} images (once, before training)`);
     }
     if (e.phase === 'validate') return spinner.update(`${epochLabel(e)} validating ${e.done}/${e.total}`);
@@ -245,6 +249,8 @@ export function finetuneCommand(io: Io, mode: 'finetune' | 'lr-find' = 'finetune
     .description(mode === 'finetune' ? 'fine-tune a pretrained model on DATA/<class>/<image> and write the model, metrics and report' : "the learning-rate range test on the run `tl finetune` would start (same options): the loss curve over exponentially growing rates and a suggested --lr, with lr-find.svg in the run folder")
     .argument('[DATA]', 'dataset folder (or "data" in --config, or the resumed run\'s)');
   addOptions(cmd, FINETUNE_OPTIONS);
+  // Old names of renamed options: refused with the new name (hidden from help).
+  for (const old of Object.keys(RENAMED)) cmd.addOption(new Option(`${flagOfKey(old)} <value>`).hideHelp());
   cmd
     .option('--config <file.json>', 'options from a JSON file, keys in camelCase ("batchSize"); flags given here override it')
     .option('--resume <run>', `continue the run in this folder from its last checkpoint, with its config (only ${RESUME_FLAGS} may change)`);

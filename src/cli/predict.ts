@@ -3,7 +3,7 @@ import { Command } from 'commander';
 import Table from 'cli-table3';
 import { z } from 'zod';
 import { addOptions, parseOptions, printJson } from './common.js';
-import { addInferenceOptions, inferenceSchema, shardFor, startInference } from './inference.js';
+import { addInferenceOptions, inferenceSchema, shardFor, startInference } from './run-model.js';
 import { downloadReporter, progress, type Io } from './io.js';
 import { PREDICT_OPTIONS } from '../options/commands.js';
 import { DATA_OPTIONS, SHARD_OPTIONS } from '../options/shared.js';

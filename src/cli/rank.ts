@@ -4,7 +4,7 @@ import Table from 'cli-table3';
 import { z } from 'zod';
 import { addOptions, parseOptions, printJson } from './common.js';
 import { INPUT_SIZE } from '../options/shared.js';
-import { addInferenceOptions, inferenceSchema, startInference } from './inference.js';
+import { addInferenceOptions, inferenceSchema, startInference } from './run-model.js';
 import { progress, type Io } from './io.js';
 import { dataOptions, dataSchema } from './options.js';
 import { UsageError } from '../errors.js';

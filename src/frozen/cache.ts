@@ -5,7 +5,7 @@ import { atPath } from '../errors.js';
 import { tempPathFor } from '../util/atomic.js';
 
 /** Stores one image's boundary tensors (one Float32Array per tail input). */
-export class FeatureCache {
+export class OutputCache {
   private readonly memory = new Map<string, Float32Array[]>();
   private readonly onDisk = new Map<string, number>();
   private readonly floatsPerImage: number[];

@@ -1,6 +1,6 @@
 // A folder of the frozen part's outputs, as `tl cache` writes it (and `tl merge` joins its shards into): one .npy per
 // boundary tensor and cache.json, which says what they were computed with and holds each file's sha256. Read back only
-// after every hash, header, byte length and row count agrees with the record (`tl finetune --features`, `tl merge`).
+// after every hash, header, byte length and row count agrees with the record (`tl finetune --cache`, `tl merge`).
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -10,7 +10,7 @@ import { readNpy, type NpyArray } from '../util/npy.js';
 
 export const CACHE_FILE = 'cache.json';
 
-/** cache.json: what the cache holds and what it was computed with (`tl finetune --features` checks every field). */
+/** cache.json: what the cache holds and what it was computed with (`tl finetune --cache` checks every field). */
 export const cacheRecordSchema = z.object({
   kind: z.literal('tl-frozen-cache'),
   version: z.literal(1),

@@ -7,7 +7,7 @@ import type { OnnxSession } from '../onnx/runtime.js';
 import type { PreprocessMode } from '../registry/index.js';
 import type { ReplicaPool } from '../replicas/pool.js';
 import { argmax } from '../util/arrays.js';
-import type { FeatureCache } from './cache.js';
+import type { OutputCache } from './cache.js';
 
 /** Keras clips probabilities to [1e-7, 1 - 1e-7] before the log of its cross-entropy. */
 const PROB_MIN = 1e-7;
@@ -41,7 +41,7 @@ export class FrozenPart {
     private readonly cut: Cut,
     private readonly preprocessMode: PreprocessMode,
     private readonly dataset: Dataset,
-    private readonly cache: FeatureCache | null,
+    private readonly cache: OutputCache | null,
     private readonly pool: ReplicaPool | null,
     /** Opens the frozen part's ONNX Runtime session (null: it runs on TensorFlow.js); opened when first needed. */
     private readonly openOnnx: (() => Promise<OnnxSession>) | null,

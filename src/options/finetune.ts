@@ -47,8 +47,8 @@ export const TRAINING_OPTIONS = {
   monitor: option('--monitor <metric>', 'picks the best epoch, whose weights are saved', z.enum(['val_loss', 'val_accuracy']).default('val_loss')),
   patience: option('--patience <epochs>', 'stop early after this many epochs (of the last phase) without improvement of --monitor', numeric(z.number().int().min(1).max(10_000)).optional(), { resumable: true }),
   calibrate: option('--calibrate <method>', 'temperature: after training, fit a temperature on the validation split and fold it into the classifier (predictions unchanged, probabilities calibrated) | none', z.enum(['temperature', 'none']).default('temperature')),
-  features: option('--features <dir>', 'train the tail from a frozen-part cache (`tl cache`, or `tl merge` of its shards) instead of running the frozen part; it must match the model, weights, --freeze, input size, preprocessing, resize and images', z.string().min(1).optional()),
-  featureCacheMb: option('--feature-cache-mb <n>', 'memory for cached frozen-part outputs; beyond it they spill to disk', numeric(z.number().int().min(0)).default(2048), { resumable: true }),
+  cache: option('--cache <dir>', 'train the tail from a frozen-part cache (`tl cache`, or `tl merge` of its shards) instead of running the frozen part; it must match the model, weights, --freeze, input size, preprocessing, resize and images', z.string().min(1).optional()),
+  cacheMb: option('--cache-mb <n>', 'memory for cached frozen-part outputs; beyond it they spill to disk', numeric(z.number().int().min(0)).default(2048), { resumable: true }),
 } satisfies Record<string, OptionSpec>;
 
 /** Every option of `tl finetune`: what the run trains, the engine it trains on, where it writes. */
@@ -73,12 +73,21 @@ export type SettingsInput = z.input<typeof settingsSchema>;
 /** The keys `--resume` may change (the rest are fixed by the run's config.json). */
 export const RESUMABLE = Object.entries(FINETUNE_OPTIONS).filter(([, spec]) => 'resumable' in spec && spec.resumable).map(([key]) => key);
 
+/** Options renamed since runs were first saved, old name to new (config.json and --config files may use the old). */
+export const RENAMED: Readonly<Record<string, string>> = { features: 'cache', featureCacheMb: 'cacheMb' };
+
+/** A saved or given options object with renamed keys under their new names; a cache size in bytes (older runs) in MiB. */
+export function currentKeys(o: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(o)) {
+    if (key === 'featureCacheBytes') out.cacheMb ??= Math.floor(Number(value) / 2 ** 20);
+    else out[RENAMED[key] ?? key] = value;
+  }
+  return out;
+}
+
 /**
  * A run's config.json read back as settings: the same schema, so a resumed run obeys the same limits as a new one.
- * Runs saved before the cache size was in MiB give it in bytes.
+ * Runs saved before an option was renamed give it under its old name.
  */
-export const savedSettingsSchema = z.preprocess((v) => {
-  if (typeof v !== 'object' || v === null) return v;
-  const o = v as Record<string, unknown>;
-  return 'featureCacheBytes' in o && !('featureCacheMb' in o) ? { ...o, featureCacheMb: Math.floor(Number(o.featureCacheBytes) / 2 ** 20) } : o;
-}, settingsSchema.extend({ data: z.string().min(1), out: z.string().min(1) }));
+export const savedSettingsSchema = z.preprocess((v) => (typeof v === 'object' && v !== null && !Array.isArray(v) ? currentKeys(v as Record<string, unknown>) : v), settingsSchema.extend({ data: z.string().min(1), out: z.string().min(1) }));

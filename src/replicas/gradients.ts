@@ -1,11 +1,11 @@
-// The gradient of one shard of a batch through the tail, shared by the main thread and the worker replicas.
+// The gradient of one slice of a batch through the tail, shared by the main thread and the worker replicas.
 import type { LayersModel, Tensor, Tf } from '../backend/index.js';
 import { mixSeed } from '../util/random.js';
 
-export interface ShardGradients {
+export interface SliceGradients {
   /** One gradient per trainable weight of the tail, in `trainableWeights` order. */
   grads: Tensor[];
-  /** The shard's summed loss (mean loss x count). */
+  /** The slice's summed loss (mean loss x count). */
   lossSum: number;
   correct: number;
 }
@@ -44,19 +44,19 @@ export function seedDropout(model: LayersModel, seed: number | null): void {
   });
 }
 
-/** How a shard is trained: micro-batches, its share of the batch, the loss and the dropout seed. */
-export interface ShardSpec {
+/** How a slice is trained: micro-batches, its share of the batch, the loss and the dropout seed. */
+export interface SliceSpec {
   classes: number;
   accumulate: number;
-  /** The shard's share of the whole batch, so shards' gradients add up to the batch's. */
+  /** The slice's share of the whole batch, so slices' gradients add up to the batch's. */
   scale: number;
   loss: LossConfig;
-  /** Seeds the dropout masks of this shard's micro-batches; null leaves them unseeded. */
+  /** Seeds the dropout masks of this slice's micro-batches; null leaves them unseeded. */
   dropoutSeed: number | null;
 }
 
-/** Gradients of `scale` x (mean loss over the shard), in `accumulate` micro-batches. */
-export async function shardGradients(tf: Tf, tail: LayersModel, inputs: Tensor[], labels: Int32Array, spec: ShardSpec): Promise<ShardGradients> {
+/** Gradients of `scale` x (mean loss over the slice), in `accumulate` micro-batches. */
+export async function sliceGradients(tf: Tf, tail: LayersModel, inputs: Tensor[], labels: Int32Array, spec: SliceSpec): Promise<SliceGradients> {
   const { classes, accumulate, scale } = spec;
   const n = labels.length;
   const vars = tail.trainableWeights.map((w) => w.read() as ReturnType<Tf['variable']>);

@@ -1,5 +1,5 @@
 // Data-parallel training on one machine: worker threads hold replicas of the tail and compute gradients on
-// shards of each batch while the main thread computes its own shard; the gradients are summed for one step.
+// slices of each batch while the main thread computes its own slice; the gradients are summed for one step.
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -7,7 +7,7 @@ import { Worker } from 'node:worker_threads';
 import type { BackendChoice, LayersModel } from '../backend/index.js';
 import { BackendError } from '../errors.js';
 import type { BnMode } from '../cut/index.js';
-import type { ShardSpec } from './gradients.js';
+import type { SliceSpec } from './gradients.js';
 import type { ReplicaInit, ReplicaReply, ReplicaRequest } from './worker.js';
 
 /** The compiled worker script (tests run from sources, so look in dist/ beside them too). */
@@ -19,13 +19,13 @@ function workerScript(): string {
   return found;
 }
 
-export interface Shard {
+export interface Slice {
   inputs: { shape: number[]; data: Float32Array }[];
   labels: Int32Array;
-  spec: ShardSpec;
+  spec: SliceSpec;
 }
 
-export interface ShardResult {
+export interface SliceResult {
   grads: Map<string, Float32Array>;
   lossSum: number;
   correct: number;
@@ -88,11 +88,11 @@ export class ReplicaPool {
     return this.replicas.length;
   }
 
-  /** Sends each replica the current weights and its shard; resolves with their gradients by weight name. */
-  async step(weights: { name: string; data: Float32Array }[], shards: Shard[]): Promise<ShardResult[]> {
+  /** Sends each replica the current weights and its slice; resolves with their gradients by weight name. */
+  async step(weights: { name: string; data: Float32Array }[], slices: Slice[]): Promise<SliceResult[]> {
     const replies = await Promise.all(
-      shards.map((shard, i) =>
-        this.replicas[i]!.request({ type: 'step', weights, inputs: shard.inputs, labels: shard.labels, spec: shard.spec }, shard.inputs.map((x) => x.data.buffer as ArrayBuffer)),
+      slices.map((slice, i) =>
+        this.replicas[i]!.request({ type: 'step', weights, inputs: slice.inputs, labels: slice.labels, spec: slice.spec }, slice.inputs.map((x) => x.data.buffer as ArrayBuffer)),
       ),
     );
     return replies.map((r) => {
@@ -108,7 +108,7 @@ export class ReplicaPool {
     await Promise.all(this.replicas.map((r) => r.request({ type: 'load-frozen', modelJson, weights })));
   }
 
-  /** Runs the frozen part on one input shard per replica; resolves with each shard's outputs. */
+  /** Runs the frozen part on one input slice per replica; resolves with each slice's outputs. */
   async infer(inputs: { shape: number[]; data: Float32Array }[]): Promise<Float32Array[][]> {
     const replies = await Promise.all(inputs.map((input, i) => this.replicas[i]!.request({ type: 'infer', input }, [input.data.buffer as ArrayBuffer])));
     return replies.map((r) => {

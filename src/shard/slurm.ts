@@ -78,7 +78,7 @@ export async function writeSlurmScripts(options: SlurmOptions): Promise<SlurmScr
   const folder = sbatchSafe('--out', resolve(scriptSafe('--out', out)));
   const scripts = join(folder, 'slurm');
   const logs = join(folder, 'logs');
-  // The merged result: extract's file beside the shards, cache's folder (what `tl finetune --features` takes).
+  // The merged result: extract's file beside the shards, cache's folder (what `tl finetune --cache` takes).
   const merged = sub === 'extract' ? join(folder, `features.${format}`) : sub === 'predict' ? join(folder, 'predictions.jsonl') : sub === 'eval' ? join(folder, 'metrics.json') : join(folder, 'merged');
   const header = (name: string, output: string) => [
     '#!/bin/bash',

@@ -1,8 +1,8 @@
-// Trains a tail with TensorFlow.js autodiff: shards of each batch on worker replicas and on this thread, `accumulate`
+// Trains a tail with TensorFlow.js autodiff: slices of each batch on worker replicas and on this thread, `accumulate`
 // micro-batches each, their gradients summed for one step of a tfjs optimizer.
 import type { LayersModel, Tensor, Tf } from '../backend/index.js';
-import type { ReplicaPool, Shard, ShardResult } from '../replicas/pool.js';
-import { shardGradients, type LossConfig } from '../replicas/gradients.js';
+import type { ReplicaPool, Slice, SliceResult } from '../replicas/pool.js';
+import { sliceGradients, type LossConfig } from '../replicas/gradients.js';
 import { mixSeed } from '../util/random.js';
 import { applyWeightDecay, createOptimizer, disposeOptimizer, setLearningRate, type Optimizer, type OptimizerConfig } from './optim.js';
 import { slotKey, toArrays, toTensors, type NamedArray, type StepInput, type Trainer } from './index.js';
@@ -16,7 +16,7 @@ export interface TfjsTrainerOptions {
   classes: number;
   /** Each tail input's shape without the batch dimension. */
   boundaryShapes: number[][];
-  /** Worker replicas of the tail that compute gradients on shards of each batch (null: this thread only). */
+  /** Worker replicas of the tail that compute gradients on slices of each batch (null: this thread only). */
   pool: ReplicaPool | null;
 }
 
@@ -50,11 +50,11 @@ export class TfjsTrainer implements Trainer {
     const counts = Array.from({ length: parts }, (_, i) => Math.floor(n / parts) + (i < n % parts ? 1 : 0));
     const starts = counts.map((_, i) => counts.slice(0, i).reduce((a, b) => a + b, 0));
     const spec = (k: number) => ({ classes: options.classes, accumulate: options.accumulate, scale: counts[k]! / n, loss: options.loss, dropoutSeed: mixSeed(dropoutSeed, k) });
-    let remote: Promise<ShardResult[]> = Promise.resolve([]);
+    let remote: Promise<SliceResult[]> = Promise.resolve([]);
     if (pool && parts > 1) {
-      // Weights go out first so the replicas work while this thread computes its own shard.
+      // Weights go out first so the replicas work while this thread computes its own slice.
       const weights = tail.weights.map((w) => ({ name: w.originalName, data: w.read().dataSync() as Float32Array }));
-      const shards: Shard[] = counts.slice(1).map((count, k) => {
+      const slices: Slice[] = counts.slice(1).map((count, k) => {
         const start = starts[k + 1]!;
         return {
           inputs: this.floats.map((floats, b) => ({ shape: [count, ...options.boundaryShapes[b]!], data: boundary[b]!.slice(start * floats, (start + count) * floats) })),
@@ -62,13 +62,13 @@ export class TfjsTrainer implements Trainer {
           spec: spec(k + 1),
         };
       });
-      remote = pool.step(weights, shards);
+      remote = pool.step(weights, slices);
     }
     const localCount = counts[0]!;
     const inputs = options.boundaryShapes.map((shape, b) => tf.tensor(boundary[b]!.subarray(0, localCount * this.floats[b]!), [localCount, ...shape]));
-    let local: Awaited<ReturnType<typeof shardGradients>>;
+    let local: Awaited<ReturnType<typeof sliceGradients>>;
     try {
-      local = await shardGradients(tf, tail, inputs, labels.subarray(0, localCount), spec(0));
+      local = await sliceGradients(tf, tail, inputs, labels.subarray(0, localCount), spec(0));
     } finally {
       tf.dispose(inputs);
     }

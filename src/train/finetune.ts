@@ -11,7 +11,7 @@ import { setBatchNormMomentum } from './precise-bn.js';
 import { freezeAutoFor } from './freeze-auto.js';
 import { finishRun } from './finish.js';
 import { classifier } from './head.js';
-import { checkedFeatures, disposeSource, readRunInputs } from './inputs.js';
+import { checkedCache, disposeSource, readRunInputs } from './inputs.js';
 import { lrFindStep } from './lr-find.js';
 import { runPhase } from './phase.js';
 import { freezeSetting, planRun } from './plan.js';
@@ -87,7 +87,7 @@ async function train(tf: Tf, backend: BackendInfo, options: RunOptions, writing:
   if (options.bnMomentum !== undefined) setBatchNormMomentum(full, options.bnMomentum);
   const weights = new LayerOrderWeights(tf, full, Math.min(...plan.phases.map((p) => p.frozenLayers)));
   const frozenDigest = weights.frozenDigest();
-  const features = cacheRecord ? await checkedFeatures(options, cacheRecord, { model: source.name, frozenDigest, freeze: frozenCount, inputSize, preprocess: source.preprocess, headEpochs: options.headEpochs }, dataset).catch((err: unknown) => {
+  const cached = cacheRecord ? await checkedCache(options, cacheRecord, { model: source.name, frozenDigest, freeze: frozenCount, inputSize, preprocess: source.preprocess, headEpochs: options.headEpochs }, dataset).catch((err: unknown) => {
     full.dispose();
     throw err;
   }) : null;
@@ -96,7 +96,7 @@ async function train(tf: Tf, backend: BackendInfo, options: RunOptions, writing:
     monitor: options.monitor, paths: checkpointPaths(options.out), weights, frozenDigest, checkpoint, startEpoch: 1,
     history: [], best: null, bestWeights: [], stale: 0, partial: null, stopReason: null, tensorsAfterEpoch: [],
     cacheStats: { enabled: false, hits: 0, misses: 0, spilled: 0 }, boundaryLayers: [], tails: [], kept: { probs: [], labels: [], paths: [] }, test: null, calibration: null,
-    lrFind: null, lrFindResult: null, features, frozenPass: null,
+    lrFind: null, lrFindResult: null, cached, frozenPass: null,
   };
   if (options.lr === 'find') run.lrFind = lrFindStep(run, plan.config, splitRecord, mode);
   try {

@@ -1,5 +1,5 @@
 // What a run reads before it plans: its checkpoint (when resuming), the backbone, the dataset (with its warnings),
-// and a `--features` cache checked against the run.
+// and a `--cache` cache checked against the run.
 import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { Tf } from '../backend/index.js';
@@ -15,7 +15,7 @@ export interface RunInputs {
   checkpoint: Run['checkpoint'];
   source: Backbone;
   dataset: Dataset;
-  /** `--features`: the cache's record, verified once; the images it holds outputs for are not decoded at all. */
+  /** `--cache`: the cache's record, verified once; the images it holds outputs for are not decoded at all. */
   cacheRecord: CacheRecord | null;
   warnings: string[];
   /** split.json: which file went to which split. */
@@ -36,7 +36,7 @@ export async function readRunInputs(tf: Tf, options: RunOptions): Promise<RunInp
   const checkpoint = await resumeCheckpoint(options);
   const source = await loadBackbone(tf, options.model, { weights: options.weights, seed: options.seed, ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.preprocess ? { preprocess: options.preprocess } : {}), ...(options.store ? { store: options.store } : {}), ...(options.onDownload ? { onDownload: options.onDownload } : {}), ...(options.interrupt?.signal ? { signal: options.interrupt.signal } : {}), keepHead: !options.newHead, ...(options.arch ? { arch: options.arch } : {}) });
   try {
-    const cacheRecord = options.features ? await readCache(options.features) : null;
+    const cacheRecord = options.cache ? await readCache(options.cache) : null;
     const dataset = await openDataset(options.data, {
       ...(cacheRecord ? { known: new Set(cacheRecord.files.map((f) => f.rel)) } : {}),
       val: options.val, test: options.test, seed: options.seed, size: options.inputSize ?? source.inputSize, resize: options.resize, maxPixels: options.maxPixels,
@@ -67,15 +67,15 @@ export function disposeSource(source: Backbone): void {
 }
 
 /**
- * `--features DIR`: the cache's record verified (its files' hashes) and compared with this run, field by field; every
+ * `--cache DIR`: the cache's record verified (its files' hashes) and compared with this run, field by field; every
  * image of the run must be in it, unchanged since. Returns the arrays by relative path.
  */
-export async function checkedFeatures(options: RunOptions, record: CacheRecord, run: { model: string; frozenDigest: string; freeze: number; inputSize: number; preprocess: string; headEpochs: number }, dataset: Dataset): Promise<{ arrays: Map<string, Float32Array[]>; layers: string[] }> {
-  const dir = options.features!;
-  if (options.augment !== 'none') throw new UsageError(`--features ${dir}: the cache holds one output per image; --augment ${options.augment} changes the images every epoch.`);
-  if (run.headEpochs > 0) throw new UsageError(`--features ${dir}: a head phase cuts the whole backbone, not the cache's cut; leave out --head-epochs.`);
+export async function checkedCache(options: RunOptions, record: CacheRecord, run: { model: string; frozenDigest: string; freeze: number; inputSize: number; preprocess: string; headEpochs: number }, dataset: Dataset): Promise<{ arrays: Map<string, Float32Array[]>; layers: string[] }> {
+  const dir = options.cache!;
+  if (options.augment !== 'none') throw new UsageError(`--cache ${dir}: the cache holds one output per image; --augment ${options.augment} changes the images every epoch.`);
+  if (run.headEpochs > 0) throw new UsageError(`--cache ${dir}: a head phase cuts the whole backbone, not the cache's cut; leave out --head-epochs.`);
   const k = record.key;
-  const differ = (what: string, cache: unknown, here: unknown) => new UsageError(`--features ${dir} was computed with ${what} ${String(cache)}; this run uses ${String(here)}.`, { suggestion: 'Make the cache again with this run\'s settings (tl cache), or train with them.' });
+  const differ = (what: string, cache: unknown, here: unknown) => new UsageError(`--cache ${dir} was computed with ${what} ${String(cache)}; this run uses ${String(here)}.`, { suggestion: 'Make the cache again with this run\'s settings (tl cache), or train with them.' });
   if (k.model !== run.model) throw differ('model', k.model, run.model);
   if (k.freeze !== run.freeze) throw differ('--freeze', k.freeze, run.freeze);
   if (k.frozenDigest !== run.frozenDigest) throw differ('frozen weights of sha256', k.frozenDigest.slice(0, 12), run.frozenDigest.slice(0, 12));
@@ -85,9 +85,9 @@ export async function checkedFeatures(options: RunOptions, record: CacheRecord, 
   const byRel = new Map(record.files.map((f) => [f.rel, f]));
   for (const item of [...dataset.splits.train, ...dataset.splits.val, ...dataset.splits.test]) {
     const f = byRel.get(item.rel);
-    if (!f) throw new UsageError(`--features ${dir} has no outputs for ${item.path}: it was made from other images.`);
+    if (!f) throw new UsageError(`--cache ${dir} has no outputs for ${item.path}: it was made from other images.`);
     const s = await stat(item.path);
-    if (s.size !== f.size || Math.round(s.mtimeMs) !== f.mtimeMs) throw new UsageError(`--features ${dir}: ${item.path} changed after the cache was made.`);
+    if (s.size !== f.size || Math.round(s.mtimeMs) !== f.mtimeMs) throw new UsageError(`--cache ${dir}: ${item.path} changed after the cache was made.`);
   }
   return { arrays: await loadCacheArrays(dir, record), layers: k.boundaryLayers };
 }

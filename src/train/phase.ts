@@ -3,7 +3,7 @@
 import { applyTrainability, cutModel, type Cut } from '../cut/index.js';
 import { onnxSessionFor } from '../engine/index.js';
 import { InterruptedError, UsageError } from '../errors.js';
-import { FeatureCache } from '../frozen/cache.js';
+import { OutputCache } from '../frozen/cache.js';
 import { FrozenPart } from '../frozen/part.js';
 import { OnnxTail } from '../onnx/tail.js';
 import { TrainStepCompileError, type TrainStepGraph } from '../onnx/train-step.js';
@@ -43,7 +43,7 @@ async function fillCache(run: Run, frozen: FrozenPart, phase: PhaseInfo): Promis
   const items = [...dataset.splits.train, ...dataset.splits.val];
   const started = performance.now();
   const images = await frozen.fill(items, options.batchSize, {
-    onProgress: (done, total) => options.onProgress?.({ phase: 'features', stage: phase.name, epoch: Math.max(phase.first, run.startEpoch), epochs: run.totalEpochs, done, total }),
+    onProgress: (done, total) => options.onProgress?.({ phase: 'frozen', stage: phase.name, epoch: Math.max(phase.first, run.startEpoch), epochs: run.totalEpochs, done, total }),
     shouldStop: () => Boolean(options.interrupt?.stop),
   });
   if (options.interrupt?.stop) {
@@ -66,8 +66,8 @@ async function openOnnxTail(run: Run, cut: Cut): Promise<OnnxTail | null> {
   }
 }
 
-/** The cut at the phase's freeze setting, and the cache of its frozen part's outputs (filled from `--features` when given). */
-function cutFor(run: Run, phase: PhaseInfo): { cut: Cut; cache: FeatureCache | null } {
+/** The cut at the phase's freeze setting, and the cache of its frozen part's outputs (filled from `--cache` when given). */
+function cutFor(run: Run, phase: PhaseInfo): { cut: Cut; cache: OutputCache | null } {
   const { tf, options, dataset, full, backbone } = run;
   const frozenNames = new Set(backbone.layers.slice(0, phase.frozenLayers).map((l) => l.name));
   applyTrainability(full, frozenNames, run.bn);
@@ -76,11 +76,11 @@ function cutFor(run: Run, phase: PhaseInfo): { cut: Cut; cache: FeatureCache | n
   run.boundaryLayers = cut.frozen ? cut.boundaryLayers : [];
   const useCache = cut.frozen !== null && options.augment === 'none';
   run.cacheStats.enabled ||= useCache;
-  const cache = useCache ? new FeatureCache(cut.boundaryShapes, options.featureCacheMb * 2 ** 20, options.out) : null;
-  if (run.features && cache) {
+  const cache = useCache ? new OutputCache(cut.boundaryShapes, options.cacheMb * 2 ** 20, options.out) : null;
+  if (run.cached && cache) {
     // The cut must be the one the cache was computed at; then every image's boundary comes from it.
-    if (JSON.stringify(cut.boundaryLayers) !== JSON.stringify(run.features.layers)) throw new UsageError(`--features ${options.features}: the cache holds the outputs of ${run.features.layers.join(', ')}; this run's cut is at ${cut.boundaryLayers.join(', ')}.`);
-    for (const item of [...dataset.splits.train, ...dataset.splits.val, ...dataset.splits.test]) cache.set(item.path, run.features.arrays.get(item.rel)!);
+    if (JSON.stringify(cut.boundaryLayers) !== JSON.stringify(run.cached.layers)) throw new UsageError(`--cache ${options.cache}: the cache holds the outputs of ${run.cached.layers.join(', ')}; this run's cut is at ${cut.boundaryLayers.join(', ')}.`);
+    for (const item of [...dataset.splits.train, ...dataset.splits.val, ...dataset.splits.test]) cache.set(item.path, run.cached.arrays.get(item.rel)!);
   }
   return { cut, cache };
 }
@@ -112,7 +112,7 @@ export async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo, m
     const compiled = await compileOnnxStep(run, phase, cut);
     pool = compiled === null && options.workers > 1 ? await ReplicaPool.start(cut.tail, { count: options.workers - 1, backend: run.backend.name, bn: run.bn }) : null;
     const frozenCut = cut.frozen;
-    const openSession = frozenCut && options.engine === 'onnx' && !run.features ? () => onnxSessionFor(frozenCut, { ...(options.store ? { store: options.store } : {}), spinning: false }) : null;
+    const openSession = frozenCut && options.engine === 'onnx' && !run.cached ? () => onnxSessionFor(frozenCut, { ...(options.store ? { store: options.store } : {}), spinning: false }) : null;
     frozen = new FrozenPart(tf, cut, run.source.preprocess, dataset, cache, pool, openSession);
     if (cache !== null && phase.last >= run.startEpoch) await fillCache(run, frozen, phase);
     const openTrainer = async (): Promise<Trainer> => (compiled ? await OnnxTrainer.open(tf, cut.tail, trainerConfig(run, cut), compiled) : new TfjsTrainer(tf, cut.tail, { optimizer: run.optimizer, lr: phase.lr, loss: run.loss, weightDecay: options.weightDecay, accumulate: options.accumulate, classes: dataset.classes.length, boundaryShapes: cut.boundaryShapes, pool }));

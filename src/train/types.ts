@@ -62,8 +62,8 @@ export function effectiveConfig(options: RunOptions): Omit<RunOptions, 'onProgre
 }
 
 export interface ProgressEvent {
-  /** `features`: the frozen part's outputs computed once, before a phase trains on them. */
-  phase: 'decode' | 'features' | 'train' | 'validate' | 'epoch' | 'lr-find';
+  /** `frozen`: the frozen part's outputs computed once, before a phase trains on them. */
+  phase: 'decode' | 'frozen' | 'train' | 'validate' | 'epoch' | 'lr-find';
   /** Which training phase the epoch belongs to (train, validate and epoch events). */
   stage?: PhaseInfo['name'];
   /** The finished epoch's metrics (phase `epoch`). */
@@ -188,8 +188,8 @@ export interface Run {
   /** The range test still to run on the first phase (`--lr find`), and what to do with its result. */
   lrFind: { spec: LrFindSpec; found: (result: LrFindResult) => Promise<void> } | null;
   lrFindResult: LrFindRun | null;
-  /** `--features`: each image's boundary arrays (by path relative to the root) and the cut they were computed at. */
-  features: { arrays: Map<string, Float32Array[]>; layers: string[] } | null;
+  /** `--cache`: each image's boundary arrays (by path relative to the root) and the cut they were computed at. */
+  cached: { arrays: Map<string, Float32Array[]>; layers: string[] } | null;
   /** The frozen part's pass over the images before training (summed over phases). */
   frozenPass: FinetuneResult['frozenPass'];
 }

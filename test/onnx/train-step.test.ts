@@ -8,7 +8,7 @@ import { nchwcBlockSize } from '../../src/onnx/runtime.js';
 import { buildVariant } from '../../src/registry/index.js';
 import { applyTrainability, attachHead, cutModel } from '../../src/cut/index.js';
 import { applyWeightDecay, createOptimizer } from '../../src/step/optim.js';
-import { shardGradients, type LossConfig } from '../../src/replicas/gradients.js';
+import { sliceGradients, type LossConfig } from '../../src/replicas/gradients.js';
 import { randomize as randomizeWeights } from '../helpers/models.js';
 import { randomArray } from '../helpers/tensors.js';
 
@@ -73,7 +73,7 @@ async function gradientErrors(tail: LayersModel, c: Case, loss: LossConfig, opti
   const graph = compileTrainStep(tail, { ...SGD, labelSmoothing: loss.labelSmoothing, ...options });
   // The moving statistics before tfjs's training-mode forward pass updates them (--bn train).
   const statesBefore = graph.state.map((st) => Float32Array.from(tail.weights.find((w) => w.originalName === st.variable)!.read().dataSync() as Float32Array));
-  const ref = await shardGradients(tf, tail, inputs, c.labels, { classes, accumulate: 1, scale: 1, loss, dropoutSeed: null });
+  const ref = await sliceGradients(tf, tail, inputs, c.labels, { classes, accumulate: 1, scale: 1, loss, dropoutSeed: null });
   const refByName = new Map(tail.trainableWeights.map((w, i) => [w.originalName, ref.grads[i]!.dataSync() as Float32Array]));
   tf.dispose([...inputs, ...ref.grads]);
   expect(tf.memory().numTensors).toBe(before);
@@ -228,7 +228,7 @@ describe('gradient rules against tfjs autodiff', () => {
     k5t.dispose();
     const c = batchFor(dilated, 3, 3, 4);
     const inputs = c.inputs.map((x) => tf.tensor(x.data, x.shape));
-    const ref = await shardGradients(tf, wide, inputs, c.labels, { classes: 3, accumulate: 1, scale: 1, loss: plainLoss, dropoutSeed: null });
+    const ref = await sliceGradients(tf, wide, inputs, c.labels, { classes: 3, accumulate: 1, scale: 1, loss: plainLoss, dropoutSeed: null });
     const g5 = ref.grads[0]!.dataSync() as Float32Array;
     const expected = new Float32Array(3 * 3 * 6);
     for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) for (let k = 0; k < 6; k++) expected[(i * 3 + j) * 6 + k] = g5[((2 * i) * 5 + 2 * j) * 6 + k]!;
@@ -489,7 +489,7 @@ describe('optimizer steps against tfjs', () => {
         const lr = 0.01 * (1 + s / 10);
         await trainer.step({ boundary: c.inputs, labels: c.labels, sampleWeights: new Float32Array(3).fill(1), masks: [], lr });
         const inputs = c.inputs.map((x) => tf.tensor(x.data, x.shape));
-        const ref = await shardGradients(tf, model, inputs, c.labels, { classes: 3, accumulate: 1, scale: 1, loss: plainLoss, dropoutSeed: null });
+        const ref = await sliceGradients(tf, model, inputs, c.labels, { classes: 3, accumulate: 1, scale: 1, loss: plainLoss, dropoutSeed: null });
         (optimizer as unknown as { learningRate: number }).learningRate = lr;
         if ('setLearningRate' in optimizer) (optimizer as { setLearningRate: (v: number) => void }).setLearningRate(lr);
         if (options.weightDecay > 0) applyWeightDecay(tf, model.trainableWeights.map((w) => w.read()), lr, options.weightDecay);

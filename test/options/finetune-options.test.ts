@@ -138,10 +138,28 @@ describe('a resumed run', () => {
     const help = (await runCli(['finetune', '--help'])).stdout.replace(/\s+/g, ' ');
     expect(/only ([^)]*?) may change/.exec(help)?.[1]?.split(', ')).toEqual(allowed);
     // Each one given to a finished run is taken: more epochs train on, on the engine asked for.
-    const more = await runCli(['finetune', '--resume', run, '--epochs', '2', '--patience', '3', '--workers', '1', '--feature-cache-mb', '64', '--engine', 'tfjs', '--device', 'cpu', '--json']);
+    const more = await runCli(['finetune', '--resume', run, '--epochs', '2', '--patience', '3', '--workers', '1', '--cache-mb', '64', '--engine', 'tfjs', '--device', 'cpu', '--json']);
     expect(more.exitCode, more.stderr).toBe(0);
     expect((JSON.parse(more.stdout) as { history: unknown[] }).history).toHaveLength(2);
     const saved = JSON.parse(readFileSync(join(run, 'config.json'), 'utf8')) as Record<string, unknown>;
-    expect([saved.epochs, saved.patience, saved.workers, saved.featureCacheMb]).toEqual([2, 3, 1, 64]);
+    expect([saved.epochs, saved.patience, saved.workers, saved.cacheMb]).toEqual([2, 3, 1, 64]);
+  });
+});
+
+describe('renamed options', () => {
+  it('an old flag is refused with its new name; an old config.json or --config file is read under the new names', async () => {
+    const data = tempDir();
+    await makeColourDataset(data, 2, 4, 32);
+    const r = await runCli(['finetune', data, '--features', tempDir()]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain('error: --features is now --cache (same meaning).');
+    const old = savedSettingsSchema.parse({ data, out: tempDir(), features: '/some/cache', featureCacheMb: 64 }) as Record<string, unknown>;
+    expect([old.cache, old.cacheMb, 'features' in old]).toEqual(['/some/cache', 64, false]);
+    expect((savedSettingsSchema.parse({ data, out: tempDir(), featureCacheBytes: 64 * 2 ** 20 }) as Record<string, unknown>).cacheMb).toBe(64);
+    const file = join(tempDir(), 'old.json');
+    writeFileSync(file, JSON.stringify({ featureCacheMb: 1 }));
+    const c = await runCli(['finetune', data, '--config', file, '--epochs', 'x']);
+    // The old key passed the file's check; the bad flag is what fails.
+    expect(c.stderr).toContain("--epochs: expected");
   });
 });

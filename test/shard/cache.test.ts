@@ -29,7 +29,7 @@ const options = (extra: Partial<FinetuneOptions>): FinetuneOptions => ({
   calibrate: 'none', augment: 'none', inputSize: 64, val: 0.2, test: 0.2, seed: 2, resize: 'center-crop', maxPixels: 1e8, weights: 'pretrained', workers: 1, engine: 'onnx', ...extra,
 });
 
-describe('tl cache, its shards, and tl finetune --features', () => {
+describe('tl cache, its shards, and tl finetune --cache', () => {
   it('three shards merged are the single-machine cache, file for file and byte for byte', async () => {
     // --freeze 100 cuts inside a residual block: two tensors cross, so two boundary files.
     expect(readdirSync(single).sort()).toEqual(['boundary-0.npy', 'boundary-1.npy', 'cache.json']);
@@ -47,7 +47,7 @@ describe('tl cache, its shards, and tl finetune --features', () => {
   it('trains the tail from the cache exactly as from the frozen part, running none of it', async () => {
     const before = tf.memory().numTensors;
     const own = await finetune(tf, info, options({}));
-    const cached = await finetune(tf, info, options({ features: single }));
+    const cached = await finetune(tf, info, options({ cache: single }));
     expect(tf.memory().numTensors).toBe(before);
     expectLearned(cached.history, 3);
     expect(cached.cache.hitRate).toBe(1);
@@ -61,7 +61,7 @@ describe('tl cache, its shards, and tl finetune --features', () => {
     const cache = join(tempDir(), 'cache');
     const c = await runCli(['cache', copy, ...cacheArgs, '--out', cache], env);
     expect(c.exitCode, c.stderr).toBe(0);
-    const ref = await finetune(tf, info, options({ data: copy, features: cache }));
+    const ref = await finetune(tf, info, options({ data: copy, cache: cache }));
     // Every image's bytes after its first 64 (the format's signature) overwritten, its size and mtime kept: a decode would fail on each.
     for (const cls of readdirSync(copy)) {
       for (const name of readdirSync(join(copy, cls))) {
@@ -73,17 +73,17 @@ describe('tl cache, its shards, and tl finetune --features', () => {
         utimesSync(path, atime, mtime);
       }
     }
-    const blind = await finetune(tf, info, options({ data: copy, features: cache }));
+    const blind = await finetune(tf, info, options({ data: copy, cache: cache }));
     expect(blind.skipped).toEqual([]);
     expect(blind.history.map((h) => [h.loss, h.val_loss])).toEqual(ref.history.map((h) => [h.loss, h.val_loss]));
     expect(blind.metrics!.accuracy).toBe(ref.metrics!.accuracy);
   });
 
   it('refuses a cache made with other settings, naming the difference', async () => {
-    await expect(finetune(tf, info, options({ features: single, freeze: 107 }))).rejects.toThrow(`--features ${single} was computed with --freeze 100; this run uses 107.`);
-    await expect(finetune(tf, info, options({ features: single, inputSize: 96 }))).rejects.toThrow(`--features ${single} was computed with --input-size 64; this run uses 96.`);
-    await expect(finetune(tf, info, options({ features: single, weights: 'random' }))).rejects.toThrow(/was computed with frozen weights of sha256 [0-9a-f]{12}; this run uses [0-9a-f]{12}/);
-    await expect(finetune(tf, info, options({ features: tempDir() }))).rejects.toThrow(/is not a frozen-part cache \(no cache.json\)/);
+    await expect(finetune(tf, info, options({ cache: single, freeze: 107 }))).rejects.toThrow(`--cache ${single} was computed with --freeze 100; this run uses 107.`);
+    await expect(finetune(tf, info, options({ cache: single, inputSize: 96 }))).rejects.toThrow(`--cache ${single} was computed with --input-size 64; this run uses 96.`);
+    await expect(finetune(tf, info, options({ cache: single, weights: 'random' }))).rejects.toThrow(/was computed with frozen weights of sha256 [0-9a-f]{12}; this run uses [0-9a-f]{12}/);
+    await expect(finetune(tf, info, options({ cache: tempDir() }))).rejects.toThrow(/is not a frozen-part cache \(no cache.json\)/);
   });
 });
 
@@ -94,7 +94,7 @@ function rehash(record: string, name: string, bytes: Buffer): void {
   writeFileSync(record, JSON.stringify(json));
 }
 
-describe('what merge and --features read back agrees with its record, not only with its hash', () => {
+describe('what merge and --cache read back agrees with its record, not only with its hash', () => {
   it('refuses a shard whose manifest lists a row more or less than its files hold, and a truncated .npy', async () => {
     const shards = tempDir();
     for (let i = 0; i < 2; i++) {
@@ -158,7 +158,7 @@ describe('what merge and --features read back agrees with its record, not only w
     expect(existsSync(stale)).toBe(false);
   });
 
-  it('tl finetune --features refuses a boundary file shorter than its header, or a record with a row too many', async () => {
+  it('tl finetune --cache refuses a boundary file shorter than its header, or a record with a row too many', async () => {
     const half = join(tempDir(), 'cache');
     cpSync(single, half, { recursive: true });
     const file = join(half, 'boundary-0.npy');
@@ -166,12 +166,12 @@ describe('what merge and --features read back agrees with its record, not only w
     const cut = bytes.subarray(0, 128 + Math.floor((bytes.length - 128) / 2));
     writeFileSync(file, cut);
     rehash(join(half, 'cache.json'), 'boundary-0.npy', cut);
-    await expect(finetune(tf, info, options({ features: half }))).rejects.toThrow(/boundary-0\.npy is \d+ bytes; its header's shape \(30, 4, 4, 576\) needs \d+ \(truncated\)/);
+    await expect(finetune(tf, info, options({ cache: half }))).rejects.toThrow(/boundary-0\.npy is \d+ bytes; its header's shape \(30, 4, 4, 576\) needs \d+ \(truncated\)/);
     const extra = join(tempDir(), 'cache');
     cpSync(single, extra, { recursive: true });
     const record = JSON.parse(readFileSync(join(extra, 'cache.json'), 'utf8')) as { files: { rel: string }[] };
     record.files.push({ ...record.files[0]!, rel: 'class0/extra.png' });
     writeFileSync(join(extra, 'cache.json'), JSON.stringify(record));
-    await expect(finetune(tf, info, options({ features: extra }))).rejects.toThrow('boundary-0.npy holds 30 rows; its record lists 31.');
+    await expect(finetune(tf, info, options({ cache: extra }))).rejects.toThrow('boundary-0.npy holds 30 rows; its record lists 31.');
   });
 });

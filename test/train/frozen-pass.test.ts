@@ -8,7 +8,7 @@ import { applyTrainability, attachHead, cutModel } from '../../src/cut/index.js'
 import { openDataset } from '../../src/data/index.js';
 import { onnxSessionFor } from '../../src/engine/index.js';
 import { InterruptedError } from '../../src/errors.js';
-import { FeatureCache } from '../../src/frozen/cache.js';
+import { OutputCache } from '../../src/frozen/cache.js';
 import { FrozenPart } from '../../src/frozen/part.js';
 import { finetune, type FinetuneOptions, type ProgressEvent } from '../../src/train/finetune.js';
 import { loadPretrained } from '../../src/weights/index.js';
@@ -37,7 +37,7 @@ describe('the frozen pass', () => {
     // 48 images: 24 train, 12 val (the test split runs through the frozen part after training, not in this pass).
     expect(whole.frozenPass?.images).toBe(36);
     const firstStep = events.findIndex((e) => e.phase === 'train');
-    const lastFeatures = events.findLastIndex((e) => e.phase === 'features');
+    const lastFeatures = events.findLastIndex((e) => e.phase === 'frozen');
     expect(lastFeatures).toBeGreaterThanOrEqual(0);
     expect(lastFeatures).toBeLessThan(firstStep);
     expect(events[lastFeatures]).toMatchObject({ done: 36, total: 36 });
@@ -45,7 +45,7 @@ describe('the frozen pass', () => {
     // SIGINT after the first batch of the frozen pass: nothing trained, no checkpoint; --resume starts it over.
     const out = join(tempDir(), 'run');
     const interrupt: NonNullable<FinetuneOptions['interrupt']> = { stop: null };
-    const stopped = finetune(tf, info, options(out, { interrupt, onProgress: (e) => (e.phase === 'features' && e.done >= 8 ? (interrupt.stop = 'SIGINT') : undefined) }));
+    const stopped = finetune(tf, info, options(out, { interrupt, onProgress: (e) => (e.phase === 'frozen' && e.done >= 8 ? (interrupt.stop = 'SIGINT') : undefined) }));
     await expect(stopped).rejects.toThrow(InterruptedError);
     await expect(stopped).rejects.toThrow(/while computing the frozen part's outputs, before the train phase trained/);
     expect(existsSync(join(out, 'config.json'))).toBe(true);
@@ -62,7 +62,7 @@ describe('the frozen pass', () => {
     applyTrainability(full, frozenNames, 'frozen');
     const cut = cutModel(tf, full, frozenNames);
     const dataset = await openDataset(data, { val: 0.25, test: 0.25, seed: 4, size: 64, resize: 'squash', maxPixels: 1e8 });
-    const cache = new FeatureCache(cut.boundaryShapes, 1 << 30, tempDir());
+    const cache = new OutputCache(cut.boundaryShapes, 1 << 30, tempDir());
     let opened = 0;
     let open = 0;
     const part = new FrozenPart(tf, cut, pretrained.variant.preprocess, dataset, cache, null, async () => {

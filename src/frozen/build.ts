@@ -1,7 +1,7 @@
 // `tl cache DATA --model M --freeze K`: the frozen part's outputs at the cut (the tail's inputs, what `tl finetune`
 // caches) for every image of the dataset, written as one .npy per boundary tensor, an index and cache.json (what they
 // were computed with). Sharded (`--shard I/N`), each shard writes its images and a manifest; `tl merge` joins them
-// into exactly the single-machine folder; `tl finetune --features DIR` trains the tail from it without running the
+// into exactly the single-machine folder; `tl finetune --cache DIR` trains the tail from it without running the
 // frozen part.
 import type { EngineName } from '../engine/names.js';
 import { createHash } from 'node:crypto';
@@ -12,10 +12,10 @@ import { attachHead, cutModel, resolveFreeze } from '../cut/index.js';
 import { openDataset, type ImageItem, type ResizeMode } from '../data/index.js';
 import { onnxSessionFor } from '../engine/index.js';
 import { UsageError } from '../errors.js';
-import { boundaryFile, CACHE_FILE, type CacheRecord } from '../frozen/folder.js';
+import { boundaryFile, CACHE_FILE, type CacheRecord } from './folder.js';
 import type { PreprocessMode } from '../registry/index.js';
 import { datasetDigest, finishShard, frozenDigest, openShardFolder, shardOf, type Shard } from '../shard/index.js';
-import { FrozenPart } from '../frozen/part.js';
+import { FrozenPart } from './part.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { TL_VERSION } from '../version.js';
 import { loadBackbone } from '../weights/backbone.js';

@@ -39,7 +39,7 @@ function changed(a: Float32Array, b: Float32Array): boolean {
   return relativeError(a, b) > 1e-6;
 }
 
-describe('fine-tuning engine (wasm)', () => {
+describe('the fine-tuning loop (wasm)', () => {
   it('--freeze 100 trains the tail convolutions; frozen weights and every frozen BN statistic stay put', async () => {
     const epochs1 = tempDir();
     const epochs3 = tempDir();
@@ -132,7 +132,7 @@ describe('fine-tuning engine (wasm)', () => {
     const inMemory = tempDir();
     const spilled = tempDir();
     expectLearned((await finetune(tf, info, options(inMemory, { epochs: 2 }))).history, 3, 'in memory');
-    const r = await finetune(tf, info, options(spilled, { epochs: 2, featureCacheMb: 0 }));
+    const r = await finetune(tf, info, options(spilled, { epochs: 2, cacheMb: 0 }));
     expectLearned(r.history, 3, 'spilled');
     expect(r.cache.spilled).toBeGreaterThan(0);
     const a = await savedWeights(inMemory);
