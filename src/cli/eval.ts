@@ -28,9 +28,7 @@ export function evalCommand(io: Io): Command {
     const { shardFolderName } = await import('../shard/index.js');
     const shard = await shardFor(io, opts);
     const { tf, info, run: runOptions } = await startInference(io, opts);
-    const { evaluate } = await import('../eval/index.js');
-    const { writeReports, REPORT_SCHEMA_VERSION } = await import('../report/index.js');
-    const { TL_VERSION } = await import('../version.js');
+    const { evaluate, writeEvalReports } = await import('../eval/index.js');
     const spinner = progress(io, 'loading the model', opts);
     const result = await evaluate(tf, {
       ...runOptions, run: opts.model, ...(data ? { data } : {}), split: opts.split,
@@ -43,8 +41,7 @@ export function evalCommand(io: Io): Command {
       io.out(`wrote ${join(opts.out!, shardFolderName(shard.index, shard.count))}: \`tl merge ${opts.out} --out metrics.json\` computes the metrics of every shard\n`);
       return;
     }
-    const out = opts.out ?? join(opts.model, `eval-${result.split}`);
-    const files = await writeReports(out, { schemaVersion: REPORT_SCHEMA_VERSION, kind: 'eval', tlVersion: TL_VERSION, createdAt: new Date().toISOString(), backend: info.label, model: result.model, classes: result.classes, skipped: result.skipped, seconds: result.seconds, run: result.run, data: result.data, split: result.split, usedRunSplit: result.usedRunSplit, metrics: result.metrics, imagesPerSecond: result.imagesPerSecond });
+    const files = await writeEvalReports(result, info.label, opts.out);
     spinner.succeed(`evaluated ${result.metrics.count} images`);
     if (opts.json) return printJson(io, { ...result, files });
     io.out(`${result.usedRunSplit ? `the run's ${result.split} split` : 'every image'} of ${result.data}: ${result.metrics.count} images\n`);

@@ -11,6 +11,8 @@ import { computeMetrics, type Metrics } from '../metrics/classification.js';
 import { npyHeader } from '../util/npy.js';
 import { datasetDigest, finishShard, openShardFolder, shardOf, weightsDigest, type Shard } from '../shard/index.js';
 import { writeFileAtomic } from '../util/atomic.js';
+import { REPORT_SCHEMA_VERSION, writeReports } from '../report/index.js';
+import { TL_VERSION } from '../version.js';
 
 export const EVAL_SPLITS = ['test', 'val', 'train', 'all'] as const;
 export type EvalSplit = (typeof EVAL_SPLITS)[number];
@@ -123,4 +125,9 @@ export async function evaluate(tf: Tf, options: EvalOptions): Promise<EvalResult
   } finally {
     im.dispose();
   }
+}
+
+/** Writes an evaluation's reports (report.json, .md, .html) into `out` (default: <run>/eval-<split>); returns their paths. */
+export async function writeEvalReports(result: EvalResult, backend: string, out = join(result.run, `eval-${result.split}`)): Promise<string[]> {
+  return writeReports(out, { schemaVersion: REPORT_SCHEMA_VERSION, kind: 'eval', tlVersion: TL_VERSION, createdAt: new Date().toISOString(), backend, model: result.model, classes: result.classes, skipped: result.skipped, seconds: result.seconds, run: result.run, data: result.data, split: result.split, usedRunSplit: result.usedRunSplit, metrics: result.metrics, imagesPerSecond: result.imagesPerSecond });
 }
