@@ -10,6 +10,7 @@ import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { randomArray } from '../helpers/tensors.js';
 import { tempDir } from '../helpers/tmp.js';
+import { finetuneOptions } from '../helpers/options.js';
 
 /** Row-wise softmax of logits / t, in float64. */
 function softmax(logits: ArrayLike<number>, k: number, t = 1): number[] {
@@ -96,10 +97,7 @@ describe('calibration in a fine-tune', () => {
     await makeColourDataset(data, 3, 28, 32);
     for (let c = 0; c < 3; c++) for (let i = 0; i < 28; i += 6) await rename(join(data, `class${c}`, `img${i}.png`), join(data, `class${(c + 1) % 3}`, `moved${c}-${i}.png`));
   });
-  const options = (out: string, calibrate: 'temperature' | 'none'): FinetuneOptions => ({
-    data, model: 'mobilenet_v2.nsfwjs', store, out, freeze: 'all', epochs: 8, batchSize: 8, lr: 0.03, accumulate: 1, bn: 'frozen', dropout: 0, calibrate,
-    augment: 'none', inputSize: 64, val: 0.25, test: 0.25, seed: 3, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', workers: 1, engine: 'tfjs',
-  });
+  const options = (out: string, calibrate: 'temperature' | 'none'): FinetuneOptions => finetuneOptions(data, out, { store, freeze: 'all', epochs: 8, batchSize: 8, lr: 0.03, calibrate, val: 0.25, test: 0.25, seed: 3, engine: 'tfjs' });
 
   it('folds the temperature into the saved classifier: same predictions, tempered probabilities, in tfjs and model.onnx', async () => {
     const plainDir = tempDir();

@@ -8,6 +8,7 @@ import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
 import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
+import { finetuneOptions } from '../helpers/options.js';
 
 let tf: Tf;
 let info: BackendInfo;
@@ -24,10 +25,7 @@ beforeAll(async () => {
   expect(r.exitCode, r.stderr).toBe(0);
 }, 120_000);
 
-const options = (extra: Partial<FinetuneOptions>): FinetuneOptions => ({
-  data, model: 'mobilenet_v2.nsfwjs', store: home, out: tempDir(), freeze: 100, epochs: 5, batchSize: 6, lr: 3e-4, accumulate: 1, bn: 'frozen', dropout: 0,
-  calibrate: 'none', augment: 'none', inputSize: 64, val: 0.2, test: 0.2, seed: 2, resize: 'center-crop', maxPixels: 1e8, weights: 'pretrained', workers: 1, engine: 'onnx', ...extra,
-});
+const options = (extra: Partial<FinetuneOptions>): FinetuneOptions => finetuneOptions(data, tempDir(), { store: home, freeze: 100, epochs: 5, batchSize: 6, lr: 3e-4, calibrate: 'none', val: 0.2, test: 0.2, seed: 2, resize: 'center-crop', engine: 'onnx', ...extra });
 
 describe('tl cache, its shards, and tl finetune --cache', () => {
   it('three shards merged are the single-machine cache, file for file and byte for byte', async () => {

@@ -4,6 +4,7 @@ import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
 import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
+import { finetuneOptions } from '../helpers/options.js';
 
 let tf: Tf;
 let info: BackendInfo;
@@ -16,10 +17,7 @@ beforeAll(async () => {
 });
 
 function options(extra: Partial<FinetuneOptions>): FinetuneOptions {
-  return {
-    data, model: 'mobilenet_v2_035', out: tempDir(), freeze: 100, epochs: 4, batchSize: 12, lr: 1e-3, accumulate: 1, bn: 'auto', dropout: 0, calibrate: 'none',
-    augment: 'none', inputSize: 64, val: 0.25, test: 0, seed: 5, resize: 'squash', maxPixels: 1e8, weights: 'random', workers: 1, engine: 'onnx', ...extra,
-  };
+  return finetuneOptions(data, tempDir(), { model: 'mobilenet_v2_035', freeze: 100, epochs: 4, batchSize: 12, lr: 1e-3, bn: 'auto', calibrate: 'none', val: 0.25, test: 0, seed: 5, weights: 'random', engine: 'onnx', ...extra });
 }
 
 describe('BatchNormalization from a random start', () => {

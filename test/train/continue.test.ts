@@ -7,6 +7,7 @@ import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { collectNotices } from '../helpers/notices.js';
 import { tempDir } from '../helpers/tmp.js';
+import { finetuneOptions } from '../helpers/options.js';
 
 let tf: Tf;
 let info: BackendInfo;
@@ -23,10 +24,7 @@ beforeAll(async () => {
 });
 
 function options(extra: Partial<FinetuneOptions>): FinetuneOptions {
-  return {
-    data, model: 'mobilenet_v2_035', out: tempDir(), freeze: 100, epochs: 3, batchSize: 8, lr: 1e-3, accumulate: 1, bn: 'frozen', dropout: 0,
-    augment: 'none', inputSize: 64, val: 0.25, test: 0, seed: 2, resize: 'squash', maxPixels: 1e8, weights: 'random', bnMomentum: 0.9, workers: 1, engine: 'onnx', ...extra,
-  };
+  return finetuneOptions(data, tempDir(), { model: 'mobilenet_v2_035', freeze: 100, epochs: 3, batchSize: 8, lr: 1e-3, bn: 'frozen', val: 0.25, test: 0, seed: 2, weights: 'random', bnMomentum: 0.9, engine: 'onnx', ...extra });
 }
 
 

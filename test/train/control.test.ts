@@ -10,6 +10,7 @@ import { trainingLoss } from '../../src/replicas/gradients.js';
 import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
+import { finetuneOptions } from '../helpers/options.js';
 
 let tf: Tf;
 let info: BackendInfo;
@@ -91,10 +92,7 @@ describe('checkpoints', () => {
 });
 
 function options(out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions {
-  return {
-    data, model: 'mobilenet_v2.nsfwjs', out, freeze: 100, headEpochs: 1, epochs: 2, batchSize: 4, lr: 'auto', accumulate: 1, bn: 'frozen', dropout: 0.2,
-    augment: 'light', inputSize: 64, val: 0.2, test: 0.2, seed: 5, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', workers: 2, store, ...extra,
-  };
+  return finetuneOptions(data, out, { freeze: 100, headEpochs: 1, epochs: 2, batchSize: 4, dropout: 0.2, augment: 'light', val: 0.2, test: 0.2, seed: 5, workers: 2, store, ...extra });
 }
 
 const metrics = (rows: { loss: number; accuracy: number; val_loss: number | null; val_accuracy: number | null; lr: number }[]) => rows.map((r) => [r.loss, r.accuracy, r.val_loss, r.val_accuracy, r.lr]);

@@ -2,12 +2,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
-import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
+import { finetune } from '../../src/train/finetune.js';
 import type { FreezeAutoResult } from '../../src/train/freeze-auto.js';
 import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { collectNotices } from '../helpers/notices.js';
 import { tempDir } from '../helpers/tmp.js';
+import { finetuneOptions } from '../helpers/options.js';
 
 let tf: Tf;
 let info: BackendInfo;
@@ -20,10 +21,7 @@ beforeAll(async () => {
 
 describe('--freeze auto', () => {
   it('scores the block boundaries, fine-tunes the best few briefly, trains at the one that validates best, and records the curve', async () => {
-    const options: FinetuneOptions = {
-      data, model: 'mobilenet_v2.nsfwjs', store, out: tempDir(), freeze: 'auto', epochs: 3, batchSize: 6, lr: 3e-4, accumulate: 1, bn: 'frozen', dropout: 0,
-      calibrate: 'none', augment: 'none', inputSize: 64, val: 0.25, test: 0, seed: 4, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', workers: 1, engine: 'onnx',
-    };
+    const options = finetuneOptions(data, tempDir(), { store, freeze: 'auto', epochs: 3, batchSize: 6, lr: 3e-4, calibrate: 'none', val: 0.25, test: 0, seed: 4, engine: 'onnx' });
     const before = tf.memory().numTensors;
     const { result: r, notices } = await collectNotices(() => finetune(tf, info, options));
     // The probes are deleted after they are read: no advice to resume one of them.

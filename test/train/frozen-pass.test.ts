@@ -14,16 +14,14 @@ import { finetune, type FinetuneOptions, type ProgressEvent } from '../../src/tr
 import { loadPretrained } from '../../src/weights/index.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
+import { finetuneOptions } from '../helpers/options.js';
 
 let tf: Tf;
 let info: BackendInfo;
 const data = tempDir();
 const store = tempDir();
 
-const options = (out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions => ({
-  data, model: 'mobilenet_v2.nsfwjs', store, out, freeze: 'all', epochs: 3, batchSize: 8, lr: 0.01, accumulate: 1, bn: 'frozen', dropout: 0, calibrate: 'none',
-  augment: 'none', inputSize: 64, val: 0.25, test: 0.25, seed: 4, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', workers: 1, engine: 'onnx', ...extra,
-});
+const options = (out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions => finetuneOptions(data, out, { store, freeze: 'all', epochs: 3, batchSize: 8, lr: 0.01, calibrate: 'none', val: 0.25, test: 0.25, seed: 4, engine: 'onnx', ...extra });
 
 beforeAll(async () => {
   ({ tf, info } = await loadBackend({ choice: 'wasm' }));

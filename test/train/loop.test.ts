@@ -9,6 +9,7 @@ import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { relativeError } from '../helpers/tensors.js';
 import { tempDir } from '../helpers/tmp.js';
+import { finetuneOptions } from '../helpers/options.js';
 
 let tf: Tf;
 let info: BackendInfo;
@@ -21,10 +22,7 @@ beforeAll(async () => {
 });
 
 function options(out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions {
-  return {
-    data, model: 'mobilenet_v2.nsfwjs', store, out, freeze: 100, epochs: 2, batchSize: 8, lr: 3e-4, accumulate: 1, bn: 'frozen', dropout: 0, calibrate: 'none',
-    augment: 'none', inputSize: 64, val: 0.2, test: 0.2, seed: 1, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', workers: 1, ...extra,
-  };
+  return finetuneOptions(data, out, { store, freeze: 100, epochs: 2, batchSize: 8, lr: 3e-4, calibrate: 'none', val: 0.2, test: 0.2, seed: 1, ...extra });
 }
 
 /** Every weight of a saved run, by name. */

@@ -8,6 +8,7 @@ import { rangeRate, rangeTest, suggestLr, textPlot } from '../../src/train/lr-fi
 import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
+import { finetuneOptions } from '../helpers/options.js';
 
 describe('the range test', () => {
   const spec = { minLr: 1e-7, maxLr: 10, steps: 100 };
@@ -49,10 +50,7 @@ describe('--lr find and tl lr-find', () => {
     ({ tf, info } = await loadBackend({ choice: 'wasm' }));
     await makeColourDataset(data, 3, 12, 32);
   });
-  const options = (out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions => ({
-    data, model: 'mobilenet_v2.nsfwjs', store, out, freeze: 100, epochs: 3, batchSize: 6, lr: 'find', lrFindSteps: 40, minLr: 1e-6, maxLr: 1, accumulate: 1, bn: 'frozen', dropout: 0,
-    calibrate: 'none', augment: 'none', inputSize: 64, val: 0.2, test: 0, seed: 8, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', workers: 1, engine: 'onnx', ...extra,
-  });
+  const options = (out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions => finetuneOptions(data, out, { store, freeze: 100, epochs: 3, batchSize: 6, lr: 'find', lrFindSteps: 40, minLr: 1e-6, maxLr: 1, calibrate: 'none', val: 0.2, test: 0, seed: 8, engine: 'onnx', ...extra });
 
   // On tfjs the range test moves the model's own variables; on ONNX Runtime its copies.
   for (const engine of ['onnx', 'tfjs'] as const) it(`trains at the suggestion exactly as a run given that rate: the range test leaves no trace in the weights or optimizer (${engine})`, async () => {

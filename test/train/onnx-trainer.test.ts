@@ -7,6 +7,7 @@ import { onNotice } from '../../src/util/notice.js';
 import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
+import { finetuneOptions } from '../helpers/options.js';
 
 let tf: Tf;
 let info: BackendInfo;
@@ -17,10 +18,7 @@ beforeAll(async () => {
   await makeColourDataset(data, 3, 10, 32);
 });
 
-const options = (out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions => ({
-  data, model: 'mobilenet_v2.nsfwjs', out, freeze: 100, epochs: 3, batchSize: 6, lr: 1e-3, optimizer: 'sgd', accumulate: 1, bn: 'frozen', dropout: 0.2, calibrate: 'none',
-  augment: 'none', inputSize: 48, val: 0.2, test: 0.2, seed: 5, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', workers: 1, store, ...extra,
-});
+const options = (out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions => finetuneOptions(data, out, { freeze: 100, epochs: 3, batchSize: 6, lr: 1e-3, optimizer: 'sgd', dropout: 0.2, calibrate: 'none', inputSize: 48, val: 0.2, test: 0.2, seed: 5, store, ...extra });
 
 const close = (x: number, y: number) => Math.abs(x - y) / Math.max(1e-6, Math.abs(y));
 

@@ -9,6 +9,7 @@ import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { collectNotices } from '../helpers/notices.js';
 import { tempDir } from '../helpers/tmp.js';
+import { finetuneOptions } from '../helpers/options.js';
 
 let tf: Tf;
 let info: BackendInfo;
@@ -16,10 +17,7 @@ const data = tempDir();
 const store = tempDir();
 let whole: FinetuneResult;
 
-const options = (out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions => ({
-  data, model: 'mobilenet_v2.nsfwjs', store, out, freeze: 'all', epochs: 3, batchSize: 8, lr: 0.01, accumulate: 1, bn: 'frozen', dropout: 0, calibrate: 'temperature',
-  augment: 'none', inputSize: 64, val: 0.25, test: 0.25, seed: 4, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', workers: 1, engine: 'onnx', ...extra,
-});
+const options = (out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions => finetuneOptions(data, out, { store, freeze: 'all', epochs: 3, batchSize: 8, lr: 0.01, val: 0.25, test: 0.25, seed: 4, engine: 'onnx', ...extra });
 
 /** A copy of the finished run as a kill at `stage` would leave it. */
 function killedCopy(stage: 'before-model' | 'before-first-checkpoint'): string {

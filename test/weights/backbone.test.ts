@@ -13,6 +13,7 @@ import { saveLayersModel } from '../../src/weights/save.js';
 import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
+import { finetuneOptions } from '../helpers/options.js';
 
 let tf: Tf;
 let info: BackendInfo;
@@ -78,10 +79,8 @@ afterAll(async () => {
   await new Promise<void>((r) => other.close(() => r()));
 });
 
-const options = (model: string, out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions => ({
-  data, model, out, freeze: 'all', epochs: 1, batchSize: 4, lr: 'auto', accumulate: 1, bn: 'frozen', dropout: 0, augment: 'none', inputSize: 64,
-  val: 0, test: 0, seed: 1, resize: 'squash', maxPixels: 1e8, weights: 'random', workers: 1, store, ...extra,
-});
+// Random weights with frozen BatchNorm statistics (--bn auto would train them).
+const options = (model: string, out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions => finetuneOptions(data, out, { model, freeze: 'all', epochs: 1, batchSize: 4, bn: 'frozen', val: 0, test: 0, seed: 1, weights: 'random', store, ...extra });
 
 describe('backbones from paths and URLs', () => {
   it('continues from a run folder tl wrote: same Keras layers, preprocessing from the run', async () => {
