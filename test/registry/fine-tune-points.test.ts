@@ -18,7 +18,11 @@ describe("the registry's default fine-tuning points", () => {
     expect(resolveVariant('mobilenet_v2').variant.fineTuneFrom!.layers).toBe(100);
     expect(layerNames('tfk_MobileNetV2_notop.tsv')[100]).toBe('block_11_expand_relu');
     for (const name of ['mobilenet_v2_035', 'mobilenet_v2.nsfwjs']) expect(resolveVariant(name).variant.fineTuneFrom!.layers).toBe(100);
-    expect(resolveVariant('inception_v3').variant.fineTuneFrom!.layers).toBe(249);
+    // Keras's fine-tuning example for InceptionV3: the first 249 layers frozen, the top two inception blocks (mixed9,
+    // mixed10) train: layer 249 is the first after mixed8.
+    const inception = resolveVariant('inception_v3').variant.fineTuneFrom!.layers;
+    expect(layerNames('k3_InceptionV3_notop.tsv')[inception - 1]).toBe('mixed8');
+    expect(layerNames('k3_InceptionV3_notop.tsv').slice(inception)).toContain('mixed9');
     expect(resolveVariant('vgg16').variant.fineTuneFrom).toBeUndefined();
   });
 });

@@ -29,22 +29,36 @@ beforeAll(async () => {
   tf = (await loadBackend({ choice: 'wasm' })).tf;
 });
 
-/** Variants the tf.keras tables cover. */
-const TABLES: Record<string, string> = { vgg16: 'VGG16', resnet50: 'ResNet50', mobilenet: 'MobileNet', mobilenet_v2: 'MobileNetV2', mobilenet_v3_small: 'MobileNetV3Small', mobilenet_v3_large: 'MobileNetV3Large' };
+/** The reference tables of each variant: tf.keras (Keras 2) and Keras 3, which agree but for the input layer's name. */
+const TABLES: Record<string, { keras: string; flavours: ('tfk' | 'k3')[] }> = {
+  vgg16: { keras: 'VGG16', flavours: ['tfk', 'k3'] },
+  resnet50: { keras: 'ResNet50', flavours: ['tfk', 'k3'] },
+  mobilenet: { keras: 'MobileNet', flavours: ['tfk', 'k3'] },
+  mobilenet_v2: { keras: 'MobileNetV2', flavours: ['tfk', 'k3'] },
+  // Keras 3 builds MobileNetV3 from other layers (hard-swish as Activation layers, no TFOpLambda): tl follows tf.keras.
+  mobilenet_v3_small: { keras: 'MobileNetV3Small', flavours: ['tfk'] },
+  mobilenet_v3_large: { keras: 'MobileNetV3Large', flavours: ['tfk'] },
+  inception_v3: { keras: 'InceptionV3', flavours: ['k3'] },
+};
 
-describe('registry sweep against the tf.keras reference tables', () => {
-  for (const [name, keras] of Object.entries(TABLES)) {
-    for (const top of [true, false]) {
-      it(`${name} ${top ? 'with' : 'without'} top equals tfk_${keras}_${top ? 'top' : 'notop'}.tsv row for row`, () => {
+/** The input layer's name: `input` in the tf.keras tables, `input_layer` in Keras 3's; tl names it `input`. */
+const INPUT_NAME = { tfk: 'input', k3: 'input_layer' } as const;
+
+describe('registry sweep against the Keras reference tables', () => {
+  for (const [name, { keras, flavours }] of Object.entries(TABLES)) {
+    for (const flavour of flavours) for (const top of [true, false]) {
+      const file = `${flavour}_${keras}_${top ? 'top' : 'notop'}.tsv`;
+      it(`${name} ${top ? 'with' : 'without'} top equals ${file} row for row`, () => {
         const before = tf.memory().numTensors;
         const model = buildVariant(tf, name, { includeTop: top });
         const got = layerTable(model);
-        const ref = readTable(`tfk_${keras}_${top ? 'top' : 'notop'}.tsv`);
+        const ref = readTable(file);
         model.dispose();
         expect(got.length).toBe(ref.length);
+        const nameOf = (g: LayerRow) => (g.index === 0 && g.className === 'InputLayer' ? INPUT_NAME[flavour] : g.name);
         const mismatches = ref.filter((r, i) => {
           const g = got[i]!;
-          return !(g.index === r.index && g.name === r.name && g.className === r.className && g.params === r.params && shapeMatches(r.outputShape, g.outputShape));
+          return !(g.index === r.index && nameOf(g) === r.name && g.className === r.className && g.params === r.params && shapeMatches(r.outputShape, g.outputShape));
         }).slice(0, 5).map((r) => ({ ref: r, got: got[r.index] }));
         expect(mismatches).toEqual([]);
         expect(tf.memory().numTensors).toBe(before);
