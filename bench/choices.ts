@@ -6,7 +6,7 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BackendInfo, Tf } from '../src/backend/index.js';
-import { blockBoundaries } from '../src/cut/depths.js';
+import { blockBoundaries } from '../src/model/depths.js';
 import { rank } from '../src/rank/index.js';
 import { MIN_FROZEN_SHARE } from '../src/train/freeze-auto.js';
 import { finetune, type FinetuneOptions } from '../src/train/finetune.js';

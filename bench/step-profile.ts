@@ -5,7 +5,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { loadBackend, type LayersModel, type Tf } from '../src/backend/index.js';
-import { applyTrainability, attachHead, cutModel } from '../src/cut/index.js';
+import { applyTrainability, attachHead, cutModel } from '../src/model/index.js';
 import { compileTrainStep, type TrainStepGraph } from '../src/onnx/train-step.js';
 import { StepSession } from '../src/onnx/step-session.js';
 import { loadOrt } from '../src/onnx/runtime.js';

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BackendInfo, Tf } from '../backend/index.js';
-import { attachHead, cutModel, resolveFreeze } from '../cut/index.js';
+import { attachHead, cutModel, resolveFreeze } from '../model/index.js';
 import { openDataset, type ImageItem, type ResizeMode } from '../data/index.js';
 import { onnxSessionFor } from '../engine/index.js';
 import { UsageError } from '../errors.js';

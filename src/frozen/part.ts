@@ -1,7 +1,8 @@
 // The tail's inputs for each batch: boundary tensors from the feature cache, or from running the frozen part on ONNX
 // Runtime or TensorFlow.js (its shards on the worker replicas); and evaluation of the tail on them.
+import { EPSILON } from '../backend/epsilon.js';
 import type { Tensor, Tf } from '../backend/index.js';
-import type { Cut } from '../cut/index.js';
+import type { Cut } from '../model/index.js';
 import { preprocess, preprocessPixels, type Batch, type Dataset, type ImageItem } from '../data/index.js';
 import type { OnnxSession } from '../onnx/runtime.js';
 import type { PreprocessMode } from '../registry/index.js';
@@ -9,8 +10,6 @@ import type { ReplicaPool } from '../replicas/pool.js';
 import { argmax } from '../util/arrays.js';
 import type { OutputCache } from './cache.js';
 
-/** Keras clips probabilities to [1e-7, 1 - 1e-7] before the log of its cross-entropy. */
-const PROB_MIN = 1e-7;
 
 /** The tail's forward pass elsewhere than TensorFlow.js (ONNX Runtime's compiled graph, see onnx/tail.ts). */
 export interface TailRunner {
@@ -184,7 +183,7 @@ export class FrozenPart {
       const arrays = await this.boundary(batch);
       const probs = this.tail ? await this.tail.predict(arrays, n) : await this.tfjsProbs(arrays, n);
       batch.labels.forEach((label, i) => {
-        lossSum -= Math.log(Math.min(Math.max(probs[i * k + label]!, PROB_MIN), 1 - PROB_MIN));
+        lossSum -= Math.log(Math.min(Math.max(probs[i * k + label]!, EPSILON), 1 - EPSILON));
         if (argmax(probs, i * k, k) === label) correct++;
       });
       if (keep) {

@@ -4,6 +4,7 @@
 // rule (step/rules.ts); windows are read through constant index tables (step/gather.ts), except depthwise
 // convolutions where ONNX Runtime's blocked-channel CPU kernels are available (step/nchwc.ts).
 import type { onnx as P } from 'onnx-proto';
+import { EPSILON } from '../backend/epsilon.js';
 import type { Layer, LayersModel, SymbolicTensor } from '../backend/index.js';
 import { A, bnAffine, FLOAT, INT64, onnx, OPSET } from './graph.js';
 import { StepBuilder, TrainStepCompileError, type Value } from './step/builder.js';
@@ -83,8 +84,8 @@ export interface ForwardGraph {
   nchwcLayers: string[];
 }
 
-const PROB_MIN = 1e-7;
-const PROB_MAX = 1 - 1e-7;
+const PROB_MIN = EPSILON;
+const PROB_MAX = 1 - EPSILON;
 
 type LayerNode = Layer['inboundNodes'][number];
 

@@ -2,7 +2,7 @@
 // whether `--resume` may change it. The command line's flags and help, --config files, the run's config.json (written
 // and read back with the same schema) and the core's option type all come from this table.
 import { z } from 'zod';
-import { BN_MODES } from '../cut/index.js';
+import { BN_MODES } from '../model/index.js';
 import { AUGMENT_LEVELS } from '../data/modes.js';
 import { ENGINES } from '../engine/names.js';
 import { OPTIMIZERS, SCHEDULES } from '../step/optim.js';

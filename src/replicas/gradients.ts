@@ -1,6 +1,7 @@
 // The gradient of one slice of a batch through the tail, shared by the main thread and the worker replicas.
 import type { LayersModel, Tensor, Tf } from '../backend/index.js';
 import { mixSeed } from '../util/random.js';
+import { trainingLoss, type LossConfig } from '../model/loss.js';
 
 export interface SliceGradients {
   /** One gradient per trainable weight of the tail, in `trainableWeights` order. */
@@ -8,33 +9,6 @@ export interface SliceGradients {
   /** The slice's summed loss (mean loss x count). */
   lossSum: number;
   correct: number;
-}
-
-/** Mean categorical cross-entropy of probabilities, clipped as Keras clips them. */
-export function crossEntropy(tf: Tf, probs: Tensor, oneHot: Tensor): Tensor {
-  return tf.neg(tf.mean(tf.sum(tf.mul(oneHot, tf.log(tf.clipByValue(probs, 1e-7, 1 - 1e-7))), -1)));
-}
-
-/** What the training loss adds to plain cross-entropy. */
-export interface LossConfig {
-  /** Keras's label_smoothing: targets become (1 - s) * onehot + s / classes. */
-  labelSmoothing: number;
-  /** Per-class weights of each image's loss (Keras's class_weight), or null. */
-  classWeights: number[] | null;
-}
-
-/**
- * The training loss of a batch as Keras computes it: smoothed targets, each image's cross-entropy times its class
- * weight, summed and divided by the batch size.
- */
-export function trainingLoss(tf: Tf, probs: Tensor, labels: Tensor, classes: number, loss: LossConfig): Tensor {
-  return tf.tidy(() => {
-    let target = tf.oneHot(labels, classes).toFloat();
-    if (loss.labelSmoothing > 0) target = tf.add(tf.mul(target, 1 - loss.labelSmoothing), loss.labelSmoothing / classes);
-    let perImage = tf.neg(tf.sum(tf.mul(target, tf.log(tf.clipByValue(probs, 1e-7, 1 - 1e-7))), -1));
-    if (loss.classWeights) perImage = tf.mul(perImage, tf.gather(tf.tensor1d(loss.classWeights), labels));
-    return tf.mean(perImage);
-  });
 }
 
 /** Seeds every Dropout layer of `model` (null: unseeded), so that masks repeat with the run's seed. */

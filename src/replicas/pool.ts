@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { BackendChoice, LayersModel } from '../backend/index.js';
 import { BackendError } from '../errors.js';
-import type { BnMode } from '../cut/index.js';
+import type { BnMode } from '../model/index.js';
 import type { SliceSpec } from './gradients.js';
 import type { ReplicaInit, ReplicaReply, ReplicaRequest } from './worker.js';
 

@@ -3,7 +3,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { LayersModel, Tf } from '../backend/index.js';
 import { loadBackend, type BackendChoice } from '../backend/index.js';
 import { customLayers } from '../registry/layers.js';
-import { applyTrainability, type BnMode } from '../cut/index.js';
+import { applyTrainability, type BnMode } from '../model/index.js';
 import { sliceGradients, type SliceSpec } from './gradients.js';
 
 export interface ReplicaInit {

@@ -5,7 +5,7 @@ import type { LayersModel, LayerVariable, Tf } from '../backend/index.js';
 import { compileTrainStep, type NchwcTarget, type TrainStepGraph } from '../onnx/train-step.js';
 import { nchwcBlockSize, resolvedDevice } from '../onnx/runtime.js';
 import { StepSession, type TrainBatch } from '../onnx/step-session.js';
-import type { LossConfig } from '../replicas/gradients.js';
+import type { LossConfig } from '../model/loss.js';
 import { dropoutMask } from '../util/dropout.js';
 import { mixSeed } from '../util/random.js';
 import type { OptimizerConfig } from './optim.js';

@@ -2,7 +2,8 @@
 // micro-batches each, their gradients summed for one step of a tfjs optimizer.
 import type { LayersModel, Tensor, Tf } from '../backend/index.js';
 import type { ReplicaPool, Slice, SliceResult } from '../replicas/pool.js';
-import { sliceGradients, type LossConfig } from '../replicas/gradients.js';
+import type { LossConfig } from '../model/loss.js';
+import { sliceGradients } from '../replicas/gradients.js';
 import { mixSeed } from '../util/random.js';
 import { applyWeightDecay, createOptimizer, disposeOptimizer, setLearningRate, type Optimizer, type OptimizerConfig } from './optim.js';
 import { slotKey, toArrays, toTensors, type NamedArray, type StepInput, type Trainer } from './index.js';

@@ -1,5 +1,5 @@
 // One epoch: its training steps (from where an interrupted run stopped), validation, then the callbacks.
-import type { Cut } from '../cut/index.js';
+import type { Cut } from '../model/index.js';
 import type { Batch } from '../data/index.js';
 import type { FrozenPart } from '../frozen/part.js';
 import type { StepInput, Trainer } from '../step/index.js';

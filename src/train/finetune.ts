@@ -3,7 +3,7 @@
 // happens around the steps is in callbacks.ts.
 import { existsSync, rmSync, statSync } from 'node:fs';
 import type { BackendInfo, Tf } from '../backend/index.js';
-import { resolveFreeze } from '../cut/index.js';
+import { resolveFreeze } from '../model/index.js';
 import { runFile } from '../data/index.js';
 import { InterruptedError, UsageError } from '../errors.js';
 import { notice } from '../util/notice.js';

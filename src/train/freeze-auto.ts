@@ -10,7 +10,7 @@ import type { EngineName } from '../engine/names.js';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BackendInfo, LayersModel, SymbolicTensor, Tf } from '../backend/index.js';
-import { blockBoundaries, type Depth } from '../cut/depths.js';
+import { blockBoundaries, type Depth } from '../model/depths.js';
 import type { Dataset } from '../data/index.js';
 import { runBatches, type InferenceModel } from '../inference/index.js';
 import { logme, transrate } from '../metrics/transferability.js';

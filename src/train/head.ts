@@ -1,6 +1,6 @@
 // The model that trains: the backbone with its classifier head.
 import type { LayersModel, Tf } from '../backend/index.js';
-import { applyTrainability, attachHead, type BnMode } from '../cut/index.js';
+import { applyTrainability, attachHead, type BnMode } from '../model/index.js';
 import { initializeWeights } from '../registry/init.js';
 import { notice } from '../util/notice.js';
 import { mixSeed } from '../util/random.js';

@@ -1,6 +1,6 @@
 // One phase of a run: cut the model at its freeze setting, open what computes the boundary and the steps, train its
 // epochs, and at the end keep the best weights, calibrate and evaluate the test split.
-import { applyTrainability, cutModel, type Cut } from '../cut/index.js';
+import { applyTrainability, cutModel, type Cut } from '../model/index.js';
 import { onnxSessionFor } from '../engine/index.js';
 import { InterruptedError, UsageError } from '../errors.js';
 import { OutputCache } from '../frozen/cache.js';

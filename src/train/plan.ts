@@ -2,8 +2,8 @@
 // optimizer, loss and schedule, and the config.json that records them. Pure: it reads the options and a few facts of
 // the model and data, and returns what the run does and what to tell the user.
 import { UsageError } from '../errors.js';
-import type { BnMode, FreezeSpec } from '../cut/index.js';
-import type { LossConfig } from '../replicas/gradients.js';
+import type { BnMode, FreezeSpec } from '../model/index.js';
+import type { LossConfig } from '../model/loss.js';
 import { balancedClassWeights, type OptimizerConfig, type ScheduleConfig } from '../step/optim.js';
 import type { FreezeAutoResult } from './freeze-auto.js';
 import { effectiveConfig, type PhaseInfo, type RunOptions } from './types.js';

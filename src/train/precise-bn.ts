@@ -2,7 +2,7 @@
 // moving averages of layers that train lag far behind their weights when momentum is high (MobileNetV2's is 0.999),
 // so before each validation they are recomputed as the plain mean over a pass of training batches.
 import type { Layer, LayersModel, Tensor, Tf } from '../backend/index.js';
-import type { Cut } from '../cut/index.js';
+import type { Cut } from '../model/index.js';
 import type { Dataset, ImageItem } from '../data/index.js';
 import { mixSeed } from '../util/random.js';
 import type { FrozenPart } from '../frozen/part.js';

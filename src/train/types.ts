@@ -2,11 +2,11 @@
 import type { EngineName } from '../engine/names.js';
 import { availableParallelism } from 'node:os';
 import type { BackendInfo, LayersModel, Tensor, Tf } from '../backend/index.js';
-import type { BnMode } from '../cut/index.js';
+import type { BnMode } from '../model/index.js';
 import { runFile, type Dataset } from '../data/index.js';
 import type { KeptOutputs } from '../frozen/part.js';
 import type { Metrics } from '../metrics/classification.js';
-import type { LossConfig } from '../replicas/gradients.js';
+import type { LossConfig } from '../model/loss.js';
 import type { Calibration } from '../report/schema.js';
 import type { NamedArray } from '../step/index.js';
 import type { OptimizerConfig, ScheduleConfig } from '../step/optim.js';

@@ -7,7 +7,7 @@ import { onNotice } from '../../src/util/notice.js';
 import { exportOnnx, OnnxExportError } from '../../src/onnx/export.js';
 import { OnnxSession } from '../../src/onnx/runtime.js';
 import { buildVariant, resolveVariant, variantNames } from '../../src/registry/index.js';
-import { attachHead, cutModel } from '../../src/cut/index.js';
+import { attachHead, cutModel } from '../../src/model/index.js';
 import { randomArray, relativeError } from '../helpers/tensors.js';
 import { randomize as randomizeWeights } from '../helpers/models.js';
 import { tempDir } from '../helpers/tmp.js';

@@ -1,7 +1,7 @@
 // The tail's forward pass on ONNX Runtime (what validation, calibration and the test split run) against tfjs.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type Tf } from '../../src/backend/index.js';
-import { applyTrainability, attachHead, cutModel } from '../../src/cut/index.js';
+import { applyTrainability, attachHead, cutModel } from '../../src/model/index.js';
 import { nchwcBlockSize } from '../../src/onnx/runtime.js';
 import { OnnxTail } from '../../src/onnx/tail.js';
 import { buildVariant } from '../../src/registry/index.js';

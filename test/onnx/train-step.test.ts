@@ -6,9 +6,10 @@ import { StepSession } from '../../src/onnx/step-session.js';
 import { onnx } from '../../src/onnx/graph.js';
 import { nchwcBlockSize } from '../../src/onnx/runtime.js';
 import { buildVariant } from '../../src/registry/index.js';
-import { applyTrainability, attachHead, cutModel } from '../../src/cut/index.js';
+import { applyTrainability, attachHead, cutModel } from '../../src/model/index.js';
 import { applyWeightDecay, createOptimizer } from '../../src/step/optim.js';
-import { sliceGradients, type LossConfig } from '../../src/replicas/gradients.js';
+import type { LossConfig } from '../../src/model/loss.js';
+import { sliceGradients } from '../../src/replicas/gradients.js';
 import { randomize as randomizeWeights } from '../helpers/models.js';
 import { randomArray } from '../helpers/tensors.js';
 

@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type Tf } from '../../src/backend/index.js';
-import { attachHead, cutModel } from '../../src/cut/index.js';
-import { blockBoundaries } from '../../src/cut/depths.js';
+import { attachHead, cutModel } from '../../src/model/index.js';
+import { blockBoundaries } from '../../src/model/depths.js';
 import { buildVariant, resolveVariant } from '../../src/registry/index.js';
 
 let tf: Tf;

@@ -19,7 +19,7 @@ const LAYERS: string[][] = [
   ['registry', 'shard'],
   // Machinery over models and data: freezing and the cut, datasets, weights, ONNX (export, train-step compiler,
   // runtime), reports.
-  ['cut', 'data', 'weights', 'onnx', 'report'],
+  ['model', 'data', 'weights', 'onnx', 'report'],
   // Engines: TensorFlow.js replicas, ONNX Runtime sessions over exported graphs, the environment check.
   ['replicas', 'engine', 'doctor'],
   // The frozen part and its outputs; models for inference.

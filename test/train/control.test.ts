@@ -6,7 +6,7 @@ import { TlError } from '../../src/errors.js';
 import { readCheckpoint, writeCheckpoint } from '../../src/train/checkpoint.js';
 import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
 import { balancedClassWeights, scheduledLr } from '../../src/step/optim.js';
-import { trainingLoss } from '../../src/replicas/gradients.js';
+import { trainingLoss } from '../../src/model/loss.js';
 import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';

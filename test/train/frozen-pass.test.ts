@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
-import { applyTrainability, attachHead, cutModel } from '../../src/cut/index.js';
+import { applyTrainability, attachHead, cutModel } from '../../src/model/index.js';
 import { openDataset } from '../../src/data/index.js';
 import { onnxSessionFor } from '../../src/engine/index.js';
 import { InterruptedError } from '../../src/errors.js';

@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type BackendInfo, type LayersModel, type Tf } from '../../src/backend/index.js';
 import { buildVariant } from '../../src/registry/index.js';
 import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
-import { attachHead, cutModel } from '../../src/cut/index.js';
+import { attachHead, cutModel } from '../../src/model/index.js';
 import { loadLayersModelFromFolder } from '../../src/weights/tfjs.js';
 import { expectLearned } from '../helpers/learned.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
