@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import Table from 'cli-table3';
 import { DATA_CHECK_OPTIONS } from '../options/commands.js';
+import { labelsOf } from '../options/shared.js';
 import { schemaOf } from '../util/options.js';
 import { addCommonOptions, addOptions, commonSchema, parseOptions, printJson } from './common.js';
 import { dataOptions, dataSchema } from './options.js';
@@ -15,7 +16,8 @@ export function dataCommand(io: Io): Command {
   cmd.action(async (root: string, raw: unknown) => {
     const opts = parseOptions(commonSchema.extend(dataSchema.shape).extend(schemaOf(DATA_CHECK_OPTIONS).shape), raw);
     const { openDataset, summarizeDataset } = await import('../data/index.js');
-    const dataset = await openDataset(root, { val: opts.val, test: opts.test, seed: opts.seed, size: opts.size, resize: opts.resize, maxPixels: opts.maxPixels, allowConflicts: true });
+    const labels = labelsOf(opts);
+    const dataset = await openDataset(root, { val: opts.val, test: opts.test, seed: opts.seed, size: opts.size, resize: opts.resize, maxPixels: opts.maxPixels, allowConflicts: true, ...(labels ? { labels } : {}) });
     const summary = await summarizeDataset(dataset);
     if (opts.json) return printJson(io, summary);
     const table = new Table({ head: ['class', 'train', 'val', 'test', 'total'], style: { head: [], border: [] } });

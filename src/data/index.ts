@@ -6,12 +6,14 @@ import { mapLimit, scanDataset, SPLITS, type ImageItem, type ScanResult, type Sk
 import { assignSplits, type SplitMap } from './split.js';
 
 export { ImageSource, type Batch } from './loader.js';
+export type { LabelsSpec } from './csv.js';
 export { readSplitRecord, RUN_FILES, runFile, splitRecordSchema, type SplitRecord } from './run-files.js';
 export { preprocess, preprocessPixels, PREPROCESS_MODES } from './preprocess.js';
 export { AUGMENT_LEVELS, type AugmentLevel } from './augment.js';
 export { RESIZE_MODES, type ResizeMode } from './decode.js';
 export { describeConflicts, LabelConflictError, listImages, scanDataset, SPLITS, type ImageItem, type LabelConflict, type SkippedFile, type SplitName } from './scan.js';
 export type { SplitMap } from './split.js';
+import type { LabelsSpec } from './csv.js';
 
 export interface DatasetOptions {
   val: number;
@@ -33,6 +35,8 @@ export interface DatasetOptions {
   known?: ReadonlySet<string>;
   /** Keep going when an image is under two classes (`tl data`, which lists them); otherwise that is an error. */
   allowConflicts?: boolean;
+  /** Labels from a CSV file instead of class folders. */
+  labels?: LabelsSpec;
 }
 
 export interface Dataset {
@@ -56,7 +60,7 @@ export interface Dataset {
 
 /** Scans, decodes every image once (so bad files are found before training), and splits. */
 export async function openDataset(root: string, options: DatasetOptions): Promise<Dataset> {
-  const scan = await scanDataset(root, { allowConflicts: options.allowConflicts ?? false });
+  const scan = await scanDataset(root, { allowConflicts: options.allowConflicts ?? false, ...(options.labels ? { labels: options.labels } : {}) });
   const source = new ImageSource(scan.items, { size: options.size, ...(options.resize ? { resize: options.resize } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), ...(options.cacheBytes !== undefined ? { cacheBytes: options.cacheBytes } : {}) });
   const known = options.known;
   const checked = new Set(await source.validate(known ? scan.items.filter((i) => !known.has(i.rel)) : scan.items, options.onProgress, options.shouldStop));
@@ -73,6 +77,7 @@ export async function openDataset(root: string, options: DatasetOptions): Promis
 
 /** In words: which folder gave each split of a pre-split layout, and what was held out of train for the others. */
 function layoutNotes(scan: ScanResult, options: { val: number; test: number; seed: number }): string[] {
+  if (scan.layout === 'csv') return scan.labelsNote ? [scan.labelsNote] : [];
   if (scan.layout !== 'pre-split') return [];
   const names = { train: 'training', val: 'validation', test: 'test' } as const;
   const folders = SPLITS.flatMap((s) => (scan.splitFolders[s] ?? []).map((f) => `${f}/ as ${names[s]}`));

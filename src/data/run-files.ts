@@ -32,6 +32,8 @@ export const splitRecordSchema = z.object({
   val: z.number().optional(),
   test: z.number().optional(),
   layout: z.string().optional(),
+  /** The CSV file the labels came from (`--labels`), and its columns. */
+  labels: z.object({ file: z.string(), pathColumn: z.string().optional(), labelColumn: z.string().optional() }).optional(),
   files: z.record(z.string(), z.enum(SPLITS)),
 });
 export type SplitRecord = z.infer<typeof splitRecordSchema>;

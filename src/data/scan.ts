@@ -8,6 +8,7 @@ import { DatasetError } from '../errors.js';
 import { notice } from '../util/notice.js';
 import { isInside } from '../util/paths.js';
 import { IMAGE_EXTENSIONS, sniffFormat, type ImageFormat } from './magic.js';
+import { scanCsv, type LabelsSpec } from './csv.js';
 
 export const SPLITS = ['train', 'val', 'test'] as const;
 export type SplitName = (typeof SPLITS)[number];
@@ -52,7 +53,9 @@ export interface OutsideLink {
 
 export interface ScanResult {
   root: string;
-  layout: 'class-folders' | 'pre-split';
+  layout: 'class-folders' | 'pre-split' | 'csv';
+  /** A CSV layout: where the labels came from, in words. */
+  labelsNote?: string;
   /** Pre-split layouts: which folder gave each split (a split without a folder is held out of train). */
   splitFolders: Partial<Record<SplitName, string[]>>;
   classes: string[];
@@ -101,7 +104,8 @@ interface Found {
   real: string;
 }
 
-async function checkFile(path: string, state: WalkState): Promise<{ format: ImageFormat; size: number } | null> {
+/** Whether `path` is an image file tl can read (what it is, by its first bytes), with its size; why not goes into `state`. */
+export async function checkFile(path: string, state: Pick<WalkState, 'skipped' | 'ignored'>): Promise<{ format: ImageFormat; size: number } | null> {
   let info;
   try {
     info = await stat(path);
@@ -222,7 +226,7 @@ export function describeConflicts(conflicts: readonly LabelConflict[], root: str
  * Scans `root`; throws DatasetError when there is nothing to train on, and (unless `allowConflicts`) when an image is
  * under two classes. Which class an image is under is decided from real paths and bytes, never from visit order.
  */
-export async function scanDataset(root: string, options: { allowConflicts?: boolean } = {}): Promise<ScanResult> {
+export async function scanDataset(root: string, options: { allowConflicts?: boolean; labels?: LabelsSpec } = {}): Promise<ScanResult> {
   const rootInfo = await stat(root).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ELOOP') throw new DatasetError(`Dataset path ${root} is a symlink loop.`);
     if (err.code === 'EACCES') throw new DatasetError(`Dataset folder ${root} cannot be read (permission denied).`);
@@ -231,6 +235,7 @@ export async function scanDataset(root: string, options: { allowConflicts?: bool
   if (rootInfo === null) throw new DatasetError(`Dataset folder ${root} does not exist.`);
   if (!rootInfo.isDirectory()) throw new DatasetError(`Dataset path ${root} is not a folder; expected DATA/<class>/<image>.`);
 
+  if (options.labels) return scanLabelled(root, options.labels, options);
   const top = await listDirs(root);
   const preSplit = top.length > 0 && top.every((d) => splitFolder(d) !== null) && top.some((d) => splitFolder(d) === 'train');
   const state: WalkState = { skipped: [], ignored: { hidden: 0, nonImage: 0 }, rootReal: await realpath(root), outside: [] };
@@ -246,7 +251,7 @@ export async function scanDataset(root: string, options: { allowConflicts?: bool
     for (const cls of top) classDirs.push({ cls, dir: join(root, cls) });
   }
   const classes = [...new Set(classDirs.map((c) => c.cls))].sort(naturalCompare);
-  if (classes.length === 0) throw new DatasetError(`No class folders in ${root}; expected DATA/<class>/<image>.`);
+  if (classes.length === 0) throw new DatasetError(`No class folders in ${root}; expected DATA/<class>/<image>.`, await csvHint(root));
 
   const found: { item: ImageItem; real: string; size: number; cls: string }[] = [];
   const byReal = new Map<string, { item: ImageItem; cls: string }>();
@@ -277,34 +282,7 @@ export async function scanDataset(root: string, options: { allowConflicts?: bool
       found.push({ item, real: file.real, size: ok.size, cls });
     });
   }
-  // Identical bytes: only files whose size another file shares are read and hashed.
-  const bySize = new Map<number, typeof found>();
-  for (const f of found) {
-    const group = bySize.get(f.size);
-    if (group) group.push(f);
-    else bySize.set(f.size, [f]);
-  }
-  const byHash = new Map<string, typeof found>();
-  for (const group of bySize.values()) {
-    if (group.length < 2) continue;
-    const hashes = await mapLimit(group, 8, (f) => fileHash(f.real));
-    group.forEach((f, i) => {
-      const same = byHash.get(hashes[i]!);
-      if (same) same.push(f);
-      else byHash.set(hashes[i]!, [f]);
-    });
-  }
-  const conflicts: LabelConflict[] = [...sameFile.values()];
-  const duplicates: string[][] = [];
-  const conflicted = new Set<string>([...sameFile.keys()]);
-  for (const group of byHash.values()) {
-    if (group.length < 2) continue;
-    const groupClasses = [...new Set(group.map((f) => f.cls))];
-    if (groupClasses.length > 1) {
-      conflicts.push({ files: group.map((f) => f.item.rel), classes: groupClasses, why: 'identical content' });
-      for (const f of group) conflicted.add(f.real);
-    } else duplicates.push(group.map((f) => f.item.rel));
-  }
+  const { conflicts, duplicates, conflicted } = await sameContent(found, [...sameFile.values()], new Set<string>([...sameFile.keys()]));
   for (const o of state.outside) notice(`${o.link} links outside the dataset (to ${o.target}): its ${o.images} image${o.images === 1 ? '' : 's'} are counted under its class`);
   if (conflicts.length > 0 && !options.allowConflicts) {
     throw new LabelConflictError(`${describeConflicts(conflicts, root)}; a single-label classifier needs each image in one class.`, { suggestion: `Remove the copies from all but one class folder (tl data ${root} lists them).` });
@@ -316,8 +294,80 @@ export async function scanDataset(root: string, options: { allowConflicts?: bool
   const empty = classes.filter((c) => !counts.get(c));
   if (items.length === 0) throw new DatasetError(`No images found in ${root} (${state.skipped.length} files skipped).`);
   if (empty.length > 0) throw new DatasetError(`Class folder${empty.length > 1 ? 's' : ''} ${empty.map((c) => `'${c}'`).join(', ')} in ${root} contain${empty.length > 1 ? '' : 's'} no usable images.`, { suggestion: 'Remove the empty folder or add images to it.' });
-  if (classes.length < 2) throw new DatasetError(`Only one class ('${classes[0]}') in ${root}; a classifier needs at least two class folders.`);
+  if (classes.length < 2) throw new DatasetError(`Only one class ('${classes[0]}') in ${root}; a classifier needs at least two class folders.`, await csvHint(root));
   return { root, layout: preSplit ? 'pre-split' : 'class-folders', splitFolders, classes, items, skipped: state.skipped, ignored: state.ignored, conflicts, duplicates, outside: state.outside };
+}
+
+/** A file kept by a scan: the item, its real path and size, and its class's name. */
+interface Kept {
+  item: ImageItem;
+  real: string;
+  size: number;
+  cls: string;
+}
+
+/**
+ * Files with identical bytes (only those whose size another shares are read and hashed): under one class they are
+ * duplicates (kept); under several, a conflict like the same file under two classes (left out).
+ */
+async function sameContent(found: readonly Kept[], conflicts: LabelConflict[], conflicted: Set<string>): Promise<{ conflicts: LabelConflict[]; duplicates: string[][]; conflicted: Set<string> }> {
+  const bySize = new Map<number, Kept[]>();
+  for (const f of found) {
+    const group = bySize.get(f.size);
+    if (group) group.push(f);
+    else bySize.set(f.size, [f]);
+  }
+  const byHash = new Map<string, Kept[]>();
+  for (const group of bySize.values()) {
+    if (group.length < 2) continue;
+    const hashes = await mapLimit(group, 8, (f) => fileHash(f.real));
+    group.forEach((f, i) => {
+      const same = byHash.get(hashes[i]!);
+      if (same) same.push(f);
+      else byHash.set(hashes[i]!, [f]);
+    });
+  }
+  const duplicates: string[][] = [];
+  for (const group of byHash.values()) {
+    if (group.length < 2) continue;
+    const groupClasses = [...new Set(group.map((f) => f.cls))];
+    if (groupClasses.length > 1) {
+      conflicts.push({ files: group.map((f) => f.item.rel), classes: groupClasses, why: 'identical content' });
+      for (const f of group) conflicted.add(f.real);
+    } else duplicates.push(group.map((f) => f.item.rel));
+  }
+  return { conflicts, duplicates, conflicted };
+}
+
+/** What a labelled dataset must have to train a classifier: images, every class used, two classes at least. */
+function requireClasses(root: string, classes: string[], items: ImageItem[], skipped: number, where: string): void {
+  const counts = new Map<string, number>();
+  for (const item of items) counts.set(classes[item.label]!, (counts.get(classes[item.label]!) ?? 0) + 1);
+  const empty = classes.filter((c) => !counts.get(c));
+  if (items.length === 0) throw new DatasetError(`No images found in ${root} (${skipped} files skipped).`);
+  if (empty.length > 0) throw new DatasetError(`Class${empty.length > 1 ? 'es' : ''} ${empty.map((c) => `'${c}'`).join(', ')} in ${where} ha${empty.length > 1 ? 've' : 's'} no usable images.`, { suggestion: 'Remove the class or add images to it.' });
+  if (classes.length < 2) throw new DatasetError(`Only one class ('${classes[0]}') in ${where}; a classifier needs at least two classes.`);
+}
+
+/** Where DATA holds a CSV file but no class folders were found: how to read the labels from it. */
+async function csvHint(root: string): Promise<{ suggestion: string } | undefined> {
+  const csv = (await readdir(root).catch(() => [] as string[])).filter((n) => n.toLowerCase().endsWith('.csv')).sort();
+  if (csv.length === 0) return undefined;
+  return { suggestion: `Labels in a CSV file are read only when asked: pass --labels ${join(root, csv[0]!)} (a header row, a path column and a label column).` };
+}
+
+/** A dataset whose labels come from a CSV file (`--labels`): its rows, checked as the folder scan checks files. */
+async function scanLabelled(root: string, labels: LabelsSpec, options: { allowConflicts?: boolean }): Promise<ScanResult> {
+  const csv = await scanCsv(root, labels);
+  const sameFile = new Set(csv.conflicts.flatMap((c) => c.files));
+  const { conflicts, duplicates, conflicted } = await sameContent(csv.files, csv.conflicts, new Set());
+  if (conflicts.length > 0 && !options.allowConflicts) {
+    throw new LabelConflictError(`${describeConflicts(conflicts, root)}; a single-label classifier needs each image under one label.`, { suggestion: `Give each image one label in ${labels.file} (tl data ${root} --labels ${labels.file} lists them).` });
+  }
+  const items = csv.items.filter((i) => !conflicted.has(csv.files.find((f) => f.item === i)!.real) && !sameFile.has(i.rel));
+  const classes = csv.classes;
+  requireClasses(root, classes, items, csv.skipped.length, labels.file);
+  return { root, layout: 'csv', labelsNote: csv.note, splitFolders: {}, classes, items, skipped: csv.skipped, ignored: { hidden: 0, nonImage: 0 }, conflicts, duplicates, outside: [] };
 }
 
 /** Maps with at most `limit` calls in flight, keeping order. */

@@ -56,7 +56,8 @@ export async function evaluate(tf: Tf, options: EvalOptions): Promise<EvalResult
     throw new UsageError(`${options.run} has no split.json, so its held-out images are unknown; pass a DATA folder to evaluate on.`);
   }
   const data = options.data ?? record!.root;
-  const scan = await scanDataset(data);
+  // The run's own images are labelled as the run read them (class folders, or its --labels CSV file).
+  const scan = await scanDataset(data, record?.labels && options.data === undefined ? { labels: record.labels } : {});
   const skipped: SkippedFile[] = [...scan.skipped];
   const wanted = record ? Object.entries(record.files).filter(([, s]) => options.split === 'all' || s === options.split).map(([rel]) => rel) : [];
   const byRel = new Map(scan.items.map((item) => [item.rel, item]));

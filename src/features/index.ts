@@ -5,7 +5,7 @@ import { stat } from 'node:fs/promises';
 import type { BackendChoice, Tf } from '../backend/index.js';
 import { atPath, DatasetError } from '../errors.js';
 import { notice } from '../util/notice.js';
-import { ImageSource, LabelConflictError, listImages, scanDataset, type ImageItem, type ResizeMode, type SkippedFile } from '../data/index.js';
+import { ImageSource, LabelConflictError, listImages, scanDataset, type ImageItem, type LabelsSpec, type ResizeMode, type SkippedFile } from '../data/index.js';
 import { assignSplits } from '../data/split.js';
 import { loadFeatureModel, runBatches } from '../inference/index.js';
 import type { PreprocessMode } from '../registry/index.js';
@@ -21,6 +21,8 @@ export type FeatureFormat = (typeof FEATURE_FORMATS)[number];
 export interface ExtractOptions {
   /** A dataset folder (class folders: class and split go in the index), or image files and folders. */
   inputs: string[];
+  /** Labels of the dataset folder from a CSV file instead of class folders. */
+  labels?: LabelsSpec;
   model: string;
   layer?: string;
   out: string;
@@ -71,8 +73,8 @@ export function indexPathFor(out: string): string {
 /** The images to extract, with class and split when the input is one dataset folder. */
 async function collect(options: ExtractOptions): Promise<{ items: ImageItem[]; classes: string[]; splits: Map<string, string>; skipped: SkippedFile[]; dataset: boolean }> {
   if (options.inputs.length === 1 && (await stat(options.inputs[0]!).catch(() => null))?.isDirectory()) {
-    const scan = await scanDataset(options.inputs[0]!).catch((err: unknown) => {
-      if (!(err instanceof DatasetError) || err instanceof LabelConflictError) throw err;
+    const scan = await scanDataset(options.inputs[0]!, options.labels ? { labels: options.labels } : {}).catch((err: unknown) => {
+      if (!(err instanceof DatasetError) || err instanceof LabelConflictError || options.labels) throw err;
       notice(`${options.inputs[0]} is not a dataset folder (${err.message.replace(/\.$/, '')}); extracting its images without class or split`);
       return null;
     });

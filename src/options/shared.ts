@@ -1,5 +1,6 @@
 // Options several commands take, each written once: the dataset's split and decoding, the model's input, the engine.
 import { z } from 'zod';
+import type { LabelsSpec } from '../data/csv.js';
 import { DEFAULT_MAX_PIXELS, DEFAULT_RESIZE, RESIZE_MODES } from '../data/modes.js';
 import { ENGINES } from '../engine/names.js';
 import { DEVICES } from '../onnx/runtime.js';
@@ -16,7 +17,16 @@ export const DATA_OPTIONS = {
   seed: option('--seed <n>', 'seed of the split, shuffling and augmentation', numeric(z.number().int()).default(42)),
   resize: option('--resize <mode>', 'how an image becomes the input size', z.enum(RESIZE_MODES).default(DEFAULT_RESIZE)),
   maxPixels: option('--max-pixels <n>', 'skip images with more pixels than this (decompression bombs)', numeric(z.number().int().positive()).default(DEFAULT_MAX_PIXELS)),
+  labels: option('--labels <file.csv>', "labels from a CSV file instead of class folders: a header row, a column of image paths relative to DATA and one of labels (an optional 'split' column keeps train, val or test as given); rows that cannot be used are listed as skipped", z.string().min(1).optional()),
+  pathColumn: option('--path-column <name>', "with --labels: the column of image paths (default: the first named path, file, filename, image, image_id or id)", z.string().min(1).optional()),
+  labelColumn: option('--label-column <name>', 'with --labels: the column of labels (default: the first named label, labels, class, category, target or tags)', z.string().min(1).optional()),
 };
+
+/** The CSV labels the data options name, or undefined for class folders. */
+export function labelsOf(options: { labels?: string | undefined; pathColumn?: string | undefined; labelColumn?: string | undefined }): LabelsSpec | undefined {
+  if (options.labels === undefined) return undefined;
+  return { file: options.labels, ...(options.pathColumn ? { pathColumn: options.pathColumn } : {}), ...(options.labelColumn ? { labelColumn: options.labelColumn } : {}) };
+}
 
 /** The input size of a model (a registry model's own when not given). */
 export const INPUT_SIZE = option('--input-size <px>', "input size (default: the model's)", numeric(z.number().int().min(32).max(1024)).optional());

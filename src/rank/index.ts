@@ -1,13 +1,15 @@
 // `tl rank`: which pretrained model to start from, scored from one forward pass over the training split.
 import type { EngineName } from '../engine/names.js';
 import type { BackendChoice, Tf } from '../backend/index.js';
-import { ImageSource, openDataset, type ResizeMode, type SkippedFile } from '../data/index.js';
+import { ImageSource, openDataset, type ResizeMode, type SkippedFile, type LabelsSpec } from '../data/index.js';
 import { loadRankingModel, runBatches } from '../inference/index.js';
 import { linearProbe, type ProbeResult } from './probe.js';
 import { leep, logme, transrate } from '../metrics/transferability.js';
 
 export interface RankOptions {
   data: string;
+  /** Labels from a CSV file instead of class folders. */
+  labels?: LabelsSpec;
   models: string[];
   batchSize: number;
   workers: number;
@@ -51,7 +53,7 @@ export interface RankResult {
 /** Scores every model on the dataset's training images; the rows come sorted by LogME. */
 export async function rank(tf: Tf, options: RankOptions): Promise<RankResult> {
   // The split `tl finetune` makes (layout folders, fractions, seed), over the images that decode.
-  const dataset = await openDataset(options.data, { val: options.val, test: options.test, seed: options.seed, size: 32, resize: options.resize, maxPixels: options.maxPixels, cacheBytes: 0 });
+  const dataset = await openDataset(options.data, { val: options.val, test: options.test, seed: options.seed, size: 32, resize: options.resize, maxPixels: options.maxPixels, cacheBytes: 0, ...(options.labels ? { labels: options.labels } : {}) });
   const train = dataset.splits.train;
   const items = options.probe ? [...train, ...dataset.splits.val] : train;
   const labels = Int32Array.from(items, (item) => item.label);
