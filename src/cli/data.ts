@@ -4,22 +4,30 @@ import Table from 'cli-table3';
 import { DATA_CHECK_OPTIONS } from '../options/commands.js';
 import { labelsOf } from '../options/shared.js';
 import { schemaOf } from '../util/options.js';
-import { addCommonOptions, addOptions, commonSchema, parseOptions, printJson } from './common.js';
+import { addOptions, parseOptions, printJson } from './common.js';
+import { addInferenceOptions, inferenceSchema, startInference } from './run-model.js';
+import { progress } from './io.js';
 import { dataOptions, dataSchema } from './options.js';
 import type { Io } from './io.js';
+import type { SuspectsResult } from '../audit/suspects.js';
+import type { z } from 'zod';
+
+const dataCommandSchema = inferenceSchema.extend(dataSchema.shape).extend(schemaOf(DATA_CHECK_OPTIONS).shape);
 
 export function dataCommand(io: Io): Command {
   const cmd = new Command('data').description('summarise a folder dataset: classes, split counts, skipped files, image sizes').argument('<DATA>', 'dataset folder (DATA/<class>/<image>)');
   dataOptions(cmd);
   addOptions(cmd, DATA_CHECK_OPTIONS);
-  addCommonOptions(cmd, { backend: false });
+  // The backbone's batching, threads and engine: used by --suspects only.
+  addInferenceOptions(cmd);
   cmd.action(async (root: string, raw: unknown) => {
-    const opts = parseOptions(commonSchema.extend(dataSchema.shape).extend(schemaOf(DATA_CHECK_OPTIONS).shape), raw);
+    const opts = parseOptions(dataCommandSchema, raw);
     const { openDataset, summarizeDataset } = await import('../data/index.js');
     const labels = labelsOf(opts);
     const dataset = await openDataset(root, { val: opts.val, test: opts.test, seed: opts.seed, size: opts.size, resize: opts.resize, maxPixels: opts.maxPixels, allowConflicts: true, ...(labels ? { labels } : {}) });
     const summary = await summarizeDataset(dataset);
-    if (opts.json) return printJson(io, summary);
+    const suspects = opts.suspects ? await runSuspects(io, root, opts) : null;
+    if (opts.json) return printJson(io, suspects ? { ...summary, suspects } : summary);
     const table = new Table({ head: ['class', 'train', 'val', 'test', 'total'], style: { head: [], border: [] } });
     for (const c of summary.classes) table.push([c.name, c.train, c.val, c.test, c.total]);
     table.push(['all', summary.totals.train, summary.totals.val, summary.totals.test, summary.totals.all]);
@@ -42,6 +50,34 @@ export function dataCommand(io: Io): Command {
       io.out(`skipped ${summary.skipped.length} file(s):\n`);
       for (const s of summary.skipped) io.out(`  ${s.path}: ${s.reason}\n`);
     }
+    if (suspects) printSuspects(io, suspects);
   });
   return cmd;
+}
+
+
+/** Label suspects (`--suspects`): the backbone, its features of every image, k probes, confident learning. */
+async function runSuspects(io: Io, data: string, opts: z.infer<typeof dataCommandSchema>): Promise<SuspectsResult> {
+  const { tf, run } = await startInference(io, opts);
+  const { findSuspects } = await import('../audit/suspects.js');
+  const spinner = progress(io, 'label suspects', opts);
+  const labels = labelsOf(opts);
+  const result = await findSuspects(tf, {
+    ...run, data, model: opts.model, ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), ...(labels ? { labels } : {}), resize: opts.resize, maxPixels: opts.maxPixels, folds: opts.folds, seed: opts.seed,
+    onProgress: (what, done, total) => spinner.update(what === 'features' ? `features ${done}/${total}` : `probes ${done}/${total}`),
+  }).catch((err: unknown) => {
+    spinner.fail();
+    throw err;
+  });
+  spinner.succeed(`label suspects: ${result.suspects.length} of ${result.images} images`);
+  return result;
+}
+
+/** The suspects, worst first, with the given and the likely label. */
+function printSuspects(io: Io, result: SuspectsResult): void {
+  io.out(`\nlabel suspects (confident learning, ${result.folds} folds of linear probes on ${result.model}'s features; out-of-fold accuracy ${result.probeAccuracy.toFixed(3)}): ${result.suspects.length} of ${result.images} images, worst first\n`);
+  if (result.suspects.length === 0) return;
+  const table = new Table({ head: ['image', 'given', 'p(given)', 'likely', 'p(likely)'], style: { head: [], border: [] } });
+  for (const s of result.suspects) table.push([s.rel, s.given, s.givenProbability.toFixed(3), s.likely, s.likelyProbability.toFixed(3)]);
+  io.out(`${table.toString()}\n`);
 }

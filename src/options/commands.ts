@@ -5,7 +5,7 @@ import { EVAL_SPLITS } from '../eval/index.js';
 import { EXPORT_FORMATS } from '../export/index.js';
 import { FEATURE_FORMATS } from '../features/index.js';
 import { numeric, option } from '../util/options.js';
-import { ANY_MODEL, TOP } from './shared.js';
+import { ANY_MODEL, DEFAULT_MODEL, INPUT_SIZE, TOP } from './shared.js';
 
 /** tl extract's own. */
 export const EXTRACT_OPTIONS = {
@@ -36,6 +36,10 @@ export const EXPORT_OPTIONS = {
 /** tl data's own. */
 export const DATA_CHECK_OPTIONS = {
   size: option('--size <px>', 'decode size used to validate images', numeric(z.number().int().min(8).max(1024)).default(224)),
+  suspects: option('--suspects', "also list the images whose label is probably wrong (confident learning on out-of-fold probabilities of linear probes on --model's pooled features)", z.boolean().default(false)),
+  model: option('-m, --model <name|path>', 'with --suspects: the backbone whose features the probes train on', z.string().min(1).default(DEFAULT_MODEL)),
+  inputSize: INPUT_SIZE,
+  folds: option('--folds <k>', 'with --suspects: folds of the out-of-fold probabilities (each probe trains on the others)', numeric(z.number().int().min(2).max(20)).default(5)),
 };
 
 /** tl store prune's own. */

@@ -2,6 +2,7 @@
 // mean and deviation), validated on the validation split's. It trains with tl's own tfjs trainer (Adam, Keras's
 // cross-entropy), the engine `tl finetune --freeze all` uses for a head, so its accuracy is what a head-only
 // fine-tune of that model would reach on these features.
+import { EPSILON } from '../backend/epsilon.js';
 import type { Tensor, Tf } from '../backend/index.js';
 import { initializeWeights } from '../registry/init.js';
 import { TfjsTrainer } from '../step/tfjs.js';
@@ -18,8 +19,14 @@ export const PROBE_EPOCHS = 60;
 const PROBE_LR = 3e-3;
 const PROBE_BATCH = 32;
 
-/** Trains the probe on `train` and returns its accuracy and cross-entropy on `val`. */
-export async function linearProbe(tf: Tf, train: Features, trainLabels: Int32Array, val: Features, valLabels: Int32Array, classes: number, seed: number): Promise<ProbeResult> {
+/** A trained probe: class probabilities for features standardised as its training split's were. */
+export interface Probe {
+  predict(f: Features): Float32Array;
+  dispose(): void;
+}
+
+/** Trains a softmax classifier on `train` (standardised by its own mean and deviation), seeded. */
+export async function fitProbe(tf: Tf, train: Features, trainLabels: Int32Array, classes: number, seed: number): Promise<Probe> {
   const { d } = train;
   const mean = new Float64Array(d);
   const sd = new Float64Array(d);
@@ -28,7 +35,6 @@ export async function linearProbe(tf: Tf, train: Features, trainLabels: Int32Arr
   for (let a = 0; a < d; a++) sd[a] = Math.sqrt(sd[a]!) || 1;
   const standardise = (f: Features) => f.data.map((v, k) => (v - mean[k % d]!) / sd[k % d]!);
   const x = standardise(train);
-  const xv = standardise(val);
   const input = tf.input({ shape: [d] });
   const output = tf.layers.dense({ units: classes, activation: 'softmax', name: 'probe' }).apply(input) as ReturnType<Tf['input']>;
   const model = tf.model({ inputs: input, outputs: output });
@@ -45,16 +51,33 @@ export async function linearProbe(tf: Tf, train: Features, trainLabels: Int32Arr
         await trainer.step({ boundary: [boundary], labels: Int32Array.from(rows, (i) => trainLabels[i]!), lr: PROBE_LR, dropoutSeed: 0 });
       }
     }
-    const [accuracy, loss] = tf.tidy(() => {
-      const probs = model.predict(tf.tensor2d(xv, [val.n, d])) as Tensor;
-      const labels = tf.tensor1d(valLabels, 'int32');
-      const hits = tf.mean(tf.cast(tf.equal(tf.argMax(probs, -1), labels), 'float32'));
-      const picked = tf.sum(tf.mul(probs, tf.oneHot(labels, classes)), -1);
-      return [hits.dataSync()[0]!, tf.neg(tf.mean(tf.log(tf.clipByValue(picked, 1e-7, 1)))).dataSync()[0]!];
-    });
-    return { valAccuracy: accuracy, valLoss: loss, epochs: PROBE_EPOCHS };
+  } catch (err) {
+    model.dispose();
+    throw err;
   } finally {
     await trainer.close();
-    model.dispose();
+  }
+  return {
+    predict: (f) => tf.tidy(() => (model.predict(tf.tensor2d(standardise(f), [f.n, d])) as Tensor).dataSync() as Float32Array),
+    dispose: () => model.dispose(),
+  };
+}
+
+/** Trains the probe on `train` and returns its accuracy and cross-entropy on `val`. */
+export async function linearProbe(tf: Tf, train: Features, trainLabels: Int32Array, val: Features, valLabels: Int32Array, classes: number, seed: number): Promise<ProbeResult> {
+  const probe = await fitProbe(tf, train, trainLabels, classes, seed);
+  try {
+    const probs = probe.predict(val);
+    let hits = 0;
+    let loss = 0;
+    for (let i = 0; i < val.n; i++) {
+      const row = probs.subarray(i * classes, (i + 1) * classes);
+      const label = valLabels[i]!;
+      if (row.indexOf(Math.max(...row)) === label) hits++;
+      loss -= Math.log(Math.min(Math.max(row[label]!, EPSILON), 1));
+    }
+    return { valAccuracy: hits / val.n, valLoss: loss / val.n, epochs: PROBE_EPOCHS };
+  } finally {
+    probe.dispose();
   }
 }

@@ -30,6 +30,8 @@ const LAYERS: string[][] = [
   ['options'],
   // The commands' cores that train.
   ['train', 'rank'],
+  // Audits of a dataset that train probes on a backbone's features (label suspects).
+  ['audit'],
   // The command line.
   ['cli'],
 ];
