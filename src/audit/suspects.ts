@@ -13,22 +13,9 @@ import { loadFeatureModel, runBatches } from '../inference/index.js';
 import type { EngineName } from '../engine/names.js';
 import { fitProbe } from '../rank/probe.js';
 
-export interface SuspectsOptions {
-  data: string;
-  labels?: LabelsSpec;
-  model: string;
-  inputSize?: number;
-  batchSize: number;
-  workers: number;
-  backend: BackendChoice;
-  engine: EngineName;
-  store?: string;
-  resize: ResizeMode;
-  maxPixels: number;
+export interface SuspectsOptions extends FeaturePassOptions {
   /** Folds of the out-of-fold probabilities (each probe trains on the others). */
   folds: number;
-  seed: number;
-  onProgress?: (what: 'features' | 'probes', done: number, total: number) => void;
 }
 
 export interface Suspect {
@@ -98,14 +85,39 @@ export function confidentLearning(probs: Float32Array, labels: Int32Array, class
   return { thresholds, joint, issues };
 }
 
-/** The dataset's label suspects, worst first. */
-export async function findSuspects(tf: Tf, options: SuspectsOptions): Promise<SuspectsResult> {
-  const started = performance.now();
-  if (!Number.isInteger(options.folds) || options.folds < 2) throw new UsageError(`--folds ${options.folds}: at least 2 folds are needed (each probe trains on the others).`);
-  // Every image, whatever split it would fall in: a wrong label anywhere is worth finding.
-  const dataset = await openDataset(options.data, { val: 0, test: 0, seed: options.seed, size: 32, resize: options.resize, maxPixels: options.maxPixels, cacheBytes: 0, ...(options.labels ? { labels: options.labels } : {}) });
+/** What a pass of the backbone over a dataset needs. */
+export interface FeaturePassOptions {
+  data: string;
+  labels?: LabelsSpec;
+  model: string;
+  inputSize?: number;
+  batchSize: number;
+  workers: number;
+  backend: BackendChoice;
+  engine: EngineName;
+  store?: string;
+  resize: ResizeMode;
+  maxPixels: number;
+  seed: number;
+  onProgress?: (what: 'features' | 'probes', done: number, total: number) => void;
+}
+
+/** Every image of a dataset (whatever split it would fall in) with the backbone's pooled features, one row each. */
+export interface DatasetFeatures {
+  classes: string[];
+  /** The images whose features were computed (those that decode), in row order. */
+  items: ImageItem[];
+  /** The split `tl finetune` would put each image in (its --val, --test and --seed). */
+  splits: Map<string, string>;
+  features: Float32Array;
+  d: number;
+  skipped: SkippedFile[];
+}
+
+/** One pass of `options.model`'s backbone over every image of the dataset. */
+export async function datasetFeatures(tf: Tf, options: FeaturePassOptions & { val?: number; test?: number }): Promise<DatasetFeatures> {
+  const dataset = await openDataset(options.data, { val: options.val ?? 0, test: options.test ?? 0, seed: options.seed, size: 32, resize: options.resize, maxPixels: options.maxPixels, cacheBytes: 0, ...(options.labels ? { labels: options.labels } : {}) });
   const items = [...dataset.splits.train, ...dataset.splits.val, ...dataset.splits.test];
-  const classes = dataset.classes.length;
   const im = await loadFeatureModel(tf, options.model, { ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.store ? { store: options.store } : {}) });
   const d = im.outputShape.reduce((a, b) => a * b, 1);
   const features = new Float32Array(items.length * d);
@@ -125,14 +137,25 @@ export async function findSuspects(tf: Tf, options: SuspectsOptions): Promise<Su
     im.dispose();
   }
   const kept = [...seen].sort((a, b) => a - b);
-  const used = kept.map((i) => items[i]!);
+  const out = new Float32Array(kept.length * d);
+  kept.forEach((i, r) => out.set(features.subarray(i * d, (i + 1) * d), r * d));
+  return { classes: dataset.classes, items: kept.map((i) => items[i]!), splits: new Map(Object.entries(dataset.splitMap)), features: out, d, skipped: dataset.skipped };
+}
+
+/** The dataset's label suspects, worst first. */
+export async function findSuspects(tf: Tf, options: SuspectsOptions, pass?: DatasetFeatures): Promise<SuspectsResult> {
+  const started = performance.now();
+  if (!Number.isInteger(options.folds) || options.folds < 2) throw new UsageError(`--folds ${options.folds}: at least 2 folds are needed (each probe trains on the others).`);
+  // Every image, whatever split it would fall in: a wrong label anywhere is worth finding.
+  const { classes: names, items: used, features, d, skipped } = pass ?? (await datasetFeatures(tf, options));
+  const classes = names.length;
   const labels = Int32Array.from(used, (item) => item.label);
   const fold = foldsOf(used, options.folds, options.seed);
   const probs = new Float32Array(used.length * classes);
   const rowsOf = (which: (f: number) => boolean) => used.flatMap((_, r) => (which(fold[r]!) ? [r] : []));
   const pick = (rows: number[]) => {
     const out = new Float32Array(rows.length * d);
-    rows.forEach((r, k) => out.set(features.subarray(kept[r]! * d, (kept[r]! + 1) * d), k * d));
+    rows.forEach((r, k) => out.set(features.subarray(r * d, (r + 1) * d), k * d));
     return { data: out, n: rows.length, d };
   };
   for (let f = 0; f < options.folds; f++) {
@@ -155,7 +178,7 @@ export async function findSuspects(tf: Tf, options: SuspectsOptions): Promise<Su
   }
   const { thresholds, joint, issues } = confidentLearning(probs, labels, classes);
   const suspects = issues
-    .map(({ row: r, likely }) => ({ path: used[r]!.path, rel: used[r]!.rel, given: dataset.classes[labels[r]!]!, likely: dataset.classes[likely]!, givenProbability: probs[r * classes + labels[r]!]!, likelyProbability: probs[r * classes + likely]! }))
+    .map(({ row: r, likely }) => ({ path: used[r]!.path, rel: used[r]!.rel, given: names[labels[r]!]!, likely: names[likely]!, givenProbability: probs[r * classes + labels[r]!]!, likelyProbability: probs[r * classes + likely]! }))
     .sort((a, b) => a.givenProbability - b.givenProbability || b.likelyProbability - a.likelyProbability || (a.rel < b.rel ? -1 : 1));
-  return { data: options.data, model: options.model, images: used.length, classes: dataset.classes, folds: options.folds, thresholds, probeAccuracy: used.length ? hits / used.length : 0, confidentJoint: joint, suspects, skipped: dataset.skipped, seconds: (performance.now() - started) / 1000 };
+  return { data: options.data, model: options.model, images: used.length, classes: names, folds: options.folds, thresholds, probeAccuracy: used.length ? hits / used.length : 0, confidentJoint: joint, suspects, skipped, seconds: (performance.now() - started) / 1000 };
 }
