@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { Tf } from '../backend/index.js';
 import { ImageSource, readSplitRecord, scanDataset, type ImageItem, type SkippedFile } from '../data/index.js';
 import { ModelNotFoundError, UsageError } from '../errors.js';
-import { loadClassifier, runBatches, type RunOptions } from '../inference/index.js';
+import { loadClassifier, runBatches, runBatchesTta, type RunOptions } from '../inference/index.js';
 import { computeMetrics, type Metrics } from '../metrics/classification.js';
 import { npyHeader } from '../util/npy.js';
 import { datasetDigest, finishShard, openShardFolder, shardOf, weightsDigest, type Shard } from '../shard/index.js';
@@ -84,7 +84,7 @@ export async function evaluate(tf: Tf, options: EvalOptions): Promise<EvalResult
     const probs: Float32Array[] = [];
     const labels: number[] = [];
     const paths: string[] = [];
-    for await (const batch of runBatches(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? CORE_ENGINE, ...(options.store ? { store: options.store } : {}) })) {
+    for await (const batch of (options.tta ? runBatchesTta : runBatches)(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? CORE_ENGINE, ...(options.store ? { store: options.store } : {}) })) {
       probs.push(batch.outputs);
       for (const item of batch.items) {
         labels.push(item.label);
@@ -107,7 +107,7 @@ export async function evaluate(tf: Tf, options: EvalOptions): Promise<EvalResult
       await writeFileAtomic(join(folder, 'rows.jsonl'), rows);
       const position = new Map(all.map((item, i) => [item.path, i]));
       const relOf = new Map(all.map((item) => [item.path, item.rel]));
-      const key = { run: options.run, model: im.name, weights: weightsDigest(im.model), classes: JSON.stringify(classes), data, split: usedRunSplit ? options.split : 'all', usedRunSplit, resize: options.resize ?? DEFAULT_RESIZE, maxPixels: options.maxPixels ?? 0, engine: options.engine ?? CORE_ENGINE, images: all.length, dataset: await datasetDigest(all) };
+      const key = { run: options.run, model: im.name, weights: weightsDigest(im.model), classes: JSON.stringify(classes), data, split: usedRunSplit ? options.split : 'all', usedRunSplit, resize: options.resize ?? DEFAULT_RESIZE, maxPixels: options.maxPixels ?? 0, engine: options.engine ?? CORE_ENGINE, tta: options.tta ?? false, images: all.length, dataset: await datasetDigest(all) };
       await finishShard(folder, { command: 'eval', shard, key }, paths.map((path) => ({ path, rel: relOf.get(path)!, position: position.get(path)! })), skipped, ['probs.npy', 'rows.jsonl']);
     }
     const seconds = (performance.now() - started) / 1000;

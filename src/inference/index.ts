@@ -133,6 +133,8 @@ export interface RunOptions {
   resize?: ResizeMode;
   maxPixels?: number;
   store?: string;
+  /** Test-time augmentation: each image's outputs averaged with its mirror image's (`runBatchesTta`). */
+  tta?: boolean;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -147,7 +149,7 @@ export interface OutputBatch {
  * Runs `model` over `items` in batches (decoded ahead; files that fail are skipped and recorded in
  * `source.skipped`); with `workers` > 1, worker threads take shares of every batch.
  */
-export async function* runBatches(tf: Tf, im: InferenceModel, source: ImageSource, items: readonly ImageItem[], options: { batchSize: number; workers?: number; backend?: BackendChoice; engine?: EngineName; store?: string }): AsyncGenerator<OutputBatch> {
+export async function* runBatches(tf: Tf, im: InferenceModel, source: Pick<ImageSource, 'size' | 'batches'>, items: readonly ImageItem[], options: { batchSize: number; workers?: number; backend?: BackendChoice; engine?: EngineName; store?: string }): AsyncGenerator<OutputBatch> {
   const width = im.outputShape.reduce((a, b) => a * b, 1);
   const size = source.size;
   const perImage = size * size * 3;
@@ -206,5 +208,45 @@ export async function* runBatches(tf: Tf, im: InferenceModel, source: ImageSourc
     }
   } finally {
     await pool?.close();
+  }
+}
+
+/** A batch of NHWC uint8 images, each mirrored left to right. */
+export function mirrored(pixels: Uint8Array, n: number, size: number): Uint8Array {
+  const out = new Uint8Array(pixels.length);
+  for (let i = 0; i < n; i++) {
+    for (let y = 0; y < size; y++) {
+      const row = (i * size + y) * size * 3;
+      for (let x = 0; x < size; x++) out.set(pixels.subarray(row + x * 3, row + x * 3 + 3), row + (size - 1 - x) * 3);
+    }
+  }
+  return out;
+}
+
+/**
+ * `runBatches` with test-time augmentation: the model's outputs on each image and on its mirror image, averaged (for a
+ * classifier, the mean of the two probability vectors). Twice the compute; the images are decoded once where the
+ * source caches them.
+ */
+export async function* runBatchesTta(tf: Tf, im: InferenceModel, source: ImageSource, items: readonly ImageItem[], options: Parameters<typeof runBatches>[4]): AsyncGenerator<OutputBatch> {
+  const flipped: Pick<ImageSource, 'size' | 'batches'> = {
+    size: source.size,
+    async *batches(list, opts) {
+      for await (const batch of source.batches(list, opts)) yield { ...batch, pixels: mirrored(batch.pixels, batch.items.length, source.size) };
+    },
+  };
+  const plain = runBatches(tf, im, source, items, options);
+  const mirror = runBatches(tf, im, flipped, items, options);
+  try {
+    for (;;) {
+      const a = await plain.next();
+      const b = await mirror.next();
+      if (a.done || b.done) return;
+      const outputs = Float32Array.from(a.value.outputs, (v, k) => (v + b.value.outputs[k]!) / 2);
+      yield { items: a.value.items, outputs, width: a.value.width };
+    }
+  } finally {
+    await plain.return(undefined);
+    await mirror.return(undefined);
   }
 }

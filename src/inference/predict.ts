@@ -5,7 +5,7 @@ import type { Tf } from '../backend/index.js';
 import { ImageSource, listImages, type SkippedFile } from '../data/index.js';
 import { UsageError } from '../errors.js';
 import type { DownloadProgress } from '../weights/download.js';
-import { loadClassifier, runBatches, type RunOptions } from './index.js';
+import { loadClassifier, runBatches, runBatchesTta, type RunOptions } from './index.js';
 import { join } from 'node:path';
 import { datasetDigest, finishShard, openShardFolder, shardOf, weightsDigest, type Shard } from '../shard/index.js';
 import { writeFileAtomic } from '../util/atomic.js';
@@ -51,7 +51,7 @@ export async function predict(tf: Tf, options: PredictOptions): Promise<PredictR
     const k = Math.min(options.top, classes.length);
     const source = new ImageSource(items, { size: im.inputSize, ...(options.resize ? { resize: options.resize } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), cacheBytes: 0 });
     const predictions: Prediction[] = [];
-    for await (const batch of runBatches(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? CORE_ENGINE, ...(options.store ? { store: options.store } : {}) })) {
+    for await (const batch of (options.tta ? runBatchesTta : runBatches)(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? CORE_ENGINE, ...(options.store ? { store: options.store } : {}) })) {
       batch.items.forEach((item, i) => {
         const row = Array.from(batch.outputs.subarray(i * batch.width, (i + 1) * batch.width));
         const order = row.map((p, c) => [p, c] as const).sort((a, b) => b[0] - a[0]).slice(0, k);
@@ -65,7 +65,7 @@ export async function predict(tf: Tf, options: PredictOptions): Promise<PredictR
       file = join(folder, 'predictions.jsonl');
       await writeFileAtomic(file, predictions.map(line).join(''));
       const position = new Map(listed.items.map((item, i) => [item.path, i]));
-      const key = { model: im.name, weights: weightsDigest(im.model), top: k, inputSize: im.inputSize, preprocess: im.preprocess, resize: options.resize ?? DEFAULT_RESIZE, maxPixels: options.maxPixels ?? 0, engine: options.engine ?? CORE_ENGINE, images: listed.items.length, inputs: await datasetDigest(listed.items) };
+      const key = { model: im.name, weights: weightsDigest(im.model), top: k, inputSize: im.inputSize, preprocess: im.preprocess, resize: options.resize ?? DEFAULT_RESIZE, maxPixels: options.maxPixels ?? 0, engine: options.engine ?? CORE_ENGINE, tta: options.tta ?? false, images: listed.items.length, inputs: await datasetDigest(listed.items) };
       const rows = predictions.map((p) => ({ path: p.path, rel: listed.items[position.get(p.path)!]!.rel, position: position.get(p.path)! }));
       await finishShard(folder, { command: 'predict', shard, key }, rows, source.skipped, ['predictions.jsonl']);
     } else if (options.out) {

@@ -15,14 +15,19 @@ export const EXTRACT_OPTIONS = {
   format: option('--format <format>', 'file format', z.enum(FEATURE_FORMATS).default('npy')),
 };
 
+/** Test-time augmentation for the commands that classify (eval, predict). */
+const TTA = option('--tta', 'test-time augmentation: average the probabilities of each image and of its mirror image (twice the compute)', z.boolean().default(false));
+
 /** tl eval's own (besides the required --model). */
 export const EVAL_OPTIONS = {
+  tta: TTA,
   split: option('--split <split>', "which of the run's saved splits", z.enum(EVAL_SPLITS).default('test')),
   out: option('-o, --out <dir>', 'report folder (default: <run>/eval-<split>); with --shard, the folder of the shards', z.string().min(1).optional()),
 };
 
 /** tl predict's own (besides the required --model). */
 export const PREDICT_OPTIONS = {
+  tta: TTA,
   top: option('-k, --top <k>', 'classes to show per image', numeric(z.number().int().min(1).max(1000)).default(3)),
   out: option('-o, --out <file>', 'also write the predictions as JSON lines (one image per line, in input order); with --shard, the folder of the shards', z.string().min(1).optional()),
 };
