@@ -3,14 +3,14 @@
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
+import type { BackendInfo, Tf } from '../../src/backend/index.js';
 import { LabelConflictError, openDataset, scanDataset } from '../../src/data/index.js';
 import { DatasetError } from '../../src/errors.js';
 import { evaluate } from '../../src/eval/index.js';
 import { finetune } from '../../src/train/finetune.js';
 import { runTl } from '../helpers/cli.js';
 import { finetuneOptions } from '../helpers/options.js';
-import { makeColourDataset } from '../helpers/synthetic.js';
+import { wasmWithColourData } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
 
 /** class folders, and the same images flat under images/ (file names prefixed by class). */
@@ -19,8 +19,7 @@ const flat = tempDir();
 let tf: Tf;
 let info: BackendInfo;
 beforeAll(async () => {
-  ({ tf, info } = await loadBackend({ choice: 'wasm' }));
-  await makeColourDataset(folders, 3, 10, 32);
+  ({ tf, info } = await wasmWithColourData(folders, 3, 10, 32));
   mkdirSync(join(flat, 'images'));
   for (const cls of readdirSync(folders)) for (const f of readdirSync(join(folders, cls))) copyFileSync(join(folders, cls, f), join(flat, 'images', `${cls}_${f}`));
 });

@@ -1,12 +1,12 @@
 import { cpSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
+import type { BackendInfo, Tf } from '../../src/backend/index.js';
 import { evaluate } from '../../src/eval/index.js';
 import { predict } from '../../src/inference/predict.js';
 import { finetune, type FinetuneResult } from '../../src/train/finetune.js';
 import { expectLearned } from '../helpers/learned.js';
-import { makeColourDataset } from '../helpers/synthetic.js';
+import { wasmWithColourData } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
 
 let tf: Tf;
@@ -17,8 +17,7 @@ const run = join(tempDir(), 'run');
 let trained: FinetuneResult;
 
 beforeAll(async () => {
-  ({ tf, info } = await loadBackend({ choice: 'wasm' }));
-  await makeColourDataset(data, 3, 14, 32);
+  ({ tf, info } = await wasmWithColourData(data, 3, 14, 32));
   trained = await finetune(tf, info, {
     data, model: 'mobilenet_v2.nsfwjs', out: run, freeze: 'all', epochs: 3, batchSize: 8, lr: 0.01, accumulate: 1, bn: 'frozen', dropout: 0,
     augment: 'none', inputSize: 64, val: 0.2, test: 0.3, seed: 4, resize: 'squash', maxPixels: 1e8, weights: 'pretrained', workers: 1, store,

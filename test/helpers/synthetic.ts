@@ -2,6 +2,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
+import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
 import { randomArray } from './tensors.js';
 
 const COLOURS: [number, number, number][] = [[220, 40, 40], [40, 200, 60], [50, 70, 230], [230, 220, 40]];
@@ -18,4 +19,11 @@ export async function makeColourDataset(root: string, classes = 3, perClass = 12
       await sharp(pixels, { raw: { width: size, height: size, channels: 3 } }).png().toFile(join(dir, `img${i}.png`));
     }
   }
+}
+
+/** The wasm backend, and a colour dataset written to `root` (what most training tests start from). */
+export async function wasmWithColourData(root: string, classes = 3, perClass = 12, size = 32): Promise<{ tf: Tf; info: BackendInfo }> {
+  const { tf, info } = await loadBackend({ choice: 'wasm' });
+  await makeColourDataset(root, classes, perClass, size);
+  return { tf, info };
 }

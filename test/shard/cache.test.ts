@@ -2,11 +2,11 @@ import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
+import type { BackendInfo, Tf } from '../../src/backend/index.js';
 import { runCli } from '../../src/cli/main.js';
 import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
 import { expectLearned } from '../helpers/learned.js';
-import { makeColourDataset } from '../helpers/synthetic.js';
+import { wasmWithColourData } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
 import { finetuneOptions } from '../helpers/options.js';
 
@@ -19,8 +19,7 @@ const cacheArgs = ['--model', 'mobilenet_v2.nsfwjs', '--freeze', '100', '--input
 const single = join(tempDir(), 'cache');
 
 beforeAll(async () => {
-  ({ tf, info } = await loadBackend({ choice: 'wasm' }));
-  await makeColourDataset(data, 3, 10, 32);
+  ({ tf, info } = await wasmWithColourData(data, 3, 10, 32));
   const r = await runCli(['cache', data, ...cacheArgs, '--out', single], env);
   expect(r.exitCode, r.stderr).toBe(0);
 }, 120_000);

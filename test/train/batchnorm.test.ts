@@ -1,8 +1,8 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
+import type { BackendInfo, Tf } from '../../src/backend/index.js';
 import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
 import { expectLearned } from '../helpers/learned.js';
-import { makeColourDataset } from '../helpers/synthetic.js';
+import { wasmWithColourData } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
 import { finetuneOptions } from '../helpers/options.js';
 
@@ -12,8 +12,7 @@ const data = tempDir();
 const chance = Math.log(3);
 
 beforeAll(async () => {
-  ({ tf, info } = await loadBackend({ choice: 'wasm' }));
-  await makeColourDataset(data, 3, 16, 32);
+  ({ tf, info } = await wasmWithColourData(data, 3, 16, 32));
 });
 
 function options(extra: Partial<FinetuneOptions>): FinetuneOptions {

@@ -1,10 +1,10 @@
 import { renameSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
+import type { BackendInfo, Tf } from '../../src/backend/index.js';
 import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
 import { expectLearned } from '../helpers/learned.js';
-import { makeColourDataset } from '../helpers/synthetic.js';
+import { makeColourDataset, wasmWithColourData } from '../helpers/synthetic.js';
 import { collectNotices } from '../helpers/notices.js';
 import { tempDir } from '../helpers/tmp.js';
 import { finetuneOptions } from '../helpers/options.js';
@@ -16,8 +16,7 @@ const store = tempDir();
 const twoClasses = tempDir();
 
 beforeAll(async () => {
-  ({ tf, info } = await loadBackend({ choice: 'wasm' }));
-  await makeColourDataset(data, 3, 16, 32);
+  ({ tf, info } = await wasmWithColourData(data, 3, 16, 32));
   await makeColourDataset(join(twoClasses, 'tmp'), 2, 12, 32);
   for (const c of ['class0', 'class1']) renameSync(join(twoClasses, 'tmp', c), join(twoClasses, c === 'class0' ? 'red' : 'green'));
   rmdirSync(join(twoClasses, 'tmp'));

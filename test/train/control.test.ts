@@ -1,14 +1,14 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
+import type { BackendInfo, Tf } from '../../src/backend/index.js';
 import { TlError } from '../../src/errors.js';
 import { readCheckpoint, writeCheckpoint } from '../../src/train/checkpoint.js';
 import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
 import { balancedClassWeights, scheduledLr } from '../../src/step/optim.js';
 import { trainingLoss } from '../../src/model/loss.js';
 import { expectLearned } from '../helpers/learned.js';
-import { makeColourDataset } from '../helpers/synthetic.js';
+import { wasmWithColourData } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
 import { finetuneOptions } from '../helpers/options.js';
 
@@ -18,8 +18,7 @@ const data = tempDir();
 const store = tempDir();
 
 beforeAll(async () => {
-  ({ tf, info } = await loadBackend({ choice: 'wasm' }));
-  await makeColourDataset(data, 3, 12, 32);
+  ({ tf, info } = await wasmWithColourData(data, 3, 12, 32));
 });
 
 describe('learning-rate schedules', () => {

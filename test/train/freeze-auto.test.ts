@@ -1,11 +1,11 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
+import type { BackendInfo, Tf } from '../../src/backend/index.js';
 import { finetune } from '../../src/train/finetune.js';
 import type { FreezeAutoResult } from '../../src/train/freeze-auto.js';
 import { expectLearned } from '../helpers/learned.js';
-import { makeColourDataset } from '../helpers/synthetic.js';
+import { wasmWithColourData } from '../helpers/synthetic.js';
 import { collectNotices } from '../helpers/notices.js';
 import { tempDir } from '../helpers/tmp.js';
 import { finetuneOptions } from '../helpers/options.js';
@@ -15,8 +15,7 @@ let info: BackendInfo;
 const data = tempDir();
 const store = tempDir();
 beforeAll(async () => {
-  ({ tf, info } = await loadBackend({ choice: 'wasm' }));
-  await makeColourDataset(data, 3, 12, 32);
+  ({ tf, info } = await wasmWithColourData(data, 3, 12, 32));
 });
 
 describe('--freeze auto', () => {

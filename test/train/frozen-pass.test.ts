@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
+import type { BackendInfo, Tf } from '../../src/backend/index.js';
 import { applyTrainability, attachHead, cutModel } from '../../src/model/index.js';
 import { openDataset } from '../../src/data/index.js';
 import { onnxSessionFor } from '../../src/engine/index.js';
@@ -12,7 +12,7 @@ import { OutputCache } from '../../src/frozen/cache.js';
 import { FrozenPart } from '../../src/frozen/part.js';
 import { finetune, type FinetuneOptions, type ProgressEvent } from '../../src/train/finetune.js';
 import { loadPretrained } from '../../src/weights/index.js';
-import { makeColourDataset } from '../helpers/synthetic.js';
+import { wasmWithColourData } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
 import { finetuneOptions } from '../helpers/options.js';
 
@@ -24,8 +24,7 @@ const store = tempDir();
 const options = (out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions => finetuneOptions(data, out, { store, freeze: 'all', epochs: 3, batchSize: 8, lr: 0.01, calibrate: 'none', val: 0.25, test: 0.25, seed: 4, engine: 'onnx', ...extra });
 
 beforeAll(async () => {
-  ({ tf, info } = await loadBackend({ choice: 'wasm' }));
-  await makeColourDataset(data, 3, 16, 32);
+  ({ tf, info } = await wasmWithColourData(data, 3, 16, 32));
 });
 
 describe('the frozen pass', () => {

@@ -1,12 +1,12 @@
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { loadBackend, type BackendInfo, type LayersModel, type Tf } from '../../src/backend/index.js';
+import type { BackendInfo, LayersModel, Tf } from '../../src/backend/index.js';
 import { buildVariant } from '../../src/registry/index.js';
 import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
 import { attachHead, cutModel } from '../../src/model/index.js';
 import { loadLayersModelFromFolder } from '../../src/weights/tfjs.js';
 import { expectLearned } from '../helpers/learned.js';
-import { makeColourDataset } from '../helpers/synthetic.js';
+import { wasmWithColourData } from '../helpers/synthetic.js';
 import { relativeError } from '../helpers/tensors.js';
 import { tempDir } from '../helpers/tmp.js';
 import { finetuneOptions } from '../helpers/options.js';
@@ -17,8 +17,7 @@ const data = tempDir();
 const store = tempDir();
 
 beforeAll(async () => {
-  ({ tf, info } = await loadBackend({ choice: 'wasm' }));
-  await makeColourDataset(data, 3, 12, 32);
+  ({ tf, info } = await wasmWithColourData(data, 3, 12, 32));
 });
 
 function options(out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions {

@@ -1,12 +1,12 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
+import type { BackendInfo, Tf } from '../../src/backend/index.js';
 import { runCli } from '../../src/cli/main.js';
 import { finetune, lrFind, type FinetuneOptions } from '../../src/train/finetune.js';
 import { rangeRate, rangeTest, suggestLr, textPlot } from '../../src/train/lr-find.js';
 import { expectLearned } from '../helpers/learned.js';
-import { makeColourDataset } from '../helpers/synthetic.js';
+import { wasmWithColourData } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
 import { finetuneOptions } from '../helpers/options.js';
 
@@ -47,8 +47,7 @@ describe('--lr find and tl lr-find', () => {
   const data = tempDir();
   const store = tempDir();
   beforeAll(async () => {
-    ({ tf, info } = await loadBackend({ choice: 'wasm' }));
-    await makeColourDataset(data, 3, 12, 32);
+    ({ tf, info } = await wasmWithColourData(data, 3, 12, 32));
   });
   const options = (out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions => finetuneOptions(data, out, { store, freeze: 100, epochs: 3, batchSize: 6, lr: 'find', lrFindSteps: 40, minLr: 1e-6, maxLr: 1, calibrate: 'none', val: 0.2, test: 0, seed: 8, engine: 'onnx', ...extra });
 

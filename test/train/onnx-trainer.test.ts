@@ -1,11 +1,11 @@
 // Training the tail on ONNX Runtime inside tl finetune: engine-neutral checkpoints, fallback, no leaks.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { loadBackend, type BackendInfo, type SymbolicTensor, type Tf } from '../../src/backend/index.js';
+import type { BackendInfo, SymbolicTensor, Tf } from '../../src/backend/index.js';
 import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
 import { onNotice } from '../../src/util/notice.js';
 import { expectLearned } from '../helpers/learned.js';
-import { makeColourDataset } from '../helpers/synthetic.js';
+import { wasmWithColourData } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
 import { finetuneOptions } from '../helpers/options.js';
 
@@ -14,8 +14,7 @@ let info: BackendInfo;
 const data = tempDir();
 const store = tempDir();
 beforeAll(async () => {
-  ({ tf, info } = await loadBackend({ choice: 'wasm' }));
-  await makeColourDataset(data, 3, 10, 32);
+  ({ tf, info } = await wasmWithColourData(data, 3, 10, 32));
 });
 
 const options = (out: string, extra: Partial<FinetuneOptions> = {}): FinetuneOptions => finetuneOptions(data, out, { freeze: 100, epochs: 3, batchSize: 6, lr: 1e-3, optimizer: 'sgd', dropout: 0.2, calibrate: 'none', inputSize: 48, val: 0.2, test: 0.2, seed: 5, store, ...extra });

@@ -3,10 +3,10 @@
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
+import type { BackendInfo, Tf } from '../../src/backend/index.js';
 import { finetune, type FinetuneOptions, type FinetuneResult } from '../../src/train/finetune.js';
 import { expectLearned } from '../helpers/learned.js';
-import { makeColourDataset } from '../helpers/synthetic.js';
+import { wasmWithColourData } from '../helpers/synthetic.js';
 import { collectNotices } from '../helpers/notices.js';
 import { tempDir } from '../helpers/tmp.js';
 import { finetuneOptions } from '../helpers/options.js';
@@ -30,8 +30,7 @@ function killedCopy(stage: 'before-model' | 'before-first-checkpoint'): string {
 
 
 beforeAll(async () => {
-  ({ tf, info } = await loadBackend({ choice: 'wasm' }));
-  await makeColourDataset(data, 3, 16, 32);
+  ({ tf, info } = await wasmWithColourData(data, 3, 16, 32));
   whole = await finetune(tf, info, options(join(tempDir(), 'run')));
   expectLearned(whole.history, 3);
 }, 120_000);

@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadBackend, type BackendInfo, type Tf } from '../../src/backend/index.js';
+import type { BackendInfo, Tf } from '../../src/backend/index.js';
 import { UsageError, WeightsError } from '../../src/errors.js';
 import { buildVariant } from '../../src/registry/index.js';
 import { initializeWeights } from '../../src/registry/init.js';
@@ -11,7 +11,7 @@ import { finetune, type FinetuneOptions } from '../../src/train/finetune.js';
 import { loadBackbone } from '../../src/weights/backbone.js';
 import { saveLayersModel } from '../../src/weights/save.js';
 import { expectLearned } from '../helpers/learned.js';
-import { makeColourDataset } from '../helpers/synthetic.js';
+import { wasmWithColourData } from '../helpers/synthetic.js';
 import { tempDir } from '../helpers/tmp.js';
 import { finetuneOptions } from '../helpers/options.js';
 
@@ -28,8 +28,7 @@ let otherBase: string;
 const seen: string[] = [];
 
 beforeAll(async () => {
-  ({ tf, info } = await loadBackend({ choice: 'wasm' }));
-  await makeColourDataset(data, 2, 8, 32);
+  ({ tf, info } = await wasmWithColourData(data, 2, 8, 32));
   // A tfjs LayersModel tl did not write: MobileNetV2 0.35 with its ImageNet-style top, no tl metadata.
   const model = buildVariant(tf, 'mobilenet_v2_035', { includeTop: true, inputSize: 64 });
   initializeWeights(tf, model, 5);
