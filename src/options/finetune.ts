@@ -25,7 +25,7 @@ export const TRAINING_OPTIONS = {
   optimizer: option('--optimizer <name>', 'the optimizer', z.enum(OPTIMIZERS).default('adam')),
   momentum: option('--momentum <m>', 'momentum of sgd (default 0.9) and rmsprop (default 0)', numeric(z.number().min(0).max(0.999)).optional()),
   nesterov: option('--nesterov', 'Nesterov momentum (sgd)', z.boolean().default(false)),
-  schedule: option('--schedule <name>', 'learning-rate schedule per phase: constant | cosine (decay to 0) | step', z.enum(SCHEDULES).default('constant')),
+  schedule: option('--schedule <name>', "learning-rate schedule per phase: constant | cosine (decay to 0) | step | one-cycle (fastai's fit_one_cycle: from lr/25 up to lr over the first quarter, then down to lr/1e5; the momentum is not cycled)", z.enum(SCHEDULES).default('constant')),
   warmupEpochs: option('--warmup-epochs <n>', 'linear warmup at the start of each phase (fractions allowed)', numeric(z.number().min(0).max(10_000)).default(0)),
   stepEpochs: option('--step-epochs <n>', 'step schedule: decay every n epochs (default: a third of --epochs)', numeric(z.number().int().min(1).max(10_000)).optional()),
   gamma: option('--gamma <g>', 'step schedule: multiply the rate by g at each step', numeric(z.number().positive().max(1)).default(0.1)),

@@ -3,7 +3,15 @@ import type { Tensor, Tf } from '../backend/index.js';
 
 export const OPTIMIZERS = ['adam', 'sgd', 'rmsprop'] as const;
 export type OptimizerName = (typeof OPTIMIZERS)[number];
-export const SCHEDULES = ['constant', 'cosine', 'step'] as const;
+export const SCHEDULES = ['constant', 'cosine', 'step', 'one-cycle'] as const;
+
+/** fastai's `fit_one_cycle` defaults: the rate rises from lr/25 to lr over the first quarter, then falls to lr/1e5. */
+export const ONE_CYCLE = { pctStart: 0.25, div: 25, divFinal: 1e5 } as const;
+
+/** fastai's `sched_cos`: from `start` at p = 0 to `end` at p = 1 along half a cosine. */
+function cosineBetween(start: number, end: number, p: number): number {
+  return start + ((1 + Math.cos(Math.PI * (1 - p))) * (end - start)) / 2;
+}
 export type ScheduleName = (typeof SCHEDULES)[number];
 
 export interface OptimizerConfig {
@@ -50,6 +58,12 @@ export function scheduledLr(base: number, step: number, total: number, config: S
     return 0.5 * base * (1 + Math.cos((Math.PI * Math.min(after, span)) / span));
   }
   if (config.schedule === 'step') return base * config.gamma ** Math.floor(after / Math.max(1, config.stepSteps));
+  if (config.schedule === 'one-cycle') {
+    const span = Math.max(1, total - warmup);
+    const pos = Math.min(after, span) / span;
+    const { pctStart, div, divFinal } = ONE_CYCLE;
+    return pos < pctStart ? cosineBetween(base / div, base, pos / pctStart) : cosineBetween(base, base / divFinal, (pos - pctStart) / (1 - pctStart));
+  }
   return base;
 }
 

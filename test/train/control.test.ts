@@ -34,6 +34,19 @@ describe('learning-rate schedules', () => {
     expect(lr(12)).toBeCloseTo(0, 12);
     expect(lr(4)).toBeCloseTo(0.05 * (1 + Math.cos(Math.PI * 0.2)), 12);
   });
+  it("one-cycle follows fastai's fit_one_cycle: lr/25 at the start, lr at a quarter, lr/1e5 at the end, half-cosines between", () => {
+    const lr = (s: number) => scheduledLr(0.1, s, 80, { ...base, schedule: 'one-cycle' });
+    expect(lr(0)).toBeCloseTo(0.1 / 25, 12);
+    // Half way up and half way down: the midpoints of each half-cosine.
+    expect(lr(10)).toBeCloseTo((0.1 / 25 + 0.1) / 2, 12);
+    expect(lr(20)).toBeCloseTo(0.1, 12);
+    expect(lr(50)).toBeCloseTo((0.1 + 0.1 / 1e5) / 2, 12);
+    expect(lr(80)).toBeCloseTo(0.1 / 1e5, 12);
+    // Rising, then falling, step by step.
+    const rates = Array.from({ length: 81 }, (_, s) => lr(s));
+    expect(rates.slice(0, 21).every((r, i) => i === 0 || r > rates[i - 1]!)).toBe(true);
+    expect(rates.slice(20).every((r, i) => i === 0 || r < rates[20 + i - 1]!)).toBe(true);
+  });
   it('step decay multiplies by gamma every stepSteps', () => {
     const lr = (s: number) => scheduledLr(1, s, 100, { ...base, schedule: 'step' });
     expect([0, 9, 10, 19, 20].map(lr).map((v) => Number(v.toPrecision(6)))).toEqual([1, 1, 0.1, 0.1, 0.01]);
