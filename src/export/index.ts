@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Tf } from '../backend/index.js';
 import { runFile } from '../data/index.js';
 import { exportOnnx } from '../onnx/export.js';
-import { onnxMetadata, readLayersMetadata, type TrainedModelMeta } from '../registry/metadata.js';
+import { DEPLOY_CARD, deployCard, onnxMetadata, readLayersMetadata, type TrainedModelMeta } from '../registry/metadata.js';
 import { OnnxSession } from '../onnx/runtime.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { resolveModel } from '../weights/resolve.js';
@@ -57,7 +57,10 @@ export async function exportModel(tf: Tf, options: ExportOptions): Promise<Expor
       bytes = data.length;
     } else {
       await saveLayersModel(tf, model, options.out, metadata ?? {});
-      if (meta) await writeJsonAtomic(runFile(options.out, 'labels'), meta.classes);
+      if (meta) {
+        await writeJsonAtomic(runFile(options.out, 'labels'), meta.classes);
+        await writeJsonAtomic(join(options.out, DEPLOY_CARD), deployCard(meta));
+      }
       bytes = (await stat(join(options.out, 'weights.bin'))).size + (await stat(join(options.out, 'model.json'))).size;
     }
     return { out: options.out, format: options.format, bytes, layers: model.layers.length, inputShape: model.inputs[0]!.shape, outputShapes: model.outputs.map((o) => o.shape), checked };

@@ -20,6 +20,40 @@ export interface TrainedModelMeta {
   inputSize: number;
   /** The calibration temperature already folded into the classifier's weights (null: not calibrated). */
   temperature: number | null;
+  /** How an image became the input size in training (center-crop, squash, pad); unknown for models saved before it was recorded. */
+  resize?: string;
+}
+
+/**
+ * tl.json, beside an exported or trained TensorFlow.js model: how to feed the model and read its outputs, the same
+ * facts a model.onnx carries in its metadata_props (`onnxMetadata`), as one JSON document for a browser or Node app.
+ */
+/** The card's file name, beside model.json. */
+export const DEPLOY_CARD = 'tl.json';
+
+export const deploySchema = z.object({
+  format: z.literal('tl-model-card'),
+  version: z.literal(1),
+  model: z.string(),
+  labels: z.array(z.string()),
+  input: z.object({ layout: z.literal('NHWC'), dtype: z.literal('float32'), size: z.number().int().positive(), channels: z.literal('RGB'), range: z.literal('0-255 before preprocessing') }),
+  resize: z.string().nullable(),
+  preprocess: z.object({ mode: z.enum(PREPROCESS_MODES), formula: z.string() }),
+  output: z.string(),
+  temperature: z.number().positive().nullable(),
+});
+export type DeployCard = z.infer<typeof deploySchema>;
+
+/** The tl.json document of a trained classifier. */
+export function deployCard(meta: TrainedModelMeta): DeployCard {
+  return {
+    format: 'tl-model-card', version: 1, model: meta.name, labels: meta.classes,
+    input: { layout: 'NHWC', dtype: 'float32', size: meta.inputSize, channels: 'RGB', range: '0-255 before preprocessing' },
+    resize: meta.resize ?? null,
+    preprocess: { mode: meta.preprocess, formula: PREPROCESS_FORMULA[meta.preprocess] },
+    output: 'softmax probabilities, one per label, in the order of labels',
+    temperature: meta.temperature,
+  };
 }
 
 /**
@@ -34,6 +68,7 @@ export function onnxMetadata(meta: TrainedModelMeta): Record<string, string> {
     'tl.input': `NHWC float32 [N, ${meta.inputSize}, ${meta.inputSize}, 3]: RGB pixels (0-255) resized to ${meta.inputSize}x${meta.inputSize}, then preprocessed as tl.preprocess says`,
     'tl.preprocess.formula': PREPROCESS_FORMULA[meta.preprocess],
     'tl.temperature': meta.temperature === null ? 'none' : String(meta.temperature),
+    ...(meta.resize ? { 'tl.resize': meta.resize } : {}),
     'tl.output': 'softmax probabilities, one per label',
   };
 }
@@ -41,7 +76,7 @@ export function onnxMetadata(meta: TrainedModelMeta): Record<string, string> {
 
 /** The `tl` entry of a LayersModel's userDefinedMetadata for the same facts. */
 export function layersMetadata(meta: TrainedModelMeta): { tl: Record<string, unknown> } {
-  return { tl: { model: meta.name, classes: meta.classes, preprocess: meta.preprocess, inputSize: meta.inputSize, ...(meta.temperature !== null ? { temperature: meta.temperature } : {}) } };
+  return { tl: { model: meta.name, classes: meta.classes, preprocess: meta.preprocess, inputSize: meta.inputSize, ...(meta.temperature !== null ? { temperature: meta.temperature } : {}), ...(meta.resize ? { resize: meta.resize } : {}) } };
 }
 
 /** The `tl` entry of a LayersModel's userDefinedMetadata: the one schema every reader checks it with. */
@@ -51,6 +86,7 @@ const tlEntrySchema = z.object({
   preprocess: z.enum(PREPROCESS_MODES),
   inputSize: z.number().int().positive(),
   temperature: z.number().positive().optional(),
+  resize: z.string().optional(),
 });
 
 export type TlEntry = z.infer<typeof tlEntrySchema>;
@@ -75,5 +111,5 @@ export function readLayersMetadata(userDefinedMetadata: unknown): TrainedModelMe
   const parsed = tlEntrySchema.safeParse((userDefinedMetadata as { tl?: unknown } | undefined)?.tl);
   if (!parsed.success || parsed.data.classes === undefined) return null;
   const t = parsed.data;
-  return { name: t.model, classes: t.classes!, preprocess: t.preprocess, inputSize: t.inputSize, temperature: t.temperature ?? null };
+  return { name: t.model, classes: t.classes!, preprocess: t.preprocess, inputSize: t.inputSize, temperature: t.temperature ?? null, ...(t.resize ? { resize: t.resize } : {}) };
 }

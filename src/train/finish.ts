@@ -57,7 +57,7 @@ export async function finishRun(run: Run, plan: RunPlan, facts: { frozenCount: n
     notice(hint);
   }
   const name = source.name.split(' ')[0]!;
-  const onnx = await writeTrainedModel(tf, options.out, full, { name, classes: dataset.classes, preprocess: source.preprocess, inputSize: facts.inputSize, temperature: calibration?.applied ? calibration.temperature : null });
+  const onnx = await writeTrainedModel(tf, options.out, full, { name, classes: dataset.classes, preprocess: source.preprocess, inputSize: facts.inputSize, temperature: calibration?.applied ? calibration.temperature : null, resize: options.resize });
   const { cacheStats } = run;
   const lookups = cacheStats.hits + cacheStats.misses;
   const result: FinetuneResult = {

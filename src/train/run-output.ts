@@ -3,7 +3,8 @@
 import { runFile } from '../data/index.js';
 import type { LayersModel, Tf } from '../backend/index.js';
 import { exportOnnx, OnnxExportError } from '../onnx/export.js';
-import { layersMetadata, onnxMetadata, type TrainedModelMeta } from '../registry/metadata.js';
+import { DEPLOY_CARD, deployCard, layersMetadata, onnxMetadata, type TrainedModelMeta } from '../registry/metadata.js';
+import { join } from 'node:path';
 import { seedDropout } from '../replicas/gradients.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
 import { saveLayersModel } from '../weights/save.js';
@@ -39,6 +40,7 @@ export async function writeRunRecords(out: string, config: unknown, split: unkno
 export async function writeTrainedModel(tf: Tf, out: string, model: LayersModel, meta: TrainedModelMeta): Promise<string> {
   seedDropout(model, null);
   await saveLayersModel(tf, model, runFile(out, 'model'), layersMetadata(meta));
+  await writeJsonAtomic(join(runFile(out, 'model'), DEPLOY_CARD), deployCard(meta));
   await writeJsonAtomic(runFile(out, 'labels'), meta.classes);
   const onnxFile = runFile(out, 'onnx');
   try {
