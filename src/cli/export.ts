@@ -30,10 +30,10 @@ export function exportCommand(io: Io): Command {
     const { exportModel } = await import('../export/index.js');
     const spinner = progress(io, `exporting ${model}`, opts);
     const { storeRoot } = await import('../store/index.js');
-    const result = await exportModel(backend.tf, { model, format: opts.format, out: opts.out, includeTop: opts.top, weights: opts.weights, ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), store: storeRoot(io.env) });
+    const result = await exportModel(backend.tf, { model, format: opts.format, out: opts.out, includeTop: opts.top, weights: opts.weights, ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), store: storeRoot(io.env), quantize: opts.quantize });
     spinner.succeed(`exported ${model}`);
     if (opts.json) return printJson(io, result);
-    io.out(`wrote ${result.out} (${opts.format}, ${formatBytes(result.bytes)}, ${result.layers} layers, input ${JSON.stringify(result.inputShape)}${result.checked ? ', opened by ONNX Runtime' : ''})\n`);
+    io.out(`wrote ${result.out} (${opts.format}, ${formatBytes(result.bytes)}, ${result.layers} layers, input ${JSON.stringify(result.inputShape)}${result.float16 ? `, float16 weights (${result.float16.converted} tensors${result.float16.kept.length ? `; ${result.float16.kept.length} kept float32, beyond float16's range` : ''})` : ''}${result.checked ? ', opened by ONNX Runtime' : ''})\n`);
   });
   return cmd;
 }

@@ -3,7 +3,9 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Tf } from '../backend/index.js';
 import { runFile } from '../data/index.js';
+import { UsageError } from '../errors.js';
 import { exportOnnx } from '../onnx/export.js';
+import { halfPrecision } from '../onnx/float16.js';
 import { DEPLOY_CARD, deployCard, onnxMetadata, readLayersMetadata, type TrainedModelMeta } from '../registry/metadata.js';
 import { OnnxSession } from '../onnx/runtime.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
@@ -11,6 +13,8 @@ import { resolveModel } from '../weights/resolve.js';
 import { saveLayersModel } from '../weights/save.js';
 
 export const EXPORT_FORMATS = ['onnx', 'tfjs'] as const;
+/** How an ONNX export stores its weights: float32 as trained, or float16 (half the file, cast back when loaded). */
+export const QUANTIZATIONS = ['none', 'float16'] as const;
 
 export interface ExportOptions {
   model: string;
@@ -21,6 +25,7 @@ export interface ExportOptions {
   weights?: 'pretrained' | 'random';
   inputSize?: number;
   store?: string;
+  quantize?: (typeof QUANTIZATIONS)[number];
 }
 
 export interface ExportResult {
@@ -32,10 +37,14 @@ export interface ExportResult {
   outputShapes: (number | null)[][];
   /** For ONNX: the graph opened in ONNX Runtime, which checks it. */
   checked: boolean;
+  /** With --quantize float16: the weights stored as float16, and those kept float32 (beyond float16's range). */
+  float16?: { converted: number; kept: string[] };
 }
 
 /** Writes `options.model` in `options.format`. */
 export async function exportModel(tf: Tf, options: ExportOptions): Promise<ExportResult> {
+  const quantize = options.quantize ?? 'none';
+  if (quantize !== 'none' && options.format !== 'onnx') throw new UsageError(`--quantize ${quantize} applies to ONNX exports; a TensorFlow.js export keeps float32 weights.`);
   const r = await resolveModel(tf, options.model, { top: options.includeTop ?? true, weights: options.weights ?? 'pretrained', ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.store ? { store: options.store } : {}) });
   const { model } = r;
   // Labels, preprocessing, input size and temperature travel with every export (ONNX metadata_props; the tfjs
@@ -44,11 +53,14 @@ export async function exportModel(tf: Tf, options: ExportOptions): Promise<Expor
     ? { tl: { model: r.name, preprocess: r.preprocess, inputSize: r.inputSize, ...(r.classes ? { classes: r.classes } : {}) } }
     : r.userDefinedMetadata;
   const meta: TrainedModelMeta | null = readLayersMetadata(metadata);
+  let half: ReturnType<typeof halfPrecision> | null = null;
   try {
     let bytes: number;
     let checked = false;
     if (options.format === 'onnx') {
-      const data = exportOnnx(model, meta ? { name: meta.name, metadata: onnxMetadata(meta) } : {});
+      const full = exportOnnx(model, meta ? { name: meta.name, metadata: onnxMetadata(meta) } : {});
+      half = quantize === 'float16' ? halfPrecision(full) : null;
+      const data = half?.bytes ?? full;
       // ONNX Runtime parses and type-checks the graph when it opens it.
       const session = await OnnxSession.open(data, { threads: 1 });
       await session.close();
@@ -63,7 +75,7 @@ export async function exportModel(tf: Tf, options: ExportOptions): Promise<Expor
       }
       bytes = (await stat(join(options.out, 'weights.bin'))).size + (await stat(join(options.out, 'model.json'))).size;
     }
-    return { out: options.out, format: options.format, bytes, layers: model.layers.length, inputShape: model.inputs[0]!.shape, outputShapes: model.outputs.map((o) => o.shape), checked };
+    return { out: options.out, format: options.format, bytes, layers: model.layers.length, inputShape: model.inputs[0]!.shape, outputShapes: model.outputs.map((o) => o.shape), checked, ...(half ? { float16: { converted: half.converted, kept: half.kept } } : {}) };
   } finally {
     model.dispose();
   }

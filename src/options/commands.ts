@@ -2,7 +2,7 @@
 // from these tables; src/options/shared.ts holds those several commands share).
 import { z } from 'zod';
 import { EVAL_SPLITS } from '../eval/index.js';
-import { EXPORT_FORMATS } from '../export/index.js';
+import { EXPORT_FORMATS, QUANTIZATIONS } from '../export/index.js';
 import { FEATURE_FORMATS } from '../features/index.js';
 import { numeric, option } from '../util/options.js';
 import { ANY_MODEL, DEFAULT_MODEL, INPUT_SIZE, TOP } from './shared.js';
@@ -35,6 +35,7 @@ export const PREDICT_OPTIONS = {
 /** tl export's own (besides the required --out). */
 export const EXPORT_OPTIONS = {
   format: option('--format <format>', 'what to write', z.enum(EXPORT_FORMATS).default('onnx')),
+  quantize: option('--quantize <how>', 'ONNX weights: none (float32) or float16 (half the file; cast back to float32 when loaded)', z.enum(QUANTIZATIONS).default('none')),
   top: TOP,
 };
 

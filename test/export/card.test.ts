@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { onnx } from 'onnx-proto';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { OnnxSession } from '../../src/onnx/runtime.js';
 import { deploySchema } from '../../src/registry/metadata.js';
 import { runTl } from '../helpers/cli.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
@@ -34,5 +35,34 @@ describe('tl.json', () => {
     const file = join(tempDir(), 'm.onnx');
     expect((await runTl(['export', run, '--out', file], { TL_HOME: home })).exitCode).toBe(0);
     expect(props(file)).toEqual(onnxProps);
+  });
+
+  it('--quantize float16 halves the ONNX file and gives the float32 model\'s probabilities to float16 rounding', async () => {
+    const full = join(tempDir(), 'm.onnx');
+    const half = join(tempDir(), 'h.onnx');
+    expect((await runTl(['export', run, '--out', full], { TL_HOME: home })).exitCode).toBe(0);
+    const r = await runTl(['export', run, '--out', half, '--quantize', 'float16', '--json'], { TL_HOME: home });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as { float16: { converted: number; kept: string[] } }).float16.kept).toEqual([]);
+    const [a, b] = [readFileSync(full), readFileSync(half)];
+    expect(b.length / a.length).toBeLessThan(0.55);
+    // The labels and preprocessing travel with it.
+    expect(props(half)).toEqual(props(full));
+    const input = Float32Array.from({ length: 4 * 40 * 40 * 3 }, (_, i) => (Math.sin(i) + 1) * 127.5);
+    const outputs: Float32Array[] = [];
+    for (const bytes of [a, b]) {
+      const session = await OnnxSession.open(new Uint8Array(bytes), { threads: 1 });
+      outputs.push((await session.run([{ data: input, shape: [4, 40, 40, 3] }]))[0]!);
+      await session.close();
+    }
+    const diff = outputs[0]!.reduce((m, v, i) => Math.max(m, Math.abs(v - outputs[1]![i]!)), 0);
+    expect(diff).toBeGreaterThan(0);
+    // float16 keeps 11 significant bits (relative 5e-4 per weight): probabilities move by a few thousandths.
+    expect(diff).toBeLessThan(1e-2);
+    const top = (o: Float32Array, i: number) => (o[2 * i]! > o[2 * i + 1]! ? 0 : 1);
+    expect([0, 1, 2, 3].map((i) => top(outputs[1]!, i))).toEqual([0, 1, 2, 3].map((i) => top(outputs[0]!, i)));
+    const refused = await runTl(['export', run, '--format', 'tfjs', '--out', join(tempDir(), 't'), '--quantize', 'float16'], { TL_HOME: home });
+    expect(refused.exitCode).toBe(2);
+    expect(refused.stderr).toContain('--quantize float16 applies to ONNX exports');
   });
 });
