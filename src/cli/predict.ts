@@ -20,7 +20,7 @@ export function predictCommand(io: Io): Command {
   const cmd = new Command('predict')
     .description('class probabilities for images, from a fine-tuned run or a registry classifier')
     .argument('<IMAGES...>', 'image files and folders (searched recursively)')
-    .requiredOption('-m, --model <run|name>', 'run folder written by tl finetune, or a registry model with its top (e.g. mobilenet_v2.nsfwjs)');
+    .requiredOption('-m, --model <run|name>', 'run folder written by tl finetune, a .onnx file tl exported, or a registry model with its top (e.g. mobilenet_v2.nsfwjs)');
   addOptions(cmd, { ...PREDICT_OPTIONS, ...SHARD_OPTIONS, maxPixels: DATA_OPTIONS.maxPixels });
   addInferenceOptions(cmd);
   cmd.action(async (inputs: string[], raw: unknown) => {

@@ -2,10 +2,11 @@
 import { DEFAULT_RESIZE } from '../data/modes.js';
 import { CORE_ENGINE } from '../engine/names.js';
 import type { Tf } from '../backend/index.js';
-import { ImageSource, listImages, type SkippedFile } from '../data/index.js';
+import { ImageSource, listImages, preprocessPixels, type ImageItem, type SkippedFile } from '../data/index.js';
 import { UsageError } from '../errors.js';
 import type { DownloadProgress } from '../weights/download.js';
 import { loadClassifier, runBatches, runBatchesTta, type RunOptions } from './index.js';
+import { loadOnnxClassifier } from './onnx-file.js';
 import { join } from 'node:path';
 import { datasetDigest, finishShard, openShardFolder, shardOf, weightsDigest, type Shard } from '../shard/index.js';
 import { writeFileAtomic } from '../util/atomic.js';
@@ -38,6 +39,40 @@ export interface PredictResult {
 /** One image's line in predictions.jsonl. */
 const line = (p: Prediction) => `${JSON.stringify(p)}\n`;
 
+/** The `k` most probable classes of each row of `outputs`. */
+function topClasses(outputs: Float32Array, width: number, rows: number, classes: string[], k: number): Prediction['top'][] {
+  return Array.from({ length: rows }, (_, i) => {
+    const row = Array.from(outputs.subarray(i * width, (i + 1) * width));
+    return row.map((p, c) => [p, c] as const).sort((a, b) => b[0] - a[0]).slice(0, k).map(([p, c]) => ({ class: classes[c]!, probability: p }));
+  });
+}
+
+/**
+ * Predictions from a .onnx file tl exported, on ONNX Runtime: its labels, preprocessing, input size and (where it says)
+ * resize mode come from its metadata. Not sharded, and without --tta (they take a run folder).
+ */
+async function predictWithOnnxFile(options: PredictOptions, items: ImageItem[], skipped: SkippedFile[]): Promise<PredictResult> {
+  if (options.shard || options.tta) throw new UsageError(`${options.shard ? '--shard' : '--tta'} takes a run folder or a registry model; ${options.model} is an ONNX file.`);
+  const model = await loadOnnxClassifier(options.model);
+  const k = Math.min(options.top, model.classes.length);
+  const resize = options.resize ?? model.resize ?? undefined;
+  const source = new ImageSource(items, { size: model.inputSize, ...(resize ? { resize } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), cacheBytes: 0 });
+  const session = await model.open();
+  const predictions: Prediction[] = [];
+  try {
+    for await (const batch of source.batches(items, { batchSize: options.batchSize })) {
+      const n = batch.items.length;
+      const [outputs] = await session.run([{ data: preprocessPixels(batch.pixels, model.preprocess), shape: [n, model.inputSize, model.inputSize, 3] }]);
+      topClasses(outputs!, model.classes.length, n, model.classes, k).forEach((top, i) => predictions.push({ path: batch.items[i]!.path, top }));
+      options.onProgress?.(predictions.length, items.length);
+    }
+  } finally {
+    await session.close();
+  }
+  if (options.out) await writeFileAtomic(options.out, predictions.map(line).join(''));
+  return { model: model.name, classes: model.classes, predictions, skipped: [...skipped, ...source.skipped], ...(options.out ? { file: options.out } : {}) };
+}
+
 /** The `top` most probable classes of every image. */
 export async function predict(tf: Tf, options: PredictOptions): Promise<PredictResult> {
   const listed = await listImages(options.inputs);
@@ -45,6 +80,7 @@ export async function predict(tf: Tf, options: PredictOptions): Promise<PredictR
   const shard = options.shard;
   const items = shard ? listed.items.filter((item) => shardOf(item.rel, shard.count) === shard.index) : listed.items;
   if (listed.items.length === 0) throw new UsageError(`No images to predict in ${options.inputs.join(', ')}${skipped.length ? ` (${skipped.map((s) => `${s.path}: ${s.reason}`).join('; ')})` : ''}.`);
+  if (/\.onnx$/i.test(options.model)) return predictWithOnnxFile(options, items, skipped);
   const im = await loadClassifier(tf, options.model, { ...(options.store ? { store: options.store } : {}), ...(options.onDownload ? { onDownload: options.onDownload } : {}) });
   try {
     const classes = im.classes!;
@@ -52,11 +88,7 @@ export async function predict(tf: Tf, options: PredictOptions): Promise<PredictR
     const source = new ImageSource(items, { size: im.inputSize, ...(options.resize ? { resize: options.resize } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), cacheBytes: 0 });
     const predictions: Prediction[] = [];
     for await (const batch of (options.tta ? runBatchesTta : runBatches)(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? CORE_ENGINE, ...(options.store ? { store: options.store } : {}) })) {
-      batch.items.forEach((item, i) => {
-        const row = Array.from(batch.outputs.subarray(i * batch.width, (i + 1) * batch.width));
-        const order = row.map((p, c) => [p, c] as const).sort((a, b) => b[0] - a[0]).slice(0, k);
-        predictions.push({ path: item.path, top: order.map(([p, c]) => ({ class: classes[c]!, probability: p })) });
-      });
+      topClasses(batch.outputs, batch.width, batch.items.length, classes, k).forEach((top, i) => predictions.push({ path: batch.items[i]!.path, top }));
       options.onProgress?.(predictions.length, items.length);
     }
     let file: string | undefined;

@@ -65,4 +65,29 @@ describe('tl.json', () => {
     expect(refused.exitCode).toBe(2);
     expect(refused.stderr).toContain('--quantize float16 applies to ONNX exports');
   });
+
+  it('tl predict reads an exported .onnx file with what its metadata says, as it reads the run', async () => {
+    const file = join(tempDir(), 'm.onnx');
+    expect((await runTl(['export', run, '--out', file], { TL_HOME: home })).exitCode).toBe(0);
+    const images = [join(data, 'class0', 'img0.png'), join(data, 'class1', 'img1.png')];
+    type Out = { classes: string[]; predictions: { top: { class: string; probability: number }[] }[] };
+    const predict = async (model: string, extra: string[] = []) => {
+      const r = await runTl(['predict', '--model', model, ...images, '--top', '2', '--engine', 'onnx', '--json', ...extra], { TL_HOME: home });
+      expect(r.exitCode, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as Out;
+    };
+    const fromRun = await predict(run);
+    const fromFile = await predict(file);
+    expect(fromFile.classes).toEqual(fromRun.classes);
+    fromFile.predictions.forEach((p, i) => p.top.forEach((t, j) => {
+      expect(t.class).toBe(fromRun.predictions[i]!.top[j]!.class);
+      expect(t.probability).toBeCloseTo(fromRun.predictions[i]!.top[j]!.probability, 5);
+    }));
+    // A backbone export names no labels: not a classifier tl can read back.
+    const backbone = join(tempDir(), 'b.onnx');
+    expect((await runTl(['export', 'mobilenet_v2_035', '--no-top', '--weights', 'random', '--input-size', '32', '--out', backbone], { TL_HOME: home })).exitCode).toBe(0);
+    const refused = await runTl(['predict', '--model', backbone, ...images], { TL_HOME: home });
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toContain(`${backbone} is not a classifier tl exported: its metadata tl.labels is missing.`);
+  });
 });
