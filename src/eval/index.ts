@@ -2,10 +2,10 @@
 import { DEFAULT_RESIZE } from '../data/modes.js';
 import { CORE_ENGINE } from '../engine/names.js';
 import { stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import type { Tf } from '../backend/index.js';
 import { ImageSource, readSplitRecord, scanDataset, type ImageItem, type SkippedFile } from '../data/index.js';
-import { ModelNotFoundError, UsageError } from '../errors.js';
+import { DatasetError, ModelNotFoundError, UsageError } from '../errors.js';
 import { loadClassifier, runBatches, runBatchesTta, type RunOptions } from '../inference/index.js';
 import { computeMetrics, type Metrics } from '../metrics/classification.js';
 import { npyHeader } from '../util/npy.js';
@@ -56,6 +56,9 @@ export async function evaluate(tf: Tf, options: EvalOptions): Promise<EvalResult
     throw new UsageError(`${options.run} has no split.json, so its held-out images are unknown; pass a DATA folder to evaluate on.`);
   }
   const data = options.data ?? record!.root;
+  if (options.data === undefined && (await stat(data).catch(() => null)) === null) {
+    throw new DatasetError(`The dataset of ${options.run} is gone from ${data} (the path its split.json records${isAbsolute(data) ? '' : `, relative to the folder tl finetune ran in; this is ${process.cwd()}`}).`, { suggestion: `Run tl eval from that folder, or pass the dataset: tl eval --model ${options.run} DATA.` });
+  }
   // The run's own images are labelled as the run read them (class folders, or its --labels CSV file).
   const scan = await scanDataset(data, record?.labels && options.data === undefined ? { labels: record.labels } : {});
   const skipped: SkippedFile[] = [...scan.skipped];

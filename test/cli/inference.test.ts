@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { runTl } from '../helpers/cli.js';
@@ -68,5 +68,14 @@ describe('tl eval, predict, extract (spawned)', () => {
     const missing = await runTl(['predict', '--model', run, join(data, 'nope.png')], { TL_HOME: home });
     expect(missing.exitCode).toBe(2);
     expect(missing.stderr).toContain(`No images to predict in ${join(data, 'nope.png')} (${join(data, 'nope.png')}: does not exist)`);
+    // A run's dataset recorded relative to where tl finetune ran, evaluated from elsewhere: where to run it, or DATA.
+    const moved = join(tempDir(), 'run');
+    cpSync(run, moved, { recursive: true });
+    const split = JSON.parse(readFileSync(join(moved, 'split.json'), 'utf8')) as { root: string };
+    writeFileSync(join(moved, 'split.json'), JSON.stringify({ ...split, root: 'datasets/elsewhere' }));
+    const gone = await runTl(['eval', '--model', moved], { TL_HOME: home });
+    expect(gone.exitCode).toBe(1);
+    expect(gone.stderr).toContain(`error: The dataset of ${moved} is gone from datasets/elsewhere (the path its split.json records, relative to the folder tl finetune ran in; this is ${process.cwd()}).`);
+    expect(gone.stderr).toContain(`pass the dataset: tl eval --model ${moved} DATA.`);
   });
 });
