@@ -1,7 +1,7 @@
 // Models for inference (classifiers and feature extractors) and running them over images in batches.
 import type { EngineName } from '../engine/names.js';
 import type { BackendChoice, LayersModel, SymbolicTensor, Tf } from '../backend/index.js';
-import { preprocess, preprocessPixels, type ImageItem, type ImageSource, type ResizeMode } from '../data/index.js';
+import { preprocess, preprocessPixels, type Batch, type ImageItem, type ImageSource, type ResizeMode } from '../data/index.js';
 import { onnxSessionFor } from '../engine/index.js';
 import { UsageError, WeightsError } from '../errors.js';
 import { resolveVariant, type PreprocessMode } from '../registry/index.js';
@@ -225,17 +225,28 @@ export function mirrored(pixels: Uint8Array, n: number, size: number): Uint8Arra
 
 /**
  * `runBatches` with test-time augmentation: the model's outputs on each image and on its mirror image, averaged (for a
- * classifier, the mean of the two probability vectors). Twice the compute; the images are decoded once where the
- * source caches them.
+ * classifier, the mean of the two probability vectors). Twice the compute, one decode: each batch the plain pass
+ * reads is mirrored and queued for the second pass, which runs one batch behind it.
  */
 export async function* runBatchesTta(tf: Tf, im: InferenceModel, source: ImageSource, items: readonly ImageItem[], options: Parameters<typeof runBatches>[4]): AsyncGenerator<OutputBatch> {
-  const flipped: Pick<ImageSource, 'size' | 'batches'> = {
+  const queue: Batch[] = [];
+  const teed: Pick<ImageSource, 'size' | 'batches'> = {
     size: source.size,
     async *batches(list, opts) {
-      for await (const batch of source.batches(list, opts)) yield { ...batch, pixels: mirrored(batch.pixels, batch.items.length, source.size) };
+      for await (const batch of source.batches(list, opts)) {
+        queue.push({ ...batch, pixels: mirrored(batch.pixels, batch.items.length, source.size) });
+        yield batch;
+      }
     },
   };
-  const plain = runBatches(tf, im, source, items, options);
+  const flipped: Pick<ImageSource, 'size' | 'batches'> = {
+    size: source.size,
+    // The plain pass has always read a batch before this pass asks for it (the two advance in turn).
+    async *batches() {
+      while (queue.length > 0) yield queue.shift()!;
+    },
+  };
+  const plain = runBatches(tf, im, teed, items, options);
   const mirror = runBatches(tf, im, flipped, items, options);
   try {
     for (;;) {
