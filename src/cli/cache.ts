@@ -35,7 +35,7 @@ export function cacheCommand(io: Io): Command {
     const { storeRoot } = await import('../store/index.js');
     const spinner = progress(io, 'loading the model', opts);
     const result = await buildCache(tf, info, {
-      data, model: opts.model, freeze: opts.freeze, out: opts.out, batchSize: run.batchSize, engine: run.engine, weights: opts.weights, seed: opts.seed, resize: opts.resize, maxPixels: opts.maxPixels, ...(labelsOf(opts) ? { labels: labelsOf(opts)! } : {}),
+      data, model: opts.model, freeze: opts.freeze, out: opts.out, batchSize: run.batchSize, engine: run.engine, weights: opts.weights, seed: opts.seed, resize: opts.resize, maxPixels: opts.maxPixels, labels: labelsOf(opts),
       ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), ...(opts.preprocess ? { preprocess: opts.preprocess } : {}), store: storeRoot(io.env), ...(shard ? { shard } : {}),
       onProgress: (done, total) => spinner.update(`caching ${done}/${total}`),
     }).catch((err: unknown) => {

@@ -24,7 +24,7 @@ export function dataCommand(io: Io): Command {
     const opts = parseOptions(dataCommandSchema, raw);
     const { openDataset, summarizeDataset } = await import('../data/index.js');
     const labels = labelsOf(opts);
-    const dataset = await openDataset(root, { val: opts.val, test: opts.test, seed: opts.seed, size: opts.size, resize: opts.resize, maxPixels: opts.maxPixels, allowConflicts: true, ...(labels ? { labels } : {}) });
+    const dataset = await openDataset(root, { val: opts.val, test: opts.test, seed: opts.seed, size: opts.size, resize: opts.resize, maxPixels: opts.maxPixels, allowConflicts: true, labels });
     const summary = await summarizeDataset(dataset);
     const suspects = opts.suspects ? await runSuspects(io, root, opts) : null;
     if (opts.json) return printJson(io, suspects ? { ...summary, suspects } : summary);
@@ -63,7 +63,7 @@ async function runSuspects(io: Io, data: string, opts: z.infer<typeof dataComman
   const spinner = progress(io, 'label suspects', opts);
   const labels = labelsOf(opts);
   const result = await findSuspects(tf, {
-    ...run, data, model: opts.model, ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), ...(labels ? { labels } : {}), resize: opts.resize, maxPixels: opts.maxPixels, folds: opts.folds, seed: opts.seed,
+    ...run, data, model: opts.model, ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), labels, resize: opts.resize, maxPixels: opts.maxPixels, folds: opts.folds, seed: opts.seed,
     onProgress: (what, done, total) => spinner.update(what === 'features' ? `features ${done}/${total}` : `probes ${done}/${total}`),
   }).catch((err: unknown) => {
     spinner.fail();

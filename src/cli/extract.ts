@@ -32,7 +32,7 @@ export function extractCommand(io: Io): Command {
     const out = opts.out ?? `features.${opts.format}`;
     const result = await extract(tf, {
       ...run, inputs, model: opts.model, ...(opts.layer ? { layer: opts.layer } : {}), out, format: opts.format,
-      val: opts.val, test: opts.test, seed: opts.seed, resize: opts.resize, maxPixels: opts.maxPixels, ...(labelsOf(opts) ? { labels: labelsOf(opts)! } : {}),
+      val: opts.val, test: opts.test, seed: opts.seed, resize: opts.resize, maxPixels: opts.maxPixels, labels: labelsOf(opts),
       ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), ...(opts.preprocess ? { preprocess: opts.preprocess } : {}), weights: opts.weights,
       onProgress: (done, total) => spinner.update(`extracting ${done}/${total}`),
       onDownload: downloadReporter(io, spinner, opts),

@@ -39,7 +39,7 @@ export function rankCommand(io: Io): Command {
     const { rank } = await import('../rank/index.js');
     const spinner = progress(io, `ranking ${models.length} model${models.length === 1 ? '' : 's'}`, opts);
     const result = await rank(tf, {
-      ...run, data, models, val: opts.val, test: opts.test, seed: opts.seed, resize: opts.resize, maxPixels: opts.maxPixels, ...(labelsOf(opts) ? { labels: labelsOf(opts)! } : {}),
+      ...run, data, models, val: opts.val, test: opts.test, seed: opts.seed, resize: opts.resize, maxPixels: opts.maxPixels, labels: labelsOf(opts),
       ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), probe: opts.probe, store: storeRoot(io.env),
       onProgress: (model, done, total) => spinner.update(`${model}: ${done}/${total} images`),
     });
