@@ -7,7 +7,7 @@
 // given label.
 import { createHash } from 'node:crypto';
 import type { BackendChoice, Tf } from '../backend/index.js';
-import { ImageSource, openDataset, type ImageItem, type LabelsSpec, type ResizeMode, type SkippedFile } from '../data/index.js';
+import { ImageSource, scanDataset, type ImageItem, type LabelsSpec, type ResizeMode, type SkippedFile } from '../data/index.js';
 import { UsageError } from '../errors.js';
 import { loadFeatureModel, runBatches } from '../inference/index.js';
 import type { EngineName } from '../engine/names.js';
@@ -107,24 +107,23 @@ export interface DatasetFeatures {
   classes: string[];
   /** The images whose features were computed (those that decode), in row order. */
   items: ImageItem[];
-  /** The split `tl finetune` would put each image in (its --val, --test and --seed). */
-  splits: Map<string, string>;
   features: Float32Array;
   d: number;
   skipped: SkippedFile[];
 }
 
-/** One pass of `options.model`'s backbone over every image of the dataset. */
-export async function datasetFeatures(tf: Tf, options: FeaturePassOptions & { val?: number; test?: number }): Promise<DatasetFeatures> {
-  const dataset = await openDataset(options.data, { val: options.val ?? 0, test: options.test ?? 0, seed: options.seed, size: 32, resize: options.resize, maxPixels: options.maxPixels, cacheBytes: 0, ...(options.labels ? { labels: options.labels } : {}) });
-  const items = [...dataset.splits.train, ...dataset.splits.val, ...dataset.splits.test];
+/** One pass of `options.model`'s backbone over every image of the dataset; each image is decoded once, by that pass. */
+export async function datasetFeatures(tf: Tf, options: FeaturePassOptions): Promise<DatasetFeatures> {
+  const scan = await scanDataset(options.data, options.labels ? { labels: options.labels } : {});
+  const items = scan.items;
   const im = await loadFeatureModel(tf, options.model, { ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.store ? { store: options.store } : {}) });
   const d = im.outputShape.reduce((a, b) => a * b, 1);
   const features = new Float32Array(items.length * d);
   const row = new Map(items.map((item, i) => [item.path, i]));
   const seen = new Set<number>();
+  // Images that do not decode are skipped by the pass itself, and listed.
+  const source = new ImageSource(items, { size: im.inputSize, resize: options.resize, maxPixels: options.maxPixels, cacheBytes: 0 });
   try {
-    const source = new ImageSource(items, { size: im.inputSize, resize: options.resize, maxPixels: options.maxPixels, cacheBytes: 0 });
     for await (const batch of runBatches(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine, ...(options.store ? { store: options.store } : {}) })) {
       batch.items.forEach((item, b) => {
         const i = row.get(item.path)!;
@@ -139,15 +138,15 @@ export async function datasetFeatures(tf: Tf, options: FeaturePassOptions & { va
   const kept = [...seen].sort((a, b) => a - b);
   const out = new Float32Array(kept.length * d);
   kept.forEach((i, r) => out.set(features.subarray(i * d, (i + 1) * d), r * d));
-  return { classes: dataset.classes, items: kept.map((i) => items[i]!), splits: new Map(Object.entries(dataset.splitMap)), features: out, d, skipped: dataset.skipped };
+  return { classes: scan.classes, items: kept.map((i) => items[i]!), features: out, d, skipped: [...scan.skipped, ...source.skipped] };
 }
 
 /** The dataset's label suspects, worst first. */
-export async function findSuspects(tf: Tf, options: SuspectsOptions, pass?: DatasetFeatures): Promise<SuspectsResult> {
+export async function findSuspects(tf: Tf, options: SuspectsOptions): Promise<SuspectsResult> {
   const started = performance.now();
   if (!Number.isInteger(options.folds) || options.folds < 2) throw new UsageError(`--folds ${options.folds}: at least 2 folds are needed (each probe trains on the others).`);
   // Every image, whatever split it would fall in: a wrong label anywhere is worth finding.
-  const { classes: names, items: used, features, d, skipped } = pass ?? (await datasetFeatures(tf, options));
+  const { classes: names, items: used, features, d, skipped } = await datasetFeatures(tf, options);
   const classes = names.length;
   const labels = Int32Array.from(used, (item) => item.label);
   const fold = foldsOf(used, options.folds, options.seed);
