@@ -14,6 +14,7 @@ import { cacheCommand } from './cache.js';
 import { finetuneCommand } from './finetune.js';
 import { modelsCommand } from './models.js';
 import { predictCommand } from './predict.js';
+import { serveCommand } from './serve.js';
 import { storeCommand } from './store.js';
 import { bufferIo, processIo, type Io } from './io.js';
 
@@ -26,7 +27,7 @@ export function buildProgram(io: Io): Command {
     .enablePositionalOptions()
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
     .exitOverride();
-  for (const cmd of [finetuneCommand(io), finetuneCommand(io, 'lr-find'), extractCommand(io), cacheCommand(io), mergeCommand(io), slurmCommand(io), rankCommand(io), evalCommand(io), predictCommand(io), exportCommand(io), modelsCommand(io), storeCommand(io), dataCommand(io), doctorCommand(io)]) {
+  for (const cmd of [finetuneCommand(io), finetuneCommand(io, 'lr-find'), extractCommand(io), cacheCommand(io), mergeCommand(io), slurmCommand(io), rankCommand(io), evalCommand(io), predictCommand(io), exportCommand(io), serveCommand(io), modelsCommand(io), storeCommand(io), dataCommand(io), doctorCommand(io)]) {
     program.addCommand(cmd.exitOverride().configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) }));
   }
   return program;

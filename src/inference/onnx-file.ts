@@ -19,7 +19,9 @@ export interface OnnxClassifier {
   resize: ResizeMode | null;
   /** sha256 of the file. */
   digest: string;
-  open(): Promise<OnnxSession>;
+  /** Every metadata_props entry the file carries (tl.labels, tl.preprocess, tl.input, ...). */
+  metadata: Record<string, string>;
+  open(options?: { threads?: number }): Promise<OnnxSession>;
 }
 
 // Labels first: a model without them (a backbone export) is reported by what it lacks most.
@@ -68,6 +70,7 @@ export async function loadOnnxClassifier(file: string): Promise<OnnxClassifier> 
     inputSize: size,
     resize: meta['tl.resize'] ?? null,
     digest: createHash('sha256').update(bytes).digest('hex'),
-    open: () => OnnxSession.open(bytes, {}),
+    metadata: props,
+    open: (options = {}) => OnnxSession.open(bytes, options),
   };
 }

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../src/cli/main.js';
 import { FINETUNE_OPTIONS, RESUMABLE, savedSettingsSchema } from '../../src/options/finetune.js';
-import { DATA_CHECK_OPTIONS, EVAL_OPTIONS, EXPORT_OPTIONS, EXTRACT_OPTIONS, PREDICT_OPTIONS, PRUNE_OPTIONS } from '../../src/options/commands.js';
+import { DATA_CHECK_OPTIONS, EVAL_OPTIONS, EXPORT_OPTIONS, EXTRACT_OPTIONS, PREDICT_OPTIONS, PRUNE_OPTIONS, SERVE_OPTIONS } from '../../src/options/commands.js';
 import { DATA_OPTIONS, INFERENCE_OPTIONS, MODEL_INPUT_OPTIONS, SHARD_OPTIONS, TOP } from '../../src/options/shared.js';
 import { defaultOf, flagOfKey, longFlag } from '../../src/util/options.js';
 import { makeColourDataset } from '../helpers/synthetic.js';
@@ -34,7 +34,7 @@ const SETTINGS_USERS = /^(train\/|cli\/finetune\.ts$)/;
 describe('the options table', () => {
   it('declares each flag once: no command and no core writes a flag, a default or a limit of the table again', () => {
     const tables = { ...FINETUNE_OPTIONS, ...DATA_OPTIONS, ...MODEL_INPUT_OPTIONS, ...SHARD_OPTIONS };
-    const everyTable = [FINETUNE_OPTIONS, DATA_OPTIONS, MODEL_INPUT_OPTIONS, SHARD_OPTIONS, INFERENCE_OPTIONS, EXTRACT_OPTIONS, EVAL_OPTIONS, PREDICT_OPTIONS, EXPORT_OPTIONS, DATA_CHECK_OPTIONS, PRUNE_OPTIONS, { top: TOP }];
+    const everyTable = [FINETUNE_OPTIONS, DATA_OPTIONS, MODEL_INPUT_OPTIONS, SHARD_OPTIONS, INFERENCE_OPTIONS, EXTRACT_OPTIONS, EVAL_OPTIONS, PREDICT_OPTIONS, EXPORT_OPTIONS, DATA_CHECK_OPTIONS, PRUNE_OPTIONS, SERVE_OPTIONS, { top: TOP }];
     const flags = [...new Set(everyTable.flatMap((t) => Object.values(t).map(longFlag)))];
     const found: string[] = [];
     for (const file of sources(SRC)) {

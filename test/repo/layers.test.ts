@@ -25,7 +25,7 @@ const LAYERS: string[][] = [
   // The frozen part and its outputs; models for inference.
   ['frozen', 'inference'],
   // What computes an optimizer step; the commands' cores that only run models.
-  ['step', 'features', 'export', 'eval', 'merge'],
+  ['step', 'features', 'export', 'eval', 'merge', 'serve'],
   // The options of the commands that train, each written once (flags, limits, defaults, config.json's schema).
   ['options'],
   // The commands' cores that train.
