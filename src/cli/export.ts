@@ -30,10 +30,16 @@ export function exportCommand(io: Io): Command {
     const { exportModel } = await import('../export/index.js');
     const spinner = progress(io, `exporting ${model}`, opts);
     const { storeRoot } = await import('../store/index.js');
-    const result = await exportModel(backend.tf, { model, format: opts.format, out: opts.out, includeTop: opts.top, weights: opts.weights, ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), store: storeRoot(io.env), quantize: opts.quantize });
+    const result = await exportModel(backend.tf, { model, format: opts.format, out: opts.out, includeTop: opts.top, weights: opts.weights, ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), store: storeRoot(io.env), quantize: opts.quantize, calibrationImages: opts.calibrationImages, ...(opts.calibration ? { calibration: opts.calibration } : {}) });
     spinner.succeed(`exported ${model}`);
     if (opts.json) return printJson(io, result);
-    io.out(`wrote ${result.out} (${opts.format}, ${formatBytes(result.bytes)}, ${result.layers} layers, input ${JSON.stringify(result.inputShape)}${result.float16 ? `, float16 weights (${result.float16.converted} tensors${result.float16.kept.length ? `; ${result.float16.kept.length} kept float32, beyond float16's range` : ''})` : ''}${result.checked ? ', opened by ONNX Runtime' : ''})\n`);
+    io.out(`wrote ${result.out} (${opts.format}, ${formatBytes(result.bytes)}, ${result.layers} layers, input ${JSON.stringify(result.inputShape)}${result.float16 ? `, float16 weights (${result.float16.converted} tensors${result.float16.kept.length ? `; ${result.float16.kept.length} kept float32, beyond float16's range` : ''})` : ''}${result.int8 ? `, int8: ${result.int8.convolutions} convolutions, ${result.int8.activations} activations calibrated on ${result.int8.calibrationImages} images` : ''}${result.checked ? ', opened by ONNX Runtime' : ''})\n`);
+    const check = result.int8?.check;
+    if (check) {
+      const points = (check.float32.accuracy - check.int8.accuracy) * 100;
+      io.out(`int8 against float32 on the run's ${check.images} test images: accuracy ${check.int8.accuracy.toFixed(3)} vs ${check.float32.accuracy.toFixed(3)}, log-loss ${check.int8.logLoss.toFixed(4)} vs ${check.float32.logLoss.toFixed(4)}, same top-1 for ${(check.agreement * 100).toFixed(1)}%\n`);
+      if (points > 1) io.err(`warning: int8 loses ${points.toFixed(1)} points of test accuracy here; --quantize float16 keeps float32's answers at half the size\n`);
+    } else if (result.int8) io.err(`note: no test split to check the int8 model against float32 (${result.int8.calibratedOn}); compare them with tl eval before you ship it\n`);
   });
   return cmd;
 }

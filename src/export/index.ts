@@ -6,6 +6,7 @@ import { runFile } from '../data/index.js';
 import { UsageError } from '../errors.js';
 import { exportOnnx } from '../onnx/export.js';
 import { halfPrecision } from '../onnx/float16.js';
+import { exportInt8, type Int8Export } from './int8.js';
 import { DEPLOY_CARD, deployCard, onnxMetadata, readLayersMetadata, type TrainedModelMeta } from '../registry/metadata.js';
 import { OnnxSession } from '../onnx/runtime.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
@@ -13,8 +14,11 @@ import { resolveModel } from '../weights/resolve.js';
 import { saveLayersModel } from '../weights/save.js';
 
 export const EXPORT_FORMATS = ['onnx', 'tfjs'] as const;
-/** How an ONNX export stores its weights: float32 as trained, or float16 (half the file, cast back when loaded). */
-export const QUANTIZATIONS = ['none', 'float16'] as const;
+/**
+ * How an ONNX export stores its weights: float32 as trained, float16 (half the file, cast back when loaded), or int8
+ * (QDQ: integer convolutions, calibrated on images).
+ */
+export const QUANTIZATIONS = ['none', 'float16', 'int8'] as const;
 
 export interface ExportOptions {
   model: string;
@@ -26,6 +30,10 @@ export interface ExportOptions {
   inputSize?: number;
   store?: string;
   quantize?: (typeof QUANTIZATIONS)[number];
+  /** With int8: a folder of images to calibrate on (default: the run's training split). */
+  calibration?: string;
+  /** With int8: how many images calibrate. */
+  calibrationImages?: number;
 }
 
 export interface ExportResult {
@@ -39,6 +47,8 @@ export interface ExportResult {
   checked: boolean;
   /** With --quantize float16: the weights stored as float16, and those kept float32 (beyond float16's range). */
   float16?: { converted: number; kept: string[] };
+  /** With --quantize int8: what was quantized, on which images, and float32 against int8 on the run's test split. */
+  int8?: Int8Export;
 }
 
 /** Writes `options.model` in `options.format`. */
@@ -54,13 +64,19 @@ export async function exportModel(tf: Tf, options: ExportOptions): Promise<Expor
     : r.userDefinedMetadata;
   const meta: TrainedModelMeta | null = readLayersMetadata(metadata);
   let half: ReturnType<typeof halfPrecision> | null = null;
+  let int8: Awaited<ReturnType<typeof exportInt8>> | null = null;
   try {
     let bytes: number;
     let checked = false;
     if (options.format === 'onnx') {
       const full = exportOnnx(model, meta ? { name: meta.name, metadata: onnxMetadata(meta) } : {});
       half = quantize === 'float16' ? halfPrecision(full) : null;
-      const data = half?.bytes ?? full;
+      if (quantize === 'int8') {
+        if (!meta) throw new UsageError(`--quantize int8 needs a classifier tl wrote (its preprocessing and labels); ${options.model} has no tl metadata.`);
+        const run = r.source.kind === 'folder' && (await stat(runFile(options.model, 'split')).catch(() => null)) ? options.model : null;
+        int8 = await exportInt8(full, meta, { run, images: options.calibrationImages ?? 300, ...(options.calibration ? { calibration: options.calibration } : {}) });
+      }
+      const data = half?.bytes ?? int8?.bytes ?? full;
       // ONNX Runtime parses and type-checks the graph when it opens it.
       const session = await OnnxSession.open(data, { threads: 1 });
       await session.close();
@@ -75,7 +91,7 @@ export async function exportModel(tf: Tf, options: ExportOptions): Promise<Expor
       }
       bytes = (await stat(join(options.out, 'weights.bin'))).size + (await stat(join(options.out, 'model.json'))).size;
     }
-    return { out: options.out, format: options.format, bytes, layers: model.layers.length, inputShape: model.inputs[0]!.shape, outputShapes: model.outputs.map((o) => o.shape), checked, ...(half ? { float16: { converted: half.converted, kept: half.kept } } : {}) };
+    return { out: options.out, format: options.format, bytes, layers: model.layers.length, inputShape: model.inputs[0]!.shape, outputShapes: model.outputs.map((o) => o.shape), checked, ...(half ? { float16: { converted: half.converted, kept: half.kept } } : {}), ...(int8 ? { int8: int8.info } : {}) };
   } finally {
     model.dispose();
   }
