@@ -588,10 +588,19 @@ async function gpuMode(values: { gpu?: boolean; 'gpu-bundle'?: string; 'gpu-repo
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, choices: { type: 'boolean', default: false }, 'keep-choices': { type: 'boolean', default: false }, profile: { type: 'boolean', default: false }, out: { type: 'string', default: join(ROOT, 'BENCHMARKS.md') }, one: { type: 'string' }, gpu: { type: 'boolean', default: false }, 'gpu-bundle': { type: 'string' }, 'gpu-report': { type: 'string' } } });
+  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, choices: { type: 'boolean', default: false }, ship: { type: 'boolean', default: false }, 'keep-choices': { type: 'boolean', default: false }, profile: { type: 'boolean', default: false }, out: { type: 'string', default: join(ROOT, 'BENCHMARKS.md') }, one: { type: 'string' }, gpu: { type: 'boolean', default: false }, 'gpu-bundle': { type: 'string' }, 'gpu-report': { type: 'string' } } });
   if (values.one !== undefined) return runOne(values.one);
   if (values.gpu || values['gpu-bundle'] || values['gpu-report']) return gpuMode(values);
   if (values.choices) return runChoices(values.out);
+  if (values.ship) {
+    const work = mkdtempSync(join(tmpdir(), 'tl-bench-'));
+    try {
+      const { shipBench } = await import('./ship.js');
+      return await writeSection(values.out, await shipBench(ROOT, work, availableParallelism()), 'npm run bench -- --ship', availableParallelism());
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  }
   if (values.profile) {
     const { tf } = await loadBackend({ choice: 'wasm' });
     return writeSection(values.out, await profileSection(tf, availableParallelism()), 'npm run bench -- --profile', availableParallelism());

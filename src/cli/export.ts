@@ -30,10 +30,11 @@ export function exportCommand(io: Io): Command {
     const { exportModel } = await import('../export/index.js');
     const spinner = progress(io, `exporting ${model}`, opts);
     const { storeRoot } = await import('../store/index.js');
-    const result = await exportModel(backend.tf, { model, format: opts.format, out: opts.out, includeTop: opts.top, weights: opts.weights, ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), store: storeRoot(io.env), quantize: opts.quantize, calibrationImages: opts.calibrationImages, ...(opts.calibration ? { calibration: opts.calibration } : {}) });
+    const result = await exportModel(backend.tf, { model, format: opts.format, out: opts.out, includeTop: opts.top, weights: opts.weights, ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), store: storeRoot(io.env), quantize: opts.quantize, demo: opts.demo, calibrationImages: opts.calibrationImages, ...(opts.calibration ? { calibration: opts.calibration } : {}) });
     spinner.succeed(`exported ${model}`);
     if (opts.json) return printJson(io, result);
     io.out(`wrote ${result.out} (${opts.format}, ${formatBytes(result.bytes)}, ${result.layers} layers, input ${JSON.stringify(result.inputShape)}${result.float16 ? `, float16 weights (${result.float16.converted} tensors${result.float16.kept.length ? `; ${result.float16.kept.length} kept float32, beyond float16's range` : ''})` : ''}${result.int8 ? `, int8: ${result.int8.convolutions} convolutions, ${result.int8.activations} activations calibrated on ${result.int8.calibrationImages} images` : ''}${result.checked ? ', opened by ONNX Runtime' : ''})\n`);
+    if (result.demo) io.out(`wrote ${result.demo}: serve its folder over HTTP (e.g. npx http-server) and open it in a browser\n`);
     const check = result.int8?.check;
     if (check) {
       const points = (check.float32.accuracy - check.int8.accuracy) * 100;

@@ -7,6 +7,7 @@ import { UsageError } from '../errors.js';
 import { exportOnnx } from '../onnx/export.js';
 import { halfPrecision } from '../onnx/float16.js';
 import { exportInt8, type Int8Export } from './int8.js';
+import { demoPage, writeDemo } from './demo.js';
 import { DEPLOY_CARD, deployCard, onnxMetadata, readLayersMetadata, type TrainedModelMeta } from '../registry/metadata.js';
 import { OnnxSession } from '../onnx/runtime.js';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.js';
@@ -34,6 +35,8 @@ export interface ExportOptions {
   calibration?: string;
   /** With int8: how many images calibrate. */
   calibrationImages?: number;
+  /** Also write index.html beside the model: a page that classifies an image in the browser. */
+  demo?: boolean;
 }
 
 export interface ExportResult {
@@ -49,6 +52,8 @@ export interface ExportResult {
   float16?: { converted: number; kept: string[] };
   /** With --quantize int8: what was quantized, on which images, and float32 against int8 on the run's test split. */
   int8?: Int8Export;
+  /** With --demo: the page written beside the model. */
+  demo?: string;
 }
 
 /** Writes `options.model` in `options.format`. */
@@ -66,6 +71,8 @@ export async function exportModel(tf: Tf, options: ExportOptions): Promise<Expor
   let half: ReturnType<typeof halfPrecision> | null = null;
   let int8: Awaited<ReturnType<typeof exportInt8>> | null = null;
   try {
+    if (options.demo && !meta) throw new UsageError(`--demo needs a classifier tl wrote (its labels and preprocessing); ${options.model} has none.`);
+    if (options.demo) await demoPage(options.format, options.out);
     let bytes: number;
     let checked = false;
     if (options.format === 'onnx') {
@@ -91,7 +98,8 @@ export async function exportModel(tf: Tf, options: ExportOptions): Promise<Expor
       }
       bytes = (await stat(join(options.out, 'weights.bin'))).size + (await stat(join(options.out, 'model.json'))).size;
     }
-    return { out: options.out, format: options.format, bytes, layers: model.layers.length, inputShape: model.inputs[0]!.shape, outputShapes: model.outputs.map((o) => o.shape), checked, ...(half ? { float16: { converted: half.converted, kept: half.kept } } : {}), ...(int8 ? { int8: int8.info } : {}) };
+    const demo = options.demo && meta ? await writeDemo(options.format, options.out, deployCard(meta)) : undefined;
+    return { out: options.out, format: options.format, bytes, ...(demo ? { demo } : {}), layers: model.layers.length, inputShape: model.inputs[0]!.shape, outputShapes: model.outputs.map((o) => o.shape), checked, ...(half ? { float16: { converted: half.converted, kept: half.kept } } : {}), ...(int8 ? { int8: int8.info } : {}) };
   } finally {
     model.dispose();
   }

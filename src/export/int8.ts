@@ -35,7 +35,7 @@ export interface Int8Export extends Omit<Int8Result, 'bytes'> {
 const BATCH = 16;
 
 /** The run's images of `split`, labelled by the model's classes (none when the run has no split record or its dataset is gone). */
-async function runSplit(run: string, split: 'train' | 'test', classes: string[]): Promise<ImageItem[]> {
+export async function runSplit(run: string, split: 'train' | 'test', classes: string[]): Promise<ImageItem[]> {
   const record = await readSplitRecord(run, 'Pass --calibration DIR.');
   if (!record || !(await stat(record.root).catch(() => null))) return [];
   const scan = await scanDataset(record.root, record.labels ? { labels: record.labels } : {});
@@ -47,14 +47,14 @@ async function runSplit(run: string, split: 'train' | 'test', classes: string[])
   });
 }
 
-async function* batches(items: ImageItem[], meta: TrainedModelMeta): AsyncGenerator<CalibrationBatch & { items: ImageItem[] }> {
+export async function* batches(items: ImageItem[], meta: TrainedModelMeta): AsyncGenerator<CalibrationBatch & { items: ImageItem[] }> {
   const size = meta.inputSize;
   const resize = RESIZE_MODES.find((m) => m === meta.resize);
   const source = new ImageSource(items, { size, ...(resize ? { resize } : {}), cacheBytes: 0 });
   for await (const b of source.batches(items, { batchSize: BATCH })) yield { data: preprocessPixels(b.pixels, meta.preprocess), shape: [b.items.length, size, size, 3], items: b.items };
 }
 
-async function score(model: Uint8Array, test: (CalibrationBatch & { items: ImageItem[] })[], classes: number): Promise<{ top: number[]; accuracy: number; logLoss: number }> {
+export async function score(model: Uint8Array, test: (CalibrationBatch & { items: ImageItem[] })[], classes: number): Promise<{ top: number[]; accuracy: number; logLoss: number }> {
   const session = await OnnxSession.open(model);
   const top: number[] = [];
   let correct = 0;

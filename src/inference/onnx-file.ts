@@ -21,7 +21,7 @@ export interface OnnxClassifier {
   digest: string;
   /** Every metadata_props entry the file carries (tl.labels, tl.preprocess, tl.input, ...). */
   metadata: Record<string, string>;
-  open(options?: { threads?: number }): Promise<OnnxSession>;
+  open(options?: { threads?: number; spinning?: boolean }): Promise<OnnxSession>;
 }
 
 // Labels first: a model without them (a backbone export) is reported by what it lacks most.

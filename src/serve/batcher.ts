@@ -1,10 +1,15 @@
-// Dynamic batching: requests that arrive close together run as one batch. A batch runs when `maxBatch` items wait or
-// the oldest has waited `maxWaitMs`; one batch runs at a time (it has every intra-op thread), and what arrives
-// meanwhile forms the next one.
+// Dynamic batching: requests that arrive close together run as one batch. A batch runs when `maxBatch` items wait,
+// when the oldest has waited `maxWaitMs`, or when no other item is on its way; one batch runs at a time (it has every
+// intra-op thread), and what arrives meanwhile forms the next one.
 
 export interface BatcherOptions {
   maxBatch: number;
   maxWaitMs: number;
+  /**
+   * How many items are on their way (e.g. requests still being decoded): with none, a batch runs at once instead of
+   * waiting `maxWaitMs` for items that are not coming.
+   */
+  coming?: () => number;
 }
 
 export interface BatcherStats {
@@ -55,7 +60,8 @@ export class DynamicBatcher<I, O> {
   private schedule(): void {
     if (this.running > 0 || this.queue.length === 0) return;
     const waited = performance.now() - this.queue[0]!.at;
-    if (this.queue.length >= this.options.maxBatch || waited >= this.options.maxWaitMs) {
+    const coming = this.options.coming?.() ?? Infinity;
+    if (this.queue.length >= this.options.maxBatch || waited >= this.options.maxWaitMs || coming === 0) {
       void this.flush();
       return;
     }

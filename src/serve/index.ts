@@ -118,7 +118,7 @@ function send(res: ServerResponse, status: number, body: unknown, close = false)
 /** Starts the server; it listens when this resolves. */
 export async function startServer(options: ServeOptions): Promise<Serving> {
   const model = await loadOnnxClassifier(await modelFile(options.model));
-  const session = await model.open(options.threads ? { threads: options.threads } : {});
+  const session = await model.open({ ...(options.threads ? { threads: options.threads } : {}), spinning: false });
   const size = model.inputSize;
   const width = model.classes.length;
   const batcher = new DynamicBatcher<Float32Array, Float32Array>(async (images) => {
@@ -126,10 +126,12 @@ export async function startServer(options: ServeOptions): Promise<Serving> {
     images.forEach((x, i) => input.set(x, i * x.length));
     const [out] = await session.run([{ data: input, shape: [images.length, size, size, 3] }]);
     return images.map((_, i) => out!.slice(i * width, (i + 1) * width));
-  }, { maxBatch: options.maxBatch, maxWaitMs: options.maxWaitMs });
+  }, { maxBatch: options.maxBatch, maxWaitMs: options.maxWaitMs, coming: () => decoding });
   const decode = { size, resize: model.resize ?? DEFAULT_RESIZE, maxPixels: options.maxPixels ?? DEFAULT_MAX_PIXELS };
   const counts = { requests: 0, rejected: 0 };
   let inFlight = 0;
+  /** Requests whose image is being decoded: they join the next batch soon. */
+  let decoding = 0;
   let draining = false;
   let drained: (() => void) | null = null;
 
@@ -141,10 +143,13 @@ export async function startServer(options: ServeOptions): Promise<Serving> {
     if (body.length === 0) throw new HttpError(400, 'the body is empty: send the image bytes, or a multipart form with one file');
     const started = performance.now();
     let pixels: Uint8Array;
+    decoding += 1;
     try {
       pixels = await decodeImage(body, decode);
     } catch (err) {
       throw new HttpError(400, `not an image this server can read: ${decodeFailureReason(err)}`);
+    } finally {
+      decoding -= 1;
     }
     const probs = await batcher.submit(preprocessPixels(pixels, model.preprocess));
     const ranked = Array.from(probs, (p, c) => ({ class: model.classes[c]!, probability: p })).sort((a, b) => b.probability - a.probability);

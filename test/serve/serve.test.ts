@@ -159,6 +159,21 @@ describe('DynamicBatcher', () => {
     expect(b.stats()).toMatchObject({ items: 6, batches: 3 });
   });
 
+  it('does not wait for items when none is on its way', async () => {
+    let coming = 0;
+    const b = new DynamicBatcher<number, number>(async (xs) => xs, { maxBatch: 8, maxWaitMs: 60_000, coming: () => coming });
+    const started = performance.now();
+    expect(await b.submit(1)).toBe(1);
+    expect(performance.now() - started).toBeLessThan(1000);
+    // With one on its way, the first waits for it and both run as one batch.
+    coming = 1;
+    const first = b.submit(2);
+    await new Promise((r) => setTimeout(r, 20));
+    coming = 0;
+    expect(await Promise.all([first, b.submit(3)])).toEqual([2, 3]);
+    expect(b.stats().sizes[2]).toBe(1);
+  });
+
   it('rejects every item of a batch that fails, and runs the next batch', async () => {
     const b = new DynamicBatcher<number, number>(async (xs) => {
       if (xs.includes(0)) throw new Error('bad batch');
