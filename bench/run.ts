@@ -630,6 +630,7 @@ async function main(): Promise<void> {
     const whole = await finetuneBench(work, data, images, 'mobilenet_v2.nsfwjs');
     sections.push(whole.section);
     if (!quick && !values['keep-choices']) sections.push(await choicesBench(tf, info, work, join(ROOT, 'datasets', 'fashion-mnist-sample'), availableParallelism()));
+    if (!quick) sections.push(await (await import('./ship.js')).shipBench(ROOT, work, availableParallelism()));
     sections.push(memorySection());
     const profile = await profileSection(tf, availableParallelism());
     sections.push(profile);
