@@ -16,10 +16,12 @@ import { saveLayersModel } from '../weights/save.js';
 
 export const EXPORT_FORMATS = ['onnx', 'tfjs'] as const;
 /**
- * How an ONNX export stores its weights: float32 as trained, float16 (half the file, cast back when loaded), or int8
- * (QDQ: integer convolutions, calibrated on images).
+ * How an export stores its weights: float32 as trained; float16 (half the file, cast back when loaded; both formats);
+ * int8 (ONNX: QDQ, integer convolutions, calibrated on images); uint8 (TensorFlow.js: an affine map per weight, a
+ * quarter of weights.bin, decoded to float32 when loaded).
  */
-export const QUANTIZATIONS = ['none', 'float16', 'int8'] as const;
+export const QUANTIZATIONS = ['none', 'float16', 'int8', 'uint8'] as const;
+const FORMAT_OF: Record<string, (typeof EXPORT_FORMATS)[number]> = { int8: 'onnx', uint8: 'tfjs' };
 
 export interface ExportOptions {
   model: string;
@@ -59,7 +61,8 @@ export interface ExportResult {
 /** Writes `options.model` in `options.format`. */
 export async function exportModel(tf: Tf, options: ExportOptions): Promise<ExportResult> {
   const quantize = options.quantize ?? 'none';
-  if (quantize !== 'none' && options.format !== 'onnx') throw new UsageError(`--quantize ${quantize} applies to ONNX exports; a TensorFlow.js export keeps float32 weights.`);
+  const only = FORMAT_OF[quantize];
+  if (only && options.format !== only) throw new UsageError(`--quantize ${quantize} applies to ${only === 'onnx' ? 'ONNX' : 'TensorFlow.js'} exports; ${only === 'onnx' ? 'a TensorFlow.js export takes float16 or uint8' : 'an ONNX export takes float16 or int8'}.`);
   const r = await resolveModel(tf, options.model, { top: options.includeTop ?? true, weights: options.weights ?? 'pretrained', ...(options.inputSize ? { inputSize: options.inputSize } : {}), ...(options.store ? { store: options.store } : {}) });
   const { model } = r;
   // Labels, preprocessing, input size and temperature travel with every export (ONNX metadata_props; the tfjs
@@ -91,7 +94,7 @@ export async function exportModel(tf: Tf, options: ExportOptions): Promise<Expor
       await writeFileAtomic(options.out, data);
       bytes = data.length;
     } else {
-      await saveLayersModel(tf, model, options.out, metadata ?? {});
+      await saveLayersModel(tf, model, options.out, metadata ?? {}, quantize === 'float16' || quantize === 'uint8' ? quantize : undefined);
       if (meta) {
         await writeJsonAtomic(runFile(options.out, 'labels'), meta.classes);
         await writeJsonAtomic(join(options.out, DEPLOY_CARD), deployCard(meta));

@@ -35,7 +35,7 @@ export const PREDICT_OPTIONS = {
 /** tl export's own (besides the required --out). */
 export const EXPORT_OPTIONS = {
   format: option('--format <format>', 'what to write', z.enum(EXPORT_FORMATS).default('onnx')),
-  quantize: option('--quantize <how>', "ONNX weights: none (float32), float16 (half the file; cast back to float32 when loaded) or int8 (a quarter: integer convolutions, calibrated on the run's training images, then checked against float32 on its test split)", z.enum(QUANTIZATIONS).default('none')),
+  quantize: option('--quantize <how>', "weights: none (float32); float16 (half the file, cast back to float32 when loaded; both formats); int8 (ONNX: integer convolutions calibrated on the run's training images, then checked against float32 on its test split); uint8 (TensorFlow.js: a quarter of weights.bin, an affine map per weight)", z.enum(QUANTIZATIONS).default('none')),
   calibration: option('--calibration <dir>', "with --quantize int8: a folder of images to calibrate on (default: the run's training split)", z.string().min(1).optional()),
   calibrationImages: option('--calibration-images <n>', 'with --quantize int8: how many images calibrate (a seeded sample)', numeric(z.number().int().min(1).max(100_000)).default(300)),
   top: TOP,

@@ -61,9 +61,37 @@ describe('tl.json', () => {
     expect(diff).toBeLessThan(1e-2);
     const top = (o: Float32Array, i: number) => (o[2 * i]! > o[2 * i + 1]! ? 0 : 1);
     expect([0, 1, 2, 3].map((i) => top(outputs[1]!, i))).toEqual([0, 1, 2, 3].map((i) => top(outputs[0]!, i)));
-    const refused = await runTl(['export', run, '--format', 'tfjs', '--out', join(tempDir(), 't'), '--quantize', 'float16'], { TL_HOME: home });
+    const refused = await runTl(['export', run, '--out', join(tempDir(), 'u.onnx'), '--quantize', 'uint8'], { TL_HOME: home });
     expect(refused.exitCode).toBe(2);
-    expect(refused.stderr).toContain('--quantize float16 applies to ONNX exports');
+    expect(refused.stderr).toContain('--quantize uint8 applies to TensorFlow.js exports');
+  });
+
+  it('--quantize float16 and uint8 shrink a TensorFlow.js export that TensorFlow.js loads back to nearly the same answers', async () => {
+    const images = [0, 1, 2, 3].map((i) => join(data, `class${i % 2}`, `img${i}.png`));
+    const answers: Record<string, number[][]> = {};
+    const sizes: Record<string, number> = {};
+    for (const q of ['none', 'float16', 'uint8']) {
+      const out = join(tempDir(), q);
+      const r = await runTl(['export', run, '--format', 'tfjs', '--out', out, '--quantize', q], { TL_HOME: home });
+      expect(r.exitCode, r.stderr).toBe(0);
+      sizes[q] = readFileSync(join(out, 'weights.bin')).length;
+      const manifest = JSON.parse(readFileSync(join(out, 'model.json'), 'utf8')) as { weightsManifest: { weights: { dtype: string; quantization?: { dtype: string; min?: number; scale?: number } }[] }[] };
+      // Kernels are stored as asked; biases and BatchNorm statistics (under 4,096 values) stay float32.
+      const big = manifest.weightsManifest[0]!.weights.filter((w) => w.dtype === 'float32' && (w as unknown as { shape: number[] }).shape.reduce((a, b) => a * b, 1) >= 4096);
+      expect(big.length).toBeGreaterThan(10);
+      expect(big.every((w) => (q === 'none' ? w.quantization === undefined : w.quantization?.dtype === q))).toBe(true);
+      // uint8: zero is one of the 256 values (min is a whole number of steps below it).
+      if (q === 'uint8') for (const w of big) expect(Math.abs(w.quantization!.min! / w.quantization!.scale! - Math.round(w.quantization!.min! / w.quantization!.scale!))).toBeLessThan(1e-6);
+      const p = await runTl(['predict', '--model', out, ...images, '--top', '2', '--json', '--engine', 'tfjs'], { TL_HOME: home });
+      expect(p.exitCode, p.stderr).toBe(0);
+      answers[q] = (JSON.parse(p.stdout) as { predictions: { top: { class: string; probability: number }[] }[] }).predictions.map((x) => [...x.top].sort((a, b) => a.class.localeCompare(b.class)).map((t) => t.probability));
+    }
+    expect(sizes['float16']! / sizes['none']!).toBeLessThan(0.55);
+    expect(sizes['uint8']! / sizes['none']!).toBeLessThan(0.3);
+    const gap = (a: number[][], b: number[][]) => Math.max(...a.flatMap((row, i) => row.map((v, j) => Math.abs(v - b[i]![j]!))));
+    expect(gap(answers['float16']!, answers['none']!)).toBeLessThan(1e-2);
+    expect(gap(answers['uint8']!, answers['none']!)).toBeGreaterThan(0);
+    expect(gap(answers['uint8']!, answers['none']!)).toBeLessThan(0.1);
   });
 
   it('tl predict reads an exported .onnx file with what its metadata says, as it reads the run', async () => {
