@@ -18,9 +18,9 @@ const evalSchema = inferenceSchema.extend({
 
 export function evalCommand(io: Io): Command {
   const cmd = new Command('eval')
-    .description("metrics of a fine-tuned run on its held-out test split (or another labelled folder); writes report.json, .md, .html")
+    .description("metrics of a fine-tuned run on its held-out test split (or another labelled folder), or of an exported .onnx file on a labelled folder; writes report.json, .md, .html")
     .argument('[DATA]', "a labelled folder (default: the run's own dataset and split)")
-    .requiredOption('-m, --model <run>', 'run folder written by tl finetune');
+    .requiredOption('-m, --model <run>', 'run folder written by tl finetune, or a .onnx file tl exported (then DATA is required)');
   addOptions(cmd, { ...EVAL_OPTIONS, ...SHARD_OPTIONS });
   addInferenceOptions(cmd);
   cmd.action(async (data: string | undefined, raw: unknown) => {

@@ -7,6 +7,7 @@ import type { Tf } from '../backend/index.js';
 import { ImageSource, readSplitRecord, scanDataset, type ImageItem, type SkippedFile } from '../data/index.js';
 import { DatasetError, ModelNotFoundError, UsageError } from '../errors.js';
 import { loadClassifier, runBatches, runBatchesTta, type RunOptions } from '../inference/index.js';
+import { classifyWithOnnxFile, loadOnnxClassifier } from '../inference/onnx-file.js';
 import { computeMetrics, type Metrics } from '../metrics/classification.js';
 import { npyHeader } from '../util/npy.js';
 import { datasetDigest, finishShard, openShardFolder, shardOf, weightsDigest, type Shard } from '../shard/index.js';
@@ -50,7 +51,8 @@ export async function evaluate(tf: Tf, options: EvalOptions): Promise<EvalResult
   const started = performance.now();
   const info = await stat(options.run).catch(() => null);
   if (info === null) throw new ModelNotFoundError(`No run at ${options.run}: the folder does not exist.`, { suggestion: 'Pass the folder tl finetune wrote (it prints "wrote <folder>" at the end).' });
-  if (!info.isDirectory()) throw new UsageError(`--model ${options.run} is a file; tl eval takes the run folder tl finetune wrote.`);
+  if (!info.isDirectory() && /\.onnx$/i.test(options.run)) return evaluateOnnxFile(options, started);
+  if (!info.isDirectory()) throw new UsageError(`--model ${options.run} is a file; tl eval takes the run folder tl finetune wrote, or a .onnx file tl exported.`);
   const record = await readSplitRecord(options.run, 'Pass a DATA folder to evaluate on it whole.');
   if (record === null && options.data === undefined) {
     throw new UsageError(`${options.run} has no split.json, so its held-out images are unknown; pass a DATA folder to evaluate on.`);
@@ -83,7 +85,7 @@ export async function evaluate(tf: Tf, options: EvalOptions): Promise<EvalResult
     const all = items.slice();
     const shard = options.shard;
     if (shard) items.splice(0, items.length, ...all.filter((item) => shardOf(item.rel, shard.count) === shard.index));
-    const source = new ImageSource(items, { size: im.inputSize, ...(options.resize ? { resize: options.resize } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), cacheBytes: 0 });
+    const source = new ImageSource(items, { size: im.inputSize, ...((options.resize ?? im.resize) ? { resize: options.resize ?? im.resize! } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), cacheBytes: 0 });
     const probs: Float32Array[] = [];
     const labels: number[] = [];
     const paths: string[] = [];
@@ -110,7 +112,7 @@ export async function evaluate(tf: Tf, options: EvalOptions): Promise<EvalResult
       await writeFileAtomic(join(folder, 'rows.jsonl'), rows);
       const position = new Map(all.map((item, i) => [item.path, i]));
       const relOf = new Map(all.map((item) => [item.path, item.rel]));
-      const key = { run: options.run, model: im.name, weights: weightsDigest(im.model), classes: JSON.stringify(classes), data, split: usedRunSplit ? options.split : 'all', usedRunSplit, resize: options.resize ?? DEFAULT_RESIZE, maxPixels: options.maxPixels ?? 0, engine: options.engine ?? CORE_ENGINE, tta: options.tta ?? false, images: all.length, dataset: await datasetDigest(all) };
+      const key = { run: options.run, model: im.name, weights: weightsDigest(im.model), classes: JSON.stringify(classes), data, split: usedRunSplit ? options.split : 'all', usedRunSplit, resize: options.resize ?? im.resize ?? DEFAULT_RESIZE, maxPixels: options.maxPixels ?? 0, engine: options.engine ?? CORE_ENGINE, tta: options.tta ?? false, images: all.length, dataset: await datasetDigest(all) };
       await finishShard(folder, { command: 'eval', shard, key }, paths.map((path) => ({ path, rel: relOf.get(path)!, position: position.get(path)! })), skipped, ['probs.npy', 'rows.jsonl']);
     }
     const seconds = (performance.now() - started) / 1000;
@@ -131,7 +133,44 @@ export async function evaluate(tf: Tf, options: EvalOptions): Promise<EvalResult
   }
 }
 
+/**
+ * An exported .onnx classifier on a labelled folder (whole: a file has no split record), with the labels,
+ * preprocessing and resize mode its metadata gives.
+ */
+async function evaluateOnnxFile(options: EvalOptions, started: number): Promise<EvalResult> {
+  if (options.shard || options.tta) throw new UsageError(`${options.shard ? '--shard' : '--tta'} takes a run folder; ${options.run} is an ONNX file.`);
+  if (options.data === undefined) throw new UsageError(`${options.run} is an ONNX file, which records no split: pass the labelled folder to evaluate it on (tl eval --model ${options.run} DATA).`);
+  const model = await loadOnnxClassifier(options.run);
+  const scan = await scanDataset(options.data);
+  const skipped: SkippedFile[] = [...scan.skipped];
+  const items: ImageItem[] = [];
+  for (const item of scan.items) {
+    const label = model.classes.indexOf(scan.classes[item.label]!);
+    if (label < 0) skipped.push({ path: item.path, reason: `class '${scan.classes[item.label]}' is not one of the model's classes` });
+    else items.push({ ...item, label });
+  }
+  if (items.length === 0) throw new UsageError(`No images of the model's classes (${model.classes.join(', ')}) to evaluate in ${options.data}.`);
+  const probs: Float32Array[] = [];
+  const labels: number[] = [];
+  const paths: string[] = [];
+  for await (const batch of classifyWithOnnxFile(model, items, { batchSize: options.batchSize, ...(options.resize ? { resize: options.resize } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), skipped })) {
+    probs.push(batch.outputs);
+    for (const item of batch.items) {
+      labels.push(item.label);
+      paths.push(item.path);
+    }
+    options.onProgress?.(labels.length, items.length);
+  }
+  const joined = new Float32Array(labels.length * model.classes.length);
+  probs.reduce((at, p) => (joined.set(p, at), at + p.length), 0);
+  const seconds = (performance.now() - started) / 1000;
+  return { run: options.run, model: model.name, data: options.data, split: 'all', usedRunSplit: false, classes: model.classes, metrics: computeMetrics(joined, labels, model.classes, { paths }), skipped, seconds, imagesPerSecond: labels.length / seconds };
+}
+
+/** Where an evaluation's reports go by default: `<run>/eval-<split>`, or `<file>-eval` beside an ONNX file. */
+export const defaultEvalOut = (result: Pick<EvalResult, 'run' | 'split'>) => (/\.onnx$/i.test(result.run) ? `${result.run.replace(/\.onnx$/i, '')}-eval` : join(result.run, `eval-${result.split}`));
+
 /** Writes an evaluation's reports (report.json, .md, .html) into `out` (default: <run>/eval-<split>); returns their paths. */
-export async function writeEvalReports(result: EvalResult, backend: string, out = join(result.run, `eval-${result.split}`)): Promise<string[]> {
+export async function writeEvalReports(result: EvalResult, backend: string, out = defaultEvalOut(result)): Promise<string[]> {
   return writeReports(out, { schemaVersion: REPORT_SCHEMA_VERSION, kind: 'eval', tlVersion: TL_VERSION, createdAt: new Date().toISOString(), backend, model: result.model, classes: result.classes, skipped: result.skipped, seconds: result.seconds, run: result.run, data: result.data, split: result.split, usedRunSplit: result.usedRunSplit, metrics: result.metrics, imagesPerSecond: result.imagesPerSecond });
 }

@@ -1,7 +1,7 @@
 // Models for inference (classifiers and feature extractors) and running them over images in batches.
 import type { EngineName } from '../engine/names.js';
 import type { BackendChoice, LayersModel, SymbolicTensor, Tf } from '../backend/index.js';
-import { preprocess, preprocessPixels, type Batch, type ImageItem, type ImageSource, type ResizeMode } from '../data/index.js';
+import { preprocess, preprocessPixels, RESIZE_MODES, type Batch, type ImageItem, type ImageSource, type ResizeMode } from '../data/index.js';
 import { onnxSessionFor } from '../engine/index.js';
 import { UsageError, WeightsError } from '../errors.js';
 import { resolveVariant, type PreprocessMode } from '../registry/index.js';
@@ -17,6 +17,8 @@ export interface InferenceModel {
   inputSize: number;
   /** Class names of a classifier's outputs, in order. */
   classes: string[] | null;
+  /** How images were fitted to the input in training, where the model says (a run's classifier). */
+  resize?: ResizeMode;
   /** The layer whose output the model gives. */
   outputLayer: string;
   /** Output shape without the batch dimension. */
@@ -60,7 +62,8 @@ export async function loadClassifier(tf: Tf, spec: string, options: InferenceOpt
     model.dispose();
     throw new WeightsError(`${spec}: the model has ${units} outputs but its metadata names ${classes.length} classes.`);
   }
-  return wrap(tf, model, model.outputs[0]!, { name: r.name, preprocess: r.preprocess, inputSize: r.inputSize, classes });
+  const resize = RESIZE_MODES.find((m) => m === r.tl?.resize);
+  return wrap(tf, model, model.outputs[0]!, { name: r.name, preprocess: r.preprocess, inputSize: r.inputSize, classes, ...(resize ? { resize } : {}) });
 }
 
 /**

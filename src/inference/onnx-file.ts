@@ -9,6 +9,7 @@ import { onnx } from '../onnx/graph.js';
 import { OnnxSession } from '../onnx/runtime.js';
 import { PREPROCESS_MODES, type PreprocessMode } from '../registry/types.js';
 import { RESIZE_MODES, type ResizeMode } from '../data/modes.js';
+import { ImageSource, preprocessPixels, type ImageItem, type SkippedFile } from '../data/index.js';
 
 export interface OnnxClassifier {
   name: string;
@@ -73,4 +74,24 @@ export async function loadOnnxClassifier(file: string): Promise<OnnxClassifier> 
     metadata: props,
     open: (options = {}) => OnnxSession.open(bytes, options),
   };
+}
+
+/**
+ * The model's probabilities for `items`, a batch at a time, decoded with the model's input size and resize mode
+ * (`resize` overrides it); images that fail to decode are left out and listed in `skipped`.
+ */
+export async function* classifyWithOnnxFile(model: OnnxClassifier, items: ImageItem[], options: { batchSize: number; resize?: ResizeMode; maxPixels?: number; skipped: SkippedFile[] }): AsyncGenerator<{ items: ImageItem[]; outputs: Float32Array }> {
+  const resize = options.resize ?? model.resize ?? undefined;
+  const source = new ImageSource(items, { size: model.inputSize, ...(resize ? { resize } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), cacheBytes: 0 });
+  const session = await model.open();
+  try {
+    for await (const batch of source.batches(items, { batchSize: options.batchSize })) {
+      const n = batch.items.length;
+      const [outputs] = await session.run([{ data: preprocessPixels(batch.pixels, model.preprocess), shape: [n, model.inputSize, model.inputSize, 3] }]);
+      yield { items: batch.items, outputs: outputs! };
+    }
+  } finally {
+    await session.close();
+    options.skipped.push(...source.skipped);
+  }
 }

@@ -2,11 +2,11 @@
 import { DEFAULT_RESIZE } from '../data/modes.js';
 import { CORE_ENGINE } from '../engine/names.js';
 import type { Tf } from '../backend/index.js';
-import { ImageSource, listImages, preprocessPixels, type ImageItem, type SkippedFile } from '../data/index.js';
+import { ImageSource, listImages, type ImageItem, type SkippedFile } from '../data/index.js';
 import { UsageError } from '../errors.js';
 import type { DownloadProgress } from '../weights/download.js';
 import { loadClassifier, runBatches, runBatchesTta, type RunOptions } from './index.js';
-import { loadOnnxClassifier } from './onnx-file.js';
+import { classifyWithOnnxFile, loadOnnxClassifier } from './onnx-file.js';
 import { join } from 'node:path';
 import { datasetDigest, finishShard, openShardFolder, shardOf, weightsDigest, type Shard } from '../shard/index.js';
 import { writeFileAtomic } from '../util/atomic.js';
@@ -55,22 +55,14 @@ async function predictWithOnnxFile(options: PredictOptions, items: ImageItem[], 
   if (options.shard || options.tta) throw new UsageError(`${options.shard ? '--shard' : '--tta'} takes a run folder or a registry model; ${options.model} is an ONNX file.`);
   const model = await loadOnnxClassifier(options.model);
   const k = Math.min(options.top, model.classes.length);
-  const resize = options.resize ?? model.resize ?? undefined;
-  const source = new ImageSource(items, { size: model.inputSize, ...(resize ? { resize } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), cacheBytes: 0 });
-  const session = await model.open();
   const predictions: Prediction[] = [];
-  try {
-    for await (const batch of source.batches(items, { batchSize: options.batchSize })) {
-      const n = batch.items.length;
-      const [outputs] = await session.run([{ data: preprocessPixels(batch.pixels, model.preprocess), shape: [n, model.inputSize, model.inputSize, 3] }]);
-      topClasses(outputs!, model.classes.length, n, model.classes, k).forEach((top, i) => predictions.push({ path: batch.items[i]!.path, top }));
-      options.onProgress?.(predictions.length, items.length);
-    }
-  } finally {
-    await session.close();
+  const failed: SkippedFile[] = [];
+  for await (const batch of classifyWithOnnxFile(model, items, { batchSize: options.batchSize, ...(options.resize ? { resize: options.resize } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), skipped: failed })) {
+    topClasses(batch.outputs, model.classes.length, batch.items.length, model.classes, k).forEach((top, i) => predictions.push({ path: batch.items[i]!.path, top }));
+    options.onProgress?.(predictions.length, items.length);
   }
   if (options.out) await writeFileAtomic(options.out, predictions.map(line).join(''));
-  return { model: model.name, classes: model.classes, predictions, skipped: [...skipped, ...source.skipped], ...(options.out ? { file: options.out } : {}) };
+  return { model: model.name, classes: model.classes, predictions, skipped: [...skipped, ...failed], ...(options.out ? { file: options.out } : {}) };
 }
 
 /** The `top` most probable classes of every image. */
@@ -85,7 +77,7 @@ export async function predict(tf: Tf, options: PredictOptions): Promise<PredictR
   try {
     const classes = im.classes!;
     const k = Math.min(options.top, classes.length);
-    const source = new ImageSource(items, { size: im.inputSize, ...(options.resize ? { resize: options.resize } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), cacheBytes: 0 });
+    const source = new ImageSource(items, { size: im.inputSize, ...((options.resize ?? im.resize) ? { resize: options.resize ?? im.resize! } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), cacheBytes: 0 });
     const predictions: Prediction[] = [];
     for await (const batch of (options.tta ? runBatchesTta : runBatches)(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? CORE_ENGINE, ...(options.store ? { store: options.store } : {}) })) {
       topClasses(batch.outputs, batch.width, batch.items.length, classes, k).forEach((top, i) => predictions.push({ path: batch.items[i]!.path, top }));
@@ -97,7 +89,7 @@ export async function predict(tf: Tf, options: PredictOptions): Promise<PredictR
       file = join(folder, 'predictions.jsonl');
       await writeFileAtomic(file, predictions.map(line).join(''));
       const position = new Map(listed.items.map((item, i) => [item.path, i]));
-      const key = { model: im.name, weights: weightsDigest(im.model), top: k, inputSize: im.inputSize, preprocess: im.preprocess, resize: options.resize ?? DEFAULT_RESIZE, maxPixels: options.maxPixels ?? 0, engine: options.engine ?? CORE_ENGINE, tta: options.tta ?? false, images: listed.items.length, inputs: await datasetDigest(listed.items) };
+      const key = { model: im.name, weights: weightsDigest(im.model), top: k, inputSize: im.inputSize, preprocess: im.preprocess, resize: options.resize ?? im.resize ?? DEFAULT_RESIZE, maxPixels: options.maxPixels ?? 0, engine: options.engine ?? CORE_ENGINE, tta: options.tta ?? false, images: listed.items.length, inputs: await datasetDigest(listed.items) };
       const rows = predictions.map((p) => ({ path: p.path, rel: listed.items[position.get(p.path)!]!.rel, position: position.get(p.path)! }));
       await finishShard(folder, { command: 'predict', shard, key }, rows, source.skipped, ['predictions.jsonl']);
     } else if (options.out) {

@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { onnx } from 'onnx-proto';
+import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { OnnxSession } from '../../src/onnx/runtime.js';
 import { deploySchema } from '../../src/registry/metadata.js';
@@ -111,6 +112,30 @@ describe('tl.json', () => {
       expect(t.class).toBe(fromRun.predictions[i]!.top[j]!.class);
       expect(t.probability).toBeCloseTo(fromRun.predictions[i]!.top[j]!.probability, 5);
     }));
+    // A run trained with --resize pad is read with pad by tl predict as by its export: on a wide image, where
+    // center-crop would see other pixels.
+    const wide = join(tempDir(), 'wide.png');
+    const stripes = Buffer.alloc(80 * 20 * 3);
+    for (let p = 0; p < 80 * 20; p++) stripes.set((p % 80) < 20 ? [250, 10, 10] : (p % 80) < 60 ? [10, 10, 250] : [10, 250, 10], p * 3);
+    await sharp(stripes, { raw: { width: 80, height: 20, channels: 3 } }).png().toFile(wide);
+    const wideRun = await runTl(['predict', '--model', run, wide, '--top', '2', '--json'], { TL_HOME: home });
+    const wideFile = await runTl(['predict', '--model', file, wide, '--top', '2', '--json'], { TL_HOME: home });
+    const probsOf = (r: { stdout: string }) => (JSON.parse(r.stdout) as Out).predictions[0]!.top.map((t) => `${t.class} ${t.probability.toFixed(5)}`);
+    expect(probsOf(wideRun)).toEqual(probsOf(wideFile));
+    // tl eval reads it too: on the whole dataset, the metrics the run folder gets on all of it.
+    type Eval = { metrics: { accuracy: number; count: number; logLoss: number }; files: string[] };
+    const evaluate = async (model: string) => {
+      const r = await runTl(['eval', '--model', model, data, '--split', 'all', '--json', '--engine', 'onnx', '--out', join(tempDir(), 'e')], { TL_HOME: home });
+      expect(r.exitCode, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as Eval;
+    };
+    const [fromRunEval, fromFileEval] = [await evaluate(run), await evaluate(file)];
+    expect(fromFileEval.metrics.count).toBe(16);
+    expect(fromFileEval.metrics.accuracy).toBe(fromRunEval.metrics.accuracy);
+    expect(fromFileEval.metrics.logLoss).toBeCloseTo(fromRunEval.metrics.logLoss, 5);
+    const noData = await runTl(['eval', '--model', file], { TL_HOME: home });
+    expect(noData.exitCode).toBe(2);
+    expect(noData.stderr).toContain('records no split: pass the labelled folder');
     // A backbone export names no labels: not a classifier tl can read back.
     const backbone = join(tempDir(), 'b.onnx');
     expect((await runTl(['export', 'mobilenet_v2_035', '--no-top', '--weights', 'random', '--input-size', '32', '--out', backbone], { TL_HOME: home })).exitCode).toBe(0);
