@@ -2,6 +2,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { choicesBench } from './choices.js';
+import { vectorExtensions, writeSection } from './section.js';
 import { availableParallelism, cpus, homedir, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -414,13 +415,6 @@ function pypiTorch(): string | null {
   return python;
 }
 
-/** The CPU's vector extensions that matter to these kernels, from /proc/cpuinfo (Linux). */
-function vectorExtensions(): string {
-  const flags = existsSync('/proc/cpuinfo') ? (/^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '').trim().split(/\s+/) : [];
-  const wanted = flags.filter((f) => /^(avx|avx2|fma|avx512\w*|avx_vnni|amx\w*|f16c)$/.test(f)).sort();
-  return wanted.length > 0 ? wanted.join(', ') : 'unknown';
-}
-
 /**
  * `--profile`: where one cached train step spends its time, for MobileNetV2 --freeze 100 and ResNet50 --freeze 140 at
  * batch 16: tl's step (ONNX Runtime's profiler per op type) beside the caching PyTorch loop's step on the same tail
@@ -527,18 +521,6 @@ async function profileSection(tf: Tf, cores: number): Promise<Section & { ratios
   };
 }
 
-/** Writes one section into BENCHMARKS.md in place of its previous run, with its own date and machine. */
-async function writeSection(out: string, section: Section, command: string, cores: number, measuredOn?: string): Promise<void> {
-  const measured = measuredOn ?? `Measured by \`${command}\` on ${new Date().toISOString().slice(0, 10)}: ${cpus()[0]?.model ?? 'unknown CPU'} (${vectorExtensions()}), ${cores} cores, Node ${process.version}.`;
-  const text = [`## ${section.title}`, '', measured, '', ...section.lines, ''].join('\n');
-  const current = existsSync(out) ? readFileSync(out, 'utf8') : '# Benchmarks\n';
-  const start = current.indexOf(`## ${section.title}`);
-  const next = start < 0 ? -1 : current.indexOf('\n## ', start + 3);
-  const merged = start < 0 ? `${current.trimEnd()}\n\n${text}` : `${current.slice(0, start)}${text}${next < 0 ? '' : current.slice(next + 1)}`;
-  await writeFileAtomic(out, merged);
-  log(`wrote the section "${section.title}" of ${out}`);
-}
-
 /**
  * `--choices`: only the section on tl's own choices (slow: two sweeps of fine-tunes), written into the existing
  * BENCHMARKS.md in place of that section's previous run, with its own date and machine.
@@ -588,10 +570,19 @@ async function gpuMode(values: { gpu?: boolean; 'gpu-bundle'?: string; 'gpu-repo
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, choices: { type: 'boolean', default: false }, ship: { type: 'boolean', default: false }, 'keep-choices': { type: 'boolean', default: false }, profile: { type: 'boolean', default: false }, out: { type: 'string', default: join(ROOT, 'BENCHMARKS.md') }, one: { type: 'string' }, gpu: { type: 'boolean', default: false }, 'gpu-bundle': { type: 'string' }, 'gpu-report': { type: 'string' } } });
+  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, choices: { type: 'boolean', default: false }, ship: { type: 'boolean', default: false }, keras: { type: 'boolean', default: false }, 'keep-choices': { type: 'boolean', default: false }, profile: { type: 'boolean', default: false }, out: { type: 'string', default: join(ROOT, 'BENCHMARKS.md') }, one: { type: 'string' }, gpu: { type: 'boolean', default: false }, 'gpu-bundle': { type: 'string' }, 'gpu-report': { type: 'string' } } });
   if (values.one !== undefined) return runOne(values.one);
   if (values.gpu || values['gpu-bundle'] || values['gpu-report']) return gpuMode(values);
   if (values.choices) return runChoices(values.out);
+  if (values.keras) {
+    const work = mkdtempSync(join(tmpdir(), 'tl-bench-'));
+    try {
+      const { kerasParityBench } = await import('./keras-parity.js');
+      return await writeSection(values.out, await kerasParityBench(ROOT, work), 'npm run bench -- --keras', availableParallelism());
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  }
   if (values.ship) {
     const work = mkdtempSync(join(tmpdir(), 'tl-bench-'));
     try {

@@ -5,8 +5,8 @@ import { Command, Option } from 'commander';
 import Table from 'cli-table3';
 import { z } from 'zod';
 import { InterruptedError, TlError, UsageError } from '../errors.js';
-import { currentKeys, FINETUNE_OPTIONS, finetuneSchema, RENAMED, RESUMABLE, savedSettingsSchema } from '../options/finetune.js';
-import { flagOfKey } from '../util/options.js';
+import { currentKeys, CURVE_OPTIONS, FINETUNE_OPTIONS, finetuneSchema, RENAMED, RESUMABLE, savedSettingsSchema } from '../options/finetune.js';
+import { flagOfKey, schemaOf } from '../util/options.js';
 import { addCommonOptions, addOptions, announceBackend, backendSchema, commonSchema, parseOptions, printJson } from './common.js';
 import type { FinetuneOptions, FinetuneResult, ProgressEvent } from '../train/finetune.js';
 import { downloadReporter, progress, type Io, type Progress } from './io.js';
@@ -91,6 +91,11 @@ function defaultOutDir(model: string, data: string, prefix = ''): string {
 
 type CliOptions = z.output<typeof cliSchema>;
 
+/** The commands that take tl finetune's options. */
+type Mode = 'finetune' | 'lr-find' | 'curve';
+
+const curveSchema = schemaOf(CURVE_OPTIONS);
+
 /** What a command line asks for: the parsed options, the run's options (its own config when resuming), where it goes. */
 interface Asked {
   opts: CliOptions;
@@ -100,10 +105,11 @@ interface Asked {
 }
 
 /** Flags, --config and --resume merged and checked; the backend loaded and the engine resolved (both announced). */
-async function readAsked(io: Io, dataArg: string | undefined, raw: Record<string, unknown>, mode: 'finetune' | 'lr-find'): Promise<Asked> {
+async function readAsked(io: Io, dataArg: string | undefined, raw: Record<string, unknown>, mode: Mode): Promise<Asked> {
   // Commander sets no defaults: `raw` holds the flags given, and the schema fills in the rest once.
   const { config: configPath, resume: resumeArg, ...fromCli } = raw;
   const resumeDir = typeof resumeArg === 'string' ? resumeArg : undefined;
+  if (mode !== 'finetune' && resumeDir) throw new UsageError(`tl ${mode} starts from the model, not from a run: --resume does not apply.`);
   const renamed = Object.keys(fromCli).find((key) => key in RENAMED);
   if (renamed !== undefined) throw new UsageError(`${flagOfKey(renamed)} is now ${flagOfKey(RENAMED[renamed]!)} (same meaning).`);
   if (resumeDir && configPath !== undefined) throw new UsageError('--resume and --config cannot be combined: a resumed run keeps its own config.');
@@ -123,8 +129,7 @@ async function readAsked(io: Io, dataArg: string | undefined, raw: Record<string
   // Checkpoints are the same on both engines, so a resumed run may change engine.
   const engine = await resolveEngine(saved && !('engine' in fromCli) ? saved.engine ?? opts.engine : opts.engine, opts.device);
   announceBackend(io, backend.info, opts, engine, true);
-  if (mode === 'lr-find' && resumeDir) throw new UsageError('tl lr-find starts from the model, not from a run: --resume does not apply.');
-  const out = resumeDir ?? opts.out ?? defaultOutDir(opts.model, data, mode === 'lr-find' ? 'lr-find-' : '');
+  const out = resumeDir ?? opts.out ?? defaultOutDir(opts.model, data, mode === 'finetune' ? '' : `${mode}-`);
   // A resumed run: its own settings, with what --resume may change; a new one: the settings as given.
   const given = Object.fromEntries(Object.keys(fromCli).filter((k) => RESUMABLE.includes(k)).map((k) => [k, opts[k as keyof typeof opts]]));
   const { storeRoot } = await import('../store/index.js');
@@ -187,6 +192,34 @@ async function runLrFind(io: Io, { opts, options, backend }: Asked, spinner: Pro
   io.out(`wrote ${found.files.svg} and ${found.files.json}\n`);
 }
 
+/** `tl curve`: the fine-tunes at each size, then the table, the fitted laws in words and the files. */
+async function runCurve(io: Io, { opts, options, backend }: Asked, spinner: Progress, curve: z.output<typeof curveSchema>): Promise<void> {
+  const { learningCurve, parseCurveSizes, curveSentences } = await import('../train/curve.js');
+  const { finetune } = await import('../train/finetune.js');
+  const result = await learningCurve(backend.tf, backend.info, options, {
+    sizes: parseCurveSizes(curve.sizes),
+    scratch: curve.scratch,
+    onRun: (arm, size, i, total) => {
+      spinner.update(`run ${i + 1}/${total}: ${arm}, ${size} images per class`);
+      if (!io.isTTY && !opts.quiet && !opts.json) io.err(`run ${i + 1}/${total}: ${arm}, ${size} images per class\n`);
+    },
+  }, (o) => finetune(backend.tf, backend.info, { ...o, onDownload: downloadReporter(io, spinner, opts) })).catch((err: unknown) => {
+    spinner.fail();
+    throw err;
+  });
+  spinner.succeed(`${result.points.length} fine-tunes`);
+  if (opts.json) return printJson(io, result);
+  const arms = result.arms.map((a) => a.arm);
+  const table = new Table({ head: ['images per class', ...arms.map((a) => `${a} test acc`)], style: { head: [], border: [] } });
+  for (const size of [...new Set(result.points.map((p) => p.size))]) {
+    const row = arms.map((a) => result.points.find((p) => p.arm === a && p.size === size)!);
+    table.push([`${row[0]!.perClass.toFixed(size === 'all' ? 1 : 0)}${size === 'all' ? ' (all)' : ''}`, ...row.map((p) => `${(p.testAccuracy * 100).toFixed(1)}%`)]);
+  }
+  io.out(`${table.toString()}\ntest split: ${result.testImages} images, the same for every run\n`);
+  for (const line of curveSentences(result)) io.out(`${line}\n`);
+  io.out(`wrote ${result.files.join(', ')}\n`);
+}
+
 /** Progress of a run on the spinner, and each finished epoch as a line that stays. */
 function trainingProgress(io: Io, opts: CliOptions, spinner: Progress): (e: ProgressEvent) => void {
   let decodingSaid = false;
@@ -244,22 +277,32 @@ function printRun(io: Io, result: FinetuneResult, showStop: boolean): void {
  * `tl finetune`, and `tl lr-find` (the same options: the range test runs on the run `tl finetune` would start, then
  * stops; `tl finetune --lr find` runs it and trains at its suggestion).
  */
-export function finetuneCommand(io: Io, mode: 'finetune' | 'lr-find' = 'finetune'): Command {
+const DESCRIPTIONS: Record<Mode, string> = {
+  finetune: 'fine-tune a pretrained model on DATA/<class>/<image> and write the model, metrics and report',
+  'lr-find': "the learning-rate range test on the run `tl finetune` would start (same options): the loss curve over exponentially growing rates and a suggested --lr, with lr-find.svg in the run folder",
+  curve: 'test accuracy against the number of labelled images: fine-tunes (same options) on nested subsets of the training split, on one fixed test split, with a fitted power law and what doubling the labels would give; curve.json, .md, .svg',
+};
+
+export function finetuneCommand(io: Io, mode: Mode = 'finetune'): Command {
   const cmd = new Command(mode)
-    .description(mode === 'finetune' ? 'fine-tune a pretrained model on DATA/<class>/<image> and write the model, metrics and report' : "the learning-rate range test on the run `tl finetune` would start (same options): the loss curve over exponentially growing rates and a suggested --lr, with lr-find.svg in the run folder")
+    .description(DESCRIPTIONS[mode])
     .argument('[DATA]', 'dataset folder (or "data" in --config, or the resumed run\'s)');
   addOptions(cmd, FINETUNE_OPTIONS);
+  if (mode === 'curve') addOptions(cmd, CURVE_OPTIONS);
   // Old names of renamed options: refused with the new name (hidden from help).
   for (const old of Object.keys(RENAMED)) cmd.addOption(new Option(`${flagOfKey(old)} <value>`).hideHelp());
   cmd
     .option('--config <file.json>', 'options from a JSON file, keys in camelCase ("batchSize"); flags given here override it')
     .option('--resume <run>', `continue the run in this folder from its last checkpoint, with its config (only ${RESUME_FLAGS} may change)`);
   addCommonOptions(cmd, { backend: true });
-  cmd.action(async (dataArg: string | undefined, raw: Record<string, unknown>) => {
+  cmd.action(async (dataArg: string | undefined, given: Record<string, unknown>) => {
+    const { sizes, scratch, ...raw } = given;
+    const curve = mode === 'curve' ? parseOptions(curveSchema, { sizes, scratch }) : null;
     const asked = await readAsked(io, dataArg, raw, mode);
     const { opts, options, resumeDir, backend } = asked;
     const spinner = progress(io, 'preparing', opts);
     if (mode === 'lr-find') return runLrFind(io, asked, spinner);
+    if (curve) return runCurve(io, asked, spinner, curve);
     const { finetune } = await import('../train/finetune.js');
     const { result, stopped } = await withInterrupt(io, async (interrupt) => {
       const onProgress = trainingProgress(io, opts, spinner);

@@ -27,7 +27,7 @@ export function buildProgram(io: Io): Command {
     .enablePositionalOptions()
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
     .exitOverride();
-  for (const cmd of [finetuneCommand(io), finetuneCommand(io, 'lr-find'), extractCommand(io), cacheCommand(io), mergeCommand(io), slurmCommand(io), rankCommand(io), evalCommand(io), predictCommand(io), exportCommand(io), serveCommand(io), modelsCommand(io), storeCommand(io), dataCommand(io), doctorCommand(io)]) {
+  for (const cmd of [finetuneCommand(io), finetuneCommand(io, 'lr-find'), finetuneCommand(io, 'curve'), extractCommand(io), cacheCommand(io), mergeCommand(io), slurmCommand(io), rankCommand(io), evalCommand(io), predictCommand(io), exportCommand(io), serveCommand(io), modelsCommand(io), storeCommand(io), dataCommand(io), doctorCommand(io)]) {
     program.addCommand(cmd.exitOverride().configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) }));
   }
   return program;

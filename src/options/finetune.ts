@@ -91,3 +91,9 @@ export function currentKeys(o: Record<string, unknown>): Record<string, unknown>
  * Runs saved before an option was renamed give it under its old name.
  */
 export const savedSettingsSchema = z.preprocess((v) => (typeof v === 'object' && v !== null && !Array.isArray(v) ? currentKeys(v as Record<string, unknown>) : v), settingsSchema.extend({ data: z.string().min(1), out: z.string().min(1) }));
+
+/** tl curve's own (besides every option of tl finetune, which each run of the curve takes). */
+export const CURVE_OPTIONS = {
+  sizes: option('--sizes <list>', 'training images per class at each point of the curve, and all', z.string().regex(/^\s*(all|\d+)(\s*,\s*(all|\d+))*\s*$/, "expected numbers and 'all' separated by commas").default('5,10,20,50,all')),
+  scratch: option('--scratch', 'also train from random weights with nothing frozen at each size (the curve without transfer; slow)', z.boolean().default(false)),
+};
