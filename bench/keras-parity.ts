@@ -48,7 +48,7 @@ function kerasPython(): string | null {
 }
 
 /** 200 Fashion-MNIST images of each of 5 classes, pre-split 140 / 30 / 30 so that every seed sees the same split. */
-async function dataset(work: string): Promise<string> {
+export async function dataset(work: string): Promise<string> {
   const idx = debianFile('dataset-fashion-mnist', '/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz');
   debianFile('dataset-fashion-mnist', '/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz');
   if (idx.path === null) throw new Error(`the Keras parity check needs Fashion-MNIST: ${idx.reason}`);
@@ -66,7 +66,7 @@ async function dataset(work: string): Promise<string> {
 }
 
 /** The images as tl decodes them (uint8 NHWC, center-crop to 224) and the backbone's weights as tl holds them. */
-async function dumpForKeras(data: string, out: string, store: string): Promise<void> {
+export async function dumpForKeras(data: string, out: string, store: string): Promise<void> {
   const { tf } = await loadBackend({ choice: 'wasm' });
   const scan = await scanDataset(data);
   mkdirSync(out, { recursive: true });
@@ -102,6 +102,7 @@ async function dumpForKeras(data: string, out: string, store: string): Promise<v
 }
 
 interface Curve {
+  trainable: number;
   loss: number[];
   valAccuracy: number[];
   testAccuracy: number;
@@ -113,8 +114,8 @@ function tlRun(root: string, data: string, out: string, seed: number, env: NodeJ
   execFileSync(process.execPath, [join(root, 'bin', 'tl.js'), 'finetune', data, '--freeze', String(OPTIONS.freeze), '--epochs', String(OPTIONS.epochs), '--batch-size', String(OPTIONS.batchSize), '--lr', String(OPTIONS.lr), '--dropout', String(OPTIONS.dropout), '--bn', 'frozen', '--optimizer', 'adam', '--calibrate', 'none', '--seed', String(seed), '--out', out, '-q'], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
   const seconds = (performance.now() - started) / 1000;
   const rows = readFileSync(join(out, 'metrics.csv'), 'utf8').trim().split('\n').slice(1).map((l) => l.split(',').map(Number));
-  const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as { test?: { accuracy: number }; metrics?: { accuracy: number } };
-  return { loss: rows.map((r) => r[1]!), valAccuracy: rows.map((r) => r[4]!), testAccuracy: (report.test ?? report.metrics)!.accuracy, seconds };
+  const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as { test?: { accuracy: number }; metrics?: { accuracy: number }; trainableParams: number };
+  return { trainable: report.trainableParams, loss: rows.map((r) => r[1]!), valAccuracy: rows.map((r) => r[4]!), testAccuracy: (report.test ?? report.metrics)!.accuracy, seconds };
 }
 
 const fmt = (xs: number[], d = 3) => xs.map((v) => v.toFixed(d)).join(', ');
@@ -138,22 +139,22 @@ export async function kerasParityBench(root: string, work: string): Promise<Sect
     log(`keras parity: seed ${seed}, Keras`);
     const started = performance.now();
     const out = execFileSync(python, [join(root, 'bench', 'keras_reference.py'), '--data', dumped, '--weights', join(dumped, 'weights'), '--freeze', String(OPTIONS.freeze), '--epochs', String(OPTIONS.epochs), '--batch-size', String(OPTIONS.batchSize), '--lr', String(OPTIONS.lr), '--dropout', String(OPTIONS.dropout), '--seed', String(seed)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 1 << 24 });
-    const k = JSON.parse(out.trim().split('\n').pop()!) as { keras: string; backend: string; layers_loaded: number; loss: number[]; val_accuracy: number[]; test_accuracy: number };
+    const k = JSON.parse(out.trim().split('\n').pop()!) as { keras: string; backend: string; layers_loaded: number; trainable_weights: number; loss: number[]; val_accuracy: number[]; test_accuracy: number };
     version = `Keras ${k.keras} on ${k.backend} (${k.layers_loaded} layers' weights loaded from tl's)`;
-    keras.push({ loss: k.loss, valAccuracy: k.val_accuracy, testAccuracy: k.test_accuracy, seconds: (performance.now() - started) / 1000 });
+    keras.push({ trainable: k.trainable_weights, loss: k.loss, valAccuracy: k.val_accuracy, testAccuracy: k.test_accuracy, seconds: (performance.now() - started) / 1000 });
     const [t, kk] = [tl.at(-1)!, keras.at(-1)!];
-    rows.push([seed, 'tl', fmt(t.loss, 4), fmt(t.valAccuracy), t.testAccuracy.toFixed(3), t.seconds.toFixed(0)]);
-    rows.push([seed, 'Keras', fmt(kk.loss, 4), fmt(kk.valAccuracy), kk.testAccuracy.toFixed(3), kk.seconds.toFixed(0)]);
+    rows.push([seed, 'tl', t.trainable, fmt(t.loss, 4), fmt(t.valAccuracy), t.testAccuracy.toFixed(3), t.seconds.toFixed(0)]);
+    rows.push([seed, 'Keras', kk.trainable, fmt(kk.loss, 4), fmt(kk.valAccuracy), kk.testAccuracy.toFixed(3), kk.seconds.toFixed(0)]);
   }
   const acc = (c: Curve[]) => c.map((x) => x.testAccuracy);
   const test = 150;
   return {
     title: 'Keras parity',
     lines: [
-      `The same fine-tune in tl and in ${version}: MobileNetV2 with nsfwjs's weights, 1,000 Fashion-MNIST images of 5 classes pre-split 700 / 150 / ${test} (the same split for every seed), the images as tl decodes them (224 px, center-crop, x / 255), head and --freeze 100 (layers 100 onward train), Adam at 1e-4, batch 16, 3 epochs, dropout 0.2 before the softmax Dense, BatchNorm in inference mode, the weights of the epoch with the lowest validation loss kept, no calibration. The seed sets the head's initialisation, the shuffling and the dropout masks on each side; it cannot make them draw the same numbers. tl's seconds include its start and the frozen part's pass over the images; Keras's its start and the whole network at every step.`,
+      `The same fine-tune in tl and in ${version}: MobileNetV2 with nsfwjs's weights, 1,000 Fashion-MNIST images of 5 classes pre-split 700 / 150 / ${test} (the same split for every seed), the images as tl decodes them (224 px, center-crop, x / 255), head and --freeze 100 (layers 100 onward train), Adam at 1e-4, batch 16, 3 epochs, dropout 0.2 before the softmax Dense, every BatchNorm frozen (scale, shift and statistics; inference mode), the weights of the epoch with the lowest validation loss kept, no calibration. The seed sets the head's initialisation, the shuffling and the dropout masks on each side; it cannot make them draw the same numbers. tl's seconds include its start and the frozen part's pass over the images; Keras's its start and the whole network at every step.`,
       '',
-      '| seed | trainer | training loss per epoch | validation accuracy per epoch | test accuracy | seconds |',
-      '| --- | --- | --- | --- | --- | --- |',
+      '| seed | trainer | trainable parameters | training loss per epoch | validation accuracy per epoch | test accuracy | seconds |',
+      '| --- | --- | --- | --- | --- | --- | --- |',
       ...rows.map((r) => `| ${r.join(' | ')} |`),
       '',
       `Test accuracy over the ${SEEDS.length} seeds: tl ${mean(acc(tl)).toFixed(3)} ± ${sd(acc(tl)).toFixed(3)}, Keras ${mean(acc(keras)).toFixed(3)} ± ${sd(acc(keras)).toFixed(3)} (mean ± standard deviation; one test image is ${(1 / test).toFixed(3)}).`,

@@ -3,8 +3,8 @@
 The Node side (bench/keras-parity.ts) writes the images as tl decoded them (uint8, NHWC) and the backbone's weights
 as tl holds them; this script builds keras.applications.MobileNetV2 without its top, loads those weights layer by
 layer (names must match), freezes layers 0..freeze-1, and trains the head tl adds (global average pooling, dropout,
-a softmax Dense) with Adam as Keras's fine-tuning guide does: the backbone is called with training=False, so every
-BatchNormalization runs in inference mode (tl's --bn frozen). The weights of the epoch with the lowest validation
+a softmax Dense) with Adam as Keras's fine-tuning guide does: every BatchNormalization is frozen and runs in inference
+mode (tl's --bn frozen). The weights of the epoch with the lowest validation
 loss are kept, as tl keeps them. Prints one JSON document.
 
   python bench/keras_reference.py --data DIR --weights DIR --freeze 100 --epochs 3 --batch-size 16 --lr 1e-4 --seed 1
@@ -64,8 +64,10 @@ def main():
 
     base = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(size, size, 3))
     loaded = load_weights(base, a.weights)
+    # tl's --bn frozen: every BatchNormalization is frozen (scale, shift and statistics) and runs in inference mode.
+    # In Keras 3 that is trainable=False; training=False on the call below alone still let fit() use batch statistics.
     for i, layer in enumerate(base.layers):
-        layer.trainable = i >= a.freeze
+        layer.trainable = i >= a.freeze and not isinstance(layer, keras.layers.BatchNormalization)
     inputs = keras.Input((size, size, 3))
     h = base(inputs, training=False)
     h = keras.layers.GlobalAveragePooling2D()(h)
