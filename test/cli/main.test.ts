@@ -5,7 +5,7 @@ import { runTl } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
 
 /** The commands README documents, each with its line in `tl --help`. */
-const COMMANDS = ['finetune', 'lr-find', 'extract', 'cache', 'merge', 'slurm', 'rank', 'eval', 'predict', 'export', 'models', 'store', 'data', 'doctor'];
+const COMMANDS = ['finetune', 'lr-find', 'curve', 'extract', 'cache', 'merge', 'slurm', 'rank', 'eval', 'predict', 'export', 'serve', 'models', 'store', 'data', 'doctor'];
 
 describe('tl CLI (in-process)', () => {
   it('--help lists every command', async () => {
