@@ -39,7 +39,7 @@ describe('--quantize int8', () => {
     expect(meta['tl.labels']).toBe(JSON.stringify(['class0', 'class1', 'class2']));
     // ONNX Runtime fuses DequantizeLinear -> Conv -> QuantizeLinear into QLinearConv: the convolutions run on integers.
     const optimized = join(tempDir(), 'opt.onnx');
-    const session = await ort.InferenceSession.create(b, { graphOptimizationLevel: 'all', optimizedModelFilePath: optimized, intraOpNumThreads: 1 });
+    const session = await ort.InferenceSession.create(b, { graphOptimizationLevel: 'all', optimizedModelFilePath: optimized, intraOpNumThreads: 1, logSeverityLevel: 3 });
     await session.release();
     const fused = ops(new Uint8Array(readFileSync(optimized)));
     expect(fused.filter((o) => o === 'QLinearConv').length).toBe(result.int8.convolutions);
