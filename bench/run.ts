@@ -570,10 +570,19 @@ async function gpuMode(values: { gpu?: boolean; 'gpu-bundle'?: string; 'gpu-repo
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, choices: { type: 'boolean', default: false }, ship: { type: 'boolean', default: false }, keras: { type: 'boolean', default: false }, 'head-epochs': { type: 'boolean', default: false }, 'keep-choices': { type: 'boolean', default: false }, profile: { type: 'boolean', default: false }, out: { type: 'string', default: join(ROOT, 'BENCHMARKS.md') }, one: { type: 'string' }, gpu: { type: 'boolean', default: false }, 'gpu-bundle': { type: 'string' }, 'gpu-report': { type: 'string' } } });
+  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, choices: { type: 'boolean', default: false }, ship: { type: 'boolean', default: false }, keras: { type: 'boolean', default: false }, 'head-epochs': { type: 'boolean', default: false }, augment: { type: 'boolean', default: false }, 'keep-choices': { type: 'boolean', default: false }, profile: { type: 'boolean', default: false }, out: { type: 'string', default: join(ROOT, 'BENCHMARKS.md') }, one: { type: 'string' }, gpu: { type: 'boolean', default: false }, 'gpu-bundle': { type: 'string' }, 'gpu-report': { type: 'string' } } });
   if (values.one !== undefined) return runOne(values.one);
   if (values.gpu || values['gpu-bundle'] || values['gpu-report']) return gpuMode(values);
   if (values.choices) return runChoices(values.out);
+  if (values.augment) {
+    const work = mkdtempSync(join(tmpdir(), 'tl-bench-'));
+    try {
+      const { augmentBench } = await import('./augment.js');
+      return await writeSection(values.out, await augmentBench(ROOT, work), 'npm run bench -- --augment', availableParallelism());
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  }
   if (values['head-epochs']) {
     const work = mkdtempSync(join(tmpdir(), 'tl-bench-'));
     try {

@@ -1,11 +1,13 @@
-// Seeded training-time augmentation on decoded uint8 RGB images (sharp does the pixel work).
+// Seeded training-time augmentation on decoded uint8 RGB images (sharp does the pixel work): light (crop and flip),
+// standard (also rotation, brightness and contrast), trivial (crop and flip, then TrivialAugment and random erasing).
 import sharp from 'sharp';
 import { prng } from '../util/random.js';
+import { trivialAugment } from './trivial-augment.js';
 
 import type { AugmentLevel } from './modes.js';
 
 export type { AugmentLevel } from './modes.js';
-export const AUGMENT_LEVELS: readonly AugmentLevel[] = ['none', 'light', 'standard'];
+export const AUGMENT_LEVELS: readonly AugmentLevel[] = ['none', 'light', 'standard', 'trivial'];
 
 interface Params {
   flip: boolean;
@@ -23,14 +25,16 @@ function draw(level: Exclude<AugmentLevel, 'none'>, size: number, rand: () => nu
   const width = Math.max(8, Math.min(size, Math.round(Math.sqrt(area * ratio))));
   const height = Math.max(8, Math.min(size, Math.round(Math.sqrt(area / ratio))));
   const crop = { left: Math.floor(rand() * (size - width + 1)), top: Math.floor(rand() * (size - height + 1)), width, height };
-  if (level === 'light') return { flip, crop, angle: 0, contrast: 1, brightness: 0 };
+  // trivial: standard's crop and flip; TrivialAugment then does the rest (trivial-augment.ts).
+  if (level === 'light' || level === 'trivial') return { flip, crop, angle: 0, contrast: 1, brightness: 0 };
   return { flip, crop, angle: (rand() * 2 - 1) * 10, contrast: 1 + (rand() * 2 - 1) * 0.2, brightness: (rand() * 2 - 1) * 0.2 * 255 };
 }
 
 /** Returns an augmented copy of a `size`x`size` RGB image; the same seed gives the same result. */
 export async function augmentImage(pixels: Uint8Array, size: number, level: AugmentLevel, seed: number): Promise<Uint8Array> {
   if (level === 'none') return pixels;
-  const p = draw(level, size, prng(seed));
+  const rand = prng(seed);
+  const p = draw(level, size, rand);
   let img = sharp(pixels, { raw: { width: size, height: size, channels: 3 } }).extract(p.crop).resize(size, size, { fit: 'fill' });
   if (p.flip) img = img.flop();
   if (p.contrast !== 1 || p.brightness !== 0) img = img.linear(p.contrast, p.brightness + 128 * (1 - p.contrast));
@@ -42,5 +46,6 @@ export async function augmentImage(pixels: Uint8Array, size: number, level: Augm
     const top = Math.floor((rotated.info.height - size) / 2);
     out = await sharp(rotated.data, { raw: { width: rotated.info.width, height: rotated.info.height, channels: 3 } }).extract({ left, top, width: size, height: size }).raw().toBuffer();
   }
-  return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  const pixelsOut = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  return level === 'trivial' ? trivialAugment(pixelsOut, size, rand) : pixelsOut;
 }

@@ -9,5 +9,5 @@ export const DEFAULT_RESIZE: ResizeMode = 'center-crop';
 export const DEFAULT_MAX_PIXELS = 100_000_000;
 
 /** Training augmentation levels. */
-export const AUGMENT_LEVELS = ['none', 'light', 'standard'] as const;
+export const AUGMENT_LEVELS = ['none', 'light', 'standard', 'trivial'] as const;
 export type AugmentLevel = (typeof AUGMENT_LEVELS)[number];

@@ -38,7 +38,7 @@ export const TRAINING_OPTIONS = {
   newHead: option('--new-head', 'with a run as --model: train a new classifier head even when its classes match (by default a run continues with its own head)', z.boolean().default(false)),
   headHidden: option('--head-hidden <units>', 'add a hidden dense layer to the head', numeric(z.number().int().min(1).max(65_536)).optional()),
   dropout: option('--dropout <rate>', 'dropout before the classifier', numeric(z.number().min(0).max(0.95)).default(0.2)),
-  augment: option('--augment <level>', 'training augmentation (none lets the frozen part be cached)', z.enum(AUGMENT_LEVELS).default('none')),
+  augment: option('--augment <level>', 'training augmentation: light (random resized crops, flips), standard (also small rotations, brightness, contrast), trivial (crops and flips, then TrivialAugment: one of 14 operations at a random strength, and random erasing); none lets the frozen part be cached', z.enum(AUGMENT_LEVELS).default('none')),
   inputSize: INPUT_SIZE,
   preprocess: PREPROCESS,
   weights: WEIGHTS,
