@@ -9,7 +9,7 @@ export async function augmentBench(root: string, work: string): Promise<Section>
     { name: 'the bundled sample (Fashion-MNIST, 5 classes, 60 per class)', dir: join(root, 'datasets', 'fashion-mnist-sample') },
     { name: 'Fashion-MNIST classes 5-9, 100 per class', dir: await fashionSubset(work, 'fashion', [5, 6, 7, 8, 9], 100) },
   ];
-  const arms = ([['none', 3], ['standard', 3], ['standard', 10], ['trivial', 10]] as const).map(([level, epochs]) => ({ label: `--augment ${level} --epochs ${epochs}`, args: ['--augment', level, '--epochs', String(epochs)] }));
+  const arms = ([['none', 3], ['none', 10], ['standard', 3], ['standard', 10], ['trivial', 10]] as const).map(([level, epochs]) => ({ label: `--augment ${level} --epochs ${epochs}`, args: ['--augment', level, '--epochs', String(epochs)] }));
   const rows = runArms(root, work, datasets, arms, [1, 2]);
   return {
     title: 'Augmentation',

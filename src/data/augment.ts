@@ -49,3 +49,21 @@ export async function augmentImage(pixels: Uint8Array, size: number, level: Augm
   const pixelsOut = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
   return level === 'trivial' ? trivialAugment(pixelsOut, size, rand) : pixelsOut;
 }
+
+/**
+ * A contact sheet (fastai's show_batch): the first `count` of `images` (size x size RGB) each augmented once as
+ * `level` draws it (seeded), in a grid of `columns`, as a JPEG.
+ */
+export async function augmentSheet(images: Uint8Array[], size: number, level: AugmentLevel, seed: number, columns = 4): Promise<Buffer> {
+  const tile = Math.min(size, 128);
+  const tiles = await Promise.all(images.map(async (pixels, i) => {
+    const out = await augmentImage(pixels, size, level, (seed * 7919 + i) >>> 0);
+    return sharp(out, { raw: { width: size, height: size, channels: 3 } }).resize(tile, tile).raw().toBuffer();
+  }));
+  const rows = Math.ceil(tiles.length / columns);
+  const gap = 4;
+  return sharp({ create: { width: columns * (tile + gap) - gap, height: rows * (tile + gap) - gap, channels: 3, background: { r: 255, g: 255, b: 255 } } })
+    .composite(tiles.map((input, i) => ({ input, raw: { width: tile, height: tile, channels: 3 }, left: (i % columns) * (tile + gap), top: Math.floor(i / columns) * (tile + gap) })))
+    .jpeg({ quality: 85 })
+    .toBuffer();
+}

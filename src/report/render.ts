@@ -100,8 +100,14 @@ async function thumbnail(path: string): Promise<string | null> {
   }
 }
 
+/** What report.html shows beyond report.json. */
+export interface HtmlExtras {
+  /** A JPEG contact sheet of augmented training images, and the level that drew them. */
+  augmentSheet?: { jpeg: Buffer; level: string; images: number };
+}
+
 /** The self-contained HTML report. */
-export async function renderHtml(r: Report): Promise<string> {
+export async function renderHtml(r: Report, extras: HtmlExtras = {}): Promise<string> {
   const m = r.metrics;
   const figures: [string, string][] = [];
   if (r.kind === 'finetune' && r.history.length > 0) {
@@ -131,6 +137,8 @@ export async function renderHtml(r: Report): Promise<string> {
     body.push('<h2>Most confident mistakes</h2>');
     body.push(thumbs.length === 0 ? '<p>None.</p>' : `<section id="mistakes">${thumbs.map((t) => `<figure class="mistake">${t.src ? `<img src="${t.src}" alt="${escape(t.path)}">` : '<div class="missing">unreadable</div>'}<figcaption><b>${escape(t.predicted)}</b> ${(t.probability * 100).toFixed(0)}%<br>true: ${escape(t.true)}<br><span class="path">${escape(t.path)}</span></figcaption></figure>`).join('')}</section>`);
   }
+  const sheet = extras.augmentSheet;
+  if (sheet) body.push(`<h2>Augmented training images</h2><figure id="augment-sheet"><img src="data:image/jpeg;base64,${sheet.jpeg.toString('base64')}" alt="augmented training images"><figcaption>${sheet.images} training images as --augment ${escape(sheet.level)} shows them to the model (one draw each; every epoch draws anew)</figcaption></figure>`);
   if (r.kind === 'finetune' && r.history.length > 0) body.push('<h2>Training</h2>', table(r.history.map((h) => [String(h.epoch), num(h.loss), num(h.accuracy, 3), num(h.val_loss), num(h.val_accuracy, 3), h.lr.toPrecision(3), h.seconds.toFixed(1)]), ['epoch', 'loss', 'accuracy', 'val loss', 'val accuracy', 'lr', 'seconds']));
   if (r.skipped.length > 0) body.push(`<h2>Skipped files (${r.skipped.length})</h2>`, table(r.skipped.slice(0, 200).map((s) => [s.path, s.reason]), ['file', 'reason']));
   body.push('<h2>Configuration</h2>', `<section id="config">${table(configEntries(r), ['setting', 'value'])}</section>`);

@@ -3,6 +3,8 @@ import { wasmHeapBytes } from '../backend/index.js';
 import { temper } from '../metrics/calibration.js';
 import { computeMetrics, nonFiniteRows } from '../metrics/classification.js';
 import { REPORT_SCHEMA_VERSION, writeReports } from '../report/index.js';
+import type { HtmlExtras } from '../report/render.js';
+import { augmentSheet } from '../data/augment.js';
 import type { Calibration, CalibrationEffect } from '../report/schema.js';
 import { concatFloat32 } from '../util/arrays.js';
 import { notice } from '../util/notice.js';
@@ -84,6 +86,19 @@ export async function finishRun(run: Run, plan: RunPlan, facts: { frozenCount: n
     warnings,
   };
   const { outDir: _outDir, ...rest } = result;
-  await writeReports(options.out, { schemaVersion: REPORT_SCHEMA_VERSION, kind: 'finetune', tlVersion: TL_VERSION, createdAt: new Date().toISOString(), backend: run.backend.label, model: source.name, data: options.data, config: plan.config, seconds: (performance.now() - facts.started) / 1000, ...rest });
+  await writeReports(options.out, { schemaVersion: REPORT_SCHEMA_VERSION, kind: 'finetune', tlVersion: TL_VERSION, createdAt: new Date().toISOString(), backend: run.backend.label, model: source.name, data: options.data, config: plan.config, seconds: (performance.now() - facts.started) / 1000, ...rest }, await sheetOf(run, facts.inputSize));
   return result;
+}
+
+/** With --augment: 16 training images as the augmentation draws them, for report.html. */
+async function sheetOf(run: Run, size: number): Promise<HtmlExtras> {
+  const level = run.options.augment;
+  if (level === 'none') return {};
+  const images: Uint8Array[] = [];
+  for (const item of run.dataset.splits.train) {
+    if (images.length === 16) break;
+    const pixels = await run.dataset.source.load(item);
+    if (pixels) images.push(pixels);
+  }
+  return images.length === 0 ? {} : { augmentSheet: { jpeg: await augmentSheet(images, size, level, run.options.seed), level, images: images.length } };
 }

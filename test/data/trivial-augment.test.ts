@@ -71,3 +71,30 @@ describe('TrivialAugment operations', () => {
     expect(level.every((x) => x.length === image.length)).toBe(true);
   });
 });
+
+describe('the contact sheet of augmented training images', () => {
+  it('report.html of an augmented run shows 16 training images as the level draws them; an unaugmented run has none', async () => {
+    const { runTl } = await import('../helpers/cli.js');
+    const { makeColourDataset } = await import('../helpers/synthetic.js');
+    const { tempDir } = await import('../helpers/tmp.js');
+    const { readFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const sharp = (await import('sharp')).default;
+    const data = tempDir();
+    await makeColourDataset(data, 2, 14, 32);
+    const html: Record<string, string> = {};
+    for (const level of ['trivial', 'none']) {
+      const out = join(tempDir(), level);
+      const r = await runTl(['finetune', data, '--augment', level, '--epochs', '1', '--input-size', '32', '--freeze', 'all', '--batch-size', '4', '--out', out, '-q'], { TL_HOME: tempDir() });
+      expect(r.exitCode, r.stderr).toBe(0);
+      html[level] = readFileSync(join(out, 'report.html'), 'utf8');
+    }
+    const src = /<figure id="augment-sheet"><img src="data:image\/jpeg;base64,([^"]+)"/.exec(html['trivial']!)?.[1];
+    expect(src).toBeDefined();
+    // 20 training images (14 per class, 4 held out of each): a 4 x 4 grid of 32 px tiles, 4 px apart.
+    const meta = await sharp(Buffer.from(src!, 'base64')).metadata();
+    expect([meta.width, meta.height]).toEqual([4 * 32 + 3 * 4, 4 * 32 + 3 * 4]);
+    expect(html['trivial']).toContain('as --augment trivial shows them');
+    expect(html['none']).not.toContain('augment-sheet');
+  }, 120_000);
+});
