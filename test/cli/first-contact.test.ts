@@ -51,10 +51,11 @@ describe('a new user’s first runs', () => {
     expect((JSON.parse(resumed.stdout) as { history: unknown[] }).history).toHaveLength(3 + Number(hint![3]));
   });
 
-  it('augmentation at the default epochs comes with advice; a negative --freeze is refused as a count', async () => {
-    const aug = await runCli(['finetune', data, ...quick, '--freeze', 'all', '--augment', 'light', '--epochs', 'auto', '--out', join(tempDir(), 'aug')], env);
+  it('augmentation makes --epochs auto 10 and says so; a negative --freeze is refused as a count', async () => {
+    const aug = await runCli(['finetune', data, ...quick, '--freeze', '100', '--augment', 'light', '--epochs', 'auto', '--json', '--out', join(tempDir(), 'aug')], env);
     expect(aug.exitCode, aug.stderr).toBe(0);
-    expect(aug.stderr).toContain('notice: --augment light shows each image differently every epoch, and 10 epochs (--epochs auto) are usually too few');
+    expect(aug.stderr).toContain('notice: --epochs auto is 10 with --augment light (3 without)');
+    expect((JSON.parse(aug.stdout) as { history: unknown[] }).history).toHaveLength(10);
     const neg = await runCli(['finetune', data, ...quick, '--freeze', '-3', '--out', join(tempDir(), 'neg')], env);
     expect(neg.exitCode).toBe(2);
     expect(neg.stderr).toMatch(/--freeze -3: a layer count is a whole number from 0 to \d+/);
