@@ -64,7 +64,7 @@ export const SERVE_OPTIONS = {
   host: option('--host <address>', 'address to listen on (loopback unless you say otherwise: 0.0.0.0 opens it to the network)', z.string().min(1).default('127.0.0.1')),
   port: option('--port <n>', 'port to listen on (0: any free port, printed)', numeric(z.number().int().min(0).max(65535)).default(8080)),
   maxBatch: option('--max-batch <n>', 'most images run as one batch (requests that arrive together are batched)', numeric(z.number().int().min(1).max(1024)).default(16)),
-  maxWaitMs: option('--max-wait-ms <ms>', 'longest a request waits for others to join its batch (none when no other request is being decoded)', numeric(z.number().min(0).max(10_000)).default(5)),
+  maxWaitMs: option('--max-wait-ms <ms>', 'longest a request waits for others to join its batch (none when no other request is on its way)', numeric(z.number().min(0).max(10_000)).default(5)),
   maxBodyMb: option('--max-body-mb <MB>', 'largest request body accepted (413 beyond)', numeric(z.number().positive().max(1024)).default(16)),
   top: PREDICT_OPTIONS.top,
   threads: option('--threads <n>', 'ONNX Runtime intra-op threads (default: every core)', numeric(z.number().int().min(1).max(1024)).optional()),

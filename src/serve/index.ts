@@ -126,12 +126,12 @@ export async function startServer(options: ServeOptions): Promise<Serving> {
     images.forEach((x, i) => input.set(x, i * x.length));
     const [out] = await session.run([{ data: input, shape: [images.length, size, size, 3] }]);
     return images.map((_, i) => out!.slice(i * width, (i + 1) * width));
-  }, { maxBatch: options.maxBatch, maxWaitMs: options.maxWaitMs, coming: () => decoding });
+  }, { maxBatch: options.maxBatch, maxWaitMs: options.maxWaitMs, coming: () => coming });
   const decode = { size, resize: model.resize ?? DEFAULT_RESIZE, maxPixels: options.maxPixels ?? DEFAULT_MAX_PIXELS };
   const counts = { requests: 0, rejected: 0 };
   let inFlight = 0;
-  /** Requests whose image is being decoded: they join the next batch soon. */
-  let decoding = 0;
+  /** Requests on their way to the batcher (body being read, image being decoded): they join the next batch soon. */
+  let coming = 0;
   let draining = false;
   let drained: (() => void) | null = null;
 
@@ -139,19 +139,20 @@ export async function startServer(options: ServeOptions): Promise<Serving> {
     const topParam = url.searchParams.get('top');
     const top = topParam === null ? options.top : Number(topParam);
     if (!Number.isInteger(top) || top < 1) throw new HttpError(400, `?top= must be a whole number from 1 (got ${JSON.stringify(topParam)})`);
-    const body = await readImageBody(req, options.maxBodyBytes);
-    if (body.length === 0) throw new HttpError(400, 'the body is empty: send the image bytes, or a multipart form with one file');
     const started = performance.now();
-    let pixels: Uint8Array;
-    decoding += 1;
+    let input: Float32Array;
+    coming += 1;
     try {
-      pixels = await decodeImage(body, decode);
-    } catch (err) {
-      throw new HttpError(400, `not an image this server can read: ${decodeFailureReason(err)}`);
+      const body = await readImageBody(req, options.maxBodyBytes);
+      if (body.length === 0) throw new HttpError(400, 'the body is empty: send the image bytes, or a multipart form with one file');
+      const pixels = await decodeImage(body, decode).catch((err: unknown) => {
+        throw new HttpError(400, `not an image this server can read: ${decodeFailureReason(err)}`);
+      });
+      input = preprocessPixels(pixels, model.preprocess);
     } finally {
-      decoding -= 1;
+      coming -= 1;
     }
-    const probs = await batcher.submit(preprocessPixels(pixels, model.preprocess));
+    const probs = await batcher.submit(input);
     const ranked = Array.from(probs, (p, c) => ({ class: model.classes[c]!, probability: p })).sort((a, b) => b.probability - a.probability);
     return { top: ranked.slice(0, Math.min(top, width)), ms: Math.round((performance.now() - started) * 100) / 100 };
   };

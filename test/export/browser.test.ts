@@ -48,7 +48,10 @@ describe.skipIf(!CHROMIUM)('exports in a real browser', () => {
     const p = await runTl(['predict', '--model', run, ...images, '--top', '3', '--json'], { TL_HOME: home });
     expect(p.exitCode, p.stderr).toBe(0);
     expected = (JSON.parse(p.stdout) as { predictions: { top: Top }[] }).predictions.map((x) => x.top);
-    browser = await chromium.launch({ executablePath: CHROMIUM!, args: ['--no-sandbox'] });
+    // Chromium keeps its settings (dconf, caches) under HOME and XDG folders: a temporary one, not the user's.
+    const own = tempDir();
+    const env = { ...process.env, HOME: own, XDG_CONFIG_HOME: join(own, '.config'), XDG_CACHE_HOME: join(own, '.cache'), XDG_DATA_HOME: join(own, '.local', 'share') };
+    browser = await chromium.launch({ executablePath: CHROMIUM!, args: ['--no-sandbox'], env: env as Record<string, string> });
   }, 180_000);
 
   afterAll(async () => {
