@@ -159,7 +159,7 @@ export async function shipBench(root: string, work: string, cores: number): Prom
       '',
       ...table(['export', 'file', 'test accuracy', 'test log-loss', 'same top-1 as float32', 'latency, 1 thread (ms)', 'img/s, 1 thread', `latency, ${cores} threads (ms)`, `img/s, ${cores} threads`], quantRows),
       '',
-      `\`tl serve\` of the same run (float32 model.onnx, ${cores} intra-op threads) under autocannon on loopback, 8 s per row after a 2 s warm-up, each request one 500x375 JPEG (${(jpeg.length / 1024).toFixed(0)} KiB) that the server decodes and resizes; the load generator shares the machine's ${cores} cores. "images per batch" is what the server's /health counted during the row. A batch runs when 16 requests wait, when the oldest has waited 5 ms, or at once when no other request is being decoded.`,
+      `\`tl serve\` of the same run (float32 model.onnx, ${cores} intra-op threads) under autocannon on loopback, 8 s per row after a 2 s warm-up, each request one 500x375 JPEG (${(jpeg.length / 1024).toFixed(0)} KiB) that the server decodes and resizes; the load generator shares the machine's ${cores} cores. "images per batch" is what the server's /health counted during the row. A batch runs when 16 requests wait, when the oldest has waited 5 ms, or at once when no other request is on its way (being read or decoded).`,
       '',
       ...table(['server', 'clients', 'requests/s', 'p50 latency (ms)', 'p99 latency (ms)', 'errors', 'images per batch'], serveRows),
       '',

@@ -6,7 +6,7 @@ export interface BatcherOptions {
   maxBatch: number;
   maxWaitMs: number;
   /**
-   * How many items are on their way (e.g. requests still being decoded): with none, a batch runs at once instead of
+   * How many items are on their way (e.g. requests still being read or decoded): with none, a batch runs at once instead of
    * waiting `maxWaitMs` for items that are not coming.
    */
   coming?: () => number;
