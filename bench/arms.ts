@@ -5,6 +5,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFashionMnist } from '../scripts/fashion-mnist.js';
 import { debianFile } from '../scripts/debian.js';
+import type { Section } from './section.js';
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
@@ -48,4 +49,9 @@ export function runArms(root: string, work: string, datasets: { name: string; di
   return rows;
 }
 
-export const ARMS_HEAD = ['dataset', 'options', 'test accuracy per seed', 'mean', 'mean log-loss', 'seconds per run'];
+const ARMS_HEAD = ['dataset', 'options', 'test accuracy per seed', 'mean', 'mean log-loss', 'seconds per run'];
+
+/** A section of BENCHMARKS.md: what was run, then the rows of runArms as a table. */
+export function armsSection(title: string, text: string, rows: (string | number)[][]): Section {
+  return { title, lines: [text, '', `| ${ARMS_HEAD.join(' | ')} |`, `| ${ARMS_HEAD.map(() => '---').join(' | ')} |`, ...rows.map((r) => `| ${r.join(' | ')} |`)] };
+}

@@ -574,38 +574,18 @@ async function main(): Promise<void> {
   if (values.one !== undefined) return runOne(values.one);
   if (values.gpu || values['gpu-bundle'] || values['gpu-report']) return gpuMode(values);
   if (values.choices) return runChoices(values.out);
-  if (values.augment) {
+  // Sections measured alone, each in a work folder of its own, written in place.
+  const alone: [boolean | undefined, string, (work: string) => Promise<Section>][] = [
+    [values.augment, 'augment', async (work) => (await import('./augment.js')).augmentBench(ROOT, work)],
+    [values['head-epochs'], 'head-epochs', async (work) => (await import('./head-epochs.js')).headEpochsBench(ROOT, work)],
+    [values.keras, 'keras', async (work) => (await import('./keras-parity.js')).kerasParityBench(ROOT, work)],
+    [values.ship, 'ship', async (work) => (await import('./ship.js')).shipBench(ROOT, work, availableParallelism())],
+  ];
+  for (const [asked, flag, measure] of alone) {
+    if (!asked) continue;
     const work = mkdtempSync(join(tmpdir(), 'tl-bench-'));
     try {
-      const { augmentBench } = await import('./augment.js');
-      return await writeSection(values.out, await augmentBench(ROOT, work), 'npm run bench -- --augment', availableParallelism());
-    } finally {
-      rmSync(work, { recursive: true, force: true });
-    }
-  }
-  if (values['head-epochs']) {
-    const work = mkdtempSync(join(tmpdir(), 'tl-bench-'));
-    try {
-      const { headEpochsBench } = await import('./head-epochs.js');
-      return await writeSection(values.out, await headEpochsBench(ROOT, work), 'npm run bench -- --head-epochs', availableParallelism());
-    } finally {
-      rmSync(work, { recursive: true, force: true });
-    }
-  }
-  if (values.keras) {
-    const work = mkdtempSync(join(tmpdir(), 'tl-bench-'));
-    try {
-      const { kerasParityBench } = await import('./keras-parity.js');
-      return await writeSection(values.out, await kerasParityBench(ROOT, work), 'npm run bench -- --keras', availableParallelism());
-    } finally {
-      rmSync(work, { recursive: true, force: true });
-    }
-  }
-  if (values.ship) {
-    const work = mkdtempSync(join(tmpdir(), 'tl-bench-'));
-    try {
-      const { shipBench } = await import('./ship.js');
-      return await writeSection(values.out, await shipBench(ROOT, work, availableParallelism()), 'npm run bench -- --ship', availableParallelism());
+      return await writeSection(values.out, await measure(work), `npm run bench -- --${flag}`, availableParallelism());
     } finally {
       rmSync(work, { recursive: true, force: true });
     }
