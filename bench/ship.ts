@@ -109,7 +109,7 @@ export async function shipBench(root: string, work: string, cores: number): Prom
   const test: (CalibrationBatch & { items: ImageItem[] })[] = [];
   for await (const b of batches(await runSplit(run, 'test', model.classes), meta)) test.push(b);
   const bytes = Object.fromEntries(Object.entries(files).map(([k, f]) => [k, new Uint8Array(readFileSync(f))]));
-  const scores = Object.fromEntries(await Promise.all(Object.entries(bytes).map(async ([k, b]) => [k, await score(b, test, model.classes.length)] as const)));
+  const scores = Object.fromEntries(await Promise.all(Object.entries(bytes).map(async ([k, b]) => [k, await score(b, test, model.classes)] as const)));
   const input = new Float32Array(16 * model.inputSize ** 2 * 3);
   let at = 0;
   for (const b of test) {

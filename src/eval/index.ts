@@ -12,6 +12,7 @@ import { computeMetrics, type Metrics } from '../metrics/classification.js';
 import { npyHeader } from '../util/npy.js';
 import { datasetDigest, finishShard, openShardFolder, shardOf, weightsDigest, type Shard } from '../shard/index.js';
 import { writeFileAtomic } from '../util/atomic.js';
+import { concatFloat32 } from '../util/arrays.js';
 import { REPORT_SCHEMA_VERSION, writeReports } from '../report/index.js';
 import { TL_VERSION } from '../version.js';
 
@@ -161,8 +162,7 @@ async function evaluateOnnxFile(options: EvalOptions, started: number): Promise<
     }
     options.onProgress?.(labels.length, items.length);
   }
-  const joined = new Float32Array(labels.length * model.classes.length);
-  probs.reduce((at, p) => (joined.set(p, at), at + p.length), 0);
+  const joined = concatFloat32(probs);
   const seconds = (performance.now() - started) / 1000;
   return { run: options.run, model: model.name, data: options.data, split: 'all', usedRunSplit: false, classes: model.classes, metrics: computeMetrics(joined, labels, model.classes, { paths }), skipped, seconds, imagesPerSecond: labels.length / seconds };
 }

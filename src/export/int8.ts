@@ -8,6 +8,8 @@ import { quantizeInt8, type CalibrationBatch, type Int8Result } from '../onnx/in
 import { OnnxSession } from '../onnx/runtime.js';
 import type { TrainedModelMeta } from '../registry/metadata.js';
 import { prng } from '../util/random.js';
+import { concatFloat32 } from '../util/arrays.js';
+import { computeMetrics } from '../metrics/classification.js';
 
 export interface Int8Options {
   /** The run folder the model came from (its training split calibrates, its test split checks), if it is one. */
@@ -54,26 +56,22 @@ export async function* batches(items: ImageItem[], meta: TrainedModelMeta): Asyn
   for await (const b of source.batches(items, { batchSize: BATCH })) yield { data: preprocessPixels(b.pixels, meta.preprocess), shape: [b.items.length, size, size, 3], items: b.items };
 }
 
-export async function score(model: Uint8Array, test: (CalibrationBatch & { items: ImageItem[] })[], classes: number): Promise<{ top: number[]; accuracy: number; logLoss: number }> {
+export async function score(model: Uint8Array, test: (CalibrationBatch & { items: ImageItem[] })[], classes: string[]): Promise<{ top: number[]; accuracy: number; logLoss: number }> {
   const session = await OnnxSession.open(model);
-  const top: number[] = [];
-  let correct = 0;
-  let loss = 0;
+  const probs: Float32Array[] = [];
   try {
-    for (const b of test) {
-      const [probs] = await session.run([b]);
-      b.items.forEach((item, i) => {
-        const row = probs!.subarray(i * classes, (i + 1) * classes);
-        const best = row.indexOf(Math.max(...row));
-        top.push(best);
-        correct += best === item.label ? 1 : 0;
-        loss -= Math.log(Math.max(row[item.label]!, 1e-7));
-      });
-    }
+    for (const b of test) probs.push((await session.run([b]))[0]!);
   } finally {
     await session.close();
   }
-  return { top, accuracy: correct / top.length, logLoss: loss / top.length };
+  const joined = concatFloat32(probs);
+  const labels = test.flatMap((b) => b.items.map((i) => i.label));
+  const m = computeMetrics(joined, labels, classes);
+  const top = labels.map((_, i) => {
+    const row = joined.subarray(i * classes.length, (i + 1) * classes.length);
+    return row.indexOf(Math.max(...row));
+  });
+  return { top, accuracy: m.accuracy, logLoss: m.logLoss };
 }
 
 /** `full` (the float32 export of a classifier described by `meta`) quantized to int8, with its check. */
@@ -98,8 +96,8 @@ export async function exportInt8(full: Uint8Array, meta: TrainedModelMeta, optio
   if (testItems.length > 0) {
     const test: (CalibrationBatch & { items: ImageItem[] })[] = [];
     for await (const b of batches(testItems, meta)) test.push(b);
-    const a = await score(full, test, meta.classes.length);
-    const b = await score(q.bytes, test, meta.classes.length);
+    const a = await score(full, test, meta.classes);
+    const b = await score(q.bytes, test, meta.classes);
     check = { images: a.top.length, float32: { accuracy: a.accuracy, logLoss: a.logLoss }, int8: { accuracy: b.accuracy, logLoss: b.logLoss }, agreement: a.top.filter((t, i) => t === b.top[i]).length / a.top.length };
   }
   const { bytes, ...rest } = q;
