@@ -84,7 +84,7 @@ export async function dumpForKeras(data: string, out: string, store: string): Pr
     npy(join(out, `${split}_x.npy`), '|u1', [n, 224, 224, 3], x.subarray(0, n * 224 * 224 * 3));
     npy(join(out, `${split}_y.npy`), '<i4', [n], y.subarray(0, n));
   }
-  writeFileSync(join(out, 'meta.json'), JSON.stringify({ classes: scan.classes }));
+  writeFileSync(join(out, 'meta.json'), JSON.stringify({ classes: scan.classes, test: scan.items.filter((i) => i.split === 'test').length }));
   const weights = join(out, 'weights');
   mkdirSync(weights, { recursive: true });
   const r = await resolveModel(tf, 'mobilenet_v2.nsfwjs', { top: false, weights: 'pretrained', store });
@@ -147,11 +147,11 @@ export async function kerasParityBench(root: string, work: string): Promise<Sect
     rows.push([seed, 'Keras', kk.trainable, fmt(kk.loss, 4), fmt(kk.valAccuracy), kk.testAccuracy.toFixed(3), kk.seconds.toFixed(0)]);
   }
   const acc = (c: Curve[]) => c.map((x) => x.testAccuracy);
-  const test = 150;
+  const test = (JSON.parse(readFileSync(join(dumped, 'meta.json'), 'utf8')) as { test: number }).test;
   return {
     title: 'Keras parity',
     lines: [
-      `The same fine-tune in tl and in ${version}: MobileNetV2 with nsfwjs's weights, 1,000 Fashion-MNIST images of 5 classes pre-split 700 / 150 / ${test} (the same split for every seed), the images as tl decodes them (224 px, center-crop, x / 255), head and --freeze 100 (layers 100 onward train), Adam at 1e-4, batch 16, 3 epochs, dropout 0.2 before the softmax Dense, every BatchNorm frozen (scale, shift and statistics; inference mode), the weights of the epoch with the lowest validation loss kept, no calibration. The seed sets the head's initialisation, the shuffling and the dropout masks on each side; it cannot make them draw the same numbers. tl's seconds include its start and the frozen part's pass over the images; Keras's its start and the whole network at every step.`,
+      `The same fine-tune in tl and in ${version}: MobileNetV2 with nsfwjs's weights, 1,000 Fashion-MNIST images of 5 classes pre-split 700 / 150 / ${test} images (the same split for every seed), the images as tl decodes them (224 px, center-crop, x / 255), head and --freeze 100 (layers 100 onward train), Adam at 1e-4, batch 16, 3 epochs, dropout 0.2 before the softmax Dense, every BatchNorm frozen (scale, shift and statistics; inference mode), the weights of the epoch with the lowest validation loss kept, no calibration. The seed sets the head's initialisation, the shuffling and the dropout masks on each side; it cannot make them draw the same numbers. tl's seconds include its start and the frozen part's pass over the images; Keras's its start and the whole network at every step.`,
       '',
       '| seed | trainer | trainable parameters | training loss per epoch | validation accuracy per epoch | test accuracy | seconds |',
       '| --- | --- | --- | --- | --- | --- | --- |',

@@ -14,11 +14,7 @@ import { loadOnnxClassifier } from '../src/inference/onnx-file.js';
 import { loadOrt, OnnxSession } from '../src/onnx/runtime.js';
 import { writeFashionMnist } from '../scripts/fashion-mnist.js';
 import { debianFile } from '../scripts/debian.js';
-
-export interface Section {
-  title: string;
-  lines: string[];
-}
+import type { Section } from './section.js';
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
 const table = (head: string[], rows: (string | number)[][]) => [`| ${head.join(' | ')} |`, `| ${head.map(() => '---').join(' | ')} |`, ...rows.map((r) => `| ${r.join(' | ')} |`)];

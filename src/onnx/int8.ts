@@ -77,7 +77,8 @@ function activationsOf(graph: P.IGraphProto, inits: Map<string, P.ITensorProto>)
   const chosen = new Set<string>();
   for (const n of nodes) {
     if (!QUANTIZED.has(n.opType ?? '')) continue;
-    const inputs = n.opType === 'Clip' ? [n.input![0]!] : n.opType === 'Conv' ? [n.input![0]!] : (n.input ?? []);
+    // Clip's bounds and Conv's weights and bias are initializers; their data input is the first.
+    const inputs = n.opType === 'Clip' || n.opType === 'Conv' ? [n.input![0]!] : (n.input ?? []);
     for (const i of inputs) if (i && !inits.has(i)) chosen.add(i);
     for (const o of n.output ?? []) {
       const r = readers.get(o) ?? [];
@@ -85,7 +86,6 @@ function activationsOf(graph: P.IGraphProto, inits: Map<string, P.ITensorProto>)
       chosen.add(o);
     }
   }
-  // An activation read by a fused Clip/Relu's input is not one of these; the graph's own input stays float.
   return [...chosen];
 }
 
