@@ -1,5 +1,5 @@
 // `tl cache DATA --model M --freeze K --out DIR`: the frozen part's outputs for every image, for `tl finetune --cache`.
-import { labelsOf } from '../options/shared.js';
+import { labelsOf, multiLabelOf } from '../options/shared.js';
 import { Command } from 'commander';
 import { z } from 'zod';
 import { addOptions, parseOptions, printJson } from './common.js';
@@ -35,7 +35,7 @@ export function cacheCommand(io: Io): Command {
     const { storeRoot } = await import('../store/index.js');
     const spinner = progress(io, 'loading the model', opts);
     const result = await buildCache(tf, info, {
-      data, model: opts.model, freeze: opts.freeze, out: opts.out, batchSize: run.batchSize, engine: run.engine, weights: opts.weights, seed: opts.seed, resize: opts.resize, maxPixels: opts.maxPixels, labels: labelsOf(opts),
+      data, model: opts.model, freeze: opts.freeze, out: opts.out, batchSize: run.batchSize, engine: run.engine, weights: opts.weights, seed: opts.seed, resize: opts.resize, maxPixels: opts.maxPixels, labels: labelsOf(opts), multiLabel: multiLabelOf(opts),
       ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), ...(opts.preprocess ? { preprocess: opts.preprocess } : {}), store: storeRoot(io.env), ...(shard ? { shard } : {}),
       onProgress: (done, total) => spinner.update(`caching ${done}/${total}`),
     }).catch((err: unknown) => {

@@ -4,11 +4,12 @@
 // with their line, as the folder scan lists bad images; only a file that cannot be read as CSV, or lacks a column, is an
 // error.
 import { readFile, realpath, stat } from 'node:fs/promises';
-import { isAbsolute, join, relative, sep } from 'node:path';
+import { isAbsolute, join, relative, sep as pathSep } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { DatasetError } from '../errors.js';
 import { isInside } from '../util/paths.js';
-import { checkFile, mapLimit, naturalCompare, splitFolder, type ImageItem, type LabelConflict, type SkippedFile, type SplitName } from './scan.js';
+import { notice } from '../util/notice.js';
+import { checkFile, mapLimit, naturalCompare, splitFolder, type ImageItem, type LabelConflict, type MultiLabelSpec, type SkippedFile, type SplitName } from './scan.js';
 
 /** Where the labels are: the CSV file and the names of its columns (found by their usual names when not given). */
 export interface LabelsSpec {
@@ -67,8 +68,22 @@ function parseRows(text: string, file: string): { header: string[]; rows: { line
   return { header, rows };
 }
 
-/** The labels of `root`'s images from `spec.file`. */
-export async function scanCsv(root: string, spec: LabelsSpec): Promise<CsvScan> {
+/** Separators of several labels in one cell, detected in this order when `--label-sep` is not given. */
+const LABEL_SEPARATORS = [';', '|'];
+
+/**
+ * The separator of a multi-label file's cells: the one given, else the one of `;` and `|` its cells use (`;` when they
+ * use neither: each image has one label). Cells using both are an error: which one separates is a guess.
+ */
+function labelSeparator(cells: string[], given: string | undefined, file: string): string {
+  if (given !== undefined) return given;
+  const used = LABEL_SEPARATORS.filter((sep) => cells.some((c) => c.includes(sep)));
+  if (used.length > 1) throw new DatasetError(`${file}: its label cells use both ${used.map((u) => `'${u}'`).join(' and ')}; which one separates labels is unclear.`, { suggestion: 'Name it with --label-sep.' });
+  return used[0] ?? LABEL_SEPARATORS[0]!;
+}
+
+/** The labels of `root`'s images from `spec.file` (several per cell, or per repeated row, with `multiLabel`). */
+export async function scanCsv(root: string, spec: LabelsSpec, multiLabel?: MultiLabelSpec): Promise<CsvScan> {
   const file = spec.file;
   const text = await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
     throw new DatasetError(`Cannot read --labels ${file}: ${err.code === 'ENOENT' ? 'no such file' : (err.code ?? err.message)}.`);
@@ -78,10 +93,18 @@ export async function scanCsv(root: string, spec: LabelsSpec): Promise<CsvScan> 
   const labelColumn = column(header, spec.labelColumn, LABEL_NAMES, 'label', '--label-column', file);
   const splitColumn = header.find((h) => h.toLowerCase() === SPLIT_NAME && h !== pathColumn && h !== labelColumn);
   const rootReal = await realpath(root);
+  const cells = rows.map((r) => r.values[labelColumn]!);
+  const sep = multiLabel ? labelSeparator(cells, multiLabel.sep, file) : null;
+  if (!multiLabel) {
+    const several = cells.filter((c) => LABEL_SEPARATORS.some((s) => c.includes(s)));
+    if (several.length > 0) notice(`${several.length} label${several.length > 1 ? 's' : ''} in ${file} look${several.length > 1 ? '' : 's'} like several labels (e.g. '${several[0]}'): each is read as one class; pass --multi-label to read them as labels of one image`);
+  }
+  /** A cell's labels: itself, or (multi-label) its parts, trimmed, without empty ones or repeats. */
+  const labelsIn = (cell: string): string[] => (sep === null ? (cell === '' ? [] : [cell]) : [...new Set(cell.split(sep).map((p) => p.trim()).filter((p) => p !== ''))]);
   const skipped: SkippedFile[] = [];
   const at = (line: number) => `${file} line ${line}`;
   // First pass: the row's own values; every path once (a repeat with the same label is skipped, with another one a conflict).
-  const byRel = new Map<string, { line: number; label: string; split: SplitName | undefined }>();
+  const byRel = new Map<string, { line: number; label: string; labels: string[]; split: SplitName | undefined }>();
   const conflicting = new Map<string, LabelConflict>();
   for (const { line, values } of rows) {
     const given = values[pathColumn]!;
@@ -96,7 +119,8 @@ export async function scanCsv(root: string, spec: LabelsSpec): Promise<CsvScan> 
       skipped.push({ path: shown, reason: `listed at ${at(line)}: a path outside the dataset folder` });
       continue;
     }
-    if (label === '') {
+    const labels = labelsIn(label);
+    if (labels.length === 0) {
       skipped.push({ path: shown, reason: `listed at ${at(line)} with an empty label` });
       continue;
     }
@@ -107,6 +131,13 @@ export async function scanCsv(root: string, spec: LabelsSpec): Promise<CsvScan> 
     }
     const rel = given.split(/[\\/]+/).filter((p) => p !== '' && p !== '.').join('/');
     const first = byRel.get(rel);
+    if (first && sep !== null) {
+      // Multi-label: a path on several rows (one row per label, as long-format files list them) has all their labels.
+      const added = labels.filter((l) => !first.labels.includes(l));
+      if (added.length === 0) skipped.push({ path: shown, reason: `listed again at ${at(line)} with no new label (first at line ${first.line})` });
+      first.labels.push(...added);
+      continue;
+    }
     if (first) {
       if (first.label === label) skipped.push({ path: shown, reason: `listed again at ${at(line)} (first at line ${first.line})` });
       else {
@@ -116,7 +147,7 @@ export async function scanCsv(root: string, spec: LabelsSpec): Promise<CsvScan> 
       }
       continue;
     }
-    byRel.set(rel, { line, label, ...(split ? { split } : {}) } as { line: number; label: string; split: SplitName | undefined });
+    byRel.set(rel, { line, label, labels, ...(split ? { split } : {}) } as { line: number; label: string; labels: string[]; split: SplitName | undefined });
   }
   for (const rel of conflicting.keys()) byRel.delete(rel);
   // Second pass: the files themselves, checked as the folder scan checks them (exists, inside the folder, an image).
@@ -133,7 +164,7 @@ export async function scanCsv(root: string, spec: LabelsSpec): Promise<CsvScan> 
     if (!ok) return { skip: { path, reason: `listed at ${at(row.line)}: ${state.skipped[0]?.reason ?? 'not an image'}` } };
     return { path, real, ok };
   });
-  const classes = [...new Set(entries.map(([, row]) => row.label))].sort(naturalCompare);
+  const classes = [...new Set(entries.flatMap(([, row]) => row.labels))].sort(naturalCompare);
   const files: CsvScan['files'] = [];
   entries.forEach(([rel, row], i) => {
     const c = checked[i]!;
@@ -141,9 +172,10 @@ export async function scanCsv(root: string, spec: LabelsSpec): Promise<CsvScan> 
       skipped.push(c.skip!);
       return;
     }
-    const item: ImageItem = { path: c.path, rel: relative(root, c.path).split(sep).join('/'), label: classes.indexOf(row.label), format: c.ok.format, ...(row.split ? { split: row.split } : {}) };
-    files.push({ item, real: c.real, size: c.ok.size, cls: row.label });
+    const labels = row.labels.map((l) => classes.indexOf(l)).sort((a, b) => a - b);
+    const item: ImageItem = { path: c.path, rel: relative(root, c.path).split(pathSep).join('/'), label: sep === null ? labels[0]! : -1, ...(sep === null ? {} : { labels }), format: c.ok.format, ...(row.split ? { split: row.split } : {}) };
+    files.push({ item, real: c.real, size: c.ok.size, cls: sep === null ? row.label : row.labels.join(sep) });
   });
-  const note = `labels from ${file}: ${files.length} of ${rows.length} rows (path column '${pathColumn}', label column '${labelColumn}'${splitColumn ? `, split column '${splitColumn}'` : ''})`;
+  const note = `labels from ${file}: ${files.length} ${sep === null ? 'of' : 'images from'} ${rows.length} rows (path column '${pathColumn}', label column '${labelColumn}'${splitColumn ? `, split column '${splitColumn}'` : ''}${sep === null ? '' : `, several labels per image separated by '${sep}'`})`;
   return { classes, items: files.map((f) => f.item), skipped, conflicts: [...conflicting.values()], note, files };
 }

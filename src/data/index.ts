@@ -2,7 +2,7 @@
 import { DatasetError } from '../errors.js';
 import { decodeFailureReason, imageSize, type ResizeMode } from './decode.js';
 import { ImageSource } from './loader.js';
-import { mapLimit, scanDataset, SPLITS, type ImageItem, type ScanResult, type SkippedFile, type SplitName } from './scan.js';
+import { mapLimit, scanDataset, SPLITS, type ImageItem, type MultiLabelSpec, type ScanResult, type SkippedFile, type SplitName } from './scan.js';
 import { assignSplits, type SplitMap } from './split.js';
 
 export { ImageSource, type Batch } from './loader.js';
@@ -11,7 +11,7 @@ export { readSplitRecord, RUN_FILES, runFile, splitRecordSchema, type SplitRecor
 export { preprocess, preprocessPixels, PREPROCESS_MODES } from './preprocess.js';
 export { AUGMENT_LEVELS, type AugmentLevel } from './augment.js';
 export { RESIZE_MODES, type ResizeMode } from './decode.js';
-export { describeConflicts, LabelConflictError, listImages, scanDataset, SPLITS, type ImageItem, type LabelConflict, type SkippedFile, type SplitName } from './scan.js';
+export { describeConflicts, LabelConflictError, listImages, scanDataset, SPLITS, type ImageItem, type LabelConflict, type MultiLabelSpec, type SkippedFile, type SplitName } from './scan.js';
 export type { SplitMap } from './split.js';
 import type { LabelsSpec } from './csv.js';
 
@@ -37,6 +37,8 @@ export interface DatasetOptions {
   allowConflicts?: boolean;
   /** Labels from a CSV file instead of class folders. */
   labels?: LabelsSpec;
+  /** Several labels per image (a sigmoid classifier): from a CSV cell, repeated rows, or one image under two folders. */
+  multiLabel?: MultiLabelSpec;
 }
 
 export interface Dataset {
@@ -56,11 +58,25 @@ export interface Dataset {
   conflicts: ScanResult['conflicts'];
   duplicates: ScanResult['duplicates'];
   outside: ScanResult['outside'];
+  /** Multi-label: the distinct label sets the items' `label` numbers; null for a single-label dataset. */
+  labelSets: number[][] | null;
+}
+
+/** The classes of an item: its one class, or (multi-label) its labels. */
+export function classesOf(item: ImageItem): number[] {
+  return item.labels ?? [item.label];
+}
+
+/** Images per class in `items` (an image counts under each of its labels). */
+export function classCounts(items: readonly ImageItem[], classes: number): number[] {
+  const counts = new Array<number>(classes).fill(0);
+  for (const item of items) for (const c of classesOf(item)) counts[c]!++;
+  return counts;
 }
 
 /** Scans, decodes every image once (so bad files are found before training), and splits. */
 export async function openDataset(root: string, options: DatasetOptions): Promise<Dataset> {
-  const scan = await scanDataset(root, { allowConflicts: options.allowConflicts ?? false, ...(options.labels ? { labels: options.labels } : {}) });
+  const scan = await scanDataset(root, { allowConflicts: options.allowConflicts ?? false, ...(options.labels ? { labels: options.labels } : {}), ...(options.multiLabel ? { multiLabel: options.multiLabel } : {}) });
   const source = new ImageSource(scan.items, { size: options.size, ...(options.resize ? { resize: options.resize } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), ...(options.cacheBytes !== undefined ? { cacheBytes: options.cacheBytes } : {}) });
   const known = options.known;
   const checked = new Set(await source.validate(known ? scan.items.filter((i) => !known.has(i.rel)) : scan.items, options.onProgress, options.shouldStop));
@@ -72,7 +88,7 @@ export async function openDataset(root: string, options: DatasetOptions): Promis
     const split = splitMap[item.rel];
     if (split) splits[split].push(item);
   }
-  return { root, layout: scan.layout, layoutNotes: layoutNotes(scan, options), classes: scan.classes, splits, splitMap, seed: options.seed, source, skipped: [...scan.skipped, ...source.skipped], ignored: scan.ignored, conflicts: scan.conflicts, duplicates: scan.duplicates, outside: scan.outside };
+  return { root, layout: scan.layout, layoutNotes: layoutNotes(scan, options), classes: scan.classes, splits, splitMap, seed: options.seed, source, skipped: [...scan.skipped, ...source.skipped], ignored: scan.ignored, conflicts: scan.conflicts, duplicates: scan.duplicates, outside: scan.outside, labelSets: scan.labelSets };
 }
 
 /** In words: which folder gave each split of a pre-split layout, and what was held out of train for the others. */
@@ -105,17 +121,17 @@ function requireDecodable(root: string, scan: ScanResult, good: readonly ImageIt
   const tooLarge = decodeSkipped.some((s) => s.reason.startsWith('too many pixels'));
   const suggestion = tooLarge ? 'Raise --max-pixels if the large images are wanted.' : 'Check the files listed by `tl data`.';
   if (good.length === 0) throw new DatasetError(`None of the ${scan.items.length} images in ${root} could be used: ${reasons(decodeSkipped)}.`, { suggestion });
-  const have = new Set(good.map((i) => i.label));
+  const have = new Set(good.flatMap(classesOf));
   const empty = scan.classes.filter((_, label) => !have.has(label));
   if (empty.length === 0) return;
-  const labelOf = new Map(scan.items.map((i) => [i.path, i.label]));
-  const byClass = (name: string) => decodeSkipped.filter((s) => scan.classes[labelOf.get(s.path) ?? -1] === name);
+  const labelsOf = new Map(scan.items.map((i) => [i.path, classesOf(i)]));
+  const byClass = (name: string) => decodeSkipped.filter((s) => (labelsOf.get(s.path) ?? []).includes(scan.classes.indexOf(name)));
   throw new DatasetError(`Class ${empty.map((c) => `'${c}' (${reasons(byClass(c))})`).join(', ')} in ${root} ha${empty.length > 1 ? 've' : 's'} no image that decodes.`, { suggestion });
 }
 
 /** The classes of the dataset that have no image in a split. */
 export function classesMissingFrom(dataset: Dataset, split: SplitName): string[] {
-  const have = new Set(dataset.splits[split].map((i) => i.label));
+  const have = new Set(dataset.splits[split].flatMap(classesOf));
   return dataset.classes.filter((_, label) => !have.has(label));
 }
 
@@ -134,7 +150,7 @@ export function datasetWarnings(dataset: Dataset, asked: { val: number; test: nu
   if (dataset.splits.test.length > 0 || asked.test > 0) {
     for (const c of classesMissingFrom(dataset, 'test')) out.push(`class '${c}' has no test images: the test metrics do not cover it`);
   }
-  const counts = dataset.classes.map((_, label) => dataset.splits.train.filter((i) => i.label === label).length);
+  const counts = classCounts(dataset.splits.train, dataset.classes.length);
   dataset.classes.forEach((c, label) => {
     if (counts[label] === 0) out.push(`class '${c}' has no training images: the model cannot learn it`);
   });
@@ -156,7 +172,11 @@ export interface DatasetSummary {
   layout: ScanResult['layout'];
   layoutNotes: string[];
   seed: number;
+  /** Several labels per image: each class counts the images that have it, so the classes' counts add up to more than the images. */
+  multiLabel: boolean;
   classes: { name: string; train: number; val: number; test: number; total: number }[];
+  /** Multi-label: how many labels the images have. */
+  labelsPerImage?: Stats;
   totals: Record<SplitName | 'all', number>;
   skipped: SkippedFile[];
   ignored: ScanResult['ignored'];
@@ -183,16 +203,19 @@ export async function summarizeDataset(dataset: Dataset): Promise<DatasetSummary
   const all = SPLITS.flatMap((s) => dataset.splits[s]);
   const sizes = await mapLimit(all, 16, (item) => imageSize(item.path).catch((err: unknown) => ({ error: decodeFailureReason(err) })));
   const dims = sizes.filter((s): s is { width: number; height: number } => 'width' in s);
+  const perSplit = Object.fromEntries(SPLITS.map((s) => [s, classCounts(dataset.splits[s], dataset.classes.length)])) as Record<SplitName, number[]>;
   return {
     root: dataset.root,
     layout: dataset.layout,
     layoutNotes: dataset.layoutNotes,
     seed: dataset.seed,
+    multiLabel: dataset.labelSets !== null,
     classes: dataset.classes.map((name, label) => {
-      const count = (s: SplitName) => dataset.splits[s].filter((i) => i.label === label).length;
+      const count = (s: SplitName) => perSplit[s][label]!;
       const row = { name, train: count('train'), val: count('val'), test: count('test') };
       return { ...row, total: row.train + row.val + row.test };
     }),
+    ...(dataset.labelSets ? { labelsPerImage: stats(all.map((i) => i.labels!.length)) } : {}),
     totals: { train: dataset.splits.train.length, val: dataset.splits.val.length, test: dataset.splits.test.length, all: all.length },
     skipped: dataset.skipped,
     ignored: dataset.ignored,

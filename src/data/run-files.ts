@@ -34,6 +34,8 @@ export const splitRecordSchema = z.object({
   layout: z.string().optional(),
   /** The CSV file the labels came from (`--labels`), and its columns. */
   labels: z.object({ file: z.string(), pathColumn: z.string().optional(), labelColumn: z.string().optional() }).optional(),
+  /** Several labels per image (`--multi-label`), and the separator given for CSV cells. */
+  multiLabel: z.object({ sep: z.string().optional() }).optional(),
   files: z.record(z.string(), z.enum(SPLITS)),
 });
 export type SplitRecord = z.infer<typeof splitRecordSchema>;

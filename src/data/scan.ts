@@ -25,10 +25,21 @@ export interface ImageItem {
   path: string;
   /** Path relative to the dataset root, with forward slashes (stable across machines). */
   rel: string;
+  /**
+   * Single-label: the class (an index into the classes). Multi-label: the index of the item's set of labels in the
+   * scan's `labelSets`, what the training step turns into a target row; `labels` holds the classes themselves.
+   */
   label: number;
+  /** Multi-label: the item's classes, ascending (at least one). Absent for a single-label dataset. */
+  labels?: number[];
   format: ImageFormat;
   /** Split given by a pre-split layout. */
   split?: SplitName;
+}
+
+/** How a multi-label dataset is read: the separator of several labels in one CSV cell (detected when not given). */
+export interface MultiLabelSpec {
+  sep?: string;
 }
 
 export interface SkippedFile {
@@ -68,6 +79,8 @@ export interface ScanResult {
   duplicates: string[][];
   /** Folder links out of the root, with the images they bring in. */
   outside: OutsideLink[];
+  /** Multi-label: each distinct set of classes (ascending), indexed by the items' `label`; null for single-label. */
+  labelSets: number[][] | null;
 }
 
 /** Natural sort: `class2` before `class10`. */
@@ -226,7 +239,7 @@ export function describeConflicts(conflicts: readonly LabelConflict[], root: str
  * Scans `root`; throws DatasetError when there is nothing to train on, and (unless `allowConflicts`) when an image is
  * under two classes. Which class an image is under is decided from real paths and bytes, never from visit order.
  */
-export async function scanDataset(root: string, options: { allowConflicts?: boolean; labels?: LabelsSpec } = {}): Promise<ScanResult> {
+export async function scanDataset(root: string, options: { allowConflicts?: boolean; labels?: LabelsSpec; multiLabel?: MultiLabelSpec } = {}): Promise<ScanResult> {
   const rootInfo = await stat(root).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ELOOP') throw new DatasetError(`Dataset path ${root} is a symlink loop.`);
     if (err.code === 'EACCES') throw new DatasetError(`Dataset folder ${root} cannot be read (permission denied).`);
@@ -284,6 +297,11 @@ export async function scanDataset(root: string, options: { allowConflicts?: bool
   }
   const { conflicts, duplicates, conflicted } = await sameContent(found, [...sameFile.values()], new Set<string>([...sameFile.keys()]));
   for (const o of state.outside) notice(`${o.link} links outside the dataset (to ${o.target}): its ${o.images} image${o.images === 1 ? '' : 's'} are counted under its class`);
+  if (options.multiLabel) {
+    const items = mergeLabels(found, conflicts, classes, state.skipped);
+    requireClasses(root, classes, items, state.skipped.length, root);
+    return { root, layout: preSplit ? 'pre-split' : 'class-folders', splitFolders, classes, items, skipped: state.skipped, ignored: state.ignored, conflicts: [], duplicates, outside: state.outside, labelSets: assignLabelSets(items) };
+  }
   if (conflicts.length > 0 && !options.allowConflicts) {
     throw new LabelConflictError(`${describeConflicts(conflicts, root)}; a single-label classifier needs each image in one class.`, { suggestion: `Remove the copies from all but one class folder (tl data ${root} lists them).` });
   }
@@ -295,7 +313,46 @@ export async function scanDataset(root: string, options: { allowConflicts?: bool
   if (items.length === 0) throw new DatasetError(`No images found in ${root} (${state.skipped.length} files skipped).`);
   if (empty.length > 0) throw new DatasetError(`Class folder${empty.length > 1 ? 's' : ''} ${empty.map((c) => `'${c}'`).join(', ')} in ${root} contain${empty.length > 1 ? '' : 's'} no usable images.`, { suggestion: 'Remove the empty folder or add images to it.' });
   if (classes.length < 2) throw new DatasetError(`Only one class ('${classes[0]}') in ${root}; a classifier needs at least two class folders.`, await csvHint(root));
-  return { root, layout: preSplit ? 'pre-split' : 'class-folders', splitFolders, classes, items, skipped: state.skipped, ignored: state.ignored, conflicts, duplicates, outside: state.outside };
+  return { root, layout: preSplit ? 'pre-split' : 'class-folders', splitFolders, classes, items, skipped: state.skipped, ignored: state.ignored, conflicts, duplicates, outside: state.outside, labelSets: null };
+}
+
+/**
+ * Multi-label: an image under several classes (the same file, or files with identical bytes) is one item with all
+ * their labels, kept at its first path; its other copies are listed as skipped, saying whose labels they add to.
+ */
+function mergeLabels(found: readonly Kept[], conflicts: readonly LabelConflict[], classes: readonly string[], skipped: SkippedFile[]): ImageItem[] {
+  const byRel = new Map(found.map((f) => [f.item.rel, f]));
+  const labels = new Map(found.map((f) => [f.item.rel, new Set(f.item.labels ?? [classes.indexOf(f.cls)])]));
+  const dropped = new Set<string>();
+  for (const c of conflicts) {
+    const keep = c.files[0]!;
+    const into = labels.get(keep)!;
+    for (const cls of c.classes) if (classes.includes(cls)) into.add(classes.indexOf(cls));
+    for (const rel of c.files.slice(1)) {
+      for (const label of labels.get(rel) ?? []) into.add(label);
+      const copy = byRel.get(rel);
+      if (copy) dropped.add(rel);
+      skipped.push({ path: copy?.item.path ?? rel, reason: `${c.why === 'same file' ? 'the same file as' : 'identical to'} ${keep}, which takes its labels` });
+    }
+  }
+  return found.filter((f) => !dropped.has(f.item.rel)).map((f) => ({ ...f.item, labels: [...labels.get(f.item.rel)!].sort((a, b) => a - b) }));
+}
+
+/** Numbers each distinct set of labels (in order of first appearance) and sets each item's `label` to its set's number. */
+export function assignLabelSets(items: ImageItem[]): number[][] {
+  const sets: number[][] = [];
+  const index = new Map<string, number>();
+  for (const item of items) {
+    const key = item.labels!.join(',');
+    let id = index.get(key);
+    if (id === undefined) {
+      id = sets.length;
+      sets.push(item.labels!);
+      index.set(key, id);
+    }
+    item.label = id;
+  }
+  return sets;
 }
 
 /** A file kept by a scan: the item, its real path and size, and its class's name. */
@@ -342,7 +399,7 @@ async function sameContent(found: readonly Kept[], conflicts: LabelConflict[], c
 /** What a labelled dataset must have to train a classifier: images, every class used, two classes at least. */
 function requireClasses(root: string, classes: string[], items: ImageItem[], skipped: number, where: string): void {
   const counts = new Map<string, number>();
-  for (const item of items) counts.set(classes[item.label]!, (counts.get(classes[item.label]!) ?? 0) + 1);
+  for (const item of items) for (const label of item.labels ?? [item.label]) counts.set(classes[label]!, (counts.get(classes[label]!) ?? 0) + 1);
   const empty = classes.filter((c) => !counts.get(c));
   if (items.length === 0) throw new DatasetError(`No images found in ${root} (${skipped} files skipped).`);
   if (empty.length > 0) throw new DatasetError(`Class${empty.length > 1 ? 'es' : ''} ${empty.map((c) => `'${c}'`).join(', ')} in ${where} ha${empty.length > 1 ? 've' : 's'} no usable images.`, { suggestion: 'Remove the class or add images to it.' });
@@ -357,17 +414,24 @@ async function csvHint(root: string): Promise<{ suggestion: string } | undefined
 }
 
 /** A dataset whose labels come from a CSV file (`--labels`): its rows, checked as the folder scan checks files. */
-async function scanLabelled(root: string, labels: LabelsSpec, options: { allowConflicts?: boolean }): Promise<ScanResult> {
-  const csv = await scanCsv(root, labels);
+async function scanLabelled(root: string, labels: LabelsSpec, options: { allowConflicts?: boolean; multiLabel?: MultiLabelSpec }): Promise<ScanResult> {
+  const csv = await scanCsv(root, labels, options.multiLabel);
   const sameFile = new Set(csv.conflicts.flatMap((c) => c.files));
   const { conflicts, duplicates, conflicted } = await sameContent(csv.files, csv.conflicts, new Set());
+  const classes = csv.classes;
+  const base = { root, layout: 'csv' as const, labelsNote: csv.note, splitFolders: {}, classes, skipped: csv.skipped, ignored: { hidden: 0, nonImage: 0 }, duplicates, outside: [] };
+  if (options.multiLabel) {
+    // Rows of one path were joined by scanCsv; files with identical bytes join here.
+    const items = mergeLabels(csv.files, conflicts, classes, csv.skipped);
+    requireClasses(root, classes, items, csv.skipped.length, labels.file);
+    return { ...base, items, conflicts: [], labelSets: assignLabelSets(items) };
+  }
   if (conflicts.length > 0 && !options.allowConflicts) {
-    throw new LabelConflictError(`${describeConflicts(conflicts, root)}; a single-label classifier needs each image under one label.`, { suggestion: `Give each image one label in ${labels.file} (tl data ${root} --labels ${labels.file} lists them).` });
+    throw new LabelConflictError(`${describeConflicts(conflicts, root)}; a single-label classifier needs each image under one label.`, { suggestion: `Give each image one label in ${labels.file}, or pass --multi-label (tl data ${root} --labels ${labels.file} lists them).` });
   }
   const items = csv.items.filter((i) => !conflicted.has(csv.files.find((f) => f.item === i)!.real) && !sameFile.has(i.rel));
-  const classes = csv.classes;
   requireClasses(root, classes, items, csv.skipped.length, labels.file);
-  return { root, layout: 'csv', labelsNote: csv.note, splitFolders: {}, classes, items, skipped: csv.skipped, ignored: { hidden: 0, nonImage: 0 }, conflicts, duplicates, outside: [] };
+  return { ...base, items, conflicts, labelSets: null };
 }
 
 /** Maps with at most `limit` calls in flight, keeping order. */

@@ -40,6 +40,10 @@ export function assignSplits(items: readonly ImageItem[], options: SplitOptions)
     if (!byClass.has(item.label)) byClass.set(item.label, []);
     byClass.get(item.label)!.push(item);
   }
+  if (items.some((i) => i.labels)) {
+    Object.assign(out, iterativeSplit([...byClass.values()].flat(), fractions, options.seed));
+    return out;
+  }
   for (const group of byClass.values()) {
     const ordered = group.map((item) => ({ item, key: rank(options.seed, item.rel) })).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     const n = ordered.length;
@@ -53,6 +57,52 @@ export function assignSplits(items: readonly ImageItem[], options: SplitOptions)
     ordered.forEach(({ item }, i) => {
       out[item.rel] = i < nTest ? 'test' : i < nTest + nVal ? 'val' : 'train';
     });
+  }
+  return out;
+}
+
+/**
+ * Multi-label: iterative stratification (Sechidis, Tsoumakas and Vlahavas, 2011). The label with the fewest images
+ * still to place goes first; each of its images (in the seeded order) goes to the split that most lacks that label,
+ * then the one that most lacks images; ties go to train, then val. Rare labels so reach val and test where they can.
+ */
+function iterativeSplit(items: readonly ImageItem[], fractions: { val: number; test: number }, seed: number): SplitMap {
+  const out: SplitMap = {};
+  const names = ['train', 'val', 'test'] as const;
+  const share = [1 - fractions.val - fractions.test, fractions.val, fractions.test];
+  const ordered = items.map((item) => ({ item, key: rank(seed, item.rel) })).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)).map((o) => o.item);
+  const classes = Math.max(0, ...ordered.flatMap((i) => i.labels!)) + 1;
+  const perLabel = new Array<number>(classes).fill(0);
+  for (const item of ordered) for (const l of item.labels!) perLabel[l]!++;
+  // What each split still wants, of images and of each label.
+  const wantImages = share.map((r) => r * ordered.length);
+  const wantLabel = share.map((r) => perLabel.map((n) => r * n));
+  const left = new Set(ordered);
+  const remaining = [...perLabel];
+  const place = (item: ImageItem, j: number) => {
+    out[item.rel] = names[j]!;
+    left.delete(item);
+    wantImages[j]!--;
+    for (const l of item.labels!) {
+      wantLabel[j]![l]!--;
+      remaining[l]!--;
+    }
+  };
+  while (left.size > 0) {
+    let label = -1;
+    for (let l = 0; l < classes; l++) if (remaining[l]! > 0 && (label < 0 || remaining[l]! < remaining[label]!)) label = l;
+    if (label < 0) break;
+    for (const item of ordered) {
+      if (!left.has(item) || !item.labels!.includes(label)) continue;
+      let best = 0;
+      for (let j = 1; j < 3; j++) {
+        if (share[j] === 0) continue;
+        const a = wantLabel[j]![label]!;
+        const b = wantLabel[best]![label]!;
+        if (a > b || (a === b && wantImages[j]! > wantImages[best]!)) best = j;
+      }
+      place(item, best);
+    }
   }
   return out;
 }

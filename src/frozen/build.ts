@@ -9,7 +9,7 @@ import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BackendInfo, Tf } from '../backend/index.js';
 import { attachHead, cutModel, resolveFreeze } from '../model/index.js';
-import { openDataset, type ImageItem, type LabelsSpec, type ResizeMode } from '../data/index.js';
+import { openDataset, type ImageItem, type LabelsSpec, type MultiLabelSpec, type ResizeMode } from '../data/index.js';
 import { onnxSessionFor } from '../engine/index.js';
 import { UsageError } from '../errors.js';
 import { boundaryFile, CACHE_FILE, type CacheRecord } from './folder.js';
@@ -25,6 +25,8 @@ export interface CacheOptions {
   data: string;
   /** Labels from a CSV file instead of class folders. */
   labels?: LabelsSpec;
+  /** Read the dataset as multi-label (an image under several folders is one image). */
+  multiLabel?: MultiLabelSpec;
   model: string;
   /** The `--freeze` count, layer name or all (as `tl finetune` takes it; not auto or default). */
   freeze: string;
@@ -58,7 +60,7 @@ export async function buildCache(tf: Tf, backend: BackendInfo, options: CacheOpt
   const backbone = source.model;
   const size = options.inputSize ?? source.inputSize;
   try {
-    const dataset = await openDataset(options.data, { val: 0, test: 0, seed: options.seed, size, resize: options.resize, maxPixels: options.maxPixels, cacheBytes: 0, ...(options.labels ? { labels: options.labels } : {}) });
+    const dataset = await openDataset(options.data, { val: 0, test: 0, seed: options.seed, size, resize: options.resize, maxPixels: options.maxPixels, cacheBytes: 0, ...(options.labels ? { labels: options.labels } : {}), ...(options.multiLabel ? { multiLabel: options.multiLabel } : {}) });
     // Every decodable image, ordered by path relative to the root (the split is the fine-tune's business).
     const all: ImageItem[] = [...dataset.splits.train, ...dataset.splits.val, ...dataset.splits.test].sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
     const shard = options.shard;

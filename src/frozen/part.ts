@@ -1,13 +1,12 @@
 // The tail's inputs for each batch: boundary tensors from the feature cache, or from running the frozen part on ONNX
 // Runtime or TensorFlow.js (its shards on the worker replicas); and evaluation of the tail on them.
-import { EPSILON } from '../backend/epsilon.js';
 import type { Tensor, Tf } from '../backend/index.js';
 import type { Cut } from '../model/index.js';
 import { preprocess, preprocessPixels, type Batch, type Dataset, type ImageItem } from '../data/index.js';
 import type { OnnxSession } from '../onnx/runtime.js';
 import type { PreprocessMode } from '../registry/index.js';
 import type { ReplicaPool } from '../replicas/pool.js';
-import { argmax } from '../util/arrays.js';
+import { isHit, lossOfImage, targetRows } from '../model/loss.js';
 import type { OutputCache } from './cache.js';
 
 
@@ -168,12 +167,13 @@ export class FrozenPart {
   }
 
   /**
-   * Loss and accuracy of the tail in inference mode over `items` (Keras's cross-entropy of probabilities clipped to
-   * [1e-7, 1 - 1e-7]): on ONNX Runtime where the run has the tail's compiled forward pass, else on TensorFlow.js, with
-   * the weights its tfjs variables hold now.
+   * Loss and accuracy of the tail in inference mode over `items` (`lossOfImage` and `isHit`: Keras's cross-entropy,
+   * or binary cross-entropy, of probabilities clipped to [1e-7, 1 - 1e-7]): on ONNX Runtime where the run has the
+   * tail's compiled forward pass, else on TensorFlow.js, with the weights its tfjs variables hold now.
    */
   async evaluate(items: ImageItem[], batchSize: number, onProgress?: (done: number, total: number) => void, keep?: KeptOutputs): Promise<{ loss: number; accuracy: number }> {
     const k = this.dataset.classes.length;
+    const targets = this.dataset.labelSets ? targetRows(this.dataset.labelSets, k) : null;
     this.tail?.refresh();
     let lossSum = 0;
     let correct = 0;
@@ -183,8 +183,8 @@ export class FrozenPart {
       const arrays = await this.boundary(batch);
       const probs = this.tail ? await this.tail.predict(arrays, n) : await this.tfjsProbs(arrays, n);
       batch.labels.forEach((label, i) => {
-        lossSum -= Math.log(Math.min(Math.max(probs[i * k + label]!, EPSILON), 1 - EPSILON));
-        if (argmax(probs, i * k, k) === label) correct++;
+        lossSum += lossOfImage(probs, i * k, k, label, targets);
+        if (isHit(probs, i * k, k, label, targets)) correct++;
       });
       if (keep) {
         keep.probs.push(probs);

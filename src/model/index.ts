@@ -112,12 +112,15 @@ export function cutModel(tf: Tf, full: LayersModel, frozen: ReadonlySet<string>)
   return { frozen: frozenModel, tail, boundaryShapes: crossing.map((t) => t.shape.slice(1) as number[]), boundaryLayers: crossing.map((t) => t.sourceLayer.name) };
 }
 
-/** Adds the classifier head to a backbone: global average pooling, dropout, optional hidden layer, softmax. */
-export function attachHead(tf: Tf, backbone: LayersModel, options: { classes: number; hidden?: number; dropout: number; name: string }): LayersModel {
+/**
+ * Adds the classifier head to a backbone: global average pooling, dropout, optional hidden layer, softmax (or sigmoid,
+ * one output per label, for several labels per image).
+ */
+export function attachHead(tf: Tf, backbone: LayersModel, options: { classes: number; hidden?: number; dropout: number; name: string; activation?: 'softmax' | 'sigmoid' }): LayersModel {
   const L = tf.layers;
   let x = L.globalAveragePooling2d({ name: 'head_pool' }).apply(backbone.outputs[0]!) as SymbolicTensor;
   x = L.dropout({ rate: options.dropout, name: 'head_dropout' }).apply(x) as SymbolicTensor;
   if (options.hidden) x = L.dense({ units: options.hidden, activation: 'relu', name: 'head_hidden' }).apply(x) as SymbolicTensor;
-  x = L.dense({ units: options.classes, activation: 'softmax', name: 'predictions' }).apply(x) as SymbolicTensor;
+  x = L.dense({ units: options.classes, activation: options.activation ?? 'softmax', name: 'predictions' }).apply(x) as SymbolicTensor;
   return tf.model({ inputs: backbone.inputs, outputs: x, name: options.name });
 }

@@ -20,6 +20,8 @@ export interface TrainStepOptions {
   momentum: number;
   nesterov: boolean;
   labelSmoothing: number;
+  /** Several labels per image (a sigmoid output): the 0/1 target row of each label set and the positives' weights. */
+  multiLabel?: { targets: Float32Array; posWeights: number[] | null } | null;
   /** Decoupled weight decay applied before each update (w <- w * (1 - lr * decay)), as tl's tfjs engine does. */
   weightDecay: number;
   /** Also return each trainable weight's gradient (checks against TensorFlow.js). */
@@ -158,6 +160,7 @@ function emitForward(tail: LayersModel, graph: TailGraph, mode: RuleContext['mod
   const outputTensor = tail.outputs[0]!;
   if (tail.outputs.length !== 1) throw new TrainStepCompileError('The tail must have one output (the classifier).');
   let logits: Value | null = null;
+  let output = 'softmax' as 'softmax' | 'sigmoid';
   const tape: { inputs: SymbolicTensor[]; output: SymbolicTensor; backward: Backward }[] = [];
 
   const nodes = nodesOf(tail);
@@ -227,7 +230,10 @@ function emitForward(tail: LayersModel, graph: TailGraph, mode: RuleContext['mod
         folded.add(bn);
         return bnAffine(bn, channels);
       },
-      setLogits: (v) => (logits = v),
+      setLogits: (v, kind) => {
+        logits = v;
+        output = kind;
+      },
     };
     const nodesBefore = g.nodes.length;
     const result = rule(ctx);
@@ -236,8 +242,8 @@ function emitForward(tail: LayersModel, graph: TailGraph, mode: RuleContext['mod
     needsGrad.set(out.id, ctx.needs.some(Boolean) || result.trains === true);
     tape.push({ inputs: ins, output: out, backward: result.backward });
   }
-  if (logits === null) throw new TrainStepCompileError(`The tail's output ('${outputTensor.sourceLayer.name}') must be a softmax: tl trains classifiers.`);
-  return { boundary, tape, probs: values.get(outputTensor.id)!, outputTensor };
+  if (logits === null) throw new TrainStepCompileError(`The tail's output ('${outputTensor.sourceLayer.name}') must be a softmax or a sigmoid Dense layer: tl trains classifiers.`);
+  return { boundary, tape, probs: values.get(outputTensor.id)!, outputTensor, output };
 }
 
 /**
@@ -271,6 +277,46 @@ function emitLoss(graph: TailGraph, probsValue: { name: string; shape: number[] 
   const inRange = g.op('Cast', [g.op('And', [g.op('Not', [g.op('Less', [probs, g.f(PROB_MIN)])]), g.op('Not', [g.op('Greater', [probs, g.f(PROB_MAX)])])])], [A.int('to', FLOAT)]);
   const dProbs = g.op('Mul', [g.op('Neg', [g.op('Div', [g.op('Mul', [target, weightPerImage]), clipped])]), inRange]);
   const dLogits = g.op('Mul', [probs, g.op('Sub', [dProbs, g.reduceSum(g.op('Mul', [dProbs, probs]), [1], true)])]);
+  return { inputs: { labels, sampleWeights, lr, step }, dLogits };
+}
+
+/**
+ * Several labels per image: Keras's binary cross-entropy of clipped sigmoid outputs (the mean over labels, positives
+ * weighted by `posWeights`, targets smoothed towards 1/2), the mean over the batch's real rows, as the `loss` output;
+ * `correct` counts the rows whose every output is on its target's side of 0.5. `labels` number label sets: each is
+ * a row of `targets`, gathered in the graph, so the batches feed as single-label ones do.
+ */
+function emitBinaryLoss(graph: TailGraph, probsValue: { name: string; shape: number[] }, smoothing: number, multi: { targets: Float32Array; posWeights: number[] | null }): { inputs: TrainStepGraph['inputs']; dLogits: string } {
+  const { g } = graph;
+  const probs = probsValue.name;
+  const classes = probsValue.shape[1]!;
+  const labels = graph.addInput('labels', [-1], INT64);
+  const sampleWeights = graph.addInput('sample_weights', [-1]);
+  const lr = graph.addInput('lr', []);
+  const step = graph.addInput('step', []);
+  const hard = g.op('Gather', [g.floats('target_rows', [multi.targets.length / classes, classes], multi.targets), labels], [A.int('axis', 0)]);
+  const target = smoothing > 0 ? g.op('Add', [g.op('Mul', [hard, g.f(1 - smoothing)]), g.f(smoothing / 2)]) : hard;
+  const clipped = g.op('Clip', [probs, g.f(PROB_MIN), g.f(PROB_MAX)]);
+  const oneMinusTarget = g.op('Sub', [g.f(1), target]);
+  const oneMinusClipped = g.op('Sub', [g.f(1), clipped]);
+  const posWeights = multi.posWeights ? g.floats('pos_weights', [classes], Float32Array.from(multi.posWeights)) : null;
+  const weightedTarget = posWeights ? g.op('Mul', [target, posWeights]) : target;
+  const perLabel = g.op('Add', [g.op('Mul', [weightedTarget, g.op('Log', [clipped])]), g.op('Mul', [oneMinusTarget, g.op('Log', [oneMinusClipped])])]);
+  const perImage = g.op('Neg', [g.op('Mul', [g.reduceSum(perLabel, [1]), g.f(1 / classes)])]);
+  const real = g.op('Greater', [sampleWeights, g.f(0)]);
+  const count = g.reduceSum(g.op('Cast', [real], [A.int('to', FLOAT)]), [0]);
+  g.node('Div', [g.reduceSum(g.op('Mul', [perImage, sampleWeights]), [0]), count], 'loss', [], 'loss');
+  const wrong = g.reduceSum(g.op('Abs', [g.op('Sub', [g.op('Cast', [g.op('Greater', [probs, g.f(0.5)])], [A.int('to', FLOAT)]), hard])]), [1]);
+  g.node('ReduceSum', [g.op('Cast', [g.op('And', [g.op('Equal', [wrong, g.f(0)]), real])], [A.int('to', FLOAT)])], 'correct', [A.int('keepdims', 0)], 'correct');
+  graph.addOutput('loss', []);
+  graph.addOutput('correct', []);
+
+  // d loss / d probs through the clip (passed where min <= p <= max, as tfjs does), then the sigmoid: p (1 - p).
+  const weightPerImage = g.op('Unsqueeze', [g.op('Mul', [g.op('Div', [sampleWeights, count]), g.f(1 / classes)]), g.ints([1])]);
+  const inRange = g.op('Cast', [g.op('And', [g.op('Not', [g.op('Less', [probs, g.f(PROB_MIN)])]), g.op('Not', [g.op('Greater', [probs, g.f(PROB_MAX)])])])], [A.int('to', FLOAT)]);
+  const dPerLabel = g.op('Sub', [g.op('Div', [oneMinusTarget, oneMinusClipped]), g.op('Div', [weightedTarget, clipped])]);
+  const dProbs = g.op('Mul', [g.op('Mul', [dPerLabel, weightPerImage]), inRange]);
+  const dLogits = g.op('Mul', [dProbs, g.op('Mul', [probs, g.op('Sub', [g.f(1), probs])])]);
   return { inputs: { labels, sampleWeights, lr, step }, dLogits };
 }
 
@@ -369,8 +415,9 @@ export function compileTrainStep(tail: LayersModel, options: TrainStepOptions): 
   // take a fixed batch (short batches padded by the trainer) instead of padding the activations in the graph.
   const trainingNorm = tail.layers.some((l) => l.getClassName() === 'BatchNormalization' && l.trainable);
   const nchwc = options.nchwc ? { ...options.nchwc, exact: !trainingNorm } : null;
-  const { boundary, tape, probs, outputTensor } = emitForward(tail, graph, 'train', nchwc);
-  const { inputs, dLogits } = emitLoss(graph, probs, options);
+  const { boundary, tape, probs, outputTensor, output } = emitForward(tail, graph, 'train', nchwc);
+  if ((output === 'sigmoid') !== Boolean(options.multiLabel)) throw new TrainStepCompileError(`The tail's output ('${outputTensor.sourceLayer.name}') is a ${output}; ${options.multiLabel ? 'several labels per image train a sigmoid' : 'one label per image trains a softmax'}.`);
+  const { inputs, dLogits } = options.multiLabel ? emitBinaryLoss(graph, probs, options.labelSmoothing, options.multiLabel) : emitLoss(graph, probs, options);
   backpropagate(graph, tape, outputTensor.id, dLogits);
   emitUpdates(graph, options, inputs.lr, inputs.step);
   const hasFold = graph.nchwcLayers.length > 0 && nchwc !== null;

@@ -1,6 +1,7 @@
 // Options several commands take, each written once: the dataset's split and decoding, the model's input, the engine.
 import { z } from 'zod';
 import type { LabelsSpec } from '../data/csv.js';
+import type { MultiLabelSpec } from '../data/scan.js';
 import { DEFAULT_MAX_PIXELS, DEFAULT_RESIZE, RESIZE_MODES } from '../data/modes.js';
 import { ENGINES } from '../engine/names.js';
 import { DEVICES } from '../onnx/runtime.js';
@@ -20,7 +21,15 @@ export const DATA_OPTIONS = {
   labels: option('--labels <file.csv>', "labels from a CSV file instead of class folders: a header row, a column of image paths relative to DATA and one of labels (an optional 'split' column keeps train, val or test as given); rows that cannot be used are listed as skipped", z.string().min(1).optional()),
   pathColumn: option('--path-column <name>', "with --labels: the column of image paths (default: the first named path, file, filename, image, image_id or id)", z.string().min(1).optional()),
   labelColumn: option('--label-column <name>', 'with --labels: the column of labels (default: the first named label, labels, class, category, target or tags)', z.string().min(1).optional()),
+  multiLabel: option('--multi-label', 'several labels per image (a sigmoid classifier): a --labels cell lists them (or a path repeats on several rows), or an image sits under several class folders', z.boolean().default(false)),
+  labelSep: option('--label-sep <text>', "with --multi-label: what separates labels in a --labels cell (default: ';' or '|', whichever the file uses)", z.string().min(1).optional()),
 };
+
+/** Multi-label reading, or undefined for one label per image. */
+export function multiLabelOf(options: { multiLabel?: boolean | undefined; labelSep?: string | undefined }): MultiLabelSpec | undefined {
+  if (!options.multiLabel) return undefined;
+  return options.labelSep !== undefined ? { sep: options.labelSep } : {};
+}
 
 /** The CSV labels the data options name, or undefined for class folders. */
 export function labelsOf(options: { labels?: string | undefined; pathColumn?: string | undefined; labelColumn?: string | undefined }): LabelsSpec | undefined {

@@ -1,7 +1,7 @@
 // The gradient of one slice of a batch through the tail, shared by the main thread and the worker replicas.
 import type { LayersModel, Tensor, Tf } from '../backend/index.js';
 import { mixSeed } from '../util/random.js';
-import { trainingLoss, type LossConfig } from '../model/loss.js';
+import { trainingHits, trainingLoss, type LossConfig } from '../model/loss.js';
 
 export interface SliceGradients {
   /** One gradient per trainable weight of the tail, in `trainableWeights` order. */
@@ -48,7 +48,7 @@ export async function sliceGradients(tf: Tf, tail: LayersModel, inputs: Tensor[]
         const slice = inputs.map((t) => (start === 0 && count === n ? t : tf.slice(t, start, count)));
         const probs = tail.apply(slice.length === 1 ? slice[0]! : slice, { training: true }) as Tensor;
         const labelTensor = tf.tensor1d(y, 'int32');
-        hits = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(probs, -1), labelTensor), 'float32')));
+        hits = tf.keep(trainingHits(tf, probs, labelTensor, classes, spec.loss));
         return tf.mul(trainingLoss(tf, probs, labelTensor, classes, spec.loss), (count / n) * scale) as ReturnType<Tf['scalar']>;
       }, vars);
       lossSum += ((await value.data())[0]! / scale) * n;

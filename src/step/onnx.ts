@@ -85,7 +85,7 @@ export class OnnxTrainer implements Trainer {
    */
   static async compile(tail: LayersModel, config: TailTrainerConfig): Promise<TrainStepGraph> {
     const nchwc = await nchwcTarget(config.batchSize);
-    return compileTrainStep(tail, { optimizer: config.optimizer.optimizer, momentum: config.optimizer.momentum, nesterov: config.optimizer.nesterov, labelSmoothing: config.loss.labelSmoothing, weightDecay: config.weightDecay, nchwc });
+    return compileTrainStep(tail, { optimizer: config.optimizer.optimizer, momentum: config.optimizer.momentum, nesterov: config.optimizer.nesterov, labelSmoothing: config.loss.labelSmoothing, multiLabel: config.loss.multiLabel ?? null, weightDecay: config.weightDecay, nchwc });
   }
 
   /** Compiles `tail` (see `compile`), or takes its compiled `graph`, and opens a session with the tail's weights. */

@@ -76,7 +76,7 @@ async function train(tf: Tf, backend: BackendInfo, options: RunOptions, writing:
     const freeze = freezeSetting(options, source.fineTuneFrom, freezeAuto);
     if (options.freeze === 'default' && !options.resume) notice(source.fineTuneFrom ? `--freeze ${source.fineTuneFrom.layers} (${source.name}'s default: ${source.fineTuneFrom.why}); --freeze all trains the head alone` : `--freeze all (the head alone): ${source.name} has no default fine-tuning point`);
     frozenCount = resolveFreeze(backbone, freeze, options.model);
-    plan = planRun(options, { freeze, frozenCount, layerCount: backbone.layers.length, trainLabels: dataset.splits.train.map((i) => i.label), classes: dataset.classes.length, inputSize, backend: backend.label, freezeAuto });
+    plan = planRun(options, { freeze, frozenCount, layerCount: backbone.layers.length, trainLabels: dataset.splits.train.map((i) => i.label), classes: dataset.classes.length, labelSets: dataset.labelSets, inputSize, backend: backend.label, freezeAuto });
     full = classifier(tf, source, dataset.classes, options);
   } catch (err) {
     disposeSource(source);

@@ -13,17 +13,19 @@ import type { RunOptions } from './types.js';
  */
 export function classifier(tf: Tf, source: Backbone, classes: string[], options: RunOptions): LayersModel {
   const previous = source.withHead;
-  if (previous && previous.classes.length === classes.length && previous.classes.every((c, i) => c === classes[i])) {
+  const activation = options.multiLabel ? 'sigmoid' : 'softmax';
+  const sameOutput = previous !== undefined && (previous.model.layers.at(-1)!.getConfig() as { activation?: string }).activation === activation;
+  if (previous && sameOutput && previous.classes.length === classes.length && previous.classes.every((c, i) => c === classes[i])) {
     if (!options.resume) notice(`continuing with the classifier head of ${source.name} (its classes are the dataset's); --new-head trains a fresh one`);
     return previous.model;
   }
   if (previous) {
-    if (!options.resume) notice(`a new classifier head replaces ${source.name}'s: its classes (${previous.classes.join(', ')}) are not the dataset's (${classes.join(', ')})`);
+    if (!options.resume) notice(`a new classifier head replaces ${source.name}'s: ${sameOutput ? `its classes (${previous.classes.join(', ')}) are not the dataset's (${classes.join(', ')})` : `it has ${activation === 'sigmoid' ? 'one label' : 'several labels'} per image, this run ${activation === 'sigmoid' ? 'several' : 'one'}`}`);
     const kept = new Set(source.model.layers.map((l) => l.name));
     for (const layer of previous.model.layers) if (!kept.has(layer.name)) layer.dispose();
   }
   const layerCount = source.model.layers.length;
-  const full = attachHead(tf, source.model, { classes: classes.length, ...(options.headHidden ? { hidden: options.headHidden } : {}), dropout: options.dropout, name: `${source.name.split(' ')[0]!.replace(/\W/g, '_')}_finetuned` });
+  const full = attachHead(tf, source.model, { classes: classes.length, ...(options.headHidden ? { hidden: options.headHidden } : {}), dropout: options.dropout, activation, name: `${source.name.split(' ')[0]!.replace(/\W/g, '_')}_finetuned` });
   initializeWeights(tf, full, mixSeed(options.seed, 17), new Set(full.layers.slice(layerCount).map((l) => l.name)));
   return full;
 }

@@ -7,7 +7,7 @@ import { datasetWarnings, openDataset, type Dataset } from '../data/index.js';
 import { InterruptedError, TlError, UsageError } from '../errors.js';
 import { readCache, loadCacheArrays, type CacheRecord } from '../frozen/folder.js';
 import { notice } from '../util/notice.js';
-import { labelsOf } from '../options/shared.js';
+import { labelsOf, multiLabelOf } from '../options/shared.js';
 import { loadBackbone, type Backbone } from '../weights/backbone.js';
 import { readCheckpoint } from './checkpoint.js';
 import { checkpointPaths, type Run, type RunOptions, type RunState } from './types.js';
@@ -39,9 +39,10 @@ export async function readRunInputs(tf: Tf, options: RunOptions): Promise<RunInp
   try {
     const cacheRecord = options.cache ? await readCache(options.cache) : null;
     const labels = labelsOf(options);
+    const multiLabel = multiLabelOf(options);
     const dataset = await openDataset(options.data, {
       ...(cacheRecord ? { known: new Set(cacheRecord.files.map((f) => f.rel)) } : {}),
-      val: options.val, test: options.test, seed: options.seed, size: options.inputSize ?? source.inputSize, resize: options.resize, maxPixels: options.maxPixels, ...(labels ? { labels } : {}),
+      val: options.val, test: options.test, seed: options.seed, size: options.inputSize ?? source.inputSize, resize: options.resize, maxPixels: options.maxPixels, ...(labels ? { labels } : {}), ...(multiLabel ? { multiLabel } : {}),
       onProgress: (done, total) => options.onProgress?.({ phase: 'decode', epoch: 0, epochs: 0, done, total }),
       shouldStop: () => Boolean(options.interrupt?.stop),
     });
@@ -55,7 +56,7 @@ export async function readRunInputs(tf: Tf, options: RunOptions): Promise<RunInp
     for (const w of warnings) notice(w);
     // Said by the scan already; kept in the report.
     for (const o of dataset.outside) warnings.push(`${o.link} links outside the dataset (to ${o.target}): its ${o.images} images are counted under its class`);
-    const splitRecord = { root: dataset.root, seed: options.seed, val: options.val, test: options.test, layout: dataset.layout, ...(labels ? { labels } : {}), files: dataset.splitMap };
+    const splitRecord = { root: dataset.root, seed: options.seed, val: options.val, test: options.test, layout: dataset.layout, ...(labels ? { labels } : {}), ...(multiLabel ? { multiLabel } : {}), files: dataset.splitMap };
     return { checkpoint, source, dataset, cacheRecord, warnings, splitRecord };
   } catch (err) {
     disposeSource(source);

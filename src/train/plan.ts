@@ -3,7 +3,7 @@
 // the model and data, and returns what the run does and what to tell the user.
 import { UsageError } from '../errors.js';
 import type { BnMode, FreezeSpec } from '../model/index.js';
-import type { LossConfig } from '../model/loss.js';
+import { positiveWeights, targetRows, type LossConfig } from '../model/loss.js';
 import { balancedClassWeights, type OptimizerConfig, type ScheduleConfig } from '../step/optim.js';
 import type { FreezeAutoResult } from './freeze-auto.js';
 import { effectiveConfig, type PhaseInfo, type RunOptions } from './types.js';
@@ -33,6 +33,8 @@ export interface PlanFacts {
   layerCount: number;
   trainLabels: number[];
   classes: number;
+  /** Multi-label: the label sets the labels number; null for one label per image. */
+  labelSets: number[][] | null;
   inputSize: number;
   backend: string;
   freezeAuto: FreezeAutoResult | null;
@@ -73,9 +75,12 @@ export function planRun(options: RunOptions, facts: PlanFacts): RunPlan {
         ]
       : [{ name: 'train', first: 1, last: totalEpochs, frozenLayers: frozenCount, lr }];
   const optimizer: OptimizerConfig = { optimizer: options.optimizer, momentum: options.momentum ?? (options.optimizer === 'sgd' ? 0.9 : 0), nesterov: options.nesterov };
+  const balanced = options.classWeight === 'balanced';
+  const sets = facts.labelSets;
   const loss: LossConfig = {
     labelSmoothing: options.labelSmoothing,
-    classWeights: options.classWeight === 'balanced' ? balancedClassWeights(facts.trainLabels, facts.classes) : null,
+    classWeights: balanced && !sets ? balancedClassWeights(facts.trainLabels, facts.classes) : null,
+    multiLabel: sets ? { targets: targetRows(sets, facts.classes), posWeights: balanced ? positiveWeights(facts.trainLabels, sets, facts.classes) : null } : null,
   };
   const stepsPerEpoch = Math.ceil(facts.trainLabels.length / options.batchSize);
   const schedule: ScheduleConfig = {
@@ -90,7 +95,7 @@ export function planRun(options: RunOptions, facts: PlanFacts): RunPlan {
     ...(facts.freezeAuto ? { freezeAuto: facts.freezeAuto } : {}),
     epochs, lr: options.lr === 'find' ? 'find' : lr, phases,
     optimizer: optimizer.optimizer, momentum: optimizer.momentum, nesterov: optimizer.nesterov,
-    inputSize: facts.inputSize, classWeights: loss.classWeights, backend: facts.backend, frozenLayers: frozenCount, bn,
+    inputSize: facts.inputSize, classWeights: loss.classWeights, ...(loss.multiLabel ? { posWeights: loss.multiLabel.posWeights } : {}), backend: facts.backend, frozenLayers: frozenCount, bn,
   };
   return { phases, epochs, totalEpochs, bn, optimizer, loss, schedule, stepsPerEpoch, config, notices, warnings };
 }

@@ -1,6 +1,6 @@
 // The ONNX train-step compiler against TensorFlow.js: every gradient rule, registry tails, optimizer steps.
 import { beforeAll, describe, expect, it } from 'vitest';
-import { loadBackend, type LayersModel, type SymbolicTensor, type Tf } from '../../src/backend/index.js';
+import { loadBackend, type LayersModel, type SymbolicTensor, type Tensor, type Tf } from '../../src/backend/index.js';
 import { compileTrainStep, TrainStepCompileError, type TrainStepOptions } from '../../src/onnx/train-step.js';
 import { StepSession } from '../../src/onnx/step-session.js';
 import { onnx } from '../../src/onnx/graph.js';
@@ -8,7 +8,7 @@ import { nchwcBlockSize } from '../../src/onnx/runtime.js';
 import { buildVariant } from '../../src/registry/index.js';
 import { applyTrainability, attachHead, cutModel } from '../../src/model/index.js';
 import { applyWeightDecay, createOptimizer } from '../../src/step/optim.js';
-import type { LossConfig } from '../../src/model/loss.js';
+import { trainingLoss, type LossConfig } from '../../src/model/loss.js';
 import { sliceGradients } from '../../src/replicas/gradients.js';
 import { randomize as randomizeWeights } from '../helpers/models.js';
 import { randomArray } from '../helpers/tensors.js';
@@ -100,11 +100,11 @@ async function gradientErrors(tail: LayersModel, c: Case, loss: LossConfig, opti
 const plainLoss: LossConfig = { labelSmoothing: 0, classWeights: null };
 
 /** A small functional model: `body` maps the input to a feature map, then pooling and a softmax over 3 classes. */
-function small(shape: number[], body: (x: SymbolicTensor) => SymbolicTensor, seed: number, bn: 'frozen' | 'train' = 'frozen'): LayersModel {
+function small(shape: number[], body: (x: SymbolicTensor) => SymbolicTensor, seed: number, bn: 'frozen' | 'train' = 'frozen', activation: 'softmax' | 'sigmoid' = 'softmax'): LayersModel {
   const input = tf.input({ shape });
   const features = body(input);
   const pooled = tf.layers.globalAveragePooling2d({}).apply(features) as SymbolicTensor;
-  const out = tf.layers.dense({ units: 3, activation: 'softmax' }).apply(pooled) as SymbolicTensor;
+  const out = tf.layers.dense({ units: 3, activation }).apply(pooled) as SymbolicTensor;
   const model = tf.model({ inputs: input, outputs: out });
   randomize(model, seed);
   // As tl trains: BatchNormalization that does not train runs in inference mode.
@@ -317,6 +317,37 @@ describe('gradient rules against tfjs autodiff', () => {
     const model = small([5, 5, 3], (x) => L().conv2d({ filters: 4, kernelSize: 3, activation: 'relu' }).apply(x) as SymbolicTensor, 8);
     const errors = await gradientErrors(model, batchFor(model, 4, 3, 2), { labelSmoothing: 0.1, classWeights: [0.5, 2, 1.25] });
     for (const [w, e] of Object.entries(errors)) expect(e, w).toBeLessThan(1e-4);
+    model.dispose();
+  });
+
+  it('several labels per image: sigmoid outputs and binary cross-entropy, with smoothing and positive weights', async () => {
+    const model = small([5, 5, 3], (x) => L().conv2d({ filters: 4, kernelSize: 3, activation: 'relu' }).apply(x) as SymbolicTensor, 8, 'frozen', 'sigmoid');
+    // Label sets {0}, {1, 2}, {0, 1, 2}, {}: batchFor's labels number them.
+    const targets = Float32Array.of(1, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0);
+    const c = batchFor(model, 4, 4, 3);
+    for (const multiLabel of [{ targets, posWeights: null }, { targets, posWeights: [3, 0.5, 1.5] }]) {
+      for (const labelSmoothing of [0, 0.2]) {
+        const errors = await gradientErrors(model, c, { labelSmoothing, classWeights: null, multiLabel }, { multiLabel });
+        for (const [w, e] of Object.entries(errors)) expect(e, `${w} (smoothing ${labelSmoothing}, weights ${String(multiLabel.posWeights)})`).toBeLessThan(1e-4);
+      }
+    }
+    // The loss itself against the formula written out: the mean over images of the mean over labels of
+    // -(w t log p + (1 - t) log(1 - p)).
+    const probs = model.predict(tf.tensor(c.inputs[0]!.data, c.inputs[0]!.shape)) as Tensor;
+    const p = probs.dataSync() as Float32Array;
+    const w = [3, 0.5, 1.5];
+    let expected = 0;
+    c.labels.forEach((set, i) => {
+      for (let k = 0; k < 3; k++) {
+        const t = targets[set * 3 + k]!;
+        expected -= (w[k]! * t * Math.log(p[i * 3 + k]!) + (1 - t) * Math.log(1 - p[i * 3 + k]!)) / 3 / c.labels.length;
+      }
+    });
+    const loss = trainingLoss(tf, probs, tf.tensor1d(c.labels, 'int32'), 3, { labelSmoothing: 0, classWeights: null, multiLabel: { targets, posWeights: w } });
+    expect(loss.dataSync()[0]).toBeCloseTo(expected, 5);
+    tf.dispose([probs, loss]);
+    // A softmax classifier cannot train on label sets, nor a sigmoid one on classes.
+    expect(() => compileTrainStep(model, SGD)).toThrow(/sigmoid.*one label per image trains a softmax/);
     model.dispose();
   });
 

@@ -49,8 +49,8 @@ export interface RuleContext {
   foldNorm(activation: string, channels: number): { scale: Float32Array; shift: Float32Array } | null;
   /** Whether this layer is a BatchNormalization folded into the layer before it. */
   folded: boolean;
-  /** The classifier's softmax input. */
-  setLogits(v: Value): void;
+  /** The classifier's softmax (one label per image) or sigmoid (several) input. */
+  setLogits(v: Value, output: 'softmax' | 'sigmoid'): void;
 }
 
 export interface RuleResult {
@@ -224,8 +224,13 @@ function dense(ctx: RuleContext): RuleResult {
   };
   if (act === 'softmax') {
     if (!ctx.isFinal) throw new TrainStepCompileError(`${layer.name}: softmax is supported only as the classifier's output.`);
-    ctx.setLogits({ name: z, shape: ctx.outShape });
+    ctx.setLogits({ name: z, shape: ctx.outShape }, 'softmax');
     return { y: g.op('Softmax', [z], [A.int('axis', -1)]), trains, backward: (dz) => [backZ(dz)] };
+  }
+  if (act === 'sigmoid' && ctx.isFinal) {
+    // A multi-label classifier's output: the loss gives the gradient with respect to its logits, as for softmax.
+    ctx.setLogits({ name: z, shape: ctx.outShape }, 'sigmoid');
+    return { y: g.op('Sigmoid', [z]), trains, backward: (dz) => [backZ(dz)] };
   }
   const a = activation(g, { name: act }, layer);
   const y = a.forward(z);
@@ -303,7 +308,7 @@ function activationLayer(ctx: RuleContext): RuleResult {
   }
   if (name === 'softmax') {
     if (!ctx.isFinal) throw new TrainStepCompileError(`${layer.name}: softmax is supported only as the classifier's output.`);
-    ctx.setLogits(x);
+    ctx.setLogits(x, 'softmax');
     return { y: g.op('Softmax', [x.name], [A.int('axis', -1)]), backward: (dz) => [dz] };
   }
   const a = activation(g, { name, max: isRelu ? ((config.maxValue as number | null | undefined) ?? null) : undefined }, layer);
