@@ -1,6 +1,6 @@
 // Builds a folder dataset (DATA/<class>/<n>.png) from Debian's dataset-fashion-mnist idx files.
 // Usage: node dist/scripts/fashion-mnist.js [--per-class N] [--classes 0,1,7,8,9] [--split train|t10k] [--src DIR] --out DIR
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { parseArgs } from 'node:util';
@@ -46,6 +46,52 @@ export async function writeFashionMnist(options: FashionOptions): Promise<number
     written++;
   }
   return written;
+}
+
+export interface PairOptions {
+  src: string;
+  out: string;
+  /** How many side-by-side images to write. */
+  images: number;
+  classes: number[];
+  split: 'train' | 't10k';
+  seed: number;
+}
+
+/**
+ * A multi-label dataset: images of two Fashion-MNIST items side by side (56x28, each item drawn from `classes` with a
+ * seeded generator, each item image used once), under DATA/images, and DATA/labels.csv listing both items' classes
+ * (one class when both items are of it, separated by ';') and, in a `first` column, the left item's class alone.
+ */
+export async function writeFashionPairs(options: PairOptions): Promise<number> {
+  const { src, out, images: count, classes: wanted, split } = options;
+  const images = readIdx(gunzipSync(await readFile(join(src, `${split}-images-idx3-ubyte.gz`))));
+  const labels = readIdx(gunzipSync(await readFile(join(src, `${split}-labels-idx1-ubyte.gz`))));
+  const [, rows, cols] = images.dims as [number, number, number];
+  const pool = Array.from(labels.data.keys()).filter((i) => wanted.includes(labels.data[i]!));
+  let state = options.seed >>> 0 || 1;
+  const next = () => ((state = (Math.imul(state, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  for (let i = pool.length - 1; i > 0; i--) {
+    const j = Math.floor(next() * (i + 1));
+    [pool[i], pool[j]] = [pool[j]!, pool[i]!];
+  }
+  await mkdir(join(out, 'images'), { recursive: true });
+  const lines = ['path,labels,first'];
+  const n = Math.min(count, Math.floor(pool.length / 2));
+  for (let k = 0; k < n; k++) {
+    const [a, b] = [pool[2 * k]!, pool[2 * k + 1]!];
+    const pixels = new Uint8Array(rows * cols * 2);
+    for (let y = 0; y < rows; y++) {
+      pixels.set(images.data.subarray(a * rows * cols + y * cols, a * rows * cols + (y + 1) * cols), y * 2 * cols);
+      pixels.set(images.data.subarray(b * rows * cols + y * cols, b * rows * cols + (y + 1) * cols), y * 2 * cols + cols);
+    }
+    const name = `pair-${String(k).padStart(5, '0')}.png`;
+    await sharp(Buffer.from(pixels), { raw: { width: cols * 2, height: rows, channels: 1 } }).png({ compressionLevel: 9 }).toFile(join(out, 'images', name));
+    const both = [...new Set([FASHION_CLASSES[labels.data[a]!]!, FASHION_CLASSES[labels.data[b]!]!])];
+    lines.push(`images/${name},${both.join(';')},${FASHION_CLASSES[labels.data[a]!]!}`);
+  }
+  await writeFile(join(out, 'labels.csv'), `${lines.join('\n')}\n`);
+  return n;
 }
 
 async function main(): Promise<void> {

@@ -10,7 +10,7 @@ import { flagOfKey, schemaOf } from '../util/options.js';
 import { addCommonOptions, addOptions, announceBackend, backendSchema, commonSchema, parseOptions, printJson } from './common.js';
 import type { FinetuneOptions, FinetuneResult, ProgressEvent } from '../train/finetune.js';
 import { downloadReporter, progress, type Io, type Progress } from './io.js';
-import { printMetrics } from './print-metrics.js';
+import { printMetrics, printMultiLabel } from './print-metrics.js';
 import { calibrationLine } from '../report/headline.js';
 
 /** The command line's own options: backend, output, --config and --resume are not settings of the run. */
@@ -264,6 +264,10 @@ function printRun(io: Io, result: FinetuneResult, showStop: boolean): void {
   if (result.metrics) {
     io.out(`test split (${result.test!.count} images):\n`);
     printMetrics(io, result.metrics);
+  }
+  if (result.multiLabel) {
+    io.out(`test split (${result.test!.count} images), each label at its threshold tuned on the validation split:\n`);
+    printMultiLabel(io, result.multiLabel);
   }
   if (result.calibration) io.out(`${calibrationLine(result.calibration)}\n`);
   io.out(`frozen ${result.frozenLayers}/${result.totalLayers} backbone layers, ${result.trainableParams} trainable parameters, feature cache ${result.cache.enabled ? `hit rate ${(result.cache.hitRate * 100).toFixed(0)}%` : 'off'}${result.frozenPass ? ` (frozen part run once over ${result.frozenPass.images} images in ${result.frozenPass.seconds.toFixed(1)} s)` : ''}\n`);

@@ -102,3 +102,10 @@ export function positiveWeights(trainLabels: readonly number[], sets: readonly n
   for (const s of trainLabels) for (const c of sets[s]!) positives[c]!++;
   return positives.map((p) => (p > 0 ? (trainLabels.length - p) / p : 1));
 }
+
+/** The 0/1 target rows of images whose labels number the label sets of `targets` (row-major [images, classes]). */
+export function imageTargets(targets: Float32Array, labels: readonly number[], classes: number): Float32Array {
+  const out = new Float32Array(labels.length * classes);
+  labels.forEach((s, i) => out.set(targets.subarray(s * classes, (s + 1) * classes), i * classes));
+  return out;
+}

@@ -22,6 +22,16 @@ export interface TrainedModelMeta {
   temperature: number | null;
   /** How an image became the input size in training (center-crop, squash, pad); unknown for models saved before it was recorded. */
   resize?: string;
+  /**
+   * Several labels per image (sigmoid outputs): each label applies where its probability is at least its threshold,
+   * tuned on the validation split. Absent for a softmax classifier (one label per image).
+   */
+  thresholds?: number[];
+}
+
+/** What the outputs are, in words (tl.json's `output`, the ONNX `tl.output`). */
+function outputWords(meta: TrainedModelMeta): string {
+  return meta.thresholds ? 'sigmoid probabilities, one per label, each on its own: a label applies where its probability is at least its threshold' : 'softmax probabilities, one per label';
 }
 
 /**
@@ -41,6 +51,8 @@ export const deploySchema = z.object({
   preprocess: z.object({ mode: z.enum(PREPROCESS_MODES), formula: z.string() }),
   output: z.string(),
   temperature: z.number().positive().nullable(),
+  /** Several labels per image: each label's threshold, in the order of labels (absent: one label per image). */
+  thresholds: z.array(z.number()).optional(),
 });
 export type DeployCard = z.infer<typeof deploySchema>;
 
@@ -51,8 +63,9 @@ export function deployCard(meta: TrainedModelMeta): DeployCard {
     input: { layout: 'NHWC', dtype: 'float32', size: meta.inputSize, channels: 'RGB', range: '0-255 before preprocessing' },
     resize: meta.resize ?? null,
     preprocess: { mode: meta.preprocess, formula: PREPROCESS_FORMULA[meta.preprocess] },
-    output: 'softmax probabilities, one per label, in the order of labels',
+    output: `${outputWords(meta)}, in the order of labels`,
     temperature: meta.temperature,
+    ...(meta.thresholds ? { thresholds: meta.thresholds } : {}),
   };
 }
 
@@ -69,14 +82,15 @@ export function onnxMetadata(meta: TrainedModelMeta): Record<string, string> {
     'tl.preprocess.formula': PREPROCESS_FORMULA[meta.preprocess],
     'tl.temperature': meta.temperature === null ? 'none' : String(meta.temperature),
     ...(meta.resize ? { 'tl.resize': meta.resize } : {}),
-    'tl.output': 'softmax probabilities, one per label',
+    'tl.output': outputWords(meta),
+    ...(meta.thresholds ? { 'tl.thresholds': JSON.stringify(meta.thresholds) } : {}),
   };
 }
 
 
 /** The `tl` entry of a LayersModel's userDefinedMetadata for the same facts. */
 export function layersMetadata(meta: TrainedModelMeta): { tl: Record<string, unknown> } {
-  return { tl: { model: meta.name, classes: meta.classes, preprocess: meta.preprocess, inputSize: meta.inputSize, ...(meta.temperature !== null ? { temperature: meta.temperature } : {}), ...(meta.resize ? { resize: meta.resize } : {}) } };
+  return { tl: { model: meta.name, classes: meta.classes, preprocess: meta.preprocess, inputSize: meta.inputSize, ...(meta.temperature !== null ? { temperature: meta.temperature } : {}), ...(meta.resize ? { resize: meta.resize } : {}), ...(meta.thresholds ? { thresholds: meta.thresholds } : {}) } };
 }
 
 /** The `tl` entry of a LayersModel's userDefinedMetadata: the one schema every reader checks it with. */
@@ -87,6 +101,7 @@ const tlEntrySchema = z.object({
   inputSize: z.number().int().positive(),
   temperature: z.number().positive().optional(),
   resize: z.string().optional(),
+  thresholds: z.array(z.number().min(0).max(1)).optional(),
 });
 
 export type TlEntry = z.infer<typeof tlEntrySchema>;
@@ -111,5 +126,5 @@ export function readLayersMetadata(userDefinedMetadata: unknown): TrainedModelMe
   const parsed = tlEntrySchema.safeParse((userDefinedMetadata as { tl?: unknown } | undefined)?.tl);
   if (!parsed.success || parsed.data.classes === undefined) return null;
   const t = parsed.data;
-  return { name: t.model, classes: t.classes!, preprocess: t.preprocess, inputSize: t.inputSize, temperature: t.temperature ?? null, ...(t.resize ? { resize: t.resize } : {}) };
+  return { name: t.model, classes: t.classes!, preprocess: t.preprocess, inputSize: t.inputSize, temperature: t.temperature ?? null, ...(t.resize ? { resize: t.resize } : {}), ...(t.thresholds ? { thresholds: t.thresholds } : {}) };
 }

@@ -1,5 +1,5 @@
 // The report's charts as Vega-Lite specs, rendered to static SVG in Node (no browser, no script in the report).
-import type { FreezeAutoRecord, ReportMetrics } from './schema.js';
+import type { FreezeAutoRecord, ReportMetrics, ReportMultiLabel } from './schema.js';
 
 type Spec = Record<string, unknown>;
 
@@ -69,6 +69,26 @@ export function f1Spec(metrics: ReportMetrics): Spec {
       y: { field: 'class', type: 'nominal', sort: null, title: null },
       x: { field: 'f1', type: 'quantitative', scale: { domain: [0, 1] }, title: 'F1' },
       tooltip: [{ field: 'class' }, { field: 'f1', format: '.3f' }, { field: 'support' }],
+    },
+  };
+}
+
+/** Several labels per image: F1 and average precision of each label, side by side. */
+export function labelBarsSpec(m: ReportMultiLabel): Spec {
+  const values = m.labels.flatMap((l) => [{ label: l.name, metric: 'F1', value: l.f1, support: l.support }, ...(l.ap === null ? [] : [{ label: l.name, metric: 'AP', value: l.ap, support: l.support }])]);
+  return {
+    ...base,
+    title: 'F1 and average precision per label',
+    width: 360,
+    height: Math.max(60, 24 * m.labels.length),
+    data: { values },
+    mark: 'bar',
+    encoding: {
+      y: { field: 'label', type: 'nominal', sort: null, title: null },
+      yOffset: { field: 'metric', type: 'nominal' },
+      color: { field: 'metric', type: 'nominal', title: null },
+      x: { field: 'value', type: 'quantitative', scale: { domain: [0, 1] }, title: null },
+      tooltip: [{ field: 'label' }, { field: 'metric' }, { field: 'value', format: '.3f' }, { field: 'support' }],
     },
   };
 }

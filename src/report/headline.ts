@@ -1,5 +1,6 @@
 // The headline numbers of a report, shared by the terminal, Markdown and HTML (no heavy imports here).
 import type { Metrics } from '../metrics/classification.js';
+import type { MultiLabelMetrics } from '../metrics/multilabel.js';
 import type { Calibration, CalibrationEffect } from './schema.js';
 
 export const pct = (v: number | null | undefined) => (v === null || v === undefined ? '–' : `${(v * 100).toFixed(1)}%`);
@@ -18,6 +19,29 @@ export function headline(m: Metrics): [string, string][] {
   ];
 }
 
+/** Headline numbers of a classifier with several labels per image. */
+export function multiLabelHeadline(m: MultiLabelMetrics): [string, string][] {
+  return [
+    ['images', String(m.count)],
+    ['mAP', num(m.mAP, 3)],
+    ['micro F1', num(m.micro.f1, 3)],
+    ['macro F1', num(m.macro.f1, 3)],
+    ['subset accuracy', pct(m.subsetAccuracy)],
+    ['Hamming loss', num(m.hammingLoss)],
+    ['log-loss (binary)', num(m.logLoss)],
+  ];
+}
+
+/** The per-label table's rows: label, threshold, precision, recall, F1, AP, support, then micro and macro. */
+export function multiLabelRows(m: MultiLabelMetrics): string[][] {
+  return [
+    ...m.labels.map((l) => [l.name, num(l.threshold, 3), num(l.precision, 3), num(l.recall, 3), num(l.f1, 3), num(l.ap, 3), String(l.support)]),
+    ['micro', '', num(m.micro.precision, 3), num(m.micro.recall, 3), num(m.micro.f1, 3), '', ''],
+    ['macro', '', num(m.macro.precision, 3), num(m.macro.recall, 3), num(m.macro.f1, 3), num(m.mAP, 3), ''],
+  ];
+}
+
+export const MULTI_LABEL_HEAD = ['label', 'threshold', 'precision', 'recall', 'F1', 'AP', 'support'];
 
 /** Temperature scaling in one sentence: the temperature and what it did to log-loss and ECE. */
 export function calibrationLine(c: Calibration): string {

@@ -1,8 +1,8 @@
 // report.md (for a pull request) and report.html (one self-contained file: inline SVG charts, inline thumbnails).
 import sharp from 'sharp';
-import { confusionSpec, f1Spec, freezeDepthSpec, learningCurveSpec, reliabilitySpec, renderSvg } from './charts.js';
+import { confusionSpec, f1Spec, freezeDepthSpec, labelBarsSpec, learningCurveSpec, reliabilitySpec, renderSvg } from './charts.js';
 import { freezeAutoSchema, type FreezeAutoRecord } from './schema.js';
-import { calibrationLine, headline, num } from './headline.js';
+import { calibrationLine, headline, MULTI_LABEL_HEAD, multiLabelHeadline, multiLabelRows, num } from './headline.js';
 import type { Report } from './schema.js';
 
 const mdCell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
@@ -55,7 +55,14 @@ export function renderMarkdown(r: Report): string {
     for (const w of r.warnings) lines.push('', `**Warning:** ${w}.`);
     lines.push('');
   }
-  if (m) {
+  const ml = r.multiLabel ?? null;
+  if (ml) {
+    lines.push('| metric | value |', '| --- | --- |', ...multiLabelHeadline(ml).map(([k, v]) => `| ${k} | ${v} |`), '');
+    lines.push('## Per label', '', 'Each label is predicted where its probability is at least its threshold (tuned for F1 on the validation split).', '');
+    lines.push(`| ${MULTI_LABEL_HEAD.join(' | ')} |`, `| --- | ${MULTI_LABEL_HEAD.slice(1).map(() => '---:').join(' | ')} |`);
+    for (const row of multiLabelRows(ml)) lines.push(`| ${[mdCell(row[0]!), ...row.slice(1)].join(' | ')} |`);
+    lines.push('');
+  } else if (m) {
     lines.push('| metric | value |', '| --- | --- |', ...headline(m).map(([k, v]) => `| ${k} | ${v} |`), '');
     lines.push('## Per class', '', '| class | precision | recall | F1 | support |', '| --- | ---: | ---: | ---: | ---: |');
     for (const c of m.perClass) lines.push(`| ${mdCell(c.name)} | ${num(c.precision, 3)} | ${num(c.recall, 3)} | ${num(c.f1, 3)} | ${c.support} |`);
@@ -128,8 +135,11 @@ export async function renderHtml(r: Report, extras: HtmlExtras = {}): Promise<st
   if (r.kind === 'finetune' && r.calibration) body.push(`<p>${escape(calibrationLine(r.calibration))}</p>`);
   for (const c of choices(r)) body.push(`<p>${escape(c)}</p>`);
   if (r.kind === 'finetune') for (const w of r.warnings) body.push(`<p class="note">Warning: ${escape(w)}.</p>`);
-  if (m) body.push(`<section id="headline">${headline(m).map(([k, v]) => `<div class="stat"><div class="value">${escape(v)}</div><div class="label">${escape(k)}</div></div>`).join('')}</section>`);
+  const ml = r.multiLabel ?? null;
+  if (ml) body.push(`<section id="headline">${multiLabelHeadline(ml).map(([k, v]) => `<div class="stat"><div class="value">${escape(v)}</div><div class="label">${escape(k)}</div></div>`).join('')}</section>`);
+  else if (m) body.push(`<section id="headline">${headline(m).map(([k, v]) => `<div class="stat"><div class="value">${escape(v)}</div><div class="label">${escape(k)}</div></div>`).join('')}</section>`);
   else body.push('<p class="note">No held-out test images, so no test metrics.</p>');
+  if (ml) figures.push(['f1-per-label', await renderSvg(labelBarsSpec(ml))]);
   body.push(`<section id="charts">${figures.map(([id, svg]) => `<figure id="chart-${id}" class="chart">${svg}</figure>`).join('')}</section>`);
   if (m) {
     body.push('<h2>Per class</h2>', table([...m.perClass.map((c) => [c.name, num(c.precision, 3), num(c.recall, 3), num(c.f1, 3), String(c.support)]), ['macro', num(m.macro.precision, 3), num(m.macro.recall, 3), num(m.macro.f1, 3), String(m.count)], ['weighted', num(m.weighted.precision, 3), num(m.weighted.recall, 3), num(m.weighted.f1, 3), String(m.count)]], ['class', 'precision', 'recall', 'F1', 'support']));
@@ -137,6 +147,7 @@ export async function renderHtml(r: Report, extras: HtmlExtras = {}): Promise<st
     body.push('<h2>Most confident mistakes</h2>');
     body.push(thumbs.length === 0 ? '<p>None.</p>' : `<section id="mistakes">${thumbs.map((t) => `<figure class="mistake">${t.src ? `<img src="${t.src}" alt="${escape(t.path)}">` : '<div class="missing">unreadable</div>'}<figcaption><b>${escape(t.predicted)}</b> ${(t.probability * 100).toFixed(0)}%<br>true: ${escape(t.true)}<br><span class="path">${escape(t.path)}</span></figcaption></figure>`).join('')}</section>`);
   }
+  if (ml) body.push('<h2>Per label</h2>', '<p>Each label is predicted where its probability is at least its threshold (tuned for F1 on the validation split).</p>', table(multiLabelRows(ml), MULTI_LABEL_HEAD));
   const sheet = extras.augmentSheet;
   if (sheet) body.push(`<h2>Augmented training images</h2><figure id="augment-sheet"><img src="data:image/jpeg;base64,${sheet.jpeg.toString('base64')}" alt="augmented training images"><figcaption>${sheet.images} training images as --augment ${escape(sheet.level)} shows them to the model (one draw each; every epoch draws anew)</figcaption></figure>`);
   if (r.kind === 'finetune' && r.history.length > 0) body.push('<h2>Training</h2>', table(r.history.map((h) => [String(h.epoch), num(h.loss), num(h.accuracy, 3), num(h.val_loss), num(h.val_accuracy, 3), h.lr.toPrecision(3), h.seconds.toFixed(1)]), ['epoch', 'loss', 'accuracy', 'val loss', 'val accuracy', 'lr', 'seconds']));

@@ -19,6 +19,18 @@ export const metricsSchema = z.object({
   mistakes: z.array(z.object({ path: z.string(), true: z.string(), predicted: z.string(), probability: z.number() })),
 });
 
+/** Several labels per image: metrics at each label's threshold (src/metrics/multilabel.ts). */
+export const multiLabelMetricsSchema = z.object({
+  count: z.number().int().min(0),
+  labels: z.array(z.object({ name: z.string(), threshold: z.number(), precision: z.number(), recall: z.number(), f1: z.number(), ap: z.number().nullable(), support: z.number().int(), predicted: z.number().int() })),
+  micro: triple,
+  macro: triple,
+  mAP: z.number().nullable(),
+  subsetAccuracy: z.number().min(0).max(1),
+  hammingLoss: z.number().min(0).max(1),
+  logLoss: z.number().min(0),
+});
+
 const skippedSchema = z.array(z.object({ path: z.string(), reason: z.string() }));
 
 const common = {
@@ -78,6 +90,10 @@ export const finetuneReportSchema = z.object({
   /** Loss and full metrics on the held-out test split (null when there is none). */
   test: z.object({ loss: z.number(), accuracy: z.number(), count: z.number().int() }).nullable(),
   metrics: metricsSchema.nullable(),
+  /** Several labels per image: the test metrics at each label's threshold (`metrics` is then null). */
+  multiLabel: multiLabelMetricsSchema.nullable().optional(),
+  /** Several labels per image: each label's threshold, tuned for F1 on the validation split. */
+  thresholds: z.array(z.number()).nullable().optional(),
   /** model.onnx's path, or why it was not written. */
   onnx: z.string(),
   frozenLayers: z.number().int(),
@@ -98,7 +114,8 @@ export const evalReportSchema = z.object({
   data: z.string(),
   split: z.enum(['test', 'val', 'train', 'all']),
   usedRunSplit: z.boolean(),
-  metrics: metricsSchema,
+  metrics: metricsSchema.nullable(),
+  multiLabel: multiLabelMetricsSchema.nullable().optional(),
   imagesPerSecond: z.number(),
 });
 
@@ -109,6 +126,7 @@ export type FinetuneReport = z.infer<typeof finetuneReportSchema>;
 export type EvalReport = z.infer<typeof evalReportSchema>;
 export type Report = z.infer<typeof reportSchema>;
 export type ReportMetrics = z.infer<typeof metricsSchema>;
+export type ReportMultiLabel = z.infer<typeof multiLabelMetricsSchema>;
 /** Temperature scaling's result: the temperature and log-loss and ECE before and after (validation, test). */
 export type Calibration = z.infer<typeof calibrationSchema>;
 export type CalibrationEffect = z.infer<typeof calibrationEffect>;

@@ -2,6 +2,8 @@
 import type { FrozenPart, KeptOutputs } from '../frozen/part.js';
 import { fitTemperature, temper, temperatureDecision } from '../metrics/calibration.js';
 import { computeMetrics, nonFiniteRows } from '../metrics/classification.js';
+import { tuneThresholds } from '../metrics/multilabel.js';
+import { imageTargets, targetRows } from '../model/loss.js';
 import type { Calibration } from '../report/schema.js';
 import { argmax, concatFloat32 } from '../util/arrays.js';
 import { notice } from '../util/notice.js';
@@ -39,4 +41,25 @@ export async function calibrate(run: Run, frozen: FrozenPart): Promise<Omit<Cali
   }
   tf.tidy(() => classifier.weights.forEach((w) => w.write(tf.div(w.read(), fit.temperature))));
   return { temperature: fit.temperature, fitted: fit.temperature, ...decision, val };
+}
+
+/**
+ * Several labels per image: each label's threshold, tuned for F1 on the validation split (0.5 without one, or for a
+ * label no validation image has). Saved with the model; predictions and the test metrics use them.
+ */
+export async function tuneRunThresholds(run: Run, frozen: FrozenPart): Promise<number[]> {
+  const { dataset, options } = run;
+  const k = dataset.classes.length;
+  if (dataset.splits.val.length === 0) {
+    notice('every label\'s threshold is 0.5: there is no validation split to tune them on');
+    return new Array<number>(k).fill(0.5);
+  }
+  const kept: KeptOutputs = { probs: [], labels: [], paths: [] };
+  await frozen.evaluate(dataset.splits.val, options.batchSize, undefined, kept);
+  const probs = concatFloat32(kept.probs);
+  if (nonFiniteRows(probs, k) > 0) {
+    notice('every label\'s threshold is 0.5: the model gives NaN or infinite outputs on the validation split');
+    return new Array<number>(k).fill(0.5);
+  }
+  return tuneThresholds(probs, imageTargets(targetRows(dataset.labelSets!, k), kept.labels, k), k);
 }

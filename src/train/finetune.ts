@@ -95,7 +95,7 @@ async function train(tf: Tf, backend: BackendInfo, options: RunOptions, writing:
     tf, backend, options, source, dataset, full, backbone, phases: plan.phases, bn: plan.bn, optimizer: plan.optimizer, loss: plan.loss, schedule: plan.schedule, stepsPerEpoch: plan.stepsPerEpoch, totalEpochs: plan.totalEpochs,
     monitor: options.monitor, paths: checkpointPaths(options.out), weights, frozenDigest, checkpoint, startEpoch: 1,
     history: [], best: null, bestWeights: [], stale: 0, partial: null, stopReason: null, tensorsAfterEpoch: [],
-    cacheStats: { enabled: false, hits: 0, misses: 0, spilled: 0 }, boundaryLayers: [], tails: [], kept: { probs: [], labels: [], paths: [] }, test: null, calibration: null,
+    cacheStats: { enabled: false, hits: 0, misses: 0, spilled: 0 }, boundaryLayers: [], tails: [], kept: { probs: [], labels: [], paths: [] }, test: null, calibration: null, thresholds: null,
     lrFind: null, lrFindResult: null, cached, frozenPass: null,
   };
   if (options.lr === 'find') run.lrFind = lrFindStep(run, plan.config, splitRecord, mode);

@@ -2,6 +2,8 @@
 import { wasmHeapBytes } from '../backend/index.js';
 import { temper } from '../metrics/calibration.js';
 import { computeMetrics, nonFiniteRows } from '../metrics/classification.js';
+import { computeMultiLabelMetrics } from '../metrics/multilabel.js';
+import { imageTargets, targetRows } from '../model/loss.js';
 import { REPORT_SCHEMA_VERSION, writeReports } from '../report/index.js';
 import type { HtmlExtras } from '../report/render.js';
 import { augmentSheet } from '../data/augment.js';
@@ -15,7 +17,7 @@ import { writeTrainedModel } from './run-output.js';
 import type { FinetuneResult, Run } from './types.js';
 
 /** Test metrics (none when the kept weights give non-finite outputs) and what calibration changed on them. */
-function testMetrics(run: Run, warnings: string[]): Pick<FinetuneResult, 'metrics' | 'calibration'> {
+function testMetrics(run: Run, warnings: string[]): Pick<FinetuneResult, 'metrics' | 'calibration' | 'multiLabel'> {
   const { dataset } = run;
   const testProbs = concatFloat32(run.kept.probs);
   const broken = nonFiniteRows(testProbs, dataset.classes.length);
@@ -25,10 +27,18 @@ function testMetrics(run: Run, warnings: string[]): Pick<FinetuneResult, 'metric
     notice(warnings.at(-1)!);
     run.test = null;
   }
+  if (dataset.labelSets) {
+    const k = dataset.classes.length;
+    const thresholds = run.thresholds ?? new Array<number>(k).fill(0.5);
+    const multiLabel = run.test ? computeMultiLabelMetrics(testProbs, imageTargets(targetRows(dataset.labelSets, k), run.kept.labels, k), dataset.classes, thresholds) : null;
+    // The test loss and accuracy are the metrics' (binary cross-entropy; subset accuracy at the tuned thresholds).
+    if (run.test && multiLabel) run.test = { loss: multiLabel.logLoss, accuracy: multiLabel.subsetAccuracy };
+    return { metrics: null, calibration: null, multiLabel };
+  }
   const metrics = run.test ? computeMetrics(testProbs, run.kept.labels, dataset.classes, { paths: run.kept.paths }) : null;
   // One test loss: the metrics' log-loss (the tail's own cross-entropy clips differently).
   if (run.test && metrics) run.test.loss = metrics.logLoss;
-  if (!run.calibration) return { metrics, calibration: null };
+  if (!run.calibration) return { metrics, calibration: null, multiLabel: null };
   const { temperature } = run.calibration;
   let test: CalibrationEffect | null = null;
   if (metrics && run.calibration.applied) {
@@ -36,7 +46,7 @@ function testMetrics(run: Run, warnings: string[]): Pick<FinetuneResult, 'metric
     test = { logLossBefore: before.logLoss, logLossAfter: metrics.logLoss, eceBefore: before.ece, eceAfter: metrics.ece };
   }
   const calibration: Calibration = { ...run.calibration, test };
-  return { metrics, calibration };
+  return { metrics, calibration, multiLabel: null };
 }
 
 /** Advice when the monitored value still improved at the last epoch. */
@@ -52,14 +62,14 @@ function moreEpochsHint(run: Run, epochs: number): string | null {
 export async function finishRun(run: Run, plan: RunPlan, facts: { frozenCount: number; inputSize: number; warnings: string[]; resumedFrom: FinetuneResult['resumedFrom']; started: number }): Promise<FinetuneResult> {
   const { tf, options, source, dataset, full, backbone } = run;
   const { warnings } = facts;
-  const { metrics, calibration } = testMetrics(run, warnings);
+  const { metrics, calibration, multiLabel } = testMetrics(run, warnings);
   const hint = moreEpochsHint(run, plan.epochs);
   if (hint !== null) {
     warnings.push(hint);
     notice(hint);
   }
   const name = source.name.split(' ')[0]!;
-  const onnx = await writeTrainedModel(tf, options.out, full, { name, classes: dataset.classes, preprocess: source.preprocess, inputSize: facts.inputSize, temperature: calibration?.applied ? calibration.temperature : null, resize: options.resize });
+  const onnx = await writeTrainedModel(tf, options.out, full, { name, classes: dataset.classes, preprocess: source.preprocess, inputSize: facts.inputSize, temperature: calibration?.applied ? calibration.temperature : null, resize: options.resize, ...(run.thresholds ? { thresholds: run.thresholds } : {}) });
   const { cacheStats } = run;
   const lookups = cacheStats.hits + cacheStats.misses;
   const result: FinetuneResult = {
@@ -80,6 +90,8 @@ export async function finishRun(run: Run, plan: RunPlan, facts: { frozenCount: n
     calibration,
     onnx,
     metrics,
+    multiLabel,
+    thresholds: run.thresholds,
     tensorsAfterEpoch: run.tensorsAfterEpoch,
     wasmHeapBytes: wasmHeapBytes(),
     skipped: dataset.skipped,

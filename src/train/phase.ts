@@ -12,7 +12,7 @@ import type { Trainer } from '../step/index.js';
 import { nchwcTarget, OnnxTrainer, type TailTrainerConfig } from '../step/onnx.js';
 import { TfjsTrainer } from '../step/tfjs.js';
 import { notice } from '../util/notice.js';
-import { calibrate } from './calibrate.js';
+import { calibrate, tuneRunThresholds } from './calibrate.js';
 import { runEpoch } from './epoch.js';
 import { findLearningRate } from './lr-find.js';
 import type { PhaseInfo, Run } from './types.js';
@@ -93,7 +93,10 @@ async function finishPhase(run: Run, frozen: FrozenPart): Promise<void> {
   // the replicas or ONNX Runtime.
   const interrupted = run.stopReason?.startsWith('interrupted') === true;
   if (run.best !== null || (run.stopReason !== null && !interrupted)) run.weights.restore(run.bestWeights);
-  if (options.calibrate === 'temperature' && !interrupted && dataset.splits.val.length > 0) run.calibration = await calibrate(run, frozen);
+  if (dataset.labelSets) {
+    // Several labels per image: no temperature (each sigmoid stands alone); each label's threshold is tuned instead.
+    if (!interrupted) run.thresholds = await tuneRunThresholds(run, frozen);
+  } else if (options.calibrate === 'temperature' && !interrupted && dataset.splits.val.length > 0) run.calibration = await calibrate(run, frozen);
   // An interrupted run stops promptly: its test split is evaluated when it is resumed and finishes.
   if (dataset.splits.test.length > 0 && !interrupted) run.test = await frozen.evaluate(dataset.splits.test, options.batchSize, undefined, run.kept);
 }

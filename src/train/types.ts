@@ -6,6 +6,7 @@ import type { BnMode } from '../model/index.js';
 import { runFile, type Dataset } from '../data/index.js';
 import type { KeptOutputs } from '../frozen/part.js';
 import type { Metrics } from '../metrics/classification.js';
+import type { MultiLabelMetrics } from '../metrics/multilabel.js';
 import type { LossConfig } from '../model/loss.js';
 import type { Calibration } from '../report/schema.js';
 import type { NamedArray } from '../step/index.js';
@@ -96,8 +97,12 @@ export interface FinetuneResult {
   history: EpochRow[];
   phases: PhaseInfo[];
   test: { loss: number; accuracy: number; count: number } | null;
-  /** Full metrics on the test split. */
+  /** Full metrics on the test split (single-label). */
   metrics: Metrics | null;
+  /** Several labels per image: the metrics on the test split at `thresholds`. */
+  multiLabel: MultiLabelMetrics | null;
+  /** Several labels per image: each label's threshold, tuned on the validation split. */
+  thresholds: number[] | null;
   /** The model.onnx written beside the tfjs model, or why it was not. */
   onnx: string;
   frozenLayers: number;
@@ -185,6 +190,8 @@ export interface Run {
   kept: KeptOutputs;
   test: { loss: number; accuracy: number } | null;
   calibration: Omit<Calibration, 'test'> | null;
+  /** Several labels per image: each label's threshold, tuned on the validation split (null: single-label, or not yet). */
+  thresholds: number[] | null;
   /** The range test still to run on the first phase (`--lr find`), and what to do with its result. */
   lrFind: { spec: LrFindSpec; found: (result: LrFindResult) => Promise<void> } | null;
   lrFindResult: LrFindRun | null;

@@ -1,10 +1,10 @@
-// Multi-label metrics against scikit-learn 1.7.2's on seeded data (test/fixtures/multilabel: the script and its
-// output), and the thresholds tuned for F1 against an exhaustive search.
+// Multi-label metrics against scikit-learn 1.7.2's on seeded data (scripts/sklearn_multilabel.py wrote
+// sklearn-multilabel-expected.json), and the thresholds tuned for F1 against an exhaustive search.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { averagePrecision, computeMultiLabelMetrics, tuneThresholds } from '../../src/metrics/multilabel.js';
 
-const ref = JSON.parse(readFileSync(new URL('../fixtures/multilabel/sklearn-reference.json', import.meta.url), 'utf8')) as {
+const ref = JSON.parse(readFileSync(new URL('./sklearn-multilabel-expected.json', import.meta.url), 'utf8')) as {
   truth: number[]; probs: number[]; thresholds: number[]; ap: number[]; microF1: number; macroF1: number; macroP: number; macroR: number; perLabelF1: number[]; hamming: number; subset: number; logLoss: number;
 };
 
