@@ -2,12 +2,12 @@
 import { Command } from 'commander';
 import Table from 'cli-table3';
 import { DATA_CHECK_OPTIONS } from '../options/commands.js';
-import { labelsOf } from '../options/shared.js';
+import { labelsOf, multiLabelOf } from '../options/shared.js';
 import { schemaOf } from '../util/options.js';
 import { addOptions, parseOptions, printJson } from './common.js';
 import { addInferenceOptions, inferenceSchema, startInference } from './run-model.js';
 import { progress } from './io.js';
-import { dataOptions, dataSchema } from './options.js';
+import { dataOptions, dataSchema, refuseMultiLabel } from './options.js';
 import type { Io } from './io.js';
 import type { SuspectsResult } from '../audit/suspects.js';
 import type { z } from 'zod';
@@ -24,14 +24,18 @@ export function dataCommand(io: Io): Command {
     const opts = parseOptions(dataCommandSchema, raw);
     const { openDataset, summarizeDataset } = await import('../data/index.js');
     const labels = labelsOf(opts);
-    const dataset = await openDataset(root, { val: opts.val, test: opts.test, seed: opts.seed, size: opts.size, resize: opts.resize, maxPixels: opts.maxPixels, allowConflicts: true, labels });
+    if (opts.suspects) refuseMultiLabel(opts, 'tl data --suspects');
+    const multiLabel = multiLabelOf(opts);
+    const dataset = await openDataset(root, { val: opts.val, test: opts.test, seed: opts.seed, size: opts.size, resize: opts.resize, maxPixels: opts.maxPixels, allowConflicts: true, labels, ...(multiLabel ? { multiLabel } : {}) });
     const summary = await summarizeDataset(dataset);
     const suspects = opts.suspects ? await runSuspects(io, root, opts) : null;
     if (opts.json) return printJson(io, suspects ? { ...summary, suspects } : summary);
-    const table = new Table({ head: ['class', 'train', 'val', 'test', 'total'], style: { head: [], border: [] } });
+    const table = new Table({ head: [summary.multiLabel ? 'label' : 'class', 'train', 'val', 'test', 'total'], style: { head: [], border: [] } });
     for (const c of summary.classes) table.push([c.name, c.train, c.val, c.test, c.total]);
-    table.push(['all', summary.totals.train, summary.totals.val, summary.totals.test, summary.totals.all]);
+    table.push([summary.multiLabel ? 'images' : 'all', summary.totals.train, summary.totals.val, summary.totals.test, summary.totals.all]);
     io.out(`${summary.root} (${summary.layout}, split seed ${summary.seed})\n${summary.layoutNotes.map((n) => `${n}\n`).join('')}${table.toString()}\n`);
+    const per = summary.labelsPerImage;
+    if (per) io.out(`several labels per image: an image counts under each of its labels (${per.min}..${per.max} labels per image, median ${per.median})\n`);
     if (summary.imageSize) {
       const { width: w, height: h } = summary.imageSize;
       io.out(`image size: width ${w.min}..${w.max} (median ${w.median}), height ${h.min}..${h.max} (median ${h.median})\n`);

@@ -8,7 +8,7 @@ import { SHARD_OPTIONS } from '../options/shared.js';
 import { schemaOf } from '../util/options.js';
 import { addInferenceOptions, inferenceSchema, shardFor, startInference } from './run-model.js';
 import { progress, type Io } from './io.js';
-import { printMetrics } from './print-metrics.js';
+import { printMetrics, printMultiLabel } from './print-metrics.js';
 
 const evalSchema = inferenceSchema.extend({
   model: z.string().min(1),
@@ -36,16 +36,17 @@ export function evalCommand(io: Io): Command {
       ...(shard ? { shard, shardOut: opts.out! } : {}),
     });
     if (shard) {
-      spinner.succeed(`evaluated ${result.metrics.count} images of shard ${shard.index} of ${shard.count}`);
-      if (opts.json) return printJson(io, { shard, images: result.metrics.count });
+      spinner.succeed(`evaluated ${result.count} images of shard ${shard.index} of ${shard.count}`);
+      if (opts.json) return printJson(io, { shard, images: result.count });
       io.out(`wrote ${join(opts.out!, shardFolderName(shard.index, shard.count))}: \`tl merge ${opts.out} --out metrics.json\` computes the metrics of every shard\n`);
       return;
     }
     const files = await writeEvalReports(result, info.label, opts.out);
-    spinner.succeed(`evaluated ${result.metrics.count} images`);
+    spinner.succeed(`evaluated ${result.count} images`);
     if (opts.json) return printJson(io, { ...result, files });
-    io.out(`${result.usedRunSplit ? `the run's ${result.split} split` : 'every image'} of ${result.data}: ${result.metrics.count} images\n`);
-    printMetrics(io, result.metrics);
+    io.out(`${result.usedRunSplit ? `the run's ${result.split} split` : 'every image'} of ${result.data}: ${result.count} images\n`);
+    if (result.metrics) printMetrics(io, result.metrics);
+    if (result.multiLabel) printMultiLabel(io, result.multiLabel);
     for (const s of result.skipped) io.out(`skipped ${s.path}: ${s.reason}\n`);
     io.out(`wrote ${files.join(', ')}\n`);
   });

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { addCommonOptions, addOptions, commonSchema, parseOptions, printJson } from './common.js';
 import { addInferenceOptions, inferenceSchema, shardFor, startInference } from './run-model.js';
 import { downloadReporter, progress, type Io } from './io.js';
-import { dataOptions, dataSchema } from './options.js';
+import { dataOptions, dataSchema, refuseMultiLabel } from './options.js';
 import { EXTRACT_OPTIONS } from '../options/commands.js';
 import { MODEL_INPUT_OPTIONS, SHARD_OPTIONS } from '../options/shared.js';
 import { schemaOf } from '../util/options.js';
@@ -25,6 +25,7 @@ export function extractCommand(io: Io): Command {
   addInferenceOptions(cmd);
   cmd.action(async (inputs: string[], raw: unknown) => {
     const opts = parseOptions(extractSchema, raw);
+    refuseMultiLabel(opts, 'tl extract');
     const shard = await shardFor(io, opts);
     const { tf, run } = await startInference(io, opts);
     const { extract } = await import('../features/index.js');

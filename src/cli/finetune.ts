@@ -10,6 +10,7 @@ import { flagOfKey, schemaOf } from '../util/options.js';
 import { addCommonOptions, addOptions, announceBackend, backendSchema, commonSchema, parseOptions, printJson } from './common.js';
 import type { FinetuneOptions, FinetuneResult, ProgressEvent } from '../train/finetune.js';
 import { downloadReporter, progress, type Io, type Progress } from './io.js';
+import { refuseMultiLabel } from './options.js';
 import { printMetrics, printMultiLabel } from './print-metrics.js';
 import { calibrationLine } from '../report/headline.js';
 
@@ -194,6 +195,7 @@ async function runLrFind(io: Io, { opts, options, backend }: Asked, spinner: Pro
 
 /** `tl curve`: the fine-tunes at each size, then the table, the fitted laws in words and the files. */
 async function runCurve(io: Io, { opts, options, backend }: Asked, spinner: Progress, curve: z.output<typeof curveSchema>): Promise<void> {
+  refuseMultiLabel(opts, 'tl curve');
   const { learningCurve, parseCurveSizes, curveSentences } = await import('../train/curve.js');
   const { finetune } = await import('../train/finetune.js');
   const result = await learningCurve(backend.tf, backend.info, options, {

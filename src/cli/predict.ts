@@ -37,8 +37,11 @@ export function predictCommand(io: Io): Command {
     spinner.succeed(`predicted ${result.predictions.length} images`);
     if (opts.json) return printJson(io, result);
     const k = Math.min(opts.top, result.classes.length);
-    const table = new Table({ head: ['image', ...Array.from({ length: k }, (_, i) => `#${i + 1}`)], style: { head: [], border: [] } });
-    for (const p of result.predictions) table.push([p.path, ...p.top.map((t) => `${t.class} ${(t.probability * 100).toFixed(1)}%`)]);
+    const pctOf = (t: { class: string; probability: number }) => `${t.class} ${(t.probability * 100).toFixed(1)}%`;
+    // Several labels per image: the labels at or above their thresholds first, then the most probable ones.
+    const labelled = result.thresholds !== null;
+    const table = new Table({ head: ['image', ...(labelled ? ['labels (at or above threshold)'] : []), ...Array.from({ length: k }, (_, i) => `#${i + 1}`)], style: { head: [], border: [] } });
+    for (const p of result.predictions) table.push([p.path, ...(labelled ? [p.labels!.length ? p.labels!.map(pctOf).join(', ') : '(none)'] : []), ...p.top.map(pctOf)]);
     io.out(`${table.toString()}\n`);
     for (const s of result.skipped) io.out(`skipped ${s.path}: ${s.reason}\n`);
     if (result.file) io.out(`wrote ${result.file}\n`);

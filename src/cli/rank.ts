@@ -7,7 +7,7 @@ import { addOptions, parseOptions, printJson } from './common.js';
 import { INPUT_SIZE } from '../options/shared.js';
 import { addInferenceOptions, inferenceSchema, startInference } from './run-model.js';
 import { progress, type Io } from './io.js';
-import { dataOptions, dataSchema } from './options.js';
+import { dataOptions, dataSchema, refuseMultiLabel } from './options.js';
 import { UsageError } from '../errors.js';
 
 const rankSchema = inferenceSchema.extend(dataSchema.shape).extend({
@@ -27,6 +27,7 @@ export function rankCommand(io: Io): Command {
   addInferenceOptions(cmd);
   cmd.action(async (data: string, raw: unknown) => {
     const opts = parseOptions(rankSchema, raw);
+    refuseMultiLabel(opts, 'tl rank');
     const { listModels } = await import('../registry/describe.js');
     const { storeRoot } = await import('../store/index.js');
     const registry = opts.models ? [] : listModels(storeRoot(io.env));

@@ -6,9 +6,10 @@ import { isAbsolute, join } from 'node:path';
 import type { Tf } from '../backend/index.js';
 import { ImageSource, readSplitRecord, scanDataset, type ImageItem, type SkippedFile } from '../data/index.js';
 import { DatasetError, ModelNotFoundError, UsageError } from '../errors.js';
-import { loadClassifier, runBatches, runBatchesTta, type RunOptions } from '../inference/index.js';
+import { loadClassifier, runBatches, runBatchesTta, type InferenceModel, type RunOptions } from '../inference/index.js';
 import { classifyWithOnnxFile, loadOnnxClassifier } from '../inference/onnx-file.js';
 import { computeMetrics, type Metrics } from '../metrics/classification.js';
+import { computeMultiLabelMetrics, type MultiLabelMetrics } from '../metrics/multilabel.js';
 import { npyHeader } from '../util/npy.js';
 import { datasetDigest, finishShard, openShardFolder, shardOf, weightsDigest, type Shard } from '../shard/index.js';
 import { writeFileAtomic } from '../util/atomic.js';
@@ -41,7 +42,14 @@ export interface EvalResult {
   /** Whether the images are exactly those the run's split.json lists for `split`. */
   usedRunSplit: boolean;
   classes: string[];
-  metrics: Metrics;
+  /** Images evaluated. */
+  count: number;
+  /** One label per image: the metrics (null for a run with several labels per image). */
+  metrics: Metrics | null;
+  /** Several labels per image: the metrics at the labels' thresholds the model carries (null otherwise). */
+  multiLabel: MultiLabelMetrics | null;
+  /** Several labels per image: each label's threshold. */
+  thresholds?: number[];
   skipped: SkippedFile[];
   seconds: number;
   imagesPerSecond: number;
@@ -62,8 +70,10 @@ export async function evaluate(tf: Tf, options: EvalOptions): Promise<EvalResult
   if (options.data === undefined && (await stat(data).catch(() => null)) === null) {
     throw new DatasetError(`The dataset of ${options.run} is gone from ${data} (the path its split.json records${isAbsolute(data) ? '' : `, relative to the folder tl finetune ran in; this is ${process.cwd()}`}).`, { suggestion: `Run tl eval from that folder, or pass the dataset: tl eval --model ${options.run} DATA.` });
   }
-  // The run's own images are labelled as the run read them (class folders, or its --labels CSV file).
-  const scan = await scanDataset(data, record?.labels && options.data === undefined ? { labels: record.labels } : {});
+  // The run's own images are labelled as the run read them (class folders, or its --labels CSV file; one or several
+  // labels per image).
+  const multiLabel = record?.multiLabel;
+  const scan = await scanDataset(data, { ...(record?.labels && options.data === undefined ? { labels: record.labels } : {}), ...(multiLabel ? { multiLabel } : {}) });
   const skipped: SkippedFile[] = [...scan.skipped];
   const wanted = record ? Object.entries(record.files).filter(([, s]) => options.split === 'all' || s === options.split).map(([rel]) => rel) : [];
   const byRel = new Map(scan.items.map((item) => [item.rel, item]));
@@ -76,6 +86,8 @@ export async function evaluate(tf: Tf, options: EvalOptions): Promise<EvalResult
   const im = await loadClassifier(tf, options.run, options.store ? { store: options.store } : {});
   try {
     const classes = im.classes!;
+    if (Boolean(im.thresholds) !== Boolean(multiLabel)) throw new UsageError(`${options.run}: its model has ${im.thresholds ? 'several labels' : 'one label'} per image but its split.json says ${multiLabel ? 'several' : 'one'}: the run folder is damaged.`);
+    if (im.thresholds) return await evaluateLabelSets(tf, im, options, { data, scan, skipped, items: usedRunSplit ? wanted.map((rel) => byRel.get(rel)!) : scan.items, usedRunSplit, started });
     const items: ImageItem[] = [];
     for (const item of usedRunSplit ? wanted.map((rel) => byRel.get(rel)!) : scan.items) {
       const label = classes.indexOf(scan.classes[item.label]!);
@@ -124,7 +136,9 @@ export async function evaluate(tf: Tf, options: EvalOptions): Promise<EvalResult
       split: usedRunSplit ? options.split : 'all',
       usedRunSplit,
       classes,
+      count: labels.length,
       metrics: computeMetrics(joined, labels, classes, { paths }),
+      multiLabel: null,
       skipped,
       seconds,
       imagesPerSecond: labels.length / seconds,
@@ -135,6 +149,45 @@ export async function evaluate(tf: Tf, options: EvalOptions): Promise<EvalResult
 }
 
 /**
+ * A run with several labels per image, on its split's images (or a folder's): each image's labels against the
+ * model's outputs at the thresholds it carries. An image with a label the model does not know is skipped.
+ */
+async function evaluateLabelSets(tf: Tf, im: InferenceModel, options: EvalOptions, at: { data: string; scan: Awaited<ReturnType<typeof scanDataset>>; skipped: SkippedFile[]; items: ImageItem[]; usedRunSplit: boolean; started: number }): Promise<EvalResult> {
+  if (options.shard) throw new UsageError(`--shard: ${options.run} has several labels per image, which tl merge does not join yet; evaluate it on one machine.`);
+  const classes = im.classes!;
+  const k = classes.length;
+  const { scan, skipped } = at;
+  const truthOf = new Map<string, number[]>();
+  const items: ImageItem[] = [];
+  for (const item of at.items) {
+    const names = (item.labels ?? [item.label]).map((l) => scan.classes[l]!);
+    const unknown = names.filter((n) => !classes.includes(n));
+    if (unknown.length > 0) skipped.push({ path: item.path, reason: `label '${unknown[0]}' is not one of the model's labels` });
+    else {
+      truthOf.set(item.path, names.map((n) => classes.indexOf(n)));
+      items.push(item);
+    }
+  }
+  if (items.length === 0) throw new UsageError(`No images with only the model's labels (${classes.join(', ')}) to evaluate in ${at.data}.`);
+  const source = new ImageSource(items, { size: im.inputSize, ...((options.resize ?? im.resize) ? { resize: options.resize ?? im.resize! } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), cacheBytes: 0 });
+  const probs: Float32Array[] = [];
+  const truth: number[] = [];
+  for await (const batch of (options.tta ? runBatchesTta : runBatches)(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? CORE_ENGINE, ...(options.store ? { store: options.store } : {}) })) {
+    probs.push(batch.outputs);
+    for (const item of batch.items) {
+      const row = new Array<number>(k).fill(0);
+      for (const c of truthOf.get(item.path)!) row[c] = 1;
+      truth.push(...row);
+    }
+    options.onProgress?.(truth.length / k, items.length);
+  }
+  skipped.push(...source.skipped);
+  const seconds = (performance.now() - at.started) / 1000;
+  const count = truth.length / k;
+  return { run: options.run, model: im.name, data: at.data, split: at.usedRunSplit ? options.split : 'all', usedRunSplit: at.usedRunSplit, classes, count, metrics: null, multiLabel: computeMultiLabelMetrics(concatFloat32(probs), truth, classes, im.thresholds!), thresholds: im.thresholds!, skipped, seconds, imagesPerSecond: count / seconds };
+}
+
+/**
  * An exported .onnx classifier on a labelled folder (whole: a file has no split record), with the labels,
  * preprocessing and resize mode its metadata gives.
  */
@@ -142,6 +195,7 @@ async function evaluateOnnxFile(options: EvalOptions, started: number): Promise<
   if (options.shard || options.tta) throw new UsageError(`${options.shard ? '--shard' : '--tta'} takes a run folder; ${options.run} is an ONNX file.`);
   if (options.data === undefined) throw new UsageError(`${options.run} is an ONNX file, which records no split: pass the labelled folder to evaluate it on (tl eval --model ${options.run} DATA).`);
   const model = await loadOnnxClassifier(options.run);
+  if (model.thresholds) throw new UsageError(`${options.run} has several labels per image: evaluate its run folder (tl eval --model RUN), which knows each image's labels.`);
   const scan = await scanDataset(options.data);
   const skipped: SkippedFile[] = [...scan.skipped];
   const items: ImageItem[] = [];
@@ -164,7 +218,7 @@ async function evaluateOnnxFile(options: EvalOptions, started: number): Promise<
   }
   const joined = concatFloat32(probs);
   const seconds = (performance.now() - started) / 1000;
-  return { run: options.run, model: model.name, data: options.data, split: 'all', usedRunSplit: false, classes: model.classes, metrics: computeMetrics(joined, labels, model.classes, { paths }), skipped, seconds, imagesPerSecond: labels.length / seconds };
+  return { run: options.run, model: model.name, data: options.data, split: 'all', usedRunSplit: false, classes: model.classes, count: labels.length, metrics: computeMetrics(joined, labels, model.classes, { paths }), multiLabel: null, skipped, seconds, imagesPerSecond: labels.length / seconds };
 }
 
 /** Where an evaluation's reports go by default: `<run>/eval-<split>`, or `<file>-eval` beside an ONNX file. */
@@ -172,5 +226,5 @@ export const defaultEvalOut = (result: Pick<EvalResult, 'run' | 'split'>) => (/\
 
 /** Writes an evaluation's reports (report.json, .md, .html) into `out` (default: <run>/eval-<split>); returns their paths. */
 export async function writeEvalReports(result: EvalResult, backend: string, out = defaultEvalOut(result)): Promise<string[]> {
-  return writeReports(out, { schemaVersion: REPORT_SCHEMA_VERSION, kind: 'eval', tlVersion: TL_VERSION, createdAt: new Date().toISOString(), backend, model: result.model, classes: result.classes, skipped: result.skipped, seconds: result.seconds, run: result.run, data: result.data, split: result.split, usedRunSplit: result.usedRunSplit, metrics: result.metrics, imagesPerSecond: result.imagesPerSecond });
+  return writeReports(out, { schemaVersion: REPORT_SCHEMA_VERSION, kind: 'eval', tlVersion: TL_VERSION, createdAt: new Date().toISOString(), backend, model: result.model, classes: result.classes, skipped: result.skipped, seconds: result.seconds, run: result.run, data: result.data, split: result.split, usedRunSplit: result.usedRunSplit, metrics: result.metrics, ...(result.multiLabel ? { multiLabel: result.multiLabel } : {}), imagesPerSecond: result.imagesPerSecond });
 }

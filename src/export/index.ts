@@ -75,6 +75,8 @@ export async function exportModel(tf: Tf, options: ExportOptions): Promise<Expor
   let int8: Awaited<ReturnType<typeof exportInt8>> | null = null;
   try {
     if (options.demo && !meta) throw new UsageError(`--demo needs a classifier tl wrote (its labels and preprocessing); ${options.model} has none.`);
+    // The page and the int8 check show and score one label per image.
+    if (meta?.thresholds && (options.demo || quantize === 'int8')) throw new UsageError(`${options.demo ? '--demo' : '--quantize int8'} takes a classifier with one label per image; ${options.model} has several (export it without, or with --quantize float16).`);
     if (options.demo) await demoPage(options.format, options.out);
     let bytes: number;
     let checked = false;

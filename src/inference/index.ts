@@ -19,6 +19,8 @@ export interface InferenceModel {
   classes: string[] | null;
   /** How images were fitted to the input in training, where the model says (a run's classifier). */
   resize?: ResizeMode;
+  /** Several labels per image (a sigmoid classifier): each label's threshold, where the model says. */
+  thresholds?: number[];
   /** The layer whose output the model gives. */
   outputLayer: string;
   /** Output shape without the batch dimension. */
@@ -63,7 +65,12 @@ export async function loadClassifier(tf: Tf, spec: string, options: InferenceOpt
     throw new WeightsError(`${spec}: the model has ${units} outputs but its metadata names ${classes.length} classes.`);
   }
   const resize = RESIZE_MODES.find((m) => m === r.tl?.resize);
-  return wrap(tf, model, model.outputs[0]!, { name: r.name, preprocess: r.preprocess, inputSize: r.inputSize, classes, ...(resize ? { resize } : {}) });
+  const thresholds = r.tl?.thresholds;
+  if (thresholds && thresholds.length !== units) {
+    model.dispose();
+    throw new WeightsError(`${spec}: the model has ${units} outputs but its metadata gives ${thresholds.length} thresholds.`);
+  }
+  return wrap(tf, model, model.outputs[0]!, { name: r.name, preprocess: r.preprocess, inputSize: r.inputSize, classes, ...(resize ? { resize } : {}), ...(thresholds ? { thresholds } : {}) });
 }
 
 /**

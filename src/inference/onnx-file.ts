@@ -18,6 +18,8 @@ export interface OnnxClassifier {
   inputSize: number;
   /** How the images were fitted to the input in training, where the file says. */
   resize: ResizeMode | null;
+  /** Several labels per image (sigmoid outputs): each label's threshold; null for a softmax classifier. */
+  thresholds: number[] | null;
   /** sha256 of the file. */
   digest: string;
   /** Every metadata_props entry the file carries (tl.labels, tl.preprocess, tl.input, ...). */
@@ -38,6 +40,14 @@ const metadataSchema = z.object({
   'tl.model': z.string(),
   'tl.preprocess': z.enum(PREPROCESS_MODES),
   'tl.resize': z.enum(RESIZE_MODES).optional(),
+  'tl.thresholds': z.string().transform((s, ctx) => {
+    try {
+      return z.array(z.number().min(0).max(1)).min(1).parse(JSON.parse(s));
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'not a JSON array of thresholds between 0 and 1' });
+      return z.NEVER;
+    }
+  }).optional(),
 });
 
 /** Reads `file` (a .onnx file tl wrote) and checks what it says of itself against its graph. */
@@ -64,12 +74,15 @@ export async function loadOnnxClassifier(file: string): Promise<OnnxClassifier> 
   const units = Number(output.at(-1)?.dimValue ?? 0);
   if (input.length !== 4 || size <= 0 || Number(input[2]?.dimValue ?? 0) !== size || Number(input[3]?.dimValue ?? 0) !== 3) throw new WeightsError(`${file}: its input is not [N, size, size, 3] with a fixed size.`);
   if (units !== meta['tl.labels'].length) throw new WeightsError(`${file}: the model has ${units} outputs but its metadata names ${meta['tl.labels'].length} labels.`);
+  const thresholds = meta['tl.thresholds'] ?? null;
+  if (thresholds && thresholds.length !== units) throw new WeightsError(`${file}: the model has ${units} outputs but its metadata gives ${thresholds.length} thresholds.`);
   return {
     name: `${meta['tl.model']} (from ${file})`,
     classes: meta['tl.labels'],
     preprocess: meta['tl.preprocess'],
     inputSize: size,
     resize: meta['tl.resize'] ?? null,
+    thresholds,
     digest: createHash('sha256').update(bytes).digest('hex'),
     metadata: props,
     open: (options = {}) => OnnxSession.open(bytes, options),

@@ -25,11 +25,18 @@ export interface PredictOptions extends RunOptions {
 export interface Prediction {
   path: string;
   top: { class: string; probability: number }[];
+  /**
+   * A classifier with several labels per image: the labels whose probability is at least their threshold, most
+   * probable first (possibly none). Absent for one label per image.
+   */
+  labels?: { class: string; probability: number; threshold: number }[];
 }
 
 export interface PredictResult {
   model: string;
   classes: string[];
+  /** Several labels per image: each label's threshold (null: one label per image). */
+  thresholds: number[] | null;
   predictions: Prediction[];
   skipped: SkippedFile[];
   /** The JSON lines file written (with `out`). */
@@ -39,11 +46,16 @@ export interface PredictResult {
 /** One image's line in predictions.jsonl. */
 const line = (p: Prediction) => `${JSON.stringify(p)}\n`;
 
-/** The `k` most probable classes of each row of `outputs`. */
-function topClasses(outputs: Float32Array, width: number, rows: number, classes: string[], k: number): Prediction['top'][] {
-  return Array.from({ length: rows }, (_, i) => {
-    const row = Array.from(outputs.subarray(i * width, (i + 1) * width));
-    return row.map((p, c) => [p, c] as const).sort((a, b) => b[0] - a[0]).slice(0, k).map(([p, c]) => ({ class: classes[c]!, probability: p }));
+/**
+ * Each row of `outputs` as a prediction: its `k` most probable classes and, with `thresholds` (several labels per
+ * image), the labels at or above theirs.
+ */
+function predictionsOf(outputs: Float32Array, width: number, items: readonly ImageItem[], classes: string[], k: number, thresholds: number[] | null): Prediction[] {
+  return items.map((item, i) => {
+    const ranked = Array.from(outputs.subarray(i * width, (i + 1) * width)).map((p, c) => [p, c] as const).sort((a, b) => b[0] - a[0]);
+    const top = ranked.slice(0, k).map(([p, c]) => ({ class: classes[c]!, probability: p }));
+    if (thresholds === null) return { path: item.path, top };
+    return { path: item.path, top, labels: ranked.filter(([p, c]) => p >= thresholds[c]!).map(([p, c]) => ({ class: classes[c]!, probability: p, threshold: thresholds[c]! })) };
   });
 }
 
@@ -58,11 +70,11 @@ async function predictWithOnnxFile(options: PredictOptions, items: ImageItem[], 
   const predictions: Prediction[] = [];
   const failed: SkippedFile[] = [];
   for await (const batch of classifyWithOnnxFile(model, items, { batchSize: options.batchSize, ...(options.resize ? { resize: options.resize } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), skipped: failed })) {
-    topClasses(batch.outputs, model.classes.length, batch.items.length, model.classes, k).forEach((top, i) => predictions.push({ path: batch.items[i]!.path, top }));
+    predictions.push(...predictionsOf(batch.outputs, model.classes.length, batch.items, model.classes, k, model.thresholds));
     options.onProgress?.(predictions.length, items.length);
   }
   if (options.out) await writeFileAtomic(options.out, predictions.map(line).join(''));
-  return { model: model.name, classes: model.classes, predictions, skipped: [...skipped, ...failed], ...(options.out ? { file: options.out } : {}) };
+  return { model: model.name, classes: model.classes, thresholds: model.thresholds, predictions, skipped: [...skipped, ...failed], ...(options.out ? { file: options.out } : {}) };
 }
 
 /** The `top` most probable classes of every image. */
@@ -80,7 +92,7 @@ export async function predict(tf: Tf, options: PredictOptions): Promise<PredictR
     const source = new ImageSource(items, { size: im.inputSize, ...((options.resize ?? im.resize) ? { resize: options.resize ?? im.resize! } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), cacheBytes: 0 });
     const predictions: Prediction[] = [];
     for await (const batch of (options.tta ? runBatchesTta : runBatches)(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? CORE_ENGINE, ...(options.store ? { store: options.store } : {}) })) {
-      topClasses(batch.outputs, batch.width, batch.items.length, classes, k).forEach((top, i) => predictions.push({ path: batch.items[i]!.path, top }));
+      predictions.push(...predictionsOf(batch.outputs, batch.width, batch.items, classes, k, im.thresholds ?? null));
       options.onProgress?.(predictions.length, items.length);
     }
     let file: string | undefined;
@@ -96,7 +108,7 @@ export async function predict(tf: Tf, options: PredictOptions): Promise<PredictR
       file = options.out;
       await writeFileAtomic(file, predictions.map(line).join(''));
     }
-    return { model: im.name, classes, predictions, skipped: [...skipped, ...source.skipped], ...(file ? { file } : {}) };
+    return { model: im.name, classes, thresholds: im.thresholds ?? null, predictions, skipped: [...skipped, ...source.skipped], ...(file ? { file } : {}) };
   } finally {
     im.dispose();
   }

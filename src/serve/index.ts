@@ -137,8 +137,8 @@ export async function startServer(options: ServeOptions): Promise<Serving> {
 
   const predict = async (req: IncomingMessage, url: URL): Promise<unknown> => {
     const topParam = url.searchParams.get('top');
-    const top = topParam === null ? options.top : Number(topParam);
-    if (!Number.isInteger(top) || top < 1) throw new HttpError(400, `?top= must be a whole number from 1 (got ${JSON.stringify(topParam)})`);
+    const topK = topParam === null ? options.top : Number(topParam);
+    if (!Number.isInteger(topK) || topK < 1) throw new HttpError(400, `?top= must be a whole number from 1 (got ${JSON.stringify(topParam)})`);
     const started = performance.now();
     let input: Float32Array;
     coming += 1;
@@ -153,8 +153,12 @@ export async function startServer(options: ServeOptions): Promise<Serving> {
       coming -= 1;
     }
     const probs = await batcher.submit(input);
-    const ranked = Array.from(probs, (p, c) => ({ class: model.classes[c]!, probability: p })).sort((a, b) => b.probability - a.probability);
-    return { top: ranked.slice(0, Math.min(top, width)), ms: Math.round((performance.now() - started) * 100) / 100 };
+    const ranked = Array.from(probs, (p, c) => ({ class: model.classes[c]!, probability: p, c })).sort((a, b) => b.probability - a.probability);
+    const top = ranked.slice(0, Math.min(topK, width)).map(({ class: name, probability }) => ({ class: name, probability }));
+    // Several labels per image: the labels at or above their thresholds too, as tl predict gives them.
+    const thresholds = model.thresholds;
+    const labels = thresholds ? ranked.filter((r) => r.probability >= thresholds[r.c]!).map((r) => ({ class: r.class, probability: r.probability, threshold: thresholds[r.c]! })) : undefined;
+    return { top, ...(labels ? { labels } : {}), ms: Math.round((performance.now() - started) * 100) / 100 };
   };
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {

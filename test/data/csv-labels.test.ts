@@ -61,7 +61,7 @@ describe('--labels FILE.csv', () => {
     // tl eval reads the run's images through the same CSV file.
     const evaluated = await evaluate(tf, { run: byCsv.outDir, split: 'test', batchSize: 8, workers: 1, backend: 'wasm', store: common.store });
     expect(evaluated.usedRunSplit).toBe(true);
-    expect(evaluated.metrics.accuracy).toBeCloseTo(byCsv.metrics!.accuracy, 6);
+    expect(evaluated.metrics!.accuracy).toBeCloseTo(byCsv.metrics!.accuracy, 6);
   });
 
   it('a split column keeps the splits given; rows without one are split by --val and --test', async () => {

@@ -32,16 +32,16 @@ describe('tl eval (wasm)', () => {
     expect(tf.memory().numTensors).toBe(before);
     const split = JSON.parse(readFileSync(join(run, 'split.json'), 'utf8')) as { files: Record<string, string> };
     const testFiles = Object.entries(split.files).filter(([, s]) => s === 'test').map(([rel]) => join(data, rel)).sort();
-    const perClass = r.metrics.perClass.map((c) => c.support);
+    const perClass = r.metrics!.perClass.map((c) => c.support);
     expect(r.usedRunSplit).toBe(true);
-    expect(r.metrics.count).toBe(testFiles.length);
+    expect(r.metrics!.count).toBe(testFiles.length);
     expect(perClass.reduce((a, b) => a + b, 0)).toBe(testFiles.length);
     // Every file it judged is one of the run's test files (the mistakes name files; accuracy checks the rest).
-    for (const m of r.metrics.mistakes) expect(testFiles).toContain(m.path);
-    expect(r.metrics.accuracy).toBeCloseTo(trained.test!.accuracy, 10);
-    expect(r.metrics.logLoss).toBeCloseTo(trained.test!.loss, 12);
+    for (const m of r.metrics!.mistakes) expect(testFiles).toContain(m.path);
+    expect(r.metrics!.accuracy).toBeCloseTo(trained.test!.accuracy, 10);
+    expect(r.metrics!.logLoss).toBeCloseTo(trained.test!.loss, 12);
     // The same probabilities, summed in another order: equal to float64 rounding.
-    const { logLoss: _a, ...judged } = r.metrics;
+    const { logLoss: _a, ...judged } = r.metrics!;
     const { logLoss: _b, ...own } = trained.metrics!;
     expect(judged).toEqual(own);
   });
@@ -49,7 +49,7 @@ describe('tl eval (wasm)', () => {
   it('--split val uses the validation files; another folder is evaluated whole', async () => {
     const val = await evaluate(tf, { run, split: 'val', batchSize: 8, workers: 1, backend: 'wasm', store });
     const split = JSON.parse(readFileSync(join(run, 'split.json'), 'utf8')) as { files: Record<string, string> };
-    expect(val.metrics.count).toBe(Object.values(split.files).filter((s) => s === 'val').length);
+    expect(val.metrics!.count).toBe(Object.values(split.files).filter((s) => s === 'val').length);
     const other = tempDir();
     cpSync(join(data, 'class0'), join(other, 'class0'), { recursive: true });
     cpSync(join(data, 'class2'), join(other, 'class2'), { recursive: true });
@@ -57,17 +57,17 @@ describe('tl eval (wasm)', () => {
     const whole = await evaluate(tf, { run, data: other, split: 'test', batchSize: 8, workers: 1, backend: 'wasm', store });
     expect(whole.usedRunSplit).toBe(false);
     expect(whole.split).toBe('all');
-    expect(whole.metrics.count).toBe(28);
+    expect(whole.metrics!.count).toBe(28);
     expect(whole.skipped).toHaveLength(14);
     expect(whole.skipped[0]!.reason).toBe("class 'unknown' is not one of the model's classes");
-    expect(whole.metrics.perClass.map((c) => c.support)).toEqual([14, 0, 14]);
+    expect(whole.metrics!.perClass.map((c) => c.support)).toEqual([14, 0, 14]);
   });
 
   it('ONNX Runtime gives the same metrics as tfjs', async () => {
     const onnx = await evaluate(tf, { run, split: 'test', batchSize: 5, workers: 1, backend: 'wasm', engine: 'onnx', store });
-    expect(onnx.metrics.accuracy).toBe(trained.metrics!.accuracy);
-    expect(onnx.metrics.confusion).toEqual(trained.metrics!.confusion);
-    expect(onnx.metrics.logLoss).toBeCloseTo(trained.metrics!.logLoss, 4);
+    expect(onnx.metrics!.accuracy).toBe(trained.metrics!.accuracy);
+    expect(onnx.metrics!.confusion).toEqual(trained.metrics!.confusion);
+    expect(onnx.metrics!.logLoss).toBeCloseTo(trained.metrics!.logLoss, 4);
   });
 
   it('fine-tuning on ONNX Runtime (frozen part and compiled train step) gives the metrics of tfjs to float32 noise', async () => {
