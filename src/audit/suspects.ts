@@ -11,6 +11,7 @@ import { ImageSource, scanDataset, type ImageItem, type LabelsSpec, type ResizeM
 import { UsageError } from '../errors.js';
 import { loadFeatureModel, runBatches } from '../inference/index.js';
 import type { EngineName } from '../engine/names.js';
+import { confidentLearning } from '../metrics/confident-learning.js';
 import { fitProbe } from '../rank/probe.js';
 
 export interface SuspectsOptions extends FeaturePassOptions {
@@ -55,34 +56,6 @@ export function foldsOf(items: readonly ImageItem[], folds: number, seed: number
     members.map((i) => ({ i, k: key(i) })).sort((a, b) => (a.k < b.k ? -1 : a.k > b.k ? 1 : 0)).forEach(({ i }, r) => (out[i] = r % folds));
   }
   return out;
-}
-
-/**
- * Confident learning on out-of-fold probabilities `probs` (rows of `classes`) and given `labels`: the per-class
- * thresholds, the confident joint, and the rows it counts off the diagonal with the class they count toward.
- */
-export function confidentLearning(probs: Float32Array, labels: Int32Array, classes: number): { thresholds: number[]; joint: number[][]; issues: { row: number; likely: number }[] } {
-  const n = labels.length;
-  const sums = new Float64Array(classes);
-  const counts = new Float64Array(classes);
-  for (let i = 0; i < n; i++) {
-    sums[labels[i]!] = sums[labels[i]!]! + probs[i * classes + labels[i]!]!;
-    counts[labels[i]!] = counts[labels[i]!]! + 1;
-  }
-  const thresholds = Array.from(sums, (s, j) => (counts[j]! > 0 ? s / counts[j]! : 1));
-  const joint = Array.from({ length: classes }, () => new Array<number>(classes).fill(0));
-  const issues: { row: number; likely: number }[] = [];
-  for (let i = 0; i < n; i++) {
-    let likely = -1;
-    for (let j = 0; j < classes; j++) {
-      const p = probs[i * classes + j]!;
-      if (p >= thresholds[j]! && (likely < 0 || p > probs[i * classes + likely]!)) likely = j;
-    }
-    if (likely < 0) continue;
-    joint[labels[i]!]![likely]!++;
-    if (likely !== labels[i]) issues.push({ row: i, likely });
-  }
-  return { thresholds, joint, issues };
 }
 
 /** What a pass of the backbone over a dataset needs. */

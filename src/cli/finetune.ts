@@ -272,6 +272,7 @@ function printRun(io: Io, result: FinetuneResult, showStop: boolean): void {
     printMultiLabel(io, result.multiLabel);
   }
   if (result.calibration) io.out(`${calibrationLine(result.calibration)}\n`);
+  if (result.suspects?.length) io.out(`${result.suspects.length} test image${result.suspects.length > 1 ? 's' : ''} whose label is probably wrong (e.g. ${result.suspects[0]!.path}: given ${result.suspects[0]!.given}, likely ${result.suspects[0]!.likely}); report.html shows them\n`);
   io.out(`frozen ${result.frozenLayers}/${result.totalLayers} backbone layers, ${result.trainableParams} trainable parameters, feature cache ${result.cache.enabled ? `hit rate ${(result.cache.hitRate * 100).toFixed(0)}%` : 'off'}${result.frozenPass ? ` (frozen part run once over ${result.frozenPass.images} images in ${result.frozenPass.seconds.toFixed(1)} s)` : ''}\n`);
   if (result.best) io.out(`saved the weights of epoch ${result.best.epoch} (best ${result.best.monitor} ${result.best.value.toFixed(4)})\n`);
   if (result.stopReason && showStop) io.out(`${result.stopReason}\n`);

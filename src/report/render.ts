@@ -80,6 +80,16 @@ export function renderMarkdown(r: Report): string {
   } else {
     lines.push('No held-out test images, so no test metrics.', '');
   }
+  const suspects = r.kind === 'finetune' ? (r.suspects ?? null) : null;
+  if (suspects) {
+    lines.push('## Test images whose label is probably wrong', '', SUSPECTS_NOTE, '');
+    if (suspects.length === 0) lines.push('None.', '');
+    else {
+      lines.push('| image | given | likely | p(given) | p(likely) |', '| --- | --- | --- | ---: | ---: |');
+      for (const x of suspects) lines.push(`| ${mdCell(x.path)} | ${mdCell(x.given)} | ${mdCell(x.likely)} | ${x.givenProbability.toFixed(3)} | ${x.likelyProbability.toFixed(3)} |`);
+      lines.push('');
+    }
+  }
   if (r.kind === 'finetune' && r.history.length > 0) {
     lines.push('## Training', '', '| epoch | loss | accuracy | val loss | val accuracy | lr | seconds |', '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
     for (const h of r.history) lines.push(`| ${h.epoch} | ${num(h.loss)} | ${num(h.accuracy, 3)} | ${num(h.val_loss)} | ${num(h.val_accuracy, 3)} | ${h.lr.toPrecision(3)} | ${h.seconds.toFixed(1)} |`);
@@ -94,6 +104,8 @@ export function renderMarkdown(r: Report): string {
   lines.push('<details><summary>Configuration</summary>', '', '| | |', '| --- | --- |', ...configEntries(r).map(([k, v]) => `| ${k} | ${mdCell(v)} |`), '', '</details>', '');
   return lines.join('\n');
 }
+
+const SUSPECTS_NOTE = "Confident learning on the model's probabilities of the test images (which it never trained on): an image is listed when another class's probability passes that class's own threshold (its mean probability over the images labelled with it) and is the likeliest such class. Worst first. `tl data --suspects` audits every image, training ones included.";
 
 const escape = (s: string) => s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 
@@ -148,6 +160,12 @@ export async function renderHtml(r: Report, extras: HtmlExtras = {}): Promise<st
     body.push(thumbs.length === 0 ? '<p>None.</p>' : `<section id="mistakes">${thumbs.map((t) => `<figure class="mistake">${t.src ? `<img src="${t.src}" alt="${escape(t.path)}">` : '<div class="missing">unreadable</div>'}<figcaption><b>${escape(t.predicted)}</b> ${(t.probability * 100).toFixed(0)}%<br>true: ${escape(t.true)}<br><span class="path">${escape(t.path)}</span></figcaption></figure>`).join('')}</section>`);
   }
   if (ml) body.push('<h2>Per label</h2>', '<p>Each label is predicted where its probability is at least its threshold (tuned for F1 on the validation split).</p>', table(multiLabelRows(ml), MULTI_LABEL_HEAD));
+  const suspects = r.kind === 'finetune' ? (r.suspects ?? null) : null;
+  if (suspects) {
+    const shown = await Promise.all(suspects.slice(0, 48).map(async (x) => ({ ...x, src: await thumbnail(x.path) })));
+    body.push('<h2>Test images whose label is probably wrong</h2>', `<p>${escape(SUSPECTS_NOTE)}</p>`);
+    body.push(shown.length === 0 ? '<p>None.</p>' : `<section id="suspects">${shown.map((t) => `<figure class="mistake">${t.src ? `<img src="${t.src}" alt="${escape(t.path)}">` : '<div class="missing">unreadable</div>'}<figcaption>given <b>${escape(t.given)}</b> ${(t.givenProbability * 100).toFixed(0)}%<br>likely: ${escape(t.likely)} ${(t.likelyProbability * 100).toFixed(0)}%<br><span class="path">${escape(t.path)}</span></figcaption></figure>`).join('')}</section>${suspects.length > shown.length ? `<p>… and ${suspects.length - shown.length} more (report.json).</p>` : ''}`);
+  }
   const sheet = extras.augmentSheet;
   if (sheet) body.push(`<h2>Augmented training images</h2><figure id="augment-sheet"><img src="data:image/jpeg;base64,${sheet.jpeg.toString('base64')}" alt="augmented training images"><figcaption>${sheet.images} training images as --augment ${escape(sheet.level)} shows them to the model (one draw each; every epoch draws anew)</figcaption></figure>`);
   if (r.kind === 'finetune' && r.history.length > 0) body.push('<h2>Training</h2>', table(r.history.map((h) => [String(h.epoch), num(h.loss), num(h.accuracy, 3), num(h.val_loss), num(h.val_accuracy, 3), h.lr.toPrecision(3), h.seconds.toFixed(1)]), ['epoch', 'loss', 'accuracy', 'val loss', 'val accuracy', 'lr', 'seconds']));
@@ -163,7 +181,7 @@ h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}
 .stat .value{font-size:1.3rem;font-weight:600}.stat .label{color:#666;font-size:.8rem}
 #charts{display:flex;flex-wrap:wrap;gap:1.5rem;margin-top:1.5rem}.chart{margin:0}
 table{border-collapse:collapse;font-size:.85rem}td,th{border-bottom:1px solid #eee;padding:.2rem .6rem;text-align:left}
-#mistakes{display:flex;flex-wrap:wrap;gap:.75rem}.mistake{margin:0;width:120px;font-size:.75rem}
+#mistakes,#suspects{display:flex;flex-wrap:wrap;gap:.75rem}.mistake{margin:0;width:120px;font-size:.75rem}
 .mistake img{display:block;max-width:96px;max-height:96px;border:2px solid #e45756}.path{color:#888;word-break:break-all}
 .note{background:#fff4e5;padding:.5rem}
 </style></head>

@@ -94,6 +94,11 @@ export const finetuneReportSchema = z.object({
   multiLabel: multiLabelMetricsSchema.nullable().optional(),
   /** Several labels per image: each label's threshold, tuned for F1 on the validation split. */
   thresholds: z.array(z.number()).nullable().optional(),
+  /**
+   * Test images whose given label is probably wrong: confident learning on the model's test probabilities, worst
+   * first (absent from earlier reports; null with several labels per image or no test split).
+   */
+  suspects: z.array(z.object({ path: z.string(), given: z.string(), likely: z.string(), givenProbability: z.number(), likelyProbability: z.number() })).nullable().optional(),
   /** model.onnx's path, or why it was not written. */
   onnx: z.string(),
   frozenLayers: z.number().int(),
@@ -127,6 +132,7 @@ export type EvalReport = z.infer<typeof evalReportSchema>;
 export type Report = z.infer<typeof reportSchema>;
 export type ReportMetrics = z.infer<typeof metricsSchema>;
 export type ReportMultiLabel = z.infer<typeof multiLabelMetricsSchema>;
+export type ReportSuspect = NonNullable<FinetuneReport['suspects']>[number];
 /** Temperature scaling's result: the temperature and log-loss and ECE before and after (validation, test). */
 export type Calibration = z.infer<typeof calibrationSchema>;
 export type CalibrationEffect = z.infer<typeof calibrationEffect>;

@@ -3,6 +3,7 @@ import { wasmHeapBytes } from '../backend/index.js';
 import { temper } from '../metrics/calibration.js';
 import { computeMetrics, nonFiniteRows } from '../metrics/classification.js';
 import { computeMultiLabelMetrics } from '../metrics/multilabel.js';
+import { confidentLearning } from '../metrics/confident-learning.js';
 import { imageTargets, targetRows } from '../model/loss.js';
 import { REPORT_SCHEMA_VERSION, writeReports } from '../report/index.js';
 import type { HtmlExtras } from '../report/render.js';
@@ -49,6 +50,22 @@ function testMetrics(run: Run, warnings: string[]): Pick<FinetuneResult, 'metric
   return { metrics, calibration, multiLabel: null };
 }
 
+/**
+ * The test images whose given label is probably wrong: confident learning on the saved model's test probabilities
+ * (out of sample: the model never trained on them), worst first (the lowest probability of the given label).
+ * `tl data --suspects` audits every image, training ones included, with out-of-fold probes.
+ */
+function testSuspects(run: Run, metrics: FinetuneResult['metrics']): FinetuneResult['suspects'] {
+  if (!metrics || run.dataset.labelSets) return null;
+  const { classes } = run.dataset;
+  const k = classes.length;
+  const probs = concatFloat32(run.kept.probs);
+  const labels = Int32Array.from(run.kept.labels);
+  return confidentLearning(probs, labels, k)
+    .issues.map(({ row, likely }) => ({ path: run.kept.paths[row]!, given: classes[labels[row]!]!, likely: classes[likely]!, givenProbability: probs[row * k + labels[row]!]!, likelyProbability: probs[row * k + likely]! }))
+    .sort((a, b) => a.givenProbability - b.givenProbability);
+}
+
 /** Advice when the monitored value still improved at the last epoch. */
 function moreEpochsHint(run: Run, epochs: number): string | null {
   const last = run.history.at(-1);
@@ -92,6 +109,7 @@ export async function finishRun(run: Run, plan: RunPlan, facts: { frozenCount: n
     metrics,
     multiLabel,
     thresholds: run.thresholds,
+    suspects: testSuspects(run, metrics),
     tensorsAfterEpoch: run.tensorsAfterEpoch,
     wasmHeapBytes: wasmHeapBytes(),
     skipped: dataset.skipped,

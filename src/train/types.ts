@@ -8,7 +8,7 @@ import type { KeptOutputs } from '../frozen/part.js';
 import type { Metrics } from '../metrics/classification.js';
 import type { MultiLabelMetrics } from '../metrics/multilabel.js';
 import type { LossConfig } from '../model/loss.js';
-import type { Calibration } from '../report/schema.js';
+import type { Calibration, ReportSuspect } from '../report/schema.js';
 import type { NamedArray } from '../step/index.js';
 import type { OptimizerConfig, ScheduleConfig } from '../step/optim.js';
 import { parseOptions } from '../util/options.js';
@@ -103,6 +103,8 @@ export interface FinetuneResult {
   multiLabel: MultiLabelMetrics | null;
   /** Several labels per image: each label's threshold, tuned on the validation split. */
   thresholds: number[] | null;
+  /** Test images whose label is probably wrong (confident learning on the test probabilities), worst first. */
+  suspects: ReportSuspect[] | null;
   /** The model.onnx written beside the tfjs model, or why it was not. */
   onnx: string;
   frozenLayers: number;

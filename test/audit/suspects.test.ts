@@ -3,7 +3,8 @@
 import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { confidentLearning, foldsOf } from '../../src/audit/suspects.js';
+import { foldsOf } from '../../src/audit/suspects.js';
+import { confidentLearning } from '../../src/metrics/confident-learning.js';
 import { loadBackend, type Tf } from '../../src/backend/index.js';
 import type { ImageItem } from '../../src/data/index.js';
 import { runTl } from '../helpers/cli.js';
