@@ -21,15 +21,19 @@ export interface LossConfig {
   classWeights: number[] | null;
   /** Several labels per image (sigmoid outputs, binary cross-entropy), or null for one (softmax, cross-entropy). */
   multiLabel?: MultiLabelLoss | null;
+  /** Mixup and CutMix: every batch comes with soft targets (smoothing applied) that the loss uses instead of labels. */
+  softTargets?: boolean;
 }
 
 /**
  * The training loss of a batch as Keras computes it: smoothed targets, each image's cross-entropy times its class
  * weight (multi-label: the mean over labels of each label's binary cross-entropy), summed and divided by the batch size.
  */
-export function trainingLoss(tf: Tf, probs: Tensor, labels: Tensor, classes: number, loss: LossConfig): Tensor {
+export function trainingLoss(tf: Tf, probs: Tensor, labels: Tensor, classes: number, loss: LossConfig, targets?: Float32Array): Tensor {
   return tf.tidy(() => {
     const clipped = tf.clipByValue(probs, EPSILON, 1 - EPSILON);
+    // Soft targets (a mixed batch): the cross-entropy of its rows, smoothing already in them.
+    if (targets) return tf.mean(tf.neg(tf.sum(tf.mul(tf.tensor2d(targets, [targets.length / classes, classes]), tf.log(clipped)), -1)));
     if (loss.multiLabel) {
       let target = tf.gather(tf.tensor2d(loss.multiLabel.targets, [loss.multiLabel.targets.length / classes, classes]), labels);
       if (loss.labelSmoothing > 0) target = tf.add(tf.mul(target, 1 - loss.labelSmoothing), loss.labelSmoothing / 2);

@@ -13,6 +13,8 @@ export interface TrainBatch {
   /** Boundary tensors, NHWC, in the tail's input order. */
   boundary: { data: Float32Array; shape: number[] }[];
   labels: Int32Array;
+  /** Soft targets [n, classes] (a step compiled for them: mixup, CutMix). */
+  targets?: Float32Array;
   /** Each image's loss weight (its class weight, or 1). */
   sampleWeights: Float32Array;
   /** One mask per Dropout layer of the graph, in `graph.masks` order (already scaled by 1 / (1 - rate)). */
@@ -28,6 +30,9 @@ export interface TrainStepResult {
   /** Each trainable weight's gradient, when the graph was compiled with `emitGradients`. */
   gradients: Float32Array[] | null;
 }
+
+/** The classes of a batch's soft targets: their length over its `n` rows. */
+const targetWidth = (batch: TrainBatch, n: number) => batch.targets!.length / n;
 
 /** One compiled train step over an ONNX Runtime session, holding the weights and optimizer state it updates. */
 export class StepSession {
@@ -104,6 +109,7 @@ export class StepSession {
       [loop.stacked[g.inputs.sampleWeights]!]: this.session.tensor('float32', stack(batches.map((b) => b.sampleWeights)), [k, n]),
       [loop.stacked[g.inputs.lr]!]: this.session.tensor('float32', Float32Array.from(batches, (b) => b.lr), [k]),
     };
+    if (g.inputs.targets) feeds[loop.stacked[g.inputs.targets]!] = this.session.tensor('float32', stack(batches.map((b) => this.targetsOf(b))), [k, n, targetWidth(batches[0]!, n)]);
     g.boundary.forEach((name, i) => (feeds[loop.stacked[name]!] = this.session.tensor('float32', stack(batches.map((b) => b.boundary[i]!.data)), [k, ...batches[0]!.boundary[i]!.shape])));
     g.masks.forEach((m, i) => (feeds[loop.stacked[m.input]!] = this.session.tensor('float32', stack(batches.map((b) => b.masks[i]!)), [k, n, ...m.shape.slice(1)])));
     g.trainable.forEach((spec, i) => {
@@ -135,6 +141,7 @@ export class StepSession {
       [g.inputs.lr]: this.session.tensor('float32', Float32Array.of(batch.lr), []),
       [g.inputs.step]: this.session.tensor('float32', Float32Array.of(this.stepCount + 1), []),
     };
+    if (g.inputs.targets) feeds[g.inputs.targets] = this.session.tensor('float32', this.targetsOf(batch), [n, targetWidth(batch, n)]);
     g.boundary.forEach((name, i) => (feeds[name] = this.session.tensor('float32', batch.boundary[i]!.data, batch.boundary[i]!.shape)));
     g.masks.forEach((m, i) => (feeds[m.input] = this.session.tensor('float32', batch.masks[i]!, [n, ...m.shape.slice(1)])));
     g.trainable.forEach((spec, i) => {
@@ -149,6 +156,12 @@ export class StepSession {
     this.stepCount++;
     const gradients = g.trainable.every((spec) => spec.gradient !== null) ? g.trainable.map((spec) => out[spec.gradient!]!.data as Float32Array) : null;
     return { loss: (out[g.outputs.loss]!.data as Float32Array)[0]!, correct: (out[g.outputs.correct]!.data as Float32Array)[0]!, weightsFinite: Number.isFinite((out[g.outputs.weightsSum]!.data as Float32Array)[0]!), gradients };
+  }
+
+  /** A batch's soft targets, which a step compiled for them needs. */
+  private targetsOf(batch: TrainBatch): Float32Array {
+    if (!batch.targets) throw new Error('StepSession: this step was compiled for soft targets and the batch has none');
+    return batch.targets;
   }
 
   /** A batch larger than the graph folds (see NchwcTarget) would lose images from the weight gradient: refused. */
@@ -169,6 +182,7 @@ export class StepSession {
     return {
       boundary: batch.boundary.map((b) => ({ data: grow(b.data, (l) => new Float32Array(l)), shape: [size, ...b.shape.slice(1)] })),
       labels: grow(batch.labels, (l) => new Int32Array(l)),
+      ...(batch.targets ? { targets: grow(batch.targets, (l) => new Float32Array(l)) } : {}),
       sampleWeights: grow(batch.sampleWeights, (l) => new Float32Array(l)),
       masks: batch.masks.map((m) => grow(m, (l) => new Float32Array(l))),
       lr: batch.lr,

@@ -35,7 +35,7 @@ export function compileTrainLoop(step: TrainStepGraph): TrainLoopGraph {
     ...step.trainable.flatMap((spec) => [{ input: spec.input, output: spec.output }, ...spec.slots.map((s) => ({ input: s.input, output: s.output }))]),
     ...step.state.map((s) => ({ input: s.input, output: s.output })),
   ];
-  const perStep = [...step.boundary, ...step.masks.map((m) => m.input), step.inputs.labels, step.inputs.sampleWeights, step.inputs.lr];
+  const perStep = [...step.boundary, ...step.masks.map((m) => m.input), step.inputs.labels, step.inputs.sampleWeights, step.inputs.lr, ...(step.inputs.targets ? [step.inputs.targets] : [])];
   const stacked = Object.fromEntries(perStep.map((name) => [name, `${name}__chunk`]));
   const initial = Object.fromEntries(carried.map((c) => [c.input, `${c.input}__initial`]));
   const final = Object.fromEntries(carried.map((c) => [c.output, `${c.output}__final`]));

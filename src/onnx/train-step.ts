@@ -20,6 +20,8 @@ export interface TrainStepOptions {
   momentum: number;
   nesterov: boolean;
   labelSmoothing: number;
+  /** Mixup and CutMix: each batch's targets come as an input (smoothing applied) instead of from its labels. */
+  softTargets?: boolean;
   /** Several labels per image (a sigmoid output): the 0/1 target row of each label set and the positives' weights. */
   multiLabel?: { targets: Float32Array; posWeights: number[] | null } | null;
   /** Decoupled weight decay applied before each update (w <- w * (1 - lr * decay)), as tl's tfjs engine does. */
@@ -68,7 +70,8 @@ export interface TrainStepGraph {
   /** Non-trainable weights the step updates (BatchNormalization's moving statistics with `--bn train`). */
   state: StateSpec[];
   /** int64 [N] labels, float [N] per-image loss weights, float scalars lr and step (1-based, for Adam). */
-  inputs: { labels: string; sampleWeights: string; lr: string; step: string };
+  /** Per-step inputs; `targets` (float [n, classes]) only in a step compiled for soft targets (mixup, CutMix). */
+  inputs: { labels: string; sampleWeights: string; lr: string; step: string; targets?: string };
   /** Scalar outputs: the loss, the number correct, and the sum of every updated weight (finite iff they all are). */
   outputs: { loss: string; correct: string; weightsSum: string };
   /** Layers whose windows run on the NCHWc kernels. */
@@ -258,8 +261,9 @@ function emitLoss(graph: TailGraph, probsValue: { name: string; shape: number[] 
   const sampleWeights = graph.addInput('sample_weights', [-1]);
   const lr = graph.addInput('lr', []);
   const step = graph.addInput('step', []);
-  let target = g.op('OneHot', [labels, g.int64s('depth', [classes]), g.floats('onehot_values', [2], Float32Array.of(0, 1))], [A.int('axis', -1)]);
-  if (options.labelSmoothing > 0) target = g.op('Add', [g.op('Mul', [target, g.f(1 - options.labelSmoothing)]), g.f(options.labelSmoothing / classes)]);
+  const targets = options.softTargets ? graph.addInput('targets', [-1, classes]) : null;
+  let target = targets ?? g.op('OneHot', [labels, g.int64s('depth', [classes]), g.floats('onehot_values', [2], Float32Array.of(0, 1))], [A.int('axis', -1)]);
+  if (options.labelSmoothing > 0 && !targets) target = g.op('Add', [g.op('Mul', [target, g.f(1 - options.labelSmoothing)]), g.f(options.labelSmoothing / classes)]);
   const clipped = g.op('Clip', [probs, g.f(PROB_MIN), g.f(PROB_MAX)]);
   const perImage = g.op('Neg', [g.reduceSum(g.op('Mul', [target, g.op('Log', [clipped])]), [1])]);
   // The batch's images are its rows of positive weight (a padded row has weight 0; class weights are positive): the
@@ -277,7 +281,7 @@ function emitLoss(graph: TailGraph, probsValue: { name: string; shape: number[] 
   const inRange = g.op('Cast', [g.op('And', [g.op('Not', [g.op('Less', [probs, g.f(PROB_MIN)])]), g.op('Not', [g.op('Greater', [probs, g.f(PROB_MAX)])])])], [A.int('to', FLOAT)]);
   const dProbs = g.op('Mul', [g.op('Neg', [g.op('Div', [g.op('Mul', [target, weightPerImage]), clipped])]), inRange]);
   const dLogits = g.op('Mul', [probs, g.op('Sub', [dProbs, g.reduceSum(g.op('Mul', [dProbs, probs]), [1], true)])]);
-  return { inputs: { labels, sampleWeights, lr, step }, dLogits };
+  return { inputs: { labels, sampleWeights, lr, step, ...(targets ? { targets } : {}) }, dLogits };
 }
 
 /**

@@ -39,6 +39,8 @@ export const TRAINING_OPTIONS = {
   headHidden: option('--head-hidden <units>', 'add a hidden dense layer to the head', numeric(z.number().int().min(1).max(65_536)).optional()),
   dropout: option('--dropout <rate>', 'dropout before the classifier', numeric(z.number().min(0).max(0.95)).default(0.2)),
   augment: option('--augment <level>', 'training augmentation: light (random resized crops, flips), standard (also small rotations, brightness, contrast), trivial (crops and flips, then TrivialAugment: one of 14 operations at a random strength, and random erasing); none lets the frozen part be cached', z.enum(AUGMENT_LEVELS).default('none')),
+  mixup: option('--mixup <alpha>', "mixup: each batch blended with itself reversed at a ratio drawn from Beta(alpha, alpha), and the targets mixed alike (timm's 0.8 is a usual value); 0 is off. Like --augment, it runs the frozen part on every batch", numeric(z.number().min(0).max(10)).default(0)),
+  cutmix: option('--cutmix <alpha>', "CutMix: a box of the reversed batch pasted in, its area drawn from Beta(alpha, alpha), the targets mixed by the area (timm's 1.0 is usual); with --mixup too, each batch takes one or the other; 0 is off", numeric(z.number().min(0).max(10)).default(0)),
   inputSize: INPUT_SIZE,
   preprocess: PREPROCESS,
   weights: WEIGHTS,

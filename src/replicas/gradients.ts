@@ -30,7 +30,7 @@ export interface SliceSpec {
 }
 
 /** Gradients of `scale` x (mean loss over the slice), in `accumulate` micro-batches. */
-export async function sliceGradients(tf: Tf, tail: LayersModel, inputs: Tensor[], labels: Int32Array, spec: SliceSpec): Promise<SliceGradients> {
+export async function sliceGradients(tf: Tf, tail: LayersModel, inputs: Tensor[], labels: Int32Array, spec: SliceSpec, targets?: Float32Array): Promise<SliceGradients> {
   const { classes, accumulate, scale } = spec;
   const n = labels.length;
   const vars = tail.trainableWeights.map((w) => w.read() as ReturnType<Tf['variable']>);
@@ -49,7 +49,8 @@ export async function sliceGradients(tf: Tf, tail: LayersModel, inputs: Tensor[]
         const probs = tail.apply(slice.length === 1 ? slice[0]! : slice, { training: true }) as Tensor;
         const labelTensor = tf.tensor1d(y, 'int32');
         hits = tf.keep(trainingHits(tf, probs, labelTensor, classes, spec.loss));
-        return tf.mul(trainingLoss(tf, probs, labelTensor, classes, spec.loss), (count / n) * scale) as ReturnType<Tf['scalar']>;
+        const soft = targets?.subarray(start * classes, (start + count) * classes);
+        return tf.mul(trainingLoss(tf, probs, labelTensor, classes, spec.loss, soft), (count / n) * scale) as ReturnType<Tf['scalar']>;
       }, vars);
       lossSum += ((await value.data())[0]! / scale) * n;
       correct += (await (hits as Tensor | null)!.data())[0]!;

@@ -22,6 +22,8 @@ function workerScript(): string {
 export interface Slice {
   inputs: { shape: number[]; data: Float32Array }[];
   labels: Int32Array;
+  /** Soft targets of a mixed batch's slice, row-major [n, classes]. */
+  targets?: Float32Array;
   spec: SliceSpec;
 }
 
@@ -92,7 +94,7 @@ export class ReplicaPool {
   async step(weights: { name: string; data: Float32Array }[], slices: Slice[]): Promise<SliceResult[]> {
     const replies = await Promise.all(
       slices.map((slice, i) =>
-        this.replicas[i]!.request({ type: 'step', weights, inputs: slice.inputs, labels: slice.labels, spec: slice.spec }, slice.inputs.map((x) => x.data.buffer as ArrayBuffer)),
+        this.replicas[i]!.request({ type: 'step', weights, inputs: slice.inputs, labels: slice.labels, ...(slice.targets ? { targets: slice.targets } : {}), spec: slice.spec }, slice.inputs.map((x) => x.data.buffer as ArrayBuffer)),
       ),
     );
     return replies.map((r) => {

@@ -14,7 +14,7 @@ export type ReplicaRequest =
   | { type: 'load'; modelJson: string; bn: BnMode }
   | { type: 'load-frozen'; modelJson: string; weights: { name: string; data: Float32Array }[] }
   | { type: 'infer'; input: { shape: number[]; data: Float32Array } }
-  | { type: 'step'; weights: { name: string; data: Float32Array }[]; inputs: { shape: number[]; data: Float32Array }[]; labels: Int32Array; spec: SliceSpec }
+  | { type: 'step'; weights: { name: string; data: Float32Array }[]; inputs: { shape: number[]; data: Float32Array }[]; labels: Int32Array; targets?: Float32Array; spec: SliceSpec }
   | { type: 'close' };
 
 export type ReplicaReply =
@@ -67,7 +67,7 @@ async function handle(msg: ReplicaRequest): Promise<ReplicaReply | null> {
   setWeightsByName(model, msg.weights);
   const inputs = msg.inputs.map((i) => tf.tensor(i.data, i.shape));
   try {
-    const result = await sliceGradients(tf, model, inputs, msg.labels, msg.spec);
+    const result = await sliceGradients(tf, model, inputs, msg.labels, msg.spec, msg.targets);
     const grads = await Promise.all(result.grads.map(async (g, i) => ({ name: model.trainableWeights[i]!.originalName, data: (await g.data()) as Float32Array })));
     tf.dispose(result.grads);
     return { type: 'step', grads, lossSum: result.lossSum, correct: result.correct };

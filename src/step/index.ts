@@ -6,7 +6,10 @@ import type { Tensor, Tf } from '../backend/index.js';
 /** One optimizer step's inputs: the batch's boundary arrays (one joined array per tail input) and its labels. */
 export interface StepInput {
   boundary: Float32Array[];
+  /** Each image's class (of a mixed batch: its dominant one, which the accuracy counts). */
   labels: Int32Array;
+  /** Mixup and CutMix: each image's soft target, row-major [n, classes], smoothing applied; the loss uses these then. */
+  targets?: Float32Array;
   lr: number;
   /** Seeds this step's dropout masks; both engines draw the same masks from it. */
   dropoutSeed: number;

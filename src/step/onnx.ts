@@ -85,7 +85,7 @@ export class OnnxTrainer implements Trainer {
    */
   static async compile(tail: LayersModel, config: TailTrainerConfig): Promise<TrainStepGraph> {
     const nchwc = await nchwcTarget(config.batchSize);
-    return compileTrainStep(tail, { optimizer: config.optimizer.optimizer, momentum: config.optimizer.momentum, nesterov: config.optimizer.nesterov, labelSmoothing: config.loss.labelSmoothing, multiLabel: config.loss.multiLabel ?? null, weightDecay: config.weightDecay, nchwc });
+    return compileTrainStep(tail, { optimizer: config.optimizer.optimizer, momentum: config.optimizer.momentum, nesterov: config.optimizer.nesterov, labelSmoothing: config.loss.labelSmoothing, softTargets: config.loss.softTargets ?? false, multiLabel: config.loss.multiLabel ?? null, weightDecay: config.weightDecay, nchwc });
   }
 
   /** Compiles `tail` (see `compile`), or takes its compiled `graph`, and opens a session with the tail's weights. */
@@ -108,12 +108,12 @@ export class OnnxTrainer implements Trainer {
   }
 
   /** The step's inputs, with the masks tfjs's Dropout layers would draw for this batch on one thread. */
-  private batchOf({ boundary, labels, lr, dropoutSeed }: StepInput): TrainBatch {
+  private batchOf({ boundary, labels, targets, lr, dropoutSeed }: StepInput): TrainBatch {
     const n = labels.length;
     const seed = mixSeed(mixSeed(dropoutSeed, 0), 0);
     const masks = this.dropouts.map((d) => dropoutMask(n * d.shape.reduce((a, b) => a * b, 1), d.rate, mixSeed(seed, d.index)));
     const sampleWeights = Float32Array.from(labels, (l) => this.loss.classWeights?.[l] ?? 1);
-    return { boundary: boundary.map((data, b) => ({ data, shape: [n, ...this.boundaryShapes[b]!] })), labels, sampleWeights, masks, lr };
+    return { boundary: boundary.map((data, b) => ({ data, shape: [n, ...this.boundaryShapes[b]!] })), labels, ...(targets ? { targets } : {}), sampleWeights, masks, lr };
   }
 
   /** One optimizer step on a batch's boundary arrays, with the tfjs engine's seeded dropout masks. */

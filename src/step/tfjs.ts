@@ -42,7 +42,7 @@ export class TfjsTrainer implements Trainer {
     this.tf.dispose(tensors.map((t) => t.tensor));
   }
 
-  async step({ boundary, labels, lr, dropoutSeed }: StepInput): Promise<{ loss: number; correct: number }> {
+  async step({ boundary, labels, targets, lr, dropoutSeed }: StepInput): Promise<{ loss: number; correct: number }> {
     const { tf, tail, options } = this;
     const pool = options.pool;
     setLearningRate(this.optimizer, lr);
@@ -60,6 +60,7 @@ export class TfjsTrainer implements Trainer {
         return {
           inputs: this.floats.map((floats, b) => ({ shape: [count, ...options.boundaryShapes[b]!], data: boundary[b]!.slice(start * floats, (start + count) * floats) })),
           labels: labels.slice(start, start + count),
+          ...(targets ? { targets: targets.slice(start * options.classes, (start + count) * options.classes) } : {}),
           spec: spec(k + 1),
         };
       });
@@ -69,7 +70,7 @@ export class TfjsTrainer implements Trainer {
     const inputs = options.boundaryShapes.map((shape, b) => tf.tensor(boundary[b]!.subarray(0, localCount * this.floats[b]!), [localCount, ...shape]));
     let local: Awaited<ReturnType<typeof sliceGradients>>;
     try {
-      local = await sliceGradients(tf, tail, inputs, labels.subarray(0, localCount), spec(0));
+      local = await sliceGradients(tf, tail, inputs, labels.subarray(0, localCount), spec(0), targets?.subarray(0, localCount * options.classes));
     } finally {
       tf.dispose(inputs);
     }

@@ -4,10 +4,14 @@ import type { Batch } from '../data/index.js';
 import type { FrozenPart } from '../frozen/part.js';
 import type { StepInput, Trainer } from '../step/index.js';
 import { scheduledLr } from '../step/optim.js';
-import { mixSeed } from '../util/random.js';
+import { mixBatch, mixedTargets, mixing } from '../data/mix.js';
+import { betaSymmetric, mixSeed, prng } from '../util/random.js';
 import { CALLBACKS, type EpochContext, type Validation } from './callbacks.js';
 import { preciseBnSample, recomputeBatchNorm } from './precise-bn.js';
 import type { PhaseInfo, Run } from './types.js';
+
+/** A batch on its way to the trainer, with its soft targets when it was mixed. */
+type Pending = Batch & { targets?: Float32Array };
 
 /** The first callback's reason to stop, or null. */
 function stopReason(reasons: (string | null | undefined)[]): string | null {
@@ -29,7 +33,15 @@ export async function runEpoch(run: Run, phaseIndex: number, phase: PhaseInfo, e
   const batches = dataset.source.batches(dataset.splits.train, { batchSize: options.batchSize, shuffleSeed: mixSeed(options.seed, epoch), augment: options.augment, augmentSeed: mixSeed(options.seed, epoch, 7), skip: batchIndex, needPixels: frozen.needsPixels });
   // Batches of one size go to the trainer in chunks where it takes them (the onnx engine runs a chunk in one run).
   const chunk = trainer.steps && trainer.chunkFor ? trainer.chunkFor(options.batchSize) : 1;
-  let pending: Batch[] = [];
+  // Mixup and CutMix: each batch mixed with itself reversed (seeded by its index in the epoch), its targets soft.
+  const mix = mixing(options) ? { size: dataset.source.size, classes: dataset.classes.length } : null;
+  const mixed = (batch: Batch, index: number): Pending => {
+    const rand = prng(mixSeed(options.seed, epoch, index, 11));
+    const m = mixBatch(batch.pixels, batch.items.length, mix!.size, options, rand, (alpha) => betaSymmetric(alpha, rand));
+    const { targets, dominant } = mixedTargets(batch.labels, m.lam, mix!.classes, options.labelSmoothing);
+    return { ...batch, pixels: m.pixels, labels: dominant, targets };
+  };
+  let pending: Pending[] = [];
   /** Trains the pending batches; false when the epoch stops (divergence, interruption). */
   const flush = async (): Promise<boolean> => {
     const group = pending;
@@ -41,7 +53,7 @@ export async function runEpoch(run: Run, phaseIndex: number, phase: PhaseInfo, e
     const stacked = group.length > 1 && cut.frozen !== null ? { arrays: cut.boundaryShapes.map((shape) => new Float32Array(group.length * n * shape.reduce((a, b) => a * b, 1))), at: 0 } : undefined;
     for (const [i, batch] of group.entries()) {
       const lrOf = scheduledLr(phase.lr, (epoch - phase.first) * run.stepsPerEpoch + batchIndex + i, phaseSteps, run.schedule);
-      inputs.push({ boundary: await frozen.boundary(batch, stacked && { ...stacked, at: i * n }), labels: batch.labels, lr: lrOf, dropoutSeed: mixSeed(options.seed, epoch, batchIndex + i, 3) });
+      inputs.push({ boundary: await frozen.boundary(batch, stacked && { ...stacked, at: i * n }), labels: batch.labels, ...(batch.targets ? { targets: batch.targets } : {}), lr: lrOf, dropoutSeed: mixSeed(options.seed, epoch, batchIndex + i, 3) });
     }
     const results = group.length > 1 ? await trainer.steps!(inputs) : [await trainer.step(inputs[0]!)].map((r) => ({ ...r, finite: trainer.weightsFinite() }));
     for (const [i, batch] of group.entries()) {
@@ -69,7 +81,7 @@ export async function runEpoch(run: Run, phaseIndex: number, phase: PhaseInfo, e
   };
   for await (const batch of batches) {
     if (pending.length > 0 && pending[0]!.labels.length !== batch.labels.length && !(await flush())) return;
-    pending.push(batch);
+    pending.push(mix ? mixed(batch, batchIndex + pending.length) : batch);
     if (pending.length >= chunk && !(await flush())) return;
   }
   if (!(await flush())) return;

@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { Tf } from '../backend/index.js';
 import { datasetWarnings, openDataset, type Dataset } from '../data/index.js';
+import { mixing } from '../data/mix.js';
 import { InterruptedError, TlError, UsageError } from '../errors.js';
 import { readCache, loadCacheArrays, type CacheRecord } from '../frozen/folder.js';
 import { notice } from '../util/notice.js';
@@ -76,6 +77,7 @@ export function disposeSource(source: Backbone): void {
 export async function checkedCache(options: RunOptions, record: CacheRecord, run: { model: string; frozenDigest: string; freeze: number; inputSize: number; preprocess: string; headEpochs: number }, dataset: Dataset): Promise<{ arrays: Map<string, Float32Array[]>; layers: string[] }> {
   const dir = options.cache!;
   if (options.augment !== 'none') throw new UsageError(`--cache ${dir}: the cache holds one output per image; --augment ${options.augment} changes the images every epoch.`);
+  if (mixing(options)) throw new UsageError(`--cache ${dir}: the cache holds one output per image; --mixup and --cutmix mix the images of every batch.`);
   if (run.headEpochs > 0) throw new UsageError(`--cache ${dir}: a head phase cuts the whole backbone, not the cache's cut; leave out --head-epochs.`);
   const k = record.key;
   const differ = (what: string, cache: unknown, here: unknown) => new UsageError(`--cache ${dir} was computed with ${what} ${String(cache)}; this run uses ${String(here)}.`, { suggestion: 'Make the cache again with this run\'s settings (tl cache), or train with them.' });

@@ -1,5 +1,6 @@
 // One phase of a run: cut the model at its freeze setting, open what computes the boundary and the steps, train its
 // epochs, and at the end keep the best weights, calibrate and evaluate the test split.
+import { mixing } from '../data/mix.js';
 import { applyTrainability, cutModel, type Cut } from '../model/index.js';
 import { onnxSessionFor } from '../engine/index.js';
 import { InterruptedError, UsageError } from '../errors.js';
@@ -74,7 +75,8 @@ function cutFor(run: Run, phase: PhaseInfo): { cut: Cut; cache: OutputCache | nu
   const cut = cutModel(tf, full, frozenNames);
   if (cut.tail !== full) run.tails.push(cut.tail);
   run.boundaryLayers = cut.frozen ? cut.boundaryLayers : [];
-  const useCache = cut.frozen !== null && options.augment === 'none';
+  // Augmentation and mixing change the images every epoch: the frozen part then runs on every batch.
+  const useCache = cut.frozen !== null && options.augment === 'none' && !mixing(options);
   run.cacheStats.enabled ||= useCache;
   const cache = useCache ? new OutputCache(cut.boundaryShapes, options.cacheMb * 2 ** 20, options.out) : null;
   if (run.cached && cache) {

@@ -1,6 +1,7 @@
 // The run's plan, decided before anything trains: its phases (freeze, epochs, learning rate), BatchNorm mode,
 // optimizer, loss and schedule, and the config.json that records them. Pure: it reads the options and a few facts of
 // the model and data, and returns what the run does and what to tell the user.
+import { mixing } from '../data/mix.js';
 import { UsageError } from '../errors.js';
 import type { BnMode, FreezeSpec } from '../model/index.js';
 import { positiveWeights, targetRows, type LossConfig } from '../model/loss.js';
@@ -53,11 +54,15 @@ export function planRun(options: RunOptions, facts: PlanFacts): RunPlan {
   const warnings: string[] = [];
   // --epochs auto: 3 when backbone layers train, 10 for the head alone or with --augment (augmentation at 3 epochs lost
   // 3-15 points on two Fashion-MNIST sets and gained them back by 10; BENCHMARKS.md, "Augmentation").
-  const augmented = options.augment !== 'none';
+  const mixed = mixing(options);
+  const augmented = options.augment !== 'none' || mixed;
   const epochs = options.epochs === 'auto' ? (frozenCount < layerCount && !augmented ? 3 : 10) : options.epochs;
+  const asked = [...(options.augment !== 'none' ? [`--augment ${options.augment}`] : []), ...(options.mixup > 0 ? [`--mixup ${options.mixup}`] : []), ...(options.cutmix > 0 ? [`--cutmix ${options.cutmix}`] : [])].join(' and ');
   if (options.epochs === 'auto' && augmented && frozenCount < layerCount && !options.resume && !options.trial) {
-    notices.push(`--epochs auto is ${epochs} with --augment ${options.augment} (3 without): augmentation shows each image differently every epoch and needs more of them to pay off`);
+    notices.push(`--epochs auto is ${epochs} with ${asked} (3 without): augmentation shows each image differently every epoch and needs more of them to pay off`);
   }
+  if (mixed && options.multiLabel) throw new UsageError('--mixup and --cutmix mix one label per image; they do not take --multi-label yet.');
+  if (mixed && options.classWeight === 'balanced') throw new UsageError('--class-weight balanced weighs each image by its class; a mixed image has two (leave out --class-weight, or --mixup and --cutmix).');
   const totalEpochs = headEpochs + epochs;
   if (headEpochs > 0 && frozenCount >= layerCount) {
     throw new UsageError(`--head-epochs ${headEpochs} needs --freeze below the whole backbone (${layerCount} layers): the second phase would train the head only too.`);
@@ -80,6 +85,7 @@ export function planRun(options: RunOptions, facts: PlanFacts): RunPlan {
   const loss: LossConfig = {
     labelSmoothing: options.labelSmoothing,
     classWeights: balanced && !sets ? balancedClassWeights(facts.trainLabels, facts.classes) : null,
+    softTargets: mixed,
     multiLabel: sets ? { targets: targetRows(sets, facts.classes), posWeights: balanced ? positiveWeights(facts.trainLabels, sets, facts.classes) : null } : null,
   };
   const stepsPerEpoch = Math.ceil(facts.trainLabels.length / options.batchSize);

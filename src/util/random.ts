@@ -22,3 +22,29 @@ export function mixSeed(...parts: number[]): number {
   }
   return h & 0x7fffffff;
 }
+
+/** A Gamma(shape, 1) draw (Marsaglia and Tsang; shape < 1 through Gamma(shape + 1) times U^(1/shape)). */
+function gamma(shape: number, rand: () => number): number {
+  if (shape < 1) return gamma(shape + 1, rand) * Math.pow(rand() || Number.MIN_VALUE, 1 / shape);
+  const d = shape - 1 / 3;
+  const c = 1 / Math.sqrt(9 * d);
+  for (;;) {
+    let x: number;
+    let v: number;
+    do {
+      // A standard normal by Box-Muller.
+      x = Math.sqrt(-2 * Math.log(rand() || Number.MIN_VALUE)) * Math.cos(2 * Math.PI * rand());
+      v = 1 + c * x;
+    } while (v <= 0);
+    v = v * v * v;
+    const u = rand();
+    if (u < 1 - 0.0331 * x ** 4 || Math.log(u || Number.MIN_VALUE) < 0.5 * x * x + d * (1 - v + Math.log(v))) return d * v;
+  }
+}
+
+/** A Beta(alpha, alpha) draw, as numpy's `random.beta(alpha, alpha)` that mixup and CutMix draw their ratio from. */
+export function betaSymmetric(alpha: number, rand: () => number): number {
+  const a = gamma(alpha, rand);
+  const b = gamma(alpha, rand);
+  return a + b === 0 ? 0.5 : a / (a + b);
+}

@@ -10,6 +10,7 @@ import { applyTrainability, attachHead, cutModel } from '../../src/model/index.j
 import { applyWeightDecay, createOptimizer } from '../../src/step/optim.js';
 import { trainingLoss, type LossConfig } from '../../src/model/loss.js';
 import { sliceGradients } from '../../src/replicas/gradients.js';
+import { mixedTargets } from '../../src/data/mix.js';
 import { randomize as randomizeWeights } from '../helpers/models.js';
 import { randomArray } from '../helpers/tensors.js';
 
@@ -348,6 +349,42 @@ describe('gradient rules against tfjs autodiff', () => {
     tf.dispose([probs, loss]);
     // A softmax classifier cannot train on label sets, nor a sigmoid one on classes.
     expect(() => compileTrainStep(model, SGD)).toThrow(/sigmoid.*one label per image trains a softmax/);
+    model.dispose();
+  });
+
+  it('soft targets (mixup, CutMix): the loss of mixed one-hots against the formula, and its gradient against tfjs autodiff', async () => {
+    const model = small([5, 5, 3], (x) => L().conv2d({ filters: 4, kernelSize: 3, activation: 'relu' }).apply(x) as SymbolicTensor, 8);
+    const c = batchFor(model, 4, 3, 5);
+    // Image i mixed with image 3-i at lam 0.7, smoothed by 0.1: what mixedTargets computes.
+    const { targets, dominant } = mixedTargets(c.labels, 0.7, 3, 0.1);
+    expect(Array.from(targets.subarray(0, 3)).reduce((a, b) => a + b, 0)).toBeCloseTo(1, 6);
+    const probs = model.predict(tf.tensor(c.inputs[0]!.data, c.inputs[0]!.shape)) as Tensor;
+    const p = probs.dataSync() as Float32Array;
+    let expected = 0;
+    for (let i = 0; i < 4; i++) {
+      for (let k = 0; k < 3; k++) {
+        const t = 0.1 / 3 + 0.9 * (0.7 * (c.labels[i] === k ? 1 : 0) + 0.3 * (c.labels[3 - i] === k ? 1 : 0));
+        expected -= (t * Math.log(p[i * 3 + k]!)) / 4;
+      }
+    }
+    const loss = trainingLoss(tf, probs, tf.tensor1d(dominant, 'int32'), 3, { labelSmoothing: 0.1, classWeights: null, softTargets: true }, targets);
+    expect(loss.dataSync()[0]).toBeCloseTo(expected, 5);
+    tf.dispose([probs, loss]);
+    // ONNX Runtime's step with the targets as an input, against tfjs autodiff of the same loss.
+    const inputs = c.inputs.map((x) => tf.tensor(x.data, x.shape));
+    const ref = await sliceGradients(tf, model, inputs, dominant, { classes: 3, accumulate: 2, scale: 1, loss: { labelSmoothing: 0.1, classWeights: null, softTargets: true }, dropoutSeed: null }, targets);
+    const graph = compileTrainStep(model, { ...SGD, labelSmoothing: 0.1, softTargets: true });
+    expect(graph.inputs.targets).toBe('targets');
+    const trainer = await StepSession.open(graph, graph.trainable.map((s) => model.weights.find((w) => w.originalName === s.variable)!.read().dataSync() as Float32Array), { threads: 1 });
+    const r = await trainer.step({ boundary: c.inputs, labels: dominant, targets, sampleWeights: new Float32Array(4).fill(1), masks: [], lr: 0 });
+    await trainer.close();
+    expect(r.loss).toBeCloseTo(expected, 5);
+    expect(r.correct).toBe(ref.correct);
+    model.trainableWeights.forEach((w, i) => {
+      const k = graph.trainable.findIndex((s) => s.variable === w.originalName);
+      expect(maxRel(r.gradients![k]!, ref.grads[i]!.dataSync() as Float32Array), w.originalName).toBeLessThan(1e-4);
+    });
+    tf.dispose([...inputs, ...ref.grads]);
     model.dispose();
   });
 
