@@ -24,6 +24,11 @@ export interface TrainStepOptions {
   softTargets?: boolean;
   /** Several labels per image (a sigmoid output): the 0/1 target row of each label set and the positives' weights. */
   multiLabel?: { targets: Float32Array; posWeights: number[] | null } | null;
+  /**
+   * Discriminative rates: each weight's multiple of the step's rate, by its tfjs variable name (`--lr-decay-per-block`);
+   * a weight not named trains at the rate itself. Weight decay takes the weight's rate too, as in a param group.
+   */
+  lrScales?: Record<string, number> | null;
   /** Decoupled weight decay applied before each update (w <- w * (1 - lr * decay)), as tl's tfjs engine does. */
   weightDecay: number;
   /** Also return each trainable weight's gradient (checks against TensorFlow.js). */
@@ -384,7 +389,17 @@ function optimizerStep(graph: TailGraph, spec: TrainableSpec, grad: string, opti
 /** Every trainable weight's update (after tl's decoupled weight decay), and `weights_sum`, finite only if all of them are. */
 function emitUpdates(graph: TailGraph, options: TrainStepOptions, lr: string, step: string): void {
   const { g } = graph;
-  const lrDecay = options.weightDecay > 0 ? g.op('Sub', [g.f(1), g.op('Mul', [lr, g.f(options.weightDecay)])]) : null;
+  // Each distinct rate once: the step's rate times the weight's scale, and its weight decay factor.
+  const rates = new Map<number, { lr: string; decay: string | null }>();
+  const rateOf = (scale: number) => {
+    let r = rates.get(scale);
+    if (!r) {
+      const scaled = scale === 1 ? lr : g.op('Mul', [lr, g.f(scale)]);
+      r = { lr: scaled, decay: options.weightDecay > 0 ? g.op('Sub', [g.f(1), g.op('Mul', [scaled, g.f(options.weightDecay)])]) : null };
+      rates.set(scale, r);
+    }
+    return r;
+  };
   const oneMinusB1t = options.optimizer === 'adam' ? g.op('Sub', [g.f(1), g.op('Pow', [g.f(ADAM.b1), step])]) : '';
   const oneMinusB2t = options.optimizer === 'adam' ? g.op('Sub', [g.f(1), g.op('Pow', [g.f(ADAM.b2), step])]) : '';
   const sums: string[] = [];
@@ -396,8 +411,9 @@ function emitUpdates(graph: TailGraph, options: TrainStepOptions, lr: string, st
       g.node('Identity', [grad], 'grad', [], spec.gradient);
       graph.addOutput(spec.gradient, spec.shape);
     }
-    const w = lrDecay ? g.op('Mul', [spec.input, lrDecay]) : spec.input;
-    const stepOf = optimizerStep(graph, spec, grad, options, { lr, oneMinusB1t, oneMinusB2t });
+    const rate = rateOf(options.lrScales?.[spec.variable] ?? 1);
+    const w = rate.decay ? g.op('Mul', [spec.input, rate.decay]) : spec.input;
+    const stepOf = optimizerStep(graph, spec, grad, options, { lr: rate.lr, oneMinusB1t, oneMinusB2t });
     // The new weight is w - step, written straight to the graph output (no copy through an Identity).
     g.node('Sub', [w, stepOf], 'updated', [], spec.output);
     graph.addOutput(spec.output, spec.shape);

@@ -29,6 +29,7 @@ export const TRAINING_OPTIONS = {
   warmupEpochs: option('--warmup-epochs <n>', 'linear warmup at the start of each phase (fractions allowed)', numeric(z.number().min(0).max(10_000)).default(0)),
   stepEpochs: option('--step-epochs <n>', 'step schedule: decay every n epochs (default: a third of --epochs)', numeric(z.number().int().min(1).max(10_000)).optional()),
   gamma: option('--gamma <g>', 'step schedule: multiply the rate by g at each step', numeric(z.number().positive().max(1)).default(0.1)),
+  lrDecayPerBlock: option('--lr-decay-per-block <d>', "discriminative rates: the head trains at --lr, the backbone's last block at lr x d, the block before at lr x d^2, and so on toward the input (timm's layer-wise decay; 0.7 is usual); 1 is off", numeric(z.number().positive().max(1)).default(1)),
   weightDecay: option('--weight-decay <wd>', 'decoupled weight decay on the trainable weights (AdamW with adam)', numeric(z.number().min(0).max(1)).default(0)),
   labelSmoothing: option('--label-smoothing <s>', 'targets become (1-s) one-hot + s/classes', numeric(z.number().min(0).max(0.99)).default(0)),
   classWeight: option('--class-weight <mode>', 'none | balanced (weigh each class by n / (classes x its images), for imbalanced folders)', z.enum(['none', 'balanced']).default('none')),

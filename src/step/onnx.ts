@@ -53,6 +53,8 @@ export interface TailTrainerConfig {
   /** The largest batch a step takes. */
   batchSize: number;
   threads?: number;
+  /** Discriminative rates: each weight's multiple of the rate, by name (null: one rate). */
+  lrScales?: Record<string, number> | null;
 }
 
 export class OnnxTrainer implements Trainer {
@@ -85,7 +87,7 @@ export class OnnxTrainer implements Trainer {
    */
   static async compile(tail: LayersModel, config: TailTrainerConfig): Promise<TrainStepGraph> {
     const nchwc = await nchwcTarget(config.batchSize);
-    return compileTrainStep(tail, { optimizer: config.optimizer.optimizer, momentum: config.optimizer.momentum, nesterov: config.optimizer.nesterov, labelSmoothing: config.loss.labelSmoothing, softTargets: config.loss.softTargets ?? false, multiLabel: config.loss.multiLabel ?? null, weightDecay: config.weightDecay, nchwc });
+    return compileTrainStep(tail, { optimizer: config.optimizer.optimizer, momentum: config.optimizer.momentum, nesterov: config.optimizer.nesterov, labelSmoothing: config.loss.labelSmoothing, softTargets: config.loss.softTargets ?? false, multiLabel: config.loss.multiLabel ?? null, lrScales: config.lrScales ?? null, weightDecay: config.weightDecay, nchwc });
   }
 
   /** Compiles `tail` (see `compile`), or takes its compiled `graph`, and opens a session with the tail's weights. */

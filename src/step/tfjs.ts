@@ -19,11 +19,22 @@ export interface TfjsTrainerOptions {
   boundaryShapes: number[][];
   /** Worker replicas of the tail that compute gradients on slices of each batch (null: this thread only). */
   pool: ReplicaPool | null;
+  /** Discriminative rates: each weight's multiple of the rate, by its name (`originalName`); absent: 1. */
+  lrScales?: Record<string, number> | null;
+}
+
+/** The weights that train at one multiple of the rate, and the optimizer (at that rate) that updates them. */
+interface RateGroup {
+  scale: number;
+  /** The weights' own names (`originalName`), in the tail's order. */
+  weights: string[];
+  optimizer: Optimizer;
 }
 
 export class TfjsTrainer implements Trainer {
   readonly engine = 'tfjs' as const;
-  private readonly optimizer: Optimizer;
+  /** One optimizer per multiple of the rate (one in all without discriminative rates), as PyTorch's param groups. */
+  private readonly groups: RateGroup[];
   private readonly floats: number[];
 
   constructor(
@@ -31,21 +42,30 @@ export class TfjsTrainer implements Trainer {
     private readonly tail: LayersModel,
     private readonly options: TfjsTrainerOptions,
   ) {
-    this.optimizer = createOptimizer(tf, options.optimizer, options.lr);
+    const byScale = new Map<number, string[]>();
+    for (const w of tail.trainableWeights) {
+      const scale = options.lrScales?.[w.originalName] ?? 1;
+      byScale.set(scale, [...(byScale.get(scale) ?? []), w.originalName]);
+    }
+    this.groups = [...byScale].map(([scale, weights]) => ({ scale, weights, optimizer: createOptimizer(tf, options.optimizer, options.lr * scale) }));
     this.floats = options.boundaryShapes.map((s) => s.reduce((a, b) => a * b, 1));
   }
 
   async loadOptimizerState(state: NamedArray[] | null): Promise<void> {
     if (state === null || state.length === 0) return;
-    const tensors = toTensors(this.tf, this.inOptimizerOrder(state));
-    await this.optimizer.setWeights(tensors);
-    this.tf.dispose(tensors.map((t) => t.tensor));
+    for (const group of this.groups) {
+      const mine = new Set(group.weights);
+      const own = state.filter((s) => s.name === 'iter' || mine.has(slotKey(s.name).slice(0, slotKey(s.name).lastIndexOf('/'))));
+      const tensors = toTensors(this.tf, this.inOptimizerOrder(own, group.weights));
+      await group.optimizer.setWeights(tensors);
+      this.tf.dispose(tensors.map((t) => t.tensor));
+    }
   }
 
   async step({ boundary, labels, targets, lr, dropoutSeed }: StepInput): Promise<{ loss: number; correct: number }> {
     const { tf, tail, options } = this;
     const pool = options.pool;
-    setLearningRate(this.optimizer, lr);
+    for (const group of this.groups) setLearningRate(group.optimizer, lr * group.scale);
     const n = labels.length;
     const parts = pool ? Math.min(n, pool.size + 1) : 1;
     const counts = Array.from({ length: parts }, (_, i) => Math.floor(n / parts) + (i < n % parts ? 1 : 0));
@@ -85,8 +105,12 @@ export class TfjsTrainer implements Trainer {
         }),
       ),
     );
-    if (options.weightDecay > 0) applyWeightDecay(tf, trainable.map((w) => w.read()), lr, options.weightDecay);
-    this.optimizer.applyGradients(grads as Record<string, ReturnType<Tf['variable']>>);
+    for (const group of this.groups) {
+      const mine = trainable.filter((w) => group.weights.includes(w.originalName));
+      if (options.weightDecay > 0) applyWeightDecay(tf, mine.map((w) => w.read()), lr * group.scale, options.weightDecay);
+      const names = mine.map((w) => (w.read() as ReturnType<Tf['variable']>).name);
+      group.optimizer.applyGradients(Object.fromEntries(names.map((name) => [name, grads[name]!])) as Record<string, ReturnType<Tf['variable']>>);
+    }
     tf.dispose([...local.grads, ...Object.values(grads)]);
     return { loss: (local.lossSum + others.reduce((a, r) => a + r.lossSum, 0)) / n, correct: local.correct + others.reduce((a, r) => a + r.correct, 0) };
   }
@@ -105,10 +129,14 @@ export class TfjsTrainer implements Trainer {
   reloadStates(): void {}
 
   async optimizerState(): Promise<NamedArray[]> {
-    const saved = await this.optimizer.getWeights();
-    const arrays = await toArrays(saved);
-    // getWeights makes a fresh tensor for the iteration count; the slots are the optimizer's own.
-    this.tf.dispose(saved.filter((o) => o.name === 'iter').map((o) => o.tensor));
+    const arrays: NamedArray[] = [];
+    for (const [g, group] of this.groups.entries()) {
+      const saved = await group.optimizer.getWeights();
+      // Every group counts the same steps: one iteration count is kept.
+      arrays.push(...(await toArrays(saved)).filter((a) => g === 0 || a.name !== 'iter'));
+      // getWeights makes a fresh tensor for the iteration count; the slots are the optimizer's own.
+      this.tf.dispose(saved.filter((o) => o.name === 'iter').map((o) => o.tensor));
+    }
     const own = new Map(this.tail.trainableWeights.map((w) => [(w.read() as ReturnType<Tf['variable']>).name, w.originalName]));
     return arrays.map((a) => {
       const cut = a.name.lastIndexOf('/');
@@ -121,15 +149,15 @@ export class TfjsTrainer implements Trainer {
    * tfjs's optimizers restore slots by position (the order of the trainable weights, slot kind by slot kind), so a
    * checkpoint's slots are put in that order by name; a checkpoint that lacks one keeps its own order.
    */
-  private inOptimizerOrder(state: NamedArray[]): NamedArray[] {
+  private inOptimizerOrder(state: NamedArray[], weights: string[]): NamedArray[] {
     const byKey = new Map(state.map((s) => [slotKey(s.name), s]));
     const suffixes = [...new Set(state.filter((s) => s.name !== 'iter').map((s) => s.name.slice(s.name.lastIndexOf('/'))))];
-    const ordered = suffixes.flatMap((suffix) => this.tail.trainableWeights.map((w) => byKey.get(`${w.originalName}${suffix}`)));
+    const ordered = suffixes.flatMap((suffix) => weights.map((w) => byKey.get(`${w}${suffix}`)));
     if (ordered.some((s) => s === undefined)) return state;
     return [...state.filter((s) => s.name === 'iter'), ...(ordered as NamedArray[])];
   }
 
   async close(): Promise<void> {
-    disposeOptimizer(this.optimizer);
+    for (const group of this.groups) disposeOptimizer(group.optimizer);
   }
 }

@@ -2,8 +2,9 @@
 // runs once per image in inference mode (cached) and the tail trains on its outputs (phase.ts, epoch.ts); what
 // happens around the steps is in callbacks.ts.
 import { existsSync, rmSync, statSync } from 'node:fs';
-import type { BackendInfo, Tf } from '../backend/index.js';
+import type { BackendInfo, LayersModel, Tf } from '../backend/index.js';
 import { resolveFreeze } from '../model/index.js';
+import { blockRateScales } from '../model/rates.js';
 import { runFile } from '../data/index.js';
 import { InterruptedError, UsageError } from '../errors.js';
 import { notice } from '../util/notice.js';
@@ -22,6 +23,17 @@ import { checkpointPaths, resolveOptions, type FinetuneOptions, type FinetuneRes
 import { LayerOrderWeights } from './weights.js';
 
 export { checkpointPaths, type EpochRow, type FinetuneOptions, type FinetuneResult, type PhaseInfo, type ProgressEvent, type RunControl } from './types.js';
+
+/**
+ * `--lr-decay-per-block`: each weight's multiple of the rate (null when it is 1), said once with the blocks it spans.
+ */
+function rateScales(options: RunOptions, full: LayersModel, backbone: LayersModel, frozenCount: number): Record<string, number> | null {
+  if (options.lrDecayPerBlock === 1) return null;
+  const { scales, blocks } = blockRateScales(full, backbone, options.lrDecayPerBlock);
+  const trained = [...new Set(full.layers.slice(frozenCount).flatMap((l) => l.trainableWeights.map((w) => scales[w.originalName] ?? 1)))].sort((a, b) => b - a);
+  if (!options.resume) notice(`--lr-decay-per-block ${options.lrDecayPerBlock}: the head trains at the rate, the ${blocks} blocks of the backbone at rate x ${options.lrDecayPerBlock}^1 (the last) to ^${blocks} (the first); the layers that train here take ${trained.length} rates, from x${trained[0]!.toPrecision(3)} to x${trained.at(-1)!.toPrecision(3)}`);
+  return scales;
+}
 
 /** Fine-tunes a registry model on a folder dataset and writes the run folder (locked while the run lasts). */
 export async function finetune(tf: Tf, backend: BackendInfo, options: FinetuneOptions): Promise<FinetuneResult> {
@@ -96,6 +108,7 @@ async function train(tf: Tf, backend: BackendInfo, options: RunOptions, writing:
     monitor: options.monitor, paths: checkpointPaths(options.out), weights, frozenDigest, checkpoint, startEpoch: 1,
     history: [], best: null, bestWeights: [], stale: 0, partial: null, stopReason: null, tensorsAfterEpoch: [],
     cacheStats: { enabled: false, hits: 0, misses: 0, spilled: 0 }, boundaryLayers: [], tails: [], kept: { probs: [], labels: [], paths: [] }, test: null, calibration: null, thresholds: null,
+    lrScales: rateScales(options, full, backbone, frozenCount),
     lrFind: null, lrFindResult: null, cached, frozenPass: null,
   };
   if (options.lr === 'find') run.lrFind = lrFindStep(run, plan.config, splitRecord, mode);

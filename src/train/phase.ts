@@ -31,7 +31,7 @@ async function compileOnnxStep(run: Run, phase: PhaseInfo, cut: Cut): Promise<Tr
 }
 
 function trainerConfig(run: Run, cut: Cut): TailTrainerConfig {
-  return { optimizer: run.optimizer, loss: run.loss, weightDecay: run.options.weightDecay, boundaryShapes: cut.boundaryShapes, batchSize: run.options.batchSize };
+  return { optimizer: run.optimizer, loss: run.loss, weightDecay: run.options.weightDecay, boundaryShapes: cut.boundaryShapes, batchSize: run.options.batchSize, lrScales: run.lrScales };
 }
 
 /**
@@ -120,7 +120,7 @@ export async function runPhase(run: Run, phaseIndex: number, phase: PhaseInfo, m
     const openSession = frozenCut && options.engine === 'onnx' && !run.cached ? () => onnxSessionFor(frozenCut, { ...(options.store ? { store: options.store } : {}), spinning: false }) : null;
     frozen = new FrozenPart(tf, cut, run.source.preprocess, dataset, cache, pool, openSession);
     if (cache !== null && phase.last >= run.startEpoch) await fillCache(run, frozen, phase);
-    const openTrainer = async (): Promise<Trainer> => (compiled ? await OnnxTrainer.open(tf, cut.tail, trainerConfig(run, cut), compiled) : new TfjsTrainer(tf, cut.tail, { optimizer: run.optimizer, lr: phase.lr, loss: run.loss, weightDecay: options.weightDecay, accumulate: options.accumulate, classes: dataset.classes.length, boundaryShapes: cut.boundaryShapes, pool }));
+    const openTrainer = async (): Promise<Trainer> => (compiled ? await OnnxTrainer.open(tf, cut.tail, trainerConfig(run, cut), compiled) : new TfjsTrainer(tf, cut.tail, { optimizer: run.optimizer, lr: phase.lr, loss: run.loss, weightDecay: options.weightDecay, accumulate: options.accumulate, classes: dataset.classes.length, boundaryShapes: cut.boundaryShapes, pool, lrScales: run.lrScales }));
     trainer = await openTrainer();
     phase.engine = trainer.engine;
     tail = compiled ? await openOnnxTail(run, cut) : null;

@@ -194,6 +194,8 @@ export interface Run {
   calibration: Omit<Calibration, 'test'> | null;
   /** Several labels per image: each label's threshold, tuned on the validation split (null: single-label, or not yet). */
   thresholds: number[] | null;
+  /** `--lr-decay-per-block`: each trainable weight's multiple of the rate, by name (null: one rate for all). */
+  lrScales: Record<string, number> | null;
   /** The range test still to run on the first phase (`--lr find`), and what to do with its result. */
   lrFind: { spec: LrFindSpec; found: (result: LrFindResult) => Promise<void> } | null;
   lrFindResult: LrFindRun | null;
