@@ -4,6 +4,7 @@
 // (src/onnx/train-step.ts); `lossOfImage` is the same per-image loss for evaluation.
 import { EPSILON } from '../backend/epsilon.js';
 import type { Tensor, Tf } from '../backend/index.js';
+import { argmax } from '../util/arrays.js';
 
 /** Several labels per image: what the labels of a batch stand for, and how positives weigh. */
 export interface MultiLabelLoss {
@@ -81,11 +82,7 @@ export function lossOfImage(probs: ArrayLike<number>, offset: number, k: number,
 
 /** Whether an image is right: its top class is its label, or (multi-label) all its outputs are on the targets' side of 0.5. */
 export function isHit(probs: ArrayLike<number>, offset: number, k: number, label: number, targets: Float32Array | null): boolean {
-  if (targets === null) {
-    let best = 0;
-    for (let c = 1; c < k; c++) if (probs[offset + c]! > probs[offset + best]!) best = c;
-    return best === label;
-  }
+  if (targets === null) return argmax(probs, offset, k) === label;
   for (let c = 0; c < k; c++) if (probs[offset + c]! > 0.5 !== targets[label * k + c]! > 0.5) return false;
   return true;
 }
