@@ -84,6 +84,7 @@ async function train(tf: Tf, backend: BackendInfo, options: RunOptions, writing:
   let frozenCount;
   try {
     // `auto`: chosen from the data (freeze-auto.ts). A resumed run reads the chosen count from its config.
+    if (options.freeze === 'auto' && dataset.labelSets) throw new UsageError('--freeze auto scores the backbone with one label per image; with --multi-label, give --freeze (or leave it at the default).');
     const freezeAuto = options.freeze === 'auto' ? await freezeAutoFor(tf, backend, options, source, dataset, (o) => finetune(tf, backend, o)) : null;
     const freeze = freezeSetting(options, source.fineTuneFrom, freezeAuto);
     if (options.freeze === 'default' && !options.resume) notice(source.fineTuneFrom ? `--freeze ${source.fineTuneFrom.layers} (${source.name}'s default: ${source.fineTuneFrom.why}); --freeze all trains the head alone` : `--freeze all (the head alone): ${source.name} has no default fine-tuning point`);

@@ -222,6 +222,9 @@ describe('a run with several labels per image', () => {
     const s = JSON.parse(summary.stdout) as { multiLabel: boolean; classes: { name: string; total: number }[]; totals: { all: number } };
     expect(s.multiLabel).toBe(true);
     expect(s.totals.all).toBe(64);
+    const auto = await runTl(['finetune', data, '--labels', join(data, 'labels.csv'), '--multi-label', '--freeze', 'auto', '--out', join(tempDir(), 'run')], { TL_HOME: store });
+    expect(auto.exitCode).toBe(2);
+    expect(auto.stderr).toContain('--freeze auto scores the backbone with one label per image');
     expect(s.classes.map((c) => c.total)).toEqual(['blue', 'green', 'red', 'yellow'].map((name) => sets.filter((set) => set.includes(name)).length));
   }, 60_000);
 });
