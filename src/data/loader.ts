@@ -126,7 +126,10 @@ export class ImageSource {
       // The consumer has this image's outputs already: its place in the batch stays zero, nothing is read.
       if (needPixels?.(item) === false) return NOT_NEEDED;
       const pixels = await this.load(item);
-      if (pixels === null || augment === 'none') return pixels;
+      if (pixels === null) return null;
+      // A view is drawn with its own seed, the same every epoch; other images anew each epoch when augmenting.
+      if (item.view) return augmentImage(pixels, this.size, item.view.level, item.view.seed);
+      if (augment === 'none') return pixels;
       return augmentImage(pixels, this.size, augment, mixSeed(seed, batchIndex, i));
     });
     const kept = group.filter((_, i) => images[i] !== null);

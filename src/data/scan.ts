@@ -9,6 +9,7 @@ import { notice } from '../util/notice.js';
 import { isInside } from '../util/paths.js';
 import { IMAGE_EXTENSIONS, sniffFormat, type ImageFormat } from './magic.js';
 import { scanCsv, type LabelsSpec } from './csv.js';
+import type { AugmentLevel } from './modes.js';
 
 export const SPLITS = ['train', 'val', 'test'] as const;
 export type SplitName = (typeof SPLITS)[number];
@@ -35,6 +36,11 @@ export interface ImageItem {
   format: ImageFormat;
   /** Split given by a pre-split layout. */
   split?: SplitName;
+  /**
+   * One of the augmented views of a training image (`--augment-views`): drawn at `level` with `seed` whatever the
+   * epoch, so that its frozen-part outputs can be cached like an image's.
+   */
+  view?: { index: number; level: Exclude<AugmentLevel, 'none'>; seed: number };
 }
 
 /** How a multi-label dataset is read: the separator of several labels in one CSV cell (detected when not given). */

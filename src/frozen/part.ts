@@ -27,6 +27,9 @@ export interface KeptOutputs {
   paths: string[];
 }
 
+/** Where an image's frozen-part outputs are cached: its path, or (an augmented view) its path and view. */
+const cacheKey = (item: ImageItem): string => (item.view ? `${item.path}\0view ${item.view.index}` : item.path);
+
 export class FrozenPart {
   private readonly floats: number[];
   private frozenLoaded: Promise<void> | null = null;
@@ -58,7 +61,7 @@ export class FrozenPart {
    */
   async fill(items: readonly ImageItem[], batchSize: number, options: { onProgress?: (done: number, total: number) => void; shouldStop?: () => boolean } = {}): Promise<number> {
     if (this.cut.frozen === null || this.cache === null) return 0;
-    const missing = items.filter((item) => !this.cache!.has(item.path));
+    const missing = items.filter((item) => !this.cache!.has(cacheKey(item)));
     let done = 0;
     for await (const batch of this.dataset.source.batches(missing, { batchSize, needPixels: this.needsPixels })) {
       if (options.shouldStop?.()) break;
@@ -74,7 +77,7 @@ export class FrozenPart {
    * is a few hundred MB that later epochs do not need); a later miss opens it again.
    */
   async releaseIfCached(items: readonly ImageItem[]): Promise<void> {
-    if (this.session === null || this.cache === null || !items.every((item) => this.cache!.has(item.path))) return;
+    if (this.session === null || this.cache === null || !items.every((item) => this.cache!.has(cacheKey(item)))) return;
     const session = this.session;
     this.session = null;
     await (await session).close();
@@ -88,7 +91,7 @@ export class FrozenPart {
   }
 
   /** Whether `boundary` needs the image's pixels (false when its outputs are cached): what the loader may skip decoding. */
-  readonly needsPixels = (item: ImageItem): boolean => this.cut.frozen === null || this.cache === null || !this.cache.has(item.path);
+  readonly needsPixels = (item: ImageItem): boolean => this.cut.frozen === null || this.cache === null || !this.cache.has(cacheKey(item));
 
   /**
    * The tail's inputs for a batch, one joined array per input: from the cache, or by running the frozen part. With
@@ -103,7 +106,7 @@ export class FrozenPart {
       x.dispose();
       return [data];
     }
-    const perImage: (Float32Array[] | undefined)[] = batch.items.map((item) => this.cache?.get(item.path));
+    const perImage: (Float32Array[] | undefined)[] = batch.items.map((item) => this.cache?.get(cacheKey(item)));
     const missing = perImage.flatMap((v, i) => (v === undefined ? [i] : []));
     if (missing.length > 0) {
       const imageBytes = this.dataset.source.imageBytes;
@@ -113,7 +116,7 @@ export class FrozenPart {
       missing.forEach((i, k) => {
         const tensors = data.map((d, b) => d.slice(k * this.floats[b]!, (k + 1) * this.floats[b]!));
         perImage[i] = tensors;
-        this.cache?.set(batch.items[i]!.path, tensors);
+        this.cache?.set(cacheKey(batch.items[i]!), tensors);
       });
     }
     return this.floats.map((floats, b) => {

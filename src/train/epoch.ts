@@ -8,6 +8,7 @@ import { mixBatch, mixedTargets, mixing } from '../data/mix.js';
 import { betaSymmetric, mixSeed, prng } from '../util/random.js';
 import { CALLBACKS, type EpochContext, type Validation } from './callbacks.js';
 import { preciseBnSample, recomputeBatchNorm } from './precise-bn.js';
+import { cachedTrainingItems, epochItems } from './views.js';
 import type { PhaseInfo, Run } from './types.js';
 
 /** A batch on its way to the trainer, with its soft targets when it was mixed. */
@@ -30,7 +31,8 @@ export async function runEpoch(run: Run, phaseIndex: number, phase: PhaseInfo, e
   let lr = phase.lr;
   const total = dataset.splits.train.length;
   const phaseSteps = (phase.last - phase.first + 1) * run.stepsPerEpoch;
-  const batches = dataset.source.batches(dataset.splits.train, { batchSize: options.batchSize, shuffleSeed: mixSeed(options.seed, epoch), augment: options.augment, augmentSeed: mixSeed(options.seed, epoch, 7), skip: batchIndex, needPixels: frozen.needsPixels });
+  const shown = epochItems(options, dataset.splits.train, epoch);
+  const batches = dataset.source.batches(shown.items, { batchSize: options.batchSize, shuffleSeed: mixSeed(options.seed, epoch), augment: shown.augment, augmentSeed: mixSeed(options.seed, epoch, 7), skip: batchIndex, needPixels: frozen.needsPixels });
   // Batches of one size go to the trainer in chunks where it takes them (the onnx engine runs a chunk in one run).
   const chunk = trainer.steps && trainer.chunkFor ? trainer.chunkFor(options.batchSize) : 1;
   // Mixup and CutMix: each batch mixed with itself reversed (seeded by its index in the epoch), its targets soft.
@@ -90,7 +92,7 @@ export async function runEpoch(run: Run, phaseIndex: number, phase: PhaseInfo, e
   const trainSeconds = (performance.now() - started) / 1000;
   if (run.bn === 'train' && (await recomputeBatchNorm(tf, cut, frozen, dataset, preciseBnSample(dataset.splits.train, options.seed), options.batchSize)) > 0) trainer.reloadStates();
   const val: Validation = dataset.splits.val.length > 0 ? await frozen.evaluate(dataset.splits.val, options.batchSize, (done, n) => options.onProgress?.({ phase: 'validate', stage: phase.name, epoch, epochs: run.totalEpochs, done, total: n })) : null;
-  await frozen.releaseIfCached([...dataset.splits.train, ...dataset.splits.val]);
+  await frozen.releaseIfCached([...cachedTrainingItems(options, dataset.splits.train), ...dataset.splits.val]);
   const stop = stopReason(CALLBACKS.map((cb) => cb.onValidated?.(ctx, val, seen)));
   if (stop !== null) {
     run.stopReason = stop;

@@ -12,6 +12,7 @@ import { notice } from '../util/notice.js';
 import { mixSeed } from '../util/random.js';
 import { writeRunRecords } from './run-output.js';
 import type { Run } from './types.js';
+import { epochItems } from './views.js';
 
 export interface LrFindSpec {
   minLr: number;
@@ -198,7 +199,10 @@ export async function findLearningRate(run: Run, spec: LrFindSpec, trainer: Trai
   const { tf, options, dataset } = run;
   const snapshot = run.weights.snapshot();
   let pass = 0;
-  const open = () => dataset.source.batches(dataset.splits.train, { batchSize: options.batchSize, shuffleSeed: mixSeed(options.seed, 9_000 + pass), augment: options.augment, augmentSeed: mixSeed(options.seed, 9_000 + pass, 7), needPixels: frozen.needsPixels })[Symbol.asyncIterator]();
+  const open = () => {
+    const shown = epochItems(options, dataset.splits.train, 9_000 + pass);
+    return dataset.source.batches(shown.items, { batchSize: options.batchSize, shuffleSeed: mixSeed(options.seed, 9_000 + pass), augment: shown.augment, augmentSeed: mixSeed(options.seed, 9_000 + pass, 7), needPixels: frozen.needsPixels })[Symbol.asyncIterator]();
+  };
   let batches = open();
   try {
     return await rangeTest(spec, async (lr, index) => {

@@ -1,6 +1,7 @@
 // One phase of a run: cut the model at its freeze setting, open what computes the boundary and the steps, train its
 // epochs, and at the end keep the best weights, calibrate and evaluate the test split.
 import { mixing } from '../data/mix.js';
+import { cachedTrainingItems } from './views.js';
 import { applyTrainability, cutModel, type Cut } from '../model/index.js';
 import { onnxSessionFor } from '../engine/index.js';
 import { InterruptedError, UsageError } from '../errors.js';
@@ -41,7 +42,7 @@ function trainerConfig(run: Run, cut: Cut): TailTrainerConfig {
  */
 async function fillCache(run: Run, frozen: FrozenPart, phase: PhaseInfo): Promise<void> {
   const { options, dataset } = run;
-  const items = [...dataset.splits.train, ...dataset.splits.val];
+  const items = [...cachedTrainingItems(options, dataset.splits.train), ...dataset.splits.val];
   const started = performance.now();
   const images = await frozen.fill(items, options.batchSize, {
     onProgress: (done, total) => options.onProgress?.({ phase: 'frozen', stage: phase.name, epoch: Math.max(phase.first, run.startEpoch), epochs: run.totalEpochs, done, total }),
@@ -75,8 +76,9 @@ function cutFor(run: Run, phase: PhaseInfo): { cut: Cut; cache: OutputCache | nu
   const cut = cutModel(tf, full, frozenNames);
   if (cut.tail !== full) run.tails.push(cut.tail);
   run.boundaryLayers = cut.frozen ? cut.boundaryLayers : [];
-  // Augmentation and mixing change the images every epoch: the frozen part then runs on every batch.
-  const useCache = cut.frozen !== null && options.augment === 'none' && !mixing(options);
+  // Augmentation and mixing change the images every epoch: the frozen part then runs on every batch (but for
+  // --augment-views, whose views are cached like images).
+  const useCache = cut.frozen !== null && (options.augment === 'none' || options.augmentViews > 0) && !mixing(options);
   run.cacheStats.enabled ||= useCache;
   const cache = useCache ? new OutputCache(cut.boundaryShapes, options.cacheMb * 2 ** 20, options.out) : null;
   if (run.cached && cache) {

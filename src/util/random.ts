@@ -48,3 +48,10 @@ export function betaSymmetric(alpha: number, rand: () => number): number {
   const b = gamma(alpha, rand);
   return a + b === 0 ? 0.5 : a / (a + b);
 }
+
+/** A 32-bit FNV-1a hash of a string: a seed part for something named by a path. */
+export function hashString(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}
