@@ -17,7 +17,15 @@ export interface KerasH5 {
   /** The `model_config` JSON of a full-model file, or null for weights-only files. */
   modelConfig: unknown;
   kerasVersion: string | null;
+  /**
+   * Keras 3's weights format (`save_weights` to `.weights.h5`): a layer's weights have no names, only their order
+   * (`layers/<layer>/vars/0`, `1`, ...), which is the layer's own; they are named `#0`, `#1`, ... here.
+   */
+  positional: boolean;
 }
+
+/** The name a positional (Keras 3 weights format) weight gets: `#` and its index. */
+export const positionalName = (index: number) => `#${index}`;
 
 interface H5Attr {
   value: unknown;
@@ -80,10 +88,39 @@ async function readH5(path: string, options: ReadH5Options): Promise<KerasH5> {
   try {
     const rootFile = file as unknown as H5Node;
     const root = (rootFile.keys?.().includes('model_weights') ? rootFile.get('model_weights') : rootFile) as H5Node;
-    const layerNames = stringList(root, 'layer_names');
-    if (layerNames === null) throw new WeightsError(`${path} is not a Keras weights file (no layer_names attribute).`);
     const layers = new Map<string, Map<string, StoredWeight>>();
     const shapes = new Map<string, Map<string, number[]>>();
+    /** Checks one dataset's shape, offers it to `select` and reads it when kept. */
+    const take = (owner: string, weight: string, dataset: H5Node, where: string) => {
+      const shape = [...dataset.shape!];
+      const elements = shape.reduce((a, b) => a * b, 1);
+      if (shape.some((d) => !Number.isInteger(d) || d < 0) || elements > MAX_DATASET_ELEMENTS) {
+        throw new WeightsError(`${path}: weight '${where}' has shape [${shape.join(', ')}] (${elements} values); no layer of the models tl reads has more than ${MAX_DATASET_ELEMENTS}.`);
+      }
+      if (!shapes.has(owner)) shapes.set(owner, new Map());
+      shapes.get(owner)!.set(weight, shape);
+      if (!(options.select?.(owner, weight, shape) ?? true)) return;
+      if (!layers.has(owner)) layers.set(owner, new Map());
+      layers.get(owner)!.set(weight, { shape, data: toFloat32(dataset.value, where) });
+    };
+    const layerNames = stringList(root, 'layer_names');
+    if (layerNames === null && rootFile.keys?.().includes('layers')) {
+      // Keras 3's weights format: layers/<layer>/vars/<index>, in each layer's own weight order.
+      const group = rootFile.get('layers')!;
+      const names = group.keys?.() ?? [];
+      for (const layerName of names) {
+        const vars = (group.get(layerName)?.keys?.() ?? []).includes('vars') ? group.get(`${layerName}/vars`) : null;
+        const indices = (vars?.keys?.() ?? []).filter((k) => /^\d+$/.test(k)).map(Number).sort((a, b) => a - b);
+        indices.forEach((index, position) => {
+          if (index !== position) throw new WeightsError(`${path}: layer '${layerName}' has weights ${indices.join(', ')}; Keras numbers them from 0 without gaps.`);
+          const dataset = vars!.get(String(index));
+          if (dataset === null || dataset.shape === undefined) throw new WeightsError(`${path}: weight 'layers/${layerName}/vars/${index}' is not a dataset.`);
+          take(layerName, positionalName(index), dataset, `layers/${layerName}/vars/${index}`);
+        });
+      }
+      return { layers, shapes, layerNames: names, modelConfig: null, kerasVersion: null, positional: true };
+    }
+    if (layerNames === null) throw new WeightsError(`${path} is not a Keras weights file (no layer_names attribute, and not Keras 3's layers/<name>/vars layout).`);
     for (const layerName of layerNames) {
       const group = root.get(layerName);
       if (group === null) throw new WeightsError(`${path}: layer '${layerName}' is listed but has no group.`);
@@ -94,16 +131,7 @@ async function readH5(path: string, options: ReadH5Options): Promise<KerasH5> {
         const weight = parts[parts.length - 1] as string;
         // A nested model stores its layers' weights as <inner layer>/<weight>: flatten to the inner layer.
         const owner = parts.length >= 2 ? (parts[parts.length - 2] as string) : layerName;
-        const shape = [...dataset.shape];
-        const elements = shape.reduce((a, b) => a * b, 1);
-        if (shape.some((d) => !Number.isInteger(d) || d < 0) || elements > MAX_DATASET_ELEMENTS) {
-          throw new WeightsError(`${path}: weight '${layerName}/${weightName}' has shape [${shape.join(', ')}] (${elements} values); no layer of the models tl reads has more than ${MAX_DATASET_ELEMENTS}.`);
-        }
-        if (!shapes.has(owner)) shapes.set(owner, new Map());
-        shapes.get(owner)!.set(weight, shape);
-        if (!(options.select?.(owner, weight, shape) ?? true)) continue;
-        if (!layers.has(owner)) layers.set(owner, new Map());
-        layers.get(owner)!.set(weight, { shape, data: toFloat32(dataset.value, `${layerName}/${weightName}`) });
+        take(owner, weight, dataset, `${layerName}/${weightName}`);
       }
     }
     const config = rootFile.attrs['model_config']?.value;
@@ -114,6 +142,7 @@ async function readH5(path: string, options: ReadH5Options): Promise<KerasH5> {
       layerNames,
       modelConfig: typeof config === 'string' ? (JSON.parse(config) as unknown) : null,
       kerasVersion: version == null ? null : String(version),
+      positional: false,
     };
   } finally {
     file.close();

@@ -138,9 +138,11 @@ async function kerasFileModel(tf: Tf, file: string, want: ModelWant): Promise<Re
   }
   if (arch !== null) {
     const { variant } = resolveVariant(arch);
-    const model = buildVariant(tf, arch, { includeTop: false, ...(want.inputSize ? { inputSize: want.inputSize } : {}) });
+    // The size the file's model was saved at, where its config says (Keras 2's batch_input_shape, Keras 3's batch_shape).
+    const inputSize = want.inputSize ?? savedInputSize(h5.modelConfig) ?? variant.inputSize;
+    const model = buildVariant(tf, arch, { includeTop: false, inputSize });
     await assignKerasFile(tf, model, file).catch((err: unknown) => disposeOnError(model, () => { throw err; }));
-    return { source, model, name: `${arch} (from ${file})`, preprocess: want.preprocess ?? variant.preprocess, inputSize: want.inputSize ?? variant.inputSize, headless: true, classes: null, ...(variant.fineTuneFrom ? { fineTuneFrom: variant.fineTuneFrom } : {}), tl: null };
+    return { source, model, name: `${arch} (from ${file})`, preprocess: want.preprocess ?? variant.preprocess, inputSize, headless: true, classes: null, ...(variant.fineTuneFrom ? { fineTuneFrom: variant.fineTuneFrom } : {}), tl: null };
   }
   if (want.preprocess === undefined) throw new UsageError(`${file} holds a model tl does not know, so its preprocessing is unknown; pass --preprocess caffe|tf|torch|raw01|none.`);
   customLayers(tf);
@@ -154,6 +156,16 @@ async function kerasFileModel(tf: Tf, file: string, want: ModelWant): Promise<Re
   disposeOnError(model, () => fixedInputAllows(file, model.inputs[0]!.shape, want.inputSize));
   const inputSize = (model.inputs[0]!.shape[1] as number | null) ?? want.inputSize ?? 224;
   return { source, model, name: `${model.name} (from ${file})`, preprocess: want.preprocess, inputSize, headless: false, classes: null, tl: null };
+}
+
+/** The square input size of a Keras model config's first input layer, or null when it has none (or a free size). */
+function savedInputSize(modelConfig: unknown): number | null {
+  const layers = (modelConfig as { config?: { layers?: { class_name?: string; config?: { batch_input_shape?: unknown; batch_shape?: unknown } }[] } } | null)?.config?.layers;
+  const input = layers?.find((l) => l.class_name === 'InputLayer')?.config;
+  const shape = input?.batch_shape ?? input?.batch_input_shape;
+  if (!Array.isArray(shape) || shape.length !== 4) return null;
+  const [, h, w] = shape as unknown[];
+  return typeof h === 'number' && h === w && Number.isInteger(h) && h >= 32 ? h : null;
 }
 
 /** Resolves and loads `spec` for what a command wants of it. The caller owns the model. */
