@@ -28,8 +28,14 @@ export interface ImportResult {
 }
 
 /** The registry sources a file could be: by its file name, or every Keras source of `model`. */
+/** Every registry model's Keras weight files. */
+const kerasSources = () => FAMILIES.flatMap((f) => f.variants.flatMap((variant) => variant.weights.filter((w): w is KerasSource => w.kind === 'keras-h5').map((source) => ({ variant, source }))));
+
+/** Whether `file` has the name Keras publishes one of the registry's weight files under. */
+const publishedName = (file: string) => kerasSources().some((c) => basename(new URL(c.source.url).pathname) === basename(file));
+
 function candidates(file: string, model: string | undefined): { variant: Variant; source: KerasSource }[] {
-  const all = FAMILIES.flatMap((f) => f.variants.flatMap((variant) => variant.weights.filter((w): w is KerasSource => w.kind === 'keras-h5').map((source) => ({ variant, source }))));
+  const all = kerasSources();
   const named = all.filter((c) => basename(new URL(c.source.url).pathname) === basename(file));
   if (model !== undefined) {
     const { variant } = resolveVariant(model);
@@ -39,7 +45,7 @@ function candidates(file: string, model: string | undefined): { variant: Variant
     return byName.length > 0 ? byName : mine;
   }
   if (named.length === 0) {
-    throw new UsageError(`${file}: the file name is not one Keras publishes for a registry model, so tl cannot tell which model it is for.`, { suggestion: 'Pass --model NAME (see `tl models`).' });
+    throw new UsageError(`${file}: neither its file name (not one Keras publishes) nor its config (if any) names a registry model, so tl cannot tell which model it is for.`, { suggestion: 'Pass --model NAME (see `tl models`).' });
   }
   return named;
 }
@@ -101,7 +107,8 @@ export async function importWeights(tf: Tf, file: string, options: { model?: str
   const h5 = await readKerasH5(file, { select: () => false });
   const hasTop = [...h5.shapes.keys()].some((l) => l === 'predictions' || l === 'Predictions' || l === 'fc1000');
   let reasons: string[] = [];
-  const all = candidates(file, options.model);
+  // Without --model: the file's name as Keras publishes it, else the application its config names (`model.save`).
+  const all = candidates(file, options.model ?? (publishedName(file) ? undefined : (registryModelOf(file, h5.modelConfig) ?? undefined)));
   const matching = all.filter((c) => c.source.includeTop === hasTop);
   for (const { variant, source } of matching.length > 0 ? matching : all) {
     const model = buildVariant(tf, variant.name, { includeTop: source.includeTop, ...(source.inputSize ? { inputSize: source.inputSize } : {}) });

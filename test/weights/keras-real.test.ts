@@ -8,6 +8,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { loadBackend, type Tensor, type Tf } from '../../src/backend/index.js';
 import { resolveModel } from '../../src/weights/resolve.js';
 import { readNpy } from '../../src/util/npy.js';
+import { runTl } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/keras3/${name}`, import.meta.url));
@@ -49,5 +50,17 @@ describe('Keras 3 .h5 files', () => {
     expect(worst / scale).toBeLessThan(1e-4);
     expect(tf.memory().numTensors).toBe(before);
     im.model.dispose();
+  });
+});
+
+describe('tl models import of a Keras 3 file', () => {
+  it('takes the application its config names, and checks every weight against it', async () => {
+    const home = tempDir();
+    const r = await runTl(['models', 'import', fixture('mobilenetv2_035_notop.h5'), '--json'], { TL_HOME: home });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as { model: string }).model).toBe('mobilenet_v2_035');
+    const weights = await runTl(['models', 'import', fixture('mobilenetv2_035_notop.weights.h5')], { TL_HOME: home });
+    expect(weights.exitCode).toBe(2);
+    expect(weights.stderr).toContain('nor its config (if any) names a registry model');
   });
 });
