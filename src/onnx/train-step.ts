@@ -255,6 +255,24 @@ function emitForward(tail: LayersModel, graph: TailGraph, mode: RuleContext['mod
 }
 
 /**
+ * What every loss reads: the per-step inputs (labels, sample weights, rate, step number); the batch's real rows (a
+ * padded row has weight 0) and their count; the probabilities clipped as Keras clips them, and where the clip passes
+ * the gradient (tfjs passes it where min <= p <= max).
+ */
+function lossCommon(graph: TailGraph, probs: string) {
+  const { g } = graph;
+  const labels = graph.addInput('labels', [-1], INT64);
+  const sampleWeights = graph.addInput('sample_weights', [-1]);
+  const lr = graph.addInput('lr', []);
+  const step = graph.addInput('step', []);
+  const real = g.op('Greater', [sampleWeights, g.f(0)]);
+  const count = g.reduceSum(g.op('Cast', [real], [A.int('to', FLOAT)]), [0]);
+  const clipped = g.op('Clip', [probs, g.f(PROB_MIN), g.f(PROB_MAX)]);
+  const inRange = g.op('Cast', [g.op('And', [g.op('Not', [g.op('Less', [probs, g.f(PROB_MIN)])]), g.op('Not', [g.op('Greater', [probs, g.f(PROB_MAX)])])])], [A.int('to', FLOAT)]);
+  return { labels, sampleWeights, lr, step, real, count, clipped, inRange };
+}
+
+/**
  * Keras's categorical cross-entropy of clipped probabilities (smoothed targets, per-image weights, the mean over the
  * batch's real rows) as the `loss` and `correct` outputs, and its gradient with respect to the logits.
  */
@@ -262,19 +280,13 @@ function emitLoss(graph: TailGraph, probsValue: { name: string; shape: number[] 
   const { g } = graph;
   const probs = probsValue.name;
   const classes = probsValue.shape[1]!;
-  const labels = graph.addInput('labels', [-1], INT64);
-  const sampleWeights = graph.addInput('sample_weights', [-1]);
-  const lr = graph.addInput('lr', []);
-  const step = graph.addInput('step', []);
+  const { labels, sampleWeights, lr, step, real, count, clipped, inRange } = lossCommon(graph, probs);
   const targets = options.softTargets ? graph.addInput('targets', [-1, classes]) : null;
   let target = targets ?? g.op('OneHot', [labels, g.int64s('depth', [classes]), g.floats('onehot_values', [2], Float32Array.of(0, 1))], [A.int('axis', -1)]);
   if (options.labelSmoothing > 0 && !targets) target = g.op('Add', [g.op('Mul', [target, g.f(1 - options.labelSmoothing)]), g.f(options.labelSmoothing / classes)]);
-  const clipped = g.op('Clip', [probs, g.f(PROB_MIN), g.f(PROB_MAX)]);
   const perImage = g.op('Neg', [g.reduceSum(g.op('Mul', [target, g.op('Log', [clipped])]), [1])]);
-  // The batch's images are its rows of positive weight (a padded row has weight 0; class weights are positive): the
-  // loss is their mean, as Keras's over a batch of that size.
-  const real = g.op('Greater', [sampleWeights, g.f(0)]);
-  const count = g.reduceSum(g.op('Cast', [real], [A.int('to', FLOAT)]), [0]);
+  // The batch's images are its rows of positive weight (class weights are positive): the loss is their mean, as
+  // Keras's over a batch of that size.
   g.node('Div', [g.reduceSum(g.op('Mul', [perImage, sampleWeights]), [0]), count], 'loss', [], 'loss');
   const predicted = g.op('ArgMax', [probs], [A.int('axis', 1), A.int('keepdims', 0)]);
   g.node('ReduceSum', [g.op('Cast', [g.op('And', [g.op('Equal', [predicted, labels]), real])], [A.int('to', FLOAT)])], 'correct', [A.int('keepdims', 0)], 'correct');
@@ -283,7 +295,6 @@ function emitLoss(graph: TailGraph, probsValue: { name: string; shape: number[] 
 
   // d loss / d probs through the clip (tfjs passes the gradient where min <= p <= max), then the softmax.
   const weightPerImage = g.op('Unsqueeze', [g.op('Div', [sampleWeights, count]), g.ints([1])]);
-  const inRange = g.op('Cast', [g.op('And', [g.op('Not', [g.op('Less', [probs, g.f(PROB_MIN)])]), g.op('Not', [g.op('Greater', [probs, g.f(PROB_MAX)])])])], [A.int('to', FLOAT)]);
   const dProbs = g.op('Mul', [g.op('Neg', [g.op('Div', [g.op('Mul', [target, weightPerImage]), clipped])]), inRange]);
   const dLogits = g.op('Mul', [probs, g.op('Sub', [dProbs, g.reduceSum(g.op('Mul', [dProbs, probs]), [1], true)])]);
   return { inputs: { labels, sampleWeights, lr, step, ...(targets ? { targets } : {}) }, dLogits };
@@ -299,21 +310,15 @@ function emitBinaryLoss(graph: TailGraph, probsValue: { name: string; shape: num
   const { g } = graph;
   const probs = probsValue.name;
   const classes = probsValue.shape[1]!;
-  const labels = graph.addInput('labels', [-1], INT64);
-  const sampleWeights = graph.addInput('sample_weights', [-1]);
-  const lr = graph.addInput('lr', []);
-  const step = graph.addInput('step', []);
+  const { labels, sampleWeights, lr, step, real, count, clipped, inRange } = lossCommon(graph, probs);
   const hard = g.op('Gather', [g.floats('target_rows', [multi.targets.length / classes, classes], multi.targets), labels], [A.int('axis', 0)]);
   const target = smoothing > 0 ? g.op('Add', [g.op('Mul', [hard, g.f(1 - smoothing)]), g.f(smoothing / 2)]) : hard;
-  const clipped = g.op('Clip', [probs, g.f(PROB_MIN), g.f(PROB_MAX)]);
   const oneMinusTarget = g.op('Sub', [g.f(1), target]);
   const oneMinusClipped = g.op('Sub', [g.f(1), clipped]);
   const posWeights = multi.posWeights ? g.floats('pos_weights', [classes], Float32Array.from(multi.posWeights)) : null;
   const weightedTarget = posWeights ? g.op('Mul', [target, posWeights]) : target;
   const perLabel = g.op('Add', [g.op('Mul', [weightedTarget, g.op('Log', [clipped])]), g.op('Mul', [oneMinusTarget, g.op('Log', [oneMinusClipped])])]);
   const perImage = g.op('Neg', [g.op('Mul', [g.reduceSum(perLabel, [1]), g.f(1 / classes)])]);
-  const real = g.op('Greater', [sampleWeights, g.f(0)]);
-  const count = g.reduceSum(g.op('Cast', [real], [A.int('to', FLOAT)]), [0]);
   g.node('Div', [g.reduceSum(g.op('Mul', [perImage, sampleWeights]), [0]), count], 'loss', [], 'loss');
   const wrong = g.reduceSum(g.op('Abs', [g.op('Sub', [g.op('Cast', [g.op('Greater', [probs, g.f(0.5)])], [A.int('to', FLOAT)]), hard])]), [1]);
   g.node('ReduceSum', [g.op('Cast', [g.op('And', [g.op('Equal', [wrong, g.f(0)]), real])], [A.int('to', FLOAT)])], 'correct', [A.int('keepdims', 0)], 'correct');
@@ -322,7 +327,6 @@ function emitBinaryLoss(graph: TailGraph, probsValue: { name: string; shape: num
 
   // d loss / d probs through the clip (passed where min <= p <= max, as tfjs does), then the sigmoid: p (1 - p).
   const weightPerImage = g.op('Unsqueeze', [g.op('Mul', [g.op('Div', [sampleWeights, count]), g.f(1 / classes)]), g.ints([1])]);
-  const inRange = g.op('Cast', [g.op('And', [g.op('Not', [g.op('Less', [probs, g.f(PROB_MIN)])]), g.op('Not', [g.op('Greater', [probs, g.f(PROB_MAX)])])])], [A.int('to', FLOAT)]);
   const dPerLabel = g.op('Sub', [g.op('Div', [oneMinusTarget, oneMinusClipped]), g.op('Div', [weightedTarget, clipped])]);
   const dProbs = g.op('Mul', [g.op('Mul', [dPerLabel, weightPerImage]), inRange]);
   const dLogits = g.op('Mul', [dProbs, g.op('Mul', [probs, g.op('Sub', [g.f(1), probs])])]);
