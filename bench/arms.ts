@@ -24,7 +24,13 @@ export async function fashionSubset(work: string, name: string, classes: number[
   return out;
 }
 
-export function runArms(root: string, work: string, datasets: { name: string; dir: string }[], arms: Arm[], seeds: number[]): (string | number)[][] {
+/** A column of its own beyond the standard ones: its heading, and its cell from each seed's `--json` result. */
+export interface ExtraColumn {
+  head: string;
+  cell: (results: Record<string, unknown>[]) => string;
+}
+
+export function runArms(root: string, work: string, datasets: { name: string; dir: string }[], arms: Arm[], seeds: number[], extra?: ExtraColumn): (string | number)[][] {
   const env = { ...process.env, TL_HOME: join(work, 'home') };
   const rows: (string | number)[][] = [];
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
@@ -33,17 +39,19 @@ export function runArms(root: string, work: string, datasets: { name: string; di
       const acc: number[] = [];
       const loss: number[] = [];
       const seconds: number[] = [];
+      const results: Record<string, unknown>[] = [];
       for (const seed of seeds) {
         log(`${d.name}, ${arm.label}, seed ${seed}`);
         const started = performance.now();
         const out = execFileSync(process.execPath, [join(root, 'bin', 'tl.js'), 'finetune', d.dir, ...arm.args, '--seed', String(seed), '--calibrate', 'none', '--out', join(work, 'run'), '--json'], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 1 << 26 });
         seconds.push((performance.now() - started) / 1000);
         const r = JSON.parse(out) as { test: { accuracy: number; loss: number } };
+        results.push(r);
         acc.push(r.test.accuracy);
         loss.push(r.test.loss);
         rmSync(join(work, 'run'), { recursive: true, force: true });
       }
-      rows.push([d.name, arm.label, acc.map((a) => a.toFixed(3)).join(', '), mean(acc).toFixed(3), mean(loss).toFixed(4), mean(seconds).toFixed(0)]);
+      rows.push([d.name, arm.label, acc.map((a) => a.toFixed(3)).join(', '), mean(acc).toFixed(3), mean(loss).toFixed(4), mean(seconds).toFixed(0), ...(extra ? [extra.cell(results)] : [])]);
     }
   }
   return rows;
@@ -52,6 +60,7 @@ export function runArms(root: string, work: string, datasets: { name: string; di
 const ARMS_HEAD = ['dataset', 'options', 'test accuracy per seed', 'mean', 'mean log-loss', 'seconds per run'];
 
 /** A section of BENCHMARKS.md: what was run, then the rows of runArms as a table. */
-export function armsSection(title: string, text: string, rows: (string | number)[][]): Section {
-  return { title, lines: [text, '', `| ${ARMS_HEAD.join(' | ')} |`, `| ${ARMS_HEAD.map(() => '---').join(' | ')} |`, ...rows.map((r) => `| ${r.join(' | ')} |`)] };
+export function armsSection(title: string, text: string, rows: (string | number)[][], extra?: ExtraColumn): Section {
+  const head = [...ARMS_HEAD, ...(extra ? [extra.head] : [])];
+  return { title, lines: [text, '', `| ${head.join(' | ')} |`, `| ${head.map(() => '---').join(' | ')} |`, ...rows.map((r) => `| ${r.join(' | ')} |`)] };
 }

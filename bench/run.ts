@@ -570,7 +570,7 @@ async function gpuMode(values: { gpu?: boolean; 'gpu-bundle'?: string; 'gpu-repo
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, choices: { type: 'boolean', default: false }, ship: { type: 'boolean', default: false }, keras: { type: 'boolean', default: false }, 'head-epochs': { type: 'boolean', default: false }, 'multi-label': { type: 'boolean', default: false }, mixup: { type: 'boolean', default: false }, rates: { type: 'boolean', default: false }, augment: { type: 'boolean', default: false }, 'keep-choices': { type: 'boolean', default: false }, profile: { type: 'boolean', default: false }, out: { type: 'string', default: join(ROOT, 'BENCHMARKS.md') }, one: { type: 'string' }, gpu: { type: 'boolean', default: false }, 'gpu-bundle': { type: 'string' }, 'gpu-report': { type: 'string' } } });
+  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, choices: { type: 'boolean', default: false }, ship: { type: 'boolean', default: false }, keras: { type: 'boolean', default: false }, 'head-epochs': { type: 'boolean', default: false }, 'multi-label': { type: 'boolean', default: false }, mixup: { type: 'boolean', default: false }, rates: { type: 'boolean', default: false }, views: { type: 'boolean', default: false }, 'near-duplicates': { type: 'boolean', default: false }, augment: { type: 'boolean', default: false }, 'keep-choices': { type: 'boolean', default: false }, profile: { type: 'boolean', default: false }, out: { type: 'string', default: join(ROOT, 'BENCHMARKS.md') }, one: { type: 'string' }, gpu: { type: 'boolean', default: false }, 'gpu-bundle': { type: 'string' }, 'gpu-report': { type: 'string' } } });
   if (values.one !== undefined) return runOne(values.one);
   if (values.gpu || values['gpu-bundle'] || values['gpu-report']) return gpuMode(values);
   if (values.choices) return runChoices(values.out);
@@ -582,6 +582,8 @@ async function main(): Promise<void> {
     [values['multi-label'], 'multi-label', async (work) => (await import('./multilabel.js')).multiLabelBench(ROOT, work)],
     [values.mixup, 'mixup', async (work) => (await import('./mixup.js')).mixupBench(ROOT, work)],
     [values.rates, 'rates', async (work) => (await import('./rates.js')).ratesBench(ROOT, work)],
+    [values.views, 'views', async (work) => (await import('./views.js')).viewsBench(ROOT, work)],
+    [values['near-duplicates'], 'near-duplicates', async (work) => (await import('./near-duplicates.js')).nearDuplicatesBench(ROOT, work)],
     [values.ship, 'ship', async (work) => (await import('./ship.js')).shipBench(ROOT, work, availableParallelism())],
   ];
   for (const [asked, flag, measure] of alone) {
