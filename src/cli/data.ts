@@ -10,6 +10,7 @@ import { progress } from './io.js';
 import { dataOptions, dataSchema, refuseMultiLabel } from './options.js';
 import type { Io } from './io.js';
 import type { SuspectsResult } from '../audit/suspects.js';
+import type { Dataset } from '../data/index.js';
 import type { z } from 'zod';
 
 const dataCommandSchema = inferenceSchema.extend(dataSchema.shape).extend(schemaOf(DATA_CHECK_OPTIONS).shape);
@@ -28,8 +29,9 @@ export function dataCommand(io: Io): Command {
     const multiLabel = multiLabelOf(opts);
     const dataset = await openDataset(root, { val: opts.val, test: opts.test, seed: opts.seed, size: opts.size, resize: opts.resize, maxPixels: opts.maxPixels, allowConflicts: true, labels, ...(multiLabel ? { multiLabel } : {}) });
     const summary = await summarizeDataset(dataset);
+    const nearDuplicates = opts.duplicates ? await findNearDuplicates(io, dataset, opts) : null;
     const suspects = opts.suspects ? await runSuspects(io, root, opts) : null;
-    if (opts.json) return printJson(io, suspects ? { ...summary, suspects } : summary);
+    if (opts.json) return printJson(io, { ...summary, ...(nearDuplicates ? { nearDuplicates } : {}), ...(suspects ? { suspects } : {}) });
     const table = new Table({ head: [summary.multiLabel ? 'label' : 'class', 'train', 'val', 'test', 'total'], style: { head: [], border: [] } });
     for (const c of summary.classes) table.push([c.name, c.train, c.val, c.test, c.total]);
     table.push([summary.multiLabel ? 'images' : 'all', summary.totals.train, summary.totals.val, summary.totals.test, summary.totals.all]);
@@ -54,6 +56,7 @@ export function dataCommand(io: Io): Command {
       io.out(`skipped ${summary.skipped.length} file(s):\n`);
       for (const s of summary.skipped) io.out(`  ${s.path}: ${s.reason}\n`);
     }
+    if (nearDuplicates) printNearDuplicates(io, nearDuplicates);
     if (suspects) printSuspects(io, suspects);
   });
   return cmd;
@@ -75,6 +78,46 @@ async function runSuspects(io: Io, data: string, opts: z.infer<typeof dataComman
   });
   spinner.succeed(`label suspects: ${result.suspects.length} of ${result.images} images`);
   return result;
+}
+
+/** A near-duplicate pair with what it means for training: its images' classes and splits. */
+interface NearDuplicatePair {
+  a: { rel: string; classes: string[]; split: string };
+  b: { rel: string; classes: string[]; split: string };
+  score: number;
+  /** 'across splits' (a held-out image is nearly one the model trains on), 'across classes', or 'within a split'. */
+  kind: 'across splits' | 'across classes' | 'within a split';
+}
+
+/** `--duplicates`: the near-duplicate pairs of every image that decodes, strongest first. */
+async function findNearDuplicates(io: Io, dataset: Dataset, opts: { quiet?: boolean; json?: boolean }): Promise<NearDuplicatePair[]> {
+  const { nearDuplicates } = await import('../data/near-duplicates.js');
+  const { classesOf, SPLITS } = await import('../data/index.js');
+  const spinner = progress(io, 'near-duplicates', opts);
+  const items = SPLITS.flatMap((s) => dataset.splits[s]);
+  const found = await nearDuplicates(items, (done, total) => spinner.update(`near-duplicates: thumbnails ${done}/${total}`));
+  spinner.succeed(`near-duplicates: ${found.length} pair${found.length === 1 ? '' : 's'} among ${items.length} images`);
+  const byRel = new Map(SPLITS.flatMap((s) => dataset.splits[s].map((item) => [item.rel, { item, split: s }] as const)));
+  const side = (rel: string) => {
+    const { item, split } = byRel.get(rel)!;
+    return { rel, classes: classesOf(item).map((c) => dataset.classes[c]!), split };
+  };
+  return found.map((p) => {
+    const [a, b] = [side(p.a), side(p.b)];
+    const kind = a.split !== b.split ? 'across splits' : a.classes.join() !== b.classes.join() ? 'across classes' : 'within a split';
+    return { a, b, score: p.score, kind };
+  });
+}
+
+/** The near-duplicate pairs, those that straddle splits first. */
+function printNearDuplicates(io: Io, pairs: NearDuplicatePair[]): void {
+  const straddle = pairs.filter((p) => p.kind === 'across splits').length;
+  io.out(`\nnear-duplicates (one picture resized, re-encoded or cropped): ${pairs.length} pair${pairs.length === 1 ? '' : 's'}${straddle ? `, ${straddle} across splits (a held-out image nearly one the model trains on)` : ''}\n`);
+  if (pairs.length === 0) return;
+  const order = ['across splits', 'across classes', 'within a split'];
+  const table = new Table({ head: ['image', 'image', 'score', 'classes', 'splits'], style: { head: [], border: [] } });
+  for (const p of [...pairs].sort((x, y) => order.indexOf(x.kind) - order.indexOf(y.kind))) table.push([p.a.rel, p.b.rel, p.score.toFixed(3), p.a.classes.join() === p.b.classes.join() ? p.a.classes.join(', ') : `${p.a.classes.join(', ')} / ${p.b.classes.join(', ')}`, p.a.split === p.b.split ? p.a.split : `${p.a.split} / ${p.b.split}`]);
+  io.out(`${table.toString()}\n`);
 }
 
 /** The suspects, worst first, with the given and the likely label. */

@@ -45,6 +45,7 @@ export const EXPORT_OPTIONS = {
 /** tl data's own. */
 export const DATA_CHECK_OPTIONS = {
   size: option('--size <px>', 'decode size used to validate images', numeric(z.number().int().min(8).max(1024)).default(224)),
+  duplicates: option('--duplicates', 'also list near-duplicates: images that are one picture resized, re-encoded or cropped (crop-aware correlation of grayscale thumbnails), with their classes and splits; identical files are always listed', z.boolean().default(false)),
   suspects: option('--suspects', "also list the images whose label is probably wrong (confident learning on out-of-fold probabilities of linear probes on --model's pooled features)", z.boolean().default(false)),
   model: option('-m, --model <name|path>', 'with --suspects: the backbone whose features the probes train on', z.string().min(1).default(DEFAULT_MODEL)),
   inputSize: INPUT_SIZE,
