@@ -30,6 +30,14 @@ export interface ExtraColumn {
   cell: (results: Record<string, unknown>[]) => string;
 }
 
+/** The two real datasets the recipe benches compare arms on: the bundled sample, and Fashion-MNIST classes 5-9. */
+export async function recipeDatasets(root: string, work: string): Promise<{ name: string; dir: string }[]> {
+  return [
+    { name: 'the bundled sample (Fashion-MNIST, 5 classes, 60 per class)', dir: join(root, 'datasets', 'fashion-mnist-sample') },
+    { name: 'Fashion-MNIST classes 5-9, 100 per class', dir: await fashionSubset(work, 'fashion', [5, 6, 7, 8, 9], 100) },
+  ];
+}
+
 export function runArms(root: string, work: string, datasets: { name: string; dir: string }[], arms: Arm[], seeds: number[], extra?: ExtraColumn): (string | number)[][] {
   const env = { ...process.env, TL_HOME: join(work, 'home') };
   const rows: (string | number)[][] = [];

@@ -1,14 +1,10 @@
 // `npm run bench -- --mixup`: mixup and CutMix against none, at 10 epochs (mixing, like augmentation, needs more
 // epochs than the default 3), on two real datasets over 2 seeds.
-import { join } from 'node:path';
-import { armsSection, fashionSubset, runArms } from './arms.js';
+import { armsSection, recipeDatasets, runArms } from './arms.js';
 import type { Section } from './section.js';
 
 export async function mixupBench(root: string, work: string): Promise<Section> {
-  const datasets = [
-    { name: 'the bundled sample (Fashion-MNIST, 5 classes, 60 per class)', dir: join(root, 'datasets', 'fashion-mnist-sample') },
-    { name: 'Fashion-MNIST classes 5-9, 100 per class', dir: await fashionSubset(work, 'fashion', [5, 6, 7, 8, 9], 100) },
-  ];
+  const datasets = await recipeDatasets(root, work);
   const arms = [
     { label: '--epochs 10', args: ['--epochs', '10'] },
     { label: '--mixup 0.8 --epochs 10', args: ['--mixup', '0.8', '--epochs', '10'] },

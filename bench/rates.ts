@@ -1,14 +1,10 @@
 // `npm run bench -- --rates`: discriminative rates (--lr-decay-per-block) against one rate, at the default freeze and
 // with more of the backbone training (--freeze 50), at 10 epochs, on two real datasets over 2 seeds.
-import { join } from 'node:path';
-import { armsSection, fashionSubset, runArms } from './arms.js';
+import { armsSection, recipeDatasets, runArms } from './arms.js';
 import type { Section } from './section.js';
 
 export async function ratesBench(root: string, work: string): Promise<Section> {
-  const datasets = [
-    { name: 'the bundled sample (Fashion-MNIST, 5 classes, 60 per class)', dir: join(root, 'datasets', 'fashion-mnist-sample') },
-    { name: 'Fashion-MNIST classes 5-9, 100 per class', dir: await fashionSubset(work, 'fashion', [5, 6, 7, 8, 9], 100) },
-  ];
+  const datasets = await recipeDatasets(root, work);
   const arms = [
     { label: '--epochs 10', args: ['--epochs', '10'] },
     { label: '--lr-decay-per-block 0.7 --epochs 10', args: ['--lr-decay-per-block', '0.7', '--epochs', '10'] },
