@@ -11,6 +11,7 @@ import { assignSplits } from '../../src/data/split.js';
 import { onnx } from '../../src/onnx/graph.js';
 import { finetune } from '../../src/train/finetune.js';
 import { computeMultiLabelMetrics } from '../../src/metrics/multilabel.js';
+import { startServer } from '../../src/serve/index.js';
 import { runTl } from '../helpers/cli.js';
 import { collectNotices } from '../helpers/notices.js';
 import { finetuneOptions } from '../helpers/options.js';
@@ -207,6 +208,23 @@ describe('a run with several labels per image', () => {
       expect(computeMultiLabelMetrics(probs, truth, out.classes, out.thresholds).micro.f1).toBeCloseTo(run.multiLabel!.micro.f1, 4);
     }
   }, 120_000);
+
+  it('tl serve answers the labels at or above their thresholds, as tl predict does', async () => {
+    const image = join(data, 'images', 'img5.png');
+    const predicted = JSON.parse((await runTl(['predict', '-m', run.outDir, image, '--engine', 'onnx', '--json'], { TL_HOME: store })).stdout) as { predictions: { labels: { class: string; probability: number }[] }[] };
+    const s = await startServer({ model: run.outDir, host: '127.0.0.1', port: 0, maxBatch: 4, maxWaitMs: 1, maxBodyBytes: 1 << 20, top: 4, threads: 1 });
+    try {
+      const answer = (await (await fetch(`${s.url}/predict`, { method: 'POST', body: readFileSync(image), headers: { 'content-type': 'image/png' } })).json()) as { labels: { class: string; probability: number; threshold: number }[] };
+      expect(answer.labels.length).toBeGreaterThan(0);
+      expect(answer.labels.map((l) => l.class)).toEqual(predicted.predictions[0]!.labels.map((l) => l.class));
+      answer.labels.forEach((l, i) => {
+        expect(l.probability).toBeCloseTo(predicted.predictions[0]!.labels[i]!.probability, 4);
+        expect(l.probability).toBeGreaterThanOrEqual(l.threshold);
+      });
+    } finally {
+      await s.close();
+    }
+  });
 
   it('commands that read one label per image refuse --multi-label, and exports that show one label refuse the run', async () => {
     for (const args of [['rank', data], ['curve', data], ['data', data, '--suspects']]) {
