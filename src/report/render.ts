@@ -80,6 +80,12 @@ export function renderMarkdown(r: Report): string {
   } else {
     lines.push('No held-out test images, so no test metrics.', '');
   }
+  const pairs = r.kind === 'finetune' ? (r.nearDuplicates ?? null) : null;
+  if (pairs && pairs.length > 0) {
+    lines.push('## Possible near-duplicates across splits', '', NEAR_DUPLICATES_NOTE, '', '| held-out image | split | training image | score |', '| --- | --- | --- | ---: |');
+    for (const p of pairs) lines.push(`| ${mdCell(p.heldOut)} | ${p.split} | ${mdCell(p.train)} | ${p.score.toFixed(3)} |`);
+    lines.push('');
+  }
   const suspects = r.kind === 'finetune' ? (r.suspects ?? null) : null;
   if (suspects) {
     lines.push('## Test images whose label is probably wrong', '', SUSPECTS_NOTE, '');
@@ -106,6 +112,8 @@ export function renderMarkdown(r: Report): string {
 }
 
 const SUSPECTS_NOTE = "Confident learning on the model's probabilities of the test images (which it never trained on): an image is listed when another class's probability passes that class's own threshold (its mean probability over the images labelled with it) and is the likeliest such class. Worst first. `tl data --suspects` audits every image, training ones included.";
+
+const NEAR_DUPLICATES_NOTE = 'A validation or test image that looks like a training image resized, re-encoded or cropped (crop-aware correlation of grayscale thumbnails; `tl data --duplicates` lists every pair). If they are one picture, the held-out metrics include an image the model trained on. Distinct images that look much alike (plain items of one class at a low resolution) can be listed too.';
 
 const escape = (s: string) => s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 
@@ -160,6 +168,12 @@ export async function renderHtml(r: Report, extras: HtmlExtras = {}): Promise<st
     body.push(thumbs.length === 0 ? '<p>None.</p>' : `<section id="mistakes">${thumbs.map((t) => `<figure class="mistake">${t.src ? `<img src="${t.src}" alt="${escape(t.path)}">` : '<div class="missing">unreadable</div>'}<figcaption><b>${escape(t.predicted)}</b> ${(t.probability * 100).toFixed(0)}%<br>true: ${escape(t.true)}<br><span class="path">${escape(t.path)}</span></figcaption></figure>`).join('')}</section>`);
   }
   if (ml) body.push('<h2>Per label</h2>', '<p>Each label is predicted where its probability is at least its threshold (tuned for F1 on the validation split).</p>', table(multiLabelRows(ml), MULTI_LABEL_HEAD));
+  const pairs = r.kind === 'finetune' ? (r.nearDuplicates ?? null) : null;
+  if (pairs && pairs.length > 0) {
+    const shown = await Promise.all(pairs.slice(0, 24).map(async (p) => ({ ...p, held: await thumbnail(p.heldOut), trained: await thumbnail(p.train) })));
+    const img = (src: string | null, alt: string) => (src ? `<img src="${src}" alt="${escape(alt)}">` : '<div class="missing">unreadable</div>');
+    body.push('<h2>Possible near-duplicates across splits</h2>', `<p>${escape(NEAR_DUPLICATES_NOTE)}</p>`, `<section id="near-duplicates">${shown.map((p) => `<figure class="pair">${img(p.held, p.heldOut)}${img(p.trained, p.train)}<figcaption>${escape(p.split)} / train, ${p.score.toFixed(3)}<br><span class="path">${escape(p.heldOut)}<br>${escape(p.train)}</span></figcaption></figure>`).join('')}</section>`);
+  }
   const suspects = r.kind === 'finetune' ? (r.suspects ?? null) : null;
   if (suspects) {
     const shown = await Promise.all(suspects.slice(0, 48).map(async (x) => ({ ...x, src: await thumbnail(x.path) })));
@@ -181,7 +195,7 @@ h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}
 .stat .value{font-size:1.3rem;font-weight:600}.stat .label{color:#666;font-size:.8rem}
 #charts{display:flex;flex-wrap:wrap;gap:1.5rem;margin-top:1.5rem}.chart{margin:0}
 table{border-collapse:collapse;font-size:.85rem}td,th{border-bottom:1px solid #eee;padding:.2rem .6rem;text-align:left}
-#mistakes,#suspects{display:flex;flex-wrap:wrap;gap:.75rem}.mistake{margin:0;width:120px;font-size:.75rem}
+#mistakes,#suspects,#near-duplicates{display:flex;flex-wrap:wrap;gap:.75rem}.pair{margin:0;width:210px;font-size:.75rem}.pair img{max-width:96px;max-height:96px;margin-right:4px}.mistake{margin:0;width:120px;font-size:.75rem}
 .mistake img{display:block;max-width:96px;max-height:96px;border:2px solid #e45756}.path{color:#888;word-break:break-all}
 .note{background:#fff4e5;padding:.5rem}
 </style></head>

@@ -99,6 +99,12 @@ export const finetuneReportSchema = z.object({
    * first (absent from earlier reports; null with several labels per image or no test split).
    */
   suspects: z.array(z.object({ path: z.string(), given: z.string(), likely: z.string(), givenProbability: z.number(), likelyProbability: z.number() })).nullable().optional(),
+  /**
+   * Possible near-duplicates across splits: pairs of a training image and a validation or test image that look like
+   * one picture resized, re-encoded or cropped (look-alikes can be listed); null when not checked (absent from earlier
+   * reports).
+   */
+  nearDuplicates: z.array(z.object({ train: z.string(), heldOut: z.string(), split: z.enum(['val', 'test']), score: z.number() })).nullable().optional(),
   /** model.onnx's path, or why it was not written. */
   onnx: z.string(),
   frozenLayers: z.number().int(),

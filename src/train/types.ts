@@ -8,7 +8,7 @@ import type { KeptOutputs } from '../frozen/part.js';
 import type { Metrics } from '../metrics/classification.js';
 import type { MultiLabelMetrics } from '../metrics/multilabel.js';
 import type { LossConfig } from '../model/loss.js';
-import type { Calibration, ReportSuspect } from '../report/schema.js';
+import type { Calibration, FinetuneReport, ReportSuspect } from '../report/schema.js';
 import type { NamedArray } from '../step/index.js';
 import type { OptimizerConfig, ScheduleConfig } from '../step/optim.js';
 import { parseOptions } from '../util/options.js';
@@ -105,6 +105,8 @@ export interface FinetuneResult {
   thresholds: number[] | null;
   /** Test images whose label is probably wrong (confident learning on the test probabilities), worst first. */
   suspects: ReportSuspect[] | null;
+  /** Possible near-duplicates of a training image among the validation and test images (null: not checked). */
+  nearDuplicates: FinetuneReport['nearDuplicates'];
   /** The model.onnx written beside the tfjs model, or why it was not. */
   onnx: string;
   frozenLayers: number;
