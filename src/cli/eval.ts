@@ -31,7 +31,7 @@ export function evalCommand(io: Io): Command {
     const { evaluate, writeEvalReports } = await import('../eval/index.js');
     const spinner = progress(io, 'loading the model', opts);
     const result = await evaluate(tf, {
-      ...runOptions, run: opts.model, ...(data ? { data } : {}), split: opts.split, tta: opts.tta,
+      ...runOptions, run: opts.model, ...(data ? { data } : {}), split: opts.split, tta: opts.tta, ttaZoom: opts.ttaZoom,
       onProgress: (done, total) => spinner.update(`evaluating ${done}/${total}`),
       ...(shard ? { shard, shardOut: opts.out! } : {}),
     });

@@ -30,7 +30,7 @@ export function predictCommand(io: Io): Command {
     const { predict } = await import('../inference/predict.js');
     const spinner = progress(io, 'loading the model', opts);
     const result = await predict(tf, {
-      ...run, model: opts.model, inputs, top: opts.top, tta: opts.tta, maxPixels: opts.maxPixels, ...(opts.out ? { out: opts.out } : {}), ...(shard ? { shard } : {}),
+      ...run, model: opts.model, inputs, top: opts.top, tta: opts.tta, ttaZoom: opts.ttaZoom, maxPixels: opts.maxPixels, ...(opts.out ? { out: opts.out } : {}), ...(shard ? { shard } : {}),
       onProgress: (done, total) => spinner.update(`predicting ${done}/${total}`),
       onDownload: downloadReporter(io, spinner, opts),
     });

@@ -6,7 +6,7 @@ import { isAbsolute, join } from 'node:path';
 import type { Tf } from '../backend/index.js';
 import { ImageSource, readSplitRecord, scanDataset, type ImageItem, type SkippedFile } from '../data/index.js';
 import { DatasetError, ModelNotFoundError, UsageError } from '../errors.js';
-import { loadClassifier, runBatches, runBatchesTta, type InferenceModel, type RunOptions } from '../inference/index.js';
+import { loadClassifier, runBatchesTta, ttaViews, type InferenceModel, type RunOptions } from '../inference/index.js';
 import { classifyWithOnnxFile, loadOnnxClassifier } from '../inference/onnx-file.js';
 import { computeMetrics, type Metrics } from '../metrics/classification.js';
 import { computeMultiLabelMetrics, type MultiLabelMetrics } from '../metrics/multilabel.js';
@@ -102,7 +102,7 @@ export async function evaluate(tf: Tf, options: EvalOptions): Promise<EvalResult
     const probs: Float32Array[] = [];
     const labels: number[] = [];
     const paths: string[] = [];
-    for await (const batch of (options.tta ? runBatchesTta : runBatches)(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? CORE_ENGINE, ...(options.store ? { store: options.store } : {}) })) {
+    for await (const batch of runBatchesTta(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? CORE_ENGINE, ...(options.store ? { store: options.store } : {}) }, ttaViews(options))) {
       probs.push(batch.outputs);
       for (const item of batch.items) {
         labels.push(item.label);
@@ -125,7 +125,7 @@ export async function evaluate(tf: Tf, options: EvalOptions): Promise<EvalResult
       await writeFileAtomic(join(folder, 'rows.jsonl'), rows);
       const position = new Map(all.map((item, i) => [item.path, i]));
       const relOf = new Map(all.map((item) => [item.path, item.rel]));
-      const key = { run: options.run, model: im.name, weights: weightsDigest(im.model), classes: JSON.stringify(classes), data, split: usedRunSplit ? options.split : 'all', usedRunSplit, resize: options.resize ?? im.resize ?? DEFAULT_RESIZE, maxPixels: options.maxPixels ?? 0, engine: options.engine ?? CORE_ENGINE, tta: options.tta ?? false, images: all.length, dataset: await datasetDigest(all) };
+      const key = { run: options.run, model: im.name, weights: weightsDigest(im.model), classes: JSON.stringify(classes), data, split: usedRunSplit ? options.split : 'all', usedRunSplit, resize: options.resize ?? im.resize ?? DEFAULT_RESIZE, maxPixels: options.maxPixels ?? 0, engine: options.engine ?? CORE_ENGINE, tta: options.tta ?? false, ttaZoom: options.ttaZoom ?? false, images: all.length, dataset: await datasetDigest(all) };
       await finishShard(folder, { command: 'eval', shard, key }, paths.map((path) => ({ path, rel: relOf.get(path)!, position: position.get(path)! })), skipped, ['probs.npy', 'rows.jsonl']);
     }
     const seconds = (performance.now() - started) / 1000;
@@ -172,7 +172,7 @@ async function evaluateLabelSets(tf: Tf, im: InferenceModel, options: EvalOption
   const source = new ImageSource(items, { size: im.inputSize, ...((options.resize ?? im.resize) ? { resize: options.resize ?? im.resize! } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), cacheBytes: 0 });
   const probs: Float32Array[] = [];
   const truth: number[] = [];
-  for await (const batch of (options.tta ? runBatchesTta : runBatches)(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? CORE_ENGINE, ...(options.store ? { store: options.store } : {}) })) {
+  for await (const batch of runBatchesTta(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? CORE_ENGINE, ...(options.store ? { store: options.store } : {}) }, ttaViews(options))) {
     probs.push(batch.outputs);
     for (const item of batch.items) {
       const row = new Array<number>(k).fill(0);
@@ -192,7 +192,7 @@ async function evaluateLabelSets(tf: Tf, im: InferenceModel, options: EvalOption
  * preprocessing and resize mode its metadata gives.
  */
 async function evaluateOnnxFile(options: EvalOptions, started: number): Promise<EvalResult> {
-  if (options.shard || options.tta) throw new UsageError(`${options.shard ? '--shard' : '--tta'} takes a run folder; ${options.run} is an ONNX file.`);
+  if (options.shard || options.tta || options.ttaZoom) throw new UsageError(`${options.shard ? '--shard' : options.tta ? '--tta' : '--tta-zoom'} takes a run folder; ${options.run} is an ONNX file.`);
   if (options.data === undefined) throw new UsageError(`${options.run} is an ONNX file, which records no split: pass the labelled folder to evaluate it on (tl eval --model ${options.run} DATA).`);
   const model = await loadOnnxClassifier(options.run);
   if (model.thresholds) throw new UsageError(`${options.run} has several labels per image: evaluate its run folder (tl eval --model RUN), which knows each image's labels.`);

@@ -145,6 +145,8 @@ export interface RunOptions {
   store?: string;
   /** Test-time augmentation: each image's outputs averaged with its mirror image's (`runBatchesTta`). */
   tta?: boolean;
+  /** Test-time augmentation: also with its zoomed centre's (`zoomed`). */
+  ttaZoom?: boolean;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -233,41 +235,79 @@ export function mirrored(pixels: Uint8Array, n: number, size: number): Uint8Arra
   return out;
 }
 
+/** A test-time view of a batch of NHWC uint8 images. */
+export type TtaView = (pixels: Uint8Array, n: number, size: number) => Uint8Array;
+
+/** The share of each side a zoomed view keeps (timm's crop_pct of 0.875), centred, resized back to the input size. */
+export const ZOOM = 0.875;
+
+/** A batch of NHWC uint8 images, each its centre ZOOM of a side resized back to `size` (bilinear). */
+export function zoomed(pixels: Uint8Array, n: number, size: number): Uint8Array {
+  const out = new Uint8Array(pixels.length);
+  const crop = size * ZOOM;
+  const offset = (size - crop) / 2;
+  for (let i = 0; i < n; i++) {
+    const base = i * size * size * 3;
+    for (let y = 0; y < size; y++) {
+      const fy = Math.min(size - 1, Math.max(0, offset + ((y + 0.5) * crop) / size - 0.5));
+      const [y0, ay] = [Math.floor(fy), fy - Math.floor(fy)];
+      const y1 = Math.min(size - 1, y0 + 1);
+      for (let x = 0; x < size; x++) {
+        const fx = Math.min(size - 1, Math.max(0, offset + ((x + 0.5) * crop) / size - 0.5));
+        const [x0, ax] = [Math.floor(fx), fx - Math.floor(fx)];
+        const x1 = Math.min(size - 1, x0 + 1);
+        for (let c = 0; c < 3; c++) {
+          const at = (yy: number, xx: number) => pixels[base + (yy * size + xx) * 3 + c]!;
+          out[base + (y * size + x) * 3 + c] = Math.round((1 - ay) * ((1 - ax) * at(y0, x0) + ax * at(y0, x1)) + ay * ((1 - ax) * at(y1, x0) + ax * at(y1, x1)));
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** The views `--tta` (the mirror image) and `--tta-zoom` (the zoomed image, and with --tta its mirror too) add. */
+export function ttaViews(options: { tta?: boolean; ttaZoom?: boolean }): TtaView[] {
+  const views: TtaView[] = [];
+  if (options.tta) views.push(mirrored);
+  if (options.ttaZoom) views.push(zoomed);
+  if (options.tta && options.ttaZoom) views.push((p, n, size) => mirrored(zoomed(p, n, size), n, size));
+  return views;
+}
+
 /**
- * `runBatches` with test-time augmentation: the model's outputs on each image and on its mirror image, averaged (for a
- * classifier, the mean of the two probability vectors). Twice the compute, one decode: each batch the plain pass
- * reads is mirrored and queued for the second pass, which runs one batch behind it.
+ * `runBatches` with test-time augmentation when `views` are given: the model's outputs on each image and on each of
+ * its views, averaged (for a classifier, the mean of the probability vectors). One pass per view, one decode: each
+ * batch the plain pass reads is transformed and queued for every view's pass, which runs one batch behind it.
  */
-export async function* runBatchesTta(tf: Tf, im: InferenceModel, source: ImageSource, items: readonly ImageItem[], options: Parameters<typeof runBatches>[4]): AsyncGenerator<OutputBatch> {
-  const queue: Batch[] = [];
+export async function* runBatchesTta(tf: Tf, im: InferenceModel, source: ImageSource, items: readonly ImageItem[], options: Parameters<typeof runBatches>[4], views: TtaView[]): AsyncGenerator<OutputBatch> {
+  if (views.length === 0) {
+    yield* runBatches(tf, im, source, items, options);
+    return;
+  }
+  const queues: Batch[][] = views.map(() => []);
   const teed: Pick<ImageSource, 'size' | 'batches'> = {
     size: source.size,
     async *batches(list, opts) {
       for await (const batch of source.batches(list, opts)) {
-        queue.push({ ...batch, pixels: mirrored(batch.pixels, batch.items.length, source.size) });
+        views.forEach((view, v) => queues[v]!.push({ ...batch, pixels: view(batch.pixels, batch.items.length, source.size) }));
         yield batch;
       }
     },
   };
-  const flipped: Pick<ImageSource, 'size' | 'batches'> = {
-    size: source.size,
-    // The plain pass has always read a batch before this pass asks for it (the two advance in turn).
-    async *batches() {
-      while (queue.length > 0) yield queue.shift()!;
-    },
-  };
-  const plain = runBatches(tf, im, teed, items, options);
-  const mirror = runBatches(tf, im, flipped, items, options);
+  // Each view's pass: the plain pass has always read a batch before the view's pass asks for it (they advance in turn).
+  const passes = [runBatches(tf, im, teed, items, options), ...queues.map((queue) => runBatches(tf, im, { size: source.size, async *batches() { while (queue.length > 0) yield queue.shift()!; } }, items, options))];
   try {
     for (;;) {
-      const a = await plain.next();
-      const b = await mirror.next();
-      if (a.done || b.done) return;
-      const outputs = Float32Array.from(a.value.outputs, (v, k) => (v + b.value.outputs[k]!) / 2);
-      yield { items: a.value.items, outputs, width: a.value.width };
+      const results = [];
+      for (const pass of passes) results.push(await pass.next());
+      if (results.some((r) => r.done)) return;
+      const outs = results.map((r) => (r.value as OutputBatch).outputs);
+      const outputs = Float32Array.from(outs[0]!, (_, k) => outs.reduce((sum, o) => sum + o[k]!, 0) / outs.length);
+      const first = results[0]!.value as OutputBatch;
+      yield { items: first.items, outputs, width: first.width };
     }
   } finally {
-    await plain.return(undefined);
-    await mirror.return(undefined);
+    for (const pass of passes) await pass.return(undefined);
   }
 }

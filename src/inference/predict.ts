@@ -5,7 +5,7 @@ import type { Tf } from '../backend/index.js';
 import { ImageSource, listImages, type ImageItem, type SkippedFile } from '../data/index.js';
 import { UsageError } from '../errors.js';
 import type { DownloadProgress } from '../weights/download.js';
-import { loadClassifier, runBatches, runBatchesTta, type RunOptions } from './index.js';
+import { loadClassifier, runBatchesTta, ttaViews, type RunOptions } from './index.js';
 import { classifyWithOnnxFile, loadOnnxClassifier } from './onnx-file.js';
 import { join } from 'node:path';
 import { datasetDigest, finishShard, openShardFolder, shardOf, weightsDigest, type Shard } from '../shard/index.js';
@@ -64,7 +64,7 @@ function predictionsOf(outputs: Float32Array, width: number, items: readonly Ima
  * resize mode come from its metadata. Not sharded, and without --tta (they take a run folder).
  */
 async function predictWithOnnxFile(options: PredictOptions, items: ImageItem[], skipped: SkippedFile[]): Promise<PredictResult> {
-  if (options.shard || options.tta) throw new UsageError(`${options.shard ? '--shard' : '--tta'} takes a run folder or a registry model; ${options.model} is an ONNX file.`);
+  if (options.shard || options.tta || options.ttaZoom) throw new UsageError(`${options.shard ? '--shard' : options.tta ? '--tta' : '--tta-zoom'} takes a run folder or a registry model; ${options.model} is an ONNX file.`);
   const model = await loadOnnxClassifier(options.model);
   const k = Math.min(options.top, model.classes.length);
   const predictions: Prediction[] = [];
@@ -91,7 +91,7 @@ export async function predict(tf: Tf, options: PredictOptions): Promise<PredictR
     const k = Math.min(options.top, classes.length);
     const source = new ImageSource(items, { size: im.inputSize, ...((options.resize ?? im.resize) ? { resize: options.resize ?? im.resize! } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), cacheBytes: 0 });
     const predictions: Prediction[] = [];
-    for await (const batch of (options.tta ? runBatchesTta : runBatches)(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? CORE_ENGINE, ...(options.store ? { store: options.store } : {}) })) {
+    for await (const batch of runBatchesTta(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? CORE_ENGINE, ...(options.store ? { store: options.store } : {}) }, ttaViews(options))) {
       predictions.push(...predictionsOf(batch.outputs, batch.width, batch.items, classes, k, im.thresholds ?? null));
       options.onProgress?.(predictions.length, items.length);
     }
@@ -101,7 +101,7 @@ export async function predict(tf: Tf, options: PredictOptions): Promise<PredictR
       file = join(folder, 'predictions.jsonl');
       await writeFileAtomic(file, predictions.map(line).join(''));
       const position = new Map(listed.items.map((item, i) => [item.path, i]));
-      const key = { model: im.name, weights: weightsDigest(im.model), top: k, inputSize: im.inputSize, preprocess: im.preprocess, resize: options.resize ?? im.resize ?? DEFAULT_RESIZE, maxPixels: options.maxPixels ?? 0, engine: options.engine ?? CORE_ENGINE, tta: options.tta ?? false, images: listed.items.length, inputs: await datasetDigest(listed.items) };
+      const key = { model: im.name, weights: weightsDigest(im.model), top: k, inputSize: im.inputSize, preprocess: im.preprocess, resize: options.resize ?? im.resize ?? DEFAULT_RESIZE, maxPixels: options.maxPixels ?? 0, engine: options.engine ?? CORE_ENGINE, tta: options.tta ?? false, ttaZoom: options.ttaZoom ?? false, images: listed.items.length, inputs: await datasetDigest(listed.items) };
       const rows = predictions.map((p) => ({ path: p.path, rel: listed.items[position.get(p.path)!]!.rel, position: position.get(p.path)! }));
       await finishShard(folder, { command: 'predict', shard, key }, rows, source.skipped, ['predictions.jsonl']);
     } else if (options.out) {

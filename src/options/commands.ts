@@ -17,10 +17,12 @@ export const EXTRACT_OPTIONS = {
 
 /** Test-time augmentation for the commands that classify (eval, predict). */
 const TTA = option('--tta', 'test-time augmentation: average the probabilities of each image and of its mirror image (twice the compute)', z.boolean().default(false));
+const TTA_ZOOM = option('--tta-zoom', "test-time augmentation: also average in the image's centre 87.5% resized back (with --tta, that crop's mirror too: four views)", z.boolean().default(false));
 
 /** tl eval's own (besides the required --model). */
 export const EVAL_OPTIONS = {
   tta: TTA,
+  ttaZoom: TTA_ZOOM,
   split: option('--split <split>', "which of the run's saved splits", z.enum(EVAL_SPLITS).default('test')),
   out: option('-o, --out <dir>', 'report folder (default: <run>/eval-<split>); with --shard, the folder of the shards', z.string().min(1).optional()),
 };
@@ -28,6 +30,7 @@ export const EVAL_OPTIONS = {
 /** tl predict's own (besides the required --model). */
 export const PREDICT_OPTIONS = {
   tta: TTA,
+  ttaZoom: TTA_ZOOM,
   top: option('-k, --top <k>', 'classes to show per image', numeric(z.number().int().min(1).max(1000)).default(3)),
   out: option('-o, --out <file>', 'also write the predictions as JSON lines (one image per line, in input order); with --shard, the folder of the shards', z.string().min(1).optional()),
 };
