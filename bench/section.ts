@@ -24,7 +24,7 @@ export async function writeSection(out: string, section: Section, command: strin
   const current = existsSync(out) ? readFileSync(out, 'utf8') : '# Benchmarks\n';
   const start = current.indexOf(`## ${section.title}`);
   const next = start < 0 ? -1 : current.indexOf('\n## ', start + 3);
-  const merged = start < 0 ? `${current.trimEnd()}\n\n${text}` : `${current.slice(0, start)}${text}${next < 0 ? '' : current.slice(next + 1)}`;
+  const merged = start < 0 ? `${current.trimEnd()}\n\n${text}` : `${current.slice(0, start)}${text}${next < 0 ? '' : current.slice(next)}`;
   await writeFileAtomic(out, merged);
   log(`wrote the section "${section.title}" of ${out}`);
 }

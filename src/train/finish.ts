@@ -9,7 +9,7 @@ import { REPORT_SCHEMA_VERSION, writeReports } from '../report/index.js';
 import type { HtmlExtras } from '../report/render.js';
 import { augmentSheet } from '../data/augment.js';
 import { SPLITS } from '../data/index.js';
-import { nearDuplicates } from '../data/near-duplicates.js';
+import { nearDuplicates, WARN_SCORE } from '../data/near-duplicates.js';
 import { join } from 'node:path';
 import type { Calibration, CalibrationEffect } from '../report/schema.js';
 import { concatFloat32 } from '../util/arrays.js';
@@ -85,7 +85,7 @@ async function heldOutNearDuplicates(run: Run, warnings: string[]): Promise<Fine
     return null;
   }
   const splitOf = new Map(SPLITS.flatMap((s) => dataset.splits[s].map((item) => [item.rel, s] as const)));
-  const found = (await nearDuplicates(items)).flatMap((p) => {
+  const found = (await nearDuplicates(items, undefined, WARN_SCORE)).flatMap((p) => {
     const [sa, sb] = [splitOf.get(p.a)!, splitOf.get(p.b)!];
     if ((sa === 'train') === (sb === 'train')) return [];
     const [train, heldOut, split] = sa === 'train' ? [p.a, p.b, sb] : [p.b, p.a, sa];
