@@ -1,13 +1,12 @@
 // Seeded training-time augmentation on decoded uint8 RGB images (sharp does the pixel work): light (crop and flip),
-// standard (also rotation, brightness and contrast), trivial (crop and flip, then TrivialAugment and random erasing).
+// standard (also rotation, brightness and contrast), trivial (crop and flip, then TrivialAugment and random erasing),
+// rand-nN-mM (crop and flip, then RandAugment's N operations at magnitude M, and random erasing).
 import sharp from 'sharp';
 import { prng } from '../util/random.js';
-import { trivialAugment } from './trivial-augment.js';
+import { randAugment, trivialAugment } from './trivial-augment.js';
+import { randParams, type AugmentLevel } from './modes.js';
 
-import type { AugmentLevel } from './modes.js';
-
-export type { AugmentLevel } from './modes.js';
-export const AUGMENT_LEVELS: readonly AugmentLevel[] = ['none', 'light', 'standard', 'trivial'];
+export { AUGMENT_LEVELS, type AugmentLevel } from './modes.js';
 
 interface Params {
   flip: boolean;
@@ -25,8 +24,8 @@ function draw(level: Exclude<AugmentLevel, 'none'>, size: number, rand: () => nu
   const width = Math.max(8, Math.min(size, Math.round(Math.sqrt(area * ratio))));
   const height = Math.max(8, Math.min(size, Math.round(Math.sqrt(area / ratio))));
   const crop = { left: Math.floor(rand() * (size - width + 1)), top: Math.floor(rand() * (size - height + 1)), width, height };
-  // trivial: standard's crop and flip; TrivialAugment then does the rest (trivial-augment.ts).
-  if (level === 'light' || level === 'trivial') return { flip, crop, angle: 0, contrast: 1, brightness: 0 };
+  // trivial and rand: standard's crop and flip; TrivialAugment or RandAugment then does the rest (trivial-augment.ts).
+  if (level !== 'standard') return { flip, crop, angle: 0, contrast: 1, brightness: 0 };
   return { flip, crop, angle: (rand() * 2 - 1) * 10, contrast: 1 + (rand() * 2 - 1) * 0.2, brightness: (rand() * 2 - 1) * 0.2 * 255 };
 }
 
@@ -47,6 +46,8 @@ export async function augmentImage(pixels: Uint8Array, size: number, level: Augm
     out = await sharp(rotated.data, { raw: { width: rotated.info.width, height: rotated.info.height, channels: 3 } }).extract({ left, top, width: size, height: size }).raw().toBuffer();
   }
   const pixelsOut = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  const randAug = randParams(level);
+  if (randAug) return randAugment(pixelsOut, size, rand, randAug.ops, randAug.magnitude);
   return level === 'trivial' ? trivialAugment(pixelsOut, size, rand) : pixelsOut;
 }
 

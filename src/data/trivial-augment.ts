@@ -1,7 +1,9 @@
 // TrivialAugment (Müller & Hutter, 2021; torchvision's TrivialAugmentWide): each image gets one operation drawn
-// uniformly from the list below, at a strength drawn uniformly from 31 levels, then (as timm's recipes do) random
-// erasing of one rectangle with probability ERASE. Colour operations work on the uint8 pixels here, as PIL's do;
-// geometric ones go through sharp. Seeded by the caller's random source.
+// uniformly from the list below, at a strength drawn uniformly from 31 levels. RandAugment (Cubuk et al., 2020;
+// torchvision's RandAugment): N operations drawn uniformly from the same list, one after the other, all at the fixed
+// strength M of the 31 levels, over narrower ranges. Both are followed (as timm's recipes do) by random erasing of one
+// rectangle with probability ERASE. Colour operations work on the uint8 pixels here, as PIL's do; geometric ones go
+// through sharp. Seeded by the caller's random source.
 import sharp from 'sharp';
 
 export const TRIVIAL_OPS = ['identity', 'shearX', 'shearY', 'translateX', 'translateY', 'rotate', 'brightness', 'color', 'contrast', 'sharpness', 'posterize', 'solarize', 'autoContrast', 'equalize'] as const;
@@ -14,24 +16,34 @@ export const ERASE = 0.25;
 
 const clamp = (v: number) => (v < 0 ? 0 : v > 255 ? 255 : Math.round(v));
 
-/** The signed magnitude of `op` at level `m` of BINS - 1 (torchvision's TrivialAugmentWide ranges). */
-export function magnitude(op: TrivialOp, m: number, size: number, sign: number): number {
+/** The two search spaces: torchvision's TrivialAugmentWide ranges, and its RandAugment ranges. */
+export type AugmentSpace = 'wide' | 'rand';
+const RANGES: Record<AugmentSpace, { shear: number; enhance: number; rotate: number; posterizeBits: number; translate: (size: number) => number }> = {
+  // Translation in pixels: 32 at 224 px (scaled to the input size) for TrivialAugmentWide, 150/331 of the size for RandAugment.
+  wide: { shear: 0.99, enhance: 0.99, rotate: 135, posterizeBits: 6, translate: (size) => 32 * (size / 224) },
+  rand: { shear: 0.3, enhance: 0.9, rotate: 30, posterizeBits: 4, translate: (size) => (150 / 331) * size },
+};
+
+/** The signed magnitude of `op` at level `m` of BINS - 1 in `space`'s ranges. */
+export function magnitude(op: TrivialOp, m: number, size: number, sign: number, space: AugmentSpace = 'wide'): number {
   const t = m / (BINS - 1);
+  const r = RANGES[space];
   switch (op) {
     case 'shearX':
     case 'shearY':
+      return sign * r.shear * t;
     case 'brightness':
     case 'color':
     case 'contrast':
     case 'sharpness':
-      return sign * 0.99 * t;
+      return sign * r.enhance * t;
     case 'translateX':
     case 'translateY':
-      return sign * Math.round(32 * t * (size / 224));
+      return sign * Math.round(r.translate(size) * t);
     case 'rotate':
-      return sign * 135 * t;
+      return sign * r.rotate * t;
     case 'posterize':
-      return 8 - Math.floor(6 * t);
+      return 8 - Math.round(r.posterizeBits * t);
     case 'solarize':
       return 255 * (1 - t);
     default:
@@ -163,11 +175,28 @@ export function erase(img: Uint8Array, size: number, rand: () => number): Uint8A
   return img;
 }
 
+/** `op` at the signed magnitude `v`. */
+export async function applyOp(op: TrivialOp, img: Uint8Array, size: number, v: number): Promise<Uint8Array> {
+  const geometric = op === 'rotate' || op.startsWith('shear') || op.startsWith('translate');
+  return op === 'identity' ? img : geometric ? geometricOp(op, img, size, v) : colourOp(op, img, size, v);
+}
+
+const drawOp = (rand: () => number) => TRIVIAL_OPS[Math.floor(rand() * TRIVIAL_OPS.length)]!;
+const drawSign = (rand: () => number) => (rand() < 0.5 ? -1 : 1);
+
 /** One TrivialAugment operation, then random erasing with probability ERASE; `rand` draws every choice. */
 export async function trivialAugment(img: Uint8Array, size: number, rand: () => number): Promise<Uint8Array> {
-  const op = TRIVIAL_OPS[Math.floor(rand() * TRIVIAL_OPS.length)]!;
-  const v = magnitude(op, Math.floor(rand() * BINS), size, rand() < 0.5 ? -1 : 1);
-  const geometric = op === 'rotate' || op.startsWith('shear') || op.startsWith('translate');
-  const out = op === 'identity' ? img : geometric ? await geometricOp(op, img, size, v) : colourOp(op, img, size, v);
+  const op = drawOp(rand);
+  const out = await applyOp(op, img, size, magnitude(op, Math.floor(rand() * BINS), size, drawSign(rand)));
+  return rand() < ERASE ? erase(out, size, rand) : out;
+}
+
+/** RandAugment: `ops` operations in turn, each at magnitude level `m` of 0..30, then random erasing with probability ERASE. */
+export async function randAugment(img: Uint8Array, size: number, rand: () => number, ops: number, m: number): Promise<Uint8Array> {
+  let out = img;
+  for (let i = 0; i < ops; i++) {
+    const op = drawOp(rand);
+    out = await applyOp(op, out, size, magnitude(op, m, size, drawSign(rand), 'rand'));
+  }
   return rand() < ERASE ? erase(out, size, rand) : out;
 }

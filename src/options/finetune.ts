@@ -3,11 +3,18 @@
 // and read back with the same schema) and the core's option type all come from this table.
 import { z } from 'zod';
 import { BN_MODES } from '../model/index.js';
-import { AUGMENT_LEVELS } from '../data/modes.js';
+import { AUGMENT_LEVELS, parseAugmentLevel, type AugmentLevel } from '../data/modes.js';
 import { ENGINES } from '../engine/names.js';
 import { OPTIMIZERS, SCHEDULES } from '../step/optim.js';
 import { numeric, numericOrAuto, option, schemaOf, type OptionSpec } from '../util/options.js';
 import { DATA_OPTIONS, DEFAULT_MODEL, engineOptions, INPUT_SIZE, PREPROCESS, WEIGHTS } from './shared.js';
+
+/** An augmentation level: a named one, or RandAugment as `rand-nN-mM`, kept in its one spelling. */
+const augmentLevel = z.string().transform((text, ctx): AugmentLevel => {
+  const level = parseAugmentLevel(text);
+  if (level === null) ctx.addIssue({ code: 'custom', message: `expected ${AUGMENT_LEVELS.join(', ')} or rand-nN-mM (N operations 1-14, magnitude M 0-30)` });
+  return level ?? 'none';
+});
 
 /** What a run trains and how: the settings a run saves in its config.json. */
 export const TRAINING_OPTIONS = {
@@ -39,7 +46,7 @@ export const TRAINING_OPTIONS = {
   newHead: option('--new-head', 'with a run as --model: train a new classifier head even when its classes match (by default a run continues with its own head)', z.boolean().default(false)),
   headHidden: option('--head-hidden <units>', 'add a hidden dense layer to the head', numeric(z.number().int().min(1).max(65_536)).optional()),
   dropout: option('--dropout <rate>', 'dropout before the classifier', numeric(z.number().min(0).max(0.95)).default(0.2)),
-  augment: option('--augment <level>', 'training augmentation: light (random resized crops, flips), standard (also small rotations, brightness, contrast), trivial (crops and flips, then TrivialAugment: one of 14 operations at a random strength, and random erasing); none lets the frozen part be cached', z.enum(AUGMENT_LEVELS).default('none')),
+  augment: option('--augment <level>', "training augmentation: light (random resized crops, flips), standard (also small rotations, brightness, contrast), trivial (crops and flips, then TrivialAugment: one of 14 operations at a random strength, and random erasing), rand (crops and flips, then RandAugment: N of the same operations at magnitude M, and random erasing; rand-nN-mM sets them, rand is rand-n2-m9 as torchvision's, M of 0-30 where timm's m counts tenths); none lets the frozen part be cached", augmentLevel.default('none')),
   augmentViews: option('--augment-views <k>', "with --augment: draw k augmented views of every training image once, cache the frozen part's outputs of all of them, and show each image as one of its views per epoch (augmentation at the cost of cached training); 0 augments anew every epoch", numeric(z.number().int().min(0).max(64)).default(0)),
   mixup: option('--mixup <alpha>', "mixup: each batch blended with itself reversed at a ratio drawn from Beta(alpha, alpha), and the targets mixed alike (timm's 0.8 is a usual value); 0 is off. Like --augment, it runs the frozen part on every batch", numeric(z.number().min(0).max(10)).default(0)),
   cutmix: option('--cutmix <alpha>', "CutMix: a box of the reversed batch pasted in, its area drawn from Beta(alpha, alpha), the targets mixed by the area (timm's 1.0 is usual); with --mixup too, each batch takes one or the other; 0 is off", numeric(z.number().min(0).max(10)).default(0)),

@@ -61,7 +61,7 @@ export function planRun(options: RunOptions, facts: PlanFacts): RunPlan {
   if (options.epochs === 'auto' && augmented && frozenCount < layerCount && !options.resume && !options.trial) {
     notices.push(`--epochs auto is ${epochs} with ${asked} (3 without): augmentation shows each image differently every epoch and needs more of them to pay off`);
   }
-  if (options.augmentViews > 0 && options.augment === 'none') throw new UsageError(`--augment-views ${options.augmentViews} draws views with --augment; give a level (light, standard or trivial).`);
+  if (options.augmentViews > 0 && options.augment === 'none') throw new UsageError(`--augment-views ${options.augmentViews} draws views with --augment; give a level (light, standard, trivial or rand).`);
   if (options.augmentViews > 0 && mixed) throw new UsageError('--augment-views caches the outputs of each view; --mixup and --cutmix mix the pixels of every batch anew.');
   if (mixed && options.multiLabel) throw new UsageError('--mixup and --cutmix mix one label per image; they do not take --multi-label yet.');
   if (mixed && options.classWeight === 'balanced') throw new UsageError('--class-weight balanced weighs each image by its class; a mixed image has two (leave out --class-weight, or --mixup and --cutmix).');
