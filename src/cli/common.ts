@@ -10,6 +10,14 @@ export const backendSchema = z.enum(['auto', ...BACKEND_NAMES]);
 
 export { numeric, numericOrAuto, parseOptions } from '../util/options.js';
 
+/**
+ * `--resize` as the command line gave it, or undefined where it was left out: then a command that reads a model tl
+ * trained (extract, rank) uses the mode the model records, and DEFAULT_RESIZE otherwise.
+ */
+export function resizeIfGiven<T>(raw: unknown, parsed: T): { resize: T } | Record<string, never> {
+  return (raw as { resize?: unknown }).resize !== undefined ? { resize: parsed } : {};
+}
+
 /** Adds a table's options as flags, with help that states each one's choices and default from its schema. */
 export function addOptions(cmd: Command, table: OptionTable): Command {
   for (const spec of Object.values(table)) cmd.option(spec.flag, helpOf(spec));

@@ -2,7 +2,7 @@
 import { labelsOf } from '../options/shared.js';
 import { Command } from 'commander';
 import { z } from 'zod';
-import { addCommonOptions, addOptions, commonSchema, parseOptions, printJson } from './common.js';
+import { addCommonOptions, addOptions, commonSchema, parseOptions, printJson, resizeIfGiven } from './common.js';
 import { addInferenceOptions, inferenceSchema, shardFor, startInference } from './run-model.js';
 import { downloadReporter, progress, type Io } from './io.js';
 import { dataOptions, dataSchema, refuseMultiLabel } from './options.js';
@@ -33,7 +33,7 @@ export function extractCommand(io: Io): Command {
     const out = opts.out ?? `features.${opts.format}`;
     const result = await extract(tf, {
       ...run, inputs, model: opts.model, ...(opts.layer ? { layer: opts.layer } : {}), out, format: opts.format,
-      val: opts.val, test: opts.test, seed: opts.seed, resize: opts.resize, maxPixels: opts.maxPixels, labels: labelsOf(opts),
+      val: opts.val, test: opts.test, seed: opts.seed, ...resizeIfGiven(raw, opts.resize), maxPixels: opts.maxPixels, labels: labelsOf(opts),
       ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), ...(opts.preprocess ? { preprocess: opts.preprocess } : {}), weights: opts.weights,
       onProgress: (done, total) => spinner.update(`extracting ${done}/${total}`),
       onDownload: downloadReporter(io, spinner, opts),

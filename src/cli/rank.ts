@@ -3,7 +3,7 @@ import { labelsOf } from '../options/shared.js';
 import { Command } from 'commander';
 import Table from 'cli-table3';
 import { z } from 'zod';
-import { addOptions, parseOptions, printJson } from './common.js';
+import { addOptions, parseOptions, printJson, resizeIfGiven } from './common.js';
 import { INPUT_SIZE } from '../options/shared.js';
 import { addInferenceOptions, inferenceSchema, startInference } from './run-model.js';
 import { progress, type Io } from './io.js';
@@ -40,7 +40,7 @@ export function rankCommand(io: Io): Command {
     const { rank } = await import('../rank/index.js');
     const spinner = progress(io, `ranking ${models.length} model${models.length === 1 ? '' : 's'}`, opts);
     const result = await rank(tf, {
-      ...run, data, models, val: opts.val, test: opts.test, seed: opts.seed, resize: opts.resize, maxPixels: opts.maxPixels, labels: labelsOf(opts),
+      ...run, data, models, val: opts.val, test: opts.test, seed: opts.seed, ...resizeIfGiven(raw, opts.resize), maxPixels: opts.maxPixels, labels: labelsOf(opts),
       ...(opts.inputSize ? { inputSize: opts.inputSize } : {}), probe: opts.probe, store: storeRoot(io.env),
       onProgress: (model, done, total) => spinner.update(`${model}: ${done}/${total} images`),
     });

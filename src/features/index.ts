@@ -1,4 +1,5 @@
 // `tl extract`: a pretrained model's features for every image, streamed to .npy (+ index CSV), CSV or JSON lines.
+import { DEFAULT_RESIZE } from '../data/modes.js';
 import type { EngineName } from '../engine/names.js';
 import { CORE_ENGINE } from '../engine/names.js';
 import { stat } from 'node:fs/promises';
@@ -35,7 +36,8 @@ export interface ExtractOptions {
   val: number;
   test: number;
   seed: number;
-  resize: ResizeMode;
+  /** Default: the mode a tl run folder given as the model was trained with, else DEFAULT_RESIZE. */
+  resize?: ResizeMode;
   maxPixels: number;
   inputSize?: number;
   preprocess?: PreprocessMode;
@@ -110,7 +112,8 @@ export async function extract(tf: Tf, options: ExtractOptions): Promise<ExtractR
   const width = im.outputShape.reduce((a, b) => a * b, 1);
   let writer: FeatureWriter | null = null;
   let count = 0;
-  const source = new ImageSource(items, { size: im.inputSize, resize: options.resize, maxPixels: options.maxPixels, cacheBytes: 0 });
+  const resize = options.resize ?? im.resize ?? DEFAULT_RESIZE;
+  const source = new ImageSource(items, { size: im.inputSize, resize, maxPixels: options.maxPixels, cacheBytes: 0 });
   try {
     writer = options.format === 'npy' ? await npyWriter(options.out, indexPathFor(options.out), im.outputShape) : options.format === 'csv' ? await csvWriter(options.out, width) : await jsonlWriter(options.out, width);
     for await (const batch of runBatches(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? CORE_ENGINE, ...(options.store ? { store: options.store } : {}) })) {
@@ -121,7 +124,7 @@ export async function extract(tf: Tf, options: ExtractOptions): Promise<ExtractR
     }
     await writer.finish();
     if (shard && folder) {
-      const key = { model: im.name, weights: weightsDigest(im.model), layer: im.outputLayer, format: options.format, inputSize: im.inputSize, preprocess: im.preprocess, resize: options.resize, maxPixels: options.maxPixels, seed: options.seed, val: options.val, test: options.test, engine: options.engine ?? CORE_ENGINE, images: all.length, dataset: await datasetDigest(all) };
+      const key = { model: im.name, weights: weightsDigest(im.model), layer: im.outputLayer, format: options.format, inputSize: im.inputSize, preprocess: im.preprocess, resize, maxPixels: options.maxPixels, seed: options.seed, val: options.val, test: options.test, engine: options.engine ?? CORE_ENGINE, images: all.length, dataset: await datasetDigest(all) };
       await finishShard(folder, { command: 'extract', shard, key }, rows, source.skipped, writer.files.map((f) => basename(f)));
     }
   } catch (err) {

@@ -6,7 +6,7 @@ import { onnxSessionFor } from '../engine/index.js';
 import { UsageError, WeightsError } from '../errors.js';
 import { resolveVariant, type PreprocessMode } from '../registry/index.js';
 import { ReplicaPool } from '../replicas/pool.js';
-import { modelSource, resolveModel } from '../weights/resolve.js';
+import { modelSource, resolveModel, type ResolvedModel } from '../weights/resolve.js';
 import type { DownloadProgress } from '../weights/download.js';
 
 export interface InferenceModel {
@@ -64,7 +64,7 @@ export async function loadClassifier(tf: Tf, spec: string, options: InferenceOpt
     model.dispose();
     throw new WeightsError(`${spec}: the model has ${units} outputs but its metadata names ${classes.length} classes.`);
   }
-  const resize = RESIZE_MODES.find((m) => m === r.tl?.resize);
+  const resize = recordedResize(r);
   const thresholds = r.tl?.thresholds;
   if (thresholds && thresholds.length !== units) {
     model.dispose();
@@ -102,6 +102,11 @@ export async function loadRankingModel(tf: Tf, spec: string, options: InferenceO
   }
 }
 
+/** The resize mode a model tl wrote was trained with (its metadata's), if it records one. */
+function recordedResize(r: ResolvedModel): ResizeMode | undefined {
+  return RESIZE_MODES.find((m) => m === r.tl?.resize);
+}
+
 /**
  * A feature extractor: by default the pooled features (global average pooling of the backbone's last feature map,
  * Keras's `pooling='avg'`; `head_pool` in a tl run), or the output of `layer`.
@@ -109,7 +114,8 @@ export async function loadRankingModel(tf: Tf, spec: string, options: InferenceO
 export async function loadFeatureModel(tf: Tf, spec: string, options: InferenceOptions & { layer?: string; inputSize?: number; weights?: 'pretrained' | 'random'; seed?: number } = {}): Promise<InferenceModel> {
   const r = await resolveModel(tf, spec, { top: false, ...want(options), ...(options.weights ? { weights: options.weights } : {}), ...(options.seed !== undefined ? { seed: options.seed } : {}), ...(options.inputSize ? { inputSize: options.inputSize } : {}) });
   const owner = r.model;
-  const base = { name: r.name, preprocess: r.preprocess, inputSize: r.inputSize, classes: null };
+  const resize = recordedResize(r);
+  const base = { name: r.name, preprocess: r.preprocess, inputSize: r.inputSize, classes: null, ...(resize ? { resize } : {}) };
   try {
     if (options.layer !== undefined) {
       const layer = owner.layers.find((l) => l.name === options.layer);

@@ -16,7 +16,7 @@ export const DATA_OPTIONS = {
   val: option('--val <fraction>', 'fraction of each class held out for validation', numeric(z.number().min(0).max(0.9)).default(0.15)),
   test: option('--test <fraction>', 'fraction of each class held out for testing', numeric(z.number().min(0).max(0.9)).default(0.15)),
   seed: option('--seed <n>', 'seed of the split, shuffling and augmentation', numeric(z.number().int()).default(42)),
-  resize: option('--resize <mode>', 'how an image becomes the input size', z.enum(RESIZE_MODES).default(DEFAULT_RESIZE)),
+  resize: option('--resize <mode>', 'how an image becomes the input size (tl extract and tl rank of a model tl trained: the mode it was trained with, unless given)', z.enum(RESIZE_MODES).default(DEFAULT_RESIZE)),
   maxPixels: option('--max-pixels <n>', 'skip images with more pixels than this (decompression bombs)', numeric(z.number().int().positive()).default(DEFAULT_MAX_PIXELS)),
   labels: option('--labels <file.csv>', "labels from a CSV file instead of class folders: a header row, a column of image paths relative to DATA and one of labels (an optional 'split' column keeps train, val or test as given); rows that cannot be used are listed as skipped", z.string().min(1).optional()),
   pathColumn: option('--path-column <name>', "with --labels: the column of image paths (default: the first named path, file, filename, image, image_id or id)", z.string().min(1).optional()),

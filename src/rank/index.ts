@@ -1,4 +1,5 @@
 // `tl rank`: which pretrained model to start from, scored from one forward pass over the training split.
+import { DEFAULT_RESIZE } from '../data/modes.js';
 import type { EngineName } from '../engine/names.js';
 import type { BackendChoice, Tf } from '../backend/index.js';
 import { ImageSource, openDataset, type ResizeMode, type SkippedFile, type LabelsSpec } from '../data/index.js';
@@ -19,7 +20,8 @@ export interface RankOptions {
   val: number;
   test: number;
   seed: number;
-  resize: ResizeMode;
+  /** Default: the mode a tl run folder given as a model was trained with, else DEFAULT_RESIZE. */
+  resize?: ResizeMode;
   maxPixels: number;
   inputSize?: number;
   /** Also train a linear head on the training split's features and validate it (the features of the validation split are computed too). */
@@ -66,7 +68,7 @@ export async function rank(tf: Tf, options: RankOptions): Promise<RankResult> {
     const source = new Float32Array(items.length * sourceClasses);
     const row = new Map(items.map((item, i) => [item.path, i]));
     const seen = new Set<number>();
-    const images = new ImageSource(items, { size: model.inputSize, resize: options.resize, maxPixels: options.maxPixels, cacheBytes: 0 });
+    const images = new ImageSource(items, { size: model.inputSize, resize: options.resize ?? model.resize ?? DEFAULT_RESIZE, maxPixels: options.maxPixels, cacheBytes: 0 });
     try {
       for await (const batch of runBatches(tf, model, images, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine, ...(options.store ? { store: options.store } : {}) })) {
         batch.items.forEach((item, b) => {

@@ -1,6 +1,6 @@
 // A model tl writes says how to feed it: tl.json beside every TensorFlow.js model (a run's and an export's) and the
 // same facts in model.onnx's metadata, from one schema.
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { onnx } from 'onnx-proto';
 import sharp from 'sharp';
@@ -143,4 +143,41 @@ describe('tl.json', () => {
     expect(refused.exitCode).toBe(1);
     expect(refused.stderr).toContain(`${backbone} is not a classifier tl exported: its metadata tl.labels is missing.`);
   });
+
+  it('tl extract and tl rank of a run read images with the mode it was trained with, unless --resize says otherwise', async () => {
+    // A wide image: --resize pad (the run's) keeps all three stripes, center-crop only the middle one.
+    const wide = join(tempDir(), 'wide.png');
+    const stripes = Buffer.alloc(80 * 20 * 3);
+    for (let p = 0; p < 80 * 20; p++) stripes.set((p % 80) < 20 ? [250, 10, 10] : (p % 80) < 60 ? [10, 10, 250] : [10, 250, 10], p * 3);
+    await sharp(stripes, { raw: { width: 80, height: 20, channels: 3 } }).png().toFile(wide);
+    const features = async (...resize: string[]) => {
+      const out = join(tempDir(), 'f.jsonl');
+      const r = await runTl(['extract', wide, '--model', run, '--format', 'jsonl', '--out', out, ...resize, '-q'], { TL_HOME: home });
+      expect(r.exitCode, r.stderr).toBe(0);
+      return readFileSync(out, 'utf8');
+    };
+    const [byRun, pad, crop] = [await features(), await features('--resize', 'pad'), await features('--resize', 'center-crop')];
+    expect(byRun).toBe(pad);
+    expect(byRun).not.toBe(crop);
+    // tl rank scores the run with its mode too, on wide images whose classes differ at the edges (where center-crop
+    // does not look): the same scores as with --resize pad given, others with center-crop.
+    const wideData = tempDir();
+    for (const [c, edge] of [['a', [250, 10, 10]], ['b', [10, 250, 10]]] as const) {
+      mkdirSync(join(wideData, c));
+      for (let i = 0; i < 8; i++) {
+        const px = Buffer.alloc(80 * 20 * 3);
+        for (let p = 0; p < 80 * 20; p++) px.set((p % 80) < 20 || (p % 80) >= 60 ? edge.map((v) => v - 3 * i) : [10 + 5 * i, 10, 250], p * 3);
+        await sharp(px, { raw: { width: 80, height: 20, channels: 3 } }).png().toFile(join(wideData, c, `${i}.png`));
+      }
+    }
+    type Rank = { rows: { model: string; logme: number }[] };
+    const rank = async (...resize: string[]) => {
+      const r = await runTl(['rank', wideData, '--models', run, '--json', '--val', '0', '--test', '0', ...resize], { TL_HOME: home });
+      expect(r.exitCode, r.stderr).toBe(0);
+      return (JSON.parse(r.stdout) as Rank).rows[0]!.logme;
+    };
+    const [rankByRun, rankPad, rankCrop] = [await rank(), await rank('--resize', 'pad'), await rank('--resize', 'center-crop')];
+    expect(rankByRun).toBe(rankPad);
+    expect(rankByRun).not.toBe(rankCrop);
+  }, 120_000);
 });
