@@ -5,6 +5,8 @@
 // other's best match, the score is at least MIN_SCORE, and it beats both images' next-best match by MARGIN: images
 // of one class that merely look alike (Fashion-MNIST's plain trousers) have many matches about as good; a copy has one.
 import sharp from 'sharp';
+import { resampleBox } from '../util/resample.js';
+import { DEFAULT_MAX_PIXELS } from './modes.js';
 import { mapLimit, type ImageItem } from './scan.js';
 
 /** The least correlation of a near-duplicate pair, and how far it must beat either image's next-best match. */
@@ -29,19 +31,9 @@ interface Thumbs {
 /** `cw` x `ch` of `gray` (w x h) from (x0, y0), resampled bilinearly to `size` x `size`, zero-mean and unit-norm. */
 function thumbnail(gray: Uint8Array, w: number, h: number, x0: number, y0: number, cw: number, ch: number, size: number): Float32Array {
   const out = new Float32Array(size * size);
+  resampleBox(gray, w, h, 1, { x: x0, y: y0, width: cw, height: ch }, size, out);
   let mean = 0;
-  for (let y = 0; y < size; y++) {
-    for (let x = 0; x < size; x++) {
-      const fx = Math.min(w - 1, Math.max(0, x0 + ((x + 0.5) * cw) / size - 0.5));
-      const fy = Math.min(h - 1, Math.max(0, y0 + ((y + 0.5) * ch) / size - 0.5));
-      const [ix, iy] = [Math.floor(fx), Math.floor(fy)];
-      const [jx, jy] = [Math.min(w - 1, ix + 1), Math.min(h - 1, iy + 1)];
-      const [ax, ay] = [fx - ix, fy - iy];
-      const v = (1 - ay) * ((1 - ax) * gray[iy * w + ix]! + ax * gray[iy * w + jx]!) + ay * ((1 - ax) * gray[jy * w + ix]! + ax * gray[jy * w + jx]!);
-      out[y * size + x] = v;
-      mean += v;
-    }
-  }
+  for (let i = 0; i < out.length; i++) mean += out[i]!;
   mean /= out.length;
   let norm = 0;
   for (let i = 0; i < out.length; i++) {
@@ -56,7 +48,7 @@ function thumbnail(gray: Uint8Array, w: number, h: number, x0: number, y0: numbe
 /** An image's thumbnails (null when it cannot be read: the decoder's own checks report that elsewhere). */
 async function thumbsOf(path: string): Promise<Thumbs | null> {
   try {
-    const { data, info } = await sharp(path, { limitInputPixels: 1e8 }).rotate().flatten({ background: '#ffffff' }).greyscale().resize(64, 64, { fit: 'inside', withoutEnlargement: true }).raw().toBuffer({ resolveWithObject: true });
+    const { data, info } = await sharp(path, { limitInputPixels: DEFAULT_MAX_PIXELS }).rotate().flatten({ background: '#ffffff' }).greyscale().resize(64, 64, { fit: 'inside', withoutEnlargement: true }).raw().toBuffer({ resolveWithObject: true });
     const gray = new Uint8Array(data.buffer, data.byteOffset, info.width * info.height);
     const [w, h] = [info.width, info.height];
     const top = Math.min(w, h) >= 24 ? 32 : 16;

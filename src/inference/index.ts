@@ -7,6 +7,7 @@ import { UsageError, WeightsError } from '../errors.js';
 import { resolveVariant, type PreprocessMode } from '../registry/index.js';
 import { ReplicaPool } from '../replicas/pool.js';
 import { modelSource, resolveModel, type ResolvedModel } from '../weights/resolve.js';
+import { resampleBox } from '../util/resample.js';
 import type { DownloadProgress } from '../weights/download.js';
 
 export interface InferenceModel {
@@ -252,23 +253,8 @@ export function zoomed(pixels: Uint8Array, n: number, size: number): Uint8Array 
   const out = new Uint8Array(pixels.length);
   const crop = size * ZOOM;
   const offset = (size - crop) / 2;
-  for (let i = 0; i < n; i++) {
-    const base = i * size * size * 3;
-    for (let y = 0; y < size; y++) {
-      const fy = Math.min(size - 1, Math.max(0, offset + ((y + 0.5) * crop) / size - 0.5));
-      const [y0, ay] = [Math.floor(fy), fy - Math.floor(fy)];
-      const y1 = Math.min(size - 1, y0 + 1);
-      for (let x = 0; x < size; x++) {
-        const fx = Math.min(size - 1, Math.max(0, offset + ((x + 0.5) * crop) / size - 0.5));
-        const [x0, ax] = [Math.floor(fx), fx - Math.floor(fx)];
-        const x1 = Math.min(size - 1, x0 + 1);
-        for (let c = 0; c < 3; c++) {
-          const at = (yy: number, xx: number) => pixels[base + (yy * size + xx) * 3 + c]!;
-          out[base + (y * size + x) * 3 + c] = Math.round((1 - ay) * ((1 - ax) * at(y0, x0) + ax * at(y0, x1)) + ay * ((1 - ax) * at(y1, x0) + ax * at(y1, x1)));
-        }
-      }
-    }
-  }
+  const box = { x: offset, y: offset, width: crop, height: crop };
+  for (let i = 0; i < n; i++) resampleBox(pixels, size, size, 3, box, size, out, i * size * size * 3, i * size * size * 3);
   return out;
 }
 
