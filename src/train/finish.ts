@@ -69,7 +69,7 @@ function testSuspects(run: Run, metrics: FinetuneResult['metrics']): FinetuneRes
     .sort((a, b) => a.givenProbability - b.givenProbability);
 }
 
-/** The most images the fine-tune compares for near-duplicates (every pair: about 9 s at 1,000 images on 2 cores). */
+/** The most images the fine-tune compares for near-duplicates (every pair: 2.5 s at 530 images on 2 cores, BENCHMARKS.md, so about four times that at 1,000). */
 const NEAR_DUPLICATE_LIMIT = 1000;
 
 /**
