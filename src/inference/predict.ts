@@ -6,6 +6,7 @@ import { ImageSource, listImages, type ImageItem, type SkippedFile } from '../da
 import { UsageError } from '../errors.js';
 import type { DownloadProgress } from '../weights/download.js';
 import { loadClassifier, runBatchesTta, ttaViews, type RunOptions } from './index.js';
+import { answerOf, type Answer } from './answer.js';
 import { classifyWithOnnxFile, loadOnnxClassifier } from './onnx-file.js';
 import { join } from 'node:path';
 import { datasetDigest, finishShard, openShardFolder, shardOf, weightsDigest, type Shard } from '../shard/index.js';
@@ -22,14 +23,8 @@ export interface PredictOptions extends RunOptions {
   shard?: Shard;
 }
 
-export interface Prediction {
+export interface Prediction extends Answer {
   path: string;
-  top: { class: string; probability: number }[];
-  /**
-   * A classifier with several labels per image: the labels whose probability is at least their threshold, most
-   * probable first (possibly none). Absent for one label per image.
-   */
-  labels?: { class: string; probability: number; threshold: number }[];
 }
 
 export interface PredictResult {
@@ -51,12 +46,7 @@ const line = (p: Prediction) => `${JSON.stringify(p)}\n`;
  * image), the labels at or above theirs.
  */
 function predictionsOf(outputs: Float32Array, width: number, items: readonly ImageItem[], classes: string[], k: number, thresholds: number[] | null): Prediction[] {
-  return items.map((item, i) => {
-    const ranked = Array.from(outputs.subarray(i * width, (i + 1) * width)).map((p, c) => [p, c] as const).sort((a, b) => b[0] - a[0]);
-    const top = ranked.slice(0, k).map(([p, c]) => ({ class: classes[c]!, probability: p }));
-    if (thresholds === null) return { path: item.path, top };
-    return { path: item.path, top, labels: ranked.filter(([p, c]) => p >= thresholds[c]!).map(([p, c]) => ({ class: classes[c]!, probability: p, threshold: thresholds[c]! })) };
-  });
+  return items.map((item, i) => ({ path: item.path, ...answerOf(outputs.subarray(i * width, (i + 1) * width), classes, k, thresholds) }));
 }
 
 /**

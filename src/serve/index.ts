@@ -11,6 +11,7 @@ import { DEFAULT_MAX_PIXELS, DEFAULT_RESIZE } from '../data/modes.js';
 import { preprocessPixels } from '../data/preprocess.js';
 import { RUN_FILES, runFile } from '../data/run-files.js';
 import { EnvironmentError, ModelNotFoundError } from '../errors.js';
+import { answerOf } from '../inference/answer.js';
 import { loadOnnxClassifier, type OnnxClassifier } from '../inference/onnx-file.js';
 import { sh } from '../shard/slurm.js';
 import { DynamicBatcher, type BatcherStats } from './batcher.js';
@@ -137,8 +138,8 @@ export async function startServer(options: ServeOptions): Promise<Serving> {
 
   const predict = async (req: IncomingMessage, url: URL): Promise<unknown> => {
     const topParam = url.searchParams.get('top');
-    const topK = topParam === null ? options.top : Number(topParam);
-    if (!Number.isInteger(topK) || topK < 1) throw new HttpError(400, `?top= must be a whole number from 1 (got ${JSON.stringify(topParam)})`);
+    const top = topParam === null ? options.top : Number(topParam);
+    if (!Number.isInteger(top) || top < 1) throw new HttpError(400, `?top= must be a whole number from 1 (got ${JSON.stringify(topParam)})`);
     const started = performance.now();
     let input: Float32Array;
     coming += 1;
@@ -153,12 +154,8 @@ export async function startServer(options: ServeOptions): Promise<Serving> {
       coming -= 1;
     }
     const probs = await batcher.submit(input);
-    const ranked = Array.from(probs, (p, c) => ({ class: model.classes[c]!, probability: p, c })).sort((a, b) => b.probability - a.probability);
-    const top = ranked.slice(0, Math.min(topK, width)).map(({ class: name, probability }) => ({ class: name, probability }));
     // Several labels per image: the labels at or above their thresholds too, as tl predict gives them.
-    const thresholds = model.thresholds;
-    const labels = thresholds ? ranked.filter((r) => r.probability >= thresholds[r.c]!).map((r) => ({ class: r.class, probability: r.probability, threshold: thresholds[r.c]! })) : undefined;
-    return { top, ...(labels ? { labels } : {}), ms: Math.round((performance.now() - started) * 100) / 100 };
+    return { ...answerOf(probs, model.classes, Math.min(top, width), model.thresholds), ms: Math.round((performance.now() - started) * 100) / 100 };
   };
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
