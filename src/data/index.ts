@@ -2,7 +2,7 @@
 import { DatasetError } from '../errors.js';
 import { decodeFailureReason, imageSize, type ResizeMode } from './decode.js';
 import { ImageSource } from './loader.js';
-import { mapLimit, scanDataset, SPLITS, type ImageItem, type MultiLabelSpec, type ScanResult, type SkippedFile, type SplitName } from './scan.js';
+import { classesOf, mapLimit, scanDataset, SPLITS, type ImageItem, type MultiLabelSpec, type ScanResult, type SkippedFile, type SplitName } from './scan.js';
 import { assignSplits, type SplitMap } from './split.js';
 
 export { ImageSource, type Batch } from './loader.js';
@@ -11,7 +11,7 @@ export { readSplitRecord, RUN_FILES, runFile, splitRecordSchema, type SplitRecor
 export { preprocess, preprocessPixels, PREPROCESS_MODES } from './preprocess.js';
 export { AUGMENT_LEVELS, type AugmentLevel } from './augment.js';
 export { RESIZE_MODES, type ResizeMode } from './decode.js';
-export { describeConflicts, LabelConflictError, listImages, scanDataset, SPLITS, type ImageItem, type LabelConflict, type MultiLabelSpec, type SkippedFile, type SplitName } from './scan.js';
+export { classesOf, describeConflicts, LabelConflictError, listImages, scanDataset, SPLITS, type ImageItem, type LabelConflict, type MultiLabelSpec, type SkippedFile, type SplitName } from './scan.js';
 export type { SplitMap } from './split.js';
 import type { LabelsSpec } from './csv.js';
 
@@ -60,11 +60,6 @@ export interface Dataset {
   outside: ScanResult['outside'];
   /** Multi-label: the distinct label sets the items' `label` numbers; null for a single-label dataset. */
   labelSets: number[][] | null;
-}
-
-/** The classes of an item: its one class, or (multi-label) its labels. */
-export function classesOf(item: ImageItem): number[] {
-  return item.labels ?? [item.label];
 }
 
 /** Images per class in `items` (an image counts under each of its labels). */

@@ -43,6 +43,11 @@ export interface ImageItem {
   view?: { index: number; level: Exclude<AugmentLevel, 'none'>; seed: number };
 }
 
+/** The classes of an item: its one class, or (multi-label) its labels. */
+export function classesOf(item: ImageItem): number[] {
+  return item.labels ?? [item.label];
+}
+
 /** How a multi-label dataset is read: the separator of several labels in one CSV cell (detected when not given). */
 export interface MultiLabelSpec {
   sep?: string;
@@ -405,7 +410,7 @@ async function sameContent(found: readonly Kept[], conflicts: LabelConflict[], c
 /** What a labelled dataset must have to train a classifier: images, every class used, two classes at least. */
 function requireClasses(root: string, classes: string[], items: ImageItem[], skipped: number, where: string): void {
   const counts = new Map<string, number>();
-  for (const item of items) for (const label of item.labels ?? [item.label]) counts.set(classes[label]!, (counts.get(classes[label]!) ?? 0) + 1);
+  for (const item of items) for (const label of classesOf(item)) counts.set(classes[label]!, (counts.get(classes[label]!) ?? 0) + 1);
   const empty = classes.filter((c) => !counts.get(c));
   if (items.length === 0) throw new DatasetError(`No images found in ${root} (${skipped} files skipped).`);
   if (empty.length > 0) throw new DatasetError(`Class${empty.length > 1 ? 'es' : ''} ${empty.map((c) => `'${c}'`).join(', ')} in ${where} ha${empty.length > 1 ? 've' : 's'} no usable images.`, { suggestion: 'Remove the class or add images to it.' });

@@ -4,12 +4,13 @@ import { CORE_ENGINE } from '../engine/names.js';
 import { stat } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import type { Tf } from '../backend/index.js';
-import { ImageSource, readSplitRecord, scanDataset, type ImageItem, type SkippedFile } from '../data/index.js';
+import { classesOf, ImageSource, readSplitRecord, scanDataset, type ImageItem, type SkippedFile } from '../data/index.js';
 import { DatasetError, ModelNotFoundError, UsageError } from '../errors.js';
 import { loadClassifier, runBatchesTta, ttaViews, type InferenceModel, type RunOptions } from '../inference/index.js';
 import { classifyWithOnnxFile, loadOnnxClassifier } from '../inference/onnx-file.js';
 import { computeMetrics, type Metrics } from '../metrics/classification.js';
 import { computeMultiLabelMetrics, type MultiLabelMetrics } from '../metrics/multilabel.js';
+import { targetRows } from '../model/loss.js';
 import { npyHeader } from '../util/npy.js';
 import { datasetDigest, finishShard, openShardFolder, shardOf, weightsDigest, type Shard } from '../shard/index.js';
 import { writeFileAtomic } from '../util/atomic.js';
@@ -160,7 +161,7 @@ async function evaluateLabelSets(tf: Tf, im: InferenceModel, options: EvalOption
   const truthOf = new Map<string, number[]>();
   const items: ImageItem[] = [];
   for (const item of at.items) {
-    const names = (item.labels ?? [item.label]).map((l) => scan.classes[l]!);
+    const names = classesOf(item).map((l) => scan.classes[l]!);
     const unknown = names.filter((n) => !classes.includes(n));
     if (unknown.length > 0) skipped.push({ path: item.path, reason: `label '${unknown[0]}' is not one of the model's labels` });
     else {
@@ -171,20 +172,17 @@ async function evaluateLabelSets(tf: Tf, im: InferenceModel, options: EvalOption
   if (items.length === 0) throw new UsageError(`No images with only the model's labels (${classes.join(', ')}) to evaluate in ${at.data}.`);
   const source = new ImageSource(items, { size: im.inputSize, ...((options.resize ?? im.resize) ? { resize: options.resize ?? im.resize! } : {}), ...(options.maxPixels ? { maxPixels: options.maxPixels } : {}), cacheBytes: 0 });
   const probs: Float32Array[] = [];
-  const truth: number[] = [];
+  const truth: Float32Array[] = [];
+  let count = 0;
   for await (const batch of runBatchesTta(tf, im, source, items, { batchSize: options.batchSize, workers: options.workers, backend: options.backend, engine: options.engine ?? CORE_ENGINE, ...(options.store ? { store: options.store } : {}) }, ttaViews(options))) {
     probs.push(batch.outputs);
-    for (const item of batch.items) {
-      const row = new Array<number>(k).fill(0);
-      for (const c of truthOf.get(item.path)!) row[c] = 1;
-      truth.push(...row);
-    }
-    options.onProgress?.(truth.length / k, items.length);
+    truth.push(targetRows(batch.items.map((item) => truthOf.get(item.path)!), k));
+    count += batch.items.length;
+    options.onProgress?.(count, items.length);
   }
   skipped.push(...source.skipped);
   const seconds = (performance.now() - at.started) / 1000;
-  const count = truth.length / k;
-  return { run: options.run, model: im.name, data: at.data, split: at.usedRunSplit ? options.split : 'all', usedRunSplit: at.usedRunSplit, classes, count, metrics: null, multiLabel: computeMultiLabelMetrics(concatFloat32(probs), truth, classes, im.thresholds!), thresholds: im.thresholds!, skipped, seconds, imagesPerSecond: count / seconds };
+  return { run: options.run, model: im.name, data: at.data, split: at.usedRunSplit ? options.split : 'all', usedRunSplit: at.usedRunSplit, classes, count, metrics: null, multiLabel: computeMultiLabelMetrics(concatFloat32(probs), concatFloat32(truth), classes, im.thresholds!), thresholds: im.thresholds!, skipped, seconds, imagesPerSecond: count / seconds };
 }
 
 /**

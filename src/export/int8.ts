@@ -8,7 +8,7 @@ import { quantizeInt8, type CalibrationBatch, type Int8Result } from '../onnx/in
 import { OnnxSession } from '../onnx/runtime.js';
 import type { TrainedModelMeta } from '../registry/metadata.js';
 import { prng } from '../util/random.js';
-import { concatFloat32 } from '../util/arrays.js';
+import { argmax, concatFloat32 } from '../util/arrays.js';
 import { computeMetrics } from '../metrics/classification.js';
 
 export interface Int8Options {
@@ -67,10 +67,7 @@ export async function score(model: Uint8Array, test: (CalibrationBatch & { items
   const joined = concatFloat32(probs);
   const labels = test.flatMap((b) => b.items.map((i) => i.label));
   const m = computeMetrics(joined, labels, classes);
-  const top = labels.map((_, i) => {
-    const row = joined.subarray(i * classes.length, (i + 1) * classes.length);
-    return row.indexOf(Math.max(...row));
-  });
+  const top = labels.map((_, i) => argmax(joined, i * classes.length, classes.length));
   return { top, accuracy: m.accuracy, logLoss: m.logLoss };
 }
 
