@@ -1,7 +1,7 @@
 // Stratified, seeded, deterministic train/val/test split by a hash of each file's relative path.
 import { createHash } from 'node:crypto';
 import { UsageError } from '../errors.js';
-import type { ImageItem, SplitName } from './scan.js';
+import { SPLITS, type ImageItem, type SplitName } from './scan.js';
 
 export interface SplitOptions {
   val: number;
@@ -15,6 +15,11 @@ export type SplitMap = Record<string, SplitName>;
 /** A file's position in the seeded order of its class: a hash of (seed, relative path). */
 function rank(seed: number, rel: string): string {
   return createHash('sha256').update(`${seed}\0${rel}`).digest('hex');
+}
+
+/** `items` in their seeded order (by `rank`). */
+function seededOrder(items: readonly ImageItem[], seed: number): ImageItem[] {
+  return items.map((item) => ({ item, key: rank(seed, item.rel) })).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)).map((o) => o.item);
 }
 
 /**
@@ -45,7 +50,7 @@ export function assignSplits(items: readonly ImageItem[], options: SplitOptions)
     return out;
   }
   for (const group of byClass.values()) {
-    const ordered = group.map((item) => ({ item, key: rank(options.seed, item.rel) })).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    const ordered = seededOrder(group, options.seed);
     const n = ordered.length;
     let nTest = Math.round(n * fractions.test);
     let nVal = Math.round(n * fractions.val);
@@ -54,7 +59,7 @@ export function assignSplits(items: readonly ImageItem[], options: SplitOptions)
       if (nVal >= nTest && nVal > 0) nVal--;
       else nTest--;
     }
-    ordered.forEach(({ item }, i) => {
+    ordered.forEach((item, i) => {
       out[item.rel] = i < nTest ? 'test' : i < nTest + nVal ? 'val' : 'train';
     });
   }
@@ -68,9 +73,8 @@ export function assignSplits(items: readonly ImageItem[], options: SplitOptions)
  */
 function iterativeSplit(items: readonly ImageItem[], fractions: { val: number; test: number }, seed: number): SplitMap {
   const out: SplitMap = {};
-  const names = ['train', 'val', 'test'] as const;
   const share = [1 - fractions.val - fractions.test, fractions.val, fractions.test];
-  const ordered = items.map((item) => ({ item, key: rank(seed, item.rel) })).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)).map((o) => o.item);
+  const ordered = seededOrder(items, seed);
   const classes = Math.max(0, ...ordered.flatMap((i) => i.labels!)) + 1;
   const perLabel = new Array<number>(classes).fill(0);
   for (const item of ordered) for (const l of item.labels!) perLabel[l]!++;
@@ -80,7 +84,7 @@ function iterativeSplit(items: readonly ImageItem[], fractions: { val: number; t
   const left = new Set(ordered);
   const remaining = [...perLabel];
   const place = (item: ImageItem, j: number) => {
-    out[item.rel] = names[j]!;
+    out[item.rel] = SPLITS[j]!;
     left.delete(item);
     wantImages[j]!--;
     for (const l of item.labels!) {
