@@ -1,7 +1,7 @@
 // One phase of a run: cut the model at its freeze setting, open what computes the boundary and the steps, train its
 // epochs, and at the end keep the best weights, calibrate and evaluate the test split.
 import { mixing } from '../data/mix.js';
-import { cachedTrainingItems } from './views.js';
+import { cachedTrainingItems, usesViews } from './views.js';
 import { applyTrainability, cutModel, type Cut } from '../model/index.js';
 import { onnxSessionFor } from '../engine/index.js';
 import { InterruptedError, UsageError } from '../errors.js';
@@ -78,7 +78,7 @@ function cutFor(run: Run, phase: PhaseInfo): { cut: Cut; cache: OutputCache | nu
   run.boundaryLayers = cut.frozen ? cut.boundaryLayers : [];
   // Augmentation and mixing change the images every epoch: the frozen part then runs on every batch (but for
   // --augment-views, whose views are cached like images).
-  const useCache = cut.frozen !== null && (options.augment === 'none' || options.augmentViews > 0) && !mixing(options);
+  const useCache = cut.frozen !== null && (options.augment === 'none' || usesViews(options)) && !mixing(options);
   run.cacheStats.enabled ||= useCache;
   const cache = useCache ? new OutputCache(cut.boundaryShapes, options.cacheMb * 2 ** 20, options.out) : null;
   if (run.cached && cache) {
