@@ -148,6 +148,8 @@ export async function renderHtml(r: Report, extras: HtmlExtras = {}): Promise<st
     figures.push(['f1-per-class', await renderSvg(f1Spec(m))]);
     figures.push(['reliability', await renderSvg(reliabilitySpec(m))]);
   }
+  /** An image's thumbnail, or a box saying it could not be read. */
+  const img = (src: string | null, alt: string) => (src ? `<img src="${src}" alt="${escape(alt)}">` : '<div class="missing">unreadable</div>');
   const thumbs = m ? await Promise.all(m.mistakes.map(async (x) => ({ ...x, src: await thumbnail(x.path) }))) : [];
   const table = (rows: string[][], head: string[]) => `<table><thead><tr>${head.map((h) => `<th>${escape(h)}</th>`).join('')}</tr></thead><tbody>${rows.map((row) => `<tr>${row.map((c) => `<td>${escape(c)}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
   const body: string[] = [`<h1>${escape(title(r))}</h1>`];
@@ -156,8 +158,8 @@ export async function renderHtml(r: Report, extras: HtmlExtras = {}): Promise<st
   for (const c of choices(r)) body.push(`<p>${escape(c)}</p>`);
   if (r.kind === 'finetune') for (const w of r.warnings) body.push(`<p class="note">Warning: ${escape(w)}.</p>`);
   const ml = r.multiLabel ?? null;
-  if (ml) body.push(`<section id="headline">${multiLabelHeadline(ml).map(([k, v]) => `<div class="stat"><div class="value">${escape(v)}</div><div class="label">${escape(k)}</div></div>`).join('')}</section>`);
-  else if (m) body.push(`<section id="headline">${headline(m).map(([k, v]) => `<div class="stat"><div class="value">${escape(v)}</div><div class="label">${escape(k)}</div></div>`).join('')}</section>`);
+  const stats = ml ? multiLabelHeadline(ml) : m ? headline(m) : null;
+  if (stats) body.push(`<section id="headline">${stats.map(([k, v]) => `<div class="stat"><div class="value">${escape(v)}</div><div class="label">${escape(k)}</div></div>`).join('')}</section>`);
   else body.push('<p class="note">No held-out test images, so no test metrics.</p>');
   if (ml) figures.push(['f1-per-label', await renderSvg(labelBarsSpec(ml))]);
   body.push(`<section id="charts">${figures.map(([id, svg]) => `<figure id="chart-${id}" class="chart">${svg}</figure>`).join('')}</section>`);
@@ -165,20 +167,19 @@ export async function renderHtml(r: Report, extras: HtmlExtras = {}): Promise<st
     body.push('<h2>Per class</h2>', table([...m.perClass.map((c) => [c.name, num(c.precision, 3), num(c.recall, 3), num(c.f1, 3), String(c.support)]), ['macro', num(m.macro.precision, 3), num(m.macro.recall, 3), num(m.macro.f1, 3), String(m.count)], ['weighted', num(m.weighted.precision, 3), num(m.weighted.recall, 3), num(m.weighted.f1, 3), String(m.count)]], ['class', 'precision', 'recall', 'F1', 'support']));
     body.push('<h2>Reliability</h2>', table(m.reliability.filter((b) => b.count > 0).map((b) => [`${b.lower.toFixed(2)}–${b.upper.toFixed(2)}`, String(b.count), num(b.confidence, 3), num(b.accuracy, 3)]), ['confidence bin', 'images', 'mean confidence', 'accuracy']));
     body.push('<h2>Most confident mistakes</h2>');
-    body.push(thumbs.length === 0 ? '<p>None.</p>' : `<section id="mistakes">${thumbs.map((t) => `<figure class="mistake">${t.src ? `<img src="${t.src}" alt="${escape(t.path)}">` : '<div class="missing">unreadable</div>'}<figcaption><b>${escape(t.predicted)}</b> ${(t.probability * 100).toFixed(0)}%<br>true: ${escape(t.true)}<br><span class="path">${escape(t.path)}</span></figcaption></figure>`).join('')}</section>`);
+    body.push(thumbs.length === 0 ? '<p>None.</p>' : `<section id="mistakes">${thumbs.map((t) => `<figure class="mistake">${img(t.src, t.path)}<figcaption><b>${escape(t.predicted)}</b> ${(t.probability * 100).toFixed(0)}%<br>true: ${escape(t.true)}<br><span class="path">${escape(t.path)}</span></figcaption></figure>`).join('')}</section>`);
   }
   if (ml) body.push('<h2>Per label</h2>', '<p>Each label is predicted where its probability is at least its threshold (tuned for F1 on the validation split).</p>', table(multiLabelRows(ml), MULTI_LABEL_HEAD));
   const pairs = r.kind === 'finetune' ? (r.nearDuplicates ?? null) : null;
   if (pairs && pairs.length > 0) {
     const shown = await Promise.all(pairs.slice(0, 24).map(async (p) => ({ ...p, held: await thumbnail(p.heldOut), trained: await thumbnail(p.train) })));
-    const img = (src: string | null, alt: string) => (src ? `<img src="${src}" alt="${escape(alt)}">` : '<div class="missing">unreadable</div>');
     body.push('<h2>Possible near-duplicates across splits</h2>', `<p>${escape(NEAR_DUPLICATES_NOTE)}</p>`, `<section id="near-duplicates">${shown.map((p) => `<figure class="pair">${img(p.held, p.heldOut)}${img(p.trained, p.train)}<figcaption>${escape(p.split)} / train, ${p.score.toFixed(3)}<br><span class="path">${escape(p.heldOut)}<br>${escape(p.train)}</span></figcaption></figure>`).join('')}</section>`);
   }
   const suspects = r.kind === 'finetune' ? (r.suspects ?? null) : null;
   if (suspects) {
     const shown = await Promise.all(suspects.slice(0, 48).map(async (x) => ({ ...x, src: await thumbnail(x.path) })));
     body.push('<h2>Test images whose label is probably wrong</h2>', `<p>${escape(SUSPECTS_NOTE)}</p>`);
-    body.push(shown.length === 0 ? '<p>None.</p>' : `<section id="suspects">${shown.map((t) => `<figure class="mistake">${t.src ? `<img src="${t.src}" alt="${escape(t.path)}">` : '<div class="missing">unreadable</div>'}<figcaption>given <b>${escape(t.given)}</b> ${(t.givenProbability * 100).toFixed(0)}%<br>likely: ${escape(t.likely)} ${(t.likelyProbability * 100).toFixed(0)}%<br><span class="path">${escape(t.path)}</span></figcaption></figure>`).join('')}</section>${suspects.length > shown.length ? `<p>… and ${suspects.length - shown.length} more (report.json).</p>` : ''}`);
+    body.push(shown.length === 0 ? '<p>None.</p>' : `<section id="suspects">${shown.map((t) => `<figure class="mistake">${img(t.src, t.path)}<figcaption>given <b>${escape(t.given)}</b> ${(t.givenProbability * 100).toFixed(0)}%<br>likely: ${escape(t.likely)} ${(t.likelyProbability * 100).toFixed(0)}%<br><span class="path">${escape(t.path)}</span></figcaption></figure>`).join('')}</section>${suspects.length > shown.length ? `<p>… and ${suspects.length - shown.length} more (report.json).</p>` : ''}`);
   }
   const sheet = extras.augmentSheet;
   if (sheet) body.push(`<h2>Augmented training images</h2><figure id="augment-sheet"><img src="data:image/jpeg;base64,${sheet.jpeg.toString('base64')}" alt="augmented training images"><figcaption>${sheet.images} training images as --augment ${escape(sheet.level)} shows them to the model (one draw each; every epoch draws anew)</figcaption></figure>`);
